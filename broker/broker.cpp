@@ -1,0 +1,635 @@
+#include "broker/broker.hpp"
+
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <random>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "broker/launcher.hpp"
+#include "broker/routing_table.hpp"
+#include "broker/worker_registry.hpp"
+#include "protocol/codec.hpp"
+#include "protocol/error.hpp"
+#include "protocol/frames.hpp"
+#include "transport/frames.hpp"
+
+namespace gymfarm::broker {
+
+using protocol::Error;
+using protocol::ErrorCode;
+using protocol::Value;
+namespace verb = protocol::verb;
+using transport::Frames;
+using transport::view;
+
+namespace {
+
+constexpr auto kPollInterval = std::chrono::milliseconds(50);
+constexpr std::size_t kMaxMessagesPerTurn = 256;
+
+Error make_error(ErrorCode code, std::string message, Value details = Value(protocol::Map{})) {
+  return Error{code, std::move(message), std::move(details)};
+}
+
+std::string random_instance_id() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  static const char* hex = "0123456789abcdef";
+  std::string id(32, '0');
+  for (int half = 0; half < 2; ++half) {
+    uint64_t r = rng();
+    for (int i = 0; i < 16; ++i, r >>= 4) id[half * 16 + i] = hex[r & 0xf];
+  }
+  return id;
+}
+
+long long rss_bytes(int pid) {
+  if (pid <= 0) return 0;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/statm");
+  long long size = 0, resident = 0;
+  if (!(f >> size >> resident)) return 0;
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+struct Batch {
+  std::string client;
+  std::string client_rid;
+  std::vector<std::pair<std::string, std::string>> results;  // (status, body)
+  std::size_t remaining = 0;
+};
+
+struct PendingMake {
+  Request request;
+  std::string env_id;
+  TimePoint deadline;
+};
+
+}  // namespace
+
+struct Broker::Impl {
+  BrokerOptions opt;
+  SteadyClock clock;
+  WorkerRegistry registry;
+  RoutingTable routes;
+  Launcher launcher;
+  zmq::context_t ctx{1};
+  zmq::socket_t frontend{ctx, zmq::socket_type::router};
+  zmq::socket_t backend{ctx, zmq::socket_type::router};
+  std::string backend_endpoint;
+  int signal_fd = -1;
+  uint64_t next_rid = 1;
+  uint64_t next_batch = 1;
+  uint64_t requests = 0;
+  std::unordered_map<uint64_t, Batch> batches;
+  std::deque<PendingMake> pending_makes;
+  std::unordered_map<int, std::string> kill_reasons;  // pid -> why the broker killed it
+  Value env_ids = Value(protocol::Array{});
+  bool ready_announced = false;
+  bool shutting_down = false;
+  TimePoint drain_deadline{};
+  bool stopping_workers = false;
+  TimePoint stop_deadline{};
+
+  explicit Impl(BrokerOptions o) : opt(std::move(o)), registry(opt.workers, clock) {}
+
+  void log(const std::string& msg) const { std::fprintf(stderr, "[gymfarm] %s\n", msg.c_str()); }
+
+  // ---- replies -------------------------------------------------------------------------------
+
+  void send_client(const std::string& client, const std::string& rid, std::string_view status, std::string_view body) {
+    if (!transport::send(frontend, {client, rid, status, body}) && opt.verbose) log("dropped a reply to a gone client");
+  }
+
+  void respond(const Request& r, std::string_view status, std::string body) {
+    if (r.batch_id == 0) {
+      send_client(r.client, r.client_rid, status, body);
+      return;
+    }
+    auto it = batches.find(r.batch_id);
+    if (it == batches.end()) return;
+    Batch& b = it->second;
+    b.results[r.batch_index] = {std::string(status), std::move(body)};
+    if (--b.remaining > 0) return;
+    std::vector<std::string_view> frames{b.client, b.client_rid, protocol::kStatusOk};
+    for (const auto& [s, body2] : b.results) {
+      frames.push_back(s);
+      frames.push_back(body2);
+    }
+    transport::send(frontend, frames);
+    batches.erase(it);
+  }
+
+  void fail(const Request& r, const Error& e) { respond(r, protocol::kStatusErr, protocol::encode(e.to_value())); }
+
+  void reply_ok(const Request& r, const Value& v) { respond(r, protocol::kStatusOk, protocol::encode(v)); }
+
+  // ---- workers -------------------------------------------------------------------------------
+
+  void spawn(std::size_t i) {
+    auto& s = registry.slot(i);
+    const std::string identity = "w" + std::to_string(i) + "." + std::to_string(s.spawns);
+    std::vector<std::string> args{"--backend", backend_endpoint, "--identity", identity,
+                                  "--parent", std::to_string(::getpid())};
+    if (!opt.python.empty()) {
+      args.push_back("--python");
+      args.push_back(opt.python);
+    }
+    for (const auto& m : opt.imports) {
+      args.push_back("--import");
+      args.push_back(m);
+    }
+    std::string err;
+    const int pid = launcher.spawn(opt.worker_exe, args, err);
+    if (pid == 0) {
+      log("cannot start worker " + std::to_string(i) + ": " + err);
+      s.consecutive_failures++;
+      s.respawn_at = clock.now() + backoff(s.consecutive_failures);
+      s.last_exit = "spawn failed: " + err;
+      return;
+    }
+    registry.spawned(i, identity, pid);
+  }
+
+  static Duration backoff(int failures) {
+    if (failures <= 0) return Duration::zero();
+    const int shift = std::min(failures - 1, 7);
+    return std::min<Duration>(std::chrono::milliseconds(100) * (1 << shift), std::chrono::seconds(10));
+  }
+
+  Duration timeout_for(std::string_view v) const {
+    return v == verb::kMake ? Duration(opt.make_timeout) : Duration(opt.step_timeout);
+  }
+
+  void dispatch(std::size_t w, Request r) {
+    auto& s = registry.slot(w);
+    const uint64_t rid = next_rid++;
+    const std::string rid_bytes = protocol::encode_rid(rid);
+    const Duration timeout = timeout_for(r.verb);
+    const bool sent = transport::send(backend, {s.identity, r.verb, r.instance, rid_bytes, r.body});
+    if (!sent) {
+      fail(r, make_error(ErrorCode::WorkerCrashed, "the worker holding this instance is unreachable"));
+      return;
+    }
+    registry.begin(w, std::move(r), rid, timeout);
+  }
+
+  // Sends the next queued request of worker w, if it is free.
+  void pump(std::size_t w) {
+    auto& s = registry.slot(w);
+    while (!s.in_flight && !s.queue.empty() && s.state == WorkerState::Assigned) {
+      Request r = std::move(s.queue.front());
+      s.queue.pop_front();
+      dispatch(w, std::move(r));
+    }
+  }
+
+  void worker_gone(std::size_t w, int status) {
+    auto& s = registry.slot(w);
+    const int pid = s.pid;
+    std::string reason = describe_exit(status);
+    Value details(protocol::Map{});
+    details.set("pid", pid);
+    details.set("worker", static_cast<int64_t>(w));
+    if (WIFSIGNALED(status)) {
+      details.set("signal", WTERMSIG(status));
+    } else if (WIFEXITED(status)) {
+      details.set("exit_code", WEXITSTATUS(status));
+    }
+    std::string message = "worker " + std::to_string(w) + " (pid " + std::to_string(pid) + ") " + reason;
+    if (auto it = kill_reasons.find(pid); it != kill_reasons.end()) {
+      message += " after " + it->second;
+      details.set("reason", it->second);
+      reason += " after " + it->second;
+      kill_reasons.erase(it);
+    }
+    const bool graceful = s.state == WorkerState::Stopping;
+    if (!graceful) {
+      const Error err = make_error(ErrorCode::WorkerCrashed, message, details);
+      if (s.in_flight) fail(s.in_flight->request, err);
+      for (const auto& q : s.queue) fail(q, err);
+      if (!s.instance.empty()) routes.bury(s.instance, err);
+      if (s.state == WorkerState::Starting) {
+        s.consecutive_failures++;
+      } else {
+        s.consecutive_failures = 0;
+      }
+      log(message);
+    }
+    registry.died(w, reason);
+    s.respawn_at = clock.now() + backoff(s.consecutive_failures);
+  }
+
+  void kill_worker(std::size_t w, std::string why) {
+    auto& s = registry.slot(w);
+    if (s.pid <= 0) return;
+    kill_reasons[s.pid] = std::move(why);
+    launcher.kill(s.pid, SIGKILL);
+  }
+
+  // ---- client requests ------------------------------------------------------------------------
+
+  void on_frontend(Frames& f) {
+    // [client, verb, instance, rid, body, (instance, body)*]
+    if (f.size() < 4) return;  // not even a request id to answer to
+    Request r;
+    r.client = transport::str(f[0]);
+    r.verb = transport::str(f[1]);
+    r.instance = transport::str(f[2]);
+    r.client_rid = transport::str(f[3]);
+    if (f.size() > 4) r.body = transport::str(f[4]);
+    ++requests;
+    if (!protocol::decode_rid(r.client_rid)) {
+      return fail(r, make_error(ErrorCode::BadRequest, "request id must be 8 bytes"));
+    }
+    if (r.verb == verb::kStepBatch) return on_batch(r, f);
+    if (f.size() != 5) return fail(r, make_error(ErrorCode::BadRequest, "a request has exactly 4 frames: verb, instance, rid, body"));
+    if (r.verb == verb::kHello) return on_hello(r);
+    if (r.verb == verb::kPing) return reply_ok(r, Value(protocol::Map{{"pong", true}}));
+    if (r.verb == verb::kStats) return reply_ok(r, stats());
+    if (r.verb == verb::kList) return reply_ok(r, list());
+    if (r.verb == verb::kEnvs) return reply_ok(r, Value(protocol::Map{{"env_ids", env_ids}}));
+    if (shutting_down) return fail(r, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
+    if (r.verb == verb::kMake) return on_make(std::move(r));
+    if (protocol::is_instance_verb(r.verb)) return route(std::move(r));
+    fail(r, make_error(ErrorCode::BadRequest, "unknown verb '" + r.verb + "'"));
+  }
+
+  void on_hello(const Request& r) {
+    Value body;
+    std::string err;
+    if (!protocol::decode(r.body, body, err)) return fail(r, make_error(ErrorCode::BadRequest, err));
+    const Value* version = body.find("version");
+    if (!version || !version->is_int() || version->as_int() != protocol::kProtocolVersion) {
+      return fail(r, make_error(ErrorCode::BadRequest, "unsupported protocol version; this farm speaks version " +
+                                                           std::to_string(protocol::kProtocolVersion)));
+    }
+    Value v(protocol::Map{});
+    v.set("version", protocol::kProtocolVersion);
+    v.set("server", "gymfarm");
+    v.set("server_version", "0.1.0");
+    v.set("workers", static_cast<int64_t>(registry.size()));
+    reply_ok(r, v);
+  }
+
+  void route(Request r) {
+    auto w = routes.find(r.instance);
+    if (!w) {
+      if (const Error* tomb = routes.tombstone(r.instance)) return fail(r, *tomb);
+      Value d(protocol::Map{{"instance_id", r.instance}});
+      return fail(r, make_error(ErrorCode::UnknownInstance, "unknown instance_id '" + r.instance + "'", d));
+    }
+    auto& s = registry.slot(*w);
+    if (s.queue.size() >= opt.max_queue_per_instance) {
+      Value d(protocol::Map{{"limit", static_cast<int64_t>(opt.max_queue_per_instance)}});
+      return fail(r, make_error(ErrorCode::Overloaded, "too many requests queued for this instance", d));
+    }
+    s.queue.push_back(std::move(r));
+    pump(*w);
+  }
+
+  void on_batch(Request& head, Frames& f) {
+    if (f.size() < 6 || (f.size() - 4) % 2 != 0) {
+      return fail(head, make_error(ErrorCode::BadRequest, "step_batch needs one or more (instance, body) frame pairs"));
+    }
+    if (shutting_down) return fail(head, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
+    const uint64_t id = next_batch++;
+    const std::size_t n = (f.size() - 4) / 2;
+    Batch& b = batches[id];
+    b.client = head.client;
+    b.client_rid = head.client_rid;
+    b.results.resize(n);
+    b.remaining = n;
+    for (std::size_t i = 0; i < n; ++i) {
+      Request part;
+      part.client = head.client;
+      part.client_rid = head.client_rid;
+      part.verb = std::string(verb::kStep);
+      part.instance = transport::str(f[4 + 2 * i]);
+      part.body = transport::str(f[5 + 2 * i]);
+      part.batch_id = id;
+      part.batch_index = i;
+      route(std::move(part));
+    }
+  }
+
+  void on_make(Request r) {
+    Value body;
+    std::string err;
+    if (!protocol::decode(r.body, body, err)) return fail(r, make_error(ErrorCode::BadRequest, err));
+    const Value* env_id = body.find("env_id");
+    if (!env_id || !env_id->is_string() || env_id->as_string().empty()) {
+      return fail(r, make_error(ErrorCode::BadRequest, "make needs a non-empty string 'env_id'"));
+    }
+    if (auto w = registry.idle_worker()) return start_make(*w, std::move(r), env_id->as_string());
+    const bool coming = std::any_of(registry.slots().begin(), registry.slots().end(), [](const WorkerSlot& s) {
+      return s.state == WorkerState::Starting || s.state == WorkerState::Dead;
+    });
+    if (coming) {
+      pending_makes.push_back({std::move(r), env_id->as_string(), clock.now() + opt.make_timeout});
+      return;
+    }
+    Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.size())}});
+    fail(r, make_error(ErrorCode::CapacityExhausted,
+                       "all " + std::to_string(registry.size()) + " workers hold an instance; close one or start the farm with more --workers",
+                       d));
+  }
+
+  void start_make(std::size_t w, Request r, const std::string& env_id) {
+    std::string instance = random_instance_id();
+    while (!routes.add(instance, w, env_id)) instance = random_instance_id();
+    registry.assign(w, instance, env_id);
+    r.instance = instance;
+    dispatch(w, std::move(r));
+  }
+
+  void serve_pending_makes() {
+    while (!pending_makes.empty()) {
+      auto w = registry.idle_worker();
+      if (!w) return;
+      PendingMake p = std::move(pending_makes.front());
+      pending_makes.pop_front();
+      start_make(*w, std::move(p.request), p.env_id);
+    }
+  }
+
+  Value stats() const {
+    protocol::Array workers;
+    for (const auto& s : registry.slots()) {
+      Value w(protocol::Map{});
+      w.set("worker", static_cast<int64_t>(s.index));
+      w.set("pid", s.pid);
+      w.set("state", to_string(s.state));
+      w.set("instance", s.instance);
+      w.set("env_id", s.env_id);
+      w.set("steps", static_cast<uint64_t>(s.steps));
+      w.set("rss_bytes", static_cast<int64_t>(rss_bytes(s.pid)));
+      w.set("restarts", static_cast<uint64_t>(s.restarts));
+      w.set("last_exit", s.last_exit);
+      workers.push_back(std::move(w));
+    }
+    Value v(protocol::Map{});
+    v.set("workers", std::move(workers));
+    v.set("instances", static_cast<int64_t>(routes.size()));
+    v.set("requests", static_cast<uint64_t>(requests));
+    v.set("frontend", opt.frontend);
+    v.set("pid", static_cast<int64_t>(::getpid()));
+    return v;
+  }
+
+  Value list() const {
+    protocol::Map m;
+    for (const auto& [id, route] : routes.routes()) m.emplace_back(id, route.env_id);
+    return Value(protocol::Map{{"instances", Value(std::move(m))}});
+  }
+
+  // ---- worker messages ----------------------------------------------------------------------
+
+  void on_backend(Frames& f) {
+    if (f.size() < 2) return;
+    const std::string identity = transport::str(f[0]);
+    auto w = registry.by_identity(identity);
+    if (!w) return;  // a previous spawn's late message
+    const auto v = view(f[1]);
+    auto& s = registry.slot(*w);
+    if (v == verb::kHeartbeat) {
+      registry.heartbeat(*w);
+      return;
+    }
+    if (v == verb::kReady) {
+      registry.heartbeat(*w);
+      if (f.size() >= 3 && env_ids.as_array().empty()) {
+        Value info;
+        std::string err;
+        if (protocol::decode(view(f[2]), info, err)) {
+          if (const Value* ids = info.find("env_ids"); ids && ids->is_array()) env_ids = *ids;
+        }
+      }
+      if (registry.ready(*w)) {
+        s.consecutive_failures = 0;
+        serve_pending_makes();
+      }
+      return;
+    }
+    if (v != verb::kReply || f.size() != 5) return;
+    auto rid = protocol::decode_rid(view(f[2]));
+    if (!rid) return;
+    auto done = registry.finish(*w, *rid);
+    if (!done) return;  // already answered (timeout) or stale
+    registry.heartbeat(*w);
+    const bool ok = view(f[3]) == protocol::kStatusOk;
+    const Request& r = done->request;
+    if (r.verb == verb::kStep && ok) s.steps++;
+    respond(r, view(f[3]), transport::str(f[4]));
+    if ((r.verb == verb::kMake && !ok) || r.verb == verb::kClose) {
+      routes.remove(r.instance);
+      for (const auto& q : s.queue) {
+        Value d(protocol::Map{{"instance_id", r.instance}});
+        fail(q, make_error(ErrorCode::UnknownInstance, "instance '" + r.instance + "' was closed", d));
+      }
+      s.queue.clear();
+      registry.release(*w);
+      serve_pending_makes();
+      return;
+    }
+    pump(*w);
+  }
+
+  // ---- time and signals ------------------------------------------------------------------------
+
+  void check_time() {
+    const auto now = clock.now();
+    for (auto w : registry.expired(now)) {
+      auto& s = registry.slot(w);
+      InFlight in = std::move(*s.in_flight);
+      s.in_flight.reset();
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout_for(in.request.verb)).count();
+      Value d(protocol::Map{});
+      d.set("verb", in.request.verb);
+      d.set("deadline_ms", static_cast<int64_t>(ms));
+      d.set("pid", s.pid);
+      fail(in.request, make_error(ErrorCode::Timeout,
+                                  "'" + in.request.verb + "' did not finish within " + std::to_string(ms) +
+                                      " ms; the worker was killed",
+                                  d));
+      log("worker " + std::to_string(w) + " timed out in '" + in.request.verb + "', killing it");
+      kill_worker(w, "'" + in.request.verb + "' timed out after " + std::to_string(ms) + " ms");
+    }
+    for (auto w : registry.silent(now, opt.heartbeat_timeout, opt.startup_timeout)) {
+      auto& s = registry.slot(w);
+      if (s.pid > 0 && !kill_reasons.count(s.pid)) {
+        log("worker " + std::to_string(w) + " is silent, killing it");
+        kill_worker(w, s.state == WorkerState::Starting ? "it did not start in time" : "its heartbeats stopped");
+      }
+    }
+    while (!pending_makes.empty() && pending_makes.front().deadline <= now) {
+      Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.size())}});
+      fail(pending_makes.front().request,
+           make_error(ErrorCode::CapacityExhausted, "no worker became free within the make timeout", d));
+      pending_makes.pop_front();
+    }
+    if (!shutting_down) {
+      for (const auto& s : registry.slots()) {
+        if (s.state == WorkerState::Dead && s.respawn_at <= now) spawn(s.index);
+      }
+    }
+  }
+
+  void reap() {
+    for (const auto& e : launcher.reap()) {
+      for (const auto& s : registry.slots()) {
+        if (s.pid == e.pid) {
+          worker_gone(s.index, e.status);
+          break;
+        }
+      }
+    }
+  }
+
+  // Returns true when a stop signal arrived.
+  bool read_signals() {
+    bool stop = false;
+    signalfd_siginfo si;
+    while (::read(signal_fd, &si, sizeof si) == sizeof si) {
+      if (si.ssi_signo == SIGCHLD) continue;
+      stop = true;
+    }
+    reap();
+    return stop;
+  }
+
+  void begin_shutdown() {
+    if (shutting_down) return;
+    shutting_down = true;
+    log("stopping: draining requests");
+    drain_deadline = clock.now() + opt.drain_timeout;
+    for (auto& p : pending_makes) fail(p.request, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
+    pending_makes.clear();
+  }
+
+  // Returns true when everything is stopped.
+  bool progress_shutdown() {
+    const auto now = clock.now();
+    if (!stopping_workers) {
+      const bool busy = std::any_of(registry.slots().begin(), registry.slots().end(), [](const WorkerSlot& s) {
+        return s.in_flight.has_value() || !s.queue.empty();
+      });
+      if (busy && now < drain_deadline) return false;
+      stopping_workers = true;
+      stop_deadline = now + std::chrono::seconds(3);
+      for (const auto& s : registry.slots()) {
+        for (const auto& q : s.queue) fail(q, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
+        if (s.in_flight) fail(s.in_flight->request, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
+      }
+      for (std::size_t i = 0; i < registry.size(); ++i) {
+        auto& s = registry.slot(i);
+        s.queue.clear();
+        s.in_flight.reset();
+        if (s.state == WorkerState::Dead) continue;
+        transport::send(backend, {s.identity, verb::kBye, "", protocol::encode_rid(0), ""});
+        registry.stopping(i);
+      }
+    }
+    if (registry.count(WorkerState::Dead) == registry.size()) return true;
+    if (now >= stop_deadline) {
+      for (const auto& s : registry.slots()) {
+        if (s.state != WorkerState::Dead) launcher.kill(s.pid, SIGKILL);
+      }
+    }
+    return false;
+  }
+};
+
+Broker::Broker(BrokerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+  if (impl_->opt.workers == 0) throw std::invalid_argument("--workers must be at least 1");
+}
+
+Broker::~Broker() {
+  if (impl_ && impl_->signal_fd >= 0) ::close(impl_->signal_fd);
+}
+
+void Broker::block_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  sigprocmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+std::string Broker::bind() {
+  auto& d = *impl_;
+  transport::configure(d.frontend, d.opt.max_message_bytes);
+  transport::configure(d.backend, d.opt.max_message_bytes);
+  d.frontend.set(zmq::sockopt::router_mandatory, 1);
+  d.backend.set(zmq::sockopt::router_mandatory, 1);
+  try {
+    d.frontend.bind(d.opt.frontend);
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error("cannot listen on " + d.opt.frontend + ": " + e.what());
+  }
+  d.opt.frontend = d.frontend.get(zmq::sockopt::last_endpoint);
+  d.backend_endpoint = "ipc://" + d.opt.runtime_dir + "/backend-" + std::to_string(::getpid()) + ".ipc";
+  try {
+    d.backend.bind(d.backend_endpoint);
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error("cannot bind the worker socket " + d.backend_endpoint + ": " + e.what());
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  d.signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (d.signal_fd < 0) throw std::runtime_error("signalfd failed");
+  return d.opt.frontend;
+}
+
+int Broker::run(const std::function<void()>& on_ready) {
+  auto& d = *impl_;
+  for (std::size_t i = 0; i < d.registry.size(); ++i) d.spawn(i);
+  Frames frames;
+  int rc = 0;
+  while (true) {
+    zmq::pollitem_t items[] = {
+        {d.frontend.handle(), 0, ZMQ_POLLIN, 0},
+        {d.backend.handle(), 0, ZMQ_POLLIN, 0},
+        {nullptr, d.signal_fd, ZMQ_POLLIN, 0},
+    };
+    zmq::poll(items, 3, kPollInterval);
+    if (items[2].revents & ZMQ_POLLIN) {
+      if (d.read_signals()) d.begin_shutdown();
+    }
+    for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.backend, frames); ++n) d.on_backend(frames);
+    for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.frontend, frames); ++n) d.on_frontend(frames);
+    d.check_time();
+    if (!d.ready_announced && d.registry.count(WorkerState::Idle) == d.registry.size()) {
+      d.ready_announced = true;
+      if (on_ready) on_ready();
+    }
+    if (!d.ready_announced && !d.shutting_down) {
+      for (const auto& s : d.registry.slots()) {
+        if (s.consecutive_failures >= 3) {
+          d.log("workers fail to start (" + s.last_exit + "); giving up");
+          rc = 1;
+          d.begin_shutdown();
+          break;
+        }
+      }
+    }
+    if (d.shutting_down && d.progress_shutdown()) break;
+  }
+  d.log("stopped");
+  return rc;
+}
+
+}  // namespace gymfarm::broker

@@ -1,0 +1,51 @@
+#pragma once
+// The broker: a ZeroMQ ROUTER for clients, a ROUTER for workers, the pool and the routing table.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace gymfarm::broker {
+
+struct BrokerOptions {
+  std::size_t workers = 4;
+  std::string frontend = "tcp://127.0.0.1:5555";
+  std::string runtime_dir = "/tmp";  // holds the backend ipc socket
+  std::string worker_exe = "gymfarm-worker";
+  std::string python;                // interpreter whose site-packages workers use
+  std::vector<std::string> imports;  // modules every worker imports before serving
+  std::chrono::milliseconds step_timeout{10000};
+  std::chrono::milliseconds make_timeout{60000};
+  std::chrono::milliseconds heartbeat_timeout{3000};
+  std::chrono::milliseconds startup_timeout{60000};
+  std::chrono::milliseconds drain_timeout{5000};
+  std::size_t max_queue_per_instance = 1024;
+  long long max_message_bytes = 256ll << 20;
+  bool verbose = false;
+};
+
+class Broker {
+ public:
+  explicit Broker(BrokerOptions options);
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  // Blocks SIGCHLD, SIGTERM, SIGINT and SIGHUP in the calling thread; call before any thread exists,
+  // so that the broker receives them through its signal fd.
+  static void block_signals();
+
+  // Binds the sockets (throws with a clear message on failure); returns the resolved frontend endpoint.
+  std::string bind();
+  // Runs until SIGTERM/SIGINT or until the pool cannot start. `on_ready` is called once, when every
+  // worker first reports ready. Returns the process exit code.
+  int run(const std::function<void()>& on_ready);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gymfarm::broker

@@ -1,0 +1,144 @@
+#include "broker/worker_registry.hpp"
+
+namespace gymfarm::broker {
+
+const char* to_string(WorkerState s) {
+  switch (s) {
+    case WorkerState::Dead: return "dead";
+    case WorkerState::Starting: return "starting";
+    case WorkerState::Idle: return "idle";
+    case WorkerState::Assigned: return "assigned";
+    case WorkerState::Stopping: return "stopping";
+  }
+  return "?";
+}
+
+WorkerRegistry::WorkerRegistry(std::size_t workers, const Clock& clock) : clock_(clock), slots_(workers) {
+  for (std::size_t i = 0; i < workers; ++i) slots_[i].index = i;
+}
+
+std::optional<std::size_t> WorkerRegistry::by_identity(const std::string& identity) const {
+  auto it = identities_.find(identity);
+  if (it != identities_.end()) return it->second;
+  if (identity.size() > 3 && identity.compare(identity.size() - 3, 3, "#hb") == 0) {
+    it = identities_.find(identity.substr(0, identity.size() - 3));
+    if (it != identities_.end()) return it->second;
+  }
+  return std::nullopt;
+}
+
+bool WorkerRegistry::spawned(std::size_t i, std::string identity, int pid) {
+  auto& s = slots_.at(i);
+  if (s.state != WorkerState::Dead) return false;
+  identities_.erase(s.identity);
+  s.identity = std::move(identity);
+  identities_[s.identity] = i;
+  s.pid = pid;
+  if (s.spawns++ > 0) ++s.restarts;
+  s.state = WorkerState::Starting;
+  s.since = s.last_heartbeat = clock_.now();
+  return true;
+}
+
+bool WorkerRegistry::ready(std::size_t i) {
+  auto& s = slots_.at(i);
+  if (s.state != WorkerState::Starting) return false;
+  s.state = WorkerState::Idle;
+  s.since = s.last_heartbeat = clock_.now();
+  return true;
+}
+
+bool WorkerRegistry::assign(std::size_t i, std::string instance, std::string env_id) {
+  auto& s = slots_.at(i);
+  if (s.state != WorkerState::Idle) return false;
+  s.state = WorkerState::Assigned;
+  s.instance = std::move(instance);
+  s.env_id = std::move(env_id);
+  s.steps = 0;
+  s.since = clock_.now();
+  return true;
+}
+
+bool WorkerRegistry::release(std::size_t i) {
+  auto& s = slots_.at(i);
+  if (s.state != WorkerState::Assigned || s.in_flight) return false;
+  s.state = WorkerState::Idle;
+  s.instance.clear();
+  s.env_id.clear();
+  s.since = clock_.now();
+  s.consecutive_failures = 0;
+  return true;
+}
+
+bool WorkerRegistry::stopping(std::size_t i) {
+  auto& s = slots_.at(i);
+  if (s.state == WorkerState::Dead || s.state == WorkerState::Stopping) return false;
+  s.state = WorkerState::Stopping;
+  s.since = clock_.now();
+  return true;
+}
+
+bool WorkerRegistry::died(std::size_t i, std::string reason) {
+  auto& s = slots_.at(i);
+  if (s.state == WorkerState::Dead) return false;
+  identities_.erase(s.identity);
+  s.state = WorkerState::Dead;
+  s.last_exit = std::move(reason);
+  s.pid = 0;
+  s.instance.clear();
+  s.env_id.clear();
+  s.in_flight.reset();
+  s.queue.clear();
+  s.since = clock_.now();
+  return true;
+}
+
+std::optional<std::size_t> WorkerRegistry::idle_worker() const {
+  for (const auto& s : slots_) {
+    if (s.state == WorkerState::Idle) return s.index;
+  }
+  return std::nullopt;
+}
+
+std::size_t WorkerRegistry::count(WorkerState st) const {
+  std::size_t n = 0;
+  for (const auto& s : slots_) n += s.state == st;
+  return n;
+}
+
+void WorkerRegistry::heartbeat(std::size_t i) { slots_.at(i).last_heartbeat = clock_.now(); }
+
+bool WorkerRegistry::begin(std::size_t i, Request r, uint64_t rid, Duration timeout) {
+  auto& s = slots_.at(i);
+  if (s.in_flight || s.state == WorkerState::Dead || s.state == WorkerState::Starting) return false;
+  s.in_flight = InFlight{std::move(r), rid, clock_.now() + timeout};
+  return true;
+}
+
+std::optional<InFlight> WorkerRegistry::finish(std::size_t i, uint64_t rid) {
+  auto& s = slots_.at(i);
+  if (!s.in_flight || s.in_flight->rid != rid) return std::nullopt;
+  std::optional<InFlight> out = std::move(s.in_flight);
+  s.in_flight.reset();
+  return out;
+}
+
+std::vector<std::size_t> WorkerRegistry::expired(TimePoint now) const {
+  std::vector<std::size_t> out;
+  for (const auto& s : slots_) {
+    if (s.in_flight && s.state != WorkerState::Dead && now >= s.in_flight->deadline) out.push_back(s.index);
+  }
+  return out;
+}
+
+std::vector<std::size_t> WorkerRegistry::silent(TimePoint now, Duration timeout, Duration startup_timeout) const {
+  std::vector<std::size_t> out;
+  for (const auto& s : slots_) {
+    if (s.state == WorkerState::Dead) continue;
+    const bool starting = s.state == WorkerState::Starting;
+    if (starting ? now - s.since > startup_timeout : now - s.last_heartbeat > timeout) out.push_back(s.index);
+  }
+  return out;
+}
+
+}  // namespace gymfarm::broker

@@ -1,0 +1,98 @@
+#pragma once
+// The pool of worker slots, their life-cycle state machine, in-flight requests and deadlines.
+//
+//   Dead --spawned--> Starting --ready--> Idle --assign--> Assigned --release--> Idle
+//     ^                  |                  |                 |
+//     +-------died-------+------died--------+------died-------+      (Stopping: graceful exit)
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/clock.hpp"
+
+namespace gymfarm::broker {
+
+enum class WorkerState { Dead, Starting, Idle, Assigned, Stopping };
+const char* to_string(WorkerState s);
+
+// A client request on its way through a worker.
+struct Request {
+  std::string client;      // frontend identity of the requester
+  std::string client_rid;  // the client's 8-byte request id
+  std::string verb;
+  std::string instance;
+  std::string body;
+  uint64_t batch_id = 0;   // nonzero for a part of a step_batch
+  std::size_t batch_index = 0;
+};
+
+struct InFlight {
+  Request request;
+  uint64_t rid = 0;  // the broker's id for the worker hop
+  TimePoint deadline{};
+};
+
+struct WorkerSlot {
+  std::size_t index = 0;
+  WorkerState state = WorkerState::Dead;
+  std::string identity;
+  int pid = 0;
+  uint64_t spawns = 0;
+  uint64_t restarts = 0;
+  std::string last_exit;  // why the previous process of this slot ended
+  std::string instance;
+  std::string env_id;
+  uint64_t steps = 0;
+  TimePoint since{};           // when the current state began
+  TimePoint last_heartbeat{};
+  TimePoint respawn_at{};      // back-off after crashes
+  int consecutive_failures = 0;  // deaths before reaching Idle or shortly after
+  std::optional<InFlight> in_flight;
+  std::deque<Request> queue;
+};
+
+class WorkerRegistry {
+ public:
+  WorkerRegistry(std::size_t workers, const Clock& clock);
+
+  std::size_t size() const { return slots_.size(); }
+  WorkerSlot& slot(std::size_t i) { return slots_.at(i); }
+  const WorkerSlot& slot(std::size_t i) const { return slots_.at(i); }
+  const std::vector<WorkerSlot>& slots() const { return slots_; }
+
+  // Heartbeat identities are "<identity>#hb".
+  std::optional<std::size_t> by_identity(const std::string& identity) const;
+
+  // State transitions; each returns false (and changes nothing) when not allowed from the current state.
+  bool spawned(std::size_t i, std::string identity, int pid);  // Dead -> Starting
+  bool ready(std::size_t i);                                    // Starting -> Idle
+  bool assign(std::size_t i, std::string instance, std::string env_id);  // Idle -> Assigned
+  bool release(std::size_t i);                                  // Assigned -> Idle
+  bool stopping(std::size_t i);                                 // any live -> Stopping
+  bool died(std::size_t i, std::string reason);                 // any but Dead -> Dead
+
+  std::optional<std::size_t> idle_worker() const;
+  std::size_t count(WorkerState s) const;
+
+  void heartbeat(std::size_t i);
+  // Starts the request on the worker with a deadline; false if one is already in flight.
+  bool begin(std::size_t i, Request r, uint64_t rid, Duration timeout);
+  // Finishes the in-flight request whose rid matches.
+  std::optional<InFlight> finish(std::size_t i, uint64_t rid);
+
+  // Slots whose in-flight request passed its deadline.
+  std::vector<std::size_t> expired(TimePoint now) const;
+  // Live slots with no heartbeat for `timeout` (Starting slots get `startup_timeout` from `since`).
+  std::vector<std::size_t> silent(TimePoint now, Duration timeout, Duration startup_timeout) const;
+
+ private:
+  const Clock& clock_;
+  std::vector<WorkerSlot> slots_;
+  std::unordered_map<std::string, std::size_t> identities_;
+};
+
+}  // namespace gymfarm::broker

@@ -1,0 +1,350 @@
+// gymfarm: start, stop and inspect a farm. See `gymfarm --help` and docs/operations.md.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "broker/broker.hpp"
+#include "client/client.hpp"
+
+namespace fs = std::filesystem;
+using gymfarm::protocol::Value;
+
+namespace {
+
+constexpr const char* kHelp = R"(gymfarm - a multi-process farm of isolated Gymnasium environments
+
+usage:
+  gymfarm start [options]    run a farm (foreground unless --detach)
+  gymfarm status [options]   print the farm's workers: pid, state, instance, env id, steps, RSS
+  gymfarm stop [options]     stop a running farm gracefully (drain, close envs, stop workers)
+  gymfarm --help             this text
+
+options for start:
+  --workers N            pool size = the most env instances alive at once (default 4)
+  --host ADDR            address to listen on (default 127.0.0.1)
+  --native-port PORT     native protocol port, ZeroMQ + MessagePack (default 5555; 0 picks a free one)
+  --python PATH          interpreter whose site-packages the workers use (default: the project venv);
+                         PYTHONPATH in the environment reaches the workers too
+  --import MODULE        every worker imports MODULE before serving (repeatable): custom envs it
+                         registers become available
+  --step-timeout SEC     deadline of reset/step/close/render...; past it the client gets `timeout` and
+                         the worker is killed and replaced (default 10)
+  --make-timeout SEC     deadline of make (default 60)
+  --detach               return once every worker is ready and leave the farm running
+  --runtime-dir DIR      pid file, log and worker sockets (default $XDG_RUNTIME_DIR/gymfarm or
+                         /tmp/gymfarm-UID)
+  --insecure-no-token    allow --host other than loopback without authentication (not recommended)
+  --verbose              log more
+
+options for status and stop:
+  --host ADDR, --native-port PORT, --runtime-dir DIR   which farm (defaults as above)
+
+SIGTERM or SIGINT stop a foreground farm gracefully; it exits 0.
+)";
+
+struct Options {
+  std::string command;
+  gymfarm::broker::BrokerOptions broker;
+  std::string host = "127.0.0.1";
+  int port = 5555;
+  bool detach = false;
+  bool insecure = false;
+  std::string runtime_dir;
+};
+
+[[noreturn]] void die(const std::string& msg) {
+  std::fprintf(stderr, "gymfarm: %s\n", msg.c_str());
+  std::exit(2);
+}
+
+std::chrono::milliseconds seconds_arg(const std::string& flag, const std::string& v) {
+  try {
+    std::size_t pos = 0;
+    const double s = std::stod(v, &pos);
+    if (pos != v.size() || s <= 0) throw std::invalid_argument(v);
+    return std::chrono::milliseconds(static_cast<long long>(s * 1000));
+  } catch (const std::exception&) {
+    die(flag + " needs a positive number of seconds, got '" + v + "'");
+  }
+}
+
+long long int_arg(const std::string& flag, const std::string& v, long long lo, long long hi) {
+  try {
+    std::size_t pos = 0;
+    const long long n = std::stoll(v, &pos);
+    if (pos != v.size() || n < lo || n > hi) throw std::invalid_argument(v);
+    return n;
+  } catch (const std::exception&) {
+    die(flag + " needs an integer from " + std::to_string(lo) + " to " + std::to_string(hi) + ", got '" + v + "'");
+  }
+}
+
+std::string exe_dir() {
+  std::error_code ec;
+  auto p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? "." : p.parent_path().string();
+}
+
+std::string default_runtime_dir() {
+  if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x && *x) return std::string(x) + "/gymfarm";
+  return "/tmp/gymfarm-" + std::to_string(getuid());
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  if (argc < 2) die("missing command; try `gymfarm --help`");
+  o.command = argv[1];
+  if (o.command == "--help" || o.command == "-h" || o.command == "help") {
+    std::fputs(kHelp, stdout);
+    std::exit(0);
+  }
+  if (o.command != "start" && o.command != "stop" && o.command != "status") {
+    die("unknown command '" + o.command + "'; try `gymfarm --help`");
+  }
+  for (int i = 2; i < argc; ++i) {
+    const std::string k = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) die(k + " needs a value");
+      return argv[++i];
+    };
+    if (k == "--help" || k == "-h") {
+      std::fputs(kHelp, stdout);
+      std::exit(0);
+    } else if (k == "--workers") o.broker.workers = static_cast<std::size_t>(int_arg(k, value(), 1, 4096));
+    else if (k == "--host") o.host = value();
+    else if (k == "--native-port") o.port = static_cast<int>(int_arg(k, value(), 0, 65535));
+    else if (k == "--python") o.broker.python = value();
+    else if (k == "--import") o.broker.imports.push_back(value());
+    else if (k == "--step-timeout") o.broker.step_timeout = seconds_arg(k, value());
+    else if (k == "--make-timeout") o.broker.make_timeout = seconds_arg(k, value());
+    else if (k == "--runtime-dir") o.runtime_dir = value();
+    else if (k == "--detach") o.detach = true;
+    else if (k == "--insecure-no-token") o.insecure = true;
+    else if (k == "--verbose") o.broker.verbose = true;
+    else die("unknown option '" + k + "'; try `gymfarm --help`");
+  }
+  if (o.runtime_dir.empty()) o.runtime_dir = default_runtime_dir();
+  return o;
+}
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1" || host == "[::1]";
+}
+
+std::string native_endpoint(const Options& o, int port) {
+  const std::string host = o.host == "localhost" ? "127.0.0.1" : o.host;
+  return "tcp://" + host + ":" + std::to_string(port);
+}
+
+std::string pid_file(const Options& o) { return o.runtime_dir + "/farm-" + std::to_string(o.port) + ".pid"; }
+
+// Fails fast when --python is missing or is not the Python version the worker embeds.
+std::string resolve_python(const std::string& requested) {
+  std::string py = requested;
+  if (py.empty()) {
+    py = GYMFARM_DEFAULT_PYTHON;
+    if (access(py.c_str(), X_OK) != 0) return "";  // workers use the embedded interpreter's own prefix
+  }
+  if (access(py.c_str(), X_OK) != 0) die("--python " + py + ": not an executable file");
+  const std::string cmd = "'" + py + "' -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])' 2>/dev/null";
+  std::string version;
+  if (FILE* p = popen(cmd.c_str(), "r")) {
+    char buf[64] = {0};
+    if (fgets(buf, sizeof buf, p)) version = buf;
+    pclose(p);
+  }
+  while (!version.empty() && (version.back() == '\n' || version.back() == '\r')) version.pop_back();
+  if (version != GYMFARM_PYTHON_VERSION) {
+    die("--python " + py + " is Python " + (version.empty() ? "?" : version) + ", but the workers embed Python " +
+        GYMFARM_PYTHON_VERSION + "; use an interpreter or venv of that version");
+  }
+  return fs::absolute(py).string();
+}
+
+void prepare_runtime_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) die("cannot create the runtime directory " + dir + ": " + ec.message());
+  chmod(dir.c_str(), 0700);
+}
+
+int cmd_start(Options o) {
+  if (!is_loopback(o.host)) {
+    if (!o.insecure) {
+      die("--host " + o.host + " is not a loopback address; a farm reachable from other machines needs "
+          "authentication. Pass --insecure-no-token to do it anyway on a trusted network.");
+    }
+    std::fprintf(stderr, "gymfarm: WARNING: listening on %s WITHOUT authentication (--insecure-no-token)\n", o.host.c_str());
+  }
+  prepare_runtime_dir(o.runtime_dir);
+  o.broker.python = resolve_python(o.broker.python);
+  o.broker.runtime_dir = o.runtime_dir;
+  o.broker.frontend = native_endpoint(o, o.port);
+  o.broker.worker_exe = exe_dir() + "/gymfarm-worker";
+  if (access(o.broker.worker_exe.c_str(), X_OK) != 0) die("cannot find " + o.broker.worker_exe);
+
+  int ready_pipe[2] = {-1, -1};
+  const std::string log_path = o.runtime_dir + "/farm-" + std::to_string(o.port) + ".log";
+  if (o.detach) {
+    if (pipe(ready_pipe) != 0) die("pipe failed");
+    const pid_t child = fork();
+    if (child < 0) die("fork failed");
+    if (child > 0) {
+      close(ready_pipe[1]);
+      std::string msg;
+      char buf[512];
+      ssize_t n;
+      while ((n = read(ready_pipe[0], buf, sizeof buf)) > 0) msg.append(buf, static_cast<std::size_t>(n));
+      if (msg.rfind("ready ", 0) != 0) {
+        std::fprintf(stderr, "gymfarm: the farm did not start; its log (%s) ends with:\n", log_path.c_str());
+        std::ifstream f(log_path);
+        std::string line;
+        std::vector<std::string> lines;
+        while (std::getline(f, line)) lines.push_back(line);
+        for (std::size_t i = lines.size() > 20 ? lines.size() - 20 : 0; i < lines.size(); ++i)
+          std::fprintf(stderr, "  %s\n", lines[i].c_str());
+        return 1;
+      }
+      std::printf("%s", msg.substr(6).c_str());
+      std::printf("  log:       %s\n  stop with: gymfarm stop --native-port %d\n", log_path.c_str(), o.port);
+      return 0;
+    }
+    close(ready_pipe[0]);
+    setsid();
+    const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    const int devnull = open("/dev/null", O_RDONLY);
+    if (fd >= 0) {
+      dup2(fd, STDOUT_FILENO);
+      dup2(fd, STDERR_FILENO);
+      close(fd);
+    }
+    if (devnull >= 0) {
+      dup2(devnull, STDIN_FILENO);
+      close(devnull);
+    }
+    fcntl(ready_pipe[1], F_SETFD, FD_CLOEXEC);
+  }
+
+  gymfarm::broker::Broker::block_signals();
+  int rc = 0;
+  std::string pidfile;
+  try {
+    gymfarm::broker::Broker broker(o.broker);
+    const std::string endpoint = broker.bind();
+    const int port = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+    if (o.port == 0) o.port = port;
+    pidfile = pid_file(o);
+    std::ofstream(pidfile) << getpid() << "\n";
+    std::fprintf(stderr, "[gymfarm] starting %zu workers (pid %d)\n", o.broker.workers, getpid());
+    rc = broker.run([&] {
+      char text[1024];
+      std::snprintf(text, sizeof text,
+                    "gymfarm: farm ready with %zu workers (pid %d)\n  native:    %s\n", o.broker.workers, getpid(),
+                    endpoint.c_str());
+      if (o.detach) {
+        const std::string msg = std::string("ready ") + text;
+        if (write(ready_pipe[1], msg.data(), msg.size()) < 0) { /* parent gone; keep serving */ }
+        close(ready_pipe[1]);
+        ready_pipe[1] = -1;
+      }
+      std::fputs(text, stdout);
+      std::fflush(stdout);
+    });
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gymfarm: %s\n", e.what());
+    rc = 1;
+  }
+  if (!pidfile.empty()) fs::remove(pidfile);
+  return rc;
+}
+
+Value stats_of(const Options& o, std::chrono::milliseconds timeout) {
+  gymfarm::client::ClientOptions co;
+  co.timeout = timeout;
+  co.name = "gymfarm-cli";
+  gymfarm::client::Client c(native_endpoint(o, o.port), co);
+  return c.stats();
+}
+
+std::string human_bytes(long long b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(b) / (1024.0 * 1024.0));
+  return buf;
+}
+
+int cmd_status(const Options& o) {
+  Value s;
+  try {
+    s = stats_of(o, std::chrono::milliseconds(3000));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gymfarm: no farm answers at %s (%s)\n", native_endpoint(o, o.port).c_str(), e.what());
+    return 1;
+  }
+  std::printf("farm pid %lld at %s: %lld instances, %llu requests served\n", static_cast<long long>(s.find("pid")->as_int()),
+              s.find("frontend")->as_string().c_str(), static_cast<long long>(s.find("instances")->as_int()),
+              static_cast<unsigned long long>(s.find("requests")->as_int()));
+  std::printf("%-6s %-8s %-9s %-32s %-24s %10s %10s %8s\n", "WORKER", "PID", "STATE", "INSTANCE", "ENV ID", "STEPS", "RSS",
+              "RESTARTS");
+  for (const auto& w : s.find("workers")->as_array()) {
+    std::printf("%-6lld %-8lld %-9s %-32s %-24s %10lld %10s %8lld\n", static_cast<long long>(w.find("worker")->as_int()),
+                static_cast<long long>(w.find("pid")->as_int()), w.find("state")->as_string().c_str(),
+                w.find("instance")->as_string().empty() ? "-" : w.find("instance")->as_string().c_str(),
+                w.find("env_id")->as_string().empty() ? "-" : w.find("env_id")->as_string().c_str(),
+                static_cast<long long>(w.find("steps")->as_int()), human_bytes(w.find("rss_bytes")->as_int()).c_str(),
+                static_cast<long long>(w.find("restarts")->as_int()));
+    if (const Value* why = w.find("last_exit"); why && !why->as_string().empty() && w.find("restarts")->as_int() > 0) {
+      std::printf("       last restart: %s\n", why->as_string().c_str());
+    }
+  }
+  return 0;
+}
+
+int cmd_stop(const Options& o) {
+  pid_t pid = 0;
+  if (std::ifstream f(pid_file(o)); f) f >> pid;
+  if (pid <= 0 || kill(pid, 0) != 0) {
+    try {
+      pid = static_cast<pid_t>(stats_of(o, std::chrono::milliseconds(3000)).find("pid")->as_int());
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "gymfarm: no farm is running at %s\n", native_endpoint(o, o.port).c_str());
+      return 1;
+    }
+  }
+  if (kill(pid, SIGTERM) != 0) {
+    std::fprintf(stderr, "gymfarm: cannot signal pid %d: %s\n", pid, std::strerror(errno));
+    return 1;
+  }
+  std::printf("gymfarm: stopping farm pid %d ...\n", pid);
+  std::fflush(stdout);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (kill(pid, 0) == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (kill(pid, 0) == 0) {
+    std::fprintf(stderr, "gymfarm: pid %d did not stop within 30 s\n", pid);
+    return 1;
+  }
+  std::printf("gymfarm: stopped\n");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o = parse(argc, argv);
+  if (o.command == "start") return cmd_start(o);
+  if (o.command == "status") return cmd_status(o);
+  return cmd_stop(o);
+}

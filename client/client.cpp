@@ -1,0 +1,167 @@
+#include "client/client.hpp"
+
+#include <zmq.hpp>
+
+#include "protocol/codec.hpp"
+#include "protocol/frames.hpp"
+#include "transport/frames.hpp"
+
+namespace gymfarm::client {
+
+using protocol::Error;
+using protocol::ErrorCode;
+using transport::view;
+
+struct Client::Impl {
+  zmq::context_t ctx{1};
+  zmq::socket_t sock{ctx, zmq::socket_type::dealer};
+  ClientOptions opt;
+  uint64_t next_rid = 1;
+  std::string endpoint;
+
+  [[noreturn]] void raise(ErrorCode code, std::string message) { throw ClientError(Error{code, std::move(message), Value(protocol::Map{})}); }
+
+  // Sends frames and waits for the reply with the same rid; returns [rid, status, body...].
+  transport::Frames round_trip(std::vector<std::string_view> frames, uint64_t rid) {
+    if (!transport::send(sock, frames, true)) raise(ErrorCode::Internal, "cannot send to " + endpoint);
+    const auto deadline = std::chrono::steady_clock::now() + opt.timeout;
+    transport::Frames in;
+    while (true) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) raise(ErrorCode::Timeout, "no reply from the farm at " + endpoint + " within " + std::to_string(opt.timeout.count()) + " ms");
+      zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, left);
+      if (!transport::recv(sock, in)) continue;
+      if (in.size() < 2) continue;
+      auto got = protocol::decode_rid(view(in[0]));
+      if (got && *got == rid) return in;
+    }
+  }
+};
+
+namespace {
+Value decode_or_throw(std::string_view bytes) {
+  Value v;
+  std::string err;
+  if (!protocol::decode(bytes, v, err)) throw ClientError(Error{ErrorCode::Internal, "bad reply from the farm: " + err, Value(protocol::Map{})});
+  return v;
+}
+
+StepResult to_step(const Value& v) {
+  StepResult s;
+  if (const Value* x = v.find("obs")) s.obs = *x;
+  if (const Value* x = v.find("reward"); x && x->is_number()) s.reward = x->as_double();
+  if (const Value* x = v.find("terminated"); x && x->is_bool()) s.terminated = x->as_bool();
+  if (const Value* x = v.find("truncated"); x && x->is_bool()) s.truncated = x->as_bool();
+  if (const Value* x = v.find("info")) s.info = *x;
+  return s;
+}
+
+protocol::Space to_space(const Value* v) {
+  std::string err;
+  auto s = v ? protocol::Space::from_value(*v, err) : std::nullopt;
+  if (!s) throw ClientError(Error{ErrorCode::Internal, "bad space from the farm: " + err, Value(protocol::Map{})});
+  return *s;
+}
+}  // namespace
+
+Client::Client(const std::string& endpoint, ClientOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->opt = std::move(options);
+  impl_->endpoint = endpoint;
+  transport::configure(impl_->sock);
+  impl_->sock.connect(endpoint);
+  Value hello(protocol::Map{});
+  hello.set("version", protocol::kProtocolVersion);
+  hello.set("client", impl_->opt.name);
+  hello_ = call(protocol::verb::kHello, {}, hello);
+}
+
+Client::~Client() = default;
+
+Value Client::call(std::string_view verb, std::string_view instance, const Value& body) {
+  const uint64_t rid = impl_->next_rid++;
+  const std::string rid_bytes = protocol::encode_rid(rid);
+  const std::string payload = protocol::encode(body);
+  auto in = impl_->round_trip({verb, instance, rid_bytes, payload}, rid);
+  if (in.size() != 3) impl_->raise(ErrorCode::Internal, "bad reply from the farm: wrong frame count");
+  Value v = decode_or_throw(view(in[2]));
+  if (view(in[1]) != protocol::kStatusOk) throw ClientError(Error::from_value(v));
+  return v;
+}
+
+EnvHandle Client::make(const std::string& env_id, const Value& kwargs) {
+  Value body(protocol::Map{});
+  body.set("env_id", env_id);
+  body.set("kwargs", kwargs);
+  Value v = call(protocol::verb::kMake, {}, body);
+  EnvHandle h;
+  h.instance_id = v.find("instance_id")->as_string();
+  h.env_id = env_id;
+  h.observation_space = to_space(v.find("observation_space"));
+  h.action_space = to_space(v.find("action_space"));
+  if (const Value* x = v.find("render_mode")) h.render_mode = *x;
+  if (const Value* x = v.find("metadata")) h.metadata = *x;
+  if (const Value* x = v.find("spec")) h.spec = *x;
+  return h;
+}
+
+std::pair<Value, Value> Client::reset(const std::string& instance, std::optional<int64_t> seed, const Value& options) {
+  Value body(protocol::Map{});
+  if (seed) body.set("seed", *seed);
+  if (!options.is_nil()) body.set("options", options);
+  Value v = call(protocol::verb::kReset, instance, body);
+  return {*v.find("obs"), *v.find("info")};
+}
+
+StepResult Client::step(const std::string& instance, const Value& action) {
+  Value body(protocol::Map{});
+  body.set("action", action);
+  return to_step(call(protocol::verb::kStep, instance, body));
+}
+
+std::vector<BatchItem> Client::step_batch(const std::vector<std::pair<std::string, Value>>& actions) {
+  const uint64_t rid = impl_->next_rid++;
+  const std::string rid_bytes = protocol::encode_rid(rid);
+  std::vector<std::string> bodies;
+  bodies.reserve(actions.size());
+  for (const auto& [inst, action] : actions) {
+    Value body(protocol::Map{});
+    body.set("action", action);
+    bodies.push_back(protocol::encode(body));
+  }
+  std::vector<std::string_view> frames{protocol::verb::kStepBatch, "", rid_bytes};
+  for (std::size_t i = 0; i < actions.size(); ++i) {
+    frames.push_back(actions[i].first);
+    frames.push_back(bodies[i]);
+  }
+  auto in = impl_->round_trip(frames, rid);
+  if (view(in[1]) != protocol::kStatusOk) throw ClientError(Error::from_value(decode_or_throw(view(in[2]))));
+  if (in.size() != 2 + 2 * actions.size()) impl_->raise(ErrorCode::Internal, "bad batch reply: wrong frame count");
+  std::vector<BatchItem> out(actions.size());
+  for (std::size_t i = 0; i < actions.size(); ++i) {
+    Value v = decode_or_throw(view(in[3 + 2 * i]));
+    if (view(in[2 + 2 * i]) == protocol::kStatusOk) out[i].result = to_step(v);
+    else out[i].error = Error::from_value(v);
+  }
+  return out;
+}
+
+void Client::close(const std::string& instance) { call(protocol::verb::kClose, instance); }
+
+Value Client::sample(const std::string& instance, std::string_view space) {
+  Value body(protocol::Map{});
+  body.set("space", std::string(space));
+  return *call(protocol::verb::kSample, instance, body).find("value");
+}
+
+Value Client::render(const std::string& instance) { return *call(protocol::verb::kRender, instance).find("frame"); }
+Value Client::stats() { return call(protocol::verb::kStats); }
+Value Client::list() { return *call(protocol::verb::kList).find("instances"); }
+
+std::vector<std::string> Client::envs() {
+  std::vector<std::string> out;
+  for (const auto& id : call(protocol::verb::kEnvs).find("env_ids")->as_array()) out.push_back(id.as_string());
+  return out;
+}
+
+}  // namespace gymfarm::client

@@ -1,0 +1,91 @@
+#pragma once
+// The C++ client of the native protocol: one DEALER socket, synchronous calls, typed errors.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "protocol/error.hpp"
+#include "protocol/space.hpp"
+#include "protocol/value.hpp"
+
+namespace gymfarm::client {
+
+using protocol::Value;
+
+// Every error the farm reports, with its stable code; connection problems are Timeout.
+class ClientError : public std::runtime_error {
+ public:
+  explicit ClientError(protocol::Error e) : std::runtime_error(e.message), error_(std::move(e)) {}
+  protocol::ErrorCode code() const { return error_.code; }
+  const protocol::Error& error() const { return error_; }
+
+ private:
+  protocol::Error error_;
+};
+
+struct ClientOptions {
+  std::chrono::milliseconds timeout{60000};  // per call
+  std::string name = "gymfarm-cpp";
+};
+
+struct EnvHandle {
+  std::string instance_id;
+  std::string env_id;
+  protocol::Space observation_space;
+  protocol::Space action_space;
+  Value render_mode;
+  Value metadata;
+  Value spec;
+};
+
+struct StepResult {
+  Value obs;
+  double reward = 0.0;
+  bool terminated = false;
+  bool truncated = false;
+  Value info;
+};
+
+// One result of a batched step: either a StepResult or the error of that env.
+struct BatchItem {
+  std::optional<StepResult> result;
+  std::optional<protocol::Error> error;
+};
+
+class Client {
+ public:
+  // Connects and exchanges hello; throws ClientError when the farm does not answer in time.
+  explicit Client(const std::string& endpoint, ClientOptions options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // The raw call: returns the result body or throws ClientError.
+  Value call(std::string_view verb, std::string_view instance = {}, const Value& body = Value(protocol::Map{}));
+
+  EnvHandle make(const std::string& env_id, const Value& kwargs = Value(protocol::Map{}));
+  std::pair<Value, Value> reset(const std::string& instance, std::optional<int64_t> seed = std::nullopt,
+                                const Value& options = Value());
+  StepResult step(const std::string& instance, const Value& action);
+  std::vector<BatchItem> step_batch(const std::vector<std::pair<std::string, Value>>& actions);
+  void close(const std::string& instance);
+  Value sample(const std::string& instance, std::string_view space = "action");
+  Value render(const std::string& instance);
+  Value stats();
+  Value list();
+  std::vector<std::string> envs();
+  const Value& hello() const { return hello_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  Value hello_;
+};
+
+}  // namespace gymfarm::client

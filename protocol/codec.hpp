@@ -1,0 +1,34 @@
+#pragma once
+// MessagePack encoding of Value (docs/protocol.md "Values"). Decoding never throws: it reports.
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "protocol/value.hpp"
+
+namespace gymfarm::protocol {
+
+constexpr int8_t kNdarrayExt = 1;
+
+struct DecodeLimits {
+  std::size_t max_bytes = 256u << 20;  // whole body
+  std::size_t max_depth = 64;          // nesting of arrays and maps
+  std::size_t max_items = 1u << 24;    // elements of one array or map
+};
+
+std::string encode(const Value& v);
+// Appends a MessagePack float64. msgpack-cxx's pack_double writes integral doubles as integers,
+// which would turn 1.0 into 1 on the wire; floats must stay floats.
+void append_float64(std::string& out, double d);
+// Appends the encoding of v to out.
+void encode_to(std::string& out, const Value& v);
+
+// Decodes one value filling the whole buffer. An empty buffer decodes to an empty map.
+// Returns false with a message in err on malformed, truncated, trailing or over-limit input.
+bool decode(std::string_view bytes, Value& out, std::string& err, const DecodeLimits& limits = {});
+
+// The ext-1 payload of an ndarray: msgpack [dtype, shape, data].
+std::string encode_tensor_payload(const Tensor& t);
+bool decode_tensor_payload(std::string_view payload, Tensor& out, std::string& err);
+
+}  // namespace gymfarm::protocol

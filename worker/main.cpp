@@ -1,0 +1,260 @@
+// gymfarm-worker: one process, one embedded CPython, one Gymnasium env.
+// Started by the broker; see docs/protocol.md "Broker ⇄ worker" and worker/README.md.
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <pybind11/embed.h>
+
+#include "protocol/frames.hpp"
+#include "transport/frames.hpp"
+#include "worker/host_source.hpp"
+#include "worker/py_codec.hpp"
+
+namespace py = pybind11;
+namespace verb = gymfarm::protocol::verb;
+using gymfarm::transport::view;
+
+namespace {
+
+struct Args {
+  std::string backend;
+  std::string identity;
+  std::string python;
+  std::vector<std::string> imports;
+  pid_t parent = 0;
+};
+
+[[noreturn]] void usage(const char* msg) {
+  std::fprintf(stderr,
+               "gymfarm-worker: %s\n"
+               "usage: gymfarm-worker --backend ENDPOINT --identity ID [--parent PID] [--python PATH] "
+               "[--import MODULE]...\n"
+               "Started by `gymfarm start`; not meant to be run by hand.\n",
+               msg);
+  std::exit(2);
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(("missing value for " + k).c_str());
+      return argv[++i];
+    };
+    if (k == "--backend") a.backend = value();
+    else if (k == "--identity") a.identity = value();
+    else if (k == "--python") a.python = value();
+    else if (k == "--import") a.imports.push_back(value());
+    else if (k == "--parent") a.parent = static_cast<pid_t>(std::stol(value()));
+    else usage(("unknown option " + k).c_str());
+  }
+  if (a.backend.empty() || a.identity.empty()) usage("--backend and --identity are required");
+  return a;
+}
+
+bool parent_gone(pid_t parent) { return parent != 0 && getppid() != parent; }
+
+// Liveness: a C++ thread with its own socket; it never takes the GIL, so a busy env does not
+// silence it. Progress is the broker's business (deadlines).
+void heartbeat_loop(zmq::context_t& ctx, const Args& args, std::atomic<bool>& stop) {
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  gymfarm::transport::configure(s);
+  s.set(zmq::sockopt::routing_id, args.identity + "#hb");
+  s.connect(args.backend);
+  while (!stop.load()) {
+    if (parent_gone(args.parent)) _exit(0);
+    gymfarm::transport::send(s, std::vector<std::string_view>{verb::kHeartbeat});
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+struct Reply {
+  std::string_view status;
+  std::string body;
+};
+
+std::string error_body(std::string_view code, const std::string& message, py::dict details = py::dict()) {
+  py::dict e;
+  e["code"] = py::str(std::string(code));
+  e["message"] = message;
+  e["details"] = details;
+  return gymfarm::worker::pack(e);
+}
+
+class Host {
+ public:
+  explicit Host(const Args& args) {
+    module_ = py::module_::create_extension_module("gymfarm_host", nullptr, new py::module_::module_def);
+    py::exec(gymfarm::worker::kHostSource, module_.attr("__dict__"));
+    py::module_::import("sys").attr("modules")["gymfarm_host"] = module_;
+    py::list mods;
+    for (const auto& m : args.imports) mods.append(m);
+    module_.attr("import_modules")(mods);
+    bad_action_ = module_.attr("BadAction");
+    bad_request_ = module_.attr("BadRequest");
+    traceback_ = py::module_::import("traceback");
+  }
+
+  std::string ready_info() {
+    py::dict info;
+    info["pid"] = static_cast<long long>(getpid());
+    info["env_ids"] = module_.attr("env_ids")();
+    info["python"] = py::module_::import("sys").attr("version");
+    return gymfarm::worker::pack(info);
+  }
+
+  Reply handle(std::string_view v, std::string_view instance, std::string_view body) {
+    try {
+      py::object req = gymfarm::worker::unpack(body);
+      if (!py::isinstance<py::dict>(req)) return {gymfarm::protocol::kStatusErr, error_body("bad_request", "the body must be a map")};
+      py::dict d = req;
+      auto get = [&](const char* key) -> py::object { return d.contains(key) ? py::object(d[key]) : py::none(); };
+      py::object result;
+      if (v == verb::kStep) {
+        result = module_.attr("step")(get("action"));
+      } else if (v == verb::kReset) {
+        result = module_.attr("reset")(get("seed"), get("options"));
+      } else if (v == verb::kMake) {
+        result = module_.attr("make")(get("env_id"), get("kwargs"));
+        result["instance_id"] = py::str(std::string(instance));
+      } else if (v == verb::kClose) {
+        result = module_.attr("close")();
+      } else if (v == verb::kSpaces) {
+        result = module_.attr("spaces_of")();
+      } else if (v == verb::kSample) {
+        py::object which = get("space");
+        result = which.is_none() ? module_.attr("sample")() : module_.attr("sample")(which);
+      } else if (v == verb::kRender) {
+        result = module_.attr("render")();
+      } else {
+        return {gymfarm::protocol::kStatusErr, error_body("bad_request", "unknown verb '" + std::string(v) + "'")};
+      }
+      return {gymfarm::protocol::kStatusOk, gymfarm::worker::pack(result)};
+    } catch (py::error_already_set& e) {
+      return {gymfarm::protocol::kStatusErr, python_error(e)};
+    } catch (const std::exception& e) {
+      return {gymfarm::protocol::kStatusErr, error_body("bad_request", e.what())};
+    }
+  }
+
+  void close_env() {
+    try {
+      module_.attr("close")();
+    } catch (py::error_already_set& e) {
+      std::fprintf(stderr, "[gymfarm-worker] env.close() raised: %s\n", e.what());
+    }
+  }
+
+ private:
+  std::string python_error(py::error_already_set& e) {
+    const std::string type = py::str(e.type().attr("__name__"));
+    const std::string message = py::str(e.value());
+    if (e.matches(bad_action_)) return error_body("bad_action", message);
+    if (e.matches(bad_request_)) return error_body("bad_request", message);
+    py::dict details;
+    details["type"] = type;
+    details["message"] = message;
+    try {
+      py::list lines = traceback_.attr("format_exception")(e.type(), e.value(), e.trace());
+      details["traceback"] = py::str("").attr("join")(lines);
+    } catch (py::error_already_set&) {
+      details["traceback"] = "";
+    }
+    return error_body("env_error", type + ": " + message, details);
+  }
+
+  py::module_ module_;
+  py::object bad_action_, bad_request_, traceback_;
+};
+
+void init_python(const Args& args) {
+  PyConfig config;
+  PyConfig_InitPythonConfig(&config);
+  config.install_signal_handlers = 0;  // SIGTERM and SIGINT keep their default action
+  config.parse_argv = 0;
+  if (!args.python.empty()) {
+    // The interpreter path decides sys.prefix: a venv's python gives the venv's site-packages.
+    PyConfig_SetBytesString(&config, &config.program_name, args.python.c_str());
+    PyConfig_SetBytesString(&config, &config.executable, args.python.c_str());
+  }
+  py::initialize_interpreter(&config, 0, nullptr, false);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args args = parse(argc, argv);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (parent_gone(args.parent)) return 0;
+
+  try {
+    init_python(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[gymfarm-worker] cannot start Python: %s\n", e.what());
+    return 3;
+  }
+  int rc = 0;
+  {
+    std::unique_ptr<Host> host;
+    std::string info;
+    try {
+      host = std::make_unique<Host>(args);
+      info = host->ready_info();
+    } catch (py::error_already_set& e) {
+      std::fprintf(stderr, "[gymfarm-worker] start-up failed: %s\n", e.what());
+      return 4;
+    }
+
+    zmq::context_t ctx(1);
+    zmq::socket_t sock(ctx, zmq::socket_type::dealer);
+    gymfarm::transport::configure(sock);
+    sock.set(zmq::sockopt::routing_id, args.identity);
+    sock.connect(args.backend);
+    std::atomic<bool> stop{false};
+    std::thread hb;
+    {
+      py::gil_scoped_release nogil;
+      hb = std::thread(heartbeat_loop, std::ref(ctx), std::cref(args), std::ref(stop));
+    }
+    gymfarm::transport::send(sock, std::vector<std::string_view>{verb::kReady, info}, true);
+
+    gymfarm::transport::Frames in;
+    while (true) {
+      bool got;
+      {
+        py::gil_scoped_release nogil;
+        zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+        zmq::poll(&item, 1, std::chrono::milliseconds(500));
+        got = gymfarm::transport::recv(sock, in);
+      }
+      if (parent_gone(args.parent)) break;
+      if (!got || in.empty()) continue;
+      const auto v = view(in[0]);
+      if (v == verb::kBye) break;
+      if (in.size() != 4) continue;
+      Reply r = host->handle(v, view(in[1]), view(in[3]));
+      const std::string rid(view(in[2]));
+      gymfarm::transport::send(sock, std::vector<std::string_view>{verb::kReply, rid, r.status, r.body}, true);
+    }
+    host->close_env();
+    stop = true;
+    {
+      py::gil_scoped_release nogil;
+      hb.join();
+    }
+    host.reset();
+  }
+  // Skip interpreter finalization: env libraries may hang in atexit handlers; the OS frees the rest.
+  std::fflush(nullptr);
+  _exit(rc);
+}

@@ -1,0 +1,205 @@
+#include "worker/py_codec.hpp"
+
+#include <msgpack.hpp>
+#include <cstring>
+#include <stdexcept>
+
+#include "protocol/codec.hpp"
+
+namespace gymfarm::worker {
+namespace {
+
+struct StringBuffer {
+  std::string* s;
+  void write(const char* p, std::size_t n) { s->append(p, n); }
+};
+using Packer = msgpack::packer<StringBuffer>;
+
+constexpr int kMaxDepth = 64;
+
+void pack_str(Packer& pk, std::string_view s) {
+  pk.pack_str(static_cast<uint32_t>(s.size()));
+  pk.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
+}
+
+// numpy is reached through its Python API and the buffer protocol only, so the worker does not
+// depend on numpy's C ABI (which changed in numpy 2).
+struct Numpy {
+  py::object asarray, empty, dtype;
+  static Numpy& get() {
+    static Numpy* np = [] {
+      auto m = py::module_::import("numpy");
+      return new Numpy{m.attr("asarray"), m.attr("empty"), m.attr("dtype")};
+    }();
+    return *np;
+  }
+};
+
+struct Buffer {
+  Py_buffer view{};
+  bool ok = false;
+  Buffer(PyObject* o, int flags) { ok = PyObject_GetBuffer(o, &view, flags) == 0; }
+  ~Buffer() { if (ok) PyBuffer_Release(&view); }
+};
+
+bool pack_ndarray(Packer& pk, StringBuffer& buf, py::handle obj) {
+  auto& np = Numpy::get();
+  py::object arr = np.asarray(obj, py::arg("order") = "C");
+  py::object dt = arr.attr("dtype");
+  const std::string kind_s = dt.attr("kind").cast<std::string>();
+  const auto size = dt.attr("itemsize").cast<std::size_t>();
+  const char kind = kind_s.empty() ? '?' : kind_s[0];
+  if (kind != 'b' && kind != 'i' && kind != 'u' && kind != 'f') return false;
+  if (dt.attr("byteorder").cast<std::string>() == ">") {
+    arr = np.asarray(arr, py::arg("dtype") = dt.attr("newbyteorder")("<"), py::arg("order") = "C");
+  }
+  Buffer b(arr.ptr(), PyBUF_C_CONTIGUOUS);
+  if (!b.ok) throw py::error_already_set();
+  std::string dtype(1, size == 1 ? '|' : '<');
+  dtype += kind;
+  dtype += std::to_string(size);
+  py::tuple shape = arr.attr("shape");
+  // ext payload: [dtype, shape, bin] with the data written straight from the array's buffer
+  std::string head;
+  StringBuffer hb{&head};
+  Packer hp(hb);
+  hp.pack_array(3);
+  pack_str(hp, dtype);
+  hp.pack_array(static_cast<uint32_t>(shape.size()));
+  for (auto d : shape) hp.pack_uint64(d.cast<uint64_t>());
+  const auto nbytes = static_cast<uint32_t>(b.view.len);
+  hp.pack_bin(nbytes);
+  pk.pack_ext(static_cast<uint32_t>(head.size()) + nbytes, protocol::kNdarrayExt);
+  buf.s->append(head);
+  buf.s->append(static_cast<const char*>(b.view.buf), nbytes);
+  return true;
+}
+
+void pack_obj(Packer& pk, StringBuffer& buf, py::handle obj, int depth) {
+  if (depth > kMaxDepth) throw std::runtime_error("value nested too deeply");
+  PyObject* o = obj.ptr();
+  if (o == Py_None) {
+    pk.pack_nil();
+  } else if (PyBool_Check(o)) {
+    if (o == Py_True) pk.pack_true(); else pk.pack_false();
+  } else if (PyLong_Check(o)) {
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow == 0) {
+      pk.pack_int64(v);
+    } else if (overflow > 0) {
+      const unsigned long long u = PyLong_AsUnsignedLongLong(o);
+      if (PyErr_Occurred()) throw py::error_already_set();
+      pk.pack_uint64(u);
+    } else {
+      throw std::runtime_error("integer too small for 64 bits");
+    }
+  } else if (PyFloat_Check(o)) {
+    protocol::append_float64(*buf.s, PyFloat_AS_DOUBLE(o));
+  } else if (PyUnicode_Check(o)) {
+    Py_ssize_t n = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(o, &n);
+    if (!s) throw py::error_already_set();
+    pack_str(pk, std::string_view(s, static_cast<std::size_t>(n)));
+  } else if (PyBytes_Check(o)) {
+    const auto n = static_cast<uint32_t>(PyBytes_GET_SIZE(o));
+    pk.pack_bin(n);
+    pk.pack_bin_body(PyBytes_AS_STRING(o), n);
+  } else if (PyDict_Check(o)) {
+    pk.pack_map(static_cast<uint32_t>(PyDict_Size(o)));
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(o, &pos, &k, &v)) {
+      if (PyUnicode_Check(k)) {
+        pack_obj(pk, buf, k, depth + 1);
+      } else {
+        pack_str(pk, py::str(k).cast<std::string>());
+      }
+      pack_obj(pk, buf, v, depth + 1);
+    }
+  } else if (PyList_Check(o) || PyTuple_Check(o)) {
+    py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
+    pk.pack_array(static_cast<uint32_t>(seq.size()));
+    for (auto item : seq) pack_obj(pk, buf, item, depth + 1);
+  } else if (PyObject_CheckBuffer(o) && PyObject_HasAttrString(o, "dtype")) {
+    // ndarrays and numpy scalars (np.float32(1.0) travels as a 0-d array)
+    if (!pack_ndarray(pk, buf, obj)) pack_str(pk, py::repr(obj).cast<std::string>());
+  } else {
+    pack_str(pk, py::repr(obj).cast<std::string>());
+  }
+}
+
+py::object to_py(const msgpack::object& o) {
+  switch (o.type) {
+    case msgpack::type::NIL: return py::none();
+    case msgpack::type::BOOLEAN: return py::bool_(o.via.boolean);
+    case msgpack::type::POSITIVE_INTEGER: return py::reinterpret_steal<py::object>(PyLong_FromUnsignedLongLong(o.via.u64));
+    case msgpack::type::NEGATIVE_INTEGER: return py::reinterpret_steal<py::object>(PyLong_FromLongLong(o.via.i64));
+    case msgpack::type::FLOAT32:
+    case msgpack::type::FLOAT64: return py::float_(o.via.f64);
+    case msgpack::type::STR: return py::str(o.via.str.ptr, o.via.str.size);
+    case msgpack::type::BIN: return py::bytes(o.via.bin.ptr, o.via.bin.size);
+    case msgpack::type::ARRAY: {
+      py::list l(o.via.array.size);
+      for (uint32_t i = 0; i < o.via.array.size; ++i) l[i] = to_py(o.via.array.ptr[i]);
+      return std::move(l);
+    }
+    case msgpack::type::MAP: {
+      py::dict d;
+      for (uint32_t i = 0; i < o.via.map.size; ++i) {
+        const auto& kv = o.via.map.ptr[i];
+        d[to_py(kv.key)] = to_py(kv.val);
+      }
+      return std::move(d);
+    }
+    case msgpack::type::EXT: {
+      if (o.via.ext.type() != protocol::kNdarrayExt) throw std::runtime_error("unknown extension type");
+      protocol::Tensor t;
+      std::string err;
+      if (!protocol::decode_tensor_payload(std::string_view(o.via.ext.data(), o.via.ext.size), t, err)) {
+        throw std::runtime_error(err);
+      }
+      auto& np = Numpy::get();
+      py::tuple shape(t.shape.size());
+      for (std::size_t i = 0; i < t.shape.size(); ++i) shape[i] = py::int_(t.shape[i]);
+      py::object arr = np.empty(shape, py::arg("dtype") = protocol::dtype_str(t.dtype));
+      {
+        Buffer b(arr.ptr(), PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE);
+        if (!b.ok) throw py::error_already_set();
+        if (static_cast<std::size_t>(b.view.len) != t.data.size()) throw std::runtime_error("ndarray size mismatch");
+        std::memcpy(b.view.buf, t.data.data(), t.data.size());
+      }
+      if (t.shape.empty()) return arr[py::tuple()];  // numpy scalar
+      return arr;
+    }
+  }
+  throw std::runtime_error("unsupported msgpack type");
+}
+
+}  // namespace
+
+std::string pack(py::handle obj) {
+  std::string out;
+  StringBuffer buf{&out};
+  Packer pk(buf);
+  pack_obj(pk, buf, obj, 0);
+  return out;
+}
+
+py::object unpack(std::string_view body) {
+  if (body.empty()) return py::dict();
+  std::size_t off = 0;
+  msgpack::object_handle oh;
+  try {
+    protocol::DecodeLimits lim;
+    oh = msgpack::unpack(body.data(), body.size(), off, nullptr, nullptr,
+                         msgpack::unpack_limit(lim.max_items, lim.max_items, lim.max_bytes, lim.max_bytes,
+                                               lim.max_bytes, lim.max_depth));
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("malformed message body: ") + e.what());
+  }
+  if (off != body.size()) throw std::runtime_error("trailing bytes after the message body");
+  return to_py(oh.get());
+}
+
+}  // namespace gymfarm::worker
