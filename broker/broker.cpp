@@ -578,6 +578,10 @@ std::string Broker::bind() {
   }
   d.opt.frontend = d.frontend.get(zmq::sockopt::last_endpoint);
   d.backend_endpoint = "ipc://" + d.opt.runtime_dir + "/backend-" + std::to_string(::getpid()) + ".ipc";
+  if (d.backend_endpoint.size() - 6 > 100) {
+    throw std::runtime_error("the runtime directory path is too long for a unix socket (" + d.opt.runtime_dir +
+                             "); choose a shorter --runtime-dir");
+  }
   try {
     d.backend.bind(d.backend_endpoint);
   } catch (const zmq::error_t& e) {

@@ -1,0 +1,31 @@
+import pytest
+
+from farm_fixture import FarmProcess, pid_alive, wait_until
+
+
+@pytest.fixture
+def start_farm(tmp_path):
+    """Factory: start_farm(workers=2, args=[...]) -> FarmProcess; every farm is stopped and checked
+    for leftover worker processes at teardown."""
+    farms = []
+
+    def start(workers=2, args=None):
+        f = FarmProcess(tmp_path / f"farm{len(farms)}", workers=workers, args=args)
+        farms.append(f)
+        return f
+
+    yield start
+    for f in farms:
+        workers = f.worker_pids()
+        f.stop()
+        assert wait_until(lambda: not any(pid_alive(p) for p in workers), 10), "worker processes left behind"
+
+
+@pytest.fixture(scope="module")
+def shared_farm(tmp_path_factory):
+    """One farm of 20 workers shared by the read-mostly tests of a module."""
+    f = FarmProcess(tmp_path_factory.mktemp("shared"), workers=20)
+    yield f
+    workers = f.worker_pids()
+    assert f.stop() == 0, f.log()
+    assert wait_until(lambda: not any(pid_alive(p) for p in workers), 10), "worker processes left behind"

@@ -1,0 +1,105 @@
+"""Starts and stops real farms for the Python tests: `gymfarm start` on 127.0.0.1, a free port,
+the project's test envs imported, a private runtime directory; stopped by process id."""
+from __future__ import annotations
+
+import os
+import signal
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import gymfarm
+
+ROOT = Path(__file__).resolve().parents[2]
+GYMFARM = ROOT / "build" / "bin" / "gymfarm"
+SUPPORT = ROOT / "tests" / "support"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie counts as gone only once reaped; report it as alive so tests catch it
+        return Path(f"/proc/{pid}/stat").exists()
+    except OSError:
+        return False
+
+
+def children_of(pid: int) -> List[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+class FarmProcess:
+    """A `gymfarm start` running in the foreground as a child of the test."""
+
+    def __init__(self, tmp: Path, workers: int = 2, args: Optional[List[str]] = None, timeout: float = 90.0):
+        tmp.mkdir(parents=True, exist_ok=True)
+        # unix socket paths are limited to ~107 bytes, so the runtime dir lives under a short path
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="gf-"))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        cmd = [str(GYMFARM), "start", "--workers", str(workers), "--native-port", "0", "--runtime-dir",
+               str(self.runtime_dir), "--import", "gymfarm_testenvs"] + list(args or [])
+        self.log_path = tmp / "farm.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
+                                     start_new_session=True)
+        self.pid = self.proc.pid
+        self.endpoint = ""
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if "native:" in line:
+                self.endpoint = line.split()[-1]
+                break
+        if not self.endpoint:
+            self.stop()
+            raise RuntimeError(f"the farm did not start; log:\n{self.log_path.read_text()}")
+        self.port = int(self.endpoint.rsplit(":", 1)[1])
+
+    def connect(self, **kw) -> gymfarm.Farm:
+        return gymfarm.connect(self.endpoint, **kw)
+
+    def worker_pids(self) -> List[int]:
+        return children_of(self.pid)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM by pid, wait, and return the exit code (SIGKILL if it does not stop)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        return self.proc.returncode
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+
+def wait_until(pred, timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return bool(pred())

@@ -1,0 +1,132 @@
+"""Small envs of the project's own, registered under ``gymfarm_test/``.
+
+They cover the spaces the classic envs do not (Dict, Text, MultiBinary, MultiDiscrete) and the
+failures the farm must survive (raise, segfault, hang). A farm serves them with
+``gymfarm start --import gymfarm_testenvs`` and ``PYTHONPATH=tests/support``.
+"""
+import ctypes
+import re
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class _Counting(gym.Env):
+    """Shared skeleton: episodes of ``length`` steps, reward = step index."""
+
+    metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
+    length = 10
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {"t": self.t}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), float(self.t), self.t >= self.length, False, {"t": self.t, "action": action}
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            frame = np.zeros((8, 12, 3), dtype=np.uint8)
+            frame[:, : self.t % 12, 0] = 255
+            return frame
+        if self.render_mode == "ansi":
+            return f"t={self.t}\n"
+        return None
+
+
+class DictObs(_Counting):
+    observation_space = spaces.Dict({
+        "position": spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64),
+        "mode": spaces.Discrete(3, start=1),
+        "flags": spaces.MultiBinary(4),
+    })
+    action_space = spaces.Dict({"move": spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32),
+                                "pick": spaces.Discrete(2)})
+
+    def _obs(self):
+        return {"position": self.np_random.normal(size=2), "mode": int(self.np_random.integers(1, 4)),
+                "flags": self.np_random.integers(0, 2, size=4).astype(np.int8)}
+
+
+class TextObs(_Counting):
+    observation_space = spaces.Text(max_length=12, min_length=1, charset="abcdef")
+    action_space = spaces.Text(max_length=4, min_length=1, charset="xyz")
+
+    def _obs(self):
+        n = int(self.np_random.integers(1, 13))
+        return "".join(self.np_random.choice(list("abcdef"), size=n))
+
+
+class MultiBinaryEnv(_Counting):
+    observation_space = spaces.MultiBinary([2, 3])
+    action_space = spaces.MultiBinary(5)
+
+    def _obs(self):
+        return self.np_random.integers(0, 2, size=(2, 3)).astype(np.int8)
+
+
+class MultiDiscreteEnv(_Counting):
+    observation_space = spaces.MultiDiscrete([[3, 4], [5, 6]], dtype=np.int32)
+    action_space = spaces.MultiDiscrete([2, 7], start=[-1, 0])
+
+    def _obs(self):
+        return (self.np_random.integers(0, [[3, 4], [5, 6]])).astype(np.int32)
+
+
+class TupleObs(_Counting):
+    observation_space = spaces.Tuple((spaces.Discrete(5), spaces.Box(0, 255, shape=(2, 2), dtype=np.uint8)))
+    action_space = spaces.Discrete(3)
+
+    def _obs(self):
+        return (int(self.np_random.integers(0, 5)), self.np_random.integers(0, 256, size=(2, 2)).astype(np.uint8))
+
+
+class Faulty(_Counting):
+    """Action 0 steps normally; 1 raises; 2 segfaults the process; 3 hangs in C holding the GIL."""
+
+    observation_space = spaces.Box(0.0, 100.0, shape=(1,), dtype=np.float32)
+    action_space = spaces.Discrete(4)
+    length = 1000
+
+    def _obs(self):
+        return np.array([self.t], dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        if options and options.get("raise"):
+            raise RuntimeError("reset was asked to fail")
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        if action == 1:
+            raise ValueError(f"boom at t={self.t}")
+        if action == 2:
+            ctypes.string_at(0)  # reads address 0: SIGSEGV
+        if action == 3:
+            re.match(r"(a+)+$", "a" * 64 + "b")  # catastrophic backtracking inside the C regex engine
+        return super().step(action)
+
+
+class BrokenMake(gym.Env):
+    observation_space = spaces.Discrete(2)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self):
+        raise RuntimeError("this env cannot be constructed")
+
+
+_ENVS = {
+    "DictObs-v0": DictObs, "TextObs-v0": TextObs, "MultiBinary-v0": MultiBinaryEnv,
+    "MultiDiscrete-v0": MultiDiscreteEnv, "TupleObs-v0": TupleObs, "Faulty-v0": Faulty, "BrokenMake-v0": BrokenMake,
+}
+
+for _name, _cls in _ENVS.items():
+    _id = f"gymfarm_test/{_name}"
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=_cls, max_episode_steps=None if _cls is Faulty else 50)
