@@ -9,8 +9,8 @@ def start_farm(tmp_path):
     for leftover worker processes at teardown."""
     farms = []
 
-    def start(workers=2, args=None):
-        f = FarmProcess(tmp_path / f"farm{len(farms)}", workers=workers, args=args)
+    def start(workers=2, args=None, env_vars=None):
+        f = FarmProcess(tmp_path / f"farm{len(farms)}", workers=workers, args=args, env_vars=env_vars)
         farms.append(f)
         return f
 

@@ -44,11 +44,13 @@ def children_of(pid: int) -> List[int]:
 class FarmProcess:
     """A `gymfarm start` running in the foreground as a child of the test."""
 
-    def __init__(self, tmp: Path, workers: int = 2, args: Optional[List[str]] = None, timeout: float = 90.0):
+    def __init__(self, tmp: Path, workers: int = 2, args: Optional[List[str]] = None, timeout: float = 90.0,
+                 env_vars: Optional[dict] = None):
         tmp.mkdir(parents=True, exist_ok=True)
         # unix socket paths are limited to ~107 bytes, so the runtime dir lives under a short path
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="gf-"))
         env = dict(os.environ)
+        env.update(env_vars or {})
         env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         cmd = [str(GYMFARM), "start", "--workers", str(workers), "--native-port", "0", "--runtime-dir",
                str(self.runtime_dir), "--import", "gymfarm_testenvs"] + list(args or [])
@@ -92,7 +94,8 @@ class FarmProcess:
         return self.proc.returncode
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
 

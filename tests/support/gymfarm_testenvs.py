@@ -5,6 +5,7 @@ failures the farm must survive (raise, segfault, hang). A farm serves them with
 ``gymfarm start --import gymfarm_testenvs`` and ``PYTHONPATH=tests/support``.
 """
 import ctypes
+import os
 import re
 
 import gymnasium as gym
@@ -30,6 +31,12 @@ class _Counting(gym.Env):
     def step(self, action):
         self.t += 1
         return self._obs(), float(self.t), self.t >= self.length, False, {"t": self.t, "action": action}
+
+    def close(self):
+        log = os.environ.get("GYMFARM_TEST_CLOSE_LOG")
+        if log:
+            with open(log, "a") as f:
+                f.write(f"closed {type(self).__name__} in {os.getpid()}\n")
 
     def render(self):
         if self.render_mode == "rgb_array":

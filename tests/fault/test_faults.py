@@ -1,0 +1,221 @@
+"""The failure contract of docs/reliability.md, each row against a real farm: envs that raise,
+segfault and hang, kill -9 of a worker mid-step, SIGSTOP, and kill -9 of the broker. Each test
+checks the typed error, its deadline, the untouched neighbours and no leftover processes."""
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import gymfarm
+from farm_fixture import pid_alive, wait_until
+
+FAULTY = "gymfarm_test/Faulty-v0"
+RAISE, SEGFAULT, HANG = 1, 2, 3
+
+
+class Neighbour:
+    """Steps a CartPole on its own connection while a fault happens elsewhere."""
+
+    def __init__(self, farm_process):
+        self.conn = farm_process.connect(timeout=20)
+        self.env = self.conn.make("CartPole-v1")
+        self.env.reset(seed=0)
+        self.steps = 0
+        self.errors = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                _, _, term, trunc, _ = self.env.step(self.steps % 2)
+                if term or trunc:
+                    self.env.reset()
+                self.steps += 1
+            except Exception as e:  # recorded and asserted on
+                self.errors.append(e)
+                return
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(30)
+        self.env.close()
+        self.conn.close()
+
+
+def worker_of(farm, instance_id):
+    for w in farm.stats()["workers"]:
+        if w["instance"] == instance_id:
+            return w
+    raise AssertionError("no worker holds " + instance_id)
+
+
+def all_idle(farm, n):
+    ws = farm.stats()["workers"]
+    return len(ws) == n and all(w["state"] in ("idle", "assigned") for w in ws)
+
+
+def test_env_exception_is_env_error_and_instance_survives(start_farm):
+    fp = start_farm(workers=2)
+    farm = fp.connect()
+    env = farm.make(FAULTY)
+    env.reset(seed=0)
+    with pytest.raises(gymfarm.EnvError) as e:
+        env.step(RAISE)
+    err = e.value
+    assert err.code == "env_error"
+    assert err.remote_type == "ValueError"
+    assert err.remote_message == "boom at t=0"
+    assert "Traceback" in err.remote_traceback and "boom at t=0" in err.remote_traceback
+    assert "step" in err.remote_traceback
+    obs, reward, *_ = env.step(0)  # the instance stays
+    assert obs[0] == 1.0 and reward == 1.0
+    with pytest.raises(gymfarm.EnvError, match="reset was asked to fail"):
+        env.reset(options={"raise": True})
+    env.close()
+
+
+def test_segfault_gives_worker_crashed_and_neighbours_keep_stepping(start_farm):
+    fp = start_farm(workers=3)
+    farm = fp.connect()
+    nb = Neighbour(fp)
+    env = farm.make(FAULTY)
+    env.reset(seed=0)
+    pid = worker_of(farm, env.instance_id)["pid"]
+    before = nb.steps
+    t0 = time.monotonic()
+    with pytest.raises(gymfarm.WorkerCrashed) as e:
+        env.step(SEGFAULT)
+    assert time.monotonic() - t0 < 1.0
+    assert e.value.details["signal"] == signal.SIGSEGV and e.value.details["pid"] == pid
+    # every later request to that instance gets the same typed error
+    for _ in range(3):
+        with pytest.raises(gymfarm.WorkerCrashed):
+            env.step(0)
+    assert wait_until(lambda: nb.steps > before + 20, 5)
+    # the pool is refilled with a fresh process and takes new envs
+    assert wait_until(lambda: all_idle(farm, 3), 30)
+    assert not pid_alive(pid)
+    restarted = [w for w in farm.stats()["workers"] if w["restarts"] == 1]
+    assert len(restarted) == 1 and "SIGSEGV" in restarted[0]["last_exit"]
+    env2 = farm.make(FAULTY)
+    env2.reset(seed=0)
+    assert env2.step(0)[1] == 1.0
+    nb.stop()
+    assert nb.errors == []
+
+
+def test_hang_past_step_timeout_is_timeout_and_worker_replaced(start_farm):
+    fp = start_farm(workers=3, args=["--step-timeout", "1"])
+    farm = fp.connect()
+    nb = Neighbour(fp)
+    env = farm.make(FAULTY)
+    env.reset(seed=0)
+    pid = worker_of(farm, env.instance_id)["pid"]
+    before = nb.steps
+    t0 = time.monotonic()
+    with pytest.raises(gymfarm.Timeout) as e:
+        env.step(HANG)
+    elapsed = time.monotonic() - t0
+    assert 0.9 <= elapsed < 2.0, elapsed
+    assert e.value.details["verb"] == "step" and e.value.details["deadline_ms"] == 1000
+    assert nb.steps > before + 20, "a neighbour stalled while another env hung"
+    with pytest.raises(gymfarm.WorkerCrashed, match="timed out"):
+        env.step(0)
+    assert wait_until(lambda: not pid_alive(pid), 5)
+    assert wait_until(lambda: all_idle(farm, 3), 30)
+    nb.stop()
+    assert nb.errors == []
+
+
+def test_kill_9_of_a_worker_mid_step(start_farm):
+    fp = start_farm(workers=3)
+    farm = fp.connect()
+    nb = Neighbour(fp)
+    env = farm.make(FAULTY)
+    env.reset(seed=0)
+    pid = worker_of(farm, env.instance_id)["pid"]
+    outcome = {}
+
+    def hang():
+        t0 = time.monotonic()
+        try:
+            env.step(HANG)
+        except Exception as e:  # recorded and asserted on
+            outcome["error"] = e
+        outcome["elapsed"] = time.monotonic() - t0
+
+    t = threading.Thread(target=hang)
+    t.start()
+    time.sleep(0.3)
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    t.join(10)
+    assert isinstance(outcome.get("error"), gymfarm.WorkerCrashed), outcome
+    assert outcome["error"].details["signal"] == signal.SIGKILL
+    assert time.monotonic() - killed_at < 1.0
+    with pytest.raises(gymfarm.WorkerCrashed, match="SIGKILL"):
+        env.reset()
+    before = nb.steps
+    assert wait_until(lambda: nb.steps > before + 20, 5)
+    assert wait_until(lambda: all_idle(farm, 3), 30)
+    nb.stop()
+    assert nb.errors == []
+
+
+def test_sigstop_worker_is_detected_by_missing_heartbeats(start_farm):
+    fp = start_farm(workers=2, args=["--step-timeout", "30"])
+    farm = fp.connect()
+    env = farm.make(FAULTY)
+    env.reset(seed=0)
+    pid = worker_of(farm, env.instance_id)["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    with pytest.raises(gymfarm.WorkerCrashed, match="heartbeats"):
+        env.step(0)
+    assert time.monotonic() - t0 < 6.0
+    assert wait_until(lambda: not pid_alive(pid), 5)
+    assert wait_until(lambda: all_idle(farm, 2), 30)
+
+
+def test_capacity_exhausted_when_every_worker_is_taken(start_farm):
+    fp = start_farm(workers=2)
+    farm = fp.connect()
+    a, b = farm.make("CartPole-v1"), farm.make("CartPole-v1")
+    with pytest.raises(gymfarm.CapacityExhausted) as e:
+        farm.make("CartPole-v1")
+    assert e.value.details["workers"] == 2
+    a.close()
+    c = farm.make("CartPole-v1")  # a closed env's worker returns to the pool
+    c.close()
+    b.close()
+
+
+def test_kill_9_of_the_broker_leaves_no_orphans(start_farm):
+    fp = start_farm(workers=3)
+    farm = fp.connect(timeout=2)
+    env = farm.make("CartPole-v1")
+    env.reset(seed=0)
+    workers = fp.worker_pids()
+    assert len(workers) == 3 and all(pid_alive(p) for p in workers)
+    os.kill(fp.pid, signal.SIGKILL)
+    fp.proc.wait(10)
+    assert wait_until(lambda: not any(pid_alive(p) for p in workers), 5), "workers outlived the broker"
+    with pytest.raises(gymfarm.Timeout):
+        env.step(0)
+
+
+def test_graceful_stop_closes_envs_and_exits_zero(start_farm, tmp_path):
+    close_log = tmp_path / "closed.txt"
+    fp = start_farm(workers=2, env_vars={"GYMFARM_TEST_CLOSE_LOG": str(close_log)})
+    farm = fp.connect()
+    env = farm.make("gymfarm_test/DictObs-v0")
+    env.reset(seed=0)
+    workers = fp.worker_pids()
+    assert fp.stop() == 0  # SIGTERM: drain, close envs, stop workers, exit 0
+    assert not any(pid_alive(p) for p in workers)
+    assert "closed DictObs in" in close_log.read_text()
+    assert "stopped" in fp.log()
