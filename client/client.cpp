@@ -160,7 +160,8 @@ Value Client::list() { return *call(protocol::verb::kList).find("instances"); }
 
 std::vector<std::string> Client::envs() {
   std::vector<std::string> out;
-  for (const auto& id : call(protocol::verb::kEnvs).find("env_ids")->as_array()) out.push_back(id.as_string());
+  const Value reply = call(protocol::verb::kEnvs);
+  for (const auto& id : reply.find("env_ids")->as_array()) out.push_back(id.as_string());
   return out;
 }
 

@@ -1,0 +1,164 @@
+// The C++ client against a real farm: `gymfarm start` on 127.0.0.1 with a free port.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "client/client.hpp"
+#include "protocol/codec.hpp"
+
+using namespace gymfarm;
+using protocol::Value;
+
+namespace {
+
+// Starts a farm in the foreground as a child; reads the endpoint it prints; SIGTERM at the end.
+class Farm {
+ public:
+  explicit Farm(int workers) {
+    const char* bin = std::getenv("GYMFARM_BIN");
+    REQUIRE(bin);
+    char tmpl[] = "/tmp/gf-cpp-XXXXXX";
+    REQUIRE(mkdtemp(tmpl));
+    dir_ = tmpl;
+    int out[2];
+    REQUIRE(pipe(out) == 0);
+    pid_ = fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      close(out[0]);
+      const std::string w = std::to_string(workers);
+      execl(bin, bin, "start", "--workers", w.c_str(), "--native-port", "0", "--runtime-dir", dir_.c_str(),
+            "--import", "gymfarm_testenvs", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(out[1]);
+    FILE* f = fdopen(out[0], "r");
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+      std::string s(line);
+      if (auto p = s.find("native:"); p != std::string::npos) {
+        endpoint_ = s.substr(s.find("tcp://"));
+        while (!endpoint_.empty() && (endpoint_.back() == '\n' || endpoint_.back() == ' ')) endpoint_.pop_back();
+        break;
+      }
+    }
+    out_ = f;
+    REQUIRE_FALSE(endpoint_.empty());
+  }
+  ~Farm() {
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    fclose(out_);
+    std::string cmd = "rm -rf " + dir_;
+    if (std::system(cmd.c_str()) != 0) { /* best effort */ }
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  pid_t pid_ = 0;
+  std::string dir_, endpoint_;
+  FILE* out_ = nullptr;
+};
+
+}  // namespace
+
+TEST_CASE("the C++ client drives real envs and gets typed errors") {
+  Farm farm(3);
+  client::Client c(farm.endpoint());
+  CHECK(c.hello().find("server")->as_string() == "gymfarm");
+  CHECK(c.hello().find("workers")->as_int() == 3);
+
+  SECTION("CartPole: spaces, reset, step, sample, close") {
+    auto env = c.make("CartPole-v1");
+    CHECK(env.instance_id.size() == 32);
+    REQUIRE(env.observation_space.kind == protocol::Space::Kind::Box);
+    CHECK(env.observation_space.dtype == protocol::DType::Float32);
+    CHECK(env.observation_space.shape == std::vector<uint64_t>{4});
+    CHECK(std::isinf(env.observation_space.high.as_double(1)));
+    REQUIRE(env.action_space.kind == protocol::Space::Kind::Discrete);
+    CHECK(env.action_space.n == 2);
+    auto [obs, info] = c.reset(env.instance_id, 0);
+    REQUIRE(obs.is_tensor());
+    CHECK(env.observation_space.contains(obs));
+    double total = 0;
+    bool done = false;
+    for (int t = 0; t < 600 && !done; ++t) {
+      auto s = c.step(env.instance_id, Value(int64_t{t % 2}));
+      CHECK(env.observation_space.contains(s.obs));
+      total += s.reward;
+      done = s.terminated || s.truncated;
+    }
+    CHECK(done);
+    CHECK(total >= 1.0);
+    CHECK(env.action_space.contains(c.sample(env.instance_id)));
+    CHECK(c.list().find(env.instance_id)->as_string() == "CartPole-v1");
+    c.close(env.instance_id);
+    CHECK_THROWS_AS(c.step(env.instance_id, Value(0)), client::ClientError);
+  }
+
+  SECTION("errors are typed") {
+    auto env = c.make("CartPole-v1");
+    c.reset(env.instance_id, 1);
+    try {
+      c.step(env.instance_id, Value(5));
+      FAIL("no error");
+    } catch (const client::ClientError& e) {
+      CHECK(e.code() == protocol::ErrorCode::BadAction);
+    }
+    try {
+      c.make("NoSuchEnv-v0");
+      FAIL("no error");
+    } catch (const client::ClientError& e) {
+      CHECK(e.code() == protocol::ErrorCode::BadRequest);
+    }
+    auto faulty = c.make("gymfarm_test/Faulty-v0");
+    c.reset(faulty.instance_id, 0);
+    try {
+      c.step(faulty.instance_id, Value(1));
+      FAIL("no error");
+    } catch (const client::ClientError& e) {
+      CHECK(e.code() == protocol::ErrorCode::EnvError);
+      CHECK(e.error().details.find("type")->as_string() == "ValueError");
+    }
+    try {
+      c.make("CartPole-v1");  // 3 workers, 2 taken: this one fits
+      c.make("CartPole-v1");
+      FAIL("no error");
+    } catch (const client::ClientError& e) {
+      CHECK(e.code() == protocol::ErrorCode::CapacityExhausted);
+    }
+  }
+
+  SECTION("batched step of several instances in one message") {
+    std::vector<std::string> ids;
+    for (int i = 0; i < 3; ++i) {
+      ids.push_back(c.make("Pendulum-v1").instance_id);
+      c.reset(ids.back(), i);
+    }
+    std::vector<std::pair<std::string, Value>> actions;
+    for (const auto& id : ids) actions.emplace_back(id, Value(protocol::Tensor::from<float>(protocol::DType::Float32, {0.5f}, {1})));
+    actions.emplace_back(std::string(32, 'a'), Value(0));
+    auto out = c.step_batch(actions);
+    REQUIRE(out.size() == 4);
+    for (int i = 0; i < 3; ++i) {
+      REQUIRE(out[i].result);
+      CHECK(out[i].result->obs.as_tensor().shape == std::vector<uint64_t>{3});
+      CHECK(out[i].result->reward <= 0.0);
+    }
+    REQUIRE(out[3].error);
+    CHECK(out[3].error->code == protocol::ErrorCode::UnknownInstance);
+  }
+
+  SECTION("stats") {
+    Value s = c.stats();
+    CHECK(s.find("workers")->as_array().size() == 3);
+    CHECK(c.envs().size() > 10);
+  }
+}

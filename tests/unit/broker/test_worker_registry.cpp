@@ -1,0 +1,84 @@
+// The worker life-cycle state machine and the deadlines, on a manual clock.
+#include <catch2/catch.hpp>
+
+#include "broker/worker_registry.hpp"
+
+using namespace gymfarm::broker;
+using namespace std::chrono_literals;
+
+TEST_CASE("the life of a worker slot") {
+  ManualClock clock;
+  WorkerRegistry r(2, clock);
+  CHECK(r.count(WorkerState::Dead) == 2);
+  CHECK_FALSE(r.ready(0));                 // Dead cannot become ready
+  CHECK_FALSE(r.assign(0, "i", "E"));      // nor take an env
+  REQUIRE(r.spawned(0, "w0.0", 100));
+  CHECK(r.slot(0).state == WorkerState::Starting);
+  CHECK_FALSE(r.spawned(0, "w0.1", 101));  // already alive
+  CHECK_FALSE(r.assign(0, "i", "E"));      // not ready yet
+  CHECK_FALSE(r.idle_worker());
+  REQUIRE(r.ready(0));
+  CHECK(r.idle_worker() == 0u);
+  REQUIRE(r.assign(0, "inst", "CartPole-v1"));
+  CHECK(r.slot(0).instance == "inst");
+  CHECK_FALSE(r.idle_worker());
+  REQUIRE(r.release(0));
+  CHECK(r.slot(0).instance.empty());
+  CHECK(r.slot(0).state == WorkerState::Idle);
+  REQUIRE(r.died(0, "killed by signal 9"));
+  CHECK_FALSE(r.died(0, "twice"));
+  CHECK(r.slot(0).last_exit == "killed by signal 9");
+  REQUIRE(r.spawned(0, "w0.1", 102));
+  CHECK(r.slot(0).restarts == 1);
+}
+
+TEST_CASE("identities: a new spawn's identity replaces the old; heartbeat identities resolve") {
+  ManualClock clock;
+  WorkerRegistry r(1, clock);
+  r.spawned(0, "w0.0", 10);
+  CHECK(r.by_identity("w0.0") == 0u);
+  CHECK(r.by_identity("w0.0#hb") == 0u);
+  r.died(0, "x");
+  CHECK_FALSE(r.by_identity("w0.0"));
+  r.spawned(0, "w0.1", 11);
+  CHECK_FALSE(r.by_identity("w0.0"));
+  CHECK(r.by_identity("w0.1") == 0u);
+}
+
+TEST_CASE("one request in flight per worker, with a deadline") {
+  ManualClock clock;
+  WorkerRegistry r(2, clock);
+  r.spawned(0, "w0.0", 10);
+  r.ready(0);
+  r.assign(0, "i", "E");
+  Request req;
+  req.verb = "step";
+  REQUIRE(r.begin(0, req, 7, 1000ms));
+  CHECK_FALSE(r.begin(0, req, 8, 1000ms));
+  clock.advance(999ms);
+  CHECK(r.expired(clock.now()).empty());
+  clock.advance(1ms);
+  CHECK(r.expired(clock.now()) == std::vector<std::size_t>{0});
+  CHECK_FALSE(r.finish(0, 8));  // wrong rid
+  auto done = r.finish(0, 7);
+  REQUIRE(done);
+  CHECK(done->request.verb == "step");
+  CHECK(r.expired(clock.now()).empty());
+  CHECK_FALSE(r.begin(1, req, 9, 1s));  // a dead slot takes no request
+}
+
+TEST_CASE("silence: missing heartbeats, and a start-up that takes too long") {
+  ManualClock clock;
+  WorkerRegistry r(2, clock);
+  r.spawned(0, "w0.0", 10);
+  r.spawned(1, "w1.0", 11);
+  r.ready(0);
+  clock.advance(2s);
+  r.heartbeat(0);
+  clock.advance(2s);
+  CHECK(r.silent(clock.now(), 3s, 10s).empty());
+  clock.advance(2s);  // worker 0 silent for 4 s; worker 1 starting for 6 s
+  CHECK(r.silent(clock.now(), 3s, 10s) == std::vector<std::size_t>{0});
+  clock.advance(5s);
+  CHECK(r.silent(clock.now(), 3s, 10s) == std::vector<std::size_t>{0, 1});
+}
