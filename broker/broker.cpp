@@ -104,6 +104,7 @@ struct Broker::Impl {
   // ---- replies -------------------------------------------------------------------------------
 
   void send_client(const std::string& client, const std::string& rid, std::string_view status, std::string_view body) {
+    if (client.empty()) return;  // the broker's own request (idle close)
     if (!transport::send(frontend, {client, rid, status, body}) && opt.verbose) log("dropped a reply to a gone client");
   }
 
@@ -468,6 +469,9 @@ struct Broker::Impl {
         kill_worker(w, s.state == WorkerState::Starting ? "it did not start in time" : "its heartbeats stopped");
       }
     }
+    if (opt.idle_ttl.count() > 0) {
+      for (auto w : registry.idle_instances(now, opt.idle_ttl)) close_idle(w);
+    }
     while (!pending_makes.empty() && pending_makes.front().deadline <= now) {
       Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.size())}});
       fail(pending_makes.front().request,
@@ -479,6 +483,23 @@ struct Broker::Impl {
         if (s.state == WorkerState::Dead && s.respawn_at <= now) spawn(s.index);
       }
     }
+  }
+
+  // Closes an instance nobody used for --idle-ttl; later requests for it get unknown_instance.
+  void close_idle(std::size_t w) {
+    auto& s = registry.slot(w);
+    const std::string instance = s.instance;
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(opt.idle_ttl).count();
+    Value d(protocol::Map{{"instance_id", instance}});
+    routes.bury(instance, make_error(ErrorCode::UnknownInstance,
+                                     "instance '" + instance + "' was closed after " + std::to_string(secs) +
+                                         " s without requests (--idle-ttl)",
+                                     d));
+    log("closing idle instance " + instance + " on worker " + std::to_string(w));
+    Request r;  // no client: the reply is dropped
+    r.verb = std::string(verb::kClose);
+    r.instance = instance;
+    dispatch(w, std::move(r));
   }
 
   void reap() {

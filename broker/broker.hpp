@@ -21,6 +21,7 @@ struct BrokerOptions {
   std::chrono::milliseconds heartbeat_timeout{3000};
   std::chrono::milliseconds startup_timeout{60000};
   std::chrono::milliseconds drain_timeout{5000};
+  std::chrono::milliseconds idle_ttl{0};  // close instances without requests for this long; 0 = never
   std::size_t max_queue_per_instance = 1024;
   long long max_message_bytes = 256ll << 20;
   bool verbose = false;

@@ -55,7 +55,7 @@ bool WorkerRegistry::assign(std::size_t i, std::string instance, std::string env
   s.instance = std::move(instance);
   s.env_id = std::move(env_id);
   s.steps = 0;
-  s.since = clock_.now();
+  s.since = s.last_request = clock_.now();
   return true;
 }
 
@@ -111,7 +111,8 @@ void WorkerRegistry::heartbeat(std::size_t i) { slots_.at(i).last_heartbeat = cl
 bool WorkerRegistry::begin(std::size_t i, Request r, uint64_t rid, Duration timeout) {
   auto& s = slots_.at(i);
   if (s.in_flight || s.state == WorkerState::Dead || s.state == WorkerState::Starting) return false;
-  s.in_flight = InFlight{std::move(r), rid, clock_.now() + timeout};
+  s.last_request = clock_.now();
+  s.in_flight = InFlight{std::move(r), rid, s.last_request + timeout};
   return true;
 }
 
@@ -120,6 +121,7 @@ std::optional<InFlight> WorkerRegistry::finish(std::size_t i, uint64_t rid) {
   if (!s.in_flight || s.in_flight->rid != rid) return std::nullopt;
   std::optional<InFlight> out = std::move(s.in_flight);
   s.in_flight.reset();
+  s.last_request = clock_.now();
   return out;
 }
 
@@ -137,6 +139,16 @@ std::vector<std::size_t> WorkerRegistry::silent(TimePoint now, Duration timeout,
     if (s.state == WorkerState::Dead) continue;
     const bool starting = s.state == WorkerState::Starting;
     if (starting ? now - s.since > startup_timeout : now - s.last_heartbeat > timeout) out.push_back(s.index);
+  }
+  return out;
+}
+
+std::vector<std::size_t> WorkerRegistry::idle_instances(TimePoint now, Duration ttl) const {
+  std::vector<std::size_t> out;
+  for (const auto& s : slots_) {
+    if (s.state == WorkerState::Assigned && !s.in_flight && s.queue.empty() && now - s.last_request > ttl) {
+      out.push_back(s.index);
+    }
   }
   return out;
 }

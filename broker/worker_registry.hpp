@@ -49,6 +49,7 @@ struct WorkerSlot {
   uint64_t steps = 0;
   TimePoint since{};           // when the current state began
   TimePoint last_heartbeat{};
+  TimePoint last_request{};    // when the instance last began or finished a request
   TimePoint respawn_at{};      // back-off after crashes
   int consecutive_failures = 0;  // deaths before reaching Idle or shortly after
   std::optional<InFlight> in_flight;
@@ -88,6 +89,8 @@ class WorkerRegistry {
   std::vector<std::size_t> expired(TimePoint now) const;
   // Live slots with no heartbeat for `timeout` (Starting slots get `startup_timeout` from `since`).
   std::vector<std::size_t> silent(TimePoint now, Duration timeout, Duration startup_timeout) const;
+  // Assigned slots with nothing in flight or queued and no request for longer than `ttl`.
+  std::vector<std::size_t> idle_instances(TimePoint now, Duration ttl) const;
 
  private:
   const Clock& clock_;

@@ -42,6 +42,7 @@ options for start:
   --step-timeout SEC     deadline of reset/step/close/render...; past it the client gets `timeout` and
                          the worker is killed and replaced (default 10)
   --make-timeout SEC     deadline of make (default 60)
+  --idle-ttl SEC         close instances that got no request for SEC seconds (default: never)
   --detach               return once every worker is ready and leave the farm running
   --runtime-dir DIR      pid file, log and worker sockets (default $XDG_RUNTIME_DIR/gymfarm or
                          /tmp/gymfarm-UID)
@@ -129,6 +130,7 @@ Options parse(int argc, char** argv) {
     else if (k == "--import") o.broker.imports.push_back(value());
     else if (k == "--step-timeout") o.broker.step_timeout = seconds_arg(k, value());
     else if (k == "--make-timeout") o.broker.make_timeout = seconds_arg(k, value());
+    else if (k == "--idle-ttl") o.broker.idle_ttl = seconds_arg(k, value());
     else if (k == "--runtime-dir") o.runtime_dir = value();
     else if (k == "--detach") o.detach = true;
     else if (k == "--insecure-no-token") o.insecure = true;

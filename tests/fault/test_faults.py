@@ -219,3 +219,18 @@ def test_graceful_stop_closes_envs_and_exits_zero(start_farm, tmp_path):
     assert not any(pid_alive(p) for p in workers)
     assert "closed DictObs in" in close_log.read_text()
     assert "stopped" in fp.log()
+
+
+def test_idle_ttl_closes_forgotten_instances(start_farm):
+    fp = start_farm(workers=2, args=["--idle-ttl", "1"])
+    farm = fp.connect()
+    kept, forgotten = farm.make("CartPole-v1"), farm.make("CartPole-v1")
+    kept.reset(seed=0)
+    forgotten.reset(seed=0)
+    for _ in range(15):  # 1.5 s of activity keeps `kept` alive
+        kept.step(0) if not kept.step(1)[2] else kept.reset()
+        time.sleep(0.1)
+    with pytest.raises(gymfarm.UnknownInstance, match="idle-ttl"):
+        forgotten.step(0)
+    assert kept.step(0)[1] == 1.0
+    assert wait_until(lambda: sum(w["state"] == "idle" for w in farm.stats()["workers"]) == 1, 5)

@@ -67,6 +67,27 @@ TEST_CASE("one request in flight per worker, with a deadline") {
   CHECK_FALSE(r.begin(1, req, 9, 1s));  // a dead slot takes no request
 }
 
+TEST_CASE("idle instances: assigned, nothing in flight, no request for longer than the ttl") {
+  ManualClock clock;
+  WorkerRegistry r(2, clock);
+  for (std::size_t i = 0; i < 2; ++i) {
+    r.spawned(i, "w" + std::to_string(i), 10 + static_cast<int>(i));
+    r.ready(i);
+  }
+  r.assign(0, "a", "E");
+  clock.advance(5s);
+  CHECK(r.idle_instances(clock.now(), 10s).empty());
+  Request req;
+  r.begin(0, req, 1, 100s);
+  clock.advance(20s);
+  CHECK(r.idle_instances(clock.now(), 10s).empty());  // busy, not idle
+  r.finish(0, 1);
+  clock.advance(9s);
+  CHECK(r.idle_instances(clock.now(), 10s).empty());  // the request counts as activity
+  clock.advance(12s);
+  CHECK(r.idle_instances(clock.now(), 10s) == std::vector<std::size_t>{0});  // worker 1 holds nothing
+}
+
 TEST_CASE("silence: missing heartbeats, and a start-up that takes too long") {
   ManualClock clock;
   WorkerRegistry r(2, clock);
