@@ -23,6 +23,9 @@ constexpr std::string_view kClose = "close";
 constexpr std::string_view kSpaces = "spaces";
 constexpr std::string_view kSample = "sample";
 constexpr std::string_view kRender = "render";
+constexpr std::string_view kCall = "call";
+constexpr std::string_view kGetAttr = "get_attr";
+constexpr std::string_view kSetAttr = "set_attr";
 // broker <-> worker only
 constexpr std::string_view kReply = "rep";
 constexpr std::string_view kReady = "ready";

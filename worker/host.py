@@ -17,6 +17,7 @@ class BadRequest(Exception):
 
 
 _env = None
+_needs_reset = False  # the last step ended an episode (for autoreset "next_step")
 
 
 def import_modules(names):
@@ -125,21 +126,63 @@ def make(env_id, kwargs):
 
 
 def reset(seed=None, options=None):
+    global _needs_reset
     env = _need_env()
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise BadRequest("seed must be an integer or nil")
     obs, info = env.reset(seed=seed, options=options)
+    _needs_reset = False
     return {"obs": obs, "info": info}
 
 
-def step(action):
+def step(action, autoreset=None):
+    """One step. ``autoreset`` follows Gymnasium's vector autoreset modes:
+    "next_step": a step after an episode ended resets instead (action ignored, reward 0);
+    "same_step": an episode that ends is reset at once, its last obs/info in final_obs/final_info."""
+    global _needs_reset
     env = _need_env()
+    if autoreset not in (None, "next_step", "same_step"):
+        raise BadRequest("autoreset must be 'next_step', 'same_step' or nil")
+    if autoreset == "next_step" and _needs_reset:
+        obs, info = env.reset()
+        _needs_reset = False
+        return {"obs": obs, "reward": 0.0, "terminated": False, "truncated": False, "info": info}
     a = coerce(env.action_space, action)
     if not env.action_space.contains(a):
         raise BadAction(f"action {action!r} is not in the action space {env.action_space}")
     obs, reward, terminated, truncated, info = env.step(a)
-    return {"obs": obs, "reward": float(reward), "terminated": bool(terminated),
-            "truncated": bool(truncated), "info": info}
+    out = {"obs": obs, "reward": float(reward), "terminated": bool(terminated),
+           "truncated": bool(truncated), "info": info}
+    _needs_reset = bool(terminated or truncated)
+    if autoreset == "same_step" and _needs_reset:
+        out["final_obs"], out["final_info"] = obs, info
+        out["obs"], out["info"] = env.reset()
+        _needs_reset = False
+    return out
+
+
+def _attr_name(name):
+    if not isinstance(name, str) or not name or name.startswith("_"):
+        raise BadRequest(f"attribute name {name!r} must be a non-empty string not starting with '_'")
+    return name
+
+
+def call(name, args=None, kwargs=None):
+    """Calls env method ``name`` (through wrappers), or reads it if it is not callable."""
+    env = _need_env()
+    attr = env.get_wrapper_attr(_attr_name(name))
+    if callable(attr):
+        return {"value": attr(*(args or []), **(kwargs or {}))}
+    return {"value": attr}
+
+
+def get_attr(name):
+    return {"value": _need_env().get_wrapper_attr(_attr_name(name))}
+
+
+def set_attr(name, value):
+    _need_env().set_wrapper_attr(_attr_name(name), value)
+    return {}
 
 
 def spaces_of():

@@ -121,7 +121,7 @@ class Host {
       auto get = [&](const char* key) -> py::object { return d.contains(key) ? py::object(d[key]) : py::none(); };
       py::object result;
       if (v == verb::kStep) {
-        result = module_.attr("step")(get("action"));
+        result = module_.attr("step")(get("action"), get("autoreset"));
       } else if (v == verb::kReset) {
         result = module_.attr("reset")(get("seed"), get("options"));
       } else if (v == verb::kMake) {
@@ -136,6 +136,12 @@ class Host {
         result = which.is_none() ? module_.attr("sample")() : module_.attr("sample")(which);
       } else if (v == verb::kRender) {
         result = module_.attr("render")();
+      } else if (v == verb::kCall) {
+        result = module_.attr("call")(get("name"), get("args"), get("kwargs"));
+      } else if (v == verb::kGetAttr) {
+        result = module_.attr("get_attr")(get("name"));
+      } else if (v == verb::kSetAttr) {
+        result = module_.attr("set_attr")(get("name"), get("value"));
       } else {
         return {gymfarm::protocol::kStatusErr, error_body("bad_request", "unknown verb '" + std::string(v) + "'")};
       }

@@ -7,12 +7,22 @@
 """
 from .client import DEFAULT_ENDPOINT, PROTOCOL_VERSION, Farm, connect
 from .env import RemoteEnv
+from .registration import register_local_ids as _register_local_ids
+from .registration import register_remote
+from .vector import RemoteVectorEnv
 from .errors import (BadAction, BadRequest, CapacityExhausted, EnvError, FarmUnavailable, GymfarmError,
                      Overloaded, ShuttingDown, Timeout, Unauthorized, UnknownInstance, WorkerCrashed)
 
 __all__ = [
-    "connect", "Farm", "RemoteEnv", "DEFAULT_ENDPOINT", "PROTOCOL_VERSION",
+    "connect", "Farm", "RemoteEnv", "RemoteVectorEnv", "register_remote", "make_vec", "DEFAULT_ENDPOINT", "PROTOCOL_VERSION",
     "GymfarmError", "BadRequest", "UnknownInstance", "BadAction", "EnvError", "WorkerCrashed", "Timeout",
     "CapacityExhausted", "Overloaded", "ShuttingDown", "Unauthorized", "FarmUnavailable",
 ]
 __version__ = "0.1.0"
+
+_register_local_ids()
+
+
+def make_vec(env_id: str, num_envs: int = 1, endpoint: str = DEFAULT_ENDPOINT, **kwargs) -> RemoteVectorEnv:
+    """``gymfarm.make_vec("CartPole-v1", num_envs=8)``: a vector env on the farm at ``endpoint``."""
+    return RemoteVectorEnv(endpoint, env_id, num_envs=num_envs, **kwargs)

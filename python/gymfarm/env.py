@@ -26,6 +26,7 @@ class RemoteEnv(gym.Env):
         self.render_mode = reply.get("render_mode")
         self.metadata = dict(reply.get("metadata") or {})
         self.remote_spec: Dict[str, Any] = dict(reply.get("spec") or {})
+        self.owns_farm = False  # close the connection with the env (set by gymnasium.make entry points)
         self._closed = False
 
     def _call(self, verb: str, body: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -62,6 +63,8 @@ class RemoteEnv(gym.Env):
             self._call("close")
         except Exception:  # the instance may already be gone (crash, farm stopped)
             pass
+        if self.owns_farm:
+            self.farm.close()
 
     def __repr__(self) -> str:
         return f"<RemoteEnv {self.env_id} {self.instance_id} at {self.farm.endpoint}>"
