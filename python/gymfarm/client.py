@@ -173,6 +173,25 @@ class Farm:
 
         return RemoteVectorEnv(self.endpoint, env_id, num_envs=num_envs, timeout=self.timeout, **kwargs)
 
+    def make_many(self, env_id: str, num_envs: int, kwargs: Optional[Dict[str, Any]] = None
+                  ) -> List[Dict[str, Any]]:
+        """Makes ``num_envs`` instances in one round trip; returns their make results. If any make
+        fails, the ones made are closed and the first error is raised."""
+        made = self.call_many([("make", "", {"env_id": env_id, "kwargs": dict(kwargs or {})})] * num_envs)
+        ok = [r for r in made if isinstance(r, dict)]
+        if len(ok) != len(made):
+            self.close_many([r["instance_id"] for r in ok])
+            errors.raise_first(made)
+        return ok
+
+    def close_many(self, instance_ids: Sequence[str], timeout: float = 10.0) -> None:
+        """Closes instances in one round trip, ignoring ones already gone."""
+        if instance_ids:
+            try:
+                self.call_many([("close", iid, None) for iid in instance_ids], timeout=timeout)
+            except errors.GymfarmError:
+                pass
+
     def ping(self) -> bool:
         return bool(self.call("ping").get("pong"))
 

@@ -104,6 +104,21 @@ _BY_CODE = {cls.code: cls for cls in (BadRequest, UnknownInstance, BadAction, En
                                       CapacityExhausted, Overloaded, ShuttingDown, Unauthorized)}
 
 
+def raise_first(results: Any, indices: Any = None, instance_ids: Any = None) -> None:
+    """Raises the first error among per-env ``results``, naming the sub-env. The exception keeps
+    ``env_index`` and every env's outcome in ``results``, so the others' results are not lost."""
+    for k, r in enumerate(results):
+        if isinstance(r, GymfarmError):
+            i = indices[k] if indices is not None else k
+            r.details.setdefault("env_index", i)
+            r.env_index = i  # type: ignore[attr-defined]
+            r.results = list(results)  # type: ignore[attr-defined]
+            label = f"sub-env {i}" + (f" ({instance_ids[i]})" if instance_ids else "")
+            r.message = f"{label}: {r.message}"
+            r.args = (r.message,)
+            raise r
+
+
 def from_wire(body: Any) -> GymfarmError:
     """Maps an error body ``{code, message, details}`` to its exception (the one place that does)."""
     if not isinstance(body, dict):

@@ -38,16 +38,13 @@ class RemoteVectorEnv(VectorEnv):
         self.env_id = env_id
         self.num_envs = num_envs
         self.copy = copy
-        self.instance_ids: List[str] = []
         self._closed_remote = False
-        made = self.farm.call_many([("make", "", {"env_id": env_id, "kwargs": make_kwargs})] * num_envs)
-        for r in made:
-            if isinstance(r, dict):
-                self.instance_ids.append(r["instance_id"])
-        failed = [r for r in made if not isinstance(r, dict)]
-        if failed:
-            self.close()
-            raise failed[0]
+        try:
+            made = self.farm.make_many(env_id, num_envs, make_kwargs)
+        except BaseException:
+            self.farm.close()
+            raise
+        self.instance_ids: List[str] = [r["instance_id"] for r in made]
         first = made[0]
         self.single_observation_space = codec.space_from_wire(first["observation_space"])
         self.single_action_space = codec.space_from_wire(first["action_space"])
@@ -167,11 +164,7 @@ class RemoteVectorEnv(VectorEnv):
     def close_extras(self, **kwargs: Any) -> None:
         if not self._closed_remote:
             self._closed_remote = True
-            if self.instance_ids:
-                try:
-                    self.farm.call_many([("close", iid, None) for iid in self.instance_ids], timeout=10)
-                except errors.GymfarmError:
-                    pass
+            self.farm.close_many(self.instance_ids)
             self.farm.close()
 
     # -- EnvPool-style asynchronous stepping ---------------------------------------------------
@@ -233,15 +226,7 @@ class RemoteVectorEnv(VectorEnv):
         return deepcopy(self._observations) if self.copy else self._observations
 
     def _raise_first(self, results: Sequence[Any], indices: Sequence[int]) -> None:
-        """Raises the first sub-env error, naming the sub-env; ``results`` keeps every env's outcome."""
-        for i, r in zip(indices, results):
-            if isinstance(r, errors.GymfarmError):
-                r.details.setdefault("env_index", i)
-                r.env_index = i  # type: ignore[attr-defined]
-                r.results = list(results)  # type: ignore[attr-defined]
-                r.args = (f"sub-env {i} ({self.instance_ids[i]}): {r.message}",)
-                r.message = r.args[0]
-                raise r
+        errors.raise_first(results, list(indices), self.instance_ids)
 
     def __repr__(self) -> str:
         return f"<RemoteVectorEnv {self.env_id} x{self.num_envs} at {self.farm.endpoint}>"
