@@ -50,7 +50,11 @@ Value decode_or_throw(std::string_view bytes) {
 StepResult to_step(const Value& v) {
   StepResult s;
   if (const Value* x = v.find("obs")) s.obs = *x;
-  if (const Value* x = v.find("reward"); x && x->is_number()) s.reward = x->as_double();
+  if (const Value* x = v.find("reward"); x && x->is_number()) {
+    s.reward = x->as_double();
+  } else if (x && x->is_tensor() && x->as_tensor().elements() == 1) {
+    s.reward = x->as_tensor().as_double(0);  // a numpy scalar reward (np.float64, np.int64, ...)
+  }
   if (const Value* x = v.find("terminated"); x && x->is_bool()) s.terminated = x->as_bool();
   if (const Value* x = v.find("truncated"); x && x->is_bool()) s.truncated = x->as_bool();
   if (const Value* x = v.find("info")) s.info = *x;

@@ -151,7 +151,7 @@ def step(action, autoreset=None):
     if not env.action_space.contains(a):
         raise BadAction(f"action {action!r} is not in the action space {env.action_space}")
     obs, reward, terminated, truncated, info = env.step(a)
-    out = {"obs": obs, "reward": float(reward), "terminated": bool(terminated),
+    out = {"obs": obs, "reward": reward, "terminated": bool(terminated),
            "truncated": bool(truncated), "info": info}
     _needs_reset = bool(terminated or truncated)
     if autoreset == "same_step" and _needs_reset:

@@ -94,7 +94,7 @@ void pack_obj(Packer& pk, StringBuffer& buf, py::handle obj, int depth) {
     } else {
       throw std::runtime_error("integer too small for 64 bits");
     }
-  } else if (PyFloat_Check(o)) {
+  } else if (PyFloat_CheckExact(o) || (PyFloat_Check(o) && !PyObject_HasAttrString(o, "dtype"))) {
     protocol::append_float64(*buf.s, PyFloat_AS_DOUBLE(o));
   } else if (PyUnicode_Check(o)) {
     Py_ssize_t n = 0;

@@ -79,7 +79,7 @@ def test_trajectory_equals_in_process(farm, env_id):
             got = env.step(a)
             want = local.step(a)
             assert_same(got[0], want[0], f"obs at {t}")
-            assert got[1] == pytest.approx(float(want[1]), abs=0) and isinstance(got[1], float)
+            assert got[1] == want[1] and type(got[1]) is type(want[1]), f"reward at {t}: {got[1]!r} != {want[1]!r}"
             assert got[2:4] == (bool(want[2]), bool(want[3])), f"done flags at {t}"
             if got[2] or got[3]:
                 obs, _ = env.reset()
@@ -258,3 +258,16 @@ def test_protocol_version_is_checked(farm):
 def test_no_farm_gives_clear_error():
     with pytest.raises(gymfarm.FarmUnavailable):
         gymfarm.connect("tcp://127.0.0.1:9", connect_timeout=0.5)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Taxi-v3", "Blackjack-v1", "gymfarm_test/DictObs-v0"])
+def test_gymnasium_check_environments_match(farm, env_id):
+    from gymnasium.utils.env_match import check_environments_match
+
+    env = farm.make(env_id, render_mode="rgb_array") if env_id == "CartPole-v1" else farm.make(env_id)
+    local = gym.make(env_id, render_mode="rgb_array") if env_id == "CartPole-v1" else gym.make(env_id)
+    try:
+        check_environments_match(env, local, num_steps=100, seed=3, skip_render=env_id != "CartPole-v1")
+    finally:
+        env.close()
+        local.close()

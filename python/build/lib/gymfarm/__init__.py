@@ -1,0 +1,28 @@
+"""gymfarm: Gymnasium envs in isolated worker processes, reached over ZeroMQ + MessagePack.
+
+>>> import gymfarm
+>>> farm = gymfarm.connect("tcp://127.0.0.1:5555")
+>>> env = farm.make("CartPole-v1")
+>>> obs, info = env.reset(seed=0)
+"""
+from .client import DEFAULT_ENDPOINT, PROTOCOL_VERSION, Farm, connect
+from .env import RemoteEnv
+from .registration import register_local_ids as _register_local_ids
+from .registration import register_remote
+from .vector import RemoteVectorEnv
+from .errors import (BadAction, BadRequest, CapacityExhausted, EnvError, FarmUnavailable, GymfarmError,
+                     Overloaded, ShuttingDown, Timeout, Unauthorized, UnknownInstance, WorkerCrashed)
+
+__all__ = [
+    "connect", "Farm", "RemoteEnv", "RemoteVectorEnv", "register_remote", "make_vec", "DEFAULT_ENDPOINT", "PROTOCOL_VERSION",
+    "GymfarmError", "BadRequest", "UnknownInstance", "BadAction", "EnvError", "WorkerCrashed", "Timeout",
+    "CapacityExhausted", "Overloaded", "ShuttingDown", "Unauthorized", "FarmUnavailable",
+]
+__version__ = "0.1.0"
+
+_register_local_ids()
+
+
+def make_vec(env_id: str, num_envs: int = 1, endpoint: str = DEFAULT_ENDPOINT, **kwargs) -> RemoteVectorEnv:
+    """``gymfarm.make_vec("CartPole-v1", num_envs=8)``: a vector env on the farm at ``endpoint``."""
+    return RemoteVectorEnv(endpoint, env_id, num_envs=num_envs, **kwargs)

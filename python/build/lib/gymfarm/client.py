@@ -1,0 +1,223 @@
+"""The native client: a ZeroMQ DEALER socket speaking docs/protocol.md."""
+from __future__ import annotations
+
+import itertools
+import struct
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import zmq
+
+from . import codec, errors
+
+PROTOCOL_VERSION = 1
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+
+
+class Farm:
+    """A connection to a gymfarm broker.
+
+    >>> farm = Farm("tcp://127.0.0.1:5555")
+    >>> env = farm.make("CartPole-v1")
+
+    Calls are synchronous and thread-safe (one lock per connection). ``timeout`` (seconds) bounds
+    every call; past it :class:`gymfarm.Timeout` is raised.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 60.0,
+                 connect_timeout: float = 10.0, context: Optional[zmq.Context] = None):
+        self.endpoint = endpoint
+        self.timeout = float(timeout)
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(endpoint)
+        self._lock = threading.Lock()
+        self._rids = itertools.count(1)
+        self._outstanding: set = set()
+        self._arrived: Dict[int, List[bytes]] = {}
+        self._closed = False
+        try:
+            self.server = self.call("hello", body={"version": PROTOCOL_VERSION, "client": "gymfarm-python"},
+                                    timeout=connect_timeout)
+        except errors.Timeout:
+            self._sock.close(0)
+            raise errors.FarmUnavailable(f"no gymfarm answers at {endpoint} (is `gymfarm start` running?)") from None
+
+    # -- plumbing -------------------------------------------------------------------------------
+    #
+    # Requests may be pipelined: each carries its own rid, replies are matched by rid. Replies that
+    # arrive while another request is being waited for are kept in ``_arrived`` until claimed.
+
+    def _send(self, frames: List[bytes]) -> int:
+        if self._closed:
+            raise errors.FarmUnavailable("this connection is closed")
+        rid = next(self._rids)
+        frames[2] = struct.pack("<Q", rid)
+        with self._lock:
+            self._sock.send_multipart(frames, copy=False)
+            self._outstanding.add(rid)
+        return rid
+
+    def _wait(self, rids: Sequence[int], timeout: Optional[float], at_least: Optional[int] = None
+              ) -> Dict[int, List[bytes]]:
+        """Waits until ``at_least`` (default: all) of ``rids`` have replies; returns those that have."""
+        limit = self.timeout if timeout is None else timeout
+        need = len(rids) if at_least is None else at_least
+        deadline = time.monotonic() + limit
+        while True:
+            with self._lock:
+                while self._sock.poll(0):
+                    self._store(self._sock.recv_multipart())
+                done = {r: self._arrived[r] for r in rids if r in self._arrived}
+                if len(done) >= need:
+                    for r in done:
+                        del self._arrived[r]
+                        self._outstanding.discard(r)
+                    return done
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    for r in rids:  # late replies to these are dropped
+                        self._outstanding.discard(r)
+                    raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {limit:g} s",
+                                         {"client_side": True})
+                if self._sock.poll(max(1, int(min(left, 0.005) * 1000))):
+                    self._store(self._sock.recv_multipart())
+
+    def _store(self, reply: List[bytes]) -> None:
+        if len(reply) >= 2 and len(reply[0]) == 8:
+            rid = struct.unpack("<Q", reply[0])[0]
+            if rid in self._outstanding:
+                self._arrived[rid] = reply
+
+    @staticmethod
+    def _result(reply: List[bytes]) -> Dict[str, Any]:
+        result = codec.unpack(reply[2]) if len(reply) > 2 else {}
+        if reply[1] != b"ok":
+            raise errors.from_wire(result)
+        return result
+
+    @staticmethod
+    def _frames(verb: str, instance: str, body: Optional[Dict[str, Any]]) -> List[bytes]:
+        return [verb.encode(), instance.encode(), b"", codec.pack(body or {})]
+
+    def call(self, verb: str, instance: str = "", body: Optional[Dict[str, Any]] = None,
+             timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Sends one request and returns its result map, or raises the typed error."""
+        rid = self._send(self._frames(verb, instance, body))
+        return self._result(self._wait([rid], timeout)[rid])
+
+    def call_many(self, requests: Sequence[Tuple[str, str, Optional[Dict[str, Any]]]],
+                  timeout: Optional[float] = None) -> List[Union[Dict[str, Any], errors.GymfarmError]]:
+        """Pipelines ``[(verb, instance, body), ...]``: all are sent before any reply is awaited,
+        so N requests to N workers cost one round trip. Returns results or exceptions, in order."""
+        rids = [self._send(self._frames(v, i, b)) for v, i, b in requests]
+        replies = self._wait(rids, timeout)
+        out: List[Union[Dict[str, Any], errors.GymfarmError]] = []
+        for rid in rids:
+            try:
+                out.append(self._result(replies[rid]))
+            except errors.GymfarmError as e:
+                out.append(e)
+        return out
+
+    def send_step_batch(self, steps: Sequence[Tuple[str, Any]], **fields: Any) -> int:
+        """Sends a batched step without waiting; returns the ticket for :meth:`wait_step_batch`."""
+        frames = [b"step_batch", b"", b""]
+        for instance, action in steps:
+            frames.append(instance.encode())
+            frames.append(codec.pack(dict(fields, action=action)))
+        return self._send(frames)
+
+    def wait_step_batch(self, ticket: int, timeout: Optional[float] = None
+                        ) -> List[Union[Dict[str, Any], errors.GymfarmError]]:
+        reply = self._wait([ticket], timeout)[ticket]
+        if reply[1] != b"ok":
+            raise errors.from_wire(codec.unpack(reply[2]))
+        out: List[Union[Dict[str, Any], errors.GymfarmError]] = []
+        for i in range((len(reply) - 2) // 2):
+            status, body = reply[2 + 2 * i], codec.unpack(reply[3 + 2 * i])
+            out.append(body if status == b"ok" else errors.from_wire(body))
+        return out
+
+    def step_batch(self, steps: Sequence[Tuple[str, Any]], timeout: Optional[float] = None, **fields: Any
+                   ) -> List[Union[Dict[str, Any], errors.GymfarmError]]:
+        """Steps many instances in one message: ``[(instance_id, action), ...]``.
+
+        Returns one entry per env, in order: the step result map, or the exception of that env
+        (returned, not raised, so one failing env does not hide the others' results). Extra
+        keyword fields (``autoreset="next_step"``) go into every step body.
+        """
+        if not steps:
+            return []
+        return self.wait_step_batch(self.send_step_batch(steps, **fields), timeout)
+
+    # -- verbs ---------------------------------------------------------------------------------
+
+    def make(self, env_id: str, **kwargs: Any) -> "RemoteEnv":
+        """Makes an env on a free worker; returns a :class:`gymnasium.Env`."""
+        from .env import RemoteEnv
+
+        return RemoteEnv(self, env_id, **kwargs)
+
+    def make_vec(self, env_id: str, num_envs: int = 1, **kwargs: Any) -> "RemoteVectorEnv":
+        """Makes ``num_envs`` envs on free workers as one :class:`gymnasium.vector.VectorEnv`.
+
+        ``autoreset_mode`` (a :class:`gymnasium.vector.AutoresetMode`, default NEXT_STEP) is taken
+        as Gymnasium's own vector envs take it; other keyword arguments go to every env's make.
+        The vector env uses a connection of its own, so its pipelined requests never mix with
+        this one's.
+        """
+        from .vector import RemoteVectorEnv
+
+        return RemoteVectorEnv(self.endpoint, env_id, num_envs=num_envs, timeout=self.timeout, **kwargs)
+
+    def make_many(self, env_id: str, num_envs: int, kwargs: Optional[Dict[str, Any]] = None
+                  ) -> List[Dict[str, Any]]:
+        """Makes ``num_envs`` instances in one round trip; returns their make results. If any make
+        fails, the ones made are closed and the first error is raised."""
+        made = self.call_many([("make", "", {"env_id": env_id, "kwargs": dict(kwargs or {})})] * num_envs)
+        ok = [r for r in made if isinstance(r, dict)]
+        if len(ok) != len(made):
+            self.close_many([r["instance_id"] for r in ok])
+            errors.raise_first(made)
+        return ok
+
+    def close_many(self, instance_ids: Sequence[str], timeout: float = 10.0) -> None:
+        """Closes instances in one round trip, ignoring ones already gone."""
+        if instance_ids:
+            try:
+                self.call_many([("close", iid, None) for iid in instance_ids], timeout=timeout)
+            except errors.GymfarmError:
+                pass
+
+    def ping(self) -> bool:
+        return bool(self.call("ping").get("pong"))
+
+    def stats(self) -> Dict[str, Any]:
+        return self.call("stats")
+
+    def list(self) -> Dict[str, str]:
+        """Live instances: ``{instance_id: env_id}``."""
+        return self.call("list")["instances"]
+
+    def envs(self) -> List[str]:
+        """Env ids registered in the workers' Gymnasium."""
+        return list(self.call("envs")["env_ids"])
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._sock.close(0)
+
+    def __enter__(self) -> "Farm":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def connect(endpoint: str = DEFAULT_ENDPOINT, **kwargs: Any) -> Farm:
+    """Connects to a farm started with ``gymfarm start`` and says hello."""
+    return Farm(endpoint, **kwargs)

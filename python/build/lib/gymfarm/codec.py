@@ -1,0 +1,81 @@
+"""MessagePack codec of the gymfarm protocol, written from docs/protocol.md.
+
+ndarrays travel as extension type 1 with payload ``[dtype.str, shape, bytes]``; a shape of ``[]``
+is a NumPy scalar. Spaces travel as maps with a ``type`` key.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import msgpack
+import numpy as np
+from gymnasium import spaces
+
+NDARRAY_EXT = 1
+_KINDS = {"b", "i", "u", "f"}
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, (np.ndarray, np.generic)):
+        a = np.asarray(obj)
+        if a.dtype.kind not in _KINDS:
+            raise TypeError(f"cannot send a numpy array of dtype {a.dtype}")
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
+        a = np.ascontiguousarray(a) if a.ndim else a
+        payload = msgpack.packb([a.dtype.str, list(a.shape), a.tobytes()], use_bin_type=True)
+        return msgpack.ExtType(NDARRAY_EXT, payload)
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"cannot send an object of type {type(obj).__name__}")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code != NDARRAY_EXT:
+        return msgpack.ExtType(code, data)
+    dtype, shape, raw = msgpack.unpackb(data, raw=False)
+    arr = np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+    return arr[()] if len(shape) == 0 else arr
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, default=_default, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    if not data:
+        return {}
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+
+
+def space_from_wire(d: Any) -> spaces.Space:
+    """Rebuilds a Gymnasium space equal to the env's own."""
+    t = d.get("type") if isinstance(d, dict) else None
+    if t == "Box":
+        dtype = np.dtype(d["dtype"])
+        return spaces.Box(low=np.asarray(d["low"], dtype=dtype), high=np.asarray(d["high"], dtype=dtype),
+                          shape=tuple(d["shape"]), dtype=dtype)
+    if t == "Discrete":
+        return spaces.Discrete(int(d["n"]), start=int(d["start"]))
+    if t == "MultiDiscrete":
+        return spaces.MultiDiscrete(np.asarray(d["nvec"]), dtype=np.dtype(d["dtype"]), start=np.asarray(d["start"]))
+    if t == "MultiBinary":
+        n = d["n"]
+        return spaces.MultiBinary(n if isinstance(n, int) else list(n))
+    if t == "Tuple":
+        return spaces.Tuple([space_from_wire(s) for s in d["spaces"]])
+    if t == "Dict":
+        return spaces.Dict(OrderedDict((k, space_from_wire(s)) for k, s in zip(d["keys"], d["spaces"])))
+    if t == "Text":
+        return spaces.Text(int(d["max_length"]), min_length=int(d["min_length"]), charset=d["charset"])
+    raise NotImplementedError(f"the farm's env uses a space gymfarm cannot send: {d.get('repr', d) if isinstance(d, dict) else d!r}")
+
+
+def value_to_space(space: spaces.Space, value: Any) -> Any:
+    """Gives a decoded value the container types of its space (tuples for Tuple, ordered dicts for Dict)."""
+    if isinstance(space, spaces.Tuple) and isinstance(value, (list, tuple)):
+        return tuple(value_to_space(s, v) for s, v in zip(space.spaces, value))
+    if isinstance(space, spaces.Dict) and isinstance(value, dict):
+        return {k: value_to_space(s, value[k]) for k, s in space.spaces.items() if k in value}
+    return value

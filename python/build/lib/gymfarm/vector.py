@@ -1,0 +1,232 @@
+"""RemoteVectorEnv: a gymnasium.vector.VectorEnv whose sub-envs live in gymfarm workers.
+
+One batched message per step (the protocol's ``step_batch``); autoreset happens inside the
+workers, so every autoreset mode still costs one round trip. Resets, renders and attribute calls
+are pipelined: N requests, one round trip.
+"""
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
+
+from . import codec, errors
+from .client import Farm
+
+_AUTORESET_WIRE = {AutoresetMode.NEXT_STEP: "next_step", AutoresetMode.SAME_STEP: "same_step",
+                   AutoresetMode.DISABLED: None}
+
+
+class RemoteVectorEnv(VectorEnv):
+    """``num_envs`` copies of one env, each in its own worker process.
+
+    Behaves as :class:`gymnasium.vector.SyncVectorEnv` does, step for step, for every autoreset
+    mode. Beyond the VectorEnv API it offers ``step_async``/``step_wait`` and an EnvPool-style
+    ``send(actions, env_ids)``/``recv()`` that returns whichever envs finished first.
+    """
+
+    def __init__(self, endpoint: str, env_id: str, num_envs: int = 1,
+                 autoreset_mode: Union[str, AutoresetMode] = AutoresetMode.NEXT_STEP,
+                 timeout: float = 60.0, copy: bool = True, **make_kwargs: Any):
+        if num_envs < 1:
+            raise ValueError("num_envs must be at least 1")
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.farm = Farm(endpoint, timeout=timeout)
+        self.env_id = env_id
+        self.num_envs = num_envs
+        self.copy = copy
+        self._closed_remote = False
+        try:
+            made = self.farm.make_many(env_id, num_envs, make_kwargs)
+        except BaseException:
+            self.farm.close()
+            raise
+        self.instance_ids: List[str] = [r["instance_id"] for r in made]
+        first = made[0]
+        self.single_observation_space = codec.space_from_wire(first["observation_space"])
+        self.single_action_space = codec.space_from_wire(first["action_space"])
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.render_mode = first.get("render_mode")
+        self.metadata = dict(first.get("metadata") or {})
+        self.metadata["autoreset_mode"] = self.autoreset_mode
+        self._observations = create_empty_array(self.single_observation_space, n=num_envs, fn=np.zeros)
+        self._env_obs: List[Any] = [None] * num_envs
+        self._rewards = np.zeros((num_envs,), dtype=np.float64)
+        self._terminations = np.zeros((num_envs,), dtype=np.bool_)
+        self._truncations = np.zeros((num_envs,), dtype=np.bool_)
+        self._autoreset_envs = np.zeros((num_envs,), dtype=np.bool_)
+        self._step_ticket: Optional[int] = None
+        self._sent: Dict[int, int] = {}  # rid -> env index, for send/recv
+
+    # -- the VectorEnv API ----------------------------------------------------------------------
+
+    def reset(self, *, seed: Union[int, Sequence[Optional[int]], None] = None,
+              options: Optional[Dict[str, Any]] = None) -> Tuple[Any, Dict[str, Any]]:
+        if seed is None:
+            seeds: List[Optional[int]] = [None] * self.num_envs
+        elif isinstance(seed, (int, np.integer)):
+            seeds = [int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"If seeds are passed as a list the length must match num_envs={self.num_envs} "
+                             f"but got length={len(seeds)}.")
+        options = dict(options) if options is not None else None
+        mask = np.ones((self.num_envs,), dtype=np.bool_)
+        if options is not None and "reset_mask" in options:
+            mask = options.pop("reset_mask")
+            if not (isinstance(mask, np.ndarray) and mask.shape == (self.num_envs,) and mask.dtype == np.bool_):
+                raise ValueError(f"options['reset_mask'] must be a numpy bool array of shape ({self.num_envs},)")
+            if not mask.any():
+                raise ValueError("options['reset_mask'] must select at least one env")
+        indices = [i for i in range(self.num_envs) if mask[i]]
+        requests = []
+        for i in indices:
+            body: Dict[str, Any] = {}
+            if seeds[i] is not None:
+                body["seed"] = int(seeds[i])
+            if options is not None:
+                body["options"] = options
+            requests.append(("reset", self.instance_ids[i], body))
+        self._terminations[mask] = False
+        self._truncations[mask] = False
+        self._autoreset_envs[mask] = False
+        infos: Dict[str, Any] = {}
+        results = self.farm.call_many(requests)
+        self._raise_first(results, indices)
+        for i, r in zip(indices, results):
+            self._env_obs[i] = codec.value_to_space(self.single_observation_space, r["obs"])
+            infos = self._add_info(infos, r["info"], i)
+        return self._batched_obs(), infos
+
+    def step(self, actions: Any) -> Tuple[Any, np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: Any) -> None:
+        """Sends the batched step and returns at once; :meth:`step_wait` collects it."""
+        if self._step_ticket is not None:
+            raise RuntimeError("step_async called twice without step_wait")
+        per_env = list(iterate(self.action_space, actions))
+        if self.autoreset_mode == AutoresetMode.DISABLED and self._autoreset_envs.any():
+            done = np.flatnonzero(self._autoreset_envs).tolist()
+            raise AssertionError(f"autoreset is disabled and sub-envs {done} ended an episode: reset them "
+                                 "with reset(options={'reset_mask': ...}) before stepping")
+        steps = list(zip(self.instance_ids, per_env))
+        self._step_ticket = self.farm.send_step_batch(steps, **self._autoreset_field())
+
+    def step_wait(self, timeout: Optional[float] = None
+                  ) -> Tuple[Any, np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
+        if self._step_ticket is None:
+            raise RuntimeError("step_wait called without step_async")
+        ticket, self._step_ticket = self._step_ticket, None
+        results = self.farm.wait_step_batch(ticket, timeout)
+        infos: Dict[str, Any] = {}
+        for i, r in enumerate(results):
+            if isinstance(r, errors.GymfarmError):
+                continue
+            infos = self._absorb(i, r, infos)
+        self._autoreset_envs = np.logical_or(self._terminations, self._truncations)
+        self._raise_first(results, range(self.num_envs))
+        return (self._batched_obs(), np.copy(self._rewards), np.copy(self._terminations),
+                np.copy(self._truncations), infos)
+
+    def render(self) -> Optional[Tuple[Any, ...]]:
+        results = self.farm.call_many([("render", iid, None) for iid in self.instance_ids])
+        self._raise_first(results, range(self.num_envs))
+        return tuple(r["frame"] for r in results)
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Tuple[Any, ...]:
+        """Calls ``name`` on every sub-env (or reads it, when it is not callable)."""
+        body = {"name": name, "args": list(args), "kwargs": kwargs}
+        results = self.farm.call_many([("call", iid, body) for iid in self.instance_ids])
+        self._raise_first(results, range(self.num_envs))
+        return tuple(r["value"] for r in results)
+
+    def get_attr(self, name: str) -> Tuple[Any, ...]:
+        results = self.farm.call_many([("get_attr", iid, {"name": name}) for iid in self.instance_ids])
+        self._raise_first(results, range(self.num_envs))
+        return tuple(r["value"] for r in results)
+
+    def set_attr(self, name: str, values: Union[List[Any], Tuple[Any, ...], Any]) -> None:
+        if not isinstance(values, (list, tuple)):
+            values = [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError(f"values must have length num_envs={self.num_envs}, got {len(values)}")
+        results = self.farm.call_many([("set_attr", iid, {"name": name, "value": v})
+                                       for iid, v in zip(self.instance_ids, values)])
+        self._raise_first(results, range(self.num_envs))
+
+    def close_extras(self, **kwargs: Any) -> None:
+        if not self._closed_remote:
+            self._closed_remote = True
+            self.farm.close_many(self.instance_ids)
+            self.farm.close()
+
+    # -- EnvPool-style asynchronous stepping ---------------------------------------------------
+
+    def send(self, actions: Any, env_ids: Optional[Sequence[int]] = None) -> None:
+        """Sends one step per env in ``env_ids`` (default all) without waiting."""
+        ids = list(range(self.num_envs)) if env_ids is None else [int(i) for i in env_ids]
+        acts = list(actions)
+        if len(acts) != len(ids):
+            raise ValueError(f"got {len(acts)} actions for {len(ids)} envs")
+        field = self._autoreset_field()
+        for i, a in zip(ids, acts):
+            if i in self._sent.values():
+                raise RuntimeError(f"env {i} already has a step in flight")
+            rid = self.farm._send(self.farm._frames("step", self.instance_ids[i], dict(field, action=a)))
+            self._sent[rid] = i
+
+    def recv(self, min_envs: int = 1, timeout: Optional[float] = None
+             ) -> Tuple[Any, np.ndarray, np.ndarray, np.ndarray, Dict[str, Any], np.ndarray]:
+        """Waits for at least ``min_envs`` in-flight steps and returns every one finished so far:
+        ``(obs, rewards, terminations, truncations, infos, env_ids)``, batched over those envs."""
+        if not self._sent:
+            raise RuntimeError("recv called with no step in flight")
+        replies = self.farm._wait(list(self._sent), timeout, at_least=min(min_envs, len(self._sent)))
+        ids = [self._sent.pop(rid) for rid in replies]
+        obs, rew, term, trunc, infos = [], [], [], [], {}
+        for k, (rid, i) in enumerate(zip(replies, ids)):
+            r = Farm._result(replies[rid])
+            self._absorb(i, r, {})
+            obs.append(self._env_obs[i])
+            rew.append(self._rewards[i])
+            term.append(self._terminations[i])
+            trunc.append(self._truncations[i])
+            infos = self._add_info(infos, r["info"], k)
+            self._autoreset_envs[i] = self._terminations[i] or self._truncations[i]
+        batch = create_empty_array(self.single_observation_space, n=len(ids), fn=np.zeros)
+        return (concatenate(self.single_observation_space, obs, batch), np.array(rew), np.array(term),
+                np.array(trunc), infos, np.array(ids, dtype=np.int64))
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _autoreset_field(self) -> Dict[str, Any]:
+        wire = _AUTORESET_WIRE[self.autoreset_mode]
+        return {"autoreset": wire} if wire else {}
+
+    def _absorb(self, i: int, r: Dict[str, Any], infos: Dict[str, Any]) -> Dict[str, Any]:
+        space = self.single_observation_space
+        self._env_obs[i] = codec.value_to_space(space, r["obs"])
+        self._rewards[i] = r["reward"]
+        self._terminations[i] = r["terminated"]
+        self._truncations[i] = r["truncated"]
+        if "final_obs" in r:
+            infos = self._add_info(infos, {"final_obs": codec.value_to_space(space, r["final_obs"]),
+                                           "final_info": r["final_info"]}, i)
+        return self._add_info(infos, r["info"], i)
+
+    def _batched_obs(self) -> Any:
+        self._observations = concatenate(self.single_observation_space, self._env_obs, self._observations)
+        return deepcopy(self._observations) if self.copy else self._observations
+
+    def _raise_first(self, results: Sequence[Any], indices: Sequence[int]) -> None:
+        errors.raise_first(results, list(indices), self.instance_ids)
+
+    def __repr__(self) -> str:
+        return f"<RemoteVectorEnv {self.env_id} x{self.num_envs} at {self.farm.endpoint}>"
