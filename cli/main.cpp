@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,9 +18,11 @@
 
 #include "broker/broker.hpp"
 #include "client/client.hpp"
+#include "frontends/gateway.hpp"
 
 namespace fs = std::filesystem;
 using gymfarm::protocol::Value;
+namespace frontends = gymfarm::frontends;
 
 namespace {
 
@@ -35,6 +38,13 @@ options for start:
   --workers N            pool size = the most env instances alive at once (default 4)
   --host ADDR            address to listen on (default 127.0.0.1)
   --native-port PORT     native protocol port, ZeroMQ + MessagePack (default 5555; 0 picks a free one)
+  --port PORT            HTTP/WebSocket gateway port: Gymie WebSocket at /gym (default 5000; 0 picks
+                         a free one)
+  --gymie-shared-instances
+                         Gymie's shared, never-reaped env table: envs made over a WebSocket outlive
+                         the connection (default: closed when it drops)
+  --gymie-raw-infinity   write infinite Box bounds in Gymie space info as Infinity (default: the
+                         dtype's largest finite value, as gym 0.17 did)
   --python PATH          interpreter whose site-packages the workers use (default: the project venv);
                          PYTHONPATH in the environment reaches the workers too
   --import MODULE        every worker imports MODULE before serving (repeatable): custom envs it
@@ -60,6 +70,8 @@ struct Options {
   gymfarm::broker::BrokerOptions broker;
   std::string host = "127.0.0.1";
   int port = 5555;
+  int http_port = 5000;
+  frontends::GatewayOptions gateway;
   bool detach = false;
   bool insecure = false;
   std::string runtime_dir;
@@ -127,6 +139,9 @@ Options parse(int argc, char** argv) {
     else if (k == "--host") o.host = value();
     else if (k == "--native-port") o.port = static_cast<int>(int_arg(k, value(), 0, 65535));
     else if (k == "--python") o.broker.python = value();
+    else if (k == "--port") o.http_port = static_cast<int>(int_arg(k, value(), 0, 65535));
+    else if (k == "--gymie-shared-instances") o.gateway.gymie.shared_instances = true;
+    else if (k == "--gymie-raw-infinity") o.gateway.gymie.raw_infinity = true;
     else if (k == "--import") o.broker.imports.push_back(value());
     else if (k == "--step-timeout") o.broker.step_timeout = seconds_arg(k, value());
     else if (k == "--make-timeout") o.broker.make_timeout = seconds_arg(k, value());
@@ -247,14 +262,21 @@ int cmd_start(Options o) {
     const std::string endpoint = broker.bind();
     const int port = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
     if (o.port == 0) o.port = port;
+    o.gateway.host = o.host;
+    o.gateway.port = static_cast<uint16_t>(o.http_port);
+    o.gateway.broker_endpoint = "tcp://127.0.0.1:" + std::to_string(port);
+    o.gateway.client_timeout = std::max(o.broker.step_timeout, o.broker.make_timeout) + std::chrono::seconds(30);
+    frontends::Gateway gateway(o.gateway);
+    const uint16_t http_port = gateway.start();
+    const std::string http_host = o.host == "localhost" ? "127.0.0.1" : o.host;
     pidfile = pid_file(o);
     std::ofstream(pidfile) << getpid() << "\n";
     std::fprintf(stderr, "[gymfarm] starting %zu workers (pid %d)\n", o.broker.workers, getpid());
     rc = broker.run([&] {
       char text[1024];
       std::snprintf(text, sizeof text,
-                    "gymfarm: farm ready with %zu workers (pid %d)\n  native:    %s\n", o.broker.workers, getpid(),
-                    endpoint.c_str());
+                    "gymfarm: farm ready with %zu workers (pid %d)\n  native:    %s\n  gymie:     ws://%s:%u/gym\n",
+                    o.broker.workers, getpid(), endpoint.c_str(), http_host.c_str(), http_port);
       if (o.detach) {
         const std::string msg = std::string("ready ") + text;
         if (write(ready_pipe[1], msg.data(), msg.size()) < 0) { /* parent gone; keep serving */ }
@@ -264,6 +286,7 @@ int cmd_start(Options o) {
       std::fputs(text, stdout);
       std::fflush(stdout);
     });
+    gateway.stop();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gymfarm: %s\n", e.what());
     rc = 1;

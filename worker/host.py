@@ -2,6 +2,7 @@
 # It holds exactly one Gymnasium env and turns protocol requests into env calls. Results are
 # plain Python objects plus numpy arrays; the C++ side packs them straight from their buffers.
 import importlib
+import inspect
 
 import numpy as np
 import gymnasium as gym
@@ -13,7 +14,27 @@ class BadAction(Exception):
 
 
 class BadRequest(Exception):
-    """The request itself is wrong: unknown env id, missing env (protocol code bad_request)."""
+    """The request itself is wrong: unknown env id, missing env (protocol code bad_request).
+    ``kind`` says more to the dialects: "not_found", "malformed", "params" or "".
+    """
+
+    def __init__(self, message, kind=""):
+        super().__init__(message)
+        self.kind = kind
+
+
+# Legacy ids that clients of the older servers still use, resolved when not registered.
+ALIASES = {
+    "FrozenLake-v0": "FrozenLake-v1", "FrozenLake8x8-v0": "FrozenLake8x8-v1", "Taxi-v2": "Taxi-v3",
+    "Blackjack-v0": "Blackjack-v1", "CliffWalking-v0": "CliffWalking-v1", "Pendulum-v0": "Pendulum-v1",
+    "LunarLander-v2": "LunarLander-v3", "LunarLanderContinuous-v2": "LunarLanderContinuous-v3",
+    "BipedalWalker-v2": "BipedalWalker-v3", "BipedalWalkerHardcore-v2": "BipedalWalkerHardcore-v3",
+    "CarRacing-v0": "CarRacing-v3", "MountainCar-v1": "MountainCar-v0",
+}
+
+# Operator hooks (gymfarm start --import MODULE): a module may define get_env(env_id, seed=None, **kw)
+# to build envs its own way, and process_step(step) to shape Gymie step replies.
+_hooks = {}
 
 
 _env = None
@@ -22,7 +43,16 @@ _needs_reset = False  # the last step ended an episode (for autoreset "next_step
 
 def import_modules(names):
     for name in names:
-        importlib.import_module(name)
+        module = importlib.import_module(name)
+        for hook in ("get_env", "process_step"):
+            if callable(getattr(module, hook, None)):
+                _hooks[hook] = getattr(module, hook)
+
+
+def resolve_id(env_id):
+    if env_id not in gym.registry and env_id in ALIASES:
+        return ALIASES[env_id]
+    return env_id
 
 
 def env_ids():
@@ -96,19 +126,41 @@ def _need_env():
     return _env
 
 
-def make(env_id, kwargs):
+def _construct(env_id, kwargs, strict):
+    """Builds the env with the operator's get_env hook, else gym.make. ``strict`` (the Gymie
+    dialect) allows only the parameters the hook's signature names (none without a hook)."""
+    get_env = _hooks.get("get_env")
+    if get_env is not None:
+        if strict:
+            try:
+                inspect.signature(get_env).bind(env_id, **kwargs)
+            except TypeError as e:
+                raise BadRequest(f"parameters do not fit get_env: {e}", "params") from None
+        return get_env(env_id, **kwargs)
+    if strict and kwargs:
+        raise BadRequest(f"unexpected make parameters {sorted(kwargs)}", "params")
+    return gym.make(resolve_id(env_id), **kwargs)
+
+
+def make(env_id, kwargs, strict=False):
     global _env
     if not isinstance(env_id, str) or ":" in env_id:
         raise BadRequest(f"bad env id {env_id!r}: custom env packages are loaded by the operator "
-                         "(gymfarm start --import MODULE), not named by clients")
+                         "(gymfarm start --import MODULE), not named by clients", "malformed")
     if kwargs is None:
         kwargs = {}
     if not isinstance(kwargs, dict):
-        raise BadRequest("make kwargs must be a map")
+        raise BadRequest("make kwargs must be a map", "params")
     try:
-        env = gym.make(env_id, **kwargs)
+        env = _construct(env_id, kwargs, bool(strict))
+    except (gym.error.NameNotFound, gym.error.NamespaceNotFound) as e:
+        raise BadRequest(str(e), "not_found") from None
     except (gym.error.UnregisteredEnv, gym.error.DeprecatedEnv) as e:
-        raise BadRequest(str(e)) from None
+        raise BadRequest(str(e), "malformed") from None
+    except gym.error.Error as e:
+        if "Malformed environment ID" in str(e):
+            raise BadRequest(str(e), "malformed") from None
+        raise
     _env = env
     spec = env.spec
     return {
@@ -135,7 +187,7 @@ def reset(seed=None, options=None):
     return {"obs": obs, "info": info}
 
 
-def step(action, autoreset=None):
+def step(action, autoreset=None, processed=False):
     """One step. ``autoreset`` follows Gymnasium's vector autoreset modes:
     "next_step": a step after an episode ended resets instead (action ignored, reward 0);
     "same_step": an episode that ends is reset at once, its last obs/info in final_obs/final_info."""
@@ -154,6 +206,8 @@ def step(action, autoreset=None):
     out = {"obs": obs, "reward": reward, "terminated": bool(terminated),
            "truncated": bool(truncated), "info": info}
     _needs_reset = bool(terminated or truncated)
+    if processed and "process_step" in _hooks:  # the Gymie reply shaped by the operator's hook
+        out["processed"] = _hooks["process_step"]((obs, reward, _needs_reset, info))
     if autoreset == "same_step" and _needs_reset:
         out["final_obs"], out["final_info"] = obs, info
         out["obs"], out["info"] = env.reset()

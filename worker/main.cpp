@@ -121,11 +121,11 @@ class Host {
       auto get = [&](const char* key) -> py::object { return d.contains(key) ? py::object(d[key]) : py::none(); };
       py::object result;
       if (v == verb::kStep) {
-        result = module_.attr("step")(get("action"), get("autoreset"));
+        result = module_.attr("step")(get("action"), get("autoreset"), get("processed"));
       } else if (v == verb::kReset) {
         result = module_.attr("reset")(get("seed"), get("options"));
       } else if (v == verb::kMake) {
-        result = module_.attr("make")(get("env_id"), get("kwargs"));
+        result = module_.attr("make")(get("env_id"), get("kwargs"), get("strict"));
         result["instance_id"] = py::str(std::string(instance));
       } else if (v == verb::kClose) {
         result = module_.attr("close")();
@@ -166,7 +166,11 @@ class Host {
     const std::string type = py::str(e.type().attr("__name__"));
     const std::string message = py::str(e.value());
     if (e.matches(bad_action_)) return error_body("bad_action", message);
-    if (e.matches(bad_request_)) return error_body("bad_request", message);
+    if (e.matches(bad_request_)) {
+      py::dict details;
+      details["kind"] = py::str(e.value().attr("kind"));
+      return error_body("bad_request", message, details);
+    }
     py::dict details;
     details["type"] = type;
     details["message"] = message;

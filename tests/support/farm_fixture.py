@@ -52,7 +52,7 @@ class FarmProcess:
         env = dict(os.environ)
         env.update(env_vars or {})
         env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        cmd = [str(GYMFARM), "start", "--workers", str(workers), "--native-port", "0", "--runtime-dir",
+        cmd = [str(GYMFARM), "start", "--workers", str(workers), "--native-port", "0", "--port", "0", "--runtime-dir",
                str(self.runtime_dir), "--import", "gymfarm_testenvs"] + list(args or [])
         self.log_path = tmp / "farm.log"
         self._log = open(self.log_path, "w")
@@ -60,6 +60,7 @@ class FarmProcess:
                                      start_new_session=True)
         self.pid = self.proc.pid
         self.endpoint = ""
+        self.gymie_url = ""
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:
@@ -68,6 +69,8 @@ class FarmProcess:
                 break
             if "native:" in line:
                 self.endpoint = line.split()[-1]
+            if "gymie:" in line:
+                self.gymie_url = line.split()[-1]
                 break
         if not self.endpoint:
             self.stop()

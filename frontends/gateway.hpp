@@ -1,0 +1,41 @@
+#pragma once
+// The HTTP + WebSocket gateway (Boost.Beast, compiled only in gateway.cpp). One port serves the
+// Gymie WebSocket at /gym; every other path answers as Gymie-Server does. Each connection runs on
+// its own thread with its own native-protocol client, so a slow env never stalls other clients.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "frontends/gymie.hpp"
+
+namespace gymfarm::frontends {
+
+struct GatewayOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 5000;  // 0 picks a free port
+  std::string broker_endpoint;  // the native endpoint the gateway's clients connect to
+  std::chrono::milliseconds client_timeout{120000};
+  GymieOptions gymie;
+  std::size_t max_message_bytes = 4u << 20;  // WebSocket message and HTTP body limit
+  std::size_t max_connections = 1024;
+};
+
+class Gateway {
+ public:
+  explicit Gateway(GatewayOptions options);
+  ~Gateway();  // stops
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  // Binds and starts accepting; returns the bound port. Throws with a clear message on failure.
+  uint16_t start();
+  // Stops accepting, ends every connection, waits for their threads.
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gymfarm::frontends
