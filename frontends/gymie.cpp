@@ -198,7 +198,11 @@ GymieOutcome GymieSession::handle(std::string_view message) {
       }
       if (const Value* p = r.find("processed")) return reply(to_json(*p));
       const bool done = r.find("terminated")->as_bool() || r.find("truncated")->as_bool();
-      protocol::Array out{*r.find("obs"), *r.find("reward"), done, *r.find("info")};
+      // Rewards are floats in Gym's API, and gym 0.17 envs (FrozenLake, Taxi) returned floats, so the
+      // dialect writes 0.0 even when a Gymnasium env returns the int 0.
+      const Value& rv = *r.find("reward");
+      const double reward = rv.is_tensor() ? rv.as_tensor().as_double(0) : rv.is_number() ? rv.as_double() : 0.0;
+      protocol::Array out{*r.find("obs"), reward, done, *r.find("info")};
       return reply(to_json(Value(std::move(out))));
     }
     if (m->name == "close") {
