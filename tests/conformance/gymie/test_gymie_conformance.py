@@ -342,3 +342,23 @@ def test_limits_oversized_frame_and_deep_nesting(farm):
     ok = Conn(farm.gymie_url)  # the gateway keeps serving everyone else
     assert HEX32.match(ok.send("make", env_id="CartPole-v1"))
     ok.close()
+
+
+def test_node_client_flows(farm):
+    """The Gymie-Client test flows, run by a Node client with the same single-pending-request
+    semantics as Gymie-Client 0.5.1."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    node = shutil.which("node")
+    assert node, "node is needed for the Gymie client flows"
+    with socket.socket() as s:  # a port nobody listens on, for "server down"
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    here = Path(__file__).parent
+    r = subprocess.run([node, "--experimental-websocket", "--no-warnings", str(here / "flows.mjs"), farm.gymie_url,
+                        f"ws://127.0.0.1:{dead}/gym"], capture_output=True, text=True, timeout=120)
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "14 passed, 0 failed"
