@@ -40,6 +40,11 @@ options for start:
   --native-port PORT     native protocol port, ZeroMQ + MessagePack (default 5555; 0 picks a free one)
   --port PORT            HTTP/WebSocket gateway port: Gymie WebSocket at /gym (default 5000; 0 picks
                          a free one)
+  --gymnasium-http-port P
+                         gymnasium-http-api dialect port (default 40004; 0 picks a free one; -1 off)
+  --monitor-dir DIR      where gym-http-api monitor output goes; a client's directory is mapped
+                         inside it (default RUNTIME-DIR/monitor)
+  --allow-shutdown       let POST /v1/shutdown/ stop the farm (default: 403)
   --gymie-shared-instances
                          Gymie's shared, never-reaped env table: envs made over a WebSocket outlive
                          the connection (default: closed when it drops)
@@ -140,6 +145,9 @@ Options parse(int argc, char** argv) {
     else if (k == "--native-port") o.port = static_cast<int>(int_arg(k, value(), 0, 65535));
     else if (k == "--python") o.broker.python = value();
     else if (k == "--port") o.http_port = static_cast<int>(int_arg(k, value(), 0, 65535));
+    else if (k == "--gymnasium-http-port") o.gateway.gymnasium_port = static_cast<int>(int_arg(k, value(), -1, 65535));
+    else if (k == "--monitor-dir") o.gateway.rest.monitor_dir = value();
+    else if (k == "--allow-shutdown") o.gateway.rest.allow_shutdown = true;
     else if (k == "--gymie-shared-instances") o.gateway.gymie.shared_instances = true;
     else if (k == "--gymie-raw-infinity") o.gateway.gymie.raw_infinity = true;
     else if (k == "--import") o.broker.imports.push_back(value());
@@ -266,17 +274,25 @@ int cmd_start(Options o) {
     o.gateway.port = static_cast<uint16_t>(o.http_port);
     o.gateway.broker_endpoint = "tcp://127.0.0.1:" + std::to_string(port);
     o.gateway.client_timeout = std::max(o.broker.step_timeout, o.broker.make_timeout) + std::chrono::seconds(30);
+    if (o.gateway.rest.monitor_dir.empty()) o.gateway.rest.monitor_dir = o.runtime_dir + "/monitor";
+    o.gateway.rest.monitor_dir = fs::absolute(o.gateway.rest.monitor_dir).string();
     frontends::Gateway gateway(o.gateway);
     const uint16_t http_port = gateway.start();
     const std::string http_host = o.host == "localhost" ? "127.0.0.1" : o.host;
+    const std::string gymnasium_line =
+        gateway.gymnasium_port() < 0
+            ? ""
+            : "  gymnasium: http://" + http_host + ":" + std::to_string(gateway.gymnasium_port()) + "/v1/ (gymnasium-http-api)\n";
     pidfile = pid_file(o);
     std::ofstream(pidfile) << getpid() << "\n";
     std::fprintf(stderr, "[gymfarm] starting %zu workers (pid %d)\n", o.broker.workers, getpid());
     rc = broker.run([&] {
-      char text[1024];
+      char text[2048];
       std::snprintf(text, sizeof text,
-                    "gymfarm: farm ready with %zu workers (pid %d)\n  native:    %s\n  gymie:     ws://%s:%u/gym\n",
-                    o.broker.workers, getpid(), endpoint.c_str(), http_host.c_str(), http_port);
+                    "gymfarm: farm ready with %zu workers (pid %d)\n  native:    %s\n  rest:      http://%s:%u/v1/ "
+                    "(gym-http-api)\n%s  gymie:     ws://%s:%u/gym\n",
+                    o.broker.workers, getpid(), endpoint.c_str(), http_host.c_str(), http_port, gymnasium_line.c_str(),
+                    http_host.c_str(), http_port);
       if (o.detach) {
         const std::string msg = std::string("ready ") + text;
         if (write(ready_pipe[1], msg.data(), msg.size()) < 0) { /* parent gone; keep serving */ }

@@ -1,7 +1,10 @@
 // The only translation unit that includes Boost.Beast.
 #include "frontends/gateway.hpp"
 
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
@@ -22,11 +25,17 @@ namespace http = beast::http;
 namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 
+enum class Listener { Main, Gymnasium };
+
 struct Gateway::Impl {
   GatewayOptions opt;
   asio::io_context io;
   tcp::acceptor acceptor{io};
+  tcp::acceptor gymnasium_acceptor{io};
+  int gymnasium_port = -1;
   std::thread accept_thread;
+  std::thread gymnasium_thread;
+  RestRegistry rest_registry;
   std::atomic<bool> stopping{false};
   std::mutex mu;
   std::condition_variable idle;
@@ -43,11 +52,11 @@ struct Gateway::Impl {
     idle.notify_all();
   }
 
-  void accept_loop() {
+  void accept_loop(tcp::acceptor& from, Listener kind) {
     while (!stopping) {
       beast::error_code ec;
       tcp::socket sock(io);
-      acceptor.accept(sock, ec);
+      from.accept(sock, ec);
       if (ec) {
         if (stopping) return;
         continue;
@@ -66,8 +75,8 @@ struct Gateway::Impl {
         }
         live.insert(fd);
       }
-      std::thread([this, s = std::move(sock), fd]() mutable {
-        serve(std::move(s));
+      std::thread([this, s = std::move(sock), fd, kind]() mutable {
+        serve(std::move(s), kind);
         untrack(fd);
       }).detach();
     }
@@ -78,9 +87,17 @@ struct Gateway::Impl {
     return std::string(q == beast::string_view::npos ? target : target.substr(0, q));
   }
 
-  void serve(tcp::socket sock) {
+  static void set_read_timeout(tcp::socket& sock, std::chrono::seconds t) {
+    timeval tv{static_cast<time_t>(t.count()), 0};
+    setsockopt(sock.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+
+  void serve(tcp::socket sock, Listener kind) {
     beast::flat_buffer buffer;
     beast::error_code ec;
+    std::unique_ptr<client::Client> farm;  // made at the first REST request of this connection
+    std::unique_ptr<RestSession> rest;
+    set_read_timeout(sock, opt.http_idle_timeout);
     while (!stopping) {
       http::request_parser<http::string_body> parser;
       parser.header_limit(16 * 1024);
@@ -89,13 +106,43 @@ struct Gateway::Impl {
       if (ec) break;
       auto req = parser.release();
       const std::string path = path_of(req.target());
-      if (path == "/gym" && websocket::is_upgrade(req)) {
+      if (kind == Listener::Main && path == "/gym" && websocket::is_upgrade(req)) {
+        set_read_timeout(sock, std::chrono::seconds(0));
         serve_gymie(std::move(sock), std::move(req));
         return;
       }
       http::response<http::string_body> res;
       res.version(req.version());
-      if (path == "/gym") {
+      const bool is_rest = kind == Listener::Gymnasium || path.rfind("/v1/", 0) == 0 || path == "/v1" ||
+                           path == "/openapi.json";
+      bool shutdown_after = false;
+      if (is_rest) {
+        if (!rest) {
+          try {
+            farm = connect_farm();
+          } catch (const std::exception&) {
+            res.result(http::status::service_unavailable);
+            res.set(http::field::content_type, "application/json");
+            res.body() = "{\"message\":\"the farm is not answering\"}\n";
+            res.keep_alive(false);
+            res.prepare_payload();
+            http::write(sock, res, ec);
+            break;
+          }
+          rest = std::make_unique<RestSession>(*farm, rest_registry,
+                                               kind == Listener::Main ? RestDialect::GymHttpApi : RestDialect::GymnasiumHttpApi,
+                                               opt.rest);
+        }
+        HttpRequest hr{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
+                       std::string(req[http::field::content_type])};
+        HttpReply out = rest->handle(hr);
+        res.result(static_cast<unsigned>(out.status));
+        if (!out.content_type.empty()) res.set(http::field::content_type, out.content_type);
+        for (const auto& [k, v] : out.headers) res.set(k, v);
+        if (req.method() != http::verb::head) res.body() = std::move(out.body);
+        res.keep_alive(req.keep_alive() && !out.shutdown);
+        shutdown_after = out.shutdown;
+      } else if (path == "/gym") {
         res.result(http::status::bad_request);
         res.set(http::field::connection, "close");
         res.keep_alive(false);
@@ -107,9 +154,17 @@ struct Gateway::Impl {
       }
       res.prepare_payload();
       http::write(sock, res, ec);
+      if (shutdown_after) ::kill(::getpid(), SIGTERM);  // the farm drains and stops
       if (ec || !res.keep_alive()) break;
     }
     sock.shutdown(tcp::socket::shutdown_both, ec);
+  }
+
+  std::unique_ptr<client::Client> connect_farm() const {
+    client::ClientOptions co;
+    co.timeout = opt.client_timeout;
+    co.name = "gymfarm-gateway";
+    return std::make_unique<client::Client>(opt.broker_endpoint, co);
   }
 
   void serve_gymie(tcp::socket sock, http::request<http::string_body> req) {
@@ -122,11 +177,8 @@ struct Gateway::Impl {
     if (ec) return;
     std::unique_ptr<client::Client> farm;
     try {
-      client::ClientOptions co;
-      co.timeout = opt.client_timeout;
-      co.name = "gymfarm-gateway";
-      farm = std::make_unique<client::Client>(opt.broker_endpoint, co);
-    } catch (const std::exception& e) {
+      farm = connect_farm();
+    } catch (const std::exception&) {
       ws.close(websocket::close_reason(websocket::close_code::try_again_later, "the farm is not answering"), ec);
       return;
     }
@@ -158,31 +210,45 @@ Gateway::Gateway(GatewayOptions options) : impl_(std::make_unique<Impl>()) { imp
 
 Gateway::~Gateway() { stop(); }
 
+namespace {
+uint16_t listen_on(tcp::acceptor& a, const std::string& host, uint16_t port) {
+  beast::error_code ec;
+  const auto addr = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
+  if (ec) throw std::runtime_error("--host " + host + ": not an IP address");
+  tcp::endpoint ep(addr, port);
+  a.open(ep.protocol(), ec);
+  if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) a.bind(ep, ec);
+  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
+  return a.local_endpoint().port();
+}
+}  // namespace
+
 uint16_t Gateway::start() {
   auto& d = *impl_;
-  beast::error_code ec;
-  const auto addr = asio::ip::make_address(d.opt.host == "localhost" ? "127.0.0.1" : d.opt.host, ec);
-  if (ec) throw std::runtime_error("--host " + d.opt.host + ": not an IP address");
-  tcp::endpoint ep(addr, d.opt.port);
-  d.acceptor.open(ep.protocol(), ec);
-  if (!ec) d.acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) d.acceptor.bind(ep, ec);
-  if (!ec) d.acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    throw std::runtime_error("cannot listen on " + d.opt.host + ":" + std::to_string(d.opt.port) + ": " + ec.message());
+  const uint16_t port = listen_on(d.acceptor, d.opt.host, d.opt.port);
+  if (d.opt.gymnasium_port >= 0) {
+    d.gymnasium_port = listen_on(d.gymnasium_acceptor, d.opt.host, static_cast<uint16_t>(d.opt.gymnasium_port));
+    d.gymnasium_thread = std::thread([&d] { d.accept_loop(d.gymnasium_acceptor, Listener::Gymnasium); });
   }
-  const uint16_t port = d.acceptor.local_endpoint().port();
-  d.accept_thread = std::thread([&d] { d.accept_loop(); });
+  d.accept_thread = std::thread([&d] { d.accept_loop(d.acceptor, Listener::Main); });
   return port;
 }
+
+int Gateway::gymnasium_port() const { return impl_->gymnasium_port; }
 
 void Gateway::stop() {
   auto& d = *impl_;
   if (d.stopping.exchange(true)) return;
-  if (d.acceptor.is_open()) ::shutdown(d.acceptor.native_handle(), SHUT_RDWR);
+  for (auto* a : {&d.acceptor, &d.gymnasium_acceptor}) {
+    if (a->is_open()) ::shutdown(a->native_handle(), SHUT_RDWR);
+  }
   if (d.accept_thread.joinable()) d.accept_thread.join();
+  if (d.gymnasium_thread.joinable()) d.gymnasium_thread.join();
   beast::error_code ec;
   d.acceptor.close(ec);
+  d.gymnasium_acceptor.close(ec);
   std::unique_lock lock(d.mu);
   for (int fd : d.live) ::shutdown(fd, SHUT_RDWR);
   d.idle.wait_for(lock, std::chrono::seconds(10), [&] { return d.live.empty(); });

@@ -8,17 +8,21 @@
 #include <string>
 
 #include "frontends/gymie.hpp"
+#include "frontends/rest.hpp"
 
 namespace gymfarm::frontends {
 
 struct GatewayOptions {
   std::string host = "127.0.0.1";
-  uint16_t port = 5000;  // 0 picks a free port
+  uint16_t port = 5000;  // 0 picks a free port: Gymie at /gym, gym-http-api at /v1/
+  int gymnasium_port = 40004;  // gymnasium-http-api dialect; 0 picks a free port, -1 turns it off
   std::string broker_endpoint;  // the native endpoint the gateway's clients connect to
   std::chrono::milliseconds client_timeout{120000};
   GymieOptions gymie;
   std::size_t max_message_bytes = 4u << 20;  // WebSocket message and HTTP body limit
   std::size_t max_connections = 1024;
+  std::chrono::seconds http_idle_timeout{120};  // a keep-alive connection idle this long is closed
+  RestOptions rest;
 };
 
 class Gateway {
@@ -30,6 +34,8 @@ class Gateway {
 
   // Binds and starts accepting; returns the bound port. Throws with a clear message on failure.
   uint16_t start();
+  // The gymnasium-http-api port once started (-1 when off).
+  int gymnasium_port() const;
   // Stops accepting, ends every connection, waits for their threads.
   void stop();
 

@@ -1,5 +1,6 @@
 #include "frontends/pyjson.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -134,12 +135,17 @@ void write_json(std::string& out, const Value& v, const JsonStyle& st) {
           }
           out += ']';
         } else if constexpr (std::is_same_v<T, protocol::Map>) {
+          std::vector<const std::pair<std::string, Value>*> items;
+          for (const auto& kv : x) items.push_back(&kv);
+          if (st.sort_keys) {
+            std::sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->first < b->first; });
+          }
           out += '{';
-          for (std::size_t i = 0; i < x.size(); ++i) {
+          for (std::size_t i = 0; i < items.size(); ++i) {
             if (i) out += st.item_sep;
-            write_json_string(out, x[i].first, st.ensure_ascii);
+            write_json_string(out, items[i]->first, st.ensure_ascii);
             out += st.key_sep;
-            write_json(out, x[i].second, st);
+            write_json(out, items[i]->second, st);
           }
           out += '}';
         } else if constexpr (std::is_same_v<T, protocol::Tensor>) {

@@ -18,7 +18,11 @@ struct JsonStyle {
   std::string_view item_sep = ", ";
   std::string_view key_sep = ": ";
   bool ensure_ascii = true;
+  bool sort_keys = false;  // json.dumps(sort_keys=True), as Flask's jsonify writes
 };
+
+// Flask's jsonify: compact separators, sorted keys.
+inline constexpr JsonStyle kFlaskStyle{",", ":", true, true};
 
 // Python repr() of a float: shortest round-trip digits; fixed notation for 1e-4 <= |x| < 1e16
 // (always with a fractional part), otherwise 1e+16 / 1.5e-05. NaN and ±inf as NaN / Infinity.

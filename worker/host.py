@@ -139,7 +139,10 @@ def _construct(env_id, kwargs, strict):
         return get_env(env_id, **kwargs)
     if strict and kwargs:
         raise BadRequest(f"unexpected make parameters {sorted(kwargs)}", "params")
-    return gym.make(resolve_id(env_id), **kwargs)
+    kwargs = dict(kwargs)
+    autoreset = kwargs.pop("autoreset", None)  # removed from gym.make in Gymnasium 1.0: a wrapper now
+    env = gym.make(resolve_id(env_id), **kwargs)
+    return gym.wrappers.Autoreset(env) if autoreset else env
 
 
 def make(env_id, kwargs, strict=False):

@@ -52,7 +52,7 @@ class FarmProcess:
         env = dict(os.environ)
         env.update(env_vars or {})
         env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        cmd = [str(GYMFARM), "start", "--workers", str(workers), "--native-port", "0", "--port", "0", "--runtime-dir",
+        cmd = [str(GYMFARM), "start", "--workers", str(workers), "--native-port", "0", "--port", "0", "--gymnasium-http-port", "0", "--runtime-dir",
                str(self.runtime_dir), "--import", "gymfarm_testenvs"] + list(args or [])
         self.log_path = tmp / "farm.log"
         self._log = open(self.log_path, "w")
@@ -61,6 +61,8 @@ class FarmProcess:
         self.pid = self.proc.pid
         self.endpoint = ""
         self.gymie_url = ""
+        self.rest_url = ""
+        self.gymnasium_url = ""
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:
@@ -69,6 +71,10 @@ class FarmProcess:
                 break
             if "native:" in line:
                 self.endpoint = line.split()[-1]
+            if "rest:" in line:
+                self.rest_url = line.split()[1]
+            if "gymnasium:" in line:
+                self.gymnasium_url = line.split()[1]
             if "gymie:" in line:
                 self.gymie_url = line.split()[-1]
                 break

@@ -1,0 +1,96 @@
+#pragma once
+// The REST dialects (docs/dialects.md): gym-http-api (openai, archived 2018) and its Gymnasium
+// fork (unrenormalizable/gymnasium-http-api). Plain request in, reply out; no sockets here.
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "client/client.hpp"
+
+namespace gymfarm::frontends {
+
+enum class RestDialect { GymHttpApi, GymnasiumHttpApi };
+
+struct HttpRequest {
+  std::string method;
+  std::string target;  // path and query
+  std::string body;
+  std::string content_type;
+};
+
+struct HttpReply {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  bool shutdown = false;  // the farm should stop once this reply is sent
+};
+
+struct RestOptions {
+  std::string monitor_dir;  // operator-chosen root for monitor output
+  bool allow_shutdown = false;
+};
+
+// Episode statistics recorded between monitor/start and monitor/close.
+struct MonitorState {
+  bool active = false;
+  std::string directory;  // resolved inside RestOptions::monitor_dir
+  double episode_reward = 0.0;
+  int64_t episode_length = 0;
+  std::vector<double> rewards;
+  std::vector<int64_t> lengths;
+  std::vector<double> timestamps;
+  double started = 0.0;
+};
+
+// The REST instance table, shared by every REST connection of both dialects: 8-hex ids.
+class RestRegistry {
+ public:
+  struct Entry {
+    std::string instance;  // the broker's instance id
+    std::string env_id;    // as the client asked for it (legacy ids kept)
+    std::string spec_id;
+    std::optional<int64_t> seed;  // applied at the first reset (gym-http-api's make seed)
+    MonitorState monitor;
+  };
+  std::string add(Entry e);
+  std::optional<Entry> get(const std::string& id);
+  bool remove(const std::string& id);
+  void set_seed_used(const std::string& id);
+  // Runs f on the entry under the lock; false when the id is unknown.
+  template <class F>
+  bool update(const std::string& id, F&& f) {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) return false;
+    f(it->second);
+    return true;
+  }
+  std::vector<std::pair<std::string, std::string>> list();
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, Entry> entries_;
+};
+
+class RestSession {
+ public:
+  RestSession(client::Client& farm, RestRegistry& registry, RestDialect dialect, RestOptions options)
+      : farm_(farm), reg_(registry), dialect_(dialect), opt_(std::move(options)) {}
+  HttpReply handle(const HttpRequest& req);
+
+ private:
+  client::Client& farm_;
+  RestRegistry& reg_;
+  RestDialect dialect_;
+  RestOptions opt_;
+};
+
+// The OpenAPI 3 document of every REST route of both dialects (served at /openapi.json).
+std::string openapi_document();
+
+}  // namespace gymfarm::frontends
