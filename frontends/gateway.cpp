@@ -103,6 +103,17 @@ struct Gateway::Impl {
       parser.header_limit(16 * 1024);
       parser.body_limit(opt.max_message_bytes);
       http::read(sock, buffer, parser, ec);
+      if (ec == http::error::body_limit || ec == http::error::header_limit) {
+        const bool body = ec == http::error::body_limit;
+        http::response<http::string_body> res{body ? http::status::payload_too_large
+                                                   : http::status::request_header_fields_too_large, 11};
+        res.set(http::field::content_type, "application/json");
+        res.set(http::field::connection, "close");
+        res.body() = body ? "{\"message\":\"request body too large\"}\n" : "{\"message\":\"request headers too large\"}\n";
+        res.prepare_payload();
+        http::write(sock, res, ec);
+        break;
+      }
       if (ec) break;
       auto req = parser.release();
       const std::string path = path_of(req.target());

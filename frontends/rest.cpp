@@ -482,12 +482,18 @@ HttpReply RestSession::handle(const HttpRequest& req) {
         return json_reply(200, Value(protocol::Map{{"all_envs", Value(std::move(all))}}));
       }
       case Op::Help: {
-        protocol::Map rules;
+        Value rules(protocol::Map{});
         for (const auto& r : routes()) {
           if (!(r.dialects & mask)) continue;
-          rules.emplace_back(pattern_path(r, true), Value(protocol::Map{{"methods", std::string(r.method)}, {"doc", r.doc}}));
+          const std::string path = pattern_path(r, true);
+          if (const Value* seen = rules.find(path)) {  // one rule, several methods (as Flask lists them)
+            rules.set(path, Value(protocol::Map{{"methods", seen->find("methods")->as_string() + "," + r.method},
+                                                {"doc", seen->find("doc")->as_string() + " / " + r.doc}}));
+          } else {
+            rules.set(path, Value(protocol::Map{{"methods", std::string(r.method)}, {"doc", r.doc}}));
+          }
         }
-        return json_reply(200, Value(protocol::Map{{"v1", Value(std::move(rules))}}));
+        return json_reply(200, Value(protocol::Map{{"v1", rules}}));
       }
       case Op::OpenApi: {
         HttpReply r;
@@ -670,7 +676,13 @@ HttpReply RestSession::handle(const HttpRequest& req) {
         return json_reply(200, Value(protocol::Map{{"render_frame", frame}}));
       }
       case Op::RenderPng: {
-        const Value frame = farm_.render(inst);
+        Value frame;
+        try {
+          frame = farm_.render(inst);
+        } catch (const client::ClientError& e) {
+          if (e.code() != ErrorCode::EnvError) throw;
+          return message(409, "the env cannot render now: " + e.error().message);
+        }
         if (!frame.is_tensor()) {
           return message(409, "the env has no rgb_array frame; make it with render_mode rgb_array");
         }
