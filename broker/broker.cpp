@@ -575,13 +575,18 @@ Broker::~Broker() {
   if (impl_ && impl_->signal_fd >= 0) ::close(impl_->signal_fd);
 }
 
-void Broker::block_signals() {
+namespace {
+// The signals the broker takes through its signalfd: child exits and the stop requests.
+sigset_t broker_signals() {
   sigset_t set;
   sigemptyset(&set);
-  sigaddset(&set, SIGCHLD);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGHUP);
+  for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, sig);
+  return set;
+}
+}  // namespace
+
+void Broker::block_signals() {
+  const sigset_t set = broker_signals();
   sigprocmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
@@ -608,12 +613,7 @@ std::string Broker::bind() {
   } catch (const zmq::error_t& e) {
     throw std::runtime_error("cannot bind the worker socket " + d.backend_endpoint + ": " + e.what());
   }
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGCHLD);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGHUP);
+  const sigset_t set = broker_signals();
   d.signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
   if (d.signal_fd < 0) throw std::runtime_error("signalfd failed");
   return d.opt.frontend;

@@ -6,10 +6,7 @@
 namespace gymfarm::protocol {
 namespace {
 
-struct StringBuffer {
-  std::string* s;
-  void write(const char* p, std::size_t n) { s->append(p, n); }
-};
+using StringBuffer = StringSink;
 using Packer = msgpack::packer<StringBuffer>;
 
 void pack(Packer& pk, StringBuffer& buf, const Value& v);

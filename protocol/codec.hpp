@@ -10,6 +10,12 @@ namespace gymfarm::protocol {
 
 constexpr int8_t kNdarrayExt = 1;
 
+// The output sink msgpack-cxx packers write into: appends to a std::string.
+struct StringSink {
+  std::string* s;
+  void write(const char* p, std::size_t n) { s->append(p, n); }
+};
+
 struct DecodeLimits {
   std::size_t max_bytes = 256u << 20;  // whole body
   std::size_t max_depth = 64;          // nesting of arrays and maps

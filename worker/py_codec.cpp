@@ -9,10 +9,7 @@
 namespace gymfarm::worker {
 namespace {
 
-struct StringBuffer {
-  std::string* s;
-  void write(const char* p, std::size_t n) { s->append(p, n); }
-};
+using StringBuffer = protocol::StringSink;
 using Packer = msgpack::packer<StringBuffer>;
 
 constexpr int kMaxDepth = 64;

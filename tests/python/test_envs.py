@@ -9,6 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import gymfarm
 import gymfarm_testenvs  # noqa: F401  (registers gymfarm_test/* in this process too)
+from trees import assert_same
 
 ENV_IDS = [
     "CartPole-v1", "MountainCarContinuous-v0", "Pendulum-v1", "FrozenLake-v1", "Blackjack-v1", "Taxi-v3",
@@ -22,24 +23,6 @@ def farm(shared_farm):
     f = shared_farm.connect()
     yield f
     f.close()
-
-
-def assert_same(a, b, path="value"):
-    """Exact equality of observations/infos, types included for arrays."""
-    if isinstance(b, dict):
-        assert isinstance(a, dict) and set(a) == set(b), f"{path}: {a!r} != {b!r}"
-        for k in b:
-            assert_same(a[k], b[k], f"{path}[{k!r}]")
-    elif isinstance(b, tuple):
-        assert isinstance(a, tuple) and len(a) == len(b), f"{path}: {a!r} != {b!r}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{path}[{i}]")
-    elif isinstance(b, np.ndarray):
-        assert isinstance(a, np.ndarray), f"{path}: {type(a)} is not an ndarray"
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{path}: {a.dtype}{a.shape} != {b.dtype}{b.shape}"
-        np.testing.assert_array_equal(a, b, err_msg=path)
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)

@@ -7,6 +7,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import gymfarm
 import gymfarm_testenvs  # noqa: F401
+from trees import assert_same
 
 
 @pytest.fixture(scope="module")
@@ -14,27 +15,6 @@ def farm(shared_farm):
     f = shared_farm.connect()
     yield f
     f.close()
-
-
-def assert_tree_equal(a, b, path="x"):
-    if isinstance(b, dict):
-        assert isinstance(a, dict) and set(a) == set(b), f"{path}: keys {sorted(a)} != {sorted(b)}"
-        for k in b:
-            assert_tree_equal(a[k], b[k], f"{path}[{k!r}]")
-    elif isinstance(b, tuple):
-        assert isinstance(a, tuple) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_tree_equal(x, y, f"{path}[{i}]")
-    elif isinstance(b, np.ndarray):
-        assert isinstance(a, np.ndarray), f"{path}: {type(a)}"
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{path}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"
-        if b.dtype == object:
-            for i, (x, y) in enumerate(zip(a, b)):
-                assert_tree_equal(x, y, f"{path}[{i}]")
-        else:
-            np.testing.assert_array_equal(a, b, err_msg=path)
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
 
 
 def sync(env_id, n, mode, **kw):
@@ -54,7 +34,7 @@ def test_equals_sync_vector_env(farm, env_id, mode):
         assert remote.single_action_space == local.single_action_space
         assert remote.observation_space == local.observation_space
         assert remote.action_space == local.action_space
-        assert_tree_equal(remote.reset(seed=11), local.reset(seed=11))
+        assert_same(remote.reset(seed=11), local.reset(seed=11))
         actions = local.action_space
         actions.seed(5)
         episodes = 0
@@ -62,12 +42,12 @@ def test_equals_sync_vector_env(farm, env_id, mode):
             a = actions.sample()
             got, want = remote.step(a), local.step(a)
             for k, name in enumerate(["obs", "rewards", "terminations", "truncations", "infos"]):
-                assert_tree_equal(got[k], want[k], f"step {t} {name}")
+                assert_same(got[k], want[k], f"step {t} {name}")
             done = want[2] | want[3]
             episodes += int(done.sum())
             if mode == AutoresetMode.DISABLED and done.any():
                 opts = {"reset_mask": done.copy()}
-                assert_tree_equal(remote.reset(options=dict(opts)), local.reset(options=dict(opts)))
+                assert_same(remote.reset(options=dict(opts)), local.reset(options=dict(opts)))
         assert episodes > 0, "no episode ended: the autoreset path was not exercised"
     finally:
         remote.close()
@@ -105,11 +85,11 @@ def test_step_async_and_wait(farm):
     remote = farm.make_vec("CartPole-v1", num_envs=3)
     local = sync("CartPole-v1", 3, AutoresetMode.NEXT_STEP)
     try:
-        assert_tree_equal(remote.reset(seed=0), local.reset(seed=0))
+        assert_same(remote.reset(seed=0), local.reset(seed=0))
         for _ in range(30):
             a = np.array([1, 0, 1])
             remote.step_async(a)
-            assert_tree_equal(remote.step_wait(), local.step(a))
+            assert_same(remote.step_wait(), local.step(a))
         with pytest.raises(RuntimeError):
             remote.step_wait()
     finally:
@@ -182,8 +162,8 @@ def test_gymnasium_make_and_make_vec_reach_the_farm(shared_farm):
     local = gym.make("CartPole-v1")
     try:
         assert isinstance(env.unwrapped, gymfarm.RemoteEnv)
-        assert_tree_equal(env.reset(seed=4), local.reset(seed=4))
-        assert_tree_equal(env.step(1), local.step(1))
+        assert_same(env.reset(seed=4), local.reset(seed=4))
+        assert_same(env.step(1), local.step(1))
     finally:
         env.close()
         local.close()
