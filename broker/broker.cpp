@@ -12,6 +12,7 @@
 #include <random>
 #include <stdexcept>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "broker/launcher.hpp"
 #include "broker/routing_table.hpp"
@@ -19,6 +20,7 @@
 #include "protocol/codec.hpp"
 #include "protocol/error.hpp"
 #include "protocol/frames.hpp"
+#include "protocol/token.hpp"
 #include "transport/frames.hpp"
 
 namespace gymfarm::broker {
@@ -91,6 +93,7 @@ struct Broker::Impl {
   std::deque<PendingMake> pending_makes;
   std::unordered_map<int, std::string> kill_reasons;  // pid -> why the broker killed it
   Value env_ids = Value(protocol::Array{});
+  std::unordered_set<std::string> authorized;  // client identities that said hello with the token
   bool ready_announced = false;
   bool shutting_down = false;
   TimePoint drain_deadline{};
@@ -252,6 +255,9 @@ struct Broker::Impl {
     if (r.verb == verb::kStepBatch) return on_batch(r, f);
     if (f.size() != 5) return fail(r, make_error(ErrorCode::BadRequest, "a request has exactly 4 frames: verb, instance, rid, body"));
     if (r.verb == verb::kHello) return on_hello(r);
+    if (!opt.token.empty() && !authorized.count(r.client)) {
+      return fail(r, make_error(ErrorCode::Unauthorized, "this farm needs a token: say hello with it first"));
+    }
     if (r.verb == verb::kPing) return reply_ok(r, Value(protocol::Map{{"pong", true}}));
     if (r.verb == verb::kStats) return reply_ok(r, stats());
     if (r.verb == verb::kList) return reply_ok(r, list());
@@ -266,6 +272,14 @@ struct Broker::Impl {
     Value body;
     std::string err;
     if (!protocol::decode(r.body, body, err)) return fail(r, make_error(ErrorCode::BadRequest, err));
+    if (!opt.token.empty()) {
+      const Value* token = body.find("token");
+      if (!token || !token->is_string() || !protocol::token_equal(opt.token, token->as_string())) {
+        return fail(r, make_error(ErrorCode::Unauthorized, "missing or wrong token"));
+      }
+      if (authorized.size() > 100000) authorized.clear();  // bounded; clients say hello again
+      authorized.insert(r.client);
+    }
     const Value* version = body.find("version");
     if (!version || !version->is_int() || version->as_int() != protocol::kProtocolVersion) {
       return fail(r, make_error(ErrorCode::BadRequest, "unsupported protocol version; this farm speaks version " +

@@ -25,6 +25,7 @@ struct BrokerOptions {
   std::size_t max_queue_per_instance = 1024;
   long long max_message_bytes = 256ll << 20;
   bool verbose = false;
+  std::string token;  // when set, a client must say hello with it before anything else
 };
 
 class Broker {

@@ -19,6 +19,7 @@
 #include "broker/broker.hpp"
 #include "client/client.hpp"
 #include "frontends/gateway.hpp"
+#include "protocol/token.hpp"
 
 namespace fs = std::filesystem;
 using gymfarm::protocol::Value;
@@ -61,7 +62,11 @@ options for start:
   --detach               return once every worker is ready and leave the farm running
   --runtime-dir DIR      pid file, log and worker sockets (default $XDG_RUNTIME_DIR/gymfarm or
                          /tmp/gymfarm-UID)
-  --insecure-no-token    allow --host other than loopback without authentication (not recommended)
+  --require-token        require the token on loopback too (a non-loopback --host always does)
+  --token-file PATH      use the token in PATH instead of a new random one
+  --allow-origin ORIGIN  let web pages from ORIGIN (e.g. http://myapp.example:8080) use the gateway
+                         (repeatable; by default only pages served from localhost may)
+  --insecure-no-token    allow --host other than loopback without a token (not recommended)
   --verbose              log more
 
 options for status and stop:
@@ -79,6 +84,8 @@ struct Options {
   frontends::GatewayOptions gateway;
   bool detach = false;
   bool insecure = false;
+  bool require_token = false;
+  std::string token_file;
   std::string runtime_dir;
 };
 
@@ -157,6 +164,9 @@ Options parse(int argc, char** argv) {
     else if (k == "--runtime-dir") o.runtime_dir = value();
     else if (k == "--detach") o.detach = true;
     else if (k == "--insecure-no-token") o.insecure = true;
+    else if (k == "--require-token") o.require_token = true;
+    else if (k == "--token-file") o.token_file = value();
+    else if (k == "--allow-origin") o.gateway.access.allowed_origins.push_back(value());
     else if (k == "--verbose") o.broker.verbose = true;
     else die("unknown option '" + k + "'; try `gymfarm --help`");
   }
@@ -198,6 +208,23 @@ std::string resolve_python(const std::string& requested) {
   return fs::absolute(py).string();
 }
 
+// The token from --token-file, or a new random one written owner-only to RUNTIME-DIR/token.
+std::string load_or_make_token(const Options& o) {
+  if (!o.token_file.empty()) {
+    std::ifstream f(o.token_file);
+    std::string t;
+    if (!(f >> t) || t.size() < 16) die("--token-file " + o.token_file + ": needs a token of at least 16 characters");
+    return t;
+  }
+  const std::string t = gymfarm::protocol::new_token();
+  const std::string path = o.runtime_dir + "/token";
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || write(fd, t.data(), t.size()) != static_cast<ssize_t>(t.size())) die("cannot write " + path);
+  fchmod(fd, 0600);
+  close(fd);
+  return t;
+}
+
 void prepare_runtime_dir(const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -206,14 +233,16 @@ void prepare_runtime_dir(const std::string& dir) {
 }
 
 int cmd_start(Options o) {
-  if (!is_loopback(o.host)) {
-    if (!o.insecure) {
-      die("--host " + o.host + " is not a loopback address; a farm reachable from other machines needs "
-          "authentication. Pass --insecure-no-token to do it anyway on a trusted network.");
-    }
-    std::fprintf(stderr, "gymfarm: WARNING: listening on %s WITHOUT authentication (--insecure-no-token)\n", o.host.c_str());
-  }
   prepare_runtime_dir(o.runtime_dir);
+  std::string token;
+  if (!is_loopback(o.host) && o.insecure) {
+    std::fprintf(stderr, "gymfarm: WARNING: listening on %s WITHOUT authentication (--insecure-no-token)\n", o.host.c_str());
+    o.gateway.access.any_host = true;
+  } else if (!is_loopback(o.host) || o.require_token || !o.token_file.empty()) {
+    token = load_or_make_token(o);
+  }
+  o.broker.token = token;
+  o.gateway.access.token = token;
   o.broker.python = resolve_python(o.broker.python);
   o.broker.runtime_dir = o.runtime_dir;
   o.broker.frontend = native_endpoint(o, o.port);
@@ -279,6 +308,10 @@ int cmd_start(Options o) {
     frontends::Gateway gateway(o.gateway);
     const uint16_t http_port = gateway.start();
     const std::string http_host = o.host == "localhost" ? "127.0.0.1" : o.host;
+    const std::string token_line =
+        token.empty() ? ""
+                      : "  token:     " + token + " (" + (o.token_file.empty() ? o.runtime_dir + "/token" : o.token_file) +
+                            "; send it as Bearer, http://:TOKEN@host, ?token= or GYMFARM_TOKEN)\n";
     const std::string gymnasium_line =
         gateway.gymnasium_port() < 0
             ? ""
@@ -289,10 +322,10 @@ int cmd_start(Options o) {
     rc = broker.run([&] {
       char text[2048];
       std::snprintf(text, sizeof text,
-                    "gymfarm: farm ready with %zu workers (pid %d)\n  native:    %s\n  rest:      http://%s:%u/v1/ "
+                    "gymfarm: farm ready with %zu workers (pid %d)\n%s  native:    %s\n  rest:      http://%s:%u/v1/ "
                     "(gym-http-api)\n%s  gymie:     ws://%s:%u/gym\n",
-                    o.broker.workers, getpid(), endpoint.c_str(), http_host.c_str(), http_port, gymnasium_line.c_str(),
-                    http_host.c_str(), http_port);
+                    o.broker.workers, getpid(), token_line.c_str(), endpoint.c_str(), http_host.c_str(), http_port,
+                    gymnasium_line.c_str(), http_host.c_str(), http_port);
       if (o.detach) {
         const std::string msg = std::string("ready ") + text;
         if (write(ready_pipe[1], msg.data(), msg.size()) < 0) { /* parent gone; keep serving */ }
@@ -315,6 +348,11 @@ Value stats_of(const Options& o, std::chrono::milliseconds timeout) {
   gymfarm::client::ClientOptions co;
   co.timeout = timeout;
   co.name = "gymfarm-cli";
+  if (const char* t = std::getenv("GYMFARM_TOKEN"); t && *t) {
+    co.token = t;
+  } else if (std::ifstream f(o.runtime_dir + "/token"); f) {
+    f >> co.token;
+  }
   gymfarm::client::Client c(native_endpoint(o, o.port), co);
   return c.stats();
 }

@@ -77,6 +77,7 @@ Client::Client(const std::string& endpoint, ClientOptions options) : impl_(std::
   Value hello(protocol::Map{});
   hello.set("version", protocol::kProtocolVersion);
   hello.set("client", impl_->opt.name);
+  if (!impl_->opt.token.empty()) hello.set("token", impl_->opt.token);
   hello_ = call(protocol::verb::kHello, {}, hello);
 }
 

@@ -32,6 +32,7 @@ class ClientError : public std::runtime_error {
 struct ClientOptions {
   std::chrono::milliseconds timeout{60000};  // per call
   std::string name = "gymfarm-cpp";
+  std::string token;  // for farms that need one
 };
 
 struct EnvHandle {

@@ -17,6 +17,8 @@
 #include <set>
 #include <thread>
 
+#include "frontends/pyjson.hpp"
+
 namespace gymfarm::frontends {
 
 namespace asio = boost::asio;
@@ -117,6 +119,20 @@ struct Gateway::Impl {
       if (ec) break;
       auto req = parser.release();
       const std::string path = path_of(req.target());
+      auto sv = [](beast::string_view s) { return std::string_view(s.data(), s.size()); };
+      if (auto refused = check_access(opt.access, sv(req[http::field::host]), sv(req[http::field::origin]),
+                                      sv(req[http::field::authorization]), sv(req.target()))) {
+        http::response<http::string_body> res{static_cast<http::status>(refused->status), 11};
+        res.set(http::field::content_type, "application/json");
+        if (refused->status == 401) res.set(http::field::www_authenticate, "Bearer");
+        res.set(http::field::connection, "close");
+        res.body() = "{\"message\":";
+        write_json_string(res.body(), refused->message);
+        res.body() += "}\n";
+        res.prepare_payload();
+        http::write(sock, res, ec);
+        break;
+      }
       if (kind == Listener::Main && path == "/gym" && websocket::is_upgrade(req)) {
         set_read_timeout(sock, std::chrono::seconds(0));
         serve_gymie(std::move(sock), std::move(req));
@@ -175,6 +191,7 @@ struct Gateway::Impl {
     client::ClientOptions co;
     co.timeout = opt.client_timeout;
     co.name = "gymfarm-gateway";
+    co.token = opt.access.token;
     return std::make_unique<client::Client>(opt.broker_endpoint, co);
   }
 

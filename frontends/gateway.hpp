@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "frontends/access.hpp"
 #include "frontends/gymie.hpp"
 #include "frontends/rest.hpp"
 
@@ -23,6 +24,7 @@ struct GatewayOptions {
   std::size_t max_connections = 1024;
   std::chrono::seconds http_idle_timeout{120};  // a keep-alive connection idle this long is closed
   RestOptions rest;
+  AccessPolicy access;  // token and allowed origins; the gateway's own clients use the token too
 };
 
 class Gateway {

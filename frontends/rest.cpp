@@ -11,6 +11,7 @@
 #include <limits>
 #include <random>
 
+#include "frontends/access.hpp"
 #include "frontends/pyjson.hpp"
 #include "protocol/error.hpp"
 
@@ -235,30 +236,6 @@ Value space_info(const Value& space, double inf_as) {
   return info;
 }
 
-std::string base64(std::string_view in) {
-  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    const unsigned n = (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8) |
-                       static_cast<unsigned char>(in[i + 2]);
-    out += t[n >> 18];
-    out += t[(n >> 12) & 63];
-    out += t[(n >> 6) & 63];
-    out += t[n & 63];
-  }
-  if (i < in.size()) {
-    unsigned n = static_cast<unsigned char>(in[i]) << 16;
-    if (i + 1 < in.size()) n |= static_cast<unsigned char>(in[i + 1]) << 8;
-    out += t[n >> 18];
-    out += t[(n >> 12) & 63];
-    out += i + 1 < in.size() ? t[(n >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
 std::string zlib_compress(std::string_view in) {
   uLongf size = compressBound(static_cast<uLong>(in.size()));
   std::string out(size, '\0');
@@ -306,7 +283,7 @@ Value encode_observation(const Value& obs) {
   } else {
     throw Fail{message(500, "this observation cannot be encoded in the gymnasium-http-api format")};
   }
-  return Value(protocol::Map{{"type", type}, {"data", base64(zlib_compress(raw))}});
+  return Value(protocol::Map{{"type", type}, {"data", base64_encode(zlib_compress(raw))}});
 }
 
 double now_seconds() {
@@ -670,7 +647,7 @@ HttpReply RestSession::handle(const HttpRequest& req) {
           }
           Value f(protocol::Map{{"rows", static_cast<int64_t>(t.shape[0])},
                                 {"cols", static_cast<int64_t>(t.shape[1])},
-                                {"data", base64(zlib_compress(rgba))}});
+                                {"data", base64_encode(zlib_compress(rgba))}});
           return json_reply(200, Value(protocol::Map{{"render_frame", f}}));
         }
         return json_reply(200, Value(protocol::Map{{"render_frame", frame}}));

@@ -145,6 +145,30 @@ def _construct(env_id, kwargs, strict):
     return gym.wrappers.Autoreset(env) if autoreset else env
 
 
+_RENDER_MODES = (None, "rgb_array", "ansi")
+
+
+def _check_kwargs(kwargs):
+    """The make-kwargs allow-list: no windows on the farm, no paths chosen by clients."""
+    mode = kwargs.get("render_mode")
+    if mode not in _RENDER_MODES:
+        raise BadRequest(f"render_mode {mode!r} is not allowed; use 'rgb_array' or 'ansi'", "params")
+
+    def walk(v, key):
+        if isinstance(v, str) and ("/" in v or "\\" in v or v.startswith("~")):
+            raise BadRequest(f"make parameter {key!r} looks like a path ({v!r}); paths are chosen by the operator",
+                             "params")
+        if isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x, key)
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, key)
+
+    for k, v in kwargs.items():
+        walk(v, k)
+
+
 def make(env_id, kwargs, strict=False):
     global _env
     if not isinstance(env_id, str) or ":" in env_id:
@@ -154,6 +178,7 @@ def make(env_id, kwargs, strict=False):
         kwargs = {}
     if not isinstance(kwargs, dict):
         raise BadRequest("make kwargs must be a map", "params")
+    _check_kwargs(kwargs)
     try:
         env = _construct(env_id, kwargs, bool(strict))
     except (gym.error.NameNotFound, gym.error.NamespaceNotFound) as e:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import struct
 import threading
 import time
@@ -22,11 +23,13 @@ class Farm:
     >>> env = farm.make("CartPole-v1")
 
     Calls are synchronous and thread-safe (one lock per connection). ``timeout`` (seconds) bounds
-    every call; past it :class:`gymfarm.Timeout` is raised.
+    every call; past it :class:`gymfarm.Timeout` is raised. ``token`` (default: the environment
+    variable ``GYMFARM_TOKEN``) is sent in the hello to farms that need one.
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 60.0,
-                 connect_timeout: float = 10.0, context: Optional[zmq.Context] = None):
+                 connect_timeout: float = 10.0, context: Optional[zmq.Context] = None,
+                 token: Optional[str] = None):
         self.endpoint = endpoint
         self.timeout = float(timeout)
         self._ctx = context or zmq.Context.instance()
@@ -38,9 +41,12 @@ class Farm:
         self._outstanding: set = set()
         self._arrived: Dict[int, List[bytes]] = {}
         self._closed = False
+        self.token = token if token is not None else os.environ.get("GYMFARM_TOKEN")
+        hello: Dict[str, Any] = {"version": PROTOCOL_VERSION, "client": "gymfarm-python"}
+        if self.token:
+            hello["token"] = self.token
         try:
-            self.server = self.call("hello", body={"version": PROTOCOL_VERSION, "client": "gymfarm-python"},
-                                    timeout=connect_timeout)
+            self.server = self.call("hello", body=hello, timeout=connect_timeout)
         except errors.Timeout:
             self._sock.close(0)
             raise errors.FarmUnavailable(f"no gymfarm answers at {endpoint} (is `gymfarm start` running?)") from None
@@ -171,7 +177,8 @@ class Farm:
         """
         from .vector import RemoteVectorEnv
 
-        return RemoteVectorEnv(self.endpoint, env_id, num_envs=num_envs, timeout=self.timeout, **kwargs)
+        return RemoteVectorEnv(self.endpoint, env_id, num_envs=num_envs, timeout=self.timeout, token=self.token,
+                               **kwargs)
 
     def make_many(self, env_id: str, num_envs: int, kwargs: Optional[Dict[str, Any]] = None
                   ) -> List[Dict[str, Any]]:

@@ -30,11 +30,11 @@ class RemoteVectorEnv(VectorEnv):
 
     def __init__(self, endpoint: str, env_id: str, num_envs: int = 1,
                  autoreset_mode: Union[str, AutoresetMode] = AutoresetMode.NEXT_STEP,
-                 timeout: float = 60.0, copy: bool = True, **make_kwargs: Any):
+                 timeout: float = 60.0, copy: bool = True, token: Optional[str] = None, **make_kwargs: Any):
         if num_envs < 1:
             raise ValueError("num_envs must be at least 1")
         self.autoreset_mode = AutoresetMode(autoreset_mode)
-        self.farm = Farm(endpoint, timeout=timeout)
+        self.farm = Farm(endpoint, timeout=timeout, token=token)
         self.env_id = env_id
         self.num_envs = num_envs
         self.copy = copy

@@ -32,11 +32,6 @@ def test_bad_input_is_refused_with_a_clear_message():
     assert r.returncode == 2 and "not an executable" in r.stderr
 
 
-def test_non_loopback_host_needs_an_explicit_opt_out():
-    r = run("start", "--host", "0.0.0.0")
-    assert r.returncode == 2 and "not a loopback address" in r.stderr
-
-
 def test_status_and_stop_without_a_farm_fail_cleanly():
     with tempfile.TemporaryDirectory(prefix="gf-") as d:
         r = run("status", "--native-port", "9", "--runtime-dir", d)

@@ -62,6 +62,7 @@ class FarmProcess:
         self.endpoint = ""
         self.gymie_url = ""
         self.rest_url = ""
+        self.token = ""
         self.gymnasium_url = ""
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
@@ -71,6 +72,8 @@ class FarmProcess:
                 break
             if "native:" in line:
                 self.endpoint = line.split()[-1]
+            if "token:" in line:
+                self.token = line.split()[1]
             if "rest:" in line:
                 self.rest_url = line.split()[1]
             if "gymnasium:" in line:

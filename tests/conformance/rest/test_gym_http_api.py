@@ -371,7 +371,7 @@ def test_r24_no_success_carries_a_message(client):
 def test_r25_http10_closes_and_50000_steps_on_one_keep_alive_connection(client, farm):
     port = int(farm.rest_url.split(":")[2].split("/")[0])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"GET /v1/envs/ HTTP/1.0\r\nHost: x\r\n\r\n")
+        s.sendall(b"GET /v1/envs/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         data = b""
         while chunk := s.recv(65536):  # the server closes after the response
             data += chunk
@@ -467,11 +467,11 @@ def test_limits(farm):
     assert status.split()[1] == "400" and "message" in json.loads(body)
     port = int(farm.rest_url.split(":")[2].split("/")[0])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"POST /v1/envs/ HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n")
+        s.sendall(b"POST /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50000000\r\n\r\n")
         reply = s.recv(65536)
     assert reply.startswith(b"HTTP/1.1 413") and b"too large" in reply
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"GET /v1/envs/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        s.sendall(b"GET /v1/envs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
         reply = s.recv(65536)
     assert reply.startswith(b"HTTP/1.1 431")
     status, _, _ = raw(farm, "GET", "/v1/envs/")

@@ -1,0 +1,29 @@
+#pragma once
+// Who may use the gateway (docs/operations.md "Security"): the token, and Host/Origin checks
+// against DNS rebinding and cross-site requests. Pure functions of the request's headers.
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace gymfarm::frontends {
+
+struct AccessPolicy {
+  std::string token;                         // empty: no token needed (loopback only)
+  std::vector<std::string> allowed_origins;  // exact Origin values a page may come from
+  bool any_host = false;  // skip the Host check (a non-loopback farm started with --insecure-no-token)
+};
+
+struct Refusal {
+  int status;  // 401, 403
+  std::string message;
+};
+
+// nullopt when the request may pass. `target` carries an optional ?token=.
+std::optional<Refusal> check_access(const AccessPolicy& policy, std::string_view host, std::string_view origin,
+                                    std::string_view authorization, std::string_view target);
+
+std::string base64_encode(std::string_view in);
+std::optional<std::string> base64_decode(std::string_view in);
+
+}  // namespace gymfarm::frontends
