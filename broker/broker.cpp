@@ -149,8 +149,12 @@ struct Broker::Impl {
       args.push_back("--import");
       args.push_back(m);
     }
+    if (opt.worker_memory_limit) {
+      args.push_back("--memory-limit");
+      args.push_back(std::to_string(opt.worker_memory_limit));
+    }
     std::string err;
-    const int pid = launcher.spawn(opt.worker_exe, args, err);
+    const int pid = launcher.spawn(opt.worker_exe, args, err, opt.worker_memory_limit, opt.worker_cpu_limit);
     if (pid == 0) {
       log("cannot start worker " + std::to_string(i) + ": " + err);
       s.consecutive_failures++;
@@ -215,7 +219,15 @@ struct Broker::Impl {
     }
     const bool graceful = s.state == WorkerState::Stopping;
     if (!graceful) {
-      const Error err = make_error(ErrorCode::WorkerCrashed, message, details);
+      Error err = make_error(ErrorCode::WorkerCrashed, message, details);
+      if (opt.worker_cpu_limit && WIFSIGNALED(status) && WTERMSIG(status) == SIGXCPU) {
+        details.set("limit", "--worker-cpu-limit");
+        details.set("seconds", static_cast<uint64_t>(opt.worker_cpu_limit));
+        err = make_error(ErrorCode::ResourceLimit,
+                         message + ": the worker used its " + std::to_string(opt.worker_cpu_limit) +
+                             " s of CPU (--worker-cpu-limit)",
+                         details);
+      }
       if (s.in_flight) fail(s.in_flight->request, err);
       for (const auto& q : s.queue) fail(q, err);
       if (!s.instance.empty()) routes.bury(s.instance, err);

@@ -25,7 +25,9 @@ struct BrokerOptions {
   std::size_t max_queue_per_instance = 1024;
   long long max_message_bytes = 256ll << 20;
   bool verbose = false;
-  std::string token;  // when set, a client must say hello with it before anything else
+  std::string token;
+  unsigned long long worker_memory_limit = 0;  // bytes of address space per worker; 0 = none
+  unsigned long long worker_cpu_limit = 0;     // CPU seconds per worker process; 0 = none  // when set, a client must say hello with it before anything else
 };
 
 class Broker {

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,12 +38,21 @@ Launcher::~Launcher() {
   }
 }
 
-int Launcher::spawn(const std::string& exe, const std::vector<std::string>& args, std::string& err) {
+int Launcher::spawn(const std::string& exe, const std::vector<std::string>& args, std::string& err,
+                    unsigned long long memory_bytes, unsigned long long cpu_seconds) {
   const pid_t parent = ::getpid();
   try {
     auto c = std::make_unique<Child>(Child{bp::child(
         bp::exe = exe, bp::args = args,
-        bp::extend::on_exec_setup = [parent](auto&) {
+        bp::extend::on_exec_setup = [parent, memory_bytes, cpu_seconds](auto&) {
+          if (memory_bytes) {
+            rlimit r{memory_bytes, memory_bytes};
+            setrlimit(RLIMIT_AS, &r);
+          }
+          if (cpu_seconds) {
+            rlimit r{cpu_seconds, cpu_seconds + 2};  // SIGXCPU at the soft limit, SIGKILL 2 s later
+            setrlimit(RLIMIT_CPU, &r);
+          }
           sigset_t all;
           sigemptyset(&all);
           sigprocmask(SIG_SETMASK, &all, nullptr);

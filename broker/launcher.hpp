@@ -22,7 +22,9 @@ class Launcher {
   ~Launcher();  // kills and reaps every child still running
 
   // Returns the pid, or 0 with err set.
-  int spawn(const std::string& exe, const std::vector<std::string>& args, std::string& err);
+  // Limits (0 = none) are set with setrlimit in the child: address space and CPU seconds.
+  int spawn(const std::string& exe, const std::vector<std::string>& args, std::string& err,
+            unsigned long long memory_bytes = 0, unsigned long long cpu_seconds = 0);
   std::vector<Exited> reap();
   void kill(int pid, int sig);
   std::size_t running() const { return children_.size(); }

@@ -58,6 +58,11 @@ options for start:
   --step-timeout SEC     deadline of reset/step/close/render...; past it the client gets `timeout` and
                          the worker is killed and replaced (default 10)
   --make-timeout SEC     deadline of make (default 60)
+  --worker-memory-limit MB
+                         address-space limit of each worker (setrlimit); an env that goes past it
+                         gets `resource_limit` (default: none)
+  --worker-cpu-limit SEC CPU seconds each worker process may use; past them it is killed and the
+                         request gets `resource_limit` (default: none)
   --idle-ttl SEC         close instances that got no request for SEC seconds (default: never)
   --detach               return once every worker is ready and leave the farm running
   --runtime-dir DIR      pid file, log and worker sockets (default $XDG_RUNTIME_DIR/gymfarm or
@@ -160,6 +165,8 @@ Options parse(int argc, char** argv) {
     else if (k == "--import") o.broker.imports.push_back(value());
     else if (k == "--step-timeout") o.broker.step_timeout = seconds_arg(k, value());
     else if (k == "--make-timeout") o.broker.make_timeout = seconds_arg(k, value());
+    else if (k == "--worker-memory-limit") o.broker.worker_memory_limit = static_cast<unsigned long long>(int_arg(k, value(), 64, 1 << 30)) << 20;
+    else if (k == "--worker-cpu-limit") o.broker.worker_cpu_limit = static_cast<unsigned long long>(int_arg(k, value(), 1, 1ll << 31));
     else if (k == "--idle-ttl") o.broker.idle_ttl = seconds_arg(k, value());
     else if (k == "--runtime-dir") o.runtime_dir = value();
     else if (k == "--detach") o.detach = true;

@@ -4,7 +4,7 @@
 
 namespace gymfarm::protocol {
 namespace {
-constexpr std::array<std::pair<ErrorCode, std::string_view>, 11> kCodes{{
+constexpr std::array<std::pair<ErrorCode, std::string_view>, 12> kCodes{{
     {ErrorCode::BadRequest, "bad_request"},
     {ErrorCode::UnknownInstance, "unknown_instance"},
     {ErrorCode::BadAction, "bad_action"},
@@ -15,6 +15,7 @@ constexpr std::array<std::pair<ErrorCode, std::string_view>, 11> kCodes{{
     {ErrorCode::Overloaded, "overloaded"},
     {ErrorCode::ShuttingDown, "shutting_down"},
     {ErrorCode::Unauthorized, "unauthorized"},
+    {ErrorCode::ResourceLimit, "resource_limit"},
     {ErrorCode::Internal, "internal"},
 }};
 }  // namespace

@@ -19,6 +19,7 @@ enum class ErrorCode {
   Overloaded,
   ShuttingDown,
   Unauthorized,
+  ResourceLimit,
   Internal,
 };
 

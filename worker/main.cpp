@@ -31,6 +31,7 @@ struct Args {
   std::string python;
   std::vector<std::string> imports;
   pid_t parent = 0;
+  unsigned long long memory_limit = 0;  // bytes, for error messages (the OS enforces it)
 };
 
 [[noreturn]] void usage(const char* msg) {
@@ -56,6 +57,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--python") a.python = value();
     else if (k == "--import") a.imports.push_back(value());
     else if (k == "--parent") a.parent = static_cast<pid_t>(std::stol(value()));
+    else if (k == "--memory-limit") a.memory_limit = std::stoull(value());
     else usage(("unknown option " + k).c_str());
   }
   if (a.backend.empty() || a.identity.empty()) usage("--backend and --identity are required");
@@ -102,6 +104,7 @@ class Host {
     module_.attr("import_modules")(mods);
     bad_action_ = module_.attr("BadAction");
     bad_request_ = module_.attr("BadRequest");
+    memory_limit_ = args.memory_limit;
     traceback_ = py::module_::import("traceback");
   }
 
@@ -166,6 +169,15 @@ class Host {
     const std::string type = py::str(e.type().attr("__name__"));
     const std::string message = py::str(e.value());
     if (e.matches(bad_action_)) return error_body("bad_action", message);
+    if (memory_limit_ && e.matches(PyExc_MemoryError)) {
+      py::dict details;
+      details["limit"] = "--worker-memory-limit";
+      details["bytes"] = memory_limit_;
+      return error_body("resource_limit",
+                        "MemoryError: the env went past --worker-memory-limit (" +
+                            std::to_string(memory_limit_ >> 20) + " MB)",
+                        details);
+    }
     if (e.matches(bad_request_)) {
       py::dict details;
       details["kind"] = py::str(e.value().attr("kind"));
@@ -183,6 +195,7 @@ class Host {
     return error_body("env_error", type + ": " + message, details);
   }
 
+  unsigned long long memory_limit_ = 0;
   py::module_ module_;
   py::object bad_action_, bad_request_, traceback_;
 };

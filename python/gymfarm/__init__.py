@@ -11,12 +11,13 @@ from .registration import register_local_ids as _register_local_ids
 from .registration import register_remote
 from .vector import RemoteVectorEnv
 from .errors import (BadAction, BadRequest, CapacityExhausted, EnvError, FarmUnavailable, GymfarmError,
-                     Overloaded, ShuttingDown, Timeout, Unauthorized, UnknownInstance, WorkerCrashed)
+                     Overloaded, ResourceLimit, ShuttingDown, Timeout, Unauthorized, UnknownInstance,
+                     WorkerCrashed)
 
 __all__ = [
     "connect", "Farm", "RemoteEnv", "RemoteVectorEnv", "register_remote", "make_vec", "DEFAULT_ENDPOINT", "PROTOCOL_VERSION",
     "GymfarmError", "BadRequest", "UnknownInstance", "BadAction", "EnvError", "WorkerCrashed", "Timeout",
-    "CapacityExhausted", "Overloaded", "ShuttingDown", "Unauthorized", "FarmUnavailable",
+    "CapacityExhausted", "Overloaded", "ResourceLimit", "ShuttingDown", "Unauthorized", "FarmUnavailable",
 ]
 __version__ = "0.1.0"
 

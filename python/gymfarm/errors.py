@@ -94,6 +94,12 @@ class Unauthorized(GymfarmError, PermissionError):
     code = "unauthorized"
 
 
+class ResourceLimit(GymfarmError):
+    """The env went past a limit the operator set (``details["limit"]`` names it)."""
+
+    code = "resource_limit"
+
+
 class FarmUnavailable(GymfarmError, ConnectionError):
     """No farm answered at the endpoint."""
 
@@ -101,7 +107,7 @@ class FarmUnavailable(GymfarmError, ConnectionError):
 
 
 _BY_CODE = {cls.code: cls for cls in (BadRequest, UnknownInstance, BadAction, EnvError, WorkerCrashed, Timeout,
-                                      CapacityExhausted, Overloaded, ShuttingDown, Unauthorized)}
+                                      CapacityExhausted, Overloaded, ShuttingDown, Unauthorized, ResourceLimit)}
 
 
 def raise_first(results: Any, indices: Any = None, instance_ids: Any = None) -> None:

@@ -234,3 +234,29 @@ def test_idle_ttl_closes_forgotten_instances(start_farm):
         forgotten.step(0)
     assert kept.step(0)[1] == 1.0
     assert wait_until(lambda: sum(w["state"] == "idle" for w in farm.stats()["workers"]) == 1, 5)
+
+
+def test_memory_limit_is_a_typed_error_naming_it(start_farm):
+    fp = start_farm(workers=2, args=["--worker-memory-limit", "1536"])
+    farm = fp.connect()
+    env = farm.make(FAULTY)
+    env.reset(seed=0)
+    with pytest.raises(gymfarm.ResourceLimit, match="--worker-memory-limit") as e:
+        env.step(4)
+    assert e.value.details["bytes"] == 1536 << 20
+    assert env.step(0)[1] == 1.0  # the instance stays
+
+
+def test_cpu_limit_kills_the_worker_and_names_the_limit(start_farm):
+    fp = start_farm(workers=2, args=["--worker-cpu-limit", "3", "--step-timeout", "60"])
+    farm = fp.connect()
+    env = farm.make(FAULTY)
+    env.reset(seed=0)
+    t0 = time.monotonic()
+    with pytest.raises(gymfarm.ResourceLimit, match="--worker-cpu-limit") as e:
+        env.step(HANG)
+    assert time.monotonic() - t0 < 10
+    assert e.value.details["signal"] == signal.SIGXCPU
+    with pytest.raises(gymfarm.ResourceLimit):
+        env.step(0)  # the tombstone repeats the reason
+    assert wait_until(lambda: all_idle(farm, 2), 30)

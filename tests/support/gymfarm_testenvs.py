@@ -96,10 +96,11 @@ class TupleObs(_Counting):
 
 
 class Faulty(_Counting):
-    """Action 0 steps normally; 1 raises; 2 segfaults the process; 3 hangs in C holding the GIL."""
+    """Action 0 steps normally; 1 raises; 2 segfaults the process; 3 hangs in C holding the GIL;
+    4 allocates 4 GB."""
 
     observation_space = spaces.Box(0.0, 100.0, shape=(1,), dtype=np.float32)
-    action_space = spaces.Discrete(4)
+    action_space = spaces.Discrete(5)
     length = 1000
 
     def _obs(self):
@@ -117,6 +118,8 @@ class Faulty(_Counting):
             ctypes.string_at(0)  # reads address 0: SIGSEGV
         if action == 3:
             re.match(r"(a+)+$", "a" * 64 + "b")  # catastrophic backtracking inside the C regex engine
+        if action == 4:
+            np.ones(1 << 29)  # 4 GB of float64
         return super().step(action)
 
 

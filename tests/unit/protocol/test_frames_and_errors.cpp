@@ -22,7 +22,7 @@ TEST_CASE("instance ids are 32 lowercase hex digits") {
 TEST_CASE("error codes have stable names and survive the wire form") {
   for (auto c : {ErrorCode::BadRequest, ErrorCode::UnknownInstance, ErrorCode::BadAction, ErrorCode::EnvError,
                  ErrorCode::WorkerCrashed, ErrorCode::Timeout, ErrorCode::CapacityExhausted, ErrorCode::Overloaded,
-                 ErrorCode::ShuttingDown, ErrorCode::Unauthorized, ErrorCode::Internal}) {
+                 ErrorCode::ShuttingDown, ErrorCode::Unauthorized, ErrorCode::ResourceLimit, ErrorCode::Internal}) {
     CHECK(error_code_from_string(to_string(c)) == c);
   }
   CHECK(to_string(ErrorCode::WorkerCrashed) == "worker_crashed");
