@@ -93,7 +93,10 @@ struct Broker::Impl {
   std::deque<PendingMake> pending_makes;
   std::unordered_map<int, std::string> kill_reasons;  // pid -> why the broker killed it
   Value env_ids = Value(protocol::Array{});
-  std::unordered_set<std::string> authorized;  // client identities that said hello with the token
+  std::unordered_set<std::string> authorized;
+  std::unordered_map<std::string, std::string> owners;       // instance -> client that made it
+  std::unordered_map<std::string, std::size_t> held;         // client -> instances it holds
+  std::unordered_map<std::string, std::size_t> inflight;     // client -> requests not yet answered  // client identities that said hello with the token
   bool ready_announced = false;
   bool shutting_down = false;
   TimePoint drain_deadline{};
@@ -112,6 +115,9 @@ struct Broker::Impl {
   }
 
   void respond(const Request& r, std::string_view status, std::string body) {
+    if (r.counted) {
+      if (auto it = inflight.find(r.client); it != inflight.end() && --it->second == 0) inflight.erase(it);
+    }
     if (r.batch_id == 0) {
       send_client(r.client, r.client_rid, status, body);
       return;
@@ -230,7 +236,10 @@ struct Broker::Impl {
       }
       if (s.in_flight) fail(s.in_flight->request, err);
       for (const auto& q : s.queue) fail(q, err);
-      if (!s.instance.empty()) routes.bury(s.instance, err);
+      if (!s.instance.empty()) {
+        routes.bury(s.instance, err);
+        forget_instance(s.instance);
+      }
       if (s.state == WorkerState::Starting) {
         s.consecutive_failures++;
       } else {
@@ -305,7 +314,31 @@ struct Broker::Impl {
     reply_ok(r, v);
   }
 
+  // Admits a request under the client's in-flight limit; false (and answered) when over it.
+  bool admit(Request& r) {
+    if (opt.max_inflight_per_client) {
+      auto& n = inflight[r.client];
+      if (n >= opt.max_inflight_per_client) {
+        Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_inflight_per_client)}});
+        fail(r, make_error(ErrorCode::Overloaded,
+                           "this client has " + std::to_string(n) + " requests in flight (--max-inflight-per-client)", d));
+        return false;
+      }
+      ++n;
+      r.counted = true;
+    }
+    return true;
+  }
+
+  void forget_instance(const std::string& instance) {
+    auto it = owners.find(instance);
+    if (it == owners.end()) return;
+    if (auto h = held.find(it->second); h != held.end() && --h->second == 0) held.erase(h);
+    owners.erase(it);
+  }
+
   void route(Request r) {
+    if (!admit(r)) return;
     auto w = routes.find(r.instance);
     if (!w) {
       if (const Error* tomb = routes.tombstone(r.instance)) return fail(r, *tomb);
@@ -354,6 +387,14 @@ struct Broker::Impl {
     if (!env_id || !env_id->is_string() || env_id->as_string().empty()) {
       return fail(r, make_error(ErrorCode::BadRequest, "make needs a non-empty string 'env_id'"));
     }
+    if (opt.max_instances_per_client && held[r.client] >= opt.max_instances_per_client) {
+      Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_instances_per_client)}});
+      return fail(r, make_error(ErrorCode::Overloaded,
+                                "this client holds " + std::to_string(held[r.client]) +
+                                    " instances (--max-instances-per-client); close one first",
+                                d));
+    }
+    if (!admit(r)) return;
     if (auto w = registry.idle_worker()) return start_make(*w, std::move(r), env_id->as_string());
     const bool coming = std::any_of(registry.slots().begin(), registry.slots().end(), [](const WorkerSlot& s) {
       return s.state == WorkerState::Starting || s.state == WorkerState::Dead;
@@ -372,6 +413,8 @@ struct Broker::Impl {
     std::string instance = random_instance_id();
     while (!routes.add(instance, w, env_id)) instance = random_instance_id();
     registry.assign(w, instance, env_id);
+    owners[instance] = r.client;
+    ++held[r.client];
     r.instance = instance;
     dispatch(w, std::move(r));
   }
@@ -456,6 +499,7 @@ struct Broker::Impl {
     respond(r, view(f[3]), transport::str(f[4]));
     if ((r.verb == verb::kMake && !ok) || r.verb == verb::kClose) {
       routes.remove(r.instance);
+      forget_instance(r.instance);
       for (const auto& q : s.queue) {
         Value d(protocol::Map{{"instance_id", r.instance}});
         fail(q, make_error(ErrorCode::UnknownInstance, "instance '" + r.instance + "' was closed", d));
@@ -521,6 +565,7 @@ struct Broker::Impl {
                                      "instance '" + instance + "' was closed after " + std::to_string(secs) +
                                          " s without requests (--idle-ttl)",
                                      d));
+    forget_instance(instance);
     log("closing idle instance " + instance + " on worker " + std::to_string(w));
     Request r;  // no client: the reply is dropped
     r.verb = std::string(verb::kClose);

@@ -27,6 +27,7 @@ struct Request {
   std::string instance;
   std::string body;
   uint64_t batch_id = 0;   // nonzero for a part of a step_batch
+  bool counted = false;    // counts towards the client's in-flight limit until answered
   std::size_t batch_index = 0;
 };
 

@@ -63,6 +63,10 @@ options for start:
                          gets `resource_limit` (default: none)
   --worker-cpu-limit SEC CPU seconds each worker process may use; past them it is killed and the
                          request gets `resource_limit` (default: none)
+  --max-instances-per-client N
+                         instances one client connection may hold (default 0 = no limit)
+  --max-inflight-per-client N
+                         requests one client may have queued or running (default 4096; 0 = none)
   --idle-ttl SEC         close instances that got no request for SEC seconds (default: never)
   --detach               return once every worker is ready and leave the farm running
   --runtime-dir DIR      pid file, log and worker sockets (default $XDG_RUNTIME_DIR/gymfarm or
@@ -167,6 +171,8 @@ Options parse(int argc, char** argv) {
     else if (k == "--make-timeout") o.broker.make_timeout = seconds_arg(k, value());
     else if (k == "--worker-memory-limit") o.broker.worker_memory_limit = static_cast<unsigned long long>(int_arg(k, value(), 64, 1 << 30)) << 20;
     else if (k == "--worker-cpu-limit") o.broker.worker_cpu_limit = static_cast<unsigned long long>(int_arg(k, value(), 1, 1ll << 31));
+    else if (k == "--max-instances-per-client") o.broker.max_instances_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 20));
+    else if (k == "--max-inflight-per-client") o.broker.max_inflight_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
     else if (k == "--idle-ttl") o.broker.idle_ttl = seconds_arg(k, value());
     else if (k == "--runtime-dir") o.runtime_dir = value();
     else if (k == "--detach") o.detach = true;

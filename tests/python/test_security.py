@@ -149,3 +149,24 @@ def test_token_file_option(tmp_path):
             assert farm.ping()
     finally:
         assert f.stop() == 0
+
+
+def test_per_client_instance_and_in_flight_limits(tmp_path):
+    f = FarmProcess(tmp_path, workers=6, args=["--max-instances-per-client", "2", "--max-inflight-per-client", "2"])
+    try:
+        with f.connect() as a, f.connect() as b:
+            e1, e2 = a.make("CartPole-v1"), a.make("CartPole-v1")
+            with pytest.raises(gymfarm.Overloaded, match="--max-instances-per-client") as e:
+                a.make("CartPole-v1")
+            assert e.value.details["limit"] == 2
+            e3 = b.make("CartPole-v1")  # another client has its own allowance
+            e1.close()
+            e4 = a.make("CartPole-v1")  # a closed instance frees a place
+            for env in (e2, e3, e4):
+                env.reset(seed=0)
+            out = b.step_batch([(e3.instance_id, 0), (e3.instance_id, 1), (e3.instance_id, 0)])
+            assert isinstance(out[0], dict) and isinstance(out[1], dict)
+            assert isinstance(out[2], gymfarm.Overloaded) and "--max-inflight-per-client" in str(out[2])
+            assert isinstance(b.step_batch([(e3.instance_id, 0)])[0], dict)  # answered requests free their slots
+    finally:
+        assert f.stop() == 0
