@@ -14,7 +14,8 @@ from typing import List, Optional
 import gymfarm
 
 ROOT = Path(__file__).resolve().parents[2]
-GYMFARM = ROOT / "build" / "bin" / "gymfarm"
+# GYMFARM_BIN_DIR points the tests at another build (scripts/sanitize uses build-asan/bin).
+GYMFARM = Path(os.environ.get("GYMFARM_BIN_DIR", ROOT / "build" / "bin")) / "gymfarm"
 SUPPORT = ROOT / "tests" / "support"
 
 
