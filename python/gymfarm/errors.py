@@ -77,7 +77,7 @@ class CapacityExhausted(GymfarmError):
 
 
 class Overloaded(GymfarmError):
-    """Too many requests are queued for one instance."""
+    """Too much at once: requests queued for one instance, or a client's instance or in-flight limit."""
 
     code = "overloaded"
 
