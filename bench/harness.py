@@ -39,8 +39,8 @@ def time_steps(step, n):
     return lat
 
 
-def p1_gymfarm(farm, n):
-    env = farm.make("CartPole-v1")
+def p1_env(env, n):
+    """Sequential single steps of one gymnasium.Env (a RemoteEnv or an in-process one)."""
     env.reset(seed=0)
 
     def step(i):
@@ -58,17 +58,6 @@ def p1_async(n):
     lat = time_steps(lambda i: env.step(np.array([i % 2])), n)
     env.close()
     return lat
-
-
-def p1_inprocess(n):
-    env = gym.make("CartPole-v1")
-    env.reset(seed=0)
-
-    def step(i):
-        _, _, term, trunc, _ = env.step(i % 2)
-        if term or trunc:
-            env.reset()
-    return time_steps(step, n)
 
 
 def p2(make_vec, n_iters, n_envs=16):
@@ -98,10 +87,10 @@ def main():
     rows = []
     try:
         farm = fp.connect()
-        p1_gymfarm(farm, 50)  # warm-up, discarded
+        p1_env(farm.make("CartPole-v1"), 50)  # warm-up, discarded
         p1_async(50)
         for k in range(pairs):
-            g, a, i = p1_gymfarm(farm, steps), p1_async(steps), p1_inprocess(steps)
+            g, a, i = p1_env(farm.make("CartPole-v1"), steps), p1_async(steps), p1_env(gym.make("CartPole-v1"), steps)
             rows.append({"scenario": "P1", "pair": k, "gymfarm_p50_us": 1e6 * statistics.median(g),
                          "gymfarm_p99_us": 1e6 * float(np.percentile(g, 99)),
                          "async1_p50_us": 1e6 * statistics.median(a), "inprocess_p50_us": 1e6 * statistics.median(i),

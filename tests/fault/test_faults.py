@@ -53,6 +53,15 @@ def worker_of(farm, instance_id):
     raise AssertionError("no worker holds " + instance_id)
 
 
+def faulty_beside_a_neighbour(fp):
+    """A connection, a CartPole neighbour stepping on its own, and a reset Faulty env with its worker's pid."""
+    farm = fp.connect()
+    nb = Neighbour(fp)
+    env = farm.make(FAULTY)
+    env.reset(seed=0)
+    return farm, nb, env, worker_of(farm, env.instance_id)["pid"]
+
+
 def all_idle(farm, n):
     ws = farm.stats()["workers"]
     return len(ws) == n and all(w["state"] in ("idle", "assigned") for w in ws)
@@ -80,11 +89,7 @@ def test_env_exception_is_env_error_and_instance_survives(start_farm):
 
 def test_segfault_gives_worker_crashed_and_neighbours_keep_stepping(start_farm):
     fp = start_farm(workers=3)
-    farm = fp.connect()
-    nb = Neighbour(fp)
-    env = farm.make(FAULTY)
-    env.reset(seed=0)
-    pid = worker_of(farm, env.instance_id)["pid"]
+    farm, nb, env, pid = faulty_beside_a_neighbour(fp)
     before = nb.steps
     t0 = time.monotonic()
     with pytest.raises(gymfarm.WorkerCrashed) as e:
@@ -110,11 +115,7 @@ def test_segfault_gives_worker_crashed_and_neighbours_keep_stepping(start_farm):
 
 def test_hang_past_step_timeout_is_timeout_and_worker_replaced(start_farm):
     fp = start_farm(workers=3, args=["--step-timeout", "1"])
-    farm = fp.connect()
-    nb = Neighbour(fp)
-    env = farm.make(FAULTY)
-    env.reset(seed=0)
-    pid = worker_of(farm, env.instance_id)["pid"]
+    farm, nb, env, pid = faulty_beside_a_neighbour(fp)
     before = nb.steps
     t0 = time.monotonic()
     with pytest.raises(gymfarm.Timeout) as e:
@@ -133,11 +134,7 @@ def test_hang_past_step_timeout_is_timeout_and_worker_replaced(start_farm):
 
 def test_kill_9_of_a_worker_mid_step(start_farm):
     fp = start_farm(workers=3)
-    farm = fp.connect()
-    nb = Neighbour(fp)
-    env = farm.make(FAULTY)
-    env.reset(seed=0)
-    pid = worker_of(farm, env.instance_id)["pid"]
+    farm, nb, env, pid = faulty_beside_a_neighbour(fp)
     outcome = {}
 
     def hang():
