@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "broker/launcher.hpp"
+#include "broker/restart_budget.hpp"
 #include "broker/routing_table.hpp"
 #include "broker/worker_registry.hpp"
 #include "protocol/codec.hpp"
@@ -93,17 +94,23 @@ struct Broker::Impl {
   std::deque<PendingMake> pending_makes;
   std::unordered_map<int, std::string> kill_reasons;  // pid -> why the broker killed it
   Value env_ids = Value(protocol::Array{});
-  std::unordered_set<std::string> authorized;
+  std::unordered_set<std::string> authorized;  // client identities that said hello with the token
   std::unordered_map<std::string, std::string> owners;       // instance -> client that made it
   std::unordered_map<std::string, std::size_t> held;         // client -> instances it holds
-  std::unordered_map<std::string, std::size_t> inflight;     // client -> requests not yet answered  // client identities that said hello with the token
+  std::unordered_map<std::string, std::size_t> inflight;     // client -> requests not yet answered
+  RestartBudget budget;
+  bool budget_spent_logged = false;
   bool ready_announced = false;
   bool shutting_down = false;
   TimePoint drain_deadline{};
   bool stopping_workers = false;
   TimePoint stop_deadline{};
 
-  explicit Impl(BrokerOptions o) : opt(std::move(o)), registry(opt.workers, clock) {}
+  explicit Impl(BrokerOptions o)
+      : opt(std::move(o)),
+        registry(opt.workers, clock),
+        budget(opt.restart_budget ? opt.restart_budget : std::max<std::size_t>(32, 4 * opt.workers),
+               opt.restart_window) {}
 
   void log(const std::string& msg) const { std::fprintf(stderr, "[gymfarm] %s\n", msg.c_str()); }
 
@@ -223,6 +230,7 @@ struct Broker::Impl {
       reason += " after " + it->second;
       kill_reasons.erase(it);
     }
+    if (s.state == WorkerState::Starting) reason += " during start-up";
     const bool graceful = s.state == WorkerState::Stopping;
     if (!graceful) {
       Error err = make_error(ErrorCode::WorkerCrashed, message, details);
@@ -444,8 +452,23 @@ struct Broker::Impl {
       w.set("last_exit", s.last_exit);
       workers.push_back(std::move(w));
     }
+    const auto now = clock.now();
+    protocol::Array restarts;
+    for (const auto& e : budget.log()) {
+      Value r(protocol::Map{});
+      r.set("seconds_ago", std::chrono::duration<double>(now - e.at).count());
+      r.set("worker", static_cast<int64_t>(e.worker));
+      r.set("reason", e.reason);
+      restarts.push_back(std::move(r));
+    }
+    Value b(protocol::Map{});
+    b.set("limit", static_cast<uint64_t>(budget.limit()));
+    b.set("window_s", std::chrono::duration<double>(budget.window()).count());
+    b.set("used", static_cast<uint64_t>(budget.used(now)));
     Value v(protocol::Map{});
     v.set("workers", std::move(workers));
+    v.set("restart_budget", std::move(b));
+    v.set("recent_restarts", std::move(restarts));
     v.set("instances", static_cast<int64_t>(routes.size()));
     v.set("requests", static_cast<uint64_t>(requests));
     v.set("frontend", opt.frontend);
@@ -549,8 +572,24 @@ struct Broker::Impl {
       pending_makes.pop_front();
     }
     if (!shutting_down) {
-      for (const auto& s : registry.slots()) {
-        if (s.state == WorkerState::Dead && s.respawn_at <= now) spawn(s.index);
+      for (std::size_t i = 0; i < registry.size(); ++i) {
+        auto& s = registry.slot(i);
+        if (s.state != WorkerState::Dead || s.respawn_at > now) continue;
+        if (s.spawns > 0) {  // a restart, not the first start
+          if (!budget.allows(now)) {
+            s.respawn_at = budget.next_allowed(now);
+            if (!budget_spent_logged) {
+              log("restart budget spent (" + std::to_string(budget.limit()) + " restarts in " +
+                  std::to_string(std::chrono::duration_cast<std::chrono::seconds>(budget.window()).count()) +
+                  " s); further restarts wait");
+              budget_spent_logged = true;
+            }
+            continue;
+          }
+          budget_spent_logged = false;
+          budget.record(now, i, s.last_exit);
+        }
+        spawn(i);
       }
     }
   }

@@ -25,11 +25,13 @@ struct BrokerOptions {
   std::size_t max_queue_per_instance = 1024;
   long long max_message_bytes = 256ll << 20;
   bool verbose = false;
-  std::string token;
+  std::string token;  // when set, a client must say hello with it before anything else
   std::size_t max_instances_per_client = 0;  // 0 = no limit
   std::size_t max_inflight_per_client = 4096;  // requests queued or running per client; 0 = no limit
   unsigned long long worker_memory_limit = 0;  // bytes of address space per worker; 0 = none
-  unsigned long long worker_cpu_limit = 0;     // CPU seconds per worker process; 0 = none  // when set, a client must say hello with it before anything else
+  unsigned long long worker_cpu_limit = 0;     // CPU seconds per worker process; 0 = none
+  std::size_t restart_budget = 0;              // worker restarts allowed per restart_window; 0 = max(32, 4 x workers)
+  std::chrono::milliseconds restart_window{60000};
 };
 
 class Broker {

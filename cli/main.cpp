@@ -63,6 +63,9 @@ options for start:
                          gets `resource_limit` (default: none)
   --worker-cpu-limit SEC CPU seconds each worker process may use; past them it is killed and the
                          request gets `resource_limit` (default: none)
+  --restart-budget N     worker restarts allowed per --restart-window; past them restarts wait
+                         (default max(32, 4 x workers)); each slot also backs off 0.1 s..10 s
+  --restart-window SEC   the budget's sliding window (default 60)
   --max-instances-per-client N
                          instances one client connection may hold (default 0 = no limit)
   --max-inflight-per-client N
@@ -173,6 +176,8 @@ Options parse(int argc, char** argv) {
     else if (k == "--worker-cpu-limit") o.broker.worker_cpu_limit = static_cast<unsigned long long>(int_arg(k, value(), 1, 1ll << 31));
     else if (k == "--max-instances-per-client") o.broker.max_instances_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 20));
     else if (k == "--max-inflight-per-client") o.broker.max_inflight_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
+    else if (k == "--restart-budget") o.broker.restart_budget = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 20));
+    else if (k == "--restart-window") o.broker.restart_window = seconds_arg(k, value());
     else if (k == "--idle-ttl") o.broker.idle_ttl = seconds_arg(k, value());
     else if (k == "--runtime-dir") o.runtime_dir = value();
     else if (k == "--detach") o.detach = true;
@@ -398,6 +403,17 @@ int cmd_status(const Options& o) {
                 static_cast<long long>(w.find("restarts")->as_int()));
     if (const Value* why = w.find("last_exit"); why && !why->as_string().empty() && w.find("restarts")->as_int() > 0) {
       std::printf("       last restart: %s\n", why->as_string().c_str());
+    }
+  }
+  if (const Value* b = s.find("restart_budget")) {
+    std::printf("restarts: %lld in the last %.0f s (budget %lld)\n", static_cast<long long>(b->find("used")->as_int()),
+                b->find("window_s")->as_double(), static_cast<long long>(b->find("limit")->as_int()));
+  }
+  if (const Value* log = s.find("recent_restarts"); log && !log->as_array().empty()) {
+    std::printf("recent restarts (newest last):\n");
+    for (const auto& e : log->as_array()) {
+      std::printf("  %8.1f s ago  worker %-4lld %s\n", e.find("seconds_ago")->as_double(),
+                  static_cast<long long>(e.find("worker")->as_int()), e.find("reason")->as_string().c_str());
     }
   }
   return 0;

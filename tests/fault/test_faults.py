@@ -259,3 +259,40 @@ def test_cpu_limit_kills_the_worker_and_names_the_limit(start_farm):
     with pytest.raises(gymfarm.ResourceLimit):
         env.step(0)  # the tombstone repeats the reason
     assert wait_until(lambda: all_idle(farm, 2), 30)
+
+
+def test_startup_crash_loop_is_budgeted_backed_off_and_shown_by_status(start_farm, tmp_path):
+    """Workers that crash at start-up again and again: restarts stop at the budget instead of
+    spinning, `gymfarm status` shows them with their reason, and the farm heals once the cause goes."""
+    import subprocess
+
+    from farm_fixture import GYMFARM
+
+    flag = tmp_path / "crash-at-start"
+    fp = start_farm(workers=2, args=["--restart-budget", "4", "--restart-window", "6"],
+                    env_vars={"GYMFARM_TEST_CRASH_AT_START": str(flag)})
+    farm = fp.connect()
+    flag.touch()
+    for pid in fp.worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(3.0)
+    stats = farm.stats()
+    # Back-off alone would allow about 5 spawns per slot in 3 s; the budget allows 4 in all.
+    assert sum(w["restarts"] for w in stats["workers"]) <= 4 + 2  # +2: the restarts after the kills
+    assert stats["restart_budget"]["limit"] == 4
+    assert stats["restart_budget"]["used"] == 4
+    reasons = [e["reason"] for e in stats["recent_restarts"]]
+    assert any("SIGSEGV" in r and "during start-up" in r for r in reasons), reasons
+    assert "restart budget spent" in fp.log()
+    status = subprocess.run([str(GYMFARM), "status", "--native-port", str(fp.port), "--runtime-dir",
+                             str(fp.runtime_dir)], capture_output=True, text=True, timeout=30)
+    assert status.returncode == 0, status.stderr
+    assert "recent restarts" in status.stdout and "during start-up" in status.stdout
+    assert "restarts: 4 in the last 6 s (budget 4)" in status.stdout
+    flag.unlink()
+    assert wait_until(lambda: all_idle(farm, 2), 30), farm.stats()
+    env = farm.make("CartPole-v1")
+    env.reset(seed=0)
+    env.step(0)
+    env.close()
+    farm.close()

@@ -12,6 +12,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+# A worker that imports this module while the file named here exists crashes at start-up (the
+# restart-budget tests create and remove the file while the farm runs).
+_crash_flag = os.environ.get("GYMFARM_TEST_CRASH_AT_START")
+if _crash_flag and os.path.exists(_crash_flag):
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)
+
 
 class _Counting(gym.Env):
     """Shared skeleton: episodes of ``length`` steps, reward = step index."""
