@@ -747,7 +747,10 @@ int Broker::run(const std::function<void()>& on_ready) {
     for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.backend, frames); ++n) d.on_backend(frames);
     for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.frontend, frames); ++n) d.on_frontend(frames);
     d.check_time();
-    if (!d.ready_announced && d.registry.count(WorkerState::Idle) == d.registry.size()) {
+    // Ready once every slot has been ready: clients may already hold instances (they can connect
+    // before the announcement, e.g. after a broker restart on the same port).
+    if (!d.ready_announced && std::all_of(d.registry.slots().begin(), d.registry.slots().end(),
+                                          [](const WorkerSlot& s) { return s.was_ready; })) {
       d.ready_announced = true;
       if (on_ready) on_ready();
     }

@@ -34,6 +34,7 @@ bool WorkerRegistry::spawned(std::size_t i, std::string identity, int pid) {
   s.identity = std::move(identity);
   identities_[s.identity] = i;
   s.pid = pid;
+  s.heard = false;
   if (s.spawns++ > 0) ++s.restarts;
   s.state = WorkerState::Starting;
   s.since = s.last_heartbeat = clock_.now();
@@ -44,6 +45,7 @@ bool WorkerRegistry::ready(std::size_t i) {
   auto& s = slots_.at(i);
   if (s.state != WorkerState::Starting) return false;
   s.state = WorkerState::Idle;
+  s.was_ready = true;
   s.since = s.last_heartbeat = clock_.now();
   return true;
 }
@@ -106,7 +108,11 @@ std::size_t WorkerRegistry::count(WorkerState st) const {
   return n;
 }
 
-void WorkerRegistry::heartbeat(std::size_t i) { slots_.at(i).last_heartbeat = clock_.now(); }
+void WorkerRegistry::heartbeat(std::size_t i) {
+  auto& s = slots_.at(i);
+  s.last_heartbeat = clock_.now();
+  s.heard = true;
+}
 
 bool WorkerRegistry::begin(std::size_t i, Request r, uint64_t rid, Duration timeout) {
   auto& s = slots_.at(i);
@@ -138,7 +144,8 @@ std::vector<std::size_t> WorkerRegistry::silent(TimePoint now, Duration timeout,
   for (const auto& s : slots_) {
     if (s.state == WorkerState::Dead) continue;
     const bool starting = s.state == WorkerState::Starting;
-    if (starting ? now - s.since > startup_timeout : now - s.last_heartbeat > timeout) out.push_back(s.index);
+    const bool quiet = (s.heard || !starting) && now - s.last_heartbeat > timeout;
+    if (quiet || (starting && now - s.since > startup_timeout)) out.push_back(s.index);
   }
   return out;
 }

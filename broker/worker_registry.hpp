@@ -50,9 +50,11 @@ struct WorkerSlot {
   uint64_t steps = 0;
   TimePoint since{};           // when the current state began
   TimePoint last_heartbeat{};
+  bool heard = false;          // a heartbeat came from the current process
   TimePoint last_request{};    // when the instance last began or finished a request
   TimePoint respawn_at{};      // back-off after crashes
   int consecutive_failures = 0;  // deaths before reaching Idle or shortly after
+  bool was_ready = false;        // some process of this slot reached Idle
   std::optional<InFlight> in_flight;
   std::deque<Request> queue;
 };
@@ -88,7 +90,8 @@ class WorkerRegistry {
 
   // Slots whose in-flight request passed its deadline.
   std::vector<std::size_t> expired(TimePoint now) const;
-  // Live slots with no heartbeat for `timeout` (Starting slots get `startup_timeout` from `since`).
+  // Live slots with no heartbeat for `timeout` once one was heard, and Starting slots not ready
+  // within `startup_timeout` of `since`.
   std::vector<std::size_t> silent(TimePoint now, Duration timeout, Duration startup_timeout) const;
   // Assigned slots with nothing in flight or queued and no request for longer than `ttl`.
   std::vector<std::size_t> idle_instances(TimePoint now, Duration ttl) const;

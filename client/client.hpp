@@ -59,16 +59,24 @@ struct BatchItem {
   std::optional<protocol::Error> error;
 };
 
-class Client {
+// What a frontend needs of the farm: one request, its result or a ClientError. The gateway passes a
+// Client; the REST fuzz target passes a scripted stand-in.
+class Caller {
+ public:
+  virtual ~Caller() = default;
+  virtual Value call(std::string_view verb, std::string_view instance = {}, const Value& body = Value(protocol::Map{})) = 0;
+};
+
+class Client final : public Caller {
  public:
   // Connects and exchanges hello; throws ClientError when the farm does not answer in time.
   explicit Client(const std::string& endpoint, ClientOptions options = {});
-  ~Client();
+  ~Client() override;
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
   // The raw call: returns the result body or throws ClientError.
-  Value call(std::string_view verb, std::string_view instance = {}, const Value& body = Value(protocol::Map{}));
+  Value call(std::string_view verb, std::string_view instance = {}, const Value& body = Value(protocol::Map{})) override;
 
   EnvHandle make(const std::string& env_id, const Value& kwargs = Value(protocol::Map{}));
   std::pair<Value, Value> reset(const std::string& instance, std::optional<int64_t> seed = std::nullopt,

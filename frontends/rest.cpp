@@ -637,7 +637,7 @@ HttpReply RestSession::handle(const HttpRequest& req) {
         return empty(204);
       }
       case Op::Render: {
-        const Value frame = farm_.render(inst);
+        const Value frame = *farm_.call("render", inst).find("frame");
         if (frame.is_tensor() && frame.as_tensor().dtype == protocol::DType::UInt8 && frame.as_tensor().shape.size() == 3) {
           const auto& t = frame.as_tensor();
           const std::size_t px = t.shape[0] * t.shape[1], c = t.shape[2];
@@ -655,7 +655,7 @@ HttpReply RestSession::handle(const HttpRequest& req) {
       case Op::RenderPng: {
         Value frame;
         try {
-          frame = farm_.render(inst);
+          frame = *farm_.call("render", inst).find("frame");
         } catch (const client::ClientError& e) {
           if (e.code() != ErrorCode::EnvError) throw;
           return message(409, "the env cannot render now: " + e.error().message);
@@ -691,7 +691,7 @@ HttpReply RestSession::handle(const HttpRequest& req) {
           const Value first = farm_.call("reset", inst, b);
           protocol::Array ep{Value(protocol::Map{{"r", 0.0}, {"s", encode_observation(*first.find("obs"))}})};
           for (int t = 0; t < 100000; ++t) {  // bounded: the original stopped at termination only
-            const Value a = farm_.sample(inst);
+            const Value a = *farm_.call("sample", inst, Value(protocol::Map{{"space", "action"}})).find("value");
             const Value r = farm_.call("step", inst, Value(protocol::Map{{"action", a}}));
             ep.push_back(Value(protocol::Map{{"r", widen(*r.find("reward"))}, {"s", encode_observation(*r.find("obs"))}}));
             if (r.find("terminated")->as_bool()) break;

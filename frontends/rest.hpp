@@ -79,12 +79,12 @@ class RestRegistry {
 
 class RestSession {
  public:
-  RestSession(client::Client& farm, RestRegistry& registry, RestDialect dialect, RestOptions options)
+  RestSession(client::Caller& farm, RestRegistry& registry, RestDialect dialect, RestOptions options)
       : farm_(farm), reg_(registry), dialect_(dialect), opt_(std::move(options)) {}
   HttpReply handle(const HttpRequest& req);
 
  private:
-  client::Client& farm_;
+  client::Caller& farm_;
   RestRegistry& reg_;
   RestDialect dialect_;
   RestOptions opt_;

@@ -3,8 +3,10 @@
 #include <string>
 #include <string_view>
 
+#include "client/client.hpp"
 #include "frontends/access.hpp"
 #include "frontends/pyjson.hpp"
+#include "frontends/rest.hpp"
 #include "protocol/codec.hpp"
 #include "protocol/space.hpp"
 
@@ -49,6 +51,79 @@ void access(const uint8_t* data, std::size_t size) {
   (void)frontends::check_access(locked, parts[0], parts[1], parts[2], parts[3]);
   auto decoded = frontends::base64_decode(parts[2]);
   if (decoded && frontends::base64_decode(frontends::base64_encode(*decoded)) != decoded) __builtin_trap();
+}
+
+namespace {
+
+// Answers like a farm serving CartPole (Box(4) observations, Discrete(2) actions, 2x2 RGB frames),
+// or with the error code the input chose.
+class ScriptedFarm final : public client::Caller {
+ public:
+  explicit ScriptedFarm(int fail) : fail_(fail) {}
+  int fail_;  // 0: answer; k: throw the (k-1)th error code
+
+  protocol::Value call(std::string_view verb, std::string_view, const protocol::Value&) override {
+    using protocol::Map;
+    using protocol::Value;
+    if (fail_ > 0) {
+      const auto code = static_cast<protocol::ErrorCode>((fail_ - 1) % (static_cast<int>(protocol::ErrorCode::Internal) + 1));
+      throw client::ClientError(protocol::Error{code, "scripted failure", Value(Map{})});
+    }
+    const Value obs(protocol::Tensor::from<float>(protocol::DType::Float32, {0.5f, -1.0f, 0.0f, 2.5f}, {4}));
+    if (verb == "make") {
+      return Value(Map{{"instance_id", std::string(32, 'a')}, {"spec", Value(Map{{"id", "CartPole-v1"}})}});
+    }
+    if (verb == "reset") return Value(Map{{"obs", obs}, {"info", Value(Map{})}});
+    if (verb == "step") {
+      return Value(Map{{"obs", obs}, {"reward", 1.0}, {"terminated", true}, {"truncated", false}, {"info", Value(Map{})}});
+    }
+    if (verb == "spaces") {
+      protocol::Space box;
+      box.kind = protocol::Space::Kind::Box;
+      box.shape = {4};
+      box.low = protocol::Tensor::from<float>(protocol::DType::Float32, {-4.8f, -1e39f, -0.4f, -1e39f}, {4});
+      box.high = protocol::Tensor::from<float>(protocol::DType::Float32, {4.8f, 1e39f, 0.4f, 1e39f}, {4});
+      protocol::Space discrete;
+      discrete.kind = protocol::Space::Kind::Discrete;
+      discrete.n = 2;
+      return Value(Map{{"observation_space", box.to_value()}, {"action_space", discrete.to_value()}});
+    }
+    if (verb == "sample") return Value(Map{{"value", int64_t{1}}});
+    if (verb == "render") {
+      return Value(Map{{"frame", Value(protocol::Tensor{protocol::DType::UInt8, {2, 2, 3}, std::string(12, '\x7f')})}});
+    }
+    return Value(Map{});
+  }
+};
+
+}  // namespace
+
+void rest(const uint8_t* data, std::size_t size) {
+  if (size == 0) return;
+  const uint8_t flags = data[0];
+  std::string parts[4];
+  std::size_t k = 0;
+  for (std::size_t i = 1; i < size; ++i) {
+    const char c = static_cast<char>(data[i]);
+    if (c == '\0' && k < 3) ++k;
+    else parts[k] += c;
+  }
+  const auto dialect = flags & 1 ? frontends::RestDialect::GymnasiumHttpApi : frontends::RestDialect::GymHttpApi;
+  ScriptedFarm farm(0);
+  frontends::RestRegistry registry;
+  frontends::RestOptions options;  // no monitor directory, no shutdown: nothing touches the disk
+  frontends::RestSession session(farm, registry, dialect, options);
+  const auto made = session.handle({"POST", "/v1/envs/", R"({"env_id": "CartPole-v1"})", "application/json"});
+  std::string id = "00000000";
+  if (auto j = frontends::Json::parse(made.body, nullptr, false); j.is_object() && j.contains("instance_id")) {
+    id = j["instance_id"].get<std::string>();
+  }
+  std::string target;
+  for (char c : parts[1]) target += c == '@' ? id : std::string(1, c);
+  farm.fail_ = (flags >> 1) & 0x1f;
+  // handle() turns every error into a status; an exception escaping it is a bug the fuzzer reports
+  const auto reply = session.handle({parts[0], target, parts[2], parts[3]});
+  if (reply.status < 100 || reply.status > 599) __builtin_trap();
 }
 
 }  // namespace gymfarm::fuzz

@@ -12,5 +12,9 @@ void codec(const uint8_t* data, std::size_t size);
 void gymie_json(const uint8_t* data, std::size_t size);
 // The gateway's access check over arbitrary Host / Origin / Authorization / target strings.
 void access(const uint8_t* data, std::size_t size);
+// The REST router and body parser of both dialects, over a scripted farm: a flags byte (dialect,
+// which error the farm answers with), then method, target, body and content type split at NUL
+// bytes; "@" in the target stands for an instance made first.
+void rest(const uint8_t* data, std::size_t size);
 
 }  // namespace gymfarm::fuzz

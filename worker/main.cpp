@@ -220,11 +220,17 @@ int main(int argc, char** argv) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (parent_gone(args.parent)) return 0;
 
+  // Heartbeats begin before Python starts, so a worker stopped or stuck during start-up is noticed
+  // after the heartbeat timeout rather than the (long) start-up timeout.
+  zmq::context_t ctx(1);
+  std::atomic<bool> stop{false};
+  std::thread hb(heartbeat_loop, std::ref(ctx), std::cref(args), std::ref(stop));
   try {
     init_python(args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "[gymfarm-worker] cannot start Python: %s\n", e.what());
-    return 3;
+    std::fflush(nullptr);
+    _exit(3);
   }
   int rc = 0;
   {
@@ -235,20 +241,14 @@ int main(int argc, char** argv) {
       info = host->ready_info();
     } catch (py::error_already_set& e) {
       std::fprintf(stderr, "[gymfarm-worker] start-up failed: %s\n", e.what());
-      return 4;
+      std::fflush(nullptr);
+      _exit(4);
     }
 
-    zmq::context_t ctx(1);
     zmq::socket_t sock(ctx, zmq::socket_type::dealer);
     gymfarm::transport::configure(sock);
     sock.set(zmq::sockopt::routing_id, args.identity);
     sock.connect(args.backend);
-    std::atomic<bool> stop{false};
-    std::thread hb;
-    {
-      py::gil_scoped_release nogil;
-      hb = std::thread(heartbeat_loop, std::ref(ctx), std::cref(args), std::ref(stop));
-    }
     gymfarm::transport::send(sock, std::vector<std::string_view>{verb::kReady, info}, true);
 
     gymfarm::transport::Frames in;

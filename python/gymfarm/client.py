@@ -40,6 +40,8 @@ class Farm:
         self._rids = itertools.count(1)
         self._outstanding: set = set()
         self._arrived: Dict[int, List[bytes]] = {}
+        self._given_up: set = set()
+        self.duplicate_replies = 0  # replies to a request that already had one (the chaos checker reads it)
         self._closed = False
         self.token = token if token is not None else os.environ.get("GYMFARM_TOKEN")
         hello: Dict[str, Any] = {"version": PROTOCOL_VERSION, "client": "gymfarm-python"}
@@ -85,7 +87,11 @@ class Farm:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     for r in rids:  # late replies to these are dropped
+                        if r in self._outstanding and r not in self._arrived:
+                            self._given_up.add(r)
                         self._outstanding.discard(r)
+                    if len(self._given_up) > 100_000:
+                        self._given_up.clear()
                     raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {limit:g} s",
                                          {"client_side": True})
                 if self._sock.poll(max(1, int(min(left, 0.005) * 1000))):
@@ -94,8 +100,12 @@ class Farm:
     def _store(self, reply: List[bytes]) -> None:
         if len(reply) >= 2 and len(reply[0]) == 8:
             rid = struct.unpack("<Q", reply[0])[0]
-            if rid in self._outstanding:
+            if rid in self._outstanding and rid not in self._arrived:
                 self._arrived[rid] = reply
+            elif rid in self._given_up:
+                self._given_up.discard(rid)  # a late reply to a request this client stopped waiting for
+            else:
+                self.duplicate_replies += 1  # a second reply to one request: the farm broke its contract
 
     @staticmethod
     def _result(reply: List[bytes]) -> Dict[str, Any]:

@@ -105,10 +105,11 @@ class TupleObs(_Counting):
 
 class Faulty(_Counting):
     """Action 0 steps normally; 1 raises; 2 segfaults the process; 3 hangs in C holding the GIL;
-    4 allocates 4 GB."""
+    4 allocates 4 GB; 5 returns a NaN observation and an infinite reward; 6 returns a 100 MB
+    observation."""
 
     observation_space = spaces.Box(0.0, 100.0, shape=(1,), dtype=np.float32)
-    action_space = spaces.Discrete(5)
+    action_space = spaces.Discrete(7)
     length = 1000
 
     def _obs(self):
@@ -128,6 +129,12 @@ class Faulty(_Counting):
             re.match(r"(a+)+$", "a" * 64 + "b")  # catastrophic backtracking inside the C regex engine
         if action == 4:
             np.ones(1 << 29)  # 4 GB of float64
+        if action == 5:
+            obs, _, term, trunc, info = super().step(action)
+            return np.array([np.nan], dtype=np.float32), float("inf"), term, trunc, info
+        if action == 6:
+            _, reward, term, trunc, info = super().step(action)
+            return np.zeros(25_000_000, dtype=np.float32), reward, term, trunc, info
         return super().step(action)
 
 

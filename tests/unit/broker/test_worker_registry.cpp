@@ -103,3 +103,17 @@ TEST_CASE("silence: missing heartbeats, and a start-up that takes too long") {
   clock.advance(5s);
   CHECK(r.silent(clock.now(), 3s, 10s) == std::vector<std::size_t>{0, 1});
 }
+
+TEST_CASE("a starting worker whose heartbeats stop is silent before the start-up timeout") {
+  ManualClock clock;
+  WorkerRegistry r(2, clock);
+  REQUIRE(r.spawned(0, "w0.0", 100));
+  REQUIRE(r.spawned(1, "w1.0", 101));
+  r.heartbeat(0);  // worker 0's heartbeat thread runs; worker 1 has not sent one yet
+  clock.advance(4s);
+  CHECK(r.silent(clock.now(), 3s, 60s) == std::vector<std::size_t>{0});  // stopped during start-up
+  REQUIRE(r.died(0, "killed"));
+  REQUIRE(r.spawned(0, "w0.1", 102));
+  clock.advance(4s);
+  CHECK(r.silent(clock.now(), 3s, 60s).empty());  // a new process is judged by its own heartbeats
+}

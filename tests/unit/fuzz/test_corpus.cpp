@@ -26,3 +26,4 @@ std::size_t replay(const std::string& target, void (*fn)(const uint8_t*, std::si
 TEST_CASE("fuzz corpus: native codec") { CHECK(replay("codec", gymfarm::fuzz::codec) >= 3); }
 TEST_CASE("fuzz corpus: Gymie JSON") { CHECK(replay("gymie_json", gymfarm::fuzz::gymie_json) >= 3); }
 TEST_CASE("fuzz corpus: gateway access") { CHECK(replay("access", gymfarm::fuzz::access) >= 2); }
+TEST_CASE("fuzz corpus: REST router and bodies") { CHECK(replay("rest", gymfarm::fuzz::rest) >= 5); }
