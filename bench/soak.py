@@ -111,7 +111,7 @@ def plot(samples, lat, path: Path, title: str) -> None:
     ax[2].plot(ts, [s["broker_fds"] for s in samples])
     ax[2].set_ylabel("broker open files")
     ax[3].plot(ts, [s["restarts"] for s in samples])
-    ax[3].set_ylabel("worker restarts\n(current processes)")
+    ax[3].set_ylabel("worker restarts\n(cumulative)")
     ax[3].set_xlabel("minutes")
     fig.suptitle(title)
     fig.tight_layout()

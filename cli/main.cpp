@@ -264,7 +264,9 @@ int cmd_start(Options o) {
   o.broker.python = resolve_python(o.broker.python);
   o.broker.runtime_dir = o.runtime_dir;
   o.broker.frontend = native_endpoint(o, o.port);
-  o.broker.worker_exe = exe_dir() + "/gymfarm-worker";
+  // GYMFARM_WORKER_EXE: workers from another build (the TSan run pairs a TSan farm with plain workers)
+  const char* worker_exe = std::getenv("GYMFARM_WORKER_EXE");
+  o.broker.worker_exe = worker_exe && *worker_exe ? worker_exe : exe_dir() + "/gymfarm-worker";
   if (access(o.broker.worker_exe.c_str(), X_OK) != 0) die("cannot find " + o.broker.worker_exe);
 
   int ready_pipe[2] = {-1, -1};
