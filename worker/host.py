@@ -1,5 +1,6 @@
 # The env host that runs inside every gymfarm-worker (embedded at build time).
-# It holds exactly one Gymnasium env and turns protocol requests into env calls. Results are
+# It holds the worker's Gymnasium envs by instance id (one, or up to K with --envs-per-worker K)
+# and turns protocol requests into env calls. Results are
 # plain Python objects plus numpy arrays; the C++ side packs them straight from their buffers.
 import importlib
 import inspect
@@ -37,8 +38,15 @@ ALIASES = {
 _hooks = {}
 
 
-_env = None
-_needs_reset = False  # the last step ended an episode (for autoreset "next_step")
+class _Hosted:
+    __slots__ = ("env", "needs_reset")
+
+    def __init__(self, env):
+        self.env = env
+        self.needs_reset = False  # the last step ended an episode (for autoreset "next_step")
+
+
+_envs = {}  # instance id -> _Hosted
 
 
 def import_modules(names):
@@ -120,10 +128,15 @@ def _metadata(md):
     return out
 
 
-def _need_env():
-    if _env is None:
-        raise BadRequest("this worker holds no env")
-    return _env
+def _hosted(inst):
+    h = _envs.get(inst)
+    if h is None:
+        raise BadRequest(f"this worker holds no env {inst!r}")
+    return h
+
+
+def _need_env(inst):
+    return _hosted(inst).env
 
 
 def _construct(env_id, kwargs, strict):
@@ -169,8 +182,7 @@ def _check_kwargs(kwargs):
         walk(v, k)
 
 
-def make(env_id, kwargs, strict=False):
-    global _env
+def make(inst, env_id, kwargs, strict=False):
     if not isinstance(env_id, str) or ":" in env_id:
         raise BadRequest(f"bad env id {env_id!r}: custom env packages are loaded by the operator "
                          "(gymfarm start --import MODULE), not named by clients", "malformed")
@@ -189,7 +201,7 @@ def make(env_id, kwargs, strict=False):
         if "Malformed environment ID" in str(e):
             raise BadRequest(str(e), "malformed") from None
         raise
-    _env = env
+    _envs[inst] = _Hosted(env)
     spec = env.spec
     return {
         "env_id": env_id,
@@ -205,27 +217,26 @@ def make(env_id, kwargs, strict=False):
     }
 
 
-def reset(seed=None, options=None):
-    global _needs_reset
-    env = _need_env()
+def reset(inst, seed=None, options=None):
+    h = _hosted(inst)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise BadRequest("seed must be an integer or nil")
-    obs, info = env.reset(seed=seed, options=options)
-    _needs_reset = False
+    obs, info = h.env.reset(seed=seed, options=options)
+    h.needs_reset = False
     return {"obs": obs, "info": info}
 
 
-def step(action, autoreset=None, processed=False):
+def step(inst, action, autoreset=None, processed=False):
     """One step. ``autoreset`` follows Gymnasium's vector autoreset modes:
     "next_step": a step after an episode ended resets instead (action ignored, reward 0);
     "same_step": an episode that ends is reset at once, its last obs/info in final_obs/final_info."""
-    global _needs_reset
-    env = _need_env()
+    h = _hosted(inst)
+    env = h.env
     if autoreset not in (None, "next_step", "same_step"):
         raise BadRequest("autoreset must be 'next_step', 'same_step' or nil")
-    if autoreset == "next_step" and _needs_reset:
+    if autoreset == "next_step" and h.needs_reset:
         obs, info = env.reset()
-        _needs_reset = False
+        h.needs_reset = False
         return {"obs": obs, "reward": 0.0, "terminated": False, "truncated": False, "info": info}
     a = coerce(env.action_space, action)
     if not env.action_space.contains(a):
@@ -233,13 +244,13 @@ def step(action, autoreset=None, processed=False):
     obs, reward, terminated, truncated, info = env.step(a)
     out = {"obs": obs, "reward": reward, "terminated": bool(terminated),
            "truncated": bool(truncated), "info": info}
-    _needs_reset = bool(terminated or truncated)
+    h.needs_reset = bool(terminated or truncated)
     if processed and "process_step" in _hooks:  # the Gymie reply shaped by the operator's hook
-        out["processed"] = _hooks["process_step"]((obs, reward, _needs_reset, info))
-    if autoreset == "same_step" and _needs_reset:
+        out["processed"] = _hooks["process_step"]((obs, reward, h.needs_reset, info))
+    if autoreset == "same_step" and h.needs_reset:
         out["final_obs"], out["final_info"] = obs, info
         out["obs"], out["info"] = env.reset()
-        _needs_reset = False
+        h.needs_reset = False
     return out
 
 
@@ -249,45 +260,48 @@ def _attr_name(name):
     return name
 
 
-def call(name, args=None, kwargs=None):
+def call(inst, name, args=None, kwargs=None):
     """Calls env method ``name`` (through wrappers), or reads it if it is not callable."""
-    env = _need_env()
-    attr = env.get_wrapper_attr(_attr_name(name))
+    attr = _need_env(inst).get_wrapper_attr(_attr_name(name))
     if callable(attr):
         return {"value": attr(*(args or []), **(kwargs or {}))}
     return {"value": attr}
 
 
-def get_attr(name):
-    return {"value": _need_env().get_wrapper_attr(_attr_name(name))}
+def get_attr(inst, name):
+    return {"value": _need_env(inst).get_wrapper_attr(_attr_name(name))}
 
 
-def set_attr(name, value):
-    _need_env().set_wrapper_attr(_attr_name(name), value)
+def set_attr(inst, name, value):
+    _need_env(inst).set_wrapper_attr(_attr_name(name), value)
     return {}
 
 
-def spaces_of():
-    env = _need_env()
+def spaces_of(inst):
+    env = _need_env(inst)
     return {"observation_space": describe_space(env.observation_space),
             "action_space": describe_space(env.action_space)}
 
 
-def sample(which="action"):
-    env = _need_env()
+def sample(inst, which="action"):
+    env = _need_env(inst)
     if which not in ("action", "observation"):
         raise BadRequest("space must be 'action' or 'observation'")
     space = env.action_space if which == "action" else env.observation_space
     return {"value": space.sample()}
 
 
-def render():
-    return {"frame": _need_env().render()}
+def render(inst):
+    return {"frame": _need_env(inst).render()}
 
 
-def close():
-    global _env
-    env, _env = _env, None
-    if env is not None:
-        env.close()
+def close(inst):
+    h = _envs.pop(inst, None)
+    if h is not None:
+        h.env.close()
     return {"closed": True}
+
+
+def close_all():
+    for inst in list(_envs):
+        close(inst)

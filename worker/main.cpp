@@ -121,30 +121,31 @@ class Host {
       py::object req = gymfarm::worker::unpack(body);
       if (!py::isinstance<py::dict>(req)) return {gymfarm::protocol::kStatusErr, error_body("bad_request", "the body must be a map")};
       py::dict d = req;
+      const py::str inst(instance.data(), instance.size());
       auto get = [&](const char* key) -> py::object { return d.contains(key) ? py::object(d[key]) : py::none(); };
       py::object result;
       if (v == verb::kStep) {
-        result = module_.attr("step")(get("action"), get("autoreset"), get("processed"));
+        result = module_.attr("step")(inst, get("action"), get("autoreset"), get("processed"));
       } else if (v == verb::kReset) {
-        result = module_.attr("reset")(get("seed"), get("options"));
+        result = module_.attr("reset")(inst, get("seed"), get("options"));
       } else if (v == verb::kMake) {
-        result = module_.attr("make")(get("env_id"), get("kwargs"), get("strict"));
+        result = module_.attr("make")(inst, get("env_id"), get("kwargs"), get("strict"));
         result["instance_id"] = py::str(std::string(instance));
       } else if (v == verb::kClose) {
-        result = module_.attr("close")();
+        result = module_.attr("close")(inst);
       } else if (v == verb::kSpaces) {
-        result = module_.attr("spaces_of")();
+        result = module_.attr("spaces_of")(inst);
       } else if (v == verb::kSample) {
         py::object which = get("space");
-        result = which.is_none() ? module_.attr("sample")() : module_.attr("sample")(which);
+        result = which.is_none() ? module_.attr("sample")(inst) : module_.attr("sample")(inst, which);
       } else if (v == verb::kRender) {
-        result = module_.attr("render")();
+        result = module_.attr("render")(inst);
       } else if (v == verb::kCall) {
-        result = module_.attr("call")(get("name"), get("args"), get("kwargs"));
+        result = module_.attr("call")(inst, get("name"), get("args"), get("kwargs"));
       } else if (v == verb::kGetAttr) {
-        result = module_.attr("get_attr")(get("name"));
+        result = module_.attr("get_attr")(inst, get("name"));
       } else if (v == verb::kSetAttr) {
-        result = module_.attr("set_attr")(get("name"), get("value"));
+        result = module_.attr("set_attr")(inst, get("name"), get("value"));
       } else {
         return {gymfarm::protocol::kStatusErr, error_body("bad_request", "unknown verb '" + std::string(v) + "'")};
       }
@@ -158,7 +159,7 @@ class Host {
 
   void close_env() {
     try {
-      module_.attr("close")();
+      module_.attr("close_all")();
     } catch (py::error_already_set& e) {
       std::fprintf(stderr, "[gymfarm-worker] env.close() raised: %s\n", e.what());
     }
@@ -264,6 +265,21 @@ int main(int argc, char** argv) {
       if (!got || in.empty()) continue;
       const auto v = view(in[0]);
       if (v == verb::kBye) break;
+      if (v == verb::kStepMany) {
+        // [step_many, "", rid, (instance, body)*] -> [reply, rid, ok, (status, body)*]: the steps of a
+        // step_batch for this worker's envs, in one message each way (--envs-per-worker)
+        if (in.size() < 5 || (in.size() - 3) % 2 != 0) continue;
+        std::vector<Reply> replies;
+        replies.reserve((in.size() - 3) / 2);
+        for (std::size_t i = 3; i + 1 < in.size(); i += 2) replies.push_back(host->handle(verb::kStep, view(in[i]), view(in[i + 1])));
+        std::vector<std::string_view> out{verb::kReply, view(in[2]), gymfarm::protocol::kStatusOk};
+        for (const auto& r : replies) {
+          out.push_back(r.status);
+          out.push_back(r.body);
+        }
+        gymfarm::transport::send(sock, out, true);
+        continue;
+      }
       if (in.size() != 4) continue;
       Reply r = host->handle(v, view(in[1]), view(in[3]));
       const std::string rid(view(in[2]));
