@@ -108,7 +108,7 @@ struct Broker::Impl {
 
   explicit Impl(BrokerOptions o)
       : opt(std::move(o)),
-        registry(opt.workers, clock),
+        registry(opt.workers, clock, opt.envs_per_worker),
         budget(opt.restart_budget ? opt.restart_budget : std::max<std::size_t>(32, 4 * opt.workers),
                opt.restart_window) {}
 
@@ -121,18 +121,34 @@ struct Broker::Impl {
     if (!transport::send(frontend, {client, rid, status, body}) && opt.verbose) log("dropped a reply to a gone client");
   }
 
+  // The request no longer counts towards its client's in-flight limit.
+  void settle(const Request& r) {
+    if (!r.counted) return;
+    if (auto it = inflight.find(r.client); it != inflight.end()) {
+      it->second -= std::min(it->second, r.counted);
+      if (it->second == 0) inflight.erase(it);
+    }
+  }
+
   void respond(const Request& r, std::string_view status, std::string body) {
-    if (r.counted) {
-      if (auto it = inflight.find(r.client); it != inflight.end() && --it->second == 0) inflight.erase(it);
+    settle(r);
+    if (!r.parts.empty()) {  // a step_many that failed as a whole: every part gets the error
+      for (const auto& p : r.parts) batch_result(r.batch_id, p.batch_index, status, body);
+      return;
     }
     if (r.batch_id == 0) {
       send_client(r.client, r.client_rid, status, body);
       return;
     }
-    auto it = batches.find(r.batch_id);
+    batch_result(r.batch_id, r.batch_index, status, std::move(body));
+  }
+
+  // One part of a step_batch is answered; the reply goes out when the last part is.
+  void batch_result(uint64_t batch_id, std::size_t index, std::string_view status, std::string body) {
+    auto it = batches.find(batch_id);
     if (it == batches.end()) return;
     Batch& b = it->second;
-    b.results[r.batch_index] = {std::string(status), std::move(body)};
+    b.results[index] = {std::string(status), std::move(body)};
     if (--b.remaining > 0) return;
     std::vector<std::string_view> frames{b.client, b.client_rid, protocol::kStatusOk};
     for (const auto& [s, body2] : b.results) {
@@ -193,7 +209,17 @@ struct Broker::Impl {
     const uint64_t rid = next_rid++;
     const std::string rid_bytes = protocol::encode_rid(rid);
     const Duration timeout = timeout_for(r.verb);
-    const bool sent = transport::send(backend, {s.identity, r.verb, r.instance, rid_bytes, r.body});
+    bool sent = false;
+    if (r.parts.empty()) {
+      sent = transport::send(backend, {s.identity, r.verb, r.instance, rid_bytes, r.body});
+    } else {
+      std::vector<std::string_view> frames{s.identity, verb::kStepMany, "", rid_bytes};
+      for (const auto& p : r.parts) {
+        frames.push_back(p.instance);
+        frames.push_back(p.body);
+      }
+      sent = transport::send(backend, frames);
+    }
     if (!sent) {
       fail(r, make_error(ErrorCode::WorkerCrashed, "the worker holding this instance is unreachable"));
       return;
@@ -244,9 +270,9 @@ struct Broker::Impl {
       }
       if (s.in_flight) fail(s.in_flight->request, err);
       for (const auto& q : s.queue) fail(q, err);
-      if (!s.instance.empty()) {
-        routes.bury(s.instance, err);
-        forget_instance(s.instance);
+      for (const auto& h : s.hosted) {
+        routes.bury(h.instance, err);
+        forget_instance(h.instance);
       }
       if (s.state == WorkerState::Starting) {
         s.consecutive_failures++;
@@ -333,7 +359,7 @@ struct Broker::Impl {
         return false;
       }
       ++n;
-      r.counted = true;
+      r.counted = 1;
     }
     return true;
   }
@@ -353,13 +379,17 @@ struct Broker::Impl {
       Value d(protocol::Map{{"instance_id", r.instance}});
       return fail(r, make_error(ErrorCode::UnknownInstance, "unknown instance_id '" + r.instance + "'", d));
     }
-    auto& s = registry.slot(*w);
-    if (s.queue.size() >= opt.max_queue_per_instance) {
+    enqueue(*w, std::move(r));
+  }
+
+  void enqueue(std::size_t w, Request r) {
+    auto& s = registry.slot(w);
+    if (s.queue.size() >= opt.max_queue_per_instance * registry.capacity()) {
       Value d(protocol::Map{{"limit", static_cast<int64_t>(opt.max_queue_per_instance)}});
       return fail(r, make_error(ErrorCode::Overloaded, "too many requests queued for this instance", d));
     }
     s.queue.push_back(std::move(r));
-    pump(*w);
+    pump(w);
   }
 
   void on_batch(Request& head, Frames& f) {
@@ -374,6 +404,9 @@ struct Broker::Impl {
     b.client_rid = head.client_rid;
     b.results.resize(n);
     b.remaining = n;
+    // Parts for a worker that hosts several of the batch's instances travel as one step_many.
+    std::unordered_map<std::size_t, Request> grouped;
+    std::vector<std::size_t> order;
     for (std::size_t i = 0; i < n; ++i) {
       Request part;
       part.client = head.client;
@@ -383,7 +416,34 @@ struct Broker::Impl {
       part.body = transport::str(f[5 + 2 * i]);
       part.batch_id = id;
       part.batch_index = i;
-      route(std::move(part));
+      auto w = registry.capacity() > 1 ? routes.find(part.instance) : std::nullopt;
+      if (!w) {
+        route(std::move(part));  // one env per worker, or unknown: answered on its own
+        continue;
+      }
+      if (!admit(part)) continue;
+      auto [it, fresh] = grouped.try_emplace(*w);
+      Request& g = it->second;
+      if (fresh) {
+        order.push_back(*w);
+        g.client = head.client;
+        g.client_rid = head.client_rid;
+        g.verb = std::string(verb::kStepMany);
+        g.batch_id = id;
+      }
+      g.counted += part.counted;
+      g.parts.push_back({std::move(part.instance), std::move(part.body), i});
+    }
+    for (std::size_t w : order) {
+      Request g = std::move(grouped[w]);
+      if (g.parts.size() == 1) {  // a lone part goes as a plain step
+        g.verb = std::string(verb::kStep);
+        g.instance = std::move(g.parts[0].instance);
+        g.body = std::move(g.parts[0].body);
+        g.batch_index = g.parts[0].batch_index;
+        g.parts.clear();
+      }
+      enqueue(w, std::move(g));
     }
   }
 
@@ -403,7 +463,7 @@ struct Broker::Impl {
                                 d));
     }
     if (!admit(r)) return;
-    if (auto w = registry.idle_worker()) return start_make(*w, std::move(r), env_id->as_string());
+    if (auto w = registry.worker_with_room()) return start_make(*w, std::move(r), env_id->as_string());
     const bool coming = std::any_of(registry.slots().begin(), registry.slots().end(), [](const WorkerSlot& s) {
       return s.state == WorkerState::Starting || s.state == WorkerState::Dead;
     });
@@ -411,9 +471,13 @@ struct Broker::Impl {
       pending_makes.push_back({std::move(r), env_id->as_string(), clock.now() + opt.make_timeout});
       return;
     }
-    Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.size())}});
+    Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.size())},
+                          {"envs_per_worker", static_cast<int64_t>(registry.capacity())}});
     fail(r, make_error(ErrorCode::CapacityExhausted,
-                       "all " + std::to_string(registry.size()) + " workers hold an instance; close one or start the farm with more --workers",
+                       registry.capacity() == 1
+                           ? "all " + std::to_string(registry.size()) + " workers hold an instance; close one or start the farm with more --workers"
+                           : "all " + std::to_string(registry.size()) + " workers hold " + std::to_string(registry.capacity()) +
+                                 " instances each; close one or start the farm with more --workers",
                        d));
   }
 
@@ -424,12 +488,13 @@ struct Broker::Impl {
     owners[instance] = r.client;
     ++held[r.client];
     r.instance = instance;
-    dispatch(w, std::move(r));
+    registry.slot(w).queue.push_back(std::move(r));  // behind the requests of the worker's other envs
+    pump(w);
   }
 
   void serve_pending_makes() {
     while (!pending_makes.empty()) {
-      auto w = registry.idle_worker();
+      auto w = registry.worker_with_room();
       if (!w) return;
       PendingMake p = std::move(pending_makes.front());
       pending_makes.pop_front();
@@ -444,8 +509,11 @@ struct Broker::Impl {
       w.set("worker", static_cast<int64_t>(s.index));
       w.set("pid", s.pid);
       w.set("state", to_string(s.state));
-      w.set("instance", s.instance);
-      w.set("env_id", s.env_id);
+      w.set("instance", s.hosted.empty() ? std::string() : s.hosted.front().instance);
+      w.set("env_id", s.hosted.empty() ? std::string() : s.hosted.front().env_id);
+      protocol::Array hosted;
+      for (const auto& h : s.hosted) hosted.push_back(Value(h.instance));
+      w.set("instances", std::move(hosted));
       w.set("steps", static_cast<uint64_t>(s.steps));
       w.set("rss_bytes", static_cast<int64_t>(rss_bytes(s.pid)));
       w.set("restarts", static_cast<uint64_t>(s.restarts));
@@ -510,7 +578,7 @@ struct Broker::Impl {
       }
       return;
     }
-    if (v != verb::kReply || f.size() != 5) return;
+    if (v != verb::kReply || f.size() < 5) return;
     auto rid = protocol::decode_rid(view(f[2]));
     if (!rid) return;
     auto done = registry.finish(*w, *rid);
@@ -518,18 +586,39 @@ struct Broker::Impl {
     registry.heartbeat(*w);
     const bool ok = view(f[3]) == protocol::kStatusOk;
     const Request& r = done->request;
+    if (!r.parts.empty()) {  // step_many: [identity, rep, rid, ok, (status, body)*]
+      if (ok && f.size() == 4 + 2 * r.parts.size()) {
+        settle(r);
+        for (std::size_t i = 0; i < r.parts.size(); ++i) {
+          const bool part_ok = view(f[4 + 2 * i]) == protocol::kStatusOk;
+          if (part_ok) s.steps++;
+          batch_result(r.batch_id, r.parts[i].batch_index, view(f[4 + 2 * i]), transport::str(f[5 + 2 * i]));
+        }
+      } else {
+        fail(r, make_error(ErrorCode::Internal, "the worker answered step_many with a malformed reply"));
+      }
+      pump(*w);
+      return;
+    }
+    if (f.size() != 5) return;
     if (r.verb == verb::kStep && ok) s.steps++;
     respond(r, view(f[3]), transport::str(f[4]));
     if ((r.verb == verb::kMake && !ok) || r.verb == verb::kClose) {
       routes.remove(r.instance);
       forget_instance(r.instance);
-      for (const auto& q : s.queue) {
+      std::deque<Request> keep;
+      for (auto& q : s.queue) {
+        if (q.instance != r.instance) {
+          keep.push_back(std::move(q));
+          continue;
+        }
         Value d(protocol::Map{{"instance_id", r.instance}});
         fail(q, make_error(ErrorCode::UnknownInstance, "instance '" + r.instance + "' was closed", d));
       }
-      s.queue.clear();
-      registry.release(*w);
+      s.queue = std::move(keep);
+      registry.release(*w, r.instance);
       serve_pending_makes();
+      pump(*w);
       return;
     }
     pump(*w);
@@ -563,7 +652,7 @@ struct Broker::Impl {
       }
     }
     if (opt.idle_ttl.count() > 0) {
-      for (auto w : registry.idle_instances(now, opt.idle_ttl)) close_idle(w);
+      for (const auto& [w, instance] : registry.idle_instances(now, opt.idle_ttl)) close_idle(w, instance);
     }
     while (!pending_makes.empty() && pending_makes.front().deadline <= now) {
       Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.size())}});
@@ -595,9 +684,7 @@ struct Broker::Impl {
   }
 
   // Closes an instance nobody used for --idle-ttl; later requests for it get unknown_instance.
-  void close_idle(std::size_t w) {
-    auto& s = registry.slot(w);
-    const std::string instance = s.instance;
+  void close_idle(std::size_t w, const std::string& instance) {
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(opt.idle_ttl).count();
     Value d(protocol::Map{{"instance_id", instance}});
     routes.bury(instance, make_error(ErrorCode::UnknownInstance,
@@ -609,7 +696,8 @@ struct Broker::Impl {
     Request r;  // no client: the reply is dropped
     r.verb = std::string(verb::kClose);
     r.instance = instance;
-    dispatch(w, std::move(r));
+    registry.slot(w).queue.push_back(std::move(r));
+    pump(w);
   }
 
   void reap() {

@@ -11,6 +11,7 @@ namespace gymfarm::broker {
 
 struct BrokerOptions {
   std::size_t workers = 4;
+  std::size_t envs_per_worker = 1;   // instances one worker process hosts (throughput mode when > 1)
   std::string frontend = "tcp://127.0.0.1:5555";
   std::string runtime_dir = "/tmp";  // holds the backend ipc socket
   std::string worker_exe = "gymfarm-worker";

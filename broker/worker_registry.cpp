@@ -1,5 +1,7 @@
 #include "broker/worker_registry.hpp"
 
+#include <algorithm>
+
 namespace gymfarm::broker {
 
 const char* to_string(WorkerState s) {
@@ -13,7 +15,8 @@ const char* to_string(WorkerState s) {
   return "?";
 }
 
-WorkerRegistry::WorkerRegistry(std::size_t workers, const Clock& clock) : clock_(clock), slots_(workers) {
+WorkerRegistry::WorkerRegistry(std::size_t workers, const Clock& clock, std::size_t capacity)
+    : clock_(clock), capacity_(capacity ? capacity : 1), slots_(workers) {
   for (std::size_t i = 0; i < workers; ++i) slots_[i].index = i;
 }
 
@@ -52,22 +55,27 @@ bool WorkerRegistry::ready(std::size_t i) {
 
 bool WorkerRegistry::assign(std::size_t i, std::string instance, std::string env_id) {
   auto& s = slots_.at(i);
-  if (s.state != WorkerState::Idle) return false;
+  const bool room = s.state == WorkerState::Idle || (s.state == WorkerState::Assigned && s.hosted.size() < capacity_);
+  if (!room) return false;
+  if (s.state == WorkerState::Idle) {
+    s.steps = 0;
+    s.since = clock_.now();
+  }
   s.state = WorkerState::Assigned;
-  s.instance = std::move(instance);
-  s.env_id = std::move(env_id);
-  s.steps = 0;
-  s.since = s.last_request = clock_.now();
+  s.hosted.push_back({std::move(instance), std::move(env_id), clock_.now()});
   return true;
 }
 
-bool WorkerRegistry::release(std::size_t i) {
+bool WorkerRegistry::release(std::size_t i, const std::string& instance) {
   auto& s = slots_.at(i);
-  if (s.state != WorkerState::Assigned || s.in_flight) return false;
-  s.state = WorkerState::Idle;
-  s.instance.clear();
-  s.env_id.clear();
-  s.since = clock_.now();
+  if (s.state != WorkerState::Assigned) return false;
+  auto it = std::find_if(s.hosted.begin(), s.hosted.end(), [&](const auto& h) { return h.instance == instance; });
+  if (it == s.hosted.end()) return false;
+  s.hosted.erase(it);
+  if (s.hosted.empty()) {
+    s.state = WorkerState::Idle;
+    s.since = clock_.now();
+  }
   s.consecutive_failures = 0;
   return true;
 }
@@ -87,19 +95,20 @@ bool WorkerRegistry::died(std::size_t i, std::string reason) {
   s.state = WorkerState::Dead;
   s.last_exit = std::move(reason);
   s.pid = 0;
-  s.instance.clear();
-  s.env_id.clear();
+  s.hosted.clear();
   s.in_flight.reset();
   s.queue.clear();
   s.since = clock_.now();
   return true;
 }
 
-std::optional<std::size_t> WorkerRegistry::idle_worker() const {
+std::optional<std::size_t> WorkerRegistry::worker_with_room() const {
+  std::optional<std::size_t> best;
   for (const auto& s : slots_) {
-    if (s.state == WorkerState::Idle) return s.index;
+    const bool room = s.state == WorkerState::Idle || (s.state == WorkerState::Assigned && s.hosted.size() < capacity_);
+    if (room && (!best || s.hosted.size() < slots_[*best].hosted.size())) best = s.index;
   }
-  return std::nullopt;
+  return best;
 }
 
 std::size_t WorkerRegistry::count(WorkerState st) const {
@@ -117,8 +126,8 @@ void WorkerRegistry::heartbeat(std::size_t i) {
 bool WorkerRegistry::begin(std::size_t i, Request r, uint64_t rid, Duration timeout) {
   auto& s = slots_.at(i);
   if (s.in_flight || s.state == WorkerState::Dead || s.state == WorkerState::Starting) return false;
-  s.last_request = clock_.now();
-  s.in_flight = InFlight{std::move(r), rid, s.last_request + timeout};
+  touch(s, r);
+  s.in_flight = InFlight{std::move(r), rid, clock_.now() + timeout};
   return true;
 }
 
@@ -127,7 +136,7 @@ std::optional<InFlight> WorkerRegistry::finish(std::size_t i, uint64_t rid) {
   if (!s.in_flight || s.in_flight->rid != rid) return std::nullopt;
   std::optional<InFlight> out = std::move(s.in_flight);
   s.in_flight.reset();
-  s.last_request = clock_.now();
+  touch(s, out->request);
   return out;
 }
 
@@ -150,11 +159,28 @@ std::vector<std::size_t> WorkerRegistry::silent(TimePoint now, Duration timeout,
   return out;
 }
 
-std::vector<std::size_t> WorkerRegistry::idle_instances(TimePoint now, Duration ttl) const {
-  std::vector<std::size_t> out;
+void WorkerRegistry::touch(WorkerSlot& s, const Request& r) {
+  const auto now = clock_.now();
+  for (auto& h : s.hosted) {
+    if (h.instance == r.instance) h.last_request = now;
+    for (const auto& p : r.parts) {
+      if (h.instance == p.instance) h.last_request = now;
+    }
+  }
+}
+
+std::vector<std::pair<std::size_t, std::string>> WorkerRegistry::idle_instances(TimePoint now, Duration ttl) const {
+  std::vector<std::pair<std::size_t, std::string>> out;
   for (const auto& s : slots_) {
-    if (s.state == WorkerState::Assigned && !s.in_flight && s.queue.empty() && now - s.last_request > ttl) {
-      out.push_back(s.index);
+    if (s.state != WorkerState::Assigned) continue;
+    for (const auto& h : s.hosted) {
+      if (now - h.last_request <= ttl) continue;
+      auto busy = [&](const Request& r) {
+        if (r.instance == h.instance) return true;
+        return std::any_of(r.parts.begin(), r.parts.end(), [&](const auto& p) { return p.instance == h.instance; });
+      };
+      if ((s.in_flight && busy(s.in_flight->request)) || std::any_of(s.queue.begin(), s.queue.end(), busy)) continue;
+      out.emplace_back(s.index, h.instance);
     }
   }
   return out;

@@ -4,6 +4,9 @@
 //   Dead --spawned--> Starting --ready--> Idle --assign--> Assigned --release--> Idle
 //     ^                  |                  |                 |
 //     +-------died-------+------died--------+------died-------+      (Stopping: graceful exit)
+//
+// A worker hosts up to `capacity` instances (--envs-per-worker; 1 by default): Assigned while it
+// holds at least one. Requests to a worker run one at a time, in order.
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -27,8 +30,15 @@ struct Request {
   std::string instance;
   std::string body;
   uint64_t batch_id = 0;   // nonzero for a part of a step_batch
-  bool counted = false;    // counts towards the client's in-flight limit until answered
+  std::size_t counted = 0; // requests it counts for towards the client's in-flight limit until answered
   std::size_t batch_index = 0;
+  // step_many: the steps of one step_batch for this worker's instances, answered part by part
+  struct Part {
+    std::string instance;
+    std::string body;
+    std::size_t batch_index = 0;
+  };
+  std::vector<Part> parts;
 };
 
 struct InFlight {
@@ -45,13 +55,16 @@ struct WorkerSlot {
   uint64_t spawns = 0;
   uint64_t restarts = 0;
   std::string last_exit;  // why the previous process of this slot ended
-  std::string instance;
-  std::string env_id;
+  struct Hosted {
+    std::string instance;
+    std::string env_id;
+    TimePoint last_request{};  // when the instance last began or finished a request
+  };
+  std::vector<Hosted> hosted;  // the instances this worker holds
   uint64_t steps = 0;
   TimePoint since{};           // when the current state began
   TimePoint last_heartbeat{};
   bool heard = false;          // a heartbeat came from the current process
-  TimePoint last_request{};    // when the instance last began or finished a request
   TimePoint respawn_at{};      // back-off after crashes
   int consecutive_failures = 0;  // deaths before reaching Idle or shortly after
   bool was_ready = false;        // some process of this slot reached Idle
@@ -61,7 +74,8 @@ struct WorkerSlot {
 
 class WorkerRegistry {
  public:
-  WorkerRegistry(std::size_t workers, const Clock& clock);
+  WorkerRegistry(std::size_t workers, const Clock& clock, std::size_t capacity = 1);
+  std::size_t capacity() const { return capacity_; }
 
   std::size_t size() const { return slots_.size(); }
   WorkerSlot& slot(std::size_t i) { return slots_.at(i); }
@@ -74,12 +88,13 @@ class WorkerRegistry {
   // State transitions; each returns false (and changes nothing) when not allowed from the current state.
   bool spawned(std::size_t i, std::string identity, int pid);  // Dead -> Starting
   bool ready(std::size_t i);                                    // Starting -> Idle
-  bool assign(std::size_t i, std::string instance, std::string env_id);  // Idle -> Assigned
-  bool release(std::size_t i);                                  // Assigned -> Idle
+  bool assign(std::size_t i, std::string instance, std::string env_id);  // Idle/Assigned with room -> Assigned
+  bool release(std::size_t i, const std::string& instance);     // -> Idle when it was the last one
   bool stopping(std::size_t i);                                 // any live -> Stopping
   bool died(std::size_t i, std::string reason);                 // any but Dead -> Dead
 
-  std::optional<std::size_t> idle_worker() const;
+  // A ready worker with room for one more instance, the least loaded first (spreads over cores).
+  std::optional<std::size_t> worker_with_room() const;
   std::size_t count(WorkerState s) const;
 
   void heartbeat(std::size_t i);
@@ -93,11 +108,14 @@ class WorkerRegistry {
   // Live slots with no heartbeat for `timeout` once one was heard, and Starting slots not ready
   // within `startup_timeout` of `since`.
   std::vector<std::size_t> silent(TimePoint now, Duration timeout, Duration startup_timeout) const;
-  // Assigned slots with nothing in flight or queued and no request for longer than `ttl`.
-  std::vector<std::size_t> idle_instances(TimePoint now, Duration ttl) const;
+  // (worker, instance) pairs with nothing in flight or queued for the instance and no request for
+  // longer than `ttl`.
+  std::vector<std::pair<std::size_t, std::string>> idle_instances(TimePoint now, Duration ttl) const;
 
  private:
+  void touch(WorkerSlot& s, const Request& r);
   const Clock& clock_;
+  std::size_t capacity_;
   std::vector<WorkerSlot> slots_;
   std::unordered_map<std::string, std::size_t> identities_;
 };

@@ -36,7 +36,11 @@ usage:
   gymfarm --help             this text
 
 options for start:
-  --workers N            pool size = the most env instances alive at once (default 4)
+  --workers N            worker processes; with one env each, the most instances alive at once
+                         (default 4)
+  --envs-per-worker K    throughput mode: each worker hosts up to K envs and steps a batch's envs
+                         in one message; a crash or timeout takes all K envs of that worker with
+                         it (default 1: one env per process, full isolation)
   --host ADDR            address to listen on (default 127.0.0.1)
   --native-port PORT     native protocol port, ZeroMQ + MessagePack (default 5555; 0 picks a free one)
   --port PORT            HTTP/WebSocket gateway port: Gymie WebSocket at /gym (default 5000; 0 picks
@@ -160,6 +164,7 @@ Options parse(int argc, char** argv) {
       std::fputs(kHelp, stdout);
       std::exit(0);
     } else if (k == "--workers") o.broker.workers = static_cast<std::size_t>(int_arg(k, value(), 1, 4096));
+    else if (k == "--envs-per-worker") o.broker.envs_per_worker = static_cast<std::size_t>(int_arg(k, value(), 1, 1024));
     else if (k == "--host") o.host = value();
     else if (k == "--native-port") o.port = static_cast<int>(int_arg(k, value(), 0, 65535));
     else if (k == "--python") o.broker.python = value();

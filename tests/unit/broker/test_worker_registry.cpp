@@ -16,14 +16,17 @@ TEST_CASE("the life of a worker slot") {
   CHECK(r.slot(0).state == WorkerState::Starting);
   CHECK_FALSE(r.spawned(0, "w0.1", 101));  // already alive
   CHECK_FALSE(r.assign(0, "i", "E"));      // not ready yet
-  CHECK_FALSE(r.idle_worker());
+  CHECK_FALSE(r.worker_with_room());
   REQUIRE(r.ready(0));
-  CHECK(r.idle_worker() == 0u);
+  CHECK(r.worker_with_room() == 0u);
   REQUIRE(r.assign(0, "inst", "CartPole-v1"));
-  CHECK(r.slot(0).instance == "inst");
-  CHECK_FALSE(r.idle_worker());
-  REQUIRE(r.release(0));
-  CHECK(r.slot(0).instance.empty());
+  REQUIRE(r.slot(0).hosted.size() == 1);
+  CHECK(r.slot(0).hosted[0].instance == "inst");
+  CHECK_FALSE(r.worker_with_room());
+  CHECK_FALSE(r.assign(0, "more", "CartPole-v1"));  // one env per worker by default
+  CHECK_FALSE(r.release(0, "other"));
+  REQUIRE(r.release(0, "inst"));
+  CHECK(r.slot(0).hosted.empty());
   CHECK(r.slot(0).state == WorkerState::Idle);
   REQUIRE(r.died(0, "killed by signal 9"));
   CHECK_FALSE(r.died(0, "twice"));
@@ -78,6 +81,7 @@ TEST_CASE("idle instances: assigned, nothing in flight, no request for longer th
   clock.advance(5s);
   CHECK(r.idle_instances(clock.now(), 10s).empty());
   Request req;
+  req.instance = "a";
   r.begin(0, req, 1, 100s);
   clock.advance(20s);
   CHECK(r.idle_instances(clock.now(), 10s).empty());  // busy, not idle
@@ -85,7 +89,8 @@ TEST_CASE("idle instances: assigned, nothing in flight, no request for longer th
   clock.advance(9s);
   CHECK(r.idle_instances(clock.now(), 10s).empty());  // the request counts as activity
   clock.advance(12s);
-  CHECK(r.idle_instances(clock.now(), 10s) == std::vector<std::size_t>{0});  // worker 1 holds nothing
+  using Idle = std::vector<std::pair<std::size_t, std::string>>;
+  CHECK(r.idle_instances(clock.now(), 10s) == Idle{{0, "a"}});  // worker 1 holds nothing
 }
 
 TEST_CASE("silence: missing heartbeats, and a start-up that takes too long") {
@@ -116,4 +121,39 @@ TEST_CASE("a starting worker whose heartbeats stop is silent before the start-up
   REQUIRE(r.spawned(0, "w0.1", 102));
   clock.advance(4s);
   CHECK(r.silent(clock.now(), 3s, 60s).empty());  // a new process is judged by its own heartbeats
+}
+
+TEST_CASE("several envs per worker: least loaded first, Idle again when the last one goes") {
+  ManualClock clock;
+  WorkerRegistry r(2, clock, 3);
+  for (std::size_t i = 0; i < 2; ++i) {
+    r.spawned(i, "w" + std::to_string(i), 10 + static_cast<int>(i));
+    r.ready(i);
+  }
+  // spread over both workers before packing
+  std::vector<std::size_t> placed;
+  for (int k = 0; k < 6; ++k) {
+    auto w = r.worker_with_room();
+    REQUIRE(w);
+    REQUIRE(r.assign(*w, "i" + std::to_string(k), "E"));
+    placed.push_back(*w);
+  }
+  CHECK(placed == std::vector<std::size_t>{0, 1, 0, 1, 0, 1});
+  CHECK_FALSE(r.worker_with_room());  // 2 workers x 3 envs
+  REQUIRE(r.release(0, "i2"));
+  CHECK(r.worker_with_room() == 0u);
+  CHECK(r.slot(0).state == WorkerState::Assigned);
+  REQUIRE(r.release(0, "i0"));
+  REQUIRE(r.release(0, "i4"));
+  CHECK(r.slot(0).state == WorkerState::Idle);
+  // idle instances are per instance: one busy env does not keep its neighbour alive
+  clock.advance(20s);
+  Request req;
+  req.parts.push_back({"i1", "", 0});
+  r.begin(1, req, 7, 100s);
+  using Idle = std::vector<std::pair<std::size_t, std::string>>;
+  CHECK(r.idle_instances(clock.now(), 10s) == Idle{{1, "i3"}, {1, "i5"}});
+  // a death takes every env of the worker
+  REQUIRE(r.died(1, "killed"));
+  CHECK(r.slot(1).hosted.empty());
 }
