@@ -16,16 +16,39 @@ NDARRAY_EXT = 1
 _KINDS = {"b", "i", "u", "f"}
 
 
+_HEADS: dict = {}  # (dtype.str, shape) -> the packed [dtype, shape, ...] prefix of an ndarray payload
+
+
+def _ndarray_ext(a: Any) -> msgpack.ExtType:
+    """The extension for a contiguous little-endian array or NumPy scalar, assembled from a cached
+    prefix: ``[dtype.str, shape, raw]`` as msgpack, the same bytes msgpack.packb would write."""
+    key = (a.dtype.str, a.shape)
+    head = _HEADS.get(key)
+    if head is None:
+        if len(_HEADS) > 4096:
+            _HEADS.clear()
+        head = _HEADS[key] = b"\x93" + msgpack.packb(a.dtype.str) + msgpack.packb(list(a.shape))
+    raw = a.tobytes()
+    n = len(raw)
+    if n < 0x100:
+        size = b"\xc4" + n.to_bytes(1, "big")
+    elif n < 0x10000:
+        size = b"\xc5" + n.to_bytes(2, "big")
+    else:
+        size = b"\xc6" + n.to_bytes(4, "big")
+    return msgpack.ExtType(NDARRAY_EXT, head + size + raw)
+
+
 def _default(obj: Any) -> Any:
+    if isinstance(obj, np.generic) and obj.dtype.kind in _KINDS and obj.dtype.byteorder != ">":
+        return _ndarray_ext(obj)  # the common case (an action from a vector env): no copies, no nesting
     if isinstance(obj, (np.ndarray, np.generic)):
         a = np.asarray(obj)
         if a.dtype.kind not in _KINDS:
             raise TypeError(f"cannot send a numpy array of dtype {a.dtype}")
         if a.dtype.byteorder == ">":
             a = a.astype(a.dtype.newbyteorder("<"))
-        a = np.ascontiguousarray(a) if a.ndim else a
-        payload = msgpack.packb([a.dtype.str, list(a.shape), a.tobytes()], use_bin_type=True)
-        return msgpack.ExtType(NDARRAY_EXT, payload)
+        return _ndarray_ext(np.ascontiguousarray(a) if a.ndim else a)
     if isinstance(obj, (set, frozenset)):
         return list(obj)
     raise TypeError(f"cannot send an object of type {type(obj).__name__}")
