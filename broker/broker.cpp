@@ -1,6 +1,7 @@
 #include "broker/broker.hpp"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include "broker/launcher.hpp"
 #include "broker/restart_budget.hpp"
 #include "broker/routing_table.hpp"
+#include "broker/zygote.hpp"
 #include "broker/worker_registry.hpp"
 #include "protocol/codec.hpp"
 #include "protocol/error.hpp"
@@ -37,6 +39,7 @@ namespace {
 
 constexpr auto kPollInterval = std::chrono::milliseconds(50);
 constexpr std::size_t kMaxMessagesPerTurn = 256;
+constexpr auto kZygoteAnswerTimeout = std::chrono::seconds(5);
 
 Error make_error(ErrorCode code, std::string message, Value details = Value(protocol::Map{})) {
   return Error{code, std::move(message), std::move(details)};
@@ -82,6 +85,7 @@ struct Broker::Impl {
   WorkerRegistry registry;
   RoutingTable routes;
   Launcher launcher;
+  Zygote zygote;  // after the launcher: closed first, then the launcher reaps it
   zmq::context_t ctx{1};
   zmq::socket_t frontend{ctx, zmq::socket_type::router};
   zmq::socket_t backend{ctx, zmq::socket_type::router};
@@ -165,11 +169,9 @@ struct Broker::Impl {
 
   // ---- workers -------------------------------------------------------------------------------
 
-  void spawn(std::size_t i) {
-    auto& s = registry.slot(i);
-    const std::string identity = "w" + std::to_string(i) + "." + std::to_string(s.spawns);
-    std::vector<std::string> args{"--backend", backend_endpoint, "--identity", identity,
-                                  "--parent", std::to_string(::getpid())};
+  // What every worker (and the zygote) is started with.
+  std::vector<std::string> worker_args() const {
+    std::vector<std::string> args{"--backend", backend_endpoint, "--parent", std::to_string(::getpid())};
     if (!opt.python.empty()) {
       args.push_back("--python");
       args.push_back(opt.python);
@@ -182,6 +184,33 @@ struct Broker::Impl {
       args.push_back("--memory-limit");
       args.push_back(std::to_string(opt.worker_memory_limit));
     }
+    return args;
+  }
+
+  void start_zygote() {
+    if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+      log("cannot become a child subreaper; workers start fresh");
+      return;
+    }
+    auto args = worker_args();
+    if (opt.worker_cpu_limit) {  // the zygote's children set it themselves
+      args.push_back("--cpu-limit");
+      args.push_back(std::to_string(opt.worker_cpu_limit));
+    }
+    std::string err;
+    if (!zygote.start(launcher, opt.worker_exe, args, err)) log("cannot start the zygote (" + err + "); workers start fresh");
+  }
+
+  void spawn(std::size_t i) {
+    auto& s = registry.slot(i);
+    const std::string identity = "w" + std::to_string(i) + "." + std::to_string(s.spawns);
+    if (zygote.alive() && zygote.request(identity)) {
+      registry.spawned(i, identity, 0);  // the pid comes with the zygote's answer
+      return;
+    }
+    auto args = worker_args();
+    args.push_back("--identity");
+    args.push_back(identity);
     std::string err;
     const int pid = launcher.spawn(opt.worker_exe, args, err, opt.worker_memory_limit, opt.worker_cpu_limit);
     if (pid == 0) {
@@ -644,6 +673,16 @@ struct Broker::Impl {
       log("worker " + std::to_string(w) + " timed out in '" + in.request.verb + "', killing it");
       kill_worker(w, "'" + in.request.verb + "' timed out after " + std::to_string(ms) + " ms");
     }
+    if (zygote.alive() && !kill_reasons.count(zygote.pid())) {
+      for (const auto& s : registry.slots()) {  // the zygote answers a fork request in milliseconds
+        if (s.state == WorkerState::Starting && s.pid == 0 && now - s.since > kZygoteAnswerTimeout) {
+          log("the zygote did not answer a fork request within 5 s (stopped or stuck); killing it");
+          kill_reasons[zygote.pid()] = "it did not answer";
+          ::kill(zygote.pid(), SIGKILL);
+          break;
+        }
+      }
+    }
     for (auto w : registry.silent(now, opt.heartbeat_timeout, opt.startup_timeout)) {
       auto& s = registry.slot(w);
       if (s.pid > 0 && !kill_reasons.count(s.pid)) {
@@ -700,8 +739,46 @@ struct Broker::Impl {
     pump(w);
   }
 
+  // The zygote's answers: the pid of each worker it forked.
+  void on_zygote() {
+    for (const auto& [identity, pid] : zygote.read()) {
+      auto w = registry.by_identity(identity);
+      auto* s = w ? &registry.slot(*w) : nullptr;
+      if (pid > 0) launcher.adopt(pid);
+      if (!s || s->pid != 0 || (s->state != WorkerState::Starting && s->state != WorkerState::Stopping)) {
+        if (pid > 0) launcher.kill(pid, SIGKILL);  // nobody waits for it any more
+        continue;
+      }
+      if (pid == 0) {
+        s->consecutive_failures++;
+        registry.died(*w, "the zygote could not fork a worker");
+        s->respawn_at = clock.now() + backoff(s->consecutive_failures);
+        continue;
+      }
+      s->pid = pid;
+      if (s->state == WorkerState::Stopping) launcher.kill(pid, SIGKILL);
+    }
+  }
+
+  void zygote_gone(int status) {
+    kill_reasons.erase(zygote.pid());
+    log("the zygote " + describe_exit(status) + "; workers start fresh from now on");
+    zygote.gone();
+    for (std::size_t i = 0; i < registry.size(); ++i) {
+      auto& s = registry.slot(i);
+      if (s.pid == 0 && (s.state == WorkerState::Starting || s.state == WorkerState::Stopping)) {
+        registry.died(i, "the zygote exited before forking it");
+        s.respawn_at = clock.now();
+      }
+    }
+  }
+
   void reap() {
     for (const auto& e : launcher.reap()) {
+      if (zygote.alive() && e.pid == zygote.pid()) {
+        zygote_gone(e.status);
+        continue;
+      }
       for (const auto& s : registry.slots()) {
         if (s.pid == e.pid) {
           worker_gone(s.index, e.status);
@@ -759,6 +836,9 @@ struct Broker::Impl {
     if (now >= stop_deadline) {
       for (const auto& s : registry.slots()) {
         if (s.state != WorkerState::Dead) launcher.kill(s.pid, SIGKILL);
+      }
+      for (std::size_t i = 0; i < registry.size(); ++i) {  // forks the zygote never answered
+        if (registry.slot(i).state != WorkerState::Dead && registry.slot(i).pid == 0) registry.died(i, "never started");
       }
     }
     return false;
@@ -819,6 +899,7 @@ std::string Broker::bind() {
 
 int Broker::run(const std::function<void()>& on_ready) {
   auto& d = *impl_;
+  if (d.opt.zygote) d.start_zygote();
   for (std::size_t i = 0; i < d.registry.size(); ++i) d.spawn(i);
   Frames frames;
   int rc = 0;
@@ -827,8 +908,10 @@ int Broker::run(const std::function<void()>& on_ready) {
         {d.frontend.handle(), 0, ZMQ_POLLIN, 0},
         {d.backend.handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, d.signal_fd, ZMQ_POLLIN, 0},
+        {nullptr, d.zygote.reply_fd(), ZMQ_POLLIN, 0},
     };
-    zmq::poll(items, 3, kPollInterval);
+    zmq::poll(items, d.zygote.alive() ? 4 : 3, kPollInterval);
+    if (d.zygote.alive() && (items[3].revents & ZMQ_POLLIN)) d.on_zygote();
     if (items[2].revents & ZMQ_POLLIN) {
       if (d.read_signals()) d.begin_shutdown();
     }

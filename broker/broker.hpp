@@ -15,6 +15,7 @@ struct BrokerOptions {
   std::string frontend = "tcp://127.0.0.1:5555";
   std::string runtime_dir = "/tmp";  // holds the backend ipc socket
   std::string worker_exe = "gymfarm-worker";
+  bool zygote = true;                // fork workers from a pre-imported parent (false: start each fresh)
   std::string python;                // interpreter whose site-packages workers use
   std::vector<std::string> imports;  // modules every worker imports before serving
   std::chrono::milliseconds step_timeout{10000};

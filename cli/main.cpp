@@ -38,6 +38,8 @@ usage:
 options for start:
   --workers N            worker processes; with one env each, the most instances alive at once
                          (default 4)
+  --no-zygote            start every worker as a fresh process (slower: each loads Python, numpy
+                         and gymnasium itself) instead of forking it from a pre-imported zygote
   --envs-per-worker K    throughput mode: each worker hosts up to K envs and steps a batch's envs
                          in one message; a crash or timeout takes all K envs of that worker with
                          it (default 1: one env per process, full isolation)
@@ -164,6 +166,7 @@ Options parse(int argc, char** argv) {
       std::fputs(kHelp, stdout);
       std::exit(0);
     } else if (k == "--workers") o.broker.workers = static_cast<std::size_t>(int_arg(k, value(), 1, 4096));
+    else if (k == "--no-zygote") o.broker.zygote = false;
     else if (k == "--envs-per-worker") o.broker.envs_per_worker = static_cast<std::size_t>(int_arg(k, value(), 1, 1024));
     else if (k == "--host") o.host = value();
     else if (k == "--native-port") o.port = static_cast<int>(int_arg(k, value(), 0, 65535));

@@ -57,6 +57,11 @@ def import_modules(names):
                 _hooks[hook] = getattr(module, hook)
 
 
+def after_fork():
+    """In a worker forked from the zygote: its own random state (``random`` reseeds itself)."""
+    np.random.seed()
+
+
 def resolve_id(env_id):
     if env_id not in gym.registry and env_id in ALIASES:
         return ALIASES[env_id]

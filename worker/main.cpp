@@ -1,7 +1,12 @@
-// gymfarm-worker: one process, one embedded CPython, one Gymnasium env.
+// gymfarm-worker: one process, one embedded CPython, its Gymnasium envs.
 // Started by the broker; see docs/protocol.md "Broker ⇄ worker" and worker/README.md.
+// With --zygote it is the pre-imported parent the broker asks for workers: it loads Python, numpy,
+// gymnasium and the --import modules once, then forks a worker per request.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -32,13 +37,15 @@ struct Args {
   std::vector<std::string> imports;
   pid_t parent = 0;
   unsigned long long memory_limit = 0;  // bytes, for error messages (the OS enforces it)
+  unsigned long long cpu_limit = 0;     // seconds; set by the zygote's children themselves
+  bool zygote = false;
 };
 
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "gymfarm-worker: %s\n"
-               "usage: gymfarm-worker --backend ENDPOINT --identity ID [--parent PID] [--python PATH] "
-               "[--import MODULE]...\n"
+               "usage: gymfarm-worker --backend ENDPOINT (--identity ID | --zygote) [--parent PID] "
+               "[--python PATH] [--import MODULE]... [--memory-limit BYTES] [--cpu-limit SECONDS]\n"
                "Started by `gymfarm start`; not meant to be run by hand.\n",
                msg);
   std::exit(2);
@@ -58,9 +65,11 @@ Args parse(int argc, char** argv) {
     else if (k == "--import") a.imports.push_back(value());
     else if (k == "--parent") a.parent = static_cast<pid_t>(std::stol(value()));
     else if (k == "--memory-limit") a.memory_limit = std::stoull(value());
+    else if (k == "--cpu-limit") a.cpu_limit = std::stoull(value());
+    else if (k == "--zygote") a.zygote = true;
     else usage(("unknown option " + k).c_str());
   }
-  if (a.backend.empty() || a.identity.empty()) usage("--backend and --identity are required");
+  if (a.backend.empty() || (a.identity.empty() && !a.zygote)) usage("--backend and --identity are required");
   return a;
 }
 
@@ -107,6 +116,9 @@ class Host {
     memory_limit_ = args.memory_limit;
     traceback_ = py::module_::import("traceback");
   }
+
+  // In a worker forked from the zygote: fresh random state (the zygote's would be shared).
+  void after_fork() { module_.attr("after_fork")(); }
 
   std::string ready_info() {
     py::dict info;
@@ -214,12 +226,168 @@ void init_python(const Args& args) {
   py::initialize_interpreter(&config, 0, nullptr, false);
 }
 
+
+// Serves requests until the broker says bye or goes away. The heartbeat thread is already running.
+void serve(const Args& args, Host& host, zmq::context_t& ctx) {
+  const std::string info = host.ready_info();
+  zmq::socket_t sock(ctx, zmq::socket_type::dealer);
+  gymfarm::transport::configure(sock);
+  sock.set(zmq::sockopt::routing_id, args.identity);
+  sock.connect(args.backend);
+  gymfarm::transport::send(sock, std::vector<std::string_view>{verb::kReady, info}, true);
+
+  gymfarm::transport::Frames in;
+  while (true) {
+    bool got;
+    {
+      py::gil_scoped_release nogil;
+      zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(500));
+      got = gymfarm::transport::recv(sock, in);
+    }
+    if (parent_gone(args.parent)) break;
+    if (!got || in.empty()) continue;
+    const auto v = view(in[0]);
+    if (v == verb::kBye) break;
+    if (v == verb::kStepMany) {
+      // [step_many, "", rid, (instance, body)*] -> [reply, rid, ok, (status, body)*]: the steps of a
+      // step_batch for this worker's envs, in one message each way (--envs-per-worker)
+      if (in.size() < 5 || (in.size() - 3) % 2 != 0) continue;
+      std::vector<Reply> replies;
+      replies.reserve((in.size() - 3) / 2);
+      for (std::size_t i = 3; i + 1 < in.size(); i += 2) replies.push_back(host.handle(verb::kStep, view(in[i]), view(in[i + 1])));
+      std::vector<std::string_view> out{verb::kReply, view(in[2]), gymfarm::protocol::kStatusOk};
+      for (const auto& r : replies) {
+        out.push_back(r.status);
+        out.push_back(r.body);
+      }
+      gymfarm::transport::send(sock, out, true);
+      continue;
+    }
+    if (in.size() != 4) continue;
+    Reply r = host.handle(v, view(in[1]), view(in[3]));
+    const std::string rid(view(in[2]));
+    gymfarm::transport::send(sock, std::vector<std::string_view>{verb::kReply, rid, r.status, r.body}, true);
+  }
+  host.close_env();
+}
+
+// Ends the process without finalizing the interpreter: env libraries may hang in atexit handlers;
+// the OS frees the rest.
+[[noreturn]] void finish(std::atomic<bool>& stop, std::thread& hb, int rc) {
+  stop = true;
+  {
+    py::gil_scoped_release nogil;
+    hb.join();
+  }
+  std::fflush(nullptr);
+  _exit(rc);
+}
+
+// In a grandchild of the zygote: becomes a worker like a freshly started one.
+[[noreturn]] void become_worker(Args args, Host& host, const std::string& identity, pid_t intermediate, int reply_fd) {
+  // Wait until the intermediate process has exited and the broker (a child subreaper) adopted us;
+  // only then does PR_SET_PDEATHSIG refer to the broker.
+  for (int i = 0; i < 20000 && getppid() == intermediate; ++i) usleep(100);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != args.parent) _exit(0);
+  ::close(reply_fd);
+  if (int null = ::open("/dev/null", O_RDONLY); null >= 0) {
+    dup2(null, STDIN_FILENO);  // the zygote's command pipe is not ours
+    ::close(null);
+  }
+  if (args.memory_limit) {
+    rlimit r{args.memory_limit, args.memory_limit};
+    setrlimit(RLIMIT_AS, &r);
+  }
+  if (args.cpu_limit) {
+    rlimit r{args.cpu_limit, args.cpu_limit + 2};  // SIGXCPU at the soft limit, SIGKILL 2 s later
+    setrlimit(RLIMIT_CPU, &r);
+  }
+  PyOS_AfterFork_Child();
+  prctl(PR_SET_NAME, "gf-worker");  // its argv is the zygote's; ps -o comm tells them apart
+  args.identity = identity;
+  zmq::context_t ctx(1);
+  std::atomic<bool> stop{false};
+  std::thread hb;
+  {
+    py::gil_scoped_release nogil;
+    hb = std::thread(heartbeat_loop, std::ref(ctx), std::cref(args), std::ref(stop));
+  }
+  try {
+    host.after_fork();
+  } catch (py::error_already_set& e) {
+    std::fprintf(stderr, "[gymfarm-worker] after fork: %s\n", e.what());
+  }
+  serve(args, host, ctx);
+  finish(stop, hb, 0);
+}
+
+// The zygote: reads "spawn IDENTITY" lines on stdin, answers "IDENTITY PID" (PID 0: the fork
+// failed) on the reply pipe. It has no threads and no ZeroMQ context, so forking is safe. Each
+// worker is forked twice so that it is re-parented to the broker, which reaps it and sees its exit
+// status as it does for fresh workers.
+[[noreturn]] void zygote(const Args& args, Host& host) {
+  // stdout is the reply pipe; whatever envs print goes to stderr instead
+  const int reply_fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+  dup2(STDERR_FILENO, STDOUT_FILENO);
+  auto answer = [&](const std::string& line) {
+    if (::write(reply_fd, line.data(), line.size()) < 0) _exit(0);
+  };
+  answer("ready " + std::to_string(getpid()) + "\n");
+  char buf[512];
+  std::string pending;
+  while (true) {
+    const ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (n <= 0) _exit(0);  // the broker closed the pipe or is gone
+    pending.append(buf, static_cast<std::size_t>(n));
+    std::size_t eol;
+    while ((eol = pending.find('\n')) != std::string::npos) {
+      const std::string line = pending.substr(0, eol);
+      pending.erase(0, eol + 1);
+      if (line.rfind("spawn ", 0) != 0) continue;
+      const std::string identity = line.substr(6);
+      PyOS_BeforeFork();
+      const pid_t mid = fork();
+      if (mid == 0) {
+        const pid_t self = getpid();
+        const pid_t w = fork();
+        if (w == 0) become_worker(args, host, identity, self, reply_fd);
+        answer(identity + " " + std::to_string(w > 0 ? w : 0) + "\n");
+        _exit(0);
+      }
+      PyOS_AfterFork_Parent();
+      if (mid < 0) {
+        answer(identity + " 0\n");
+      } else {
+        int status = 0;
+        waitpid(mid, &status, 0);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const Args args = parse(argc, argv);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (parent_gone(args.parent)) return 0;
+
+  if (args.zygote) {
+    prctl(PR_SET_NAME, "gf-zygote");
+    // Python, numpy, gymnasium and the operator's modules, loaded once; no threads before fork.
+    setenv("OPENBLAS_NUM_THREADS", "1", 0);  // no BLAS thread pool to lose across fork
+    try {
+      init_python(args);
+      auto host = std::make_unique<Host>(args);
+      zygote(args, *host);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "[gymfarm-worker] the zygote cannot start: %s\n", e.what());
+      std::fflush(nullptr);
+      _exit(4);
+    }
+  }
 
   // Heartbeats begin before Python starts, so a worker stopped or stuck during start-up is noticed
   // after the heartbeat timeout rather than the (long) start-up timeout.
@@ -233,67 +401,14 @@ int main(int argc, char** argv) {
     std::fflush(nullptr);
     _exit(3);
   }
-  int rc = 0;
-  {
-    std::unique_ptr<Host> host;
-    std::string info;
-    try {
-      host = std::make_unique<Host>(args);
-      info = host->ready_info();
-    } catch (py::error_already_set& e) {
-      std::fprintf(stderr, "[gymfarm-worker] start-up failed: %s\n", e.what());
-      std::fflush(nullptr);
-      _exit(4);
-    }
-
-    zmq::socket_t sock(ctx, zmq::socket_type::dealer);
-    gymfarm::transport::configure(sock);
-    sock.set(zmq::sockopt::routing_id, args.identity);
-    sock.connect(args.backend);
-    gymfarm::transport::send(sock, std::vector<std::string_view>{verb::kReady, info}, true);
-
-    gymfarm::transport::Frames in;
-    while (true) {
-      bool got;
-      {
-        py::gil_scoped_release nogil;
-        zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
-        zmq::poll(&item, 1, std::chrono::milliseconds(500));
-        got = gymfarm::transport::recv(sock, in);
-      }
-      if (parent_gone(args.parent)) break;
-      if (!got || in.empty()) continue;
-      const auto v = view(in[0]);
-      if (v == verb::kBye) break;
-      if (v == verb::kStepMany) {
-        // [step_many, "", rid, (instance, body)*] -> [reply, rid, ok, (status, body)*]: the steps of a
-        // step_batch for this worker's envs, in one message each way (--envs-per-worker)
-        if (in.size() < 5 || (in.size() - 3) % 2 != 0) continue;
-        std::vector<Reply> replies;
-        replies.reserve((in.size() - 3) / 2);
-        for (std::size_t i = 3; i + 1 < in.size(); i += 2) replies.push_back(host->handle(verb::kStep, view(in[i]), view(in[i + 1])));
-        std::vector<std::string_view> out{verb::kReply, view(in[2]), gymfarm::protocol::kStatusOk};
-        for (const auto& r : replies) {
-          out.push_back(r.status);
-          out.push_back(r.body);
-        }
-        gymfarm::transport::send(sock, out, true);
-        continue;
-      }
-      if (in.size() != 4) continue;
-      Reply r = host->handle(v, view(in[1]), view(in[3]));
-      const std::string rid(view(in[2]));
-      gymfarm::transport::send(sock, std::vector<std::string_view>{verb::kReply, rid, r.status, r.body}, true);
-    }
-    host->close_env();
-    stop = true;
-    {
-      py::gil_scoped_release nogil;
-      hb.join();
-    }
-    host.reset();
+  std::unique_ptr<Host> host;
+  try {
+    host = std::make_unique<Host>(args);
+  } catch (py::error_already_set& e) {
+    std::fprintf(stderr, "[gymfarm-worker] start-up failed: %s\n", e.what());
+    std::fflush(nullptr);
+    _exit(4);
   }
-  // Skip interpreter finalization: env libraries may hang in atexit handlers; the OS frees the rest.
-  std::fflush(nullptr);
-  _exit(rc);
+  serve(args, *host, ctx);
+  finish(stop, hb, 0);
 }

@@ -436,7 +436,11 @@ class Chaos:
         """Waits until every worker is back (idle or assigned), then samples."""
         ok = wait_until(lambda: all_back(self.stats_conn, self.workers), 45, 0.2)
         if not ok:
-            self.violations.append(f"the worker count did not return to {self.workers}: {self.stats_conn.stats()}")
+            try:
+                now = self.stats_conn.stats()["workers"]
+            except gymfarm.GymfarmError as e:
+                now = f"no stats: {e}"
+            self.violations.append(f"the worker count did not return to {self.workers}: {now}")
         snap = self.sample() or {}
         if snap.get("zombies"):
             self.violations.append(f"{snap['zombies']} zombie workers after the farm settled")

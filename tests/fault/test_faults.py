@@ -196,8 +196,8 @@ def test_kill_9_of_the_broker_leaves_no_orphans(start_farm):
     farm = fp.connect(timeout=2)
     env = farm.make("CartPole-v1")
     env.reset(seed=0)
-    workers = fp.worker_pids()
-    assert len(workers) == 3 and all(pid_alive(p) for p in workers)
+    workers = fp.worker_pids()  # the 3 workers and the zygote
+    assert len(workers) == 4 and all(pid_alive(p) for p in workers)
     os.kill(fp.pid, signal.SIGKILL)
     fp.proc.wait(10)
     assert wait_until(lambda: not any(pid_alive(p) for p in workers), 5), "workers outlived the broker"
@@ -269,7 +269,7 @@ def test_startup_crash_loop_is_budgeted_backed_off_and_shown_by_status(start_far
     from farm_fixture import GYMFARM
 
     flag = tmp_path / "crash-at-start"
-    fp = start_farm(workers=2, args=["--restart-budget", "4", "--restart-window", "6"],
+    fp = start_farm(workers=2, args=["--restart-budget", "4", "--restart-window", "6", "--no-zygote"],
                     env_vars={"GYMFARM_TEST_CRASH_AT_START": str(flag)})
     farm = fp.connect()
     flag.touch()

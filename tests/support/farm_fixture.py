@@ -91,6 +91,7 @@ class FarmProcess:
         return gymfarm.connect(self.endpoint, **kw)
 
     def worker_pids(self) -> List[int]:
+        """The farm's child processes: its workers and (unless --no-zygote) the zygote."""
         return children_of(self.pid)
 
     def stop(self, timeout: float = 30.0) -> int:

@@ -36,6 +36,10 @@ class _Counting(gym.Env):
         self.t = 0
         return self._obs(), {"t": self.t}
 
+    def global_random(self):
+        """A draw from NumPy's global RNG (workers forked from one zygote must not share it)."""
+        return float(np.random.random())
+
     def step(self, action):
         self.t += 1
         return self._obs(), float(self.t), self.t >= self.length, False, {"t": self.t, "action": action}
