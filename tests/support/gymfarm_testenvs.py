@@ -142,6 +142,22 @@ class Faulty(_Counting):
         return super().step(action)
 
 
+class Heavy(gym.Wrapper):
+    """CartPole whose every step also burns about 500 µs of CPU (benchmark P6)."""
+
+    def __init__(self, work_us=500):
+        super().__init__(gym.make("CartPole-v1"))
+        self.work = work_us / 1e6
+
+    def step(self, action):
+        import time
+
+        end = time.perf_counter() + self.work
+        while time.perf_counter() < end:
+            pass
+        return self.env.step(action)
+
+
 class BrokenMake(gym.Env):
     observation_space = spaces.Discrete(2)
     action_space = spaces.Discrete(2)
@@ -153,9 +169,10 @@ class BrokenMake(gym.Env):
 _ENVS = {
     "DictObs-v0": DictObs, "TextObs-v0": TextObs, "MultiBinary-v0": MultiBinaryEnv,
     "MultiDiscrete-v0": MultiDiscreteEnv, "TupleObs-v0": TupleObs, "Faulty-v0": Faulty, "BrokenMake-v0": BrokenMake,
+    "Heavy-v0": Heavy,
 }
 
 for _name, _cls in _ENVS.items():
     _id = f"gymfarm_test/{_name}"
     if _id not in gym.registry:
-        gym.register(id=_id, entry_point=_cls, max_episode_steps=None if _cls is Faulty else 50)
+        gym.register(id=_id, entry_point=_cls, max_episode_steps=None if _cls in (Faulty, Heavy) else 50)
