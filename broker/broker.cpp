@@ -869,6 +869,8 @@ void Broker::block_signals() {
   signal(SIGPIPE, SIG_IGN);
 }
 
+zmq::context_t& Broker::context() { return impl_->ctx; }
+
 std::string Broker::bind() {
   auto& d = *impl_;
   transport::configure(d.frontend, d.opt.max_message_bytes);
@@ -881,6 +883,7 @@ std::string Broker::bind() {
     throw std::runtime_error("cannot listen on " + d.opt.frontend + ": " + e.what());
   }
   d.opt.frontend = d.frontend.get(zmq::sockopt::last_endpoint);
+  d.frontend.bind(kInprocFrontend);  // the gateway's clients: no TCP, no I/O thread
   d.backend_endpoint = "ipc://" + d.opt.runtime_dir + "/backend-" + std::to_string(::getpid()) + ".ipc";
   if (d.backend_endpoint.size() - 6 > 100) {
     throw std::runtime_error("the runtime directory path is too long for a unix socket (" + d.opt.runtime_dir +

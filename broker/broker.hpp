@@ -7,6 +7,10 @@
 #include <string>
 #include <vector>
 
+namespace zmq {
+class context_t;
+}
+
 namespace gymfarm::broker {
 
 struct BrokerOptions {
@@ -48,7 +52,10 @@ class Broker {
   static void block_signals();
 
   // Binds the sockets (throws with a clear message on failure); returns the resolved frontend endpoint.
+  // The frontend also listens on kInprocFrontend, for clients in this process on context().
   std::string bind();
+  static constexpr const char* kInprocFrontend = "inproc://gymfarm-frontend";
+  zmq::context_t& context();
   // Runs until SIGTERM/SIGINT or until the pool cannot start. `on_ready` is called once, when every
   // worker first reports ready. Returns the process exit code.
   int run(const std::function<void()>& on_ready);

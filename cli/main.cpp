@@ -329,7 +329,8 @@ int cmd_start(Options o) {
     if (o.port == 0) o.port = port;
     o.gateway.host = o.host;
     o.gateway.port = static_cast<uint16_t>(o.http_port);
-    o.gateway.broker_endpoint = "tcp://127.0.0.1:" + std::to_string(port);
+    o.gateway.broker_endpoint = gymfarm::broker::Broker::kInprocFrontend;
+    o.gateway.broker_context = &broker.context();
     o.gateway.client_timeout = std::max(o.broker.step_timeout, o.broker.make_timeout) + std::chrono::seconds(30);
     if (o.gateway.rest.monitor_dir.empty()) o.gateway.rest.monitor_dir = o.runtime_dir + "/monitor";
     o.gateway.rest.monitor_dir = fs::absolute(o.gateway.rest.monitor_dir).string();

@@ -13,9 +13,13 @@ using protocol::ErrorCode;
 using transport::view;
 
 struct Client::Impl {
-  zmq::context_t ctx{1};
-  zmq::socket_t sock{ctx, zmq::socket_type::dealer};
+  explicit Impl(ClientOptions o)
+      : opt(std::move(o)),
+        own(opt.context ? nullptr : std::make_unique<zmq::context_t>(1)),
+        sock(opt.context ? *opt.context : *own, zmq::socket_type::dealer) {}
   ClientOptions opt;
+  std::unique_ptr<zmq::context_t> own;
+  zmq::socket_t sock;
   uint64_t next_rid = 1;
   std::string endpoint;
 
@@ -69,8 +73,7 @@ protocol::Space to_space(const Value* v) {
 }
 }  // namespace
 
-Client::Client(const std::string& endpoint, ClientOptions options) : impl_(std::make_unique<Impl>()) {
-  impl_->opt = std::move(options);
+Client::Client(const std::string& endpoint, ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
   impl_->endpoint = endpoint;
   transport::configure(impl_->sock);
   impl_->sock.connect(endpoint);

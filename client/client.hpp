@@ -14,6 +14,10 @@
 #include "protocol/space.hpp"
 #include "protocol/value.hpp"
 
+namespace zmq {
+class context_t;
+}
+
 namespace gymfarm::client {
 
 using protocol::Value;
@@ -33,6 +37,9 @@ struct ClientOptions {
   std::chrono::milliseconds timeout{60000};  // per call
   std::string name = "gymfarm-cpp";
   std::string token;  // for farms that need one
+  // A ZeroMQ context to share (needed for inproc:// endpoints, e.g. the gateway inside the farm's
+  // process); by default the client has its own.
+  zmq::context_t* context = nullptr;
 };
 
 struct EnvHandle {

@@ -192,6 +192,7 @@ struct Gateway::Impl {
     co.timeout = opt.client_timeout;
     co.name = "gymfarm-gateway";
     co.token = opt.access.token;
+    co.context = opt.broker_context;
     return std::make_unique<client::Client>(opt.broker_endpoint, co);
   }
 

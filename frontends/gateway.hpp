@@ -11,6 +11,10 @@
 #include "frontends/gymie.hpp"
 #include "frontends/rest.hpp"
 
+namespace zmq {
+class context_t;
+}
+
 namespace gymfarm::frontends {
 
 struct GatewayOptions {
@@ -18,6 +22,7 @@ struct GatewayOptions {
   uint16_t port = 5000;  // 0 picks a free port: Gymie at /gym, gym-http-api at /v1/
   int gymnasium_port = 40004;  // gymnasium-http-api dialect; 0 picks a free port, -1 turns it off
   std::string broker_endpoint;  // the native endpoint the gateway's clients connect to
+  zmq::context_t* broker_context = nullptr;  // shared with the broker for an inproc:// endpoint
   std::chrono::milliseconds client_timeout{120000};
   GymieOptions gymie;
   std::size_t max_message_bytes = 4u << 20;  // WebSocket message and HTTP body limit

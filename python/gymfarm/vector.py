@@ -38,13 +38,14 @@ class RemoteVectorEnv(VectorEnv):
         self.env_id = env_id
         self.num_envs = num_envs
         self.copy = copy
-        self._closed_remote = False
+        self._closed_remote = True  # until the envs exist: a failed make has nothing to close
         try:
             made = self.farm.make_many(env_id, num_envs, make_kwargs)
         except BaseException:
             self.farm.close()
             raise
         self.instance_ids: List[str] = [r["instance_id"] for r in made]
+        self._closed_remote = False
         first = made[0]
         self.single_observation_space = codec.space_from_wire(first["observation_space"])
         self.single_action_space = codec.space_from_wire(first["action_space"])
@@ -162,7 +163,7 @@ class RemoteVectorEnv(VectorEnv):
         self._raise_first(results, range(self.num_envs))
 
     def close_extras(self, **kwargs: Any) -> None:
-        if not self._closed_remote:
+        if not getattr(self, "_closed_remote", True):
             self._closed_remote = True
             self.farm.close_many(self.instance_ids)
             self.farm.close()
