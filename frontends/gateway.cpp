@@ -63,6 +63,7 @@ struct Gateway::Impl {
         if (stopping) return;
         continue;
       }
+      sock.set_option(tcp::no_delay(true), ec);  // replies are small and awaited: send them at once
       const int fd = sock.native_handle();
       {
         std::lock_guard lock(mu);
