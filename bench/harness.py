@@ -207,7 +207,7 @@ def p2_p3(cfg, rows):
 def p4_p5(cfg, rows):
     """Gymie WebSocket and gym-http-api REST vs the reference servers, same C++ load generator;
     the Beast WebSocket echo is the floor."""
-    fp = farm(3)
+    fp = farm(4)
     gport = fp.gymie_url.split(":")[2].split("/")[0]
     rport = fp.rest_url.split(":")[2].split("/")[0]
     wsecho = Server([str(LOADGEN), "ws-echo-server", "0"])

@@ -109,6 +109,10 @@ void rest(const std::string& host, const std::string& port, long n) {
     const Json r = post(step, i % 2 ? R"({"action": 1})" : R"({"action": 0})");
     if (r["done"].get<bool>()) post("/v1/envs/" + id + "/reset/", "{}");
   });
+  try {
+    post("/v1/envs/" + id + "/close/", "");  // REST instances outlive the connection; the reference may not have the route
+  } catch (const std::exception&) {
+  }
 }
 
 websocket::stream<tcp::socket> ws_connect(net::io_context& ioc, const std::string& host, const std::string& port,
