@@ -1,7 +1,7 @@
 """The benchmark harness: every scenario of docs/benchmarks.md (after performance.md) against its
 baselines in the same run, in alternating pairs (A B A B ...), warm-up discarded.
 
-    bench/run [--quick] [--pairs N] [--only P1,P5,...]
+    bench/run [--quick] [--pairs N] [--only P1,P4,...] [--out DIR]
 
 Baselines: the in-process loop, SyncVectorEnv, AsyncVectorEnv, a raw ZeroMQ and a raw Beast
 WebSocket echo (the floors), and two reference servers written for the benchmark
@@ -450,6 +450,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer steps, pairs and instances (about two minutes)")
     ap.add_argument("--pairs", type=int, default=None, help="alternating pairs per scenario (default 5; quick 2)")
     ap.add_argument("--only", default="", help="comma-separated scenario groups: " + ",".join(SCENARIOS))
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where results go")
     args = ap.parse_args()
     cfg = argparse.Namespace(
         pairs=args.pairs or (2 if args.quick else 5), steps=400 if args.quick else 3000,
@@ -466,7 +467,7 @@ def main():
         SCENARIOS[name](cfg, rows)
     load_after = os.getloadavg()
     summary = summarize(rows)
-    out = ROOT / "bench" / "results"
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H%M%S")
     meta = {"machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GB",
@@ -495,7 +496,7 @@ def main():
         md.append(f"- {sc}: " + ", ".join(f"{k} {v:,.1f}" for k, v in s["medians"].items() if k not in ("pair", "ratio")))
     (out / f"{stamp}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
-    log(f"results in bench/results/{stamp}.{{json,csv,md}} and {len(images)} plots; {meta['seconds']:.0f} s")
+    log(f"results in {out}/{stamp}.{{json,csv,md}} and {len(images)} plots; {meta['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #include "fuzz/targets.hpp"
 
+#include <limits>
 #include <string>
 #include <string_view>
 
@@ -81,8 +82,9 @@ class ScriptedFarm final : public client::Caller {
       protocol::Space box;
       box.kind = protocol::Space::Kind::Box;
       box.shape = {4};
-      box.low = protocol::Tensor::from<float>(protocol::DType::Float32, {-4.8f, -1e39f, -0.4f, -1e39f}, {4});
-      box.high = protocol::Tensor::from<float>(protocol::DType::Float32, {4.8f, 1e39f, 0.4f, 1e39f}, {4});
+      constexpr float big = std::numeric_limits<float>::max();  // CartPole's unbounded velocities
+      box.low = protocol::Tensor::from<float>(protocol::DType::Float32, {-4.8f, -big, -0.4f, -big}, {4});
+      box.high = protocol::Tensor::from<float>(protocol::DType::Float32, {4.8f, big, 0.4f, big}, {4});
       protocol::Space discrete;
       discrete.kind = protocol::Space::Kind::Discrete;
       discrete.n = 2;
