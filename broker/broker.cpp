@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <deque>
 #include <fstream>
@@ -71,6 +72,14 @@ struct Batch {
   std::size_t remaining = 0;
 };
 
+// A vector env's step: one part per worker, each answered as (rows, status, body).
+struct VecBatch {
+  std::string client;
+  std::string client_rid;
+  std::vector<std::array<std::string, 3>> parts;
+  std::size_t remaining = 0;
+};
+
 struct PendingMake {
   Request request;
   std::string env_id;
@@ -95,6 +104,7 @@ struct Broker::Impl {
   uint64_t next_batch = 1;
   uint64_t requests = 0;
   std::unordered_map<uint64_t, Batch> batches;
+  std::unordered_map<uint64_t, VecBatch> vec_batches;
   std::deque<PendingMake> pending_makes;
   std::unordered_map<int, std::string> kill_reasons;  // pid -> why the broker killed it
   Value env_ids = Value(protocol::Array{});
@@ -136,6 +146,7 @@ struct Broker::Impl {
 
   void respond(const Request& r, std::string_view status, std::string body) {
     settle(r);
+    if (r.vec) return vec_result(r.batch_id, r.vec_rows, status, std::move(body));
     if (!r.parts.empty()) {  // a step_many that failed as a whole: every part gets the error
       for (const auto& p : r.parts) batch_result(r.batch_id, p.batch_index, status, body);
       return;
@@ -145,6 +156,22 @@ struct Broker::Impl {
       return;
     }
     batch_result(r.batch_id, r.batch_index, status, std::move(body));
+  }
+
+  // One worker's part of a step_vec is answered; the reply goes out when the last part is:
+  // [rid, ok, (rows, status, body)*] with rows a msgpack array of the client's env indices.
+  void vec_result(uint64_t id, const std::vector<std::size_t>& rows, std::string_view status, std::string body) {
+    auto it = vec_batches.find(id);
+    if (it == vec_batches.end()) return;
+    VecBatch& b = it->second;
+    protocol::Array idx;
+    for (auto r : rows) idx.push_back(Value(static_cast<uint64_t>(r)));
+    b.parts.push_back({protocol::encode(Value(std::move(idx))), std::string(status), std::move(body)});
+    if (--b.remaining > 0) return;
+    std::vector<std::string_view> frames{b.client, b.client_rid, protocol::kStatusOk};
+    for (const auto& p : b.parts) frames.insert(frames.end(), {p[0], p[1], p[2]});
+    transport::send(frontend, frames);
+    vec_batches.erase(it);
   }
 
   // One part of a step_batch is answered; the reply goes out when the last part is.
@@ -239,7 +266,7 @@ struct Broker::Impl {
     const std::string rid_bytes = protocol::encode_rid(rid);
     const Duration timeout = timeout_for(r.verb);
     bool sent = false;
-    if (r.parts.empty()) {
+    if (r.parts.empty() || r.vec) {
       sent = transport::send(backend, {s.identity, r.verb, r.instance, rid_bytes, r.body});
     } else {
       std::vector<std::string_view> frames{s.identity, verb::kStepMany, "", rid_bytes};
@@ -337,6 +364,7 @@ struct Broker::Impl {
       return fail(r, make_error(ErrorCode::BadRequest, "request id must be 8 bytes"));
     }
     if (r.verb == verb::kStepBatch) return on_batch(r, f);
+    if (r.verb == verb::kStepVec) return on_step_vec(r, f);
     if (f.size() != 5) return fail(r, make_error(ErrorCode::BadRequest, "a request has exactly 4 frames: verb, instance, rid, body"));
     if (r.verb == verb::kHello) return on_hello(r);
     if (!opt.token.empty() && !authorized.count(r.client)) {
@@ -473,6 +501,76 @@ struct Broker::Impl {
         g.parts.clear();
       }
       enqueue(w, std::move(g));
+    }
+  }
+
+  // [step_vec, "", rid, {actions, autoreset}, instance*]: a vector env's step. The actions (an
+  // ndarray, one row per instance) are split by worker; each worker steps its rows and answers
+  // stacked results, passed back untouched with the rows they belong to.
+  void on_step_vec(Request& head, Frames& f) {
+    if (f.size() < 6) return fail(head, make_error(ErrorCode::BadRequest, "step_vec needs a body and one or more instances"));
+    if (shutting_down) return fail(head, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
+    const std::size_t n = f.size() - 5;
+    Value body;
+    std::string err;
+    if (!protocol::decode(view(f[4]), body, err)) return fail(head, make_error(ErrorCode::BadRequest, err));
+    const Value* actions = body.find("actions");
+    if (!actions || !actions->is_tensor() || actions->as_tensor().shape.empty() || actions->as_tensor().shape[0] != n) {
+      return fail(head, make_error(ErrorCode::BadRequest, "step_vec needs 'actions': an ndarray with one row per instance"));
+    }
+    const protocol::Tensor& t = actions->as_tensor();
+    const std::size_t row_bytes = t.data.size() / n;
+    const Value* autoreset = body.find("autoreset");
+    struct Group {
+      std::vector<std::size_t> rows;
+      protocol::Array instances;
+    };
+    std::vector<std::pair<std::size_t, Group>> groups;  // by worker, in order of first appearance
+    std::vector<std::pair<std::size_t, Error>> unknown;
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string instance = transport::str(f[5 + i]);
+      auto w = routes.find(instance);
+      if (!w) {
+        Value d(protocol::Map{{"instance_id", instance}});
+        const Error* tomb = routes.tombstone(instance);
+        unknown.emplace_back(i, tomb ? *tomb : make_error(ErrorCode::UnknownInstance, "unknown instance_id '" + instance + "'", d));
+        continue;
+      }
+      auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == *w; });
+      if (g == groups.end()) g = groups.insert(groups.end(), {*w, Group{}});
+      g->second.rows.push_back(i);
+      g->second.instances.push_back(Value(instance));
+    }
+    const uint64_t id = next_batch++;
+    VecBatch& b = vec_batches[id];
+    b.client = head.client;
+    b.client_rid = head.client_rid;
+    b.remaining = groups.size() + unknown.size();
+    for (auto& [w, g] : groups) {
+      Request part;
+      part.client = head.client;
+      part.client_rid = head.client_rid;
+      part.verb = std::string(verb::kStepVec);
+      part.batch_id = id;
+      part.vec = true;
+      protocol::Tensor slice{t.dtype, t.shape, {}};
+      slice.shape[0] = g.rows.size();
+      slice.data.reserve(row_bytes * g.rows.size());
+      for (auto r : g.rows) slice.data.append(t.data, r * row_bytes, row_bytes);
+      for (const auto& inst : g.instances) part.parts.push_back({inst.as_string(), {}, 0});
+      Value sub(protocol::Map{{"instances", Value(std::move(g.instances))}, {"actions", Value(std::move(slice))}});
+      if (autoreset) sub.set("autoreset", *autoreset);
+      part.body = protocol::encode(sub);
+      part.vec_rows = std::move(g.rows);
+      if (!admit(part)) continue;
+      enqueue(w, std::move(part));
+    }
+    for (auto& [row, e] : unknown) {
+      Request part;
+      part.batch_id = id;
+      part.vec = true;
+      part.vec_rows = {row};
+      fail(part, e);
     }
   }
 
@@ -615,6 +713,16 @@ struct Broker::Impl {
     registry.heartbeat(*w);
     const bool ok = view(f[3]) == protocol::kStatusOk;
     const Request& r = done->request;
+    if (r.vec) {  // step_vec: [identity, rep, rid, status, body]
+      if (f.size() != 5) {
+        fail(r, make_error(ErrorCode::Internal, "the worker answered step_vec with a malformed reply"));
+      } else {
+        if (ok) s.steps += r.vec_rows.size();
+        respond(r, view(f[3]), transport::str(f[4]));
+      }
+      pump(*w);
+      return;
+    }
     if (!r.parts.empty()) {  // step_many: [identity, rep, rid, ok, (status, body)*]
       if (ok && f.size() == 4 + 2 * r.parts.size()) {
         settle(r);

@@ -39,6 +39,10 @@ struct Request {
     std::size_t batch_index = 0;
   };
   std::vector<Part> parts;
+  // step_vec: one worker's share of a vector env's step; `parts` name its instances (bookkeeping),
+  // `vec_rows` their rows in the client's vector
+  bool vec = false;
+  std::vector<std::size_t> vec_rows;
 };
 
 struct InFlight {

@@ -19,6 +19,7 @@ constexpr std::string_view kMake = "make";
 constexpr std::string_view kReset = "reset";
 constexpr std::string_view kStep = "step";
 constexpr std::string_view kStepBatch = "step_batch";
+constexpr std::string_view kStepVec = "step_vec";  // a vector env's step: stacked actions in, stacked results out
 constexpr std::string_view kClose = "close";
 constexpr std::string_view kSpaces = "spaces";
 constexpr std::string_view kSample = "sample";

@@ -4,6 +4,7 @@
 # plain Python objects plus numpy arrays; the C++ side packs them straight from their buffers.
 import importlib
 import inspect
+import traceback
 
 import numpy as np
 import gymnasium as gym
@@ -257,6 +258,56 @@ def step(inst, action, autoreset=None, processed=False):
         out["obs"], out["info"] = env.reset()
         h.needs_reset = False
     return out
+
+
+MEMORY_LIMIT = 0  # bytes of --worker-memory-limit (set by the worker), for the resource_limit error
+
+
+def error_map(e, tb=None):
+    """The protocol error for an exception at the env boundary: {code, message, details}. ``tb``:
+    its traceback when the exception object does not carry it (an error fetched in C++)."""
+    if isinstance(e, BadAction):
+        return {"code": "bad_action", "message": str(e), "details": {}}
+    if MEMORY_LIMIT and isinstance(e, MemoryError):
+        return {"code": "resource_limit",
+                "message": f"MemoryError: the env went past --worker-memory-limit ({MEMORY_LIMIT >> 20} MB)",
+                "details": {"limit": "--worker-memory-limit", "bytes": MEMORY_LIMIT}}
+    if isinstance(e, BadRequest):
+        return {"code": "bad_request", "message": str(e), "details": {"kind": e.kind}}
+    kind, message = type(e).__name__, str(e)
+    try:
+        text = "".join(traceback.format_exception(type(e), e, tb if tb is not None else e.__traceback__))
+    except Exception:
+        text = ""
+    return {"code": "env_error", "message": f"{kind}: {message}",
+            "details": {"type": kind, "message": message, "traceback": text}}
+
+
+def step_vec(insts, actions, autoreset=None):
+    """The steps of one batch for this worker's envs, answered as stacked arrays: obs (one row per
+    env), rewards, terminated, truncated, the infos, the ended episodes' final obs/info
+    (``finals``: [row, obs, info]) and the envs that failed (``errors``: [row, error map])."""
+    n = len(insts)
+    obs, infos, finals, errs = [None] * n, [{}] * n, [], []
+    rewards = np.zeros(n, dtype=np.float64)
+    terminated = np.zeros(n, dtype=np.bool_)
+    truncated = np.zeros(n, dtype=np.bool_)
+    for i, inst in enumerate(insts):
+        try:
+            r = step(inst, actions[i], autoreset)
+        except Exception as e:  # reported for this env only; the others' results stand
+            errs.append([i, error_map(e)])
+            continue
+        obs[i], rewards[i], terminated[i], truncated[i], infos[i] = (
+            r["obs"], r["reward"], r["terminated"], r["truncated"], r["info"])
+        if "final_obs" in r:
+            finals.append([i, r["final_obs"], r["final_info"]])
+    good = next((o for o in obs if o is not None), None)
+    if good is not None:
+        fill = np.zeros_like(np.asarray(good))
+        obs = np.stack([np.asarray(o) if o is not None else fill for o in obs])
+    return {"obs": obs if good is not None else None, "rewards": rewards, "terminated": terminated,
+            "truncated": truncated, "infos": infos, "finals": finals, "errors": errs}
 
 
 def _attr_name(name):

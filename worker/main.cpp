@@ -111,10 +111,7 @@ class Host {
     py::list mods;
     for (const auto& m : args.imports) mods.append(m);
     module_.attr("import_modules")(mods);
-    bad_action_ = module_.attr("BadAction");
-    bad_request_ = module_.attr("BadRequest");
-    memory_limit_ = args.memory_limit;
-    traceback_ = py::module_::import("traceback");
+    module_.attr("MEMORY_LIMIT") = args.memory_limit;
   }
 
   // In a worker forked from the zygote: fresh random state (the zygote's would be shared).
@@ -138,6 +135,8 @@ class Host {
       py::object result;
       if (v == verb::kStep) {
         result = module_.attr("step")(inst, get("action"), get("autoreset"), get("processed"));
+      } else if (v == verb::kStepVec) {
+        result = module_.attr("step_vec")(get("instances"), get("actions"), get("autoreset"));
       } else if (v == verb::kReset) {
         result = module_.attr("reset")(inst, get("seed"), get("options"));
       } else if (v == verb::kMake) {
@@ -178,39 +177,17 @@ class Host {
   }
 
  private:
+  // The protocol error for a Python exception: host.py's error_map decides (one place for both
+  // single requests and the per-env errors of step_vec).
   std::string python_error(py::error_already_set& e) {
-    const std::string type = py::str(e.type().attr("__name__"));
-    const std::string message = py::str(e.value());
-    if (e.matches(bad_action_)) return error_body("bad_action", message);
-    if (memory_limit_ && e.matches(PyExc_MemoryError)) {
-      py::dict details;
-      details["limit"] = "--worker-memory-limit";
-      details["bytes"] = memory_limit_;
-      return error_body("resource_limit",
-                        "MemoryError: the env went past --worker-memory-limit (" +
-                            std::to_string(memory_limit_ >> 20) + " MB)",
-                        details);
-    }
-    if (e.matches(bad_request_)) {
-      py::dict details;
-      details["kind"] = py::str(e.value().attr("kind"));
-      return error_body("bad_request", message, details);
-    }
-    py::dict details;
-    details["type"] = type;
-    details["message"] = message;
     try {
-      py::list lines = traceback_.attr("format_exception")(e.type(), e.value(), e.trace());
-      details["traceback"] = py::str("").attr("join")(lines);
-    } catch (py::error_already_set&) {
-      details["traceback"] = "";
+      return gymfarm::worker::pack(module_.attr("error_map")(e.value(), e.trace()));
+    } catch (py::error_already_set& again) {
+      return error_body("env_error", std::string("the error could not be described: ") + again.what());
     }
-    return error_body("env_error", type + ": " + message, details);
   }
 
-  unsigned long long memory_limit_ = 0;
   py::module_ module_;
-  py::object bad_action_, bad_request_, traceback_;
 };
 
 void init_python(const Args& args) {

@@ -1,7 +1,9 @@
 """RemoteVectorEnv: a gymnasium.vector.VectorEnv whose sub-envs live in gymfarm workers.
 
-One batched message per step (the protocol's ``step_batch``); autoreset happens inside the
-workers, so every autoreset mode still costs one round trip. Resets, renders and attribute calls
+One message per step; autoreset happens inside the workers, so every autoreset mode still costs
+one round trip. For array spaces (Box, Discrete, MultiBinary, MultiDiscrete) a step is a
+``step_vec``: the actions travel as one ndarray and each worker answers stacked results; other
+spaces use ``step_batch``, one body per env. Resets, renders and attribute calls
 are pipelined: N requests, one round trip.
 """
 from __future__ import annotations
@@ -10,12 +12,14 @@ from copy import deepcopy
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from . import codec, errors
 from .client import Farm
 
+_ARRAY_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiBinary, spaces.MultiDiscrete)
 _AUTORESET_WIRE = {AutoresetMode.NEXT_STEP: "next_step", AutoresetMode.SAME_STEP: "same_step",
                    AutoresetMode.DISABLED: None}
 
@@ -54,6 +58,10 @@ class RemoteVectorEnv(VectorEnv):
         self.render_mode = first.get("render_mode")
         self.metadata = dict(first.get("metadata") or {})
         self.metadata["autoreset_mode"] = self.autoreset_mode
+        self._vec = (isinstance(self.single_observation_space, _ARRAY_SPACES)
+                     and isinstance(self.single_action_space, _ARRAY_SPACES))
+        self._instance_frames = [iid.encode() for iid in self.instance_ids]
+        self._step_vec = False
         self._observations = create_empty_array(self.single_observation_space, n=num_envs, fn=np.zeros)
         self._env_obs: List[Any] = [None] * num_envs
         self._rewards = np.zeros((num_envs,), dtype=np.float64)
@@ -117,6 +125,12 @@ class RemoteVectorEnv(VectorEnv):
             done = np.flatnonzero(self._autoreset_envs).tolist()
             raise AssertionError(f"autoreset is disabled and sub-envs {done} ended an episode: reset them "
                                  "with reset(options={'reset_mask': ...}) before stepping")
+        acts = np.asarray(actions) if self._vec else None
+        self._step_vec = acts is not None and acts.shape[:1] == (self.num_envs,) and acts.dtype.kind in "biuf"
+        if self._step_vec:
+            body = codec.pack(dict(self._autoreset_field(), actions=np.ascontiguousarray(acts)))
+            self._step_ticket = self.farm._send([b"step_vec", b"", b"", body] + self._instance_frames)
+            return
         steps = list(zip(self.instance_ids, per_env))
         self._step_ticket = self.farm.send_step_batch(steps, **self._autoreset_field())
 
@@ -125,6 +139,8 @@ class RemoteVectorEnv(VectorEnv):
         if self._step_ticket is None:
             raise RuntimeError("step_wait called without step_async")
         ticket, self._step_ticket = self._step_ticket, None
+        if self._step_vec:
+            return self._step_wait_vec(ticket, timeout)
         results = self.farm.wait_step_batch(ticket, timeout)
         infos: Dict[str, Any] = {}
         for i, r in enumerate(results):
@@ -135,6 +151,49 @@ class RemoteVectorEnv(VectorEnv):
         self._raise_first(results, range(self.num_envs))
         return (self._batched_obs(), np.copy(self._rewards), np.copy(self._terminations),
                 np.copy(self._truncations), infos)
+
+    def _step_wait_vec(self, ticket: int, timeout: Optional[float]
+                       ) -> Tuple[Any, np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
+        """The reply to step_vec: [rid, ok, (rows, status, body)*], one part per worker."""
+        reply = self.farm._wait([ticket], timeout)[ticket]
+        if reply[1] != b"ok":
+            raise errors.from_wire(codec.unpack(reply[2]))
+        failed: Dict[int, errors.GymfarmError] = {}
+        by_row: Dict[int, Tuple[Dict[str, Any], int]] = {}  # row -> (worker body, its index there)
+        for k in range(2, len(reply) - 2, 3):
+            rows, body = codec.unpack(reply[k]), codec.unpack(reply[k + 2])
+            if reply[k + 1] != b"ok":  # the worker failed as a whole (crash, timeout): each of its envs
+                failed.update((j, errors.from_wire(body)) for j in rows)
+                continue
+            errs = {i: e for i, e in body["errors"]}
+            failed.update((rows[i], errors.from_wire(e)) for i, e in errs.items())
+            ok = [i for i in range(len(rows)) if i not in errs]
+            if ok:
+                at = np.asarray([rows[i] for i in ok])
+                self._observations[at] = body["obs"][ok]
+                self._rewards[at] = body["rewards"][ok]
+                self._terminations[at] = body["terminated"][ok]
+                self._truncations[at] = body["truncated"][ok]
+            body["finals"] = {i: (fo, fi) for i, fo, fi in body["finals"]}
+            by_row.update((rows[i], (body, i)) for i in ok)
+        infos: Dict[str, Any] = {}
+        space = self.single_observation_space
+        for j in sorted(by_row):  # in env order, as SyncVectorEnv builds its infos
+            body, i = by_row[j]
+            self._env_obs[j] = self._observations[j].copy()
+            if i in body["finals"]:
+                final_obs, final_info = body["finals"][i]
+                infos = self._add_info(infos, {"final_obs": codec.value_to_space(space, final_obs),
+                                               "final_info": final_info}, j)
+            infos = self._add_info(infos, body["infos"][i], j)
+        self._autoreset_envs = np.logical_or(self._terminations, self._truncations)
+        if failed:
+            results = [failed.get(j) or {"obs": self._observations[j], "reward": self._rewards[j],
+                                         "terminated": self._terminations[j], "truncated": self._truncations[j],
+                                         "info": {}} for j in range(self.num_envs)]
+            self._raise_first(results, range(self.num_envs))
+        obs = deepcopy(self._observations) if self.copy else self._observations
+        return obs, np.copy(self._rewards), np.copy(self._terminations), np.copy(self._truncations), infos
 
     def render(self) -> Optional[Tuple[Any, ...]]:
         results = self.farm.call_many([("render", iid, None) for iid in self.instance_ids])

@@ -93,3 +93,19 @@ def test_an_env_error_in_a_packed_batch_stays_with_its_env(packed):
         finally:
             for e in envs:
                 e.close()
+
+
+def test_an_env_error_in_a_vector_step_names_its_env_and_keeps_the_others(packed):
+    with packed.connect() as farm:
+        remote = farm.make_vec("gymfarm_test/Faulty-v0", num_envs=4)
+        try:
+            remote.reset(seed=0)
+            with pytest.raises(gymfarm.EnvError) as e:
+                remote.step(np.array([0, 0, 1, 0]))
+            assert e.value.env_index == 2 and "sub-env 2" in str(e.value)
+            assert e.value.remote_type == "ValueError" and "Traceback" in e.value.remote_traceback
+            assert all(isinstance(r, dict) and r["obs"][0] == 1.0 for i, r in enumerate(e.value.results) if i != 2)
+            obs, *_ = remote.step(np.zeros(4, dtype=np.int64))  # the failing env stays, as the others
+            assert obs[:, 0].tolist() == [2.0, 2.0, 1.0, 2.0]
+        finally:
+            remote.close()
