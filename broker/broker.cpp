@@ -402,6 +402,7 @@ struct Broker::Impl {
     v.set("server", "gymfarm");
     v.set("server_version", "0.1.0");
     v.set("workers", static_cast<int64_t>(registry.size()));
+    v.set("envs_per_worker", static_cast<int64_t>(registry.capacity()));
     reply_ok(r, v);
   }
 

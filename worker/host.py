@@ -284,14 +284,12 @@ def error_map(e, tb=None):
 
 
 def step_vec(insts, actions, autoreset=None):
-    """The steps of one batch for this worker's envs, answered as stacked arrays: obs (one row per
-    env), rewards, terminated, truncated, the infos, the ended episodes' final obs/info
+    """The steps of one batch for this worker's envs, answered stacked: obs (an array, one row per
+    env), rewards, terminated and truncated (lists), the infos, the ended episodes' final obs/info
     (``finals``: [row, obs, info]) and the envs that failed (``errors``: [row, error map])."""
     n = len(insts)
     obs, infos, finals, errs = [None] * n, [{}] * n, [], []
-    rewards = np.zeros(n, dtype=np.float64)
-    terminated = np.zeros(n, dtype=np.bool_)
-    truncated = np.zeros(n, dtype=np.bool_)
+    rewards, terminated, truncated = [0.0] * n, [False] * n, [False] * n  # plain lists: cheap to decode
     for i, inst in enumerate(insts):
         try:
             r = step(inst, actions[i], autoreset)
@@ -299,7 +297,7 @@ def step_vec(insts, actions, autoreset=None):
             errs.append([i, error_map(e)])
             continue
         obs[i], rewards[i], terminated[i], truncated[i], infos[i] = (
-            r["obs"], r["reward"], r["terminated"], r["truncated"], r["info"])
+            r["obs"], float(r["reward"]), r["terminated"], r["truncated"], r["info"])
         if "final_obs" in r:
             finals.append([i, r["final_obs"], r["final_info"]])
     good = next((o for o in obs if o is not None), None)

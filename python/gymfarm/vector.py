@@ -1,9 +1,9 @@
 """RemoteVectorEnv: a gymnasium.vector.VectorEnv whose sub-envs live in gymfarm workers.
 
 One message per step; autoreset happens inside the workers, so every autoreset mode still costs
-one round trip. For array spaces (Box, Discrete, MultiBinary, MultiDiscrete) a step is a
-``step_vec``: the actions travel as one ndarray and each worker answers stacked results; other
-spaces use ``step_batch``, one body per env. Resets, renders and attribute calls
+one round trip. On a farm whose workers host several envs (``--envs-per-worker``) and for array
+spaces (Box, Discrete, MultiBinary, MultiDiscrete) a step is a ``step_vec``: the actions travel as
+one ndarray and each worker answers stacked results; otherwise ``step_batch``, one body per env. Resets, renders and attribute calls
 are pipelined: N requests, one round trip.
 """
 from __future__ import annotations
@@ -58,7 +58,10 @@ class RemoteVectorEnv(VectorEnv):
         self.render_mode = first.get("render_mode")
         self.metadata = dict(first.get("metadata") or {})
         self.metadata["autoreset_mode"] = self.autoreset_mode
-        self._vec = (isinstance(self.single_observation_space, _ARRAY_SPACES)
+        # step_vec pays where workers host several envs (--envs-per-worker); with one env per
+        # worker, step_batch's per-env bodies are cheaper to gather
+        self._vec = (int(self.farm.server.get("envs_per_worker", 1)) > 1
+                     and isinstance(self.single_observation_space, _ARRAY_SPACES)
                      and isinstance(self.single_action_space, _ARRAY_SPACES))
         self._instance_frames = [iid.encode() for iid in self.instance_ids]
         self._step_vec = False
@@ -171,9 +174,9 @@ class RemoteVectorEnv(VectorEnv):
             if ok:
                 at = np.asarray([rows[i] for i in ok])
                 self._observations[at] = body["obs"][ok]
-                self._rewards[at] = body["rewards"][ok]
-                self._terminations[at] = body["terminated"][ok]
-                self._truncations[at] = body["truncated"][ok]
+                self._rewards[at] = [body["rewards"][i] for i in ok]
+                self._terminations[at] = [body["terminated"][i] for i in ok]
+                self._truncations[at] = [body["truncated"][i] for i in ok]
             body["finals"] = {i: (fo, fi) for i, fo, fi in body["finals"]}
             by_row.update((rows[i], (body, i)) for i in ok)
         infos: Dict[str, Any] = {}

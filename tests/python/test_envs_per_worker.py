@@ -23,7 +23,7 @@ def packed(tmp_path_factory):
     assert f.stop() == 0
 
 
-@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED])
 def test_packed_vector_env_equals_sync_vector_env(packed, mode):
     with packed.connect() as farm:
         remote = farm.make_vec("CartPole-v1", num_envs=8, autoreset_mode=mode)
@@ -34,11 +34,16 @@ def test_packed_vector_env_equals_sync_vector_env(packed, mode):
             assert_same(remote.reset(seed=3), local.reset(seed=3))
             actions = local.action_space
             actions.seed(1)
+            assert remote._vec  # several envs per worker: the stacked step_vec path
             for t in range(120):
                 a = actions.sample()
                 got, want = remote.step(a), local.step(a)
                 for k in range(5):
                     assert_same(got[k], want[k], f"step {t} field {k}")
+                done = want[2] | want[3]
+                if mode == AutoresetMode.DISABLED and done.any():
+                    opts = {"reset_mask": done.copy()}
+                    assert_same(remote.reset(options=dict(opts)), local.reset(options=dict(opts)))
             assert sum(w["steps"] for w in farm.stats()["workers"]) >= 8 * 120
         finally:
             remote.close()
