@@ -276,8 +276,11 @@ struct Broker::Impl {
       }
       sent = transport::send(backend, frames);
     }
-    if (!sent) {
-      fail(r, make_error(ErrorCode::WorkerCrashed, "the worker holding this instance is unreachable"));
+    if (!sent) {  // e.g. killed for a timeout and not reaped yet: say why
+      auto why = kill_reasons.find(s.pid);
+      fail(r, make_error(ErrorCode::WorkerCrashed,
+                         why == kill_reasons.end() ? "the worker holding this instance is unreachable"
+                                                   : "the worker holding this instance was killed after " + why->second));
       return;
     }
     registry.begin(w, std::move(r), rid, timeout);
