@@ -1,6 +1,6 @@
 """A chaos harness in the style of Jepsen, for docs/reliability.md: a generator of client operations
 over the native, WebSocket (Gymie) and REST (gym-http-api) frontends, a nemesis that kills, stops
-and starves workers (and kills and restarts the broker), envs that raise, segfault, hang, leak into
+and starves workers, stops the zygote, and kills and restarts the broker, envs that raise, segfault, hang, leak into
 the memory limit, return NaN/inf or 100 MB observations, and a checker of the invariants over the
 whole history.
 
@@ -362,7 +362,16 @@ class Chaos:
                 os.kill(victim, signal.SIGCONT)
         except ProcessLookupError:
             return
-        self.history.fault(kind, victim)
+        self.history.fault(("zygote_" if proc_comm(victim) == "gf-zygote" else "") + kind, victim)
+
+    def stop_zygote(self) -> None:
+        """SIGSTOP of the zygote: the next worker it is asked for does not come, so the broker must
+        kill it after 5 s and start workers fresh from then on."""
+        for pid in children_of(self.fp.pid):
+            if proc_comm(pid) == "gf-zygote":
+                os.kill(pid, signal.SIGSTOP)
+                self.history.fault("zygote_sigstop", pid)
+                return
 
     def restart_broker(self) -> None:
         """kill -9 of the broker mid-load; its workers must exit by themselves; then a new farm on
@@ -409,12 +418,16 @@ class Chaos:
             c.start()
         end = time.monotonic() + seconds
         restart_at = time.monotonic() + seconds * 0.6 if broker_restart else float("inf")
+        zygote_at = time.monotonic() + seconds * 0.25
         next_nemesis = time.monotonic() + self.nemesis_interval
         while time.monotonic() < end:
             snap = self.sample()
             if snap and on_sample:
                 on_sample(snap)
             now = time.monotonic()
+            if now >= zygote_at:
+                zygote_at = float("inf")
+                self.stop_zygote()
             if now >= restart_at:
                 restart_at = float("inf")
                 self.restart_broker()
@@ -520,6 +533,13 @@ def all_back(conn: gymfarm.Farm, n: int) -> bool:
 def proc_state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def proc_comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
 
