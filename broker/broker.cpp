@@ -65,6 +65,19 @@ long long rss_bytes(int pid) {
   return resident * sysconf(_SC_PAGESIZE);
 }
 
+// Proportional set size: shared pages (the zygote's) split among the processes that share them.
+long long pss_bytes(int pid) {
+  if (pid <= 0) return 0;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string key;
+  long long kb = 0;
+  while (f >> key) {
+    if (key == "Pss:" && (f >> kb)) return kb * 1024;
+    f.ignore(1 << 12, '\n');
+  }
+  return 0;
+}
+
 struct Batch {
   std::string client;
   std::string client_rid;
@@ -647,6 +660,7 @@ struct Broker::Impl {
       w.set("instances", std::move(hosted));
       w.set("steps", static_cast<uint64_t>(s.steps));
       w.set("rss_bytes", static_cast<int64_t>(rss_bytes(s.pid)));
+      w.set("pss_bytes", static_cast<int64_t>(pss_bytes(s.pid)));
       w.set("restarts", static_cast<uint64_t>(s.restarts));
       w.set("last_exit", s.last_exit);
       workers.push_back(std::move(w));

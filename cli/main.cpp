@@ -403,14 +403,16 @@ int cmd_status(const Options& o) {
   std::printf("farm pid %lld at %s: %lld instances, %llu requests served\n", static_cast<long long>(s.find("pid")->as_int()),
               s.find("frontend")->as_string().c_str(), static_cast<long long>(s.find("instances")->as_int()),
               static_cast<unsigned long long>(s.find("requests")->as_int()));
-  std::printf("%-6s %-8s %-9s %-32s %-24s %10s %10s %8s\n", "WORKER", "PID", "STATE", "INSTANCE", "ENV ID", "STEPS", "RSS",
-              "RESTARTS");
+  std::printf("%-6s %-8s %-9s %-32s %-24s %10s %10s %10s %8s\n", "WORKER", "PID", "STATE", "INSTANCE", "ENV ID", "STEPS",
+              "RSS", "PSS", "RESTARTS");
   for (const auto& w : s.find("workers")->as_array()) {
-    std::printf("%-6lld %-8lld %-9s %-32s %-24s %10lld %10s %8lld\n", static_cast<long long>(w.find("worker")->as_int()),
+    const Value* pss = w.find("pss_bytes");
+    std::printf("%-6lld %-8lld %-9s %-32s %-24s %10lld %10s %10s %8lld\n", static_cast<long long>(w.find("worker")->as_int()),
                 static_cast<long long>(w.find("pid")->as_int()), w.find("state")->as_string().c_str(),
                 w.find("instance")->as_string().empty() ? "-" : w.find("instance")->as_string().c_str(),
                 w.find("env_id")->as_string().empty() ? "-" : w.find("env_id")->as_string().c_str(),
                 static_cast<long long>(w.find("steps")->as_int()), human_bytes(w.find("rss_bytes")->as_int()).c_str(),
+                human_bytes(pss ? pss->as_int() : 0).c_str(),
                 static_cast<long long>(w.find("restarts")->as_int()));
     if (const Value* why = w.find("last_exit"); why && !why->as_string().empty() && w.find("restarts")->as_int() > 0) {
       std::printf("       last restart: %s\n", why->as_string().c_str());

@@ -60,10 +60,12 @@ def test_detach_status_stop():
             s = run("status", "--native-port", port, "--runtime-dir", d)
             assert s.returncode == 0
             lines = s.stdout.splitlines()
-            assert lines[1].split() == ["WORKER", "PID", "STATE", "INSTANCE", "ENV", "ID", "STEPS", "RSS", "RESTARTS"]
+            assert lines[1].split() == ["WORKER", "PID", "STATE", "INSTANCE", "ENV", "ID", "STEPS", "RSS", "PSS",
+                                        "RESTARTS"]
             row = next(line for line in lines if e.instance_id in line).split()
             assert row[2] == "assigned" and row[4] == "gymfarm_test/MultiBinary-v0" and row[5] == "5"
             assert row[7] == "MB" and float(row[6]) > 5
+            assert row[9] == "MB" and 0 < float(row[8]) < float(row[6])  # forked from the zygote: shares pages
         r = run("stop", "--native-port", port, "--runtime-dir", d)
         assert r.returncode == 0 and "stopped" in r.stdout
         assert not pid_alive(pid)
