@@ -81,7 +81,7 @@ long long pss_bytes(int pid) {
 struct Batch {
   std::string client;
   std::string client_rid;
-  std::vector<std::pair<std::string, std::string>> results;  // (status, body)
+  std::vector<std::pair<std::string, zmq::message_t>> results;  // (status, body)
   std::size_t remaining = 0;
 };
 
@@ -89,7 +89,7 @@ struct Batch {
 struct VecBatch {
   std::string client;
   std::string client_rid;
-  std::vector<std::array<std::string, 3>> parts;
+  std::vector<zmq::message_t> parts;  // rows, status, body per worker
   std::size_t remaining = 0;
 };
 
@@ -143,9 +143,17 @@ struct Broker::Impl {
 
   // ---- replies -------------------------------------------------------------------------------
 
-  void send_client(const std::string& client, const std::string& rid, std::string_view status, std::string_view body) {
+  // Reply bodies travel as ZeroMQ messages: a worker's reply frame is moved to the client, never
+  // copied (an observation can be megabytes); the broker's own bodies are copied in once.
+  static zmq::message_t payload(std::string_view s) { return zmq::message_t(s.data(), s.size()); }
+
+  void send_client(const std::string& client, const std::string& rid, std::string_view status, zmq::message_t body) {
     if (client.empty()) return;  // the broker's own request (idle close)
-    if (!transport::send(frontend, {client, rid, status, body}) && opt.verbose) log("dropped a reply to a gone client");
+    Frames out;
+    out.reserve(4);
+    for (std::string_view f : {std::string_view(client), std::string_view(rid), status}) out.push_back(payload(f));
+    out.push_back(std::move(body));
+    if (!transport::send(frontend, out) && opt.verbose) log("dropped a reply to a gone client");
   }
 
   // The request no longer counts towards its client's in-flight limit.
@@ -157,15 +165,19 @@ struct Broker::Impl {
     }
   }
 
-  void respond(const Request& r, std::string_view status, std::string body) {
+  void respond(const Request& r, std::string_view status, zmq::message_t body) {
     settle(r);
     if (r.vec) return vec_result(r.batch_id, r.vec_rows, status, std::move(body));
     if (!r.parts.empty()) {  // a step_many that failed as a whole: every part gets the error
-      for (const auto& p : r.parts) batch_result(r.batch_id, p.batch_index, status, body);
+      for (const auto& p : r.parts) {
+        zmq::message_t copy;
+        copy.copy(body);
+        batch_result(r.batch_id, p.batch_index, status, std::move(copy));
+      }
       return;
     }
     if (r.batch_id == 0) {
-      send_client(r.client, r.client_rid, status, body);
+      send_client(r.client, r.client_rid, status, std::move(body));
       return;
     }
     batch_result(r.batch_id, r.batch_index, status, std::move(body));
@@ -173,39 +185,47 @@ struct Broker::Impl {
 
   // One worker's part of a step_vec is answered; the reply goes out when the last part is:
   // [rid, ok, (rows, status, body)*] with rows a msgpack array of the client's env indices.
-  void vec_result(uint64_t id, const std::vector<std::size_t>& rows, std::string_view status, std::string body) {
+  void vec_result(uint64_t id, const std::vector<std::size_t>& rows, std::string_view status, zmq::message_t body) {
     auto it = vec_batches.find(id);
     if (it == vec_batches.end()) return;
     VecBatch& b = it->second;
     protocol::Array idx;
     for (auto r : rows) idx.push_back(Value(static_cast<uint64_t>(r)));
-    b.parts.push_back({protocol::encode(Value(std::move(idx))), std::string(status), std::move(body)});
+    b.parts.push_back(payload(protocol::encode(Value(std::move(idx)))));
+    b.parts.push_back(payload(status));
+    b.parts.push_back(std::move(body));
     if (--b.remaining > 0) return;
-    std::vector<std::string_view> frames{b.client, b.client_rid, protocol::kStatusOk};
-    for (const auto& p : b.parts) frames.insert(frames.end(), {p[0], p[1], p[2]});
-    transport::send(frontend, frames);
+    Frames out;
+    for (std::string_view f : {std::string_view(b.client), std::string_view(b.client_rid), protocol::kStatusOk}) {
+      out.push_back(payload(f));
+    }
+    for (auto& m : b.parts) out.push_back(std::move(m));
+    transport::send(frontend, out);
     vec_batches.erase(it);
   }
 
   // One part of a step_batch is answered; the reply goes out when the last part is.
-  void batch_result(uint64_t batch_id, std::size_t index, std::string_view status, std::string body) {
+  void batch_result(uint64_t batch_id, std::size_t index, std::string_view status, zmq::message_t body) {
     auto it = batches.find(batch_id);
     if (it == batches.end()) return;
     Batch& b = it->second;
     b.results[index] = {std::string(status), std::move(body)};
     if (--b.remaining > 0) return;
-    std::vector<std::string_view> frames{b.client, b.client_rid, protocol::kStatusOk};
-    for (const auto& [s, body2] : b.results) {
-      frames.push_back(s);
-      frames.push_back(body2);
+    Frames out;
+    for (std::string_view f : {std::string_view(b.client), std::string_view(b.client_rid), protocol::kStatusOk}) {
+      out.push_back(payload(f));
     }
-    transport::send(frontend, frames);
+    for (auto& [st, m] : b.results) {
+      out.push_back(payload(st));
+      out.push_back(std::move(m));
+    }
+    transport::send(frontend, out);
     batches.erase(it);
   }
 
-  void fail(const Request& r, const Error& e) { respond(r, protocol::kStatusErr, protocol::encode(e.to_value())); }
+  void fail(const Request& r, const Error& e) { respond(r, protocol::kStatusErr, payload(protocol::encode(e.to_value()))); }
 
-  void reply_ok(const Request& r, const Value& v) { respond(r, protocol::kStatusOk, protocol::encode(v)); }
+  void reply_ok(const Request& r, const Value& v) { respond(r, protocol::kStatusOk, payload(protocol::encode(v))); }
 
   // ---- workers -------------------------------------------------------------------------------
 
@@ -736,7 +756,7 @@ struct Broker::Impl {
         fail(r, make_error(ErrorCode::Internal, "the worker answered step_vec with a malformed reply"));
       } else {
         if (ok) s.steps += r.vec_rows.size();
-        respond(r, view(f[3]), transport::str(f[4]));
+        respond(r, view(f[3]), std::move(f[4]));
       }
       pump(*w);
       return;
@@ -747,7 +767,7 @@ struct Broker::Impl {
         for (std::size_t i = 0; i < r.parts.size(); ++i) {
           const bool part_ok = view(f[4 + 2 * i]) == protocol::kStatusOk;
           if (part_ok) s.steps++;
-          batch_result(r.batch_id, r.parts[i].batch_index, view(f[4 + 2 * i]), transport::str(f[5 + 2 * i]));
+          batch_result(r.batch_id, r.parts[i].batch_index, view(f[4 + 2 * i]), std::move(f[5 + 2 * i]));
         }
       } else {
         fail(r, make_error(ErrorCode::Internal, "the worker answered step_many with a malformed reply"));
@@ -757,7 +777,7 @@ struct Broker::Impl {
     }
     if (f.size() != 5) return;
     if (r.verb == verb::kStep && ok) s.steps++;
-    respond(r, view(f[3]), transport::str(f[4]));
+    respond(r, view(f[3]), std::move(f[4]));
     if ((r.verb == verb::kMake && !ok) || r.verb == verb::kClose) {
       routes.remove(r.instance);
       forget_instance(r.instance);

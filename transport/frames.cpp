@@ -17,6 +17,19 @@ bool send(zmq::socket_t& s, const std::vector<std::string_view>& frames, bool bl
   }
 }
 
+bool send(zmq::socket_t& s, Frames& frames, bool block) {
+  try {
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+      auto flags = block ? zmq::send_flags::none : zmq::send_flags::dontwait;
+      if (i + 1 < frames.size()) flags = flags | zmq::send_flags::sndmore;
+      if (!s.send(frames[i], flags)) return false;
+    }
+    return true;
+  } catch (const zmq::error_t&) {
+    return false;
+  }
+}
+
 bool recv(zmq::socket_t& s, Frames& out, bool block) {
   out.clear();
   try {

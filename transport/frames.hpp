@@ -17,6 +17,8 @@ inline std::string str(const zmq::message_t& m) { return std::string(view(m)); }
 
 // Sends all frames without blocking; false when the peer is unroutable or the queue is full.
 bool send(zmq::socket_t& s, const std::vector<std::string_view>& frames, bool block = false);
+// The same, moving the messages out of `frames` (no copy of their data).
+bool send(zmq::socket_t& s, Frames& frames, bool block = false);
 // Receives one whole multipart message; false when nothing is waiting (non-blocking).
 bool recv(zmq::socket_t& s, Frames& out, bool block = false);
 
