@@ -293,7 +293,10 @@ struct Broker::Impl {
     return v == verb::kMake ? Duration(opt.make_timeout) : Duration(opt.step_timeout);
   }
 
-  void dispatch(std::size_t w, Request r) {
+  // Sends r to worker w. False when the worker's pipe takes nothing now: r is left in `r` for the
+  // caller to keep queued (pump retries every turn; a worker that is gone for good is reaped, one
+  // that is wedged loses its heartbeats, and either way its queue is answered then).
+  bool dispatch(std::size_t w, Request& r) {
     auto& s = registry.slot(w);
     const uint64_t rid = next_rid++;
     const std::string rid_bytes = protocol::encode_rid(rid);
@@ -309,23 +312,24 @@ struct Broker::Impl {
       }
       sent = transport::send(backend, frames);
     }
-    if (!sent) {  // e.g. killed for a timeout and not reaped yet: say why
-      auto why = kill_reasons.find(s.pid);
-      fail(r, make_error(ErrorCode::WorkerCrashed,
-                         why == kill_reasons.end() ? "the worker holding this instance is unreachable"
-                                                   : "the worker holding this instance was killed after " + why->second));
-      return;
+    if (!sent) {
+      if (auto why = kill_reasons.find(s.pid); why != kill_reasons.end()) {  // killed, not reaped yet: say why
+        fail(r, make_error(ErrorCode::WorkerCrashed, "the worker holding this instance was killed after " + why->second));
+        return true;
+      }
+      if (opt.verbose) log("worker " + std::to_string(w) + " takes no message now (" + zmq_strerror(zmq_errno()) + "); retrying");
+      return false;
     }
     registry.begin(w, std::move(r), rid, timeout);
+    return true;
   }
 
   // Sends the next queued request of worker w, if it is free.
   void pump(std::size_t w) {
     auto& s = registry.slot(w);
     while (!s.in_flight && !s.queue.empty() && s.state == WorkerState::Assigned) {
-      Request r = std::move(s.queue.front());
+      if (!dispatch(w, s.queue.front())) return;  // stays first in the queue; retried next turn
       s.queue.pop_front();
-      dispatch(w, std::move(r));
     }
   }
 
@@ -845,6 +849,7 @@ struct Broker::Impl {
            make_error(ErrorCode::CapacityExhausted, "no worker became free within the make timeout", d));
       pending_makes.pop_front();
     }
+    for (std::size_t i = 0; i < registry.size(); ++i) pump(i);  // requests a worker could not take yet
     if (!shutting_down) {
       for (std::size_t i = 0; i < registry.size(); ++i) {
         auto& s = registry.slot(i);
