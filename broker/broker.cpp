@@ -41,6 +41,7 @@ namespace {
 constexpr auto kPollInterval = std::chrono::milliseconds(50);
 constexpr std::size_t kMaxMessagesPerTurn = 256;
 constexpr auto kZygoteAnswerTimeout = std::chrono::seconds(5);
+constexpr auto kUnsendableGrace = std::chrono::seconds(1);  // a live worker's pipe may refuse a message this long
 
 Error make_error(ErrorCode code, std::string message, Value details = Value(protocol::Map{})) {
   return Error{code, std::move(message), std::move(details)};
@@ -317,9 +318,18 @@ struct Broker::Impl {
         fail(r, make_error(ErrorCode::WorkerCrashed, "the worker holding this instance was killed after " + why->second));
         return true;
       }
-      if (opt.verbose) log("worker " + std::to_string(w) + " takes no message now (" + zmq_strerror(zmq_errno()) + "); retrying");
-      return false;
+      const auto now = clock.now();
+      if (s.unsendable_since == TimePoint{}) s.unsendable_since = now;
+      if (now - s.unsendable_since < kUnsendableGrace) return false;
+      // Its pipe took nothing for a whole grace period although the process lives: replace it,
+      // and answer the request now rather than at the client's timeout.
+      const std::string cause = std::string("its pipe took no message for 1 s (") + zmq_strerror(zmq_errno()) + ")";
+      log("worker " + std::to_string(w) + ": " + cause + "; killing it");
+      fail(r, make_error(ErrorCode::WorkerCrashed, "the worker holding this instance is unreachable: " + cause));
+      kill_worker(w, cause);
+      return true;
     }
+    s.unsendable_since = TimePoint{};
     registry.begin(w, std::move(r), rid, timeout);
     return true;
   }

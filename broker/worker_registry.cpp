@@ -38,6 +38,7 @@ bool WorkerRegistry::spawned(std::size_t i, std::string identity, int pid) {
   identities_[s.identity] = i;
   s.pid = pid;
   s.heard = false;
+  s.unsendable_since = {};
   if (s.spawns++ > 0) ++s.restarts;
   s.state = WorkerState::Starting;
   s.since = s.last_heartbeat = clock_.now();

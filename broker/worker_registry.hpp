@@ -70,6 +70,7 @@ struct WorkerSlot {
   TimePoint last_heartbeat{};
   bool heard = false;          // a heartbeat came from the current process
   TimePoint respawn_at{};      // back-off after crashes
+  TimePoint unsendable_since{};  // when its pipe first refused the queued request (zero: it did not)
   int consecutive_failures = 0;  // deaths before reaching Idle or shortly after
   bool was_ready = false;        // some process of this slot reached Idle
   std::optional<InFlight> in_flight;
