@@ -906,7 +906,9 @@ struct Broker::Impl {
       auto w = registry.by_identity(identity);
       auto* s = w ? &registry.slot(*w) : nullptr;
       if (pid > 0) launcher.adopt(pid);
-      if (!s || s->pid != 0 || (s->state != WorkerState::Starting && s->state != WorkerState::Stopping)) {
+      // The worker may already have said ready (and even taken an instance) before this answer
+      // came: any live state of the slot that names this identity and has no pid yet is its own.
+      if (!s || s->pid != 0 || s->state == WorkerState::Dead) {
         if (pid > 0) launcher.kill(pid, SIGKILL);  // nobody waits for it any more
         continue;
       }
