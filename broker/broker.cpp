@@ -128,6 +128,7 @@ struct Broker::Impl {
   std::unordered_map<std::string, std::size_t> inflight;     // client -> requests not yet answered
   RestartBudget budget;
   bool budget_spent_logged = false;
+  bool refused_sends = false;  // some worker's pipe refused its queued request: check_time retries
   bool ready_announced = false;
   bool shutting_down = false;
   TimePoint drain_deadline{};
@@ -320,7 +321,10 @@ struct Broker::Impl {
       }
       const auto now = clock.now();
       if (s.unsendable_since == TimePoint{}) s.unsendable_since = now;
-      if (now - s.unsendable_since < kUnsendableGrace) return false;
+      if (now - s.unsendable_since < kUnsendableGrace) {
+        refused_sends = true;
+        return false;
+      }
       // Its pipe took nothing for a whole grace period although the process lives: replace it,
       // and answer the request now rather than at the client's timeout.
       const std::string cause = std::string("its pipe took no message for 1 s (") + zmq_strerror(zmq_errno()) + ")";
@@ -479,14 +483,17 @@ struct Broker::Impl {
     owners.erase(it);
   }
 
+  // The answer for an instance with no route: its tombstone, or unknown_instance.
+  Error missing_instance(const std::string& instance) const {
+    if (const Error* tomb = routes.tombstone(instance)) return *tomb;
+    Value d(protocol::Map{{"instance_id", instance}});
+    return make_error(ErrorCode::UnknownInstance, "unknown instance_id '" + instance + "'", d);
+  }
+
   void route(Request r) {
     if (!admit(r)) return;
     auto w = routes.find(r.instance);
-    if (!w) {
-      if (const Error* tomb = routes.tombstone(r.instance)) return fail(r, *tomb);
-      Value d(protocol::Map{{"instance_id", r.instance}});
-      return fail(r, make_error(ErrorCode::UnknownInstance, "unknown instance_id '" + r.instance + "'", d));
-    }
+    if (!w) return fail(r, missing_instance(r.instance));
     enqueue(*w, std::move(r));
   }
 
@@ -577,20 +584,20 @@ struct Broker::Impl {
       protocol::Array instances;
     };
     std::vector<std::pair<std::size_t, Group>> groups;  // by worker, in order of first appearance
+    std::unordered_map<std::size_t, std::size_t> group_of;  // worker -> its index in groups
     std::vector<std::pair<std::size_t, Error>> unknown;
     for (std::size_t i = 0; i < n; ++i) {
       const std::string instance = transport::str(f[5 + i]);
       auto w = routes.find(instance);
       if (!w) {
-        Value d(protocol::Map{{"instance_id", instance}});
-        const Error* tomb = routes.tombstone(instance);
-        unknown.emplace_back(i, tomb ? *tomb : make_error(ErrorCode::UnknownInstance, "unknown instance_id '" + instance + "'", d));
+        unknown.emplace_back(i, missing_instance(instance));
         continue;
       }
-      auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == *w; });
-      if (g == groups.end()) g = groups.insert(groups.end(), {*w, Group{}});
-      g->second.rows.push_back(i);
-      g->second.instances.push_back(Value(instance));
+      auto [at, fresh] = group_of.try_emplace(*w, groups.size());
+      if (fresh) groups.push_back({*w, Group{}});
+      Group& g = groups[at->second].second;
+      g.rows.push_back(i);
+      g.instances.push_back(Value(instance));
     }
     const uint64_t id = next_batch++;
     VecBatch& b = vec_batches[id];
@@ -859,7 +866,12 @@ struct Broker::Impl {
            make_error(ErrorCode::CapacityExhausted, "no worker became free within the make timeout", d));
       pending_makes.pop_front();
     }
-    for (std::size_t i = 0; i < registry.size(); ++i) pump(i);  // requests a worker could not take yet
+    if (refused_sends) {  // requests a worker's pipe could not take yet
+      refused_sends = false;
+      for (std::size_t i = 0; i < registry.size(); ++i) {
+        if (registry.slot(i).unsendable_since != TimePoint{}) pump(i);
+      }
+    }
     if (!shutting_down) {
       for (std::size_t i = 0; i < registry.size(); ++i) {
         auto& s = registry.slot(i);

@@ -15,17 +15,10 @@ import eventlet  # noqa: E402
 from eventlet import websocket, wsgi  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
+
+from common import plain  # noqa: E402  (bench/reference/common.py)
 
 envs = {}
-
-
-def plain(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 @websocket.WebSocketWSGI

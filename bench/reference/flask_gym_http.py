@@ -8,19 +8,12 @@ import sys
 import uuid
 
 import gymnasium as gym
-import numpy as np
 from flask import Flask, jsonify, request
+
+from common import plain  # bench/reference/common.py (this script's folder is on sys.path)
 
 app = Flask(__name__)
 envs = {}
-
-
-def plain(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 @app.post("/v1/envs/")

@@ -180,14 +180,11 @@ class RemoteVectorEnv(VectorEnv):
             body["finals"] = {i: (fo, fi) for i, fo, fi in body["finals"]}
             by_row.update((rows[i], (body, i)) for i in ok)
         infos: Dict[str, Any] = {}
-        space = self.single_observation_space
         for j in sorted(by_row):  # in env order, as SyncVectorEnv builds its infos
             body, i = by_row[j]
             self._env_obs[j] = self._observations[j].copy()
             if i in body["finals"]:
-                final_obs, final_info = body["finals"][i]
-                infos = self._add_info(infos, {"final_obs": codec.value_to_space(space, final_obs),
-                                               "final_info": final_info}, j)
+                infos = self._add_final(infos, *body["finals"][i], j)
             infos = self._add_info(infos, body["infos"][i], j)
         self._autoreset_envs = np.logical_or(self._terminations, self._truncations)
         if failed:
@@ -280,9 +277,13 @@ class RemoteVectorEnv(VectorEnv):
         self._terminations[i] = r["terminated"]
         self._truncations[i] = r["truncated"]
         if "final_obs" in r:
-            infos = self._add_info(infos, {"final_obs": codec.value_to_space(space, r["final_obs"]),
-                                           "final_info": r["final_info"]}, i)
+            infos = self._add_final(infos, r["final_obs"], r["final_info"], i)
         return self._add_info(infos, r["info"], i)
+
+    def _add_final(self, infos: Dict[str, Any], final_obs: Any, final_info: Any, i: int) -> Dict[str, Any]:
+        """Sub-env i ended an episode and was reset in the same step ("same_step" autoreset)."""
+        return self._add_info(infos, {"final_obs": codec.value_to_space(self.single_observation_space, final_obs),
+                                      "final_info": final_info}, i)
 
     def _batched_obs(self) -> Any:
         self._observations = concatenate(self.single_observation_space, self._env_obs, self._observations)

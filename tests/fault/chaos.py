@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 import gymfarm
-from farm_fixture import FarmProcess, children_of, pid_alive, wait_until
+from farm_fixture import FarmProcess, children_of, pid_alive, proc_comm, wait_until
 
 FAULTY = "gymfarm_test/Faulty-v0"
 # Faulty-v0 actions (tests/support/gymfarm_testenvs.py)
@@ -533,13 +533,6 @@ def all_back(conn: gymfarm.Farm, n: int) -> bool:
 def proc_state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return ""
-
-
-def proc_comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
 

@@ -5,7 +5,7 @@ import os
 import signal
 
 import gymfarm
-from farm_fixture import children_of, pid_alive, wait_until
+from farm_fixture import children_of, pid_alive, proc_comm, wait_until
 
 FAULTY = "gymfarm_test/Faulty-v0"
 
@@ -15,13 +15,8 @@ def cmdline(pid):
         return f.read().split(b"\0")
 
 
-def comm(pid):
-    with open(f"/proc/{pid}/comm") as f:
-        return f.read().strip()
-
-
 def zygote_of(fp):
-    return [p for p in children_of(fp.pid) if comm(p) == "gf-zygote"]
+    return [p for p in children_of(fp.pid) if proc_comm(p) == "gf-zygote"]
 
 
 def test_forked_workers_are_the_brokers_children_with_their_own_random_state(start_farm):
@@ -30,7 +25,7 @@ def test_forked_workers_are_the_brokers_children_with_their_own_random_state(sta
     assert len(zygote_of(fp)) == 1
     pids = {w["pid"] for w in farm.stats()["workers"]}
     assert pids <= set(children_of(fp.pid))  # re-parented to the broker, which reaps them
-    assert {comm(p) for p in pids} == {"gf-worker"}
+    assert {proc_comm(p) for p in pids} == {"gf-worker"}
     envs = [farm.make(FAULTY) for _ in range(3)]
     draws = {farm.call("call", e.instance_id, {"name": "global_random"})["value"] for e in envs}
     assert len(draws) == 3, "workers share the zygote's NumPy random state"
@@ -53,7 +48,7 @@ def test_the_farm_survives_its_zygote_and_starts_later_workers_fresh(start_farm)
     assert wait_until(lambda: all(w["state"] in ("idle", "assigned") and w["pid"] != victim
                                   for w in farm.stats()["workers"]), 60)
     fresh = [w["pid"] for w in farm.stats()["workers"] if w["state"] == "idle"]
-    assert fresh and comm(fresh[0]) != "gf-worker"  # a fresh process, not a fork of the zygote
+    assert fresh and proc_comm(fresh[0]) != "gf-worker"  # a fresh process, not a fork of the zygote
     assert b"--identity" in cmdline(fresh[0])
     again = farm.make("CartPole-v1")
     again.reset(seed=0)

@@ -30,6 +30,14 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def proc_comm(pid: int) -> str:
+    """The process's name as the kernel shows it ("gf-zygote", "gf-worker", ...); "" when gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def children_of(pid: int) -> List[int]:
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
