@@ -1,6 +1,8 @@
 #include "broker/broker.hpp"
 
 #include <signal.h>
+#include <sys/socket.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -26,6 +28,7 @@
 #include "protocol/frames.hpp"
 #include "protocol/token.hpp"
 #include "transport/frames.hpp"
+#include "transport/stream.hpp"
 
 namespace gymfarm::broker {
 
@@ -111,8 +114,19 @@ struct Broker::Impl {
   Zygote zygote;  // after the launcher: closed first, then the launcher reaps it
   zmq::context_t ctx{1};
   zmq::socket_t frontend{ctx, zmq::socket_type::router};
-  zmq::socket_t backend{ctx, zmq::socket_type::router};
+  zmq::socket_t backend{ctx, zmq::socket_type::router};  // heartbeats only
   std::string backend_endpoint;
+  // Requests and replies travel on one unix stream socket per worker (transport/stream.hpp); a
+  // link's first message is [link, identity], and a link naming no live slot is closed.
+  transport::StreamServer links{opt.max_message_bytes, [this](Frames& first) {
+    if (first.size() != 2 || view(first[0]) != verb::kLink) return std::string();
+    std::string identity = transport::str(first[1]);
+    return registry.by_identity(identity) ? identity : std::string();
+  }};
+  // Native clients on this host may move from ZeroMQ to a unix stream socket (the hello reply
+  // names it): the same frames, without ZeroMQ's I/O-thread wake-ups.
+  transport::StreamServer local_clients{opt.max_message_bytes, nullptr};
+  TimePoint spin_until{};  // the loop busy-polls until then (set by activity)
   int signal_fd = -1;
   uint64_t next_rid = 1;
   uint64_t next_batch = 1;
@@ -155,7 +169,7 @@ struct Broker::Impl {
     out.reserve(4);
     for (std::string_view f : {std::string_view(client), std::string_view(rid), status}) out.push_back(payload(f));
     out.push_back(std::move(body));
-    if (!transport::send(frontend, out) && opt.verbose) log("dropped a reply to a gone client");
+    if (!to_client(out) && opt.verbose) log("dropped a reply to a gone client");
   }
 
   // The request no longer counts towards its client's in-flight limit.
@@ -202,7 +216,7 @@ struct Broker::Impl {
       out.push_back(payload(f));
     }
     for (auto& m : b.parts) out.push_back(std::move(m));
-    transport::send(frontend, out);
+    to_client(out);
     vec_batches.erase(it);
   }
 
@@ -221,7 +235,7 @@ struct Broker::Impl {
       out.push_back(payload(st));
       out.push_back(std::move(m));
     }
-    transport::send(frontend, out);
+    to_client(out);
     batches.erase(it);
   }
 
@@ -233,7 +247,8 @@ struct Broker::Impl {
 
   // What every worker (and the zygote) is started with.
   std::vector<std::string> worker_args() const {
-    std::vector<std::string> args{"--backend", backend_endpoint, "--parent", std::to_string(::getpid())};
+    std::vector<std::string> args{"--backend", backend_endpoint, "--link", links.path(), "--parent",
+                                  std::to_string(::getpid()), "--spin-us", std::to_string(opt.spin.count())};
     if (!opt.python.empty()) {
       args.push_back("--python");
       args.push_back(opt.python);
@@ -305,14 +320,14 @@ struct Broker::Impl {
     const Duration timeout = timeout_for(r.verb);
     bool sent = false;
     if (r.parts.empty() || r.vec) {
-      sent = transport::send(backend, {s.identity, r.verb, r.instance, rid_bytes, r.body});
+      sent = to_worker(s.identity, {r.verb, r.instance, rid_bytes, r.body});
     } else {
-      std::vector<std::string_view> frames{s.identity, verb::kStepMany, "", rid_bytes};
+      std::vector<std::string_view> frames{verb::kStepMany, "", rid_bytes};
       for (const auto& p : r.parts) {
         frames.push_back(p.instance);
         frames.push_back(p.body);
       }
-      sent = transport::send(backend, frames);
+      sent = to_worker(s.identity, frames);
     }
     if (!sent) {
       if (auto why = kill_reasons.find(s.pid); why != kill_reasons.end()) {  // killed, not reaped yet: say why
@@ -327,7 +342,7 @@ struct Broker::Impl {
       }
       // Its pipe took nothing for a whole grace period although the process lives: replace it,
       // and answer the request now rather than at the client's timeout.
-      const std::string cause = std::string("its pipe took no message for 1 s (") + zmq_strerror(zmq_errno()) + ")";
+      const std::string cause = "its link took no message for 1 s";
       log("worker " + std::to_string(w) + ": " + cause + "; killing it");
       fail(r, make_error(ErrorCode::WorkerCrashed, "the worker holding this instance is unreachable: " + cause));
       kill_worker(w, cause);
@@ -395,6 +410,63 @@ struct Broker::Impl {
     s.respawn_at = clock.now() + backoff(s.consecutive_failures);
   }
 
+  // ---- worker links ----------------------------------------------------------------------------
+
+  bool to_worker(const std::string& identity, const std::vector<std::string_view>& frames) {
+    return links.send(identity, frames);
+  }
+
+  void on_link_message(const std::string& identity, Frames& frames) {
+    frames.insert(frames.begin(), payload(identity));
+    on_backend(frames);
+  }
+
+  void on_link_closed(const std::string& identity, bool too_large) {
+    if (!too_large) return;  // the worker exited: the reaper answers for it
+    if (auto w = registry.by_identity(identity)) {
+      log("worker " + std::to_string(*w) + " sent a message over --max-message-bytes; killing it");
+      kill_worker(*w, "it sent a reply over the message size limit (" + std::to_string(opt.max_message_bytes) + " bytes)");
+    }
+  }
+
+  void on_local_message(const std::string& client, Frames& frames) {
+    frames.insert(frames.begin(), payload(client));
+    on_frontend(frames);
+  }
+
+  void on_local_closed(const std::string& client, bool) { authorized.erase(client); }
+
+  // A reply to a client: over its local stream if it has one, else over ZeroMQ. frames[0] is the
+  // client's identity.
+  bool to_client(Frames& frames) {
+    const std::string_view id = view(frames[0]);
+    if (id.size() > 6 && id.substr(0, 6) == std::string_view("\0local", 6)) {
+      const std::string name(id);
+      frames.erase(frames.begin());
+      return local_clients.send(name, frames);
+    }
+    return transport::send(frontend, frames);
+  }
+
+  // Waits for the next event. While events keep coming (within opt.spin of the last one) it
+  // busy-polls instead of sleeping: a worker's reply or the client's next request usually follows
+  // within microseconds, and waking from sleep costs more than that on most virtual machines.
+  void wait_for_events(std::vector<zmq::pollitem_t>& items) {
+    using std::chrono::steady_clock;
+    auto now = steady_clock::now();
+    while (now < spin_until) {
+      if (zmq::poll(items.data(), items.size(), std::chrono::milliseconds(0)) > 0) {
+        spin_until = steady_clock::now() + opt.spin;
+        return;
+      }
+      sched_yield();
+      now = steady_clock::now();
+    }
+    if (zmq::poll(items.data(), items.size(), kPollInterval) > 0 && opt.spin.count() > 0) {
+      spin_until = steady_clock::now() + opt.spin;
+    }
+  }
+
   void kill_worker(std::size_t w, std::string why) {
     auto& s = registry.slot(w);
     if (s.pid <= 0) return;
@@ -457,6 +529,7 @@ struct Broker::Impl {
     v.set("server_version", "0.1.0");
     v.set("workers", static_cast<int64_t>(registry.size()));
     v.set("envs_per_worker", static_cast<int64_t>(registry.capacity()));
+    v.set("local", local_clients.path());  // clients on this host may switch to it (docs/protocol.md)
     reply_ok(r, v);
   }
 
@@ -1003,7 +1076,7 @@ struct Broker::Impl {
         s.queue.clear();
         s.in_flight.reset();
         if (s.state == WorkerState::Dead) continue;
-        transport::send(backend, {s.identity, verb::kBye, "", protocol::encode_rid(0), ""});
+        to_worker(s.identity, {verb::kBye, "", protocol::encode_rid(0), ""});
         registry.stopping(i);
       }
     }
@@ -1026,6 +1099,7 @@ Broker::Broker(BrokerOptions options) : impl_(std::make_unique<Impl>(std::move(o
 
 Broker::~Broker() {
   if (impl_ && impl_->signal_fd >= 0) ::close(impl_->signal_fd);
+
 }
 
 namespace {
@@ -1069,6 +1143,14 @@ std::string Broker::bind() {
   } catch (const zmq::error_t& e) {
     throw std::runtime_error("cannot bind the worker socket " + d.backend_endpoint + ": " + e.what());
   }
+  const std::string pid = std::to_string(::getpid());
+  std::string err;
+  if (!d.links.listen(d.opt.runtime_dir + "/link-" + pid + ".sock", err)) {
+    throw std::runtime_error("cannot listen for workers in " + d.opt.runtime_dir + ": " + err);
+  }
+  if (!d.local_clients.listen(d.opt.runtime_dir + "/native-" + pid + ".sock", err)) {
+    throw std::runtime_error("cannot listen for local clients in " + d.opt.runtime_dir + ": " + err);
+  }
   const sigset_t set = broker_signals();
   d.signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
   if (d.signal_fd < 0) throw std::runtime_error("signalfd failed");
@@ -1080,19 +1162,26 @@ int Broker::run(const std::function<void()>& on_ready) {
   if (d.opt.zygote) d.start_zygote();
   for (std::size_t i = 0; i < d.registry.size(); ++i) d.spawn(i);
   Frames frames;
+  std::vector<zmq::pollitem_t> items;
   int rc = 0;
   while (true) {
-    zmq::pollitem_t items[] = {
-        {d.frontend.handle(), 0, ZMQ_POLLIN, 0},
-        {d.backend.handle(), 0, ZMQ_POLLIN, 0},
-        {nullptr, d.signal_fd, ZMQ_POLLIN, 0},
-        {nullptr, d.zygote.reply_fd(), ZMQ_POLLIN, 0},
-    };
-    zmq::poll(items, d.zygote.alive() ? 4 : 3, kPollInterval);
+    items.clear();
+    items.push_back({d.frontend.handle(), 0, ZMQ_POLLIN, 0});
+    items.push_back({d.backend.handle(), 0, ZMQ_POLLIN, 0});
+    items.push_back({nullptr, d.signal_fd, ZMQ_POLLIN, 0});
+    items.push_back({nullptr, d.zygote.alive() ? d.zygote.reply_fd() : -1, ZMQ_POLLIN, 0});
+    d.links.fill(items);
+    const std::size_t first_local = items.size();
+    d.local_clients.fill(items);
+    d.wait_for_events(items);
     if (d.zygote.alive() && (items[3].revents & ZMQ_POLLIN)) d.on_zygote();
     if (items[2].revents & ZMQ_POLLIN) {
       if (d.read_signals()) d.begin_shutdown();
     }
+    d.links.process(items, 4, [&d](const std::string& n, Frames& f) { d.on_link_message(n, f); },
+                    [&d](const std::string& n, bool big) { d.on_link_closed(n, big); });
+    d.local_clients.process(items, first_local, [&d](const std::string& n, Frames& f) { d.on_local_message(n, f); },
+                            [&d](const std::string& n, bool big) { d.on_local_closed(n, big); });
     for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.backend, frames); ++n) d.on_backend(frames);
     for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.frontend, frames); ++n) d.on_frontend(frames);
     d.check_time();

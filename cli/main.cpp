@@ -43,6 +43,9 @@ options for start:
   --envs-per-worker K    throughput mode: each worker hosts up to K envs and steps a batch's envs
                          in one message; a crash or timeout takes all K envs of that worker with
                          it (default 1: one env per process, full isolation)
+  --spin-us US           after activity, the broker and each worker busy-poll this many microseconds
+                         for the next message before sleeping: lower latency, some CPU spent
+                         waiting (default 50; 0 never spins, for crowded or battery-powered hosts)
   --host ADDR            address to listen on (default 127.0.0.1)
   --native-port PORT     native protocol port, ZeroMQ + MessagePack (default 5555; 0 picks a free one)
   --port PORT            HTTP/WebSocket gateway port: Gymie WebSocket at /gym (default 5000; 0 picks
@@ -167,6 +170,7 @@ Options parse(int argc, char** argv) {
       std::exit(0);
     } else if (k == "--workers") o.broker.workers = static_cast<std::size_t>(int_arg(k, value(), 1, 4096));
     else if (k == "--no-zygote") o.broker.zygote = false;
+    else if (k == "--spin-us") o.broker.spin = std::chrono::microseconds(int_arg(k, value(), 0, 100000));
     else if (k == "--envs-per-worker") o.broker.envs_per_worker = static_cast<std::size_t>(int_arg(k, value(), 1, 1024));
     else if (k == "--host") o.host = value();
     else if (k == "--native-port") o.port = static_cast<int>(int_arg(k, value(), 0, 65535));

@@ -2,9 +2,12 @@
 
 #include <zmq.hpp>
 
+#include <thread>
+
 #include "protocol/codec.hpp"
 #include "protocol/frames.hpp"
 #include "transport/frames.hpp"
+#include "transport/stream.hpp"
 
 namespace gymfarm::client {
 
@@ -22,17 +25,18 @@ struct Client::Impl {
   zmq::socket_t sock;
   uint64_t next_rid = 1;
   std::string endpoint;
+  std::unique_ptr<transport::StreamConn> local;  // set once the client moved to the local socket
 
   [[noreturn]] void raise(ErrorCode code, std::string message) { throw ClientError(Error{code, std::move(message), Value(protocol::Map{})}); }
 
   // Sends frames and waits for the reply with the same rid; returns [rid, status, body...].
   transport::Frames round_trip(std::vector<std::string_view> frames, uint64_t rid) {
+    if (local) return local_round_trip(frames, rid);
     if (!transport::send(sock, frames, true)) raise(ErrorCode::Internal, "cannot send to " + endpoint);
     const auto deadline = std::chrono::steady_clock::now() + opt.timeout;
     transport::Frames in;
     while (true) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) raise(ErrorCode::Timeout, "no reply from the farm at " + endpoint + " within " + std::to_string(opt.timeout.count()) + " ms");
+      const auto left = left_until(deadline);
       zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
       zmq::poll(&item, 1, left);
       if (!transport::recv(sock, in)) continue;
@@ -40,6 +44,63 @@ struct Client::Impl {
       auto got = protocol::decode_rid(view(in[0]));
       if (got && *got == rid) return in;
     }
+  }
+
+  std::chrono::milliseconds left_until(std::chrono::steady_clock::time_point deadline) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) raise(ErrorCode::Timeout, "no reply from the farm at " + endpoint + " within " + std::to_string(opt.timeout.count()) + " ms");
+    return left;
+  }
+
+  // The same over the local socket. A broken link (the farm stopped) fails the call; the next
+  // call goes over ZeroMQ again, which reconnects by itself.
+  transport::Frames local_round_trip(const std::vector<std::string_view>& frames, uint64_t rid) {
+    using Read = transport::StreamConn::Read;
+    if (!local->send(frames)) return lost_local();
+    const auto deadline = std::chrono::steady_clock::now() + opt.timeout;
+    transport::Frames in;
+    while (true) {
+      const auto left = left_until(deadline);
+      if (local->wants_write()) {
+        if (!local->flush()) return lost_local();
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+        continue;
+      }
+      const Read r = local->wait(in, opt.spin, std::min(left, std::chrono::milliseconds(100)));
+      if (r == Read::Closed || r == Read::TooLarge) return lost_local();
+      if (r != Read::Message || in.size() < 2) continue;
+      auto got = protocol::decode_rid(view(in[0]));
+      if (got && *got == rid) return in;
+    }
+  }
+
+  [[noreturn]] transport::Frames lost_local() {
+    local.reset();
+    raise(ErrorCode::Timeout, "the connection to the farm at " + endpoint + " was lost");
+  }
+
+  // After the hello over ZeroMQ: moves to the farm's local socket when both ends are on this host.
+  void go_local(const Value& hello_reply, const std::string& hello_body) {
+    const Value* path = hello_reply.find("local");
+    if (!opt.local || !path || !path->is_string() || !on_this_host(endpoint)) return;
+    const int fd = transport::connect_unix(path->as_string());
+    if (fd < 0) return;
+    local = std::make_unique<transport::StreamConn>(fd, 0);
+    const uint64_t rid = next_rid++;
+    const std::string rid_bytes = protocol::encode_rid(rid);
+    try {
+      auto in = local_round_trip({protocol::verb::kHello, "", rid_bytes, hello_body}, rid);
+      if (in.size() != 3 || view(in[1]) != protocol::kStatusOk) local.reset();
+    } catch (const ClientError&) {
+      local.reset();
+    }
+  }
+
+  static bool on_this_host(const std::string& ep) {
+    for (const char* p : {"ipc://", "tcp://127.", "tcp://localhost:", "tcp://[::1]:"}) {
+      if (ep.rfind(p, 0) == 0) return true;
+    }
+    return false;
   }
 };
 
@@ -82,7 +143,10 @@ Client::Client(const std::string& endpoint, ClientOptions options) : impl_(std::
   hello.set("client", impl_->opt.name);
   if (!impl_->opt.token.empty()) hello.set("token", impl_->opt.token);
   hello_ = call(protocol::verb::kHello, {}, hello);
+  impl_->go_local(hello_, protocol::encode(hello));
 }
+
+bool Client::is_local() const { return impl_->local != nullptr; }
 
 Client::~Client() = default;
 

@@ -1,5 +1,6 @@
 #pragma once
-// The C++ client of the native protocol: one DEALER socket, synchronous calls, typed errors.
+// The C++ client of the native protocol: one DEALER socket (or the farm's local unix socket on the
+// same host), synchronous calls, typed errors.
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -40,6 +41,11 @@ struct ClientOptions {
   // A ZeroMQ context to share (needed for inproc:// endpoints, e.g. the gateway inside the farm's
   // process); by default the client has its own.
   zmq::context_t* context = nullptr;
+  // On this host (tcp://127.0.0.1, localhost, [::1], or ipc://), move to the farm's local unix
+  // socket after the hello: the same messages with fewer wake-ups (docs/protocol.md).
+  bool local = true;
+  // While waiting for a reply over the local socket, busy-poll this long before sleeping.
+  std::chrono::microseconds spin{50};
 };
 
 struct EnvHandle {
@@ -97,6 +103,8 @@ class Client final : public Caller {
   Value list();
   std::vector<std::string> envs();
   const Value& hello() const { return hello_; }
+  // True once the client moved to the farm's local unix socket (ClientOptions::local).
+  bool is_local() const;
 
  private:
   struct Impl;

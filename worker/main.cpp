@@ -3,6 +3,7 @@
 // With --zygote it is the pre-imported parent the broker asks for workers: it loads Python, numpy,
 // gymnasium and the --import modules once, then forks a worker per request.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -21,6 +22,7 @@
 
 #include "protocol/frames.hpp"
 #include "transport/frames.hpp"
+#include "transport/stream.hpp"
 #include "worker/host_source.hpp"
 #include "worker/py_codec.hpp"
 
@@ -31,21 +33,24 @@ using gymfarm::transport::view;
 namespace {
 
 struct Args {
-  std::string backend;
+  std::string backend;  // ZeroMQ endpoint for heartbeats
+  std::string link;     // unix socket path for requests and replies (transport/stream.hpp)
   std::string identity;
   std::string python;
   std::vector<std::string> imports;
   pid_t parent = 0;
   unsigned long long memory_limit = 0;  // bytes, for error messages (the OS enforces it)
   unsigned long long cpu_limit = 0;     // seconds; set by the zygote's children themselves
+  long spin_us = 0;                     // busy-poll this long for the next request before sleeping
   bool zygote = false;
 };
 
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "gymfarm-worker: %s\n"
-               "usage: gymfarm-worker --backend ENDPOINT (--identity ID | --zygote) [--parent PID] "
-               "[--python PATH] [--import MODULE]... [--memory-limit BYTES] [--cpu-limit SECONDS]\n"
+               "usage: gymfarm-worker --backend ENDPOINT --link PATH (--identity ID | --zygote) [--parent PID] "
+               "[--python PATH] [--import MODULE]... [--memory-limit BYTES] [--cpu-limit SECONDS] "
+               "[--spin-us N]\n"
                "Started by `gymfarm start`; not meant to be run by hand.\n",
                msg);
   std::exit(2);
@@ -60,7 +65,9 @@ Args parse(int argc, char** argv) {
       return argv[++i];
     };
     if (k == "--backend") a.backend = value();
+    else if (k == "--link") a.link = value();
     else if (k == "--identity") a.identity = value();
+    else if (k == "--spin-us") a.spin_us = std::stol(value());
     else if (k == "--python") a.python = value();
     else if (k == "--import") a.imports.push_back(value());
     else if (k == "--parent") a.parent = static_cast<pid_t>(std::stol(value()));
@@ -69,7 +76,9 @@ Args parse(int argc, char** argv) {
     else if (k == "--zygote") a.zygote = true;
     else usage(("unknown option " + k).c_str());
   }
-  if (a.backend.empty() || (a.identity.empty() && !a.zygote)) usage("--backend and --identity are required");
+  if (a.backend.empty() || a.link.empty() || (a.identity.empty() && !a.zygote)) {
+    usage("--backend, --link and --identity are required");
+  }
   return a;
 }
 
@@ -205,25 +214,35 @@ void init_python(const Args& args) {
 
 
 // Serves requests until the broker says bye or goes away. The heartbeat thread is already running.
-void serve(const Args& args, Host& host, zmq::context_t& ctx) {
+void serve(const Args& args, Host& host) {
   const std::string info = host.ready_info();
-  zmq::socket_t sock(ctx, zmq::socket_type::dealer);
-  gymfarm::transport::configure(sock);
-  sock.set(zmq::sockopt::routing_id, args.identity);
-  sock.connect(args.backend);
-  gymfarm::transport::send(sock, std::vector<std::string_view>{verb::kReady, info}, true);
+  const int fd = gymfarm::transport::connect_unix(args.link);
+  if (fd < 0) {
+    std::fprintf(stderr, "[gymfarm-worker] cannot reach the broker at %s\n", args.link.c_str());
+    return;
+  }
+  gymfarm::transport::StreamConn link(fd, 0);
+  auto send = [&](const std::vector<std::string_view>& frames) {
+    if (!link.send(frames)) return false;
+    while (link.wants_write()) {  // a large reply: wait for the broker to drain it
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, 500) < 0 || parent_gone(args.parent) || !link.flush()) return false;
+    }
+    return true;
+  };
+  if (!send({verb::kLink, args.identity}) || !send({verb::kReady, info})) return;
 
+  using Read = gymfarm::transport::StreamConn::Read;
+  const auto spin = std::chrono::microseconds(args.spin_us);
   gymfarm::transport::Frames in;
   while (true) {
-    bool got;
+    Read got;
     {
       py::gil_scoped_release nogil;
-      zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, std::chrono::milliseconds(500));
-      got = gymfarm::transport::recv(sock, in);
+      got = link.wait(in, spin, std::chrono::milliseconds(500));
     }
-    if (parent_gone(args.parent)) break;
-    if (!got || in.empty()) continue;
+    if (got == Read::Closed || got == Read::TooLarge || parent_gone(args.parent)) break;
+    if (got != Read::Message || in.empty()) continue;
     const auto v = view(in[0]);
     if (v == verb::kBye) break;
     if (v == verb::kStepMany) {
@@ -238,13 +257,12 @@ void serve(const Args& args, Host& host, zmq::context_t& ctx) {
         out.push_back(r.status);
         out.push_back(r.body);
       }
-      gymfarm::transport::send(sock, out, true);
+      if (!send(out)) break;
       continue;
     }
     if (in.size() != 4) continue;
     Reply r = host.handle(v, view(in[1]), view(in[3]));
-    const std::string rid(view(in[2]));
-    gymfarm::transport::send(sock, std::vector<std::string_view>{verb::kReply, rid, r.status, r.body}, true);
+    if (!send({verb::kReply, view(in[2]), r.status, r.body})) break;
   }
   host.close_env();
 }
@@ -296,7 +314,7 @@ void serve(const Args& args, Host& host, zmq::context_t& ctx) {
   } catch (py::error_already_set& e) {
     std::fprintf(stderr, "[gymfarm-worker] after fork: %s\n", e.what());
   }
-  serve(args, host, ctx);
+  serve(args, host);
   finish(stop, hb, 0);
 }
 
@@ -386,6 +404,6 @@ int main(int argc, char** argv) {
     std::fflush(nullptr);
     _exit(4);
   }
-  serve(args, *host, ctx);
+  serve(args, *host);
   finish(stop, hb, 0);
 }
