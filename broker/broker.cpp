@@ -424,7 +424,7 @@ struct Broker::Impl {
   void on_link_closed(const std::string& identity, bool too_large) {
     if (!too_large) return;  // the worker exited: the reaper answers for it
     if (auto w = registry.by_identity(identity)) {
-      log("worker " + std::to_string(*w) + " sent a message over --max-message-bytes; killing it");
+      log("worker " + std::to_string(*w) + " sent a message over the size limit; killing it");
       kill_worker(*w, "it sent a reply over the message size limit (" + std::to_string(opt.max_message_bytes) + " bytes)");
     }
   }

@@ -335,6 +335,7 @@ int cmd_start(Options o) {
     o.gateway.port = static_cast<uint16_t>(o.http_port);
     o.gateway.broker_endpoint = gymfarm::broker::Broker::kInprocFrontend;
     o.gateway.broker_context = &broker.context();
+    o.gateway.spin = o.broker.spin;
     o.gateway.client_timeout = std::max(o.broker.step_timeout, o.broker.make_timeout) + std::chrono::seconds(30);
     if (o.gateway.rest.monitor_dir.empty()) o.gateway.rest.monitor_dir = o.runtime_dir + "/monitor";
     o.gateway.rest.monitor_dir = fs::absolute(o.gateway.rest.monitor_dir).string();

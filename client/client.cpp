@@ -26,6 +26,7 @@ struct Client::Impl {
   uint64_t next_rid = 1;
   std::string endpoint;
   std::unique_ptr<transport::StreamConn> local;  // set once the client moved to the local socket
+  bool inproc = false;
 
   [[noreturn]] void raise(ErrorCode code, std::string message) { throw ClientError(Error{code, std::move(message), Value(protocol::Map{})}); }
 
@@ -35,6 +36,16 @@ struct Client::Impl {
     if (!transport::send(sock, frames, true)) raise(ErrorCode::Internal, "cannot send to " + endpoint);
     const auto deadline = std::chrono::steady_clock::now() + opt.timeout;
     transport::Frames in;
+    if (inproc) {  // no I/O thread to starve: poll for the reply before sleeping
+      const auto until = std::chrono::steady_clock::now() + opt.spin;
+      while (std::chrono::steady_clock::now() < until) {
+        if (transport::recv(sock, in) && in.size() >= 2) {
+          auto got = protocol::decode_rid(view(in[0]));
+          if (got && *got == rid) return in;
+        }
+        std::this_thread::yield();
+      }
+    }
     while (true) {
       const auto left = left_until(deadline);
       zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
@@ -136,6 +147,7 @@ protocol::Space to_space(const Value* v) {
 
 Client::Client(const std::string& endpoint, ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
   impl_->endpoint = endpoint;
+  impl_->inproc = endpoint.rfind("inproc://", 0) == 0;
   transport::configure(impl_->sock);
   impl_->sock.connect(endpoint);
   Value hello(protocol::Map{});

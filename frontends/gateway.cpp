@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "frontends/pyjson.hpp"
+#include "transport/stream.hpp"
 
 namespace gymfarm::frontends {
 
@@ -105,6 +106,7 @@ struct Gateway::Impl {
       http::request_parser<http::string_body> parser;
       parser.header_limit(16 * 1024);
       parser.body_limit(opt.max_message_bytes);
+      if (buffer.size() == 0) transport::spin_then_poll(sock.native_handle(), opt.spin, std::chrono::milliseconds(0));
       http::read(sock, buffer, parser, ec);
       if (ec == http::error::body_limit || ec == http::error::header_limit) {
         const bool body = ec == http::error::body_limit;
@@ -194,6 +196,7 @@ struct Gateway::Impl {
     co.name = "gymfarm-gateway";
     co.token = opt.access.token;
     co.context = opt.broker_context;
+    co.spin = opt.spin;
     return std::make_unique<client::Client>(opt.broker_endpoint, co);
   }
 
@@ -216,6 +219,7 @@ struct Gateway::Impl {
     beast::flat_buffer buffer;
     while (!stopping) {
       buffer.clear();
+      transport::spin_then_poll(ws.next_layer().native_handle(), opt.spin, std::chrono::milliseconds(0));
       ws.read(buffer, ec);
       if (ec) break;  // peer closed, protocol error (Beast has sent the close), or shutdown
       const auto out = session.handle(beast::buffers_to_string(buffer.data()));

@@ -48,7 +48,7 @@ void StreamConn::append(std::string_view bytes) {
   out_.append(bytes);
 }
 
-// With nothing queued, the message goes out in one writev straight from the frames; only what the
+// With nothing queued, the message goes out in one sendmsg straight from the frames; only what the
 // socket does not take is copied into the out buffer.
 bool StreamConn::send(const std::vector<std::string_view>& frames) {
   if (broken_) return false;
@@ -67,7 +67,10 @@ bool StreamConn::send(const std::vector<std::string_view>& frames) {
   if (!wants_write()) {
     for (std::size_t at = 0; at < iov.size();) {
       const int count = static_cast<int>(std::min<std::size_t>(iov.size() - at, IOV_MAX));
-      const ssize_t n = ::writev(fd_, iov.data() + at, count);
+      msghdr msg{};
+      msg.msg_iov = iov.data() + at;
+      msg.msg_iovlen = static_cast<std::size_t>(count);
+      const ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);  // a closed peer is an error, not SIGPIPE
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
       if (n < 0) {

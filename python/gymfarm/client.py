@@ -1,4 +1,5 @@
-"""The native client: a ZeroMQ DEALER socket speaking docs/protocol.md."""
+"""The native client: a ZeroMQ DEALER socket speaking docs/protocol.md, or the farm's local unix
+socket when the farm runs on this host."""
 from __future__ import annotations
 
 import itertools
@@ -11,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import zmq
 
 from . import codec, errors
+from .local import LinkClosed, LocalLink
 
 PROTOCOL_VERSION = 1
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -25,17 +27,23 @@ class Farm:
     Calls are synchronous and thread-safe (one lock per connection). ``timeout`` (seconds) bounds
     every call; past it :class:`gymfarm.Timeout` is raised. ``token`` (default: the environment
     variable ``GYMFARM_TOKEN``) is sent in the hello to farms that need one.
+
+    On the farm's own host (``tcp://127.0.0.1``, ``localhost``, ``[::1]`` or ``ipc://``) the
+    connection moves to the farm's local unix socket after the hello (``local=False`` or the
+    environment variable ``GYMFARM_LOCAL=0`` keeps ZeroMQ): the same messages with fewer
+    wake-ups, several times faster per step on virtual machines. ``is_local`` says which is used.
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 60.0,
                  connect_timeout: float = 10.0, context: Optional[zmq.Context] = None,
-                 token: Optional[str] = None):
+                 token: Optional[str] = None, local: Optional[bool] = None, spin_us: float = 50.0):
         self.endpoint = endpoint
         self.timeout = float(timeout)
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.connect(endpoint)
+        self._chan: Any = self._sock  # what requests travel on: the ZeroMQ socket or the LocalLink
         self._lock = threading.Lock()
         self._rids = itertools.count(1)
         self._outstanding: set = set()
@@ -52,6 +60,37 @@ class Farm:
         except errors.Timeout:
             self._sock.close(0)
             raise errors.FarmUnavailable(f"no gymfarm answers at {endpoint} (is `gymfarm start` running?)") from None
+        if local is None:
+            local = os.environ.get("GYMFARM_LOCAL", "1") != "0"
+        if local:
+            self._go_local(hello, spin_us * 1e-6, connect_timeout)
+
+    @property
+    def is_local(self) -> bool:
+        """True when requests travel on the farm's local unix socket rather than ZeroMQ."""
+        return self._chan is not self._sock
+
+    def _go_local(self, hello: Dict[str, Any], spin: float, timeout: float) -> None:
+        path = self.server.get("local")
+        here = self.endpoint.startswith(("ipc://", "tcp://127.", "tcp://localhost:", "tcp://[::1]:"))
+        if not isinstance(path, str) or not path or not here:
+            return
+        try:
+            link = LocalLink(path, spin)
+        except OSError:
+            return  # another host's path, or no permission: stay on ZeroMQ
+        self._chan = link
+        try:
+            self.call("hello", body=hello, timeout=timeout)
+        except errors.GymfarmError:
+            link.close()
+            self._chan = self._sock
+
+    def _lost_local(self) -> errors.FarmUnavailable:
+        """The local socket broke (the farm stopped): later calls go over ZeroMQ, which reconnects."""
+        self._chan.close()
+        self._chan = self._sock
+        return errors.FarmUnavailable(f"the connection to the farm at {self.endpoint} was lost")
 
     # -- plumbing -------------------------------------------------------------------------------
     #
@@ -64,7 +103,10 @@ class Farm:
         rid = next(self._rids)
         frames[2] = struct.pack("<Q", rid)
         with self._lock:
-            self._sock.send_multipart(frames, copy=False)
+            try:
+                self._chan.send_multipart(frames, copy=False)
+            except LinkClosed:
+                raise self._lost_local() from None
             self._outstanding.add(rid)
         return rid
 
@@ -76,26 +118,41 @@ class Farm:
         deadline = time.monotonic() + limit
         while True:
             with self._lock:
-                while self._sock.poll(0):
-                    self._store(self._sock.recv_multipart())
-                done = {r: self._arrived[r] for r in rids if r in self._arrived}
-                if len(done) >= need:
-                    for r in done:
-                        del self._arrived[r]
+                try:
+                    done = self._wait_turn(rids, need, deadline, limit)
+                except LinkClosed:
+                    for r in rids:
                         self._outstanding.discard(r)
+                    raise self._lost_local() from None
+                if done is not None:
                     return done
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    for r in rids:  # late replies to these are dropped
-                        if r in self._outstanding and r not in self._arrived:
-                            self._given_up.add(r)
-                        self._outstanding.discard(r)
-                    if len(self._given_up) > 100_000:
-                        self._given_up.clear()
-                    raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {limit:g} s",
-                                         {"client_side": True})
-                if self._sock.poll(max(1, int(min(left, 0.005) * 1000))):
-                    self._store(self._sock.recv_multipart())
+
+    def _wait_turn(self, rids: Sequence[int], need: int, deadline: float, limit: float
+                   ) -> Optional[Dict[int, List[bytes]]]:
+        """One turn of _wait, under the lock: the replies if enough have come, else None after
+        waiting at most 5 ms (other threads may take the lock in between)."""
+        chan = self._chan
+        while chan.poll(0):
+            self._store(chan.recv_multipart())
+        done = {r: self._arrived[r] for r in rids if r in self._arrived}
+        if len(done) >= need:
+            for r in done:
+                del self._arrived[r]
+                self._outstanding.discard(r)
+            return done
+        left = deadline - time.monotonic()
+        if left <= 0:
+            for r in rids:  # late replies to these are dropped
+                if r in self._outstanding and r not in self._arrived:
+                    self._given_up.add(r)
+                self._outstanding.discard(r)
+            if len(self._given_up) > 100_000:
+                self._given_up.clear()
+            raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {limit:g} s",
+                                 {"client_side": True})
+        if chan.poll(max(1, int(min(left, 0.005) * 1000))):
+            self._store(chan.recv_multipart())
+        return None
 
     def _store(self, reply: List[bytes]) -> None:
         if len(reply) >= 2 and len(reply[0]) == 8:
@@ -226,6 +283,8 @@ class Farm:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._chan is not self._sock:
+                self._chan.close()
             self._sock.close(0)
 
     def __enter__(self) -> "Farm":

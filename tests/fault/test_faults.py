@@ -194,15 +194,25 @@ def test_capacity_exhausted_when_every_worker_is_taken(start_farm):
 def test_kill_9_of_the_broker_leaves_no_orphans(start_farm):
     fp = start_farm(workers=3)
     farm = fp.connect(timeout=2)
+    assert farm.is_local
     env = farm.make("CartPole-v1")
     env.reset(seed=0)
+    remote = fp.connect(timeout=2, local=False)  # a client on ZeroMQ, as from another host
+    assert not remote.is_local
+    remote_env = remote.make("CartPole-v1")
+    remote_env.reset(seed=0)
     workers = fp.worker_pids()  # the 3 workers and the zygote
     assert len(workers) == 4 and all(pid_alive(p) for p in workers)
     os.kill(fp.pid, signal.SIGKILL)
     fp.proc.wait(10)
     assert wait_until(lambda: not any(pid_alive(p) for p in workers), 5), "workers outlived the broker"
+    with pytest.raises(gymfarm.FarmUnavailable, match="lost"):  # the local socket closed: at once
+        env.step(0)
+    assert not farm.is_local  # back on ZeroMQ, which would reconnect to a farm on the same port
     with pytest.raises(gymfarm.Timeout):
         env.step(0)
+    with pytest.raises(gymfarm.Timeout):  # ZeroMQ cannot tell: the deadline answers
+        remote_env.step(0)
 
 
 def test_graceful_stop_closes_envs_and_exits_zero(start_farm, tmp_path):
