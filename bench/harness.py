@@ -10,6 +10,7 @@ comparisons use the C++ load generator (bench/loadgen.cpp); Python-client number
 separately as what a Python user sees. Writes bench/results/<date>.{json,csv,md} and PNG plots.
 """
 import argparse
+import shlex
 import csv
 import datetime
 import json
@@ -45,7 +46,9 @@ def log(msg):
 # ---- helpers ---------------------------------------------------------------------------------
 
 def farm(workers, *args):
-    return FarmProcess(TMP / f"farm-{time.monotonic_ns()}", workers=workers, args=list(args))
+    # GYMFARM_BENCH_FARM_ARGS adds options to every farm the run starts (e.g. "--spin-us 0")
+    extra = shlex.split(os.environ.get("GYMFARM_BENCH_FARM_ARGS", ""))
+    return FarmProcess(TMP / f"farm-{time.monotonic_ns()}", workers=workers, args=list(args) + extra)
 
 
 def free_port():

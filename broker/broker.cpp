@@ -126,7 +126,8 @@ struct Broker::Impl {
   // Native clients on this host may move from ZeroMQ to a unix stream socket (the hello reply
   // names it): the same frames, without ZeroMQ's I/O-thread wake-ups.
   transport::StreamServer local_clients{opt.max_message_bytes, nullptr};
-  TimePoint spin_until{};  // the loop busy-polls until then (set by activity)
+  std::chrono::steady_clock::time_point spin_until{};  // the loop busy-polls until then (set by activity)
+  transport::SpinPolicy spin_policy;
   int signal_fd = -1;
   uint64_t next_rid = 1;
   uint64_t next_batch = 1;
@@ -451,16 +452,21 @@ struct Broker::Impl {
   // Waits for the next event. While events keep coming (within opt.spin of the last one) it
   // busy-polls instead of sleeping: a worker's reply or the client's next request usually follows
   // within microseconds, and waking from sleep costs more than that on most virtual machines.
+  // The SpinPolicy stops the spinning while events come further apart than the spin.
   void wait_for_events(std::vector<zmq::pollitem_t>& items) {
     using std::chrono::steady_clock;
     auto now = steady_clock::now();
-    while (now < spin_until) {
-      if (zmq::poll(items.data(), items.size(), std::chrono::milliseconds(0)) > 0) {
-        spin_until = steady_clock::now() + opt.spin;
-        return;
+    if (now < spin_until && spin_policy.should_spin()) {
+      while (now < spin_until) {
+        if (zmq::poll(items.data(), items.size(), std::chrono::milliseconds(0)) > 0) {
+          spin_policy.spun(true);
+          spin_until = steady_clock::now() + opt.spin;
+          return;
+        }
+        sched_yield();
+        now = steady_clock::now();
       }
-      sched_yield();
-      now = steady_clock::now();
+      spin_policy.spun(false);
     }
     if (zmq::poll(items.data(), items.size(), kPollInterval) > 0 && opt.spin.count() > 0) {
       spin_until = steady_clock::now() + opt.spin;

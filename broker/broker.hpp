@@ -19,7 +19,7 @@ struct BrokerOptions {
   std::string frontend = "tcp://127.0.0.1:5555";
   std::string runtime_dir = "/tmp";  // holds the workers' heartbeat (ipc) and link (unix) sockets
   std::string worker_exe = "gymfarm-worker";
-  std::chrono::microseconds spin{50};  // busy-poll this long after activity before sleeping (0: never)
+  std::chrono::microseconds spin{200};  // busy-poll this long after activity before sleeping (0: never)
   bool zygote = true;                // fork workers from a pre-imported parent (false: start each fresh)
   std::string python;                // interpreter whose site-packages workers use
   std::vector<std::string> imports;  // modules every worker imports before serving

@@ -43,9 +43,10 @@ options for start:
   --envs-per-worker K    throughput mode: each worker hosts up to K envs and steps a batch's envs
                          in one message; a crash or timeout takes all K envs of that worker with
                          it (default 1: one env per process, full isolation)
-  --spin-us US           after activity, the broker and each worker busy-poll this many microseconds
-                         for the next message before sleeping: lower latency, some CPU spent
-                         waiting (default 50; 0 never spins, for crowded or battery-powered hosts)
+  --spin-us US           after activity, the broker, the workers and the gateway busy-poll this many
+                         microseconds for the next message before sleeping, while messages keep
+                         coming that fast: lower latency for some CPU (default 200; 0 never spins,
+                         for crowded or battery-powered hosts)
   --host ADDR            address to listen on (default 127.0.0.1)
   --native-port PORT     native protocol port, ZeroMQ + MessagePack (default 5555; 0 picks a free one)
   --port PORT            HTTP/WebSocket gateway port: Gymie WebSocket at /gym (default 5000; 0 picks

@@ -45,7 +45,7 @@ struct ClientOptions {
   // socket after the hello: the same messages with fewer wake-ups (docs/protocol.md).
   bool local = true;
   // While waiting for a reply over the local socket, busy-poll this long before sleeping.
-  std::chrono::microseconds spin{50};
+  std::chrono::microseconds spin{200};
 };
 
 struct EnvHandle {

@@ -27,8 +27,8 @@ struct GatewayOptions {
   GymieOptions gymie;
   std::size_t max_message_bytes = 4u << 20;  // WebSocket message and HTTP body limit
   std::size_t max_connections = 1024;
-  std::chrono::seconds http_idle_timeout{120};
-  std::chrono::microseconds spin{50};  // busy-poll for the next request and for the farm's reply (--spin-us)  // a keep-alive connection idle this long is closed
+  std::chrono::seconds http_idle_timeout{120};  // a keep-alive connection idle this long is closed
+  std::chrono::microseconds spin{200};  // busy-poll for the next request and for the farm's reply (--spin-us)
   RestOptions rest;
   AccessPolicy access;  // token and allowed origins; the gateway's own clients use the token too
 };

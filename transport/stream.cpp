@@ -198,8 +198,29 @@ StreamConn::Read StreamConn::next(Frames& out) {
 StreamConn::Read StreamConn::wait(Frames& out, std::chrono::microseconds spin, std::chrono::milliseconds wait) {
   Read r = next(out);
   if (r != Read::Nothing) return r;
-  if (!spin_then_poll(fd_, spin, wait)) return Read::Nothing;
-  return next(out);
+  const bool spinning = spin.count() > 0 && spin_policy_.should_spin();
+  const auto start = std::chrono::steady_clock::now();
+  const bool ready = spin_then_poll(fd_, spinning ? spin : std::chrono::microseconds(0), wait);
+  if (spinning) spin_policy_.spun(ready && std::chrono::steady_clock::now() - start <= spin);
+  return ready ? next(out) : Read::Nothing;
+}
+
+bool SpinPolicy::should_spin() {
+  if (misses_ < kMisses) return true;
+  if (++skipped_ < probe_every_) return false;
+  skipped_ = 0;
+  return true;
+}
+
+void SpinPolicy::spun(bool hit) {
+  if (hit) {
+    misses_ = 0;
+    probe_every_ = kFirstProbe;
+  } else if (misses_ < kMisses) {
+    ++misses_;
+  } else {
+    probe_every_ = std::min(probe_every_ * 2, kLastProbe);  // a probe that missed: probe less often
+  }
 }
 
 bool spin_then_poll(int fd, std::chrono::microseconds spin, std::chrono::milliseconds wait) {

@@ -23,6 +23,24 @@
 
 namespace gymfarm::transport {
 
+// Spinning pays only when messages follow within the spin. After kMisses spins in a row that
+// ended without a message, waits sleep at once, except a probe every 16th wait that spins to see
+// whether messages come quickly again; each probe that misses doubles the interval (up to 1024).
+// So a worker among many that are stepped in turn, or one whose client thinks between steps,
+// does not burn the cores the others need, and one that is stepped back to back spins again.
+class SpinPolicy {
+ public:
+  bool should_spin();
+  void spun(bool hit);  // whether the spin ended with a message
+
+ private:
+  static constexpr int kMisses = 4;
+  static constexpr unsigned kFirstProbe = 16, kLastProbe = 1024;
+  int misses_ = 0;
+  unsigned skipped_ = 0;
+  unsigned probe_every_ = kFirstProbe;
+};
+
 // One connection, non-blocking. Reads assemble messages into Frames (large frames are read
 // straight into their message, no staging copy); writes that do not fit go to an out buffer that
 // flush() drains when the socket is writable.
@@ -44,7 +62,8 @@ class StreamConn {
   enum class Read { Message, Nothing, Closed, TooLarge };
   // One whole message into `out` if one is complete after reading what is available.
   Read next(Frames& out);
-  // As next(), but waits up to `wait`, busy-polling for the first `spin` of it.
+  // As next(), but waits up to `wait`, busy-polling for the first `spin` of it while recent
+  // messages came within `spin` (adaptive: see stream.cpp).
   Read wait(Frames& out, std::chrono::microseconds spin, std::chrono::milliseconds wait);
 
  private:
@@ -65,6 +84,7 @@ class StreamConn {
   std::string out_;
   std::size_t out_off_ = 0;
   bool broken_ = false;
+  SpinPolicy spin_policy_;
 };
 
 // Busy-polls `fd` for readability for up to `spin`, then blocks in poll(2) for up to `wait`.

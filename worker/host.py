@@ -102,6 +102,10 @@ def describe_space(s):
 
 def coerce(space, value):
     """Turns a decoded value (lists for tuples, plain numbers) into what the space holds."""
+    if isinstance(space, spaces.Discrete):  # first: the common case
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise BadAction(f"{value!r} is not an integer action of {space}")
+        return np.int64(value)
     if isinstance(space, (spaces.Box, spaces.MultiBinary, spaces.MultiDiscrete)):
         if isinstance(value, np.ndarray) and value.dtype == space.dtype:
             return value
@@ -109,10 +113,6 @@ def coerce(space, value):
             return np.asarray(value, dtype=space.dtype)
         except (TypeError, ValueError) as e:
             raise BadAction(f"cannot read {value!r} as {space}: {e}") from None
-    if isinstance(space, spaces.Discrete):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            raise BadAction(f"{value!r} is not an integer action of {space}")
-        return np.int64(value)
     if isinstance(space, spaces.Tuple):
         if not isinstance(value, (list, tuple)) or len(value) != len(space.spaces):
             raise BadAction(f"{value!r} does not fit {space}")
@@ -244,9 +244,14 @@ def step(inst, action, autoreset=None, processed=False):
         obs, info = env.reset()
         h.needs_reset = False
         return {"obs": obs, "reward": 0.0, "terminated": False, "truncated": False, "info": info}
-    a = coerce(env.action_space, action)
-    if not env.action_space.contains(a):
-        raise BadAction(f"action {action!r} is not in the action space {env.action_space}")
+    space = env.action_space
+    a = coerce(space, action)
+    if type(space) is spaces.Discrete:  # coerce made it an np.int64: what contains() checks but the range
+        ok = space.start <= a < space.start + space.n
+    else:
+        ok = space.contains(a)
+    if not ok:
+        raise BadAction(f"action {action!r} is not in the action space {space}")
     obs, reward, terminated, truncated, info = env.step(a)
     out = {"obs": obs, "reward": reward, "terminated": bool(terminated),
            "truncated": bool(truncated), "info": info}

@@ -36,7 +36,7 @@ class Farm:
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 60.0,
                  connect_timeout: float = 10.0, context: Optional[zmq.Context] = None,
-                 token: Optional[str] = None, local: Optional[bool] = None, spin_us: float = 50.0):
+                 token: Optional[str] = None, local: Optional[bool] = None, spin_us: float = 200.0):
         self.endpoint = endpoint
         self.timeout = float(timeout)
         self._ctx = context or zmq.Context.instance()

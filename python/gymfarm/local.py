@@ -26,7 +26,7 @@ class LinkClosed(ConnectionError):
 class LocalLink:
     """Offers the three socket calls the client uses: send_multipart, poll and recv_multipart."""
 
-    def __init__(self, path: str, spin: float = 50e-6):
+    def __init__(self, path: str, spin: float = 200e-6):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._sock.connect(path)
@@ -34,6 +34,9 @@ class LocalLink:
             self._sock.close()
             raise
         self._spin = spin
+        self._misses = 0
+        self._skipped = 0
+        self._probe_every = 16
         self._buf = bytearray()
         self._frames: List[bytes] = []
         self._left = -1            # frames still to read in the current message; -1: count not read
@@ -67,16 +70,32 @@ class LocalLink:
         self._read()
         if self._messages or timeout_ms == 0:
             return bool(self._messages)
-        end = time.perf_counter() + self._spin
-        while time.perf_counter() < end:
-            if self._read():
-                return True
+        # Spin while replies come within the spin; after 4 misses in a row only probe, ever less
+        # often (transport/stream.hpp's SpinPolicy): a slow env's client then sleeps instead of
+        # taking a core from the workers.
+        if self._misses < 4 or self._probe():
+            end = time.perf_counter() + self._spin
+            while time.perf_counter() < end:
+                if self._read():
+                    self._misses, self._probe_every = 0, 16
+                    return True
+            if self._misses < 4:
+                self._misses += 1
+            else:
+                self._probe_every = min(self._probe_every * 2, 1024)
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
         while not self._messages:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not select.select([self._sock], [], [], left)[0]:
                 return False
             self._read()
+        return True
+
+    def _probe(self) -> bool:
+        self._skipped += 1
+        if self._skipped < self._probe_every:
+            return False
+        self._skipped = 0
         return True
 
     def close(self, linger: int = 0) -> None:
