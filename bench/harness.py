@@ -207,6 +207,19 @@ def p2_p3(cfg, rows):
         packed.stop()
 
 
+def json_costs():
+    """A Gymie step's JSON work (parse the message, write the reply) in microseconds: the gateway's
+    nlohmann/json parse plus its own writer, against RapidJSON and simdjson (bench/json_bench.cpp)."""
+    exe = BIN / "gymfarm-json-bench"
+    if not exe.exists():
+        return {}
+    j = json.loads(subprocess.run([str(exe)], capture_output=True, text=True, timeout=120).stdout)
+    parse, write = j["parse_gymie_ns"], j["write_reply_ns"]
+    return {"json_gateway_us": (parse["nlohmann"] + write["gymfarm_pyjson"]) / 1e3,
+            "json_rapidjson_us": (parse["rapidjson"] + write["rapidjson"]) / 1e3,
+            "json_simdjson_rapidjson_us": (parse["simdjson"] + write["rapidjson"]) / 1e3}
+
+
 def p4_p5(cfg, rows):
     """Gymie WebSocket and gym-http-api REST vs the reference servers, same C++ load generator;
     the Beast WebSocket echo is the floor."""
@@ -225,7 +238,7 @@ def p4_p5(cfg, rows):
             floor = loadgen("ws-echo", "127.0.0.1", wsecho.addr, cfg.steps)
             rows.append({"scenario": "P4", "pair": k, "gymfarm_per_s": g["per_s"], "gymfarm_p50_us": g["p50_us"],
                          "gymfarm_p99_us": g["p99_us"], "reference_per_s": r["per_s"], "reference_p50_us": r["p50_us"],
-                         "ws_echo_p50_us": floor["p50_us"], "ratio": g["per_s"] / r["per_s"]})
+                         "ws_echo_p50_us": floor["p50_us"], "ratio": g["per_s"] / r["per_s"], **json_costs()})
             log(f"P4 pair {k}: gymfarm Gymie {g['per_s']:,.0f} steps/s (p50 {g['p50_us']:.0f} us), eventlet reference "
                 f"{r['per_s']:,.0f} (p50 {r['p50_us']:.0f} us), Beast echo p50 {floor['p50_us']:.0f} us")
             ref = Server([PY, str(ROOT / "bench" / "reference" / "flask_gym_http.py"), str(free_port())])

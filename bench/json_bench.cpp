@@ -49,27 +49,27 @@ int main() {
   auto nl_parse = [&](const std::string& s) {
     frontends::Json j = frontends::Json::parse(s, nullptr, false);
     const auto& p = j.contains("params") ? j["params"] : j;
-    sink += frontends::from_json(p["action"]).as_int();
+    sink = sink + frontends::from_json(p["action"]).as_int();
   };
   auto rj_parse = [&](const std::string& s) {
     rapidjson::Document d;
     d.Parse(s.data(), s.size());
     const rapidjson::Value& p = d.HasMember("params") ? d["params"] : d;
-    sink += p["action"].GetInt64();
+    sink = sink + p["action"].GetInt64();
   };
   simdjson::ondemand::parser sp;
   const simdjson::padded_string gymie_p(gymie), rest_p(rest);
   auto sj_parse = [&](const simdjson::padded_string& s, bool nested) {
     auto doc = sp.iterate(s);
     int64_t a = nested ? int64_t(doc["params"]["action"]) : int64_t(doc["action"]);
-    sink += a;
+    sink = sink + a;
   };
 
   std::string out;
   auto own_write = [&] {
     out.clear();
     frontends::write_json(out, reply);
-    sink += static_cast<long long>(out.size());
+    sink = sink + static_cast<long long>(out.size());
   };
   auto nl_write = [&] {
     frontends::Json j;
@@ -78,7 +78,7 @@ int main() {
     j["done"] = false;
     j["info"] = frontends::Json::object();
     out = j.dump();
-    sink += static_cast<long long>(out.size());
+    sink = sink + static_cast<long long>(out.size());
   };
   auto rj_write = [&] {
     rapidjson::StringBuffer sb;
@@ -96,7 +96,7 @@ int main() {
     w.StartObject();
     w.EndObject();
     w.EndObject();
-    sink += static_cast<long long>(sb.GetSize());
+    sink = sink + static_cast<long long>(sb.GetSize());
   };
 
   std::printf(
