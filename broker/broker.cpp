@@ -12,6 +12,8 @@
 #include <array>
 #include <cstdio>
 #include <deque>
+#include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <stdexcept>
@@ -128,6 +130,7 @@ struct Broker::Impl {
   transport::StreamServer local_clients{opt.max_message_bytes, nullptr};
   std::chrono::steady_clock::time_point spin_until{};  // the loop busy-polls until then (set by activity)
   transport::SpinPolicy spin_policy;
+  const std::string farm_id = random_instance_id();  // tells this farm from another with the same socket path
   int signal_fd = -1;
   uint64_t next_rid = 1;
   uint64_t next_batch = 1;
@@ -536,6 +539,7 @@ struct Broker::Impl {
     v.set("workers", static_cast<int64_t>(registry.size()));
     v.set("envs_per_worker", static_cast<int64_t>(registry.capacity()));
     v.set("local", local_clients.path());  // clients on this host may switch to it (docs/protocol.md)
+    v.set("farm", farm_id);                // ...and check that the socket there is this farm's
     reply_ok(r, v);
   }
 
@@ -1126,6 +1130,24 @@ void Broker::block_signals() {
 
 zmq::context_t& Broker::context() { return impl_->ctx; }
 
+namespace {
+// Sockets that an earlier broker in this runtime directory left behind when it was killed: named
+// <kind>-<pid>.<ext>, removed when that pid no longer runs.
+void remove_stale_sockets(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const auto dash = name.find('-'), dot = name.rfind('.');
+    if (dash == std::string::npos || dot == std::string::npos || dot <= dash + 1) continue;
+    const std::string kind = name.substr(0, dash), ext = name.substr(dot);
+    if (!((kind == "link" || kind == "native") && ext == ".sock") && !(kind == "backend" && ext == ".ipc")) continue;
+    const std::string pid = name.substr(dash + 1, dot - dash - 1);
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (::kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH) std::filesystem::remove(e.path(), ec);
+  }
+}
+}  // namespace
+
 std::string Broker::bind() {
   auto& d = *impl_;
   transport::configure(d.frontend, d.opt.max_message_bytes);
@@ -1149,6 +1171,7 @@ std::string Broker::bind() {
   } catch (const zmq::error_t& e) {
     throw std::runtime_error("cannot bind the worker socket " + d.backend_endpoint + ": " + e.what());
   }
+  remove_stale_sockets(d.opt.runtime_dir);
   const std::string pid = std::to_string(::getpid());
   std::string err;
   if (!d.links.listen(d.opt.runtime_dir + "/link-" + pid + ".sock", err)) {

@@ -101,7 +101,12 @@ struct Client::Impl {
     const std::string rid_bytes = protocol::encode_rid(rid);
     try {
       auto in = local_round_trip({protocol::verb::kHello, "", rid_bytes, hello_body}, rid);
-      if (in.size() != 3 || view(in[1]) != protocol::kStatusOk) local.reset();
+      Value again;
+      std::string err;
+      const Value* farm = hello_reply.find("farm");
+      const bool same = in.size() == 3 && view(in[1]) == protocol::kStatusOk && protocol::decode(view(in[2]), again, err) &&
+                        farm && again.find("farm") && *again.find("farm") == *farm;
+      if (!same) local.reset();  // not this farm's socket (another mount namespace, say): stay on ZeroMQ
     } catch (const ClientError&) {
       local.reset();
     }

@@ -81,9 +81,11 @@ class Farm:
             return  # another host's path, or no permission: stay on ZeroMQ
         self._chan = link
         try:
-            self.call("hello", body=hello, timeout=timeout)
+            again = self.call("hello", body=hello, timeout=timeout)
         except errors.GymfarmError:
-            link.close()
+            again = {}
+        if again.get("farm") is None or again.get("farm") != self.server.get("farm"):
+            link.close()  # not this farm's socket (another mount namespace, say): stay on ZeroMQ
             self._chan = self._sock
 
     def _lost_local(self) -> errors.FarmUnavailable:

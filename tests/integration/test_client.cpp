@@ -162,3 +162,25 @@ TEST_CASE("the C++ client drives real envs and gets typed errors") {
     CHECK(c.envs().size() > 10);
   }
 }
+
+TEST_CASE("on the farm's host the client moves to the local socket; the answers are the same") {
+  Farm farm(2);
+  client::Client local(farm.endpoint());
+  client::ClientOptions zmq_only;
+  zmq_only.local = false;
+  client::Client remote(farm.endpoint(), zmq_only);
+  CHECK(local.is_local());
+  CHECK_FALSE(remote.is_local());
+  CHECK(local.hello().find("farm")->as_string() == remote.hello().find("farm")->as_string());
+  std::vector<std::vector<Value>> episodes;
+  for (client::Client* c : {&local, &remote}) {
+    auto env = c->make("CartPole-v1");
+    auto [obs, info] = c->reset(env.instance_id, 7);
+    std::vector<Value> seen{obs};
+    for (int t = 0; t < 20; ++t) seen.push_back(c->step(env.instance_id, Value(int64_t{t % 2})).obs);
+    CHECK_THROWS_AS(c->step(std::string(32, 'b'), Value(0)), client::ClientError);
+    c->close(env.instance_id);
+    episodes.push_back(seen);
+  }
+  CHECK(episodes[0] == episodes[1]);
+}

@@ -118,3 +118,42 @@ def test_the_local_socket_needs_the_token(tmp_path):
         assert parts[1] == b"err" and msgpack.unpackb(parts[2])["code"] == "unauthorized"
     finally:
         assert f.stop() == 0
+
+
+def test_a_local_socket_of_another_farm_is_not_used(farm_proc, tmp_path, monkeypatch):
+    other = FarmProcess(tmp_path, workers=1)
+    try:
+        with other.connect() as o:
+            other_path = o.server["local"]
+        real = gymfarm.client.LocalLink
+        monkeypatch.setattr(gymfarm.client, "LocalLink", lambda path, spin: real(other_path, spin))
+        with farm_proc.connect() as farm:  # its hello names its own socket; the other farm answers there
+            assert not farm.is_local
+            assert farm.server["farm"] != ""
+            env = farm.make("CartPole-v1")  # served over ZeroMQ by the right farm
+            env.reset(seed=0)
+            assert env.instance_id in farm.list()
+            env.close()
+    finally:
+        assert other.stop() == 0
+
+
+def test_sockets_left_by_a_killed_broker_are_removed_at_start(tmp_path):
+    import subprocess
+
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = [runtime / f"link-{dead.pid}.sock", runtime / f"native-{dead.pid}.sock", runtime / f"backend-{dead.pid}.ipc"]
+    live = runtime / f"native-{os.getpid()}.sock"  # a running process's: kept
+    for p in stale + [live]:
+        p.write_text("")
+    f = FarmProcess(tmp_path / "farm", workers=1, args=["--runtime-dir", str(runtime)])
+    try:
+        assert not any(p.exists() for p in stale)
+        assert live.exists()
+        with f.connect() as farm:
+            assert farm.is_local and farm.server["local"].startswith(str(runtime))
+    finally:
+        assert f.stop() == 0
