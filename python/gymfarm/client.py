@@ -32,6 +32,8 @@ class Farm:
     connection moves to the farm's local unix socket after the hello (``local=False`` or the
     environment variable ``GYMFARM_LOCAL=0`` keeps ZeroMQ): the same messages with fewer
     wake-ups, several times faster per step on virtual machines. ``is_local`` says which is used.
+    There, a call busy-polls for its reply for up to ``spin_us`` microseconds before it sleeps,
+    while replies keep coming that fast (0: never).
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 60.0,

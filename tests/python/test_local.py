@@ -157,3 +157,13 @@ def test_sockets_left_by_a_killed_broker_are_removed_at_start(tmp_path):
             assert farm.is_local and farm.server["local"].startswith(str(runtime))
     finally:
         assert f.stop() == 0
+
+
+def test_without_spinning_the_farm_answers_the_same(tmp_path):
+    f = FarmProcess(tmp_path, workers=1, args=["--spin-us", "0"])
+    try:
+        with f.connect() as farm:
+            assert farm.is_local
+            assert same(episode(farm, "CartPole-v1", [0, 1] * 10), episode(farm, "CartPole-v1", [0, 1] * 10))
+    finally:
+        assert f.stop() == 0

@@ -144,3 +144,38 @@ TEST_CASE("a stream server names connections by their first message and drops st
   CHECK_FALSE(std::filesystem::exists(path));  // the server removes its socket
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("spinning stops after four empty spins and comes back after a probe that hits") {
+  SpinPolicy p;
+  for (int i = 0; i < 4; ++i) {
+    REQUIRE(p.should_spin());
+    p.spun(false);
+  }
+  auto skipped_before_probe = [&p] {
+    int n = 0;
+    while (!p.should_spin()) ++n;
+    return n;
+  };
+  CHECK(skipped_before_probe() == 15);  // every 16th wait probes
+  p.spun(false);                        // the probe missed: probe half as often
+  CHECK(skipped_before_probe() == 31);
+  p.spun(false);
+  CHECK(skipped_before_probe() == 63);
+  p.spun(true);  // messages come quickly again: spin every time
+  for (int i = 0; i < 10; ++i) {
+    CHECK(p.should_spin());
+    p.spun(true);
+  }
+}
+
+TEST_CASE("missed probes back off to one in 1024 waits, no further") {
+  SpinPolicy p;
+  for (int i = 0; i < 4; ++i) p.spun(false);
+  int last = 0;
+  for (int k = 0; k < 12; ++k) {
+    last = 0;
+    while (!p.should_spin()) ++last;
+    p.spun(false);
+  }
+  CHECK(last == 1023);
+}
