@@ -10,6 +10,10 @@
 #include "frontends/rest.hpp"
 #include "protocol/codec.hpp"
 #include "protocol/space.hpp"
+#include "transport/stream.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace gymfarm::fuzz {
 
@@ -126,6 +130,38 @@ void rest(const uint8_t* data, std::size_t size) {
   // handle() turns every error into a status; an exception escaping it is a bug the fuzzer reports
   const auto reply = session.handle({parts[0], target, parts[2], parts[3]});
   if (reply.status < 100 || reply.status > 599) __builtin_trap();
+}
+
+void stream(const uint8_t* data, std::size_t size) {
+  if (size == 0) return;
+  constexpr long long kMax = 1 << 20;
+  const std::size_t chunk = 1 + data[0] * 37;  // 1..9436 bytes per write
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0) return;
+  transport::StreamConn reader(sv[0], kMax);
+  transport::Frames m;
+  bool done = false;
+  auto drain = [&] {
+    while (!done) {
+      const auto r = reader.next(m);
+      if (r == transport::StreamConn::Read::Nothing) return;
+      if (r != transport::StreamConn::Read::Message) {
+        done = true;
+        return;
+      }
+      std::size_t bytes = 0;
+      for (const auto& f : m) bytes += f.size();
+      if (m.empty() || static_cast<long long>(bytes) > kMax) __builtin_trap();
+    }
+  };
+  for (std::size_t at = 1; at < size && !done;) {
+    const ssize_t n = ::write(sv[1], data + at, std::min(chunk, size - at));
+    if (n > 0) at += static_cast<std::size_t>(n);
+    drain();
+  }
+  ::close(sv[1]);
+  drain();
+  drain();
 }
 
 }  // namespace gymfarm::fuzz

@@ -16,5 +16,9 @@ void access(const uint8_t* data, std::size_t size);
 // which error the farm answers with), then method, target, body and content type split at NUL
 // bytes; "@" in the target stands for an instance made first.
 void rest(const uint8_t* data, std::size_t size);
+// The stream-socket framing (transport/stream.hpp) that the broker reads from local clients and
+// workers: the first byte picks how the rest is cut into writes; every message read must be whole
+// and within the size limit.
+void stream(const uint8_t* data, std::size_t size);
 
 }  // namespace gymfarm::fuzz

@@ -27,3 +27,4 @@ TEST_CASE("fuzz corpus: native codec") { CHECK(replay("codec", gymfarm::fuzz::co
 TEST_CASE("fuzz corpus: Gymie JSON") { CHECK(replay("gymie_json", gymfarm::fuzz::gymie_json) >= 3); }
 TEST_CASE("fuzz corpus: gateway access") { CHECK(replay("access", gymfarm::fuzz::access) >= 2); }
 TEST_CASE("fuzz corpus: REST router and bodies") { CHECK(replay("rest", gymfarm::fuzz::rest) >= 5); }
+TEST_CASE("fuzz corpus: stream framing") { CHECK(replay("stream", gymfarm::fuzz::stream) >= 6); }
