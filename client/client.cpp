@@ -27,6 +27,7 @@ struct Client::Impl {
   std::string endpoint;
   std::unique_ptr<transport::StreamConn> local;  // set once the client moved to the local socket
   bool inproc = false;
+  transport::SpinPolicy spin_policy;  // for the inproc reply wait
 
   [[noreturn]] void raise(ErrorCode code, std::string message) { throw ClientError(Error{code, std::move(message), Value(protocol::Map{})}); }
 
@@ -36,15 +37,19 @@ struct Client::Impl {
     if (!transport::send(sock, frames, true)) raise(ErrorCode::Internal, "cannot send to " + endpoint);
     const auto deadline = std::chrono::steady_clock::now() + opt.timeout;
     transport::Frames in;
-    if (inproc) {  // no I/O thread to starve: poll for the reply before sleeping
+    if (inproc && opt.spin.count() > 0 && spin_policy.should_spin()) {  // no I/O thread to starve: poll first
       const auto until = std::chrono::steady_clock::now() + opt.spin;
       while (std::chrono::steady_clock::now() < until) {
         if (transport::recv(sock, in) && in.size() >= 2) {
           auto got = protocol::decode_rid(view(in[0]));
-          if (got && *got == rid) return in;
+          if (got && *got == rid) {
+            spin_policy.spun(true);
+            return in;
+          }
         }
         std::this_thread::yield();
       }
+      spin_policy.spun(false);
     }
     while (true) {
       const auto left = left_until(deadline);

@@ -97,6 +97,7 @@ struct Gateway::Impl {
   }
 
   void serve(tcp::socket sock, Listener kind) {
+    transport::SpinPolicy spin_policy;  // a client that pauses between requests stops the spinning
     beast::flat_buffer buffer;
     beast::error_code ec;
     std::unique_ptr<client::Client> farm;  // made at the first REST request of this connection
@@ -106,7 +107,7 @@ struct Gateway::Impl {
       http::request_parser<http::string_body> parser;
       parser.header_limit(16 * 1024);
       parser.body_limit(opt.max_message_bytes);
-      if (buffer.size() == 0) transport::spin_then_poll(sock.native_handle(), opt.spin, std::chrono::milliseconds(0));
+      if (buffer.size() == 0) transport::spin_for_input(sock.native_handle(), opt.spin, spin_policy);
       http::read(sock, buffer, parser, ec);
       if (ec == http::error::body_limit || ec == http::error::header_limit) {
         const bool body = ec == http::error::body_limit;
@@ -216,10 +217,11 @@ struct Gateway::Impl {
       return;
     }
     GymieSession session(*farm, seeds, opt.gymie);
+    transport::SpinPolicy spin_policy;
     beast::flat_buffer buffer;
     while (!stopping) {
       buffer.clear();
-      transport::spin_then_poll(ws.next_layer().native_handle(), opt.spin, std::chrono::milliseconds(0));
+      transport::spin_for_input(ws.next_layer().native_handle(), opt.spin, spin_policy);
       ws.read(buffer, ec);
       if (ec) break;  // peer closed, protocol error (Beast has sent the close), or shutdown
       const auto out = session.handle(beast::buffers_to_string(buffer.data()));

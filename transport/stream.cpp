@@ -235,6 +235,11 @@ bool spin_then_poll(int fd, std::chrono::microseconds spin, std::chrono::millise
   return ::poll(&p, 1, static_cast<int>(wait.count())) > 0;
 }
 
+void spin_for_input(int fd, std::chrono::microseconds spin, SpinPolicy& policy) {
+  if (spin.count() <= 0 || !policy.should_spin()) return;
+  policy.spun(spin_then_poll(fd, spin, std::chrono::milliseconds(0)));
+}
+
 int listen_unix(const std::string& path, std::string& err) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;

@@ -90,6 +90,9 @@ class StreamConn {
 // Busy-polls `fd` for readability for up to `spin`, then blocks in poll(2) for up to `wait`.
 // True when it is readable.
 bool spin_then_poll(int fd, std::chrono::microseconds spin, std::chrono::milliseconds wait);
+// Before a blocking read: busy-polls `fd` for up to `spin` while `policy` says spinning pays, and
+// tells the policy whether input came in time.
+void spin_for_input(int fd, std::chrono::microseconds spin, SpinPolicy& policy);
 
 // A listening unix socket at `path` (removed first if it exists); -1 with err set on failure.
 int listen_unix(const std::string& path, std::string& err);
