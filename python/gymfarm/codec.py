@@ -62,6 +62,14 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return arr[()] if len(shape) == 0 else arr
 
 
+def wire_action(space: spaces.Space, action: Any) -> Any:
+    """A Discrete action that is a NumPy integer travels as a plain int: the same value to the worker,
+    without the ndarray extension (packing and decoding a NumPy scalar costs a few microseconds)."""
+    if isinstance(space, spaces.Discrete) and isinstance(action, np.integer):
+        return int(action)
+    return action
+
+
 def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, default=_default, use_bin_type=True)
 

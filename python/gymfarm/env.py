@@ -44,7 +44,7 @@ class RemoteEnv(gym.Env):
         return codec.value_to_space(self.observation_space, r["obs"]), r["info"]
 
     def step(self, action: ActType) -> Tuple[ObsType, float, bool, bool, Dict[str, Any]]:
-        r = self._call("step", {"action": action})
+        r = self._call("step", {"action": codec.wire_action(self.action_space, action)})
         return (codec.value_to_space(self.observation_space, r["obs"]), r["reward"], r["terminated"],
                 r["truncated"], r["info"])
 

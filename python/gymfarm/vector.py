@@ -134,7 +134,8 @@ class RemoteVectorEnv(VectorEnv):
             body = codec.pack(dict(self._autoreset_field(), actions=np.ascontiguousarray(acts)))
             self._step_ticket = self.farm._send([b"step_vec", b"", b"", body] + self._instance_frames)
             return
-        steps = list(zip(self.instance_ids, per_env))
+        space = self.single_action_space
+        steps = [(iid, codec.wire_action(space, a)) for iid, a in zip(self.instance_ids, per_env)]
         self._step_ticket = self.farm.send_step_batch(steps, **self._autoreset_field())
 
     def step_wait(self, timeout: Optional[float] = None
