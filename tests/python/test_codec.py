@@ -30,3 +30,17 @@ def test_objects_numpy_cannot_send_are_refused():
         codec.pack({"x": np.array(["a"])})
     with pytest.raises(TypeError, match="object"):
         codec.pack({"x": object()})
+
+
+def test_discrete_numpy_actions_travel_as_plain_ints():
+    from gymnasium import spaces
+
+    d = spaces.Discrete(4)
+    out = codec.wire_action(d, np.int64(3))
+    assert out == 3 and type(out) is int
+    assert codec.pack({"action": out}) == codec.pack({"action": 3})
+    for other in (np.bool_(True), 2.0, [1]):  # left as they are: the worker refuses them as before
+        assert codec.wire_action(d, other) is other
+    box = spaces.Box(-1.0, 1.0, shape=(2,))
+    a = np.zeros(2, dtype=np.float32)
+    assert codec.wire_action(box, a) is a
