@@ -443,9 +443,8 @@ struct Broker::Impl {
   // A reply to a client: over its local stream if it has one, else over ZeroMQ. frames[0] is the
   // client's identity.
   bool to_client(Frames& frames) {
-    const std::string_view id = view(frames[0]);
-    if (id.size() > 6 && id.substr(0, 6) == std::string_view("\0local", 6)) {
-      const std::string name(id);
+    if (transport::StreamServer::accepted_name(view(frames[0]))) {
+      const std::string name(view(frames[0]));
       frames.erase(frames.begin());
       return local_clients.send(name, frames);
     }

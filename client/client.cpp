@@ -40,12 +40,9 @@ struct Client::Impl {
     if (inproc && opt.spin.count() > 0 && spin_policy.should_spin()) {  // no I/O thread to starve: poll first
       const auto until = std::chrono::steady_clock::now() + opt.spin;
       while (std::chrono::steady_clock::now() < until) {
-        if (transport::recv(sock, in) && in.size() >= 2) {
-          auto got = protocol::decode_rid(view(in[0]));
-          if (got && *got == rid) {
-            spin_policy.spun(true);
-            return in;
-          }
+        if (transport::recv(sock, in) && answers(in, rid)) {
+          spin_policy.spun(true);
+          return in;
         }
         std::this_thread::yield();
       }
@@ -55,11 +52,16 @@ struct Client::Impl {
       const auto left = left_until(deadline);
       zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
       zmq::poll(&item, 1, left);
-      if (!transport::recv(sock, in)) continue;
-      if (in.size() < 2) continue;
-      auto got = protocol::decode_rid(view(in[0]));
-      if (got && *got == rid) return in;
+      if (transport::recv(sock, in) && answers(in, rid)) return in;
     }
+  }
+
+  // Whether `in` is the reply to request `rid`: [rid, status, ...] (replies to requests this client
+  // gave up on may still arrive).
+  static bool answers(const transport::Frames& in, uint64_t rid) {
+    if (in.size() < 2) return false;
+    auto got = protocol::decode_rid(view(in[0]));
+    return got && *got == rid;
   }
 
   std::chrono::milliseconds left_until(std::chrono::steady_clock::time_point deadline) {
@@ -84,9 +86,7 @@ struct Client::Impl {
       }
       const Read r = local->wait(in, opt.spin, std::min(left, std::chrono::milliseconds(100)));
       if (r == Read::Closed || r == Read::TooLarge) return lost_local();
-      if (r != Read::Message || in.size() < 2) continue;
-      auto got = protocol::decode_rid(view(in[0]));
-      if (got && *got == rid) return in;
+      if (r == Read::Message && answers(in, rid)) return in;
     }
   }
 

@@ -240,14 +240,23 @@ void spin_for_input(int fd, std::chrono::microseconds spin, SpinPolicy& policy) 
   policy.spun(spin_then_poll(fd, spin, std::chrono::milliseconds(0)));
 }
 
-int listen_unix(const std::string& path, std::string& err) {
-  sockaddr_un addr{};
+namespace {
+// The address of a unix socket at `path`; false when the path does not fit.
+bool unix_address(const std::string& path, sockaddr_un& addr) {
+  addr = sockaddr_un{};
   addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) {
+  if (path.size() >= sizeof(addr.sun_path)) return false;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  return true;
+}
+}  // namespace
+
+int listen_unix(const std::string& path, std::string& err) {
+  sockaddr_un addr;
+  if (!unix_address(path, addr)) {
     err = "the path is too long for a unix socket";
     return -1;
   }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     err = std::strerror(errno);
@@ -263,10 +272,8 @@ int listen_unix(const std::string& path, std::string& err) {
 }
 
 int connect_unix(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) return -1;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  sockaddr_un addr;
+  if (!unix_address(path, addr)) return -1;
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
@@ -331,7 +338,7 @@ void StreamServer::process(const std::vector<zmq::pollitem_t>& items, std::size_
     if (name_of_) {
       unnamed_.push_back(std::move(conn));
     } else {
-      const std::string name = std::string("\0local", 6) + std::to_string(++accepted_);
+      const std::string name = std::string(kAcceptedPrefix) + std::to_string(++accepted_);
       named_[name] = std::move(conn);
     }
   }

@@ -105,10 +105,17 @@ namespace gymfarm::transport {
 
 // A listening unix socket and its connections, each known by a name, for a poll loop: fill()
 // adds poll items, process() reads what they say after the poll, send() writes to one by name.
-// A connection is named when accepted (`assign`: clients) or by its first message (`name_of`:
-// workers say who they are); an empty name closes it.
+// A connection is named when accepted (no `name_of`: clients get kAcceptedPrefix and a number) or
+// by its first message (`name_of`: workers say who they are); an empty name closes it.
 class StreamServer {
  public:
+  // Starts a name given at accept. It cannot be a ZeroMQ routing id (ZeroMQ keeps ids that start
+  // with a zero byte to its own 5-byte ones), so one map of clients can hold both kinds.
+  static constexpr std::string_view kAcceptedPrefix{"\0local", 6};
+  static bool accepted_name(std::string_view name) {
+    return name.size() > kAcceptedPrefix.size() && name.substr(0, kAcceptedPrefix.size()) == kAcceptedPrefix;
+  }
+
   using OnMessage = std::function<void(const std::string& name, Frames& message)>;
   using OnClose = std::function<void(const std::string& name, bool too_large)>;
   using NameOf = std::function<std::string(Frames& first)>;
