@@ -123,14 +123,16 @@ class RemoteVectorEnv(VectorEnv):
         """Sends the batched step and returns at once; :meth:`step_wait` collects it."""
         if self._step_ticket is not None:
             raise RuntimeError("step_async called twice without step_wait")
-        per_env = list(iterate(self.action_space, actions))
+        acts = np.asarray(actions) if self._vec else None
+        step_vec = acts is not None and acts.shape[:1] == (self.num_envs,) and acts.dtype.kind in "biuf"
+        # one action per env only for step_batch: step_vec sends the array as it is
+        per_env = None if step_vec else list(iterate(self.action_space, actions))
         if self.autoreset_mode == AutoresetMode.DISABLED and self._autoreset_envs.any():
             done = np.flatnonzero(self._autoreset_envs).tolist()
             raise AssertionError(f"autoreset is disabled and sub-envs {done} ended an episode: reset them "
                                  "with reset(options={'reset_mask': ...}) before stepping")
-        acts = np.asarray(actions) if self._vec else None
-        self._step_vec = acts is not None and acts.shape[:1] == (self.num_envs,) and acts.dtype.kind in "biuf"
-        if self._step_vec:
+        self._step_vec = step_vec
+        if step_vec:
             body = codec.pack(dict(self._autoreset_field(), actions=np.ascontiguousarray(acts)))
             self._step_ticket = self.farm._send([b"step_vec", b"", b"", body] + self._instance_frames)
             return
