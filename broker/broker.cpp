@@ -15,7 +15,6 @@
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <stdexcept>
 #include <unordered_map>
 #include <unordered_set>
@@ -52,16 +51,8 @@ Error make_error(ErrorCode code, std::string message, Value details = Value(prot
   return Error{code, std::move(message), std::move(details)};
 }
 
-std::string random_instance_id() {
-  static std::mt19937_64 rng{std::random_device{}()};
-  static const char* hex = "0123456789abcdef";
-  std::string id(32, '0');
-  for (int half = 0; half < 2; ++half) {
-    uint64_t r = rng();
-    for (int i = 0; i < 16; ++i, r >>= 4) id[half * 16 + i] = hex[r & 0xf];
-  }
-  return id;
-}
+// 128 bits from the OS CSPRNG: an instance id cannot be guessed from others.
+std::string random_instance_id() { return protocol::random_hex(16); }
 
 long long rss_bytes(int pid) {
   if (pid <= 0) return 0;

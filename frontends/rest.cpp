@@ -9,11 +9,11 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <random>
 
 #include "frontends/access.hpp"
 #include "frontends/pyjson.hpp"
 #include "protocol/error.hpp"
+#include "protocol/token.hpp"
 
 namespace gymfarm::frontends {
 
@@ -24,13 +24,10 @@ namespace fs = std::filesystem;
 // ---- registry ----------------------------------------------------------------------------------
 
 std::string RestRegistry::add(Entry e) {
-  static thread_local std::mt19937 rng{std::random_device{}()};
   std::lock_guard lock(mu_);
   std::string id;
   do {
-    char buf[9];
-    std::snprintf(buf, sizeof buf, "%08x", static_cast<unsigned>(rng()));
-    id = buf;
+    id = protocol::random_hex(4);  // 8 hex characters, as gym-http-api makes them, from the OS CSPRNG
   } while (entries_.count(id));
   entries_.emplace(id, std::move(e));
   return id;

@@ -1,10 +1,15 @@
 #pragma once
-// Access tokens (docs/operations.md "Security"): random, compared in constant time.
+// Access tokens and ids (docs/operations.md "Security"): from the OS CSPRNG, compared in constant time.
+#include <cstddef>
 #include <string>
 #include <string_view>
 
 namespace gymfarm::protocol {
 
+// Fills `out` with `n` bytes from the OS CSPRNG (getrandom(2)); throws if the kernel refuses.
+void random_bytes(void* out, std::size_t n);
+// `n` random bytes from the OS CSPRNG as 2n lowercase hex digits: ids, farm ids, tokens.
+std::string random_hex(std::size_t n);
 // 128 random bits from the OS, as 32 lowercase hex digits.
 std::string new_token();
 // Compares without an early exit, so the time taken does not tell how much of a guess was right.
