@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cstdio>
 #include <deque>
 #include <cerrno>
@@ -22,6 +23,7 @@
 #include "broker/launcher.hpp"
 #include "broker/restart_budget.hpp"
 #include "broker/routing_table.hpp"
+#include "broker/sessions.hpp"
 #include "broker/zygote.hpp"
 #include "broker/worker_registry.hpp"
 #include "protocol/codec.hpp"
@@ -100,13 +102,18 @@ struct PendingMake {
 
 struct Broker::Impl {
   BrokerOptions opt;
-  SteadyClock clock;
+  RunningClock clock;  // stands still while the broker is stopped: a pause kills no healthy worker
   WorkerRegistry registry;
   RoutingTable routes;
   Launcher launcher;
   Zygote zygote;  // after the launcher: closed first, then the launcher reaps it
   zmq::context_t ctx{1};
-  zmq::socket_t frontend{ctx, zmq::socket_type::router};
+  zmq::socket_t frontend{ctx, zmq::socket_type::router};         // native clients over TCP/IPC
+  zmq::socket_t inproc_frontend{ctx, zmq::socket_type::router};  // the gateway's clients, in this process
+  // The ZAP handler: every TCP/IPC connection of the frontend gets a connection id from it, which
+  // ZeroMQ stamps on each of its messages ("User-Id") and no peer can choose (sessions.hpp).
+  zmq::socket_t zap{ctx, zmq::socket_type::rep};
+  uint64_t next_connection = 1;
   zmq::socket_t backend{ctx, zmq::socket_type::router};  // heartbeats only
   std::string backend_endpoint;
   // Requests and replies travel on one unix stream socket per worker (transport/stream.hpp); a
@@ -131,7 +138,7 @@ struct Broker::Impl {
   std::deque<PendingMake> pending_makes;
   std::unordered_map<int, std::string> kill_reasons;  // pid -> why the broker killed it
   Value env_ids = Value(protocol::Array{});
-  std::unordered_set<std::string> authorized;  // client identities that said hello with the token
+  SessionTable sessions{opt.max_sessions};  // what each client's hello granted (keys: sessions.hpp)
   std::unordered_map<std::string, std::string> owners;       // instance -> client that made it
   std::unordered_map<std::string, std::size_t> held;         // client -> instances it holds
   std::unordered_map<std::string, std::size_t> inflight;     // client -> requests not yet answered
@@ -424,22 +431,60 @@ struct Broker::Impl {
     }
   }
 
-  void on_local_message(const std::string& client, Frames& frames) {
-    frames.insert(frames.begin(), payload(client));
+  void on_local_message(const std::string& name, Frames& frames) {
+    frames.insert(frames.begin(), payload(client_key(ClientPath::Local, name)));
     on_frontend(frames);
   }
 
-  void on_local_closed(const std::string& client, bool) { authorized.erase(client); }
+  void on_local_closed(const std::string& name, bool) { sessions.close(client_key(ClientPath::Local, name)); }
 
   // A reply to a client: over its local stream if it has one, else over ZeroMQ. frames[0] is the
   // client's identity.
   bool to_client(Frames& frames) {
-    if (transport::StreamServer::accepted_name(view(frames[0]))) {
-      const std::string name(view(frames[0]));
+    const std::string key(view(frames[0]));
+    const auto to = parse_client_key(key);
+    if (!to) return false;
+    if (to->path == ClientPath::Local) {
       frames.erase(frames.begin());
-      return local_clients.send(name, frames);
+      return local_clients.send(std::string(to->address), frames);
     }
-    return transport::send(frontend, frames);
+    frames[0] = payload(to->address);
+    return transport::send(to->path == ClientPath::Tcp ? frontend : inproc_frontend, frames);
+  }
+
+  // A frontend message's first frame (the peer's routing id) becomes its client key.
+  void key_frames(Frames& f, ClientPath path) {
+    if (f.empty()) return;
+    const char* connection = nullptr;
+    if (path == ClientPath::Tcp && f.size() > 1) connection = zmq_msg_gets(f[1].handle(), "User-Id");
+    f[0] = payload(client_key(path, view(f[0]), connection ? std::string_view(connection) : std::string_view()));
+  }
+
+  // ZAP (RFC 27): admits every connection of the NULL mechanism and names it. Requests are
+  // [version, request_id, domain, address, identity, mechanism, credentials...].
+  void on_zap() {
+    Frames req;
+    while (transport::recv(zap, req)) {
+      std::string status = "200", text = "OK", id;
+      if (req.size() < 6 || view(req[0]) != "1.0") {
+        status = "400";
+        text = "malformed ZAP request";
+      } else if (view(req[5]) != "NULL") {
+        status = "400";
+        text = "unsupported security mechanism";
+      } else {
+        char buf[kConnectionIdSize + 1];
+        std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(next_connection++));
+        id = buf;
+      }
+      Frames out;
+      for (std::string_view part : {std::string_view("1.0"), req.size() > 1 ? view(req[1]) : std::string_view(),
+                                    std::string_view(status), std::string_view(text), std::string_view(id),
+                                    std::string_view()}) {
+        out.push_back(payload(part));
+      }
+      transport::send(zap, out);
+    }
   }
 
   // Waits for the next event. While events keep coming (within opt.spin of the last one) it
@@ -475,7 +520,31 @@ struct Broker::Impl {
 
   // ---- client requests ------------------------------------------------------------------------
 
+  // Input never stops the loop: whatever a handler throws on a request is answered `internal` and
+  // logged, and the broker goes on serving.
   void on_frontend(Frames& f) {
+    try {
+      handle_frontend(f);
+    } catch (const std::exception& e) {
+      internal_error(f, e.what());
+    } catch (...) {
+      internal_error(f, "unknown exception");
+    }
+  }
+
+  void internal_error(Frames& f, const std::string& what) {
+    log("internal error on a client request (answered 'internal', still serving): " + what);
+    if (f.size() < 4 || !protocol::decode_rid(view(f[3]))) return;
+    Request r;
+    r.client = transport::str(f[0]);
+    r.client_rid = transport::str(f[3]);
+    try {
+      fail(r, make_error(ErrorCode::Internal, "the farm could not handle this request: " + what));
+    } catch (...) {
+    }
+  }
+
+  void handle_frontend(Frames& f) {
     // [client, verb, instance, rid, body, (instance, body)*]
     if (f.size() < 4) return;  // not even a request id to answer to
     Request r;
@@ -488,13 +557,18 @@ struct Broker::Impl {
     if (!protocol::decode_rid(r.client_rid)) {
       return fail(r, make_error(ErrorCode::BadRequest, "request id must be 8 bytes"));
     }
+    // The one authorization check: every verb but hello, before anything is dispatched.
+    if (r.verb != verb::kHello) {
+      if (!opt.token.empty() && !sessions.authorized(r.client)) {
+        return fail(r, make_error(ErrorCode::Unauthorized, "this farm needs a token: say hello with it first",
+                                  Value(protocol::Map{{"reason", "no_session"}})));
+      }
+      sessions.touch(r.client);
+    }
     if (r.verb == verb::kStepBatch) return on_batch(r, f);
     if (r.verb == verb::kStepVec) return on_step_vec(r, f);
     if (f.size() != 5) return fail(r, make_error(ErrorCode::BadRequest, "a request has exactly 4 frames: verb, instance, rid, body"));
     if (r.verb == verb::kHello) return on_hello(r);
-    if (!opt.token.empty() && !authorized.count(r.client)) {
-      return fail(r, make_error(ErrorCode::Unauthorized, "this farm needs a token: say hello with it first"));
-    }
     if (r.verb == verb::kPing) return reply_ok(r, Value(protocol::Map{{"pong", true}}));
     if (r.verb == verb::kStats) return reply_ok(r, stats());
     if (r.verb == verb::kList) return reply_ok(r, list());
@@ -509,18 +583,25 @@ struct Broker::Impl {
     Value body;
     std::string err;
     if (!protocol::decode(r.body, body, err)) return fail(r, make_error(ErrorCode::BadRequest, err));
-    if (!opt.token.empty()) {
-      const Value* token = body.find("token");
-      if (!token || !token->is_string() || !protocol::token_equal(opt.token, token->as_string())) {
-        return fail(r, make_error(ErrorCode::Unauthorized, "missing or wrong token"));
-      }
-      if (authorized.size() > 100000) authorized.clear();  // bounded; clients say hello again
-      authorized.insert(r.client);
-    }
+    if (!body.is_map()) return fail(r, make_error(ErrorCode::BadRequest, "hello needs a map body"));
     const Value* version = body.find("version");
-    if (!version || !version->is_int() || version->as_int() != protocol::kProtocolVersion) {
+    if (!version || version->get_int() != protocol::kProtocolVersion) {
       return fail(r, make_error(ErrorCode::BadRequest, "unsupported protocol version; this farm speaks version " +
                                                            std::to_string(protocol::kProtocolVersion)));
+    }
+    const Value* token = body.find("token");
+    if (token && !token->is_string()) return fail(r, make_error(ErrorCode::BadRequest, "hello's 'token' must be a string"));
+    const bool authorized = token && !opt.token.empty() && protocol::token_equal(opt.token, token->as_string());
+    if (!opt.token.empty() && !authorized) return fail(r, make_error(ErrorCode::Unauthorized, "missing or wrong token"));
+    const auto opened = sessions.open(r.client, authorized, [this](const std::string& c) {
+      return held.count(c) > 0 || inflight.count(c) > 0;
+    });
+    if (opened == SessionTable::Open::Full) {
+      Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_sessions)}});
+      return fail(r, make_error(ErrorCode::Overloaded,
+                                "the farm has " + std::to_string(sessions.size()) +
+                                    " sessions that all hold instances or requests (--max-sessions)",
+                                d));
     }
     Value v(protocol::Map{});
     v.set("version", protocol::kProtocolVersion);
@@ -1133,7 +1214,9 @@ void remove_stale_sockets(const std::string& dir) {
     if (!((kind == "link" || kind == "native") && ext == ".sock") && !(kind == "backend" && ext == ".ipc")) continue;
     const std::string pid = name.substr(dash + 1, dot - dash - 1);
     if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    if (::kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH) std::filesystem::remove(e.path(), ec);
+    pid_t owner = 0;
+    if (std::from_chars(pid.data(), pid.data() + pid.size(), owner).ec != std::errc() || owner <= 0) continue;
+    if (::kill(owner, 0) != 0 && errno == ESRCH) std::filesystem::remove(e.path(), ec);
   }
 }
 }  // namespace
@@ -1141,8 +1224,17 @@ void remove_stale_sockets(const std::string& dir) {
 std::string Broker::bind() {
   auto& d = *impl_;
   transport::configure(d.frontend, d.opt.max_message_bytes);
+  transport::configure(d.inproc_frontend, d.opt.max_message_bytes);
   transport::configure(d.backend, d.opt.max_message_bytes);
   d.frontend.set(zmq::sockopt::router_mandatory, 1);
+  d.inproc_frontend.set(zmq::sockopt::router_mandatory, 1);
+  // The ZAP handler is bound before the frontend, so that no connection is ever admitted unnamed.
+  try {
+    d.zap.bind("inproc://zeromq.zap.01");
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error(std::string("cannot start the connection handler (ZAP): ") + e.what());
+  }
+  d.frontend.set(zmq::sockopt::zap_domain, "gymfarm");
   d.backend.set(zmq::sockopt::router_mandatory, 1);
   try {
     d.frontend.bind(d.opt.frontend);
@@ -1150,7 +1242,7 @@ std::string Broker::bind() {
     throw std::runtime_error("cannot listen on " + d.opt.frontend + ": " + e.what());
   }
   d.opt.frontend = d.frontend.get(zmq::sockopt::last_endpoint);
-  d.frontend.bind(kInprocFrontend);  // the gateway's clients: no TCP, no I/O thread
+  d.inproc_frontend.bind(kInprocFrontend);  // the gateway's clients: no TCP, no I/O thread
   d.backend_endpoint = "ipc://" + d.opt.runtime_dir + "/backend-" + std::to_string(::getpid()) + ".ipc";
   if (d.backend_endpoint.size() - 6 > 100) {
     throw std::runtime_error("the runtime directory path is too long for a unix socket (" + d.opt.runtime_dir +
@@ -1176,6 +1268,21 @@ std::string Broker::bind() {
   return d.opt.frontend;
 }
 
+namespace {
+// The last-resort guard around the loop's handlers of worker input: a worker runs env code, so
+// its messages are not trusted either; what a handler throws is logged and the loop goes on.
+template <class F>
+void guarded(const char* what, F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[gymfarm] internal error handling %s (still serving): %s\n", what, e.what());
+  } catch (...) {
+    std::fprintf(stderr, "[gymfarm] internal error handling %s (still serving)\n", what);
+  }
+}
+}  // namespace
+
 int Broker::run(const std::function<void()>& on_ready) {
   auto& d = *impl_;
   if (d.opt.zygote) d.start_zygote();
@@ -1189,21 +1296,37 @@ int Broker::run(const std::function<void()>& on_ready) {
     items.push_back({d.backend.handle(), 0, ZMQ_POLLIN, 0});
     items.push_back({nullptr, d.signal_fd, ZMQ_POLLIN, 0});
     items.push_back({nullptr, d.zygote.alive() ? d.zygote.reply_fd() : -1, ZMQ_POLLIN, 0});
+    items.push_back({d.inproc_frontend.handle(), 0, ZMQ_POLLIN, 0});
+    items.push_back({d.zap.handle(), 0, ZMQ_POLLIN, 0});
+    constexpr std::size_t kFirstLink = 6;
     d.links.fill(items);
     const std::size_t first_local = items.size();
     d.local_clients.fill(items);
     d.wait_for_events(items);
-    if (d.zygote.alive() && (items[3].revents & ZMQ_POLLIN)) d.on_zygote();
+    (void)d.clock.now();  // a pause during the wait is seen before any message is timed
+    guarded("the zygote's answer", [&] {
+      if (d.zygote.alive() && (items[3].revents & ZMQ_POLLIN)) d.on_zygote();
+    });
     if (items[2].revents & ZMQ_POLLIN) {
       if (d.read_signals()) d.begin_shutdown();
     }
-    d.links.process(items, 4, [&d](const std::string& n, Frames& f) { d.on_link_message(n, f); },
+    if (items[5].revents & ZMQ_POLLIN) d.on_zap();
+    d.links.process(items, kFirstLink, [&d](const std::string& n, Frames& f) { guarded("a worker message", [&] { d.on_link_message(n, f); }); },
                     [&d](const std::string& n, bool big) { d.on_link_closed(n, big); });
     d.local_clients.process(items, first_local, [&d](const std::string& n, Frames& f) { d.on_local_message(n, f); },
                             [&d](const std::string& n, bool big) { d.on_local_closed(n, big); });
-    for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.backend, frames); ++n) d.on_backend(frames);
-    for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.frontend, frames); ++n) d.on_frontend(frames);
-    d.check_time();
+    for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.backend, frames); ++n) {
+      guarded("a worker message", [&] { d.on_backend(frames); });
+    }
+    for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.frontend, frames); ++n) {
+      d.key_frames(frames, ClientPath::Tcp);
+      d.on_frontend(frames);
+    }
+    for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.inproc_frontend, frames); ++n) {
+      d.key_frames(frames, ClientPath::Inproc);
+      d.on_frontend(frames);
+    }
+    guarded("the timers", [&] { d.check_time(); });
     // Ready once every slot has been ready: clients may already hold instances (they can connect
     // before the announcement, e.g. after a broker restart on the same port).
     if (!d.ready_announced && std::all_of(d.registry.slots().begin(), d.registry.slots().end(),

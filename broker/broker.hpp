@@ -34,6 +34,7 @@ struct BrokerOptions {
   bool verbose = false;
   std::string token;  // when set, a client must say hello with it before anything else
   std::size_t max_instances_per_client = 0;  // 0 = no limit
+  std::size_t max_sessions = 100000;  // clients' sessions kept; past it an idle TCP session makes room (sessions.hpp)
   std::size_t max_inflight_per_client = 4096;  // requests queued or running per client; 0 = no limit
   unsigned long long worker_memory_limit = 0;  // bytes of address space per worker; 0 = none
   unsigned long long worker_cpu_limit = 0;     // CPU seconds per worker process; 0 = none

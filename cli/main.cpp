@@ -80,6 +80,8 @@ options for start:
                          instances one client connection may hold (default 0 = no limit)
   --max-inflight-per-client N
                          requests one client may have queued or running (default 4096; 0 = none)
+  --max-sessions N       client sessions (hellos) the farm keeps; past them the least recently
+                         active TCP session that holds nothing makes room (default 100000)
   --idle-ttl SEC         close instances that got no request for SEC seconds (default: never)
   --detach               return once every worker is ready and leave the farm running
   --runtime-dir DIR      pid file, log and worker sockets (default $XDG_RUNTIME_DIR/gymfarm or
@@ -187,6 +189,7 @@ Options parse(int argc, char** argv) {
     else if (k == "--make-timeout") o.broker.make_timeout = seconds_arg(k, value());
     else if (k == "--worker-memory-limit") o.broker.worker_memory_limit = static_cast<unsigned long long>(int_arg(k, value(), 64, 1 << 30)) << 20;
     else if (k == "--worker-cpu-limit") o.broker.worker_cpu_limit = static_cast<unsigned long long>(int_arg(k, value(), 1, 1ll << 31));
+    else if (k == "--max-sessions") o.broker.max_sessions = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 24));
     else if (k == "--max-instances-per-client") o.broker.max_instances_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 20));
     else if (k == "--max-inflight-per-client") o.broker.max_inflight_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
     else if (k == "--restart-budget") o.broker.restart_budget = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 20));

@@ -53,6 +53,9 @@ class Value {
 
   bool as_bool() const { return std::get<bool>(v_); }
   int64_t as_int() const;  // int64 or a uint64 that fits; throws std::bad_variant_access otherwise
+  // The value as an int64 when it is an integer that fits one; nullopt otherwise (never throws):
+  // what code that reads untrusted input uses.
+  std::optional<int64_t> get_int() const noexcept;
   double as_double() const;  // any number
   const std::string& as_string() const { return std::get<std::string>(v_); }
   const Binary& as_binary() const { return std::get<Binary>(v_); }

@@ -57,6 +57,7 @@ class Farm:
         hello: Dict[str, Any] = {"version": PROTOCOL_VERSION, "client": "gymfarm-python"}
         if self.token:
             hello["token"] = self.token
+        self._hello = hello
         try:
             self.server = self.call("hello", body=hello, timeout=connect_timeout)
         except errors.Timeout:
@@ -183,7 +184,24 @@ class Farm:
              timeout: Optional[float] = None) -> Dict[str, Any]:
         """Sends one request and returns its result map, or raises the typed error."""
         rid = self._send(self._frames(verb, instance, body))
-        return self._result(self._wait([rid], timeout)[rid])
+        reply = self._wait([rid], timeout)[rid]
+        if verb != "hello" and self._session_lost(reply):
+            # The farm no longer knows this connection (it restarted, or dropped the idle session
+            # to make room): the request was refused before anything ran, so say hello and retry.
+            self.call("hello", body=self._hello, timeout=timeout)
+            rid = self._send(self._frames(verb, instance, body))
+            reply = self._wait([rid], timeout)[rid]
+        return self._result(reply)
+
+    def _session_lost(self, reply: List[bytes]) -> bool:
+        if not self.token or reply[1] == b"ok" or len(reply) < 3:
+            return False
+        try:
+            err = codec.unpack(reply[2])
+        except Exception:
+            return False
+        return (isinstance(err, dict) and err.get("code") == "unauthorized"
+                and isinstance(err.get("details"), dict) and err["details"].get("reason") == "no_session")
 
     def call_many(self, requests: Sequence[Tuple[str, str, Optional[Dict[str, Any]]]],
                   timeout: Optional[float] = None) -> List[Union[Dict[str, Any], errors.GymfarmError]]:

@@ -1,0 +1,80 @@
+#include "broker/sessions.hpp"
+
+namespace gymfarm::broker {
+
+std::string client_key(ClientPath path, std::string_view address, std::string_view connection) {
+  std::string key;
+  key.reserve(1 + kConnectionIdSize + address.size());
+  key += static_cast<char>(path);
+  if (path == ClientPath::Tcp) {
+    std::string id(connection.substr(0, kConnectionIdSize));
+    id.resize(kConnectionIdSize, '-');  // a message without a connection id gets the one no connection has
+    key += id;
+  }
+  key += address;
+  return key;
+}
+
+std::optional<ClientAddress> parse_client_key(std::string_view key) {
+  if (key.empty()) return std::nullopt;
+  switch (static_cast<ClientPath>(key[0])) {
+    case ClientPath::Tcp:
+      if (key.size() < 1 + kConnectionIdSize) return std::nullopt;
+      return ClientAddress{ClientPath::Tcp, key.substr(1 + kConnectionIdSize)};
+    case ClientPath::Inproc:
+      return ClientAddress{ClientPath::Inproc, key.substr(1)};
+    case ClientPath::Local:
+      return ClientAddress{ClientPath::Local, key.substr(1)};
+  }
+  return std::nullopt;
+}
+
+SessionTable::Open SessionTable::open(const std::string& client, bool authorized,
+                                      const std::function<bool(const std::string&)>& busy) {
+  if (auto it = index_.find(client); it != index_.end()) {
+    it->second->authorized = it->second->authorized || authorized;
+    order_.splice(order_.begin(), order_, it->second);
+    return Open::Renewed;
+  }
+  if (index_.size() >= max_) {
+    // The least recently active TCP session that holds nothing makes room. Sessions that hold work
+    // are passed over (and moved to the front, so the next search does not scan them again).
+    bool made_room = false;
+    for (std::size_t scanned = 0, n = order_.size(); scanned < n && !order_.empty(); ++scanned) {
+      auto last = std::prev(order_.end());
+      const bool tcp = !last->key.empty() && last->key[0] == static_cast<char>(ClientPath::Tcp);
+      if (tcp && !busy(last->key)) {
+        index_.erase(last->key);
+        order_.erase(last);
+        ++evicted_;
+        made_room = true;
+        break;
+      }
+      order_.splice(order_.begin(), order_, last);
+    }
+    if (!made_room) return Open::Full;
+  }
+  order_.push_front(Entry{client, authorized});
+  index_.emplace(client, order_.begin());
+  return Open::Opened;
+}
+
+bool SessionTable::authorized(const std::string& client) const {
+  auto it = index_.find(client);
+  return it != index_.end() && it->second->authorized;
+}
+
+void SessionTable::touch(const std::string& client) {
+  auto it = index_.find(client);
+  if (it == index_.end() || it->second == order_.begin()) return;
+  order_.splice(order_.begin(), order_, it->second);
+}
+
+void SessionTable::close(const std::string& client) {
+  auto it = index_.find(client);
+  if (it == index_.end()) return;
+  order_.erase(it->second);
+  index_.erase(it);
+}
+
+}  // namespace gymfarm::broker

@@ -1,0 +1,67 @@
+#pragma once
+// Who a client is, and what its hello granted it (docs/protocol.md "Sessions").
+//
+// A client's key is chosen by the broker, never by the peer: a path tag, then for TCP/IPC peers
+// the connection id the broker's ZAP handler gave the connection (ZeroMQ stamps it on every message
+// as "User-Id"; the peer cannot set it), then the peer's routing id or the local socket's
+// connection name. Keys of different paths or different connections cannot collide, so a ZeroMQ
+// client that picks another client's routing id (even a local socket's name) is a stranger.
+#include <cstddef>
+#include <functional>
+#include <list>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace gymfarm::broker {
+
+enum class ClientPath : char {
+  Tcp = 'z',     // the native ZeroMQ endpoint (tcp:// or ipc://), through the ZAP handler
+  Inproc = 'i',  // the gateway's clients in this process
+  Local = 'l',   // the local unix socket
+};
+
+// The connection id's fixed width in a key (the ZAP handler writes 16 hex digits).
+constexpr std::size_t kConnectionIdSize = 16;
+
+std::string client_key(ClientPath path, std::string_view address, std::string_view connection = {});
+
+struct ClientAddress {
+  ClientPath path;
+  std::string_view address;  // the routing id (Tcp, Inproc) or the stream's name (Local)
+};
+// nullopt for a key no client_key() made.
+std::optional<ClientAddress> parse_client_key(std::string_view key);
+
+// The sessions hellos opened. A session is authorized when its hello carried the farm's token.
+// Sessions on the local socket end when it closes; TCP sessions cannot be seen to end, so when the
+// table is full the least recently active TCP session that holds nothing (no instance, no request
+// in flight) makes room; if every one holds something, a new hello is refused. Nothing clears the
+// table as a whole, and one client's hellos cannot end another's session while it holds work.
+class SessionTable {
+ public:
+  explicit SessionTable(std::size_t max_sessions) : max_(max_sessions ? max_sessions : 1) {}
+
+  enum class Open { Opened, Renewed, Full };
+  // Opens (or renews) `client`'s session. `busy(key)` tells whether a session holds work.
+  Open open(const std::string& client, bool authorized, const std::function<bool(const std::string&)>& busy);
+  bool authorized(const std::string& client) const;
+  // Marks activity (least-recently-active order); unknown clients are ignored.
+  void touch(const std::string& client);
+  void close(const std::string& client);
+  std::size_t size() const { return index_.size(); }
+  std::size_t evicted() const { return evicted_; }
+
+ private:
+  struct Entry {
+    std::string key;
+    bool authorized = false;
+  };
+  std::size_t max_;
+  std::size_t evicted_ = 0;
+  std::list<Entry> order_;  // most recently active first
+  std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+};
+
+}  // namespace gymfarm::broker

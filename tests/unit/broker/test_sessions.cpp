@@ -1,0 +1,92 @@
+// Client keys, the session table's eviction rule, and the clock that stands still in a pause.
+#include <catch2/catch.hpp>
+
+#include <set>
+
+#include "broker/clock.hpp"
+#include "broker/sessions.hpp"
+
+using namespace gymfarm::broker;
+using namespace std::chrono_literals;
+
+TEST_CASE("client keys of different paths or connections never collide") {
+  const std::string local_name("\0local1", 7);
+  const auto local = client_key(ClientPath::Local, local_name);
+  const auto tcp_same_name = client_key(ClientPath::Tcp, local_name, "0000000000000001");
+  const auto inproc_same_name = client_key(ClientPath::Inproc, local_name);
+  const auto tcp_other_conn = client_key(ClientPath::Tcp, local_name, "0000000000000002");
+  const auto tcp_no_conn = client_key(ClientPath::Tcp, local_name);
+  std::set<std::string> keys{local, tcp_same_name, inproc_same_name, tcp_other_conn, tcp_no_conn};
+  CHECK(keys.size() == 5);
+  // a routing id that spells another key's prefix is still only an address
+  const auto sneaky = client_key(ClientPath::Tcp, "l" + local_name, "0000000000000001");
+  CHECK(sneaky != local);
+  auto a = parse_client_key(sneaky);
+  REQUIRE(a);
+  CHECK(a->path == ClientPath::Tcp);
+  CHECK(a->address == "l" + local_name);
+  auto b = parse_client_key(local);
+  REQUIRE(b);
+  CHECK(b->path == ClientPath::Local);
+  CHECK(b->address == local_name);
+  CHECK_FALSE(parse_client_key(""));
+  CHECK_FALSE(parse_client_key("x"));
+  CHECK_FALSE(parse_client_key("z0001"));  // too short for a connection id
+}
+
+TEST_CASE("a full session table evicts the least recently active TCP session that holds nothing") {
+  SessionTable t(3);
+  std::set<std::string> busy;
+  auto is_busy = [&](const std::string& k) { return busy.count(k) > 0; };
+  const auto a = client_key(ClientPath::Tcp, "a", "0000000000000001");
+  const auto b = client_key(ClientPath::Tcp, "b", "0000000000000002");
+  const auto l = client_key(ClientPath::Local, "\0local1");
+  CHECK(t.open(a, true, is_busy) == SessionTable::Open::Opened);
+  CHECK(t.open(l, true, is_busy) == SessionTable::Open::Opened);
+  CHECK(t.open(b, false, is_busy) == SessionTable::Open::Opened);
+  CHECK(t.open(a, false, is_busy) == SessionTable::Open::Renewed);
+  CHECK(t.authorized(a));  // a later hello does not take authorization away
+  CHECK_FALSE(t.authorized(b));
+  busy.insert(a);  // a holds an instance
+  // a is the least recently active TCP session... after touching b and l
+  t.touch(b);
+  t.touch(l);
+  for (int i = 0; i < 50; ++i) {
+    const auto k = client_key(ClientPath::Tcp, "x" + std::to_string(i), "00000000000000ff");
+    CHECK(t.open(k, true, is_busy) == SessionTable::Open::Opened);
+    CHECK(t.size() == 3);
+  }
+  CHECK(t.authorized(a));  // busy: never evicted
+  CHECK(t.authorized(l));  // local sessions end only when their socket closes
+  CHECK_FALSE(t.authorized(b));
+  CHECK(t.evicted() == 50);
+  // a table of busy and local sessions refuses a new one rather than drop any
+  busy.insert(client_key(ClientPath::Tcp, "x49", "00000000000000ff"));
+  CHECK(t.open(client_key(ClientPath::Tcp, "new", "0000000000000003"), true, is_busy) == SessionTable::Open::Full);
+  t.close(l);
+  CHECK_FALSE(t.authorized(l));
+  CHECK(t.open(client_key(ClientPath::Tcp, "new", "0000000000000003"), true, is_busy) == SessionTable::Open::Opened);
+}
+
+namespace {
+class FakeRunningClock final : public RunningClock {
+ public:
+  TimePoint t{std::chrono::seconds(100)};
+
+ protected:
+  TimePoint real() const override { return t; }
+};
+}  // namespace
+
+TEST_CASE("the running clock leaves a pause out") {
+  FakeRunningClock c;
+  const auto start = c.now();
+  c.t += 40ms;
+  CHECK(c.now() - start == 40ms);  // a normal turn counts
+  c.t += 10s;                      // SIGSTOP for 10 s, wherever the broker was
+  CHECK(c.now() - start == 40ms);
+  CHECK(c.paused() == 10s);
+  c.t += 50ms;
+  CHECK(c.now() - start == 90ms);
+  CHECK(c.now() - start == 90ms);  // reading twice moves nothing
+}
