@@ -139,7 +139,11 @@ struct Broker::Impl {
   std::unordered_map<int, std::string> kill_reasons;  // pid -> why the broker killed it
   Value env_ids = Value(protocol::Array{});
   SessionTable sessions{opt.max_sessions};  // what each client's hello granted (keys: sessions.hpp)
-  std::unordered_map<std::string, std::string> owners;       // instance -> client that made it
+  struct Owner {
+    std::string client;   // the key of the client that made it
+    bool shared = false;  // made with `shared: true`: any client may use it
+  };
+  std::unordered_map<std::string, Owner> owners;              // instance -> who made it
   std::unordered_map<std::string, std::size_t> held;         // client -> instances it holds
   std::unordered_map<std::string, std::size_t> inflight;     // client -> requests not yet answered
   RestartBudget budget;
@@ -436,7 +440,24 @@ struct Broker::Impl {
     on_frontend(frames);
   }
 
-  void on_local_closed(const std::string& name, bool) { sessions.close(client_key(ClientPath::Local, name)); }
+  // A local client's session ends with its socket: its instances are closed at once (unless its
+  // hello asked to keep them), so a script that exits without close() leaks nothing.
+  void on_local_closed(const std::string& name, bool) {
+    const std::string key = client_key(ClientPath::Local, name);
+    if (!sessions.keeps_instances(key) && held.count(key)) {
+      std::vector<std::string> mine;
+      for (const auto& [instance, owner] : owners) {
+        if (owner.client == key) mine.push_back(instance);
+      }
+      for (const auto& instance : mine) {
+        Value d(protocol::Map{{"instance_id", instance}});
+        close_instance(instance, make_error(ErrorCode::UnknownInstance,
+                                            "instance '" + instance + "' was closed when the client that made it disconnected",
+                                            d));
+      }
+    }
+    sessions.close(key);
+  }
 
   // A reply to a client: over its local stream if it has one, else over ZeroMQ. frames[0] is the
   // client's identity.
@@ -571,7 +592,7 @@ struct Broker::Impl {
     if (r.verb == verb::kHello) return on_hello(r);
     if (r.verb == verb::kPing) return reply_ok(r, Value(protocol::Map{{"pong", true}}));
     if (r.verb == verb::kStats) return reply_ok(r, stats());
-    if (r.verb == verb::kList) return reply_ok(r, list());
+    if (r.verb == verb::kList) return reply_ok(r, list(r.client));
     if (r.verb == verb::kEnvs) return reply_ok(r, Value(protocol::Map{{"env_ids", env_ids}}));
     if (shutting_down) return fail(r, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
     if (r.verb == verb::kMake) return on_make(std::move(r));
@@ -593,9 +614,11 @@ struct Broker::Impl {
     if (token && !token->is_string()) return fail(r, make_error(ErrorCode::BadRequest, "hello's 'token' must be a string"));
     const bool authorized = token && !opt.token.empty() && protocol::token_equal(opt.token, token->as_string());
     if (!opt.token.empty() && !authorized) return fail(r, make_error(ErrorCode::Unauthorized, "missing or wrong token"));
-    const auto opened = sessions.open(r.client, authorized, [this](const std::string& c) {
-      return held.count(c) > 0 || inflight.count(c) > 0;
-    });
+    const Value* keep = body.find("keep_instances");
+    if (keep && !keep->is_bool()) return fail(r, make_error(ErrorCode::BadRequest, "hello's 'keep_instances' must be a bool"));
+    const auto opened = sessions.open(
+        r.client, authorized, [this](const std::string& c) { return held.count(c) > 0 || inflight.count(c) > 0; },
+        keep && keep->as_bool());
     if (opened == SessionTable::Open::Full) {
       Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_sessions)}});
       return fail(r, make_error(ErrorCode::Overloaded,
@@ -633,18 +656,31 @@ struct Broker::Impl {
   void forget_instance(const std::string& instance) {
     auto it = owners.find(instance);
     if (it == owners.end()) return;
-    if (auto h = held.find(it->second); h != held.end() && --h->second == 0) held.erase(h);
+    if (auto h = held.find(it->second.client); h != held.end() && --h->second == 0) held.erase(h);
     owners.erase(it);
   }
 
-  // The answer for an instance with no route: its tombstone, or unknown_instance.
-  Error missing_instance(const std::string& instance) const {
+  // Only the client that made an instance may use it, unless it was made shared; the gateway's
+  // clients count as one (sessions.hpp principal()).
+  bool may_use(const std::string& instance, const std::string& client) const {
+    auto it = owners.find(instance);
+    return it == owners.end() || it->second.shared || principal(it->second.client) == principal(client);
+  }
+
+  // The answer for an instance this client may not use or that has no route: its tombstone (to its
+  // owner only), or unknown_instance, the same for an instance of another client as for none.
+  Error missing_instance(const std::string& instance, const std::string& client = {}) const {
+    if (!client.empty() && !may_use(instance, client)) {
+      Value d(protocol::Map{{"instance_id", instance}});
+      return make_error(ErrorCode::UnknownInstance, "unknown instance_id '" + instance + "'", d);
+    }
     if (const Error* tomb = routes.tombstone(instance)) return *tomb;
     Value d(protocol::Map{{"instance_id", instance}});
     return make_error(ErrorCode::UnknownInstance, "unknown instance_id '" + instance + "'", d);
   }
 
   void route(Request r) {
+    if (!may_use(r.instance, r.client)) return fail(r, missing_instance(r.instance, r.client));
     if (!admit(r)) return;
     auto w = routes.find(r.instance);
     if (!w) return fail(r, missing_instance(r.instance));
@@ -685,7 +721,7 @@ struct Broker::Impl {
       part.body = transport::str(f[5 + 2 * i]);
       part.batch_id = id;
       part.batch_index = i;
-      auto w = registry.capacity() > 1 ? routes.find(part.instance) : std::nullopt;
+      auto w = registry.capacity() > 1 && may_use(part.instance, part.client) ? routes.find(part.instance) : std::nullopt;
       if (!w) {
         route(std::move(part));  // one env per worker, or unknown: answered on its own
         continue;
@@ -742,9 +778,9 @@ struct Broker::Impl {
     std::vector<std::pair<std::size_t, Error>> unknown;
     for (std::size_t i = 0; i < n; ++i) {
       const std::string instance = transport::str(f[5 + i]);
-      auto w = routes.find(instance);
+      auto w = may_use(instance, head.client) ? routes.find(instance) : std::nullopt;
       if (!w) {
-        unknown.emplace_back(i, missing_instance(instance));
+        unknown.emplace_back(i, missing_instance(instance, head.client));
         continue;
       }
       auto [at, fresh] = group_of.try_emplace(*w, groups.size());
@@ -794,6 +830,9 @@ struct Broker::Impl {
     if (!env_id || !env_id->is_string() || env_id->as_string().empty()) {
       return fail(r, make_error(ErrorCode::BadRequest, "make needs a non-empty string 'env_id'"));
     }
+    const Value* shared = body.find("shared");
+    if (shared && !shared->is_bool()) return fail(r, make_error(ErrorCode::BadRequest, "make's 'shared' must be a bool"));
+    r.shared = shared && shared->as_bool();
     if (opt.max_instances_per_client && held[r.client] >= opt.max_instances_per_client) {
       Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_instances_per_client)}});
       return fail(r, make_error(ErrorCode::Overloaded,
@@ -824,7 +863,7 @@ struct Broker::Impl {
     std::string instance = random_instance_id();
     while (!routes.add(instance, w, env_id)) instance = random_instance_id();
     registry.assign(w, instance, env_id);
-    owners[instance] = r.client;
+    owners[instance] = Owner{r.client, r.shared};
     ++held[r.client];
     r.instance = instance;
     registry.slot(w).queue.push_back(std::move(r));  // behind the requests of the worker's other envs
@@ -884,9 +923,12 @@ struct Broker::Impl {
     return v;
   }
 
-  Value list() const {
+  // A client's own instances (and shared ones); the gateway's clients see every instance.
+  Value list(const std::string& client) const {
     protocol::Map m;
-    for (const auto& [id, route] : routes.routes()) m.emplace_back(id, route.env_id);
+    for (const auto& [id, route] : routes.routes()) {
+      if (may_use(id, client)) m.emplace_back(id, route.env_id);
+    }
     return Value(protocol::Map{{"instances", Value(std::move(m))}});
   }
 
@@ -1053,17 +1095,24 @@ struct Broker::Impl {
   void close_idle(std::size_t w, const std::string& instance) {
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(opt.idle_ttl).count();
     Value d(protocol::Map{{"instance_id", instance}});
-    routes.bury(instance, make_error(ErrorCode::UnknownInstance,
-                                     "instance '" + instance + "' was closed after " + std::to_string(secs) +
-                                         " s without requests (--idle-ttl)",
-                                     d));
-    forget_instance(instance);
     log("closing idle instance " + instance + " on worker " + std::to_string(w));
+    close_instance(instance, make_error(ErrorCode::UnknownInstance,
+                                        "instance '" + instance + "' was closed after " + std::to_string(secs) +
+                                            " s without requests (--idle-ttl)",
+                                        d));
+  }
+
+  // The broker's own close of an instance: later requests for it get `why`.
+  void close_instance(const std::string& instance, Error why) {
+    auto w = routes.find(instance);
+    if (!w) return;
+    routes.bury(instance, std::move(why));
+    forget_instance(instance);
     Request r;  // no client: the reply is dropped
     r.verb = std::string(verb::kClose);
     r.instance = instance;
-    registry.slot(w).queue.push_back(std::move(r));
-    pump(w);
+    registry.slot(*w).queue.push_back(std::move(r));
+    pump(*w);
   }
 
   // The zygote's answers: the pid of each worker it forked.

@@ -29,10 +29,16 @@ std::optional<ClientAddress> parse_client_key(std::string_view key) {
   return std::nullopt;
 }
 
+std::string_view principal(std::string_view key) {
+  if (!key.empty() && key[0] == static_cast<char>(ClientPath::Inproc)) return key.substr(0, 1);
+  return key;
+}
+
 SessionTable::Open SessionTable::open(const std::string& client, bool authorized,
-                                      const std::function<bool(const std::string&)>& busy) {
+                                      const std::function<bool(const std::string&)>& busy, bool keep_instances) {
   if (auto it = index_.find(client); it != index_.end()) {
     it->second->authorized = it->second->authorized || authorized;
+    it->second->keep_instances = keep_instances;
     order_.splice(order_.begin(), order_, it->second);
     return Open::Renewed;
   }
@@ -54,7 +60,7 @@ SessionTable::Open SessionTable::open(const std::string& client, bool authorized
     }
     if (!made_room) return Open::Full;
   }
-  order_.push_front(Entry{client, authorized});
+  order_.push_front(Entry{client, authorized, keep_instances});
   index_.emplace(client, order_.begin());
   return Open::Opened;
 }
@@ -62,6 +68,11 @@ SessionTable::Open SessionTable::open(const std::string& client, bool authorized
 bool SessionTable::authorized(const std::string& client) const {
   auto it = index_.find(client);
   return it != index_.end() && it->second->authorized;
+}
+
+bool SessionTable::keeps_instances(const std::string& client) const {
+  auto it = index_.find(client);
+  return it != index_.end() && it->second->keep_instances;
 }
 
 void SessionTable::touch(const std::string& client) {

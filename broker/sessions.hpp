@@ -33,6 +33,9 @@ struct ClientAddress {
 };
 // nullopt for a key no client_key() made.
 std::optional<ClientAddress> parse_client_key(std::string_view key);
+// Who owns what a client makes: the client itself, except that all of the gateway's clients are
+// one principal (the gateway keeps its dialects' own tables and rules).
+std::string_view principal(std::string_view key);
 
 // The sessions hellos opened. A session is authorized when its hello carried the farm's token.
 // Sessions on the local socket end when it closes; TCP sessions cannot be seen to end, so when the
@@ -45,8 +48,11 @@ class SessionTable {
 
   enum class Open { Opened, Renewed, Full };
   // Opens (or renews) `client`'s session. `busy(key)` tells whether a session holds work.
-  Open open(const std::string& client, bool authorized, const std::function<bool(const std::string&)>& busy);
+  Open open(const std::string& client, bool authorized, const std::function<bool(const std::string&)>& busy,
+            bool keep_instances = false);
   bool authorized(const std::string& client) const;
+  // Whether the session asked that its instances outlive it (hello `keep_instances`).
+  bool keeps_instances(const std::string& client) const;
   // Marks activity (least-recently-active order); unknown clients are ignored.
   void touch(const std::string& client);
   void close(const std::string& client);
@@ -57,6 +63,7 @@ class SessionTable {
   struct Entry {
     std::string key;
     bool authorized = false;
+    bool keep_instances = false;
   };
   std::size_t max_;
   std::size_t evicted_ = 0;

@@ -31,6 +31,7 @@ struct Request {
   std::string body;
   uint64_t batch_id = 0;   // nonzero for a part of a step_batch
   std::size_t counted = 0; // requests it counts for towards the client's in-flight limit until answered
+  bool shared = false;     // make: any client may use the instance
   std::size_t batch_index = 0;
   // step_many: the steps of one step_batch for this worker's instances, answered part by part
   struct Part {

@@ -1,4 +1,5 @@
-// Replays the kept inputs of the live-broker target (fuzz/corpus/broker/) against a live broker:
+// Replays the kept inputs of the live-broker target (fuzz/corpus/broker/) against a live broker,
+// checking both paths after every input (GYMFARM_FUZZ_REPLAY, set by ctest):
 // run by ctest, so a message that once stopped the farm stays harmless.
 #include <cstdio>
 #include <filesystem>

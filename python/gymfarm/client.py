@@ -34,11 +34,16 @@ class Farm:
     wake-ups, several times faster per step on virtual machines. ``is_local`` says which is used.
     There, a call busy-polls for its reply for up to ``spin_us`` microseconds before it sleeps,
     while replies keep coming that fast (0: never).
+
+    Instances belong to the connection that made them: other connections cannot see or use them,
+    and on the local socket they are closed when the connection ends (the script exits, crashes
+    or calls :meth:`close`), unless ``keep_instances=True``.
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 60.0,
                  connect_timeout: float = 10.0, context: Optional[zmq.Context] = None,
-                 token: Optional[str] = None, local: Optional[bool] = None, spin_us: float = 200.0):
+                 token: Optional[str] = None, local: Optional[bool] = None, spin_us: float = 200.0,
+                 keep_instances: bool = False):
         self.endpoint = endpoint
         self.timeout = float(timeout)
         self._ctx = context or zmq.Context.instance()
@@ -55,6 +60,8 @@ class Farm:
         self._closed = False
         self.token = token if token is not None else os.environ.get("GYMFARM_TOKEN")
         hello: Dict[str, Any] = {"version": PROTOCOL_VERSION, "client": "gymfarm-python"}
+        if keep_instances:
+            hello["keep_instances"] = True
         if self.token:
             hello["token"] = self.token
         self._hello = hello
