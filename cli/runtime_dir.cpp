@@ -190,7 +190,7 @@ std::string RuntimeDir::open(const std::string& requested, const RuntimeDirOptio
 int RuntimeDir::create_file(const std::string& name, std::string& err) const {
   const std::string full = path_of(name);
   for (int attempt = 0; attempt < 3; ++attempt) {
-    const int fd = ::openat(fd_, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    const int fd = ::openat(fd_, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd >= 0) return fd;
     if (errno != EEXIST) {
       err = "cannot create " + full + ": " + errno_text();

@@ -36,7 +36,7 @@ class RuntimeDir {
   const std::string& path() const { return path_; }
   std::string path_of(const std::string& name) const { return path_ + "/" + name; }
 
-  // Creates NAME in the directory for writing: O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600.
+  // Creates NAME in the directory (read-write): O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600.
   // A regular file of ours already there (a dead farm's) is removed first; a symlink, anything
   // that is not a regular file, or a file of another user is refused. Returns the fd, or -1 and `err`.
   int create_file(const std::string& name, std::string& err) const;

@@ -294,3 +294,20 @@ def test_stale_files_of_ours_are_replaced_and_stale_socket_links_only_unlinked(s
         stop_pid(pid)
     assert r.returncode == 0, r.stderr
     assert not (rt / f"farm-{port}.pid").exists()
+
+
+def test_a_detached_start_that_fails_shows_its_log(scratch):
+    rt = private_dir(scratch / "rt")
+    import socket
+
+    with socket.socket() as busy:  # the native port is taken: the farm cannot start
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run("start", "--detach", "--workers", "1", "--native-port", str(port), "--port", "0",
+                "--gymnasium-http-port", "0", "--runtime-dir", str(rt), env=farm_env(), timeout=120)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    log = rt / f"farm-{port}.log"
+    assert f"its log ({log}) ends with" in r.stderr
+    assert "cannot listen on" in r.stderr  # the log's lines, read back through the fd it was made with
+    assert stat.S_IMODE(os.lstat(log).st_mode) == 0o600
