@@ -10,13 +10,13 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
-
 from farm_fixture import GYMFARM, SUPPORT, pid_alive, wait_until
 
 ROOT = os.geteuid() == 0
@@ -34,7 +34,7 @@ OTHER = other_uid()
 
 
 def run(*args, env=None, timeout=60):
-    return subprocess.run([str(GYMFARM), *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([str(GYMFARM), *args], capture_output=True, text=True, timeout=timeout, check=False,
                           env=env if env is not None else dict(os.environ))
 
 
@@ -152,7 +152,7 @@ def test_the_default_runtime_dir_is_created_private_and_refused_when_not(scratch
     xdg = scratch / "xdg"  # absent: the farm creates it and the default under it, both 0700
     env = farm_env(XDG_RUNTIME_DIR=str(xdg))
     default = xdg / "gymfarm"
-    pid, port, _, out = start_detached(env=env)
+    pid, port, _, _ = start_detached(env=env)
     try:
         assert stat.S_IMODE(os.lstat(xdg).st_mode) == 0o700
         assert stat.S_IMODE(os.lstat(default).st_mode) == 0o700
@@ -298,8 +298,6 @@ def test_stale_files_of_ours_are_replaced_and_stale_socket_links_only_unlinked(s
 
 def test_a_detached_start_that_fails_shows_its_log(scratch):
     rt = private_dir(scratch / "rt")
-    import socket
-
     with socket.socket() as busy:  # the native port is taken: the farm cannot start
         busy.bind(("127.0.0.1", 0))
         busy.listen()
