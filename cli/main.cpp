@@ -12,11 +12,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "broker/broker.hpp"
+#include "cli/runtime_dir.hpp"
 #include "client/client.hpp"
 #include "frontends/gateway.hpp"
 #include "protocol/token.hpp"
@@ -217,7 +219,9 @@ std::string native_endpoint(const Options& o, int port) {
   return "tcp://" + host + ":" + std::to_string(port);
 }
 
-std::string pid_file(const Options& o) { return o.runtime_dir + "/farm-" + std::to_string(o.port) + ".pid"; }
+// Names inside the runtime directory.
+std::string pid_file(const Options& o) { return "farm-" + std::to_string(o.port) + ".pid"; }
+std::string log_file(const Options& o) { return "farm-" + std::to_string(o.port) + ".log"; }
 
 // Fails fast when --python is missing or is not the Python version the worker embeds.
 std::string resolve_python(const std::string& requested) {
@@ -242,8 +246,9 @@ std::string resolve_python(const std::string& requested) {
   return fs::absolute(py).string();
 }
 
-// The token from --token-file, or a new random one written owner-only to RUNTIME-DIR/token.
-std::string load_or_make_token(const Options& o) {
+// The token from --token-file, or a new random one written owner-only to RUNTIME-DIR/token (a
+// fresh file: O_EXCL, O_NOFOLLOW, 0600; a planted one is refused, never followed or read).
+std::string load_or_make_token(const Options& o, const gymfarm::cli::RuntimeDir& dir) {
   if (!o.token_file.empty()) {
     std::ifstream f(o.token_file);
     std::string t;
@@ -251,29 +256,52 @@ std::string load_or_make_token(const Options& o) {
     return t;
   }
   const std::string t = gymfarm::protocol::new_token();
-  const std::string path = o.runtime_dir + "/token";
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0 || write(fd, t.data(), t.size()) != static_cast<ssize_t>(t.size())) die("cannot write " + path);
-  fchmod(fd, 0600);
+  std::string err;
+  const int fd = dir.create_file("token", err);
+  if (fd < 0) die(err);
+  if (write(fd, t.data(), t.size()) != static_cast<ssize_t>(t.size())) die("cannot write " + dir.path_of("token"));
   close(fd);
   return t;
 }
 
-void prepare_runtime_dir(const std::string& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) die("cannot create the runtime directory " + dir + ": " + ec.message());
-  chmod(dir.c_str(), 0700);
+// start: the runtime directory, created 0700 when absent, refused when another user could have
+// planted it or what is in it (cli/runtime_dir.hpp); exit 2 with the reason.
+gymfarm::cli::RuntimeDir prepare_runtime_dir(const Options& o) {
+  gymfarm::cli::RuntimeDir dir;
+  const std::string err =
+      gymfarm::cli::RuntimeDir::open(o.runtime_dir, {.create = true, .private_only = o.runtime_dir == default_runtime_dir()}, dir);
+  if (!err.empty()) die(err);
+  return dir;
+}
+
+// stop and status: the same checks, nothing created; a missing directory comes back closed.
+gymfarm::cli::RuntimeDir find_runtime_dir(const Options& o) {
+  gymfarm::cli::RuntimeDir dir;
+  const std::string err =
+      gymfarm::cli::RuntimeDir::open(o.runtime_dir, {.create = false, .private_only = o.runtime_dir == default_runtime_dir()}, dir);
+  if (!err.empty()) die(err);
+  return dir;
+}
+
+// A small file the farm wrote in its runtime directory (pid, token): only a regular file of ours,
+// never through a symlink; a planted one is reported and ignored.
+std::string read_trusted(const gymfarm::cli::RuntimeDir& dir, const std::string& name) {
+  if (!dir.is_open()) return "";
+  std::string err;
+  const auto data = dir.read_file(name, 4096, err);
+  if (!err.empty()) std::fprintf(stderr, "gymfarm: ignoring %s\n", err.c_str());
+  return data.value_or("");
 }
 
 int cmd_start(Options o) {
-  prepare_runtime_dir(o.runtime_dir);
+  const gymfarm::cli::RuntimeDir dir = prepare_runtime_dir(o);
+  o.runtime_dir = dir.path();
   std::string token;
   if (!is_loopback(o.host) && o.insecure) {
     std::fprintf(stderr, "gymfarm: WARNING: listening on %s WITHOUT authentication (--insecure-no-token)\n", o.host.c_str());
     o.gateway.access.any_host = true;
   } else if (!is_loopback(o.host) || o.require_token || !o.token_file.empty()) {
-    token = load_or_make_token(o);
+    token = load_or_make_token(o, dir);
   }
   o.broker.token = token;
   o.gateway.access.token = token;
@@ -286,8 +314,11 @@ int cmd_start(Options o) {
   if (access(o.broker.worker_exe.c_str(), X_OK) != 0) die("cannot find " + o.broker.worker_exe);
 
   int ready_pipe[2] = {-1, -1};
-  const std::string log_path = o.runtime_dir + "/farm-" + std::to_string(o.port) + ".log";
+  const std::string log_path = dir.path_of(log_file(o));
   if (o.detach) {
+    std::string err;
+    const int log_fd = dir.create_file(log_file(o), err);  // a fresh file, never a planted one
+    if (log_fd < 0) die(err);
     if (pipe(ready_pipe) != 0) die("pipe failed");
     const pid_t child = fork();
     if (child < 0) die("fork failed");
@@ -299,7 +330,13 @@ int cmd_start(Options o) {
       while ((n = read(ready_pipe[0], buf, sizeof buf)) > 0) msg.append(buf, static_cast<std::size_t>(n));
       if (msg.rfind("ready ", 0) != 0) {
         std::fprintf(stderr, "gymfarm: the farm did not start; its log (%s) ends with:\n", log_path.c_str());
-        std::ifstream f(log_path);
+        std::string text;  // read back through the fd the log was created with
+        char chunk[4096];
+        ssize_t got;
+        while (text.size() < (1u << 20) && (got = pread(log_fd, chunk, sizeof chunk, static_cast<off_t>(text.size()))) > 0)
+          text.append(chunk, static_cast<std::size_t>(got));
+        close(log_fd);
+        std::istringstream f(text);
         std::string line;
         std::vector<std::string> lines;
         while (std::getline(f, line)) lines.push_back(line);
@@ -307,13 +344,14 @@ int cmd_start(Options o) {
           std::fprintf(stderr, "  %s\n", lines[i].c_str());
         return 1;
       }
+      close(log_fd);
       std::printf("%s", msg.substr(6).c_str());
       std::printf("  log:       %s\n  stop with: gymfarm stop --native-port %d\n", log_path.c_str(), o.port);
       return 0;
     }
     close(ready_pipe[0]);
     setsid();
-    const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    const int fd = log_fd;
     const int devnull = open("/dev/null", O_RDONLY);
     if (fd >= 0) {
       dup2(fd, STDOUT_FILENO);
@@ -354,8 +392,16 @@ int cmd_start(Options o) {
         gateway.gymnasium_port() < 0
             ? ""
             : "  gymnasium: http://" + http_host + ":" + std::to_string(gateway.gymnasium_port()) + "/v1/ (gymnasium-http-api)\n";
-    pidfile = pid_file(o);
-    std::ofstream(pidfile) << getpid() << "\n";
+    {
+      std::string err;
+      const int fd = dir.create_file(pid_file(o), err);
+      if (fd < 0) throw std::runtime_error(err);
+      const std::string text = std::to_string(getpid()) + "\n";
+      const bool wrote = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+      close(fd);
+      if (!wrote) throw std::runtime_error("cannot write " + dir.path_of(pid_file(o)));
+      pidfile = pid_file(o);
+    }
     std::fprintf(stderr, "[gymfarm] starting %zu workers (pid %d)\n", o.broker.workers, getpid());
     rc = broker.run([&] {
       char text[2048];
@@ -378,7 +424,7 @@ int cmd_start(Options o) {
     std::fprintf(stderr, "gymfarm: %s\n", e.what());
     rc = 1;
   }
-  if (!pidfile.empty()) fs::remove(pidfile);
+  if (!pidfile.empty()) dir.remove_file(pidfile);
   return rc;
 }
 
@@ -388,8 +434,8 @@ Value stats_of(const Options& o, std::chrono::milliseconds timeout) {
   co.name = "gymfarm-cli";
   if (const char* t = std::getenv("GYMFARM_TOKEN"); t && *t) {
     co.token = t;
-  } else if (std::ifstream f(o.runtime_dir + "/token"); f) {
-    f >> co.token;
+  } else {
+    std::istringstream(read_trusted(find_runtime_dir(o), "token")) >> co.token;
   }
   gymfarm::client::Client c(native_endpoint(o, o.port), co);
   return c.stats();
@@ -443,7 +489,7 @@ int cmd_status(const Options& o) {
 
 int cmd_stop(const Options& o) {
   pid_t pid = 0;
-  if (std::ifstream f(pid_file(o)); f) f >> pid;
+  std::istringstream(read_trusted(find_runtime_dir(o), pid_file(o))) >> pid;
   if (pid <= 0 || kill(pid, 0) != 0) {
     try {
       pid = static_cast<pid_t>(stats_of(o, std::chrono::milliseconds(3000)).find("pid")->as_int());

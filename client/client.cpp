@@ -1,5 +1,7 @@
 #include "client/client.hpp"
 
+#include <sys/socket.h>
+#include <unistd.h>
 #include <zmq.hpp>
 
 #include <thread>
@@ -101,6 +103,10 @@ struct Client::Impl {
     if (!opt.local || !path || !path->is_string() || !on_this_host(endpoint)) return;
     const int fd = transport::connect_unix(path->as_string());
     if (fd < 0) return;
+    if (!served_by_us(fd)) {  // the hello carries the token: never to a socket another user serves
+      ::close(fd);
+      return;
+    }
     local = std::make_unique<transport::StreamConn>(fd, 0);
     const uint64_t rid = next_rid++;
     const std::string rid_bytes = protocol::encode_rid(rid);
@@ -115,6 +121,14 @@ struct Client::Impl {
     } catch (const ClientError&) {
       local.reset();
     }
+  }
+
+  // Whether the process listening on the connected unix socket `fd` runs as our effective uid
+  // (SO_PEERCRED: the listener's credentials, fixed when it called listen). Root's is refused too.
+  static bool served_by_us(int fd) {
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    return ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && len == sizeof cred && cred.uid == ::geteuid();
   }
 
   static bool on_this_host(const std::string& ep) {

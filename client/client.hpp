@@ -42,7 +42,9 @@ struct ClientOptions {
   // process); by default the client has its own.
   zmq::context_t* context = nullptr;
   // On this host (tcp://127.0.0.1, localhost, [::1], or ipc://), move to the farm's local unix
-  // socket after the hello: the same messages with fewer wake-ups (docs/protocol.md).
+  // socket after the hello: the same messages with fewer wake-ups (docs/protocol.md). Only a
+  // socket whose listener runs as this process's effective uid (SO_PEERCRED) is used: the hello
+  // sent on it carries the token; another user's socket, root's included, leaves the client on ZeroMQ.
   bool local = true;
   // While waiting for a reply over the local socket, busy-poll this long before sleeping.
   std::chrono::microseconds spin{200};

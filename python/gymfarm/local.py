@@ -4,9 +4,15 @@ cost more than an env step on most virtual machines, and it busy-polls briefly f
 sleeping.
 
 Wire format: u32 frame count, then per frame a u32 length and the bytes, in host byte order.
+
+Before anything is sent (the hello carries the token), the socket's owner is checked: the uid of
+the process listening on it (``SO_PEERCRED``) must be this process's effective uid. A socket served
+by anyone else, root included, is refused with ``PermissionError`` and the client stays on ZeroMQ.
 """
 from __future__ import annotations
 
+import logging
+import os
 import select
 import socket
 import struct
@@ -17,6 +23,21 @@ from typing import Deque, List, Optional, Sequence
 _U32 = struct.Struct("=I")
 _CHUNK = 1 << 16
 _MAX_FRAMES = 1 << 20
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+log = logging.getLogger("gymfarm")
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a connected unix socket (-1 if unknown)."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None:
+        return -1
+    try:
+        _pid, uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, opt, _UCRED.size))
+    except (OSError, struct.error):
+        return -1
+    return uid
 
 
 class LinkClosed(ConnectionError):
@@ -30,6 +51,11 @@ class LocalLink:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._sock.connect(path)
+            uid = peer_uid(self._sock)
+            if uid != os.geteuid():
+                log.warning("gymfarm: not using the local socket %s: it is served by uid %d, not by this user "
+                            "(uid %d); staying on ZeroMQ", path, uid, os.geteuid())
+                raise PermissionError(f"the local socket {path} is served by uid {uid}, not uid {os.geteuid()}")
         except OSError:
             self._sock.close()
             raise
