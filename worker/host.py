@@ -323,16 +323,13 @@ def step_vec(insts, actions, autoreset=None):
     for i, inst in enumerate(insts):
         try:
             r = step(inst, actions[i], autoreset)
+            reward = float(r["reward"])
+            _check_encodable(r)  # a value the wire cannot carry fails this env's row, not the batch
         except Exception as e:  # reported for this env only; the others' results stand
             errs.append([i, error_map(e)])
             continue
-        try:  # a value the wire cannot carry fails this env's row, not the whole batch
-            _check_encodable(r)
-        except Exception as e:
-            errs.append([i, error_map(e)])
-            continue
         obs[i], rewards[i], terminated[i], truncated[i], infos[i] = (
-            r["obs"], float(r["reward"]), r["terminated"], r["truncated"], r["info"])
+            r["obs"], reward, r["terminated"], r["truncated"], r["info"])
         if "final_obs" in r:
             finals.append([i, r["final_obs"], r["final_info"]])
     good = next((o for o in obs if o is not None), None)

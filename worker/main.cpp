@@ -239,7 +239,13 @@ class Host {
       } else {
         return {gymfarm::protocol::kStatusErr, error_body("bad_request", "unknown verb '" + std::string(v) + "'")};
       }
-      return {gymfarm::protocol::kStatusOk, gymfarm::worker::pack(result)};
+      std::string out;
+      try {
+        out = gymfarm::worker::pack(result);
+      } catch (const std::runtime_error& e) {  // what the env returned cannot travel: its error
+        return {gymfarm::protocol::kStatusErr, error_body("env_error", std::string("the reply cannot be encoded: ") + e.what())};
+      }
+      return {gymfarm::protocol::kStatusOk, std::move(out)};
     }
   }
 

@@ -79,6 +79,23 @@ def test_int_the_wire_cannot_carry_is_an_env_error_and_the_worker_lives(start_fa
         env.close()
 
 
+@pytest.mark.parametrize("method,args,match", [
+    ("nested", [200], "nested too deeply"),
+    ("lone_surrogate", [], "surrogate"),
+])
+def test_other_values_the_wire_cannot_carry_are_env_errors(start_farm, method, args, match):
+    """The same class of abort: a reply the codec refuses, raised in C with no Python traceback."""
+    f = start_farm(workers=1)
+    with f.connect() as farm:
+        env = farm.make("gymfarm_test/BigInfo-v0")
+        pid = worker_pid(farm, env.instance_id)
+        with pytest.raises(gymfarm.EnvError, match=match):
+            env._call("call", {"name": method, "args": args})
+        assert env._call("call", {"name": "nested", "args": [3]})["value"] == [[[[]]]]
+        assert worker_pid(farm, env.instance_id) == pid
+        env.close()
+
+
 def test_neighbour_envs_of_one_worker_keep_stepping(start_farm):
     f = start_farm(workers=1, args=["--envs-per-worker", "4"])
     with f.connect() as farm:

@@ -197,6 +197,17 @@ class BigInfo(_Counting):
             info.update(big=2 ** 200, negative=-(2 ** 200), u64max=2 ** 64 - 1)
         return obs, reward, term, trunc, info
 
+    def nested(self, depth):
+        """A list nested ``depth`` deep (past the codec's depth limit for depth > 64)."""
+        v = []
+        for _ in range(int(depth)):
+            v = [v]
+        return v
+
+    def lone_surrogate(self):
+        """A str that is not valid UTF-8 (it cannot be sent)."""
+        return "bad \udc80 text"
+
 
 class Forker(_Counting):
     """Env code that starts a process of its own: ``spawn_sleeper(seconds)`` forks a child that
