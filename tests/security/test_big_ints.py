@@ -5,6 +5,9 @@ bits of entropy) or an info value of 2**200 was enough.
 Now such an int travels as ext type 2 (its decimal digits; docs/protocol.md "Values") and the
 client decodes it to the same Python int; one the wire cannot carry (more digits than Python turns
 into text) is an env_error for that request, and the worker lives."""
+import json
+import urllib.request
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -54,6 +57,24 @@ def test_big_int_in_info_arrives_exactly(start_farm):
         assert info["u64max"] == 2 ** 64 - 1
         assert worker_pid(farm, env.instance_id) == pid
         env.close()
+
+
+def test_big_int_in_the_gateway_json_is_a_decimal_number(start_farm):
+    """gym-http-api REST: the info's big ints are JSON numbers that json.loads reads back exactly."""
+    f = start_farm(workers=1)
+
+    def post(path, body):
+        req = urllib.request.Request(f.rest_url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.read().decode()
+
+    iid = json.loads(post("envs/", {"env_id": "gymfarm_test/BigInfo-v0"}))["instance_id"]
+    post(f"envs/{iid}/reset/", {})
+    text = post(f"envs/{iid}/step/", {"action": 0})
+    assert '"big":1606938044258990275541962092341162602522202993782792835301376' in text
+    info = json.loads(text)["info"]
+    assert info["big"] == 2 ** 200 and info["negative"] == -(2 ** 200) and info["u64max"] == 2 ** 64 - 1
 
 
 def test_big_int_from_the_client_reaches_the_env(start_farm):

@@ -97,6 +97,9 @@ def test_workers_and_env_processes_hold_no_broker_descriptor(start_farm, mode):
             assert sum(1 for p in children if comms[p] != "gf-zygote") >= 2
             for p in children:
                 check_holds_nothing_of_the_broker(p, f.pid, listening, allow_pipes=comms[p] == "gf-zygote")
+                if comms[p] == "gf-zygote":  # beyond stdio, only its reply pipe to the broker
+                    extra = {fd: t for fd, t in fd_targets(p).items() if fd > 2}
+                    assert all(t.startswith("pipe:[") for t in extra.values()) and len(extra) <= 1, extra
             # what env code starts gets only what the worker had
             check_holds_nothing_of_the_broker(sleeper, f.pid, listening, allow_pipes=False)
             env.close()
