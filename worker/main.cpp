@@ -12,7 +12,6 @@
 
 #include <dirent.h>
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -88,34 +87,21 @@ Args parse(int argc, char** argv) {
 
 bool parent_gone(pid_t parent) { return parent != 0 && getppid() != parent; }
 
-// Closes every file descriptor above stderr except those in keep: whatever the process inherited
-// (the broker's listening sockets, its other sockets and pipes) must not reach env code, which
-// could answer on them or keep them bound after the farm is gone. close_range(2) where the kernel
-// has it, else the entries of /proc/self/fd.
-void close_inherited_fds(std::vector<int> keep = {}) {
-  keep.erase(std::remove_if(keep.begin(), keep.end(), [](int fd) { return fd <= STDERR_FILENO; }), keep.end());
-  std::sort(keep.begin(), keep.end());
-  keep.erase(std::unique(keep.begin(), keep.end()), keep.end());
-  unsigned first = STDERR_FILENO + 1;
-  bool ok = true;
-  for (int k : keep) {
-    if (static_cast<unsigned>(k) > first) ok = ok && ::close_range(first, static_cast<unsigned>(k) - 1, 0) == 0;
-    first = static_cast<unsigned>(k) + 1;
-  }
-  ok = ok && ::close_range(first, ~0U, 0) == 0;
-  if (ok) return;
+// Closes every file descriptor above stderr: whatever the process inherited (the broker's
+// listening sockets, its other sockets and pipes) must not reach env code, which could answer on
+// them or keep them bound after the farm is gone. close_range(2), else the entries of /proc/self/fd.
+void close_inherited_fds() {
+  if (::close_range(STDERR_FILENO + 1, ~0U, 0) == 0) return;
   std::vector<int> open;
   if (DIR* d = ::opendir("/proc/self/fd")) {
     while (dirent* e = ::readdir(d)) {
       if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
       const int fd = std::atoi(e->d_name);
-      if (fd > STDERR_FILENO && fd != ::dirfd(d) && !std::binary_search(keep.begin(), keep.end(), fd)) open.push_back(fd);
+      if (fd > STDERR_FILENO && fd != ::dirfd(d)) open.push_back(fd);
     }
     ::closedir(d);
   } else {
-    for (int fd = STDERR_FILENO + 1; fd < 65536; ++fd) {
-      if (!std::binary_search(keep.begin(), keep.end(), fd)) open.push_back(fd);
-    }
+    for (int fd = STDERR_FILENO + 1; fd < 65536; ++fd) open.push_back(fd);
   }
   for (int fd : open) ::close(fd);
 }
@@ -205,52 +191,49 @@ class Host {
 
  private:
   Reply dispatch(std::string_view v, std::string_view instance, std::string_view body) {
-    {
-      py::object req = gymfarm::worker::unpack(body);
-      if (!py::isinstance<py::dict>(req)) return {gymfarm::protocol::kStatusErr, error_body("bad_request", "the body must be a map")};
-      py::dict d = req;
-      const py::str inst(instance.data(), instance.size());
-      auto get = [&](const char* key) -> py::object { return d.contains(key) ? py::object(d[key]) : py::none(); };
-      py::object result;
-      if (v == verb::kStep) {
-        result = module_.attr("step")(inst, get("action"), get("autoreset"), get("processed"));
-      } else if (v == verb::kStepVec) {
-        result = module_.attr("step_vec")(get("instances"), get("actions"), get("autoreset"));
-      } else if (v == verb::kReset) {
-        result = module_.attr("reset")(inst, get("seed"), get("options"));
-      } else if (v == verb::kMake) {
-        result = module_.attr("make")(inst, get("env_id"), get("kwargs"), get("strict"));
-        result["instance_id"] = py::str(std::string(instance));
-      } else if (v == verb::kClose) {
-        result = module_.attr("close")(inst);
-      } else if (v == verb::kSpaces) {
-        result = module_.attr("spaces_of")(inst);
-      } else if (v == verb::kSample) {
-        py::object which = get("space");
-        result = which.is_none() ? module_.attr("sample")(inst) : module_.attr("sample")(inst, which);
-      } else if (v == verb::kRender) {
-        result = module_.attr("render")(inst);
-      } else if (v == verb::kCall) {
-        result = module_.attr("call")(inst, get("name"), get("args"), get("kwargs"));
-      } else if (v == verb::kGetAttr) {
-        result = module_.attr("get_attr")(inst, get("name"));
-      } else if (v == verb::kSetAttr) {
-        result = module_.attr("set_attr")(inst, get("name"), get("value"));
-      } else {
-        return {gymfarm::protocol::kStatusErr, error_body("bad_request", "unknown verb '" + std::string(v) + "'")};
-      }
-      std::string out;
-      try {
-        out = gymfarm::worker::pack(result);
-      } catch (const std::runtime_error& e) {  // what the env returned cannot travel: its error
-        return {gymfarm::protocol::kStatusErr, error_body("env_error", std::string("the reply cannot be encoded: ") + e.what())};
-      }
-      return {gymfarm::protocol::kStatusOk, std::move(out)};
+    py::object req = gymfarm::worker::unpack(body);
+    if (!py::isinstance<py::dict>(req)) return {gymfarm::protocol::kStatusErr, error_body("bad_request", "the body must be a map")};
+    py::dict d = req;
+    const py::str inst(instance.data(), instance.size());
+    auto get = [&](const char* key) -> py::object { return d.contains(key) ? py::object(d[key]) : py::none(); };
+    py::object result;
+    if (v == verb::kStep) {
+      result = module_.attr("step")(inst, get("action"), get("autoreset"), get("processed"));
+    } else if (v == verb::kStepVec) {
+      result = module_.attr("step_vec")(get("instances"), get("actions"), get("autoreset"));
+    } else if (v == verb::kReset) {
+      result = module_.attr("reset")(inst, get("seed"), get("options"));
+    } else if (v == verb::kMake) {
+      result = module_.attr("make")(inst, get("env_id"), get("kwargs"), get("strict"));
+      result["instance_id"] = py::str(std::string(instance));
+    } else if (v == verb::kClose) {
+      result = module_.attr("close")(inst);
+    } else if (v == verb::kSpaces) {
+      result = module_.attr("spaces_of")(inst);
+    } else if (v == verb::kSample) {
+      py::object which = get("space");
+      result = which.is_none() ? module_.attr("sample")(inst) : module_.attr("sample")(inst, which);
+    } else if (v == verb::kRender) {
+      result = module_.attr("render")(inst);
+    } else if (v == verb::kCall) {
+      result = module_.attr("call")(inst, get("name"), get("args"), get("kwargs"));
+    } else if (v == verb::kGetAttr) {
+      result = module_.attr("get_attr")(inst, get("name"));
+    } else if (v == verb::kSetAttr) {
+      result = module_.attr("set_attr")(inst, get("name"), get("value"));
+    } else {
+      return {gymfarm::protocol::kStatusErr, error_body("bad_request", "unknown verb '" + std::string(v) + "'")};
     }
+    std::string out;
+    try {
+      out = gymfarm::worker::pack(result);
+    } catch (const std::runtime_error& e) {  // what the env returned cannot travel: its error
+      return {gymfarm::protocol::kStatusErr, error_body("env_error", std::string("the reply cannot be encoded: ") + e.what())};
+    }
+    return {gymfarm::protocol::kStatusOk, std::move(out)};
   }
 
  public:
-
   void close_env() {
     try {
       module_.attr("close_all")();
