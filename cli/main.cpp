@@ -352,7 +352,7 @@ int cmd_start(Options o) {
     close(ready_pipe[0]);
     setsid();
     const int fd = log_fd;
-    const int devnull = open("/dev/null", O_RDONLY);
+    const int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
       dup2(fd, STDOUT_FILENO);
       dup2(fd, STDERR_FILENO);

@@ -151,6 +151,8 @@ void write_json(std::string& out, const Value& v, const JsonStyle& st) {
         } else if constexpr (std::is_same_v<T, protocol::Tensor>) {
           std::size_t index = 0;
           write_tensor(out, x, 0, index, st);
+        } else if constexpr (std::is_same_v<T, protocol::BigInt>) {
+          out += x.digits;  // a JSON number, as Python's json.dumps writes a big int
         }
       },
       v.storage());

@@ -49,6 +49,9 @@ void pack(Packer& pk, StringBuffer& buf, const Value& v) {
           }
         } else if constexpr (std::is_same_v<T, Tensor>) {
           pack_tensor(pk, x);
+        } else if constexpr (std::is_same_v<T, BigInt>) {
+          pk.pack_ext(x.digits.size(), kBigIntExt);
+          pk.pack_ext_body(x.digits.data(), x.digits.size());
         }
       },
       v.storage());
@@ -90,6 +93,15 @@ bool convert(const msgpack::object& o, Value& out, std::string& err) {
       return true;
     }
     case msgpack::type::EXT: {
+      if (o.via.ext.type() == kBigIntExt) {
+        const std::string_view digits(o.via.ext.data(), o.via.ext.size);
+        if (!valid_bigint_digits(digits)) {
+          err = "malformed big integer (ext type 2)";
+          return false;
+        }
+        out = Value(BigInt{std::string(digits)});
+        return true;
+      }
       if (o.via.ext.type() != kNdarrayExt) {
         err = "unknown extension type " + std::to_string(o.via.ext.type());
         return false;
@@ -124,6 +136,16 @@ void append_float64(std::string& out, double d) {
   b[0] = static_cast<char>(0xcb);
   for (int i = 0; i < 8; ++i) b[1 + i] = static_cast<char>((bits >> (56 - 8 * i)) & 0xff);
   out.append(b, 9);
+}
+
+bool valid_bigint_digits(std::string_view d) {
+  const bool negative = !d.empty() && d[0] == '-';
+  if (negative) d.remove_prefix(1);
+  if (d.empty() || d.size() > kMaxBigIntDigits || (d[0] == '0' && (d.size() > 1 || negative))) return false;
+  for (char c : d) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
 }
 
 std::string encode(const Value& v) {

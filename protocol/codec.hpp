@@ -9,6 +9,9 @@
 namespace gymfarm::protocol {
 
 constexpr int8_t kNdarrayExt = 1;
+constexpr int8_t kBigIntExt = 2;  // payload: the ASCII decimal digits of an integer beyond 64 bits
+// Python's default limit for int <-> str conversion (sys.get_int_max_str_digits()).
+constexpr std::size_t kMaxBigIntDigits = 4300;
 
 // The output sink msgpack-cxx packers write into: appends to a std::string.
 struct StringSink {
@@ -32,6 +35,10 @@ void encode_to(std::string& out, const Value& v);
 // Decodes one value filling the whole buffer. An empty buffer decodes to an empty map.
 // Returns false with a message in err on malformed, truncated, trailing or over-limit input.
 bool decode(std::string_view bytes, Value& out, std::string& err, const DecodeLimits& limits = {});
+
+// True for a canonical ext-2 payload: an optional '-', then 1 to kMaxBigIntDigits decimal digits
+// without leading zeros ("0" alone, never "-0").
+bool valid_bigint_digits(std::string_view digits);
 
 // The ext-1 payload of an ndarray: msgpack [dtype, shape, data].
 std::string encode_tensor_payload(const Tensor& t);

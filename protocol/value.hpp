@@ -21,10 +21,17 @@ struct Binary {
   bool operator==(const Binary&) const = default;
 };
 
+// An integer beyond 64 bits (a Python int such as a seedless reset's np_random_seed): its decimal
+// digits, with a '-' in front when negative (ext type 2, docs/protocol.md "Values").
+struct BigInt {
+  std::string digits;
+  bool operator==(const BigInt&) const = default;
+};
+
 class Value {
  public:
   using Storage =
-      std::variant<std::monostate, bool, int64_t, uint64_t, double, std::string, Binary, Array, Map, Tensor>;
+      std::variant<std::monostate, bool, int64_t, uint64_t, double, std::string, Binary, Array, Map, Tensor, BigInt>;
 
   Value() = default;
   Value(std::nullptr_t) {}
@@ -39,6 +46,7 @@ class Value {
   Value(Array a) : v_(std::move(a)) {}
   Value(Map m) : v_(std::move(m)) {}
   Value(Tensor t) : v_(std::move(t)) {}
+  Value(BigInt b) : v_(std::move(b)) {}
 
   bool is_nil() const { return std::holds_alternative<std::monostate>(v_); }
   bool is_bool() const { return std::holds_alternative<bool>(v_); }
@@ -50,6 +58,7 @@ class Value {
   bool is_array() const { return std::holds_alternative<Array>(v_); }
   bool is_map() const { return std::holds_alternative<Map>(v_); }
   bool is_tensor() const { return std::holds_alternative<Tensor>(v_); }
+  bool is_bigint() const { return std::holds_alternative<BigInt>(v_); }
 
   bool as_bool() const { return std::get<bool>(v_); }
   int64_t as_int() const;  // int64 or a uint64 that fits; throws std::bad_variant_access otherwise
@@ -64,6 +73,7 @@ class Value {
   const Map& as_map() const { return std::get<Map>(v_); }
   Map& as_map() { return std::get<Map>(v_); }
   const Tensor& as_tensor() const { return std::get<Tensor>(v_); }
+  const BigInt& as_bigint() const { return std::get<BigInt>(v_); }
 
   // Map lookup: nullptr when this is not a map or the key is absent.
   const Value* find(std::string_view key) const;

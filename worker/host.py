@@ -4,6 +4,7 @@
 # plain Python objects plus numpy arrays; the C++ side packs them straight from their buffers.
 import importlib
 import inspect
+import os
 import traceback
 
 import numpy as np
@@ -167,25 +168,39 @@ def _construct(env_id, kwargs, strict):
 _RENDER_MODES = (None, "rgb_array", "ansi")
 
 
+def _looks_like_path(v):
+    """True for a str, bytes, bytearray or os.PathLike value that names a file: it has a separator
+    or starts with '~'. Bytes are read as the OS would (os.fsdecode), so they get the same check."""
+    if isinstance(v, os.PathLike):
+        return True  # a path object is a path whatever it spells
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        v = bytes(v).decode("utf-8", "surrogateescape")
+    if not isinstance(v, str):
+        return False
+    return "/" in v or "\\" in v or v.startswith("~")
+
+
 def _check_kwargs(kwargs):
-    """The make-kwargs allow-list: no windows on the farm, no paths chosen by clients."""
+    """The make-kwargs allow-list: no windows on the farm, no paths chosen by clients. Every value,
+    at any depth (lists, tuples, sets, dict keys and values), goes through the same path check."""
     mode = kwargs.get("render_mode")
     if mode not in _RENDER_MODES:
         raise BadRequest(f"render_mode {mode!r} is not allowed; use 'rgb_array' or 'ansi'", "params")
 
-    def walk(v, key):
-        if isinstance(v, str) and ("/" in v or "\\" in v or v.startswith("~")):
+    stack = [(k, v) for k, v in kwargs.items()]
+    while stack:  # iterative: nesting cannot exhaust the C stack or raise RecursionError
+        key, v = stack.pop()
+        if _looks_like_path(v):
             raise BadRequest(f"make parameter {key!r} looks like a path ({v!r}); paths are chosen by the operator",
                              "params")
-        if isinstance(v, (list, tuple)):
-            for x in v:
-                walk(x, key)
         if isinstance(v, dict):
             for k, x in v.items():
-                walk(x, key)
-
-    for k, v in kwargs.items():
-        walk(v, k)
+                stack.append((key, k))
+                stack.append((key, x))
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            stack.extend((key, x) for x in v)
+        elif isinstance(v, np.ndarray) and v.dtype.kind in "OSUV":
+            stack.extend((key, x) for x in v.ravel().tolist())
 
 
 def make(inst, env_id, kwargs, strict=False):
@@ -288,6 +303,16 @@ def error_map(e, tb=None):
             "details": {"type": kind, "message": message, "traceback": text}}
 
 
+# Set by the worker: packs a value as a reply would and raises what packing would raise (an int
+# beyond what ext type 2 carries, a str that is not UTF-8, nesting past the limit).
+encode_check = None
+
+
+def _check_encodable(r):
+    if encode_check is not None:
+        encode_check([r["info"], r.get("final_info"), r.get("final_obs")])
+
+
 def step_vec(insts, actions, autoreset=None):
     """The steps of one batch for this worker's envs, answered stacked: obs (an array, one row per
     env), rewards, terminated and truncated (lists), the infos, the ended episodes' final obs/info
@@ -298,11 +323,13 @@ def step_vec(insts, actions, autoreset=None):
     for i, inst in enumerate(insts):
         try:
             r = step(inst, actions[i], autoreset)
+            reward = float(r["reward"])
+            _check_encodable(r)  # a value the wire cannot carry fails this env's row, not the batch
         except Exception as e:  # reported for this env only; the others' results stand
             errs.append([i, error_map(e)])
             continue
         obs[i], rewards[i], terminated[i], truncated[i], infos[i] = (
-            r["obs"], float(r["reward"]), r["terminated"], r["truncated"], r["info"])
+            r["obs"], reward, r["terminated"], r["truncated"], r["info"])
         if "final_obs" in r:
             finals.append([i, r["final_obs"], r["final_info"]])
     good = next((o for o in obs if o is not None), None)
@@ -313,7 +340,18 @@ def step_vec(insts, actions, autoreset=None):
             "truncated": truncated, "infos": infos, "finals": finals, "errors": errs}
 
 
+# Env methods that take an attribute name, and where: (position in args, keyword). A call to one
+# of them passes its name argument through _attr_name like a get_attr of that name.
+_NAME_TAKING = {
+    "get_wrapper_attr": (0, "name"), "set_wrapper_attr": (0, "name"), "has_wrapper_attr": (0, "name"),
+    "get_attr": (0, "name"), "set_attr": (0, "name"), "call": (0, "name"),
+}
+
+
 def _attr_name(name):
+    """The private-attribute rule, in one place: every attribute name a client gives (get_attr,
+    set_attr, call, and the name arguments of the methods in _NAME_TAKING) is a non-empty str
+    that does not start with '_'."""
     if not isinstance(name, str) or not name or name.startswith("_"):
         raise BadRequest(f"attribute name {name!r} must be a non-empty string not starting with '_'")
     return name
@@ -321,9 +359,21 @@ def _attr_name(name):
 
 def call(inst, name, args=None, kwargs=None):
     """Calls env method ``name`` (through wrappers), or reads it if it is not callable."""
-    attr = _need_env(inst).get_wrapper_attr(_attr_name(name))
+    env = _need_env(inst)
+    name = _attr_name(name)
+    args = list(args or [])
+    kwargs = dict(kwargs or {})
+    if name in _NAME_TAKING:
+        pos, key = _NAME_TAKING[name]
+        if len(args) > pos:
+            _attr_name(args[pos])
+        if key in kwargs:
+            _attr_name(kwargs[key])
+        if len(args) <= pos and key not in kwargs:
+            raise BadRequest(f"{name} needs an attribute name")
+    attr = env.get_wrapper_attr(name)
     if callable(attr):
-        return {"value": attr(*(args or []), **(kwargs or {}))}
+        return {"value": attr(*args, **kwargs)}
     return {"value": attr}
 
 

@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -20,6 +22,7 @@
 
 #include <pybind11/embed.h>
 
+#include "protocol/codec.hpp"
 #include "protocol/frames.hpp"
 #include "transport/frames.hpp"
 #include "transport/stream.hpp"
@@ -84,6 +87,25 @@ Args parse(int argc, char** argv) {
 
 bool parent_gone(pid_t parent) { return parent != 0 && getppid() != parent; }
 
+// Closes every file descriptor above stderr: whatever the process inherited (the broker's
+// listening sockets, its other sockets and pipes) must not reach env code, which could answer on
+// them or keep them bound after the farm is gone. close_range(2), else the entries of /proc/self/fd.
+void close_inherited_fds() {
+  if (::close_range(STDERR_FILENO + 1, ~0U, 0) == 0) return;
+  std::vector<int> open;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      const int fd = std::atoi(e->d_name);
+      if (fd > STDERR_FILENO && fd != ::dirfd(d)) open.push_back(fd);
+    }
+    ::closedir(d);
+  } else {
+    for (int fd = STDERR_FILENO + 1; fd < 65536; ++fd) open.push_back(fd);
+  }
+  for (int fd : open) ::close(fd);
+}
+
 // Liveness: a C++ thread with its own socket; it never takes the GIL, so a busy env does not
 // silence it. Progress is the broker's business (deadlines).
 void heartbeat_loop(zmq::context_t& ctx, const Args& args, std::atomic<bool>& stop) {
@@ -103,12 +125,31 @@ struct Reply {
   std::string body;
 };
 
+// The last resort when even describing an error failed: a fixed, valid error body.
+std::string fallback_error_body() {
+  std::string out;
+  gymfarm::protocol::Map m{{"code", gymfarm::protocol::Value("env_error")},
+                           {"message", gymfarm::protocol::Value("the worker could not encode its reply")},
+                           {"details", gymfarm::protocol::Value(gymfarm::protocol::Map{})}};
+  gymfarm::protocol::encode_to(out, gymfarm::protocol::Value(std::move(m)));
+  return out;
+}
+
+// An error body; never throws (a message that is not valid UTF-8 is decoded with replacements).
 std::string error_body(std::string_view code, const std::string& message, py::dict details = py::dict()) {
-  py::dict e;
-  e["code"] = py::str(std::string(code));
-  e["message"] = message;
-  e["details"] = details;
-  return gymfarm::worker::pack(e);
+  try {
+    py::dict e;
+    e["code"] = py::str(std::string(code));
+    py::object text = py::reinterpret_steal<py::object>(
+        PyUnicode_DecodeUTF8(message.data(), static_cast<Py_ssize_t>(message.size()), "replace"));
+    if (!text) throw py::error_already_set();
+    e["message"] = text;
+    e["details"] = details;
+    return gymfarm::worker::pack(e);
+  } catch (...) {
+    PyErr_Clear();
+    return fallback_error_body();
+  }
 }
 
 class Host {
@@ -121,6 +162,7 @@ class Host {
     for (const auto& m : args.imports) mods.append(m);
     module_.attr("import_modules")(mods);
     module_.attr("MEMORY_LIMIT") = args.memory_limit;
+    module_.attr("encode_check") = py::cpp_function([](py::handle o) { (void)gymfarm::worker::pack(o); });
   }
 
   // In a worker forked from the zygote: fresh random state (the zygote's would be shared).
@@ -134,49 +176,64 @@ class Host {
     return gymfarm::worker::pack(info);
   }
 
+  // Never throws: whatever a request or the env's result holds, the answer is a reply or an error.
   Reply handle(std::string_view v, std::string_view instance, std::string_view body) {
     try {
-      py::object req = gymfarm::worker::unpack(body);
-      if (!py::isinstance<py::dict>(req)) return {gymfarm::protocol::kStatusErr, error_body("bad_request", "the body must be a map")};
-      py::dict d = req;
-      const py::str inst(instance.data(), instance.size());
-      auto get = [&](const char* key) -> py::object { return d.contains(key) ? py::object(d[key]) : py::none(); };
-      py::object result;
-      if (v == verb::kStep) {
-        result = module_.attr("step")(inst, get("action"), get("autoreset"), get("processed"));
-      } else if (v == verb::kStepVec) {
-        result = module_.attr("step_vec")(get("instances"), get("actions"), get("autoreset"));
-      } else if (v == verb::kReset) {
-        result = module_.attr("reset")(inst, get("seed"), get("options"));
-      } else if (v == verb::kMake) {
-        result = module_.attr("make")(inst, get("env_id"), get("kwargs"), get("strict"));
-        result["instance_id"] = py::str(std::string(instance));
-      } else if (v == verb::kClose) {
-        result = module_.attr("close")(inst);
-      } else if (v == verb::kSpaces) {
-        result = module_.attr("spaces_of")(inst);
-      } else if (v == verb::kSample) {
-        py::object which = get("space");
-        result = which.is_none() ? module_.attr("sample")(inst) : module_.attr("sample")(inst, which);
-      } else if (v == verb::kRender) {
-        result = module_.attr("render")(inst);
-      } else if (v == verb::kCall) {
-        result = module_.attr("call")(inst, get("name"), get("args"), get("kwargs"));
-      } else if (v == verb::kGetAttr) {
-        result = module_.attr("get_attr")(inst, get("name"));
-      } else if (v == verb::kSetAttr) {
-        result = module_.attr("set_attr")(inst, get("name"), get("value"));
-      } else {
-        return {gymfarm::protocol::kStatusErr, error_body("bad_request", "unknown verb '" + std::string(v) + "'")};
-      }
-      return {gymfarm::protocol::kStatusOk, gymfarm::worker::pack(result)};
+      return dispatch(v, instance, body);
     } catch (py::error_already_set& e) {
       return {gymfarm::protocol::kStatusErr, python_error(e)};
     } catch (const std::exception& e) {
       return {gymfarm::protocol::kStatusErr, error_body("bad_request", e.what())};
+    } catch (...) {
+      return {gymfarm::protocol::kStatusErr, fallback_error_body()};
     }
   }
 
+ private:
+  Reply dispatch(std::string_view v, std::string_view instance, std::string_view body) {
+    py::object req = gymfarm::worker::unpack(body);
+    if (!py::isinstance<py::dict>(req)) return {gymfarm::protocol::kStatusErr, error_body("bad_request", "the body must be a map")};
+    py::dict d = req;
+    const py::str inst(instance.data(), instance.size());
+    auto get = [&](const char* key) -> py::object { return d.contains(key) ? py::object(d[key]) : py::none(); };
+    py::object result;
+    if (v == verb::kStep) {
+      result = module_.attr("step")(inst, get("action"), get("autoreset"), get("processed"));
+    } else if (v == verb::kStepVec) {
+      result = module_.attr("step_vec")(get("instances"), get("actions"), get("autoreset"));
+    } else if (v == verb::kReset) {
+      result = module_.attr("reset")(inst, get("seed"), get("options"));
+    } else if (v == verb::kMake) {
+      result = module_.attr("make")(inst, get("env_id"), get("kwargs"), get("strict"));
+      result["instance_id"] = py::str(std::string(instance));
+    } else if (v == verb::kClose) {
+      result = module_.attr("close")(inst);
+    } else if (v == verb::kSpaces) {
+      result = module_.attr("spaces_of")(inst);
+    } else if (v == verb::kSample) {
+      py::object which = get("space");
+      result = which.is_none() ? module_.attr("sample")(inst) : module_.attr("sample")(inst, which);
+    } else if (v == verb::kRender) {
+      result = module_.attr("render")(inst);
+    } else if (v == verb::kCall) {
+      result = module_.attr("call")(inst, get("name"), get("args"), get("kwargs"));
+    } else if (v == verb::kGetAttr) {
+      result = module_.attr("get_attr")(inst, get("name"));
+    } else if (v == verb::kSetAttr) {
+      result = module_.attr("set_attr")(inst, get("name"), get("value"));
+    } else {
+      return {gymfarm::protocol::kStatusErr, error_body("bad_request", "unknown verb '" + std::string(v) + "'")};
+    }
+    std::string out;
+    try {
+      out = gymfarm::worker::pack(result);
+    } catch (const std::runtime_error& e) {  // what the env returned cannot travel: its error
+      return {gymfarm::protocol::kStatusErr, error_body("env_error", std::string("the reply cannot be encoded: ") + e.what())};
+    }
+    return {gymfarm::protocol::kStatusOk, std::move(out)};
+  }
+
+ public:
   void close_env() {
     try {
       module_.attr("close_all")();
@@ -190,9 +247,17 @@ class Host {
   // single requests and the per-env errors of step_vec).
   std::string python_error(py::error_already_set& e) {
     try {
-      return gymfarm::worker::pack(module_.attr("error_map")(e.value(), e.trace()));
+      // An error raised in C (packing a reply, say) has no traceback: pass None, not a null handle
+      // (which pybind11 refuses with a cast_error).
+      py::object value = e.value() ? py::reinterpret_borrow<py::object>(e.value()) : py::none();
+      py::object trace = e.trace() ? py::reinterpret_borrow<py::object>(e.trace()) : py::none();
+      return gymfarm::worker::pack(module_.attr("error_map")(value, trace));
     } catch (py::error_already_set& again) {
       return error_body("env_error", std::string("the error could not be described: ") + again.what());
+    } catch (const std::exception& again) {
+      return error_body("env_error", std::string("the error could not be described: ") + again.what());
+    } catch (...) {
+      return fallback_error_body();
     }
   }
 
@@ -286,10 +351,14 @@ void serve(const Args& args, Host& host) {
   for (int i = 0; i < 20000 && getppid() == intermediate; ++i) usleep(100);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != args.parent) _exit(0);
+  // The zygote closed what it inherited when it started; of its own descriptors only the reply pipe
+  // and the command pipe (its stdin) are not Python's, and neither is this worker's.
   ::close(reply_fd);
-  if (int null = ::open("/dev/null", O_RDONLY); null >= 0) {
+  if (int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC); null >= 0) {
     dup2(null, STDIN_FILENO);  // the zygote's command pipe is not ours
     ::close(null);
+  } else {
+    ::close(STDIN_FILENO);
   }
   if (args.memory_limit) {
     rlimit r{args.memory_limit, args.memory_limit};
@@ -365,6 +434,8 @@ void serve(const Args& args, Host& host) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First of all, before any thread, socket or Python: nothing but stdio survives from the parent.
+  close_inherited_fds();
   const Args args = parse(argc, argv);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (parent_gone(args.parent)) return 0;

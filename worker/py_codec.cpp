@@ -14,8 +14,14 @@ using Packer = msgpack::packer<StringBuffer>;
 
 constexpr int kMaxDepth = 64;
 
+// MessagePack lengths are 32-bit; a longer str, bin or array would be written with a wrapped length.
+uint32_t length32(std::size_t n) {
+  if (n > UINT32_MAX) throw std::runtime_error("value too large for one message (over 4 GiB or 2^32 items)");
+  return static_cast<uint32_t>(n);
+}
+
 void pack_str(Packer& pk, std::string_view s) {
-  pk.pack_str(static_cast<uint32_t>(s.size()));
+  pk.pack_str(length32(s.size()));
   pk.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
 }
 
@@ -62,14 +68,28 @@ bool pack_ndarray(Packer& pk, StringBuffer& buf, py::handle obj) {
   Packer hp(hb);
   hp.pack_array(3);
   pack_str(hp, dtype);
-  hp.pack_array(static_cast<uint32_t>(shape.size()));
+  hp.pack_array(length32(shape.size()));
   for (auto d : shape) hp.pack_uint64(d.cast<uint64_t>());
-  const auto nbytes = static_cast<uint32_t>(b.view.len);
+  const uint32_t nbytes = length32(static_cast<std::size_t>(b.view.len));
   hp.pack_bin(nbytes);
-  pk.pack_ext(static_cast<uint32_t>(head.size()) + nbytes, protocol::kNdarrayExt);
+  pk.pack_ext(length32(head.size() + nbytes), protocol::kNdarrayExt);
   buf.s->append(head);
   buf.s->append(static_cast<const char*>(b.view.buf), nbytes);
   return true;
+}
+
+// An int beyond 64 bits: ext type 2 with its decimal digits (docs/protocol.md "Values"). One with
+// more digits than Python converts to text (4300 by default) raises ValueError: an env_error.
+void pack_bigint(Packer& pk, py::handle obj) {
+  py::object text = py::reinterpret_steal<py::object>(PyNumber_ToBase(obj.ptr(), 10));  // int subclasses too
+  if (!text) throw py::error_already_set();
+  Py_ssize_t n = 0;
+  const char* s = PyUnicode_AsUTF8AndSize(text.ptr(), &n);
+  if (!s) throw py::error_already_set();
+  const std::string_view digits(s, static_cast<std::size_t>(n));
+  if (!protocol::valid_bigint_digits(digits)) throw std::runtime_error("integer too large to send (over 4300 digits)");
+  pk.pack_ext(length32(digits.size()), protocol::kBigIntExt);
+  pk.pack_ext_body(digits.data(), length32(digits.size()));
 }
 
 void pack_obj(Packer& pk, StringBuffer& buf, py::handle obj, int depth) {
@@ -83,14 +103,19 @@ void pack_obj(Packer& pk, StringBuffer& buf, py::handle obj, int depth) {
     int overflow = 0;
     const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
     if (overflow == 0) {
+      if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
       pk.pack_int64(v);
-    } else if (overflow > 0) {
-      const unsigned long long u = PyLong_AsUnsignedLongLong(o);
-      if (PyErr_Occurred()) throw py::error_already_set();
-      pk.pack_uint64(u);
-    } else {
-      throw std::runtime_error("integer too small for 64 bits");
+      return;
     }
+    if (overflow > 0) {
+      const unsigned long long u = PyLong_AsUnsignedLongLong(o);
+      if (!PyErr_Occurred()) {
+        pk.pack_uint64(u);
+        return;
+      }
+      PyErr_Clear();  // beyond uint64: a big int
+    }
+    pack_bigint(pk, obj);
   } else if (PyFloat_CheckExact(o) || (PyFloat_Check(o) && !PyObject_HasAttrString(o, "dtype"))) {
     protocol::append_float64(*buf.s, PyFloat_AS_DOUBLE(o));
   } else if (PyUnicode_Check(o)) {
@@ -99,11 +124,11 @@ void pack_obj(Packer& pk, StringBuffer& buf, py::handle obj, int depth) {
     if (!s) throw py::error_already_set();
     pack_str(pk, std::string_view(s, static_cast<std::size_t>(n)));
   } else if (PyBytes_Check(o)) {
-    const auto n = static_cast<uint32_t>(PyBytes_GET_SIZE(o));
+    const uint32_t n = length32(static_cast<std::size_t>(PyBytes_GET_SIZE(o)));
     pk.pack_bin(n);
     pk.pack_bin_body(PyBytes_AS_STRING(o), n);
   } else if (PyDict_Check(o)) {
-    pk.pack_map(static_cast<uint32_t>(PyDict_Size(o)));
+    pk.pack_map(length32(static_cast<std::size_t>(PyDict_Size(o))));
     PyObject *k, *v;
     Py_ssize_t pos = 0;
     while (PyDict_Next(o, &pos, &k, &v)) {
@@ -116,7 +141,7 @@ void pack_obj(Packer& pk, StringBuffer& buf, py::handle obj, int depth) {
     }
   } else if (PyList_Check(o) || PyTuple_Check(o)) {
     py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
-    pk.pack_array(static_cast<uint32_t>(seq.size()));
+    pk.pack_array(length32(seq.size()));
     for (auto item : seq) pack_obj(pk, buf, item, depth + 1);
   } else if (PyObject_CheckBuffer(o) && PyObject_HasAttrString(o, "dtype")) {
     // ndarrays and numpy scalars (np.float32(1.0) travels as a 0-d array)
@@ -150,6 +175,13 @@ py::object to_py(const msgpack::object& o) {
       return std::move(d);
     }
     case msgpack::type::EXT: {
+      if (o.via.ext.type() == protocol::kBigIntExt) {
+        const std::string digits(o.via.ext.data(), o.via.ext.size);
+        if (!protocol::valid_bigint_digits(digits)) throw std::runtime_error("malformed big integer (ext type 2)");
+        py::object i = py::reinterpret_steal<py::object>(PyLong_FromString(digits.c_str(), nullptr, 10));
+        if (!i) throw py::error_already_set();
+        return i;
+      }
       if (o.via.ext.type() != protocol::kNdarrayExt) throw std::runtime_error("unknown extension type");
       protocol::Tensor t;
       std::string err;

@@ -1,7 +1,8 @@
 """MessagePack codec of the gymfarm protocol, written from docs/protocol.md.
 
 ndarrays travel as extension type 1 with payload ``[dtype.str, shape, bytes]``; a shape of ``[]``
-is a NumPy scalar. Spaces travel as maps with a ``type`` key.
+is a NumPy scalar. Integers beyond 64 bits travel as extension type 2 with their ASCII decimal
+digits. Spaces travel as maps with a ``type`` key.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from gymnasium import spaces
 
 NDARRAY_EXT = 1
+BIGINT_EXT = 2
 _KINDS = {"b", "i", "u", "f"}
 
 
@@ -40,6 +42,8 @@ def _ndarray_ext(a: Any) -> msgpack.ExtType:
 
 
 def _default(obj: Any) -> Any:
+    if isinstance(obj, int) and not isinstance(obj, bool):  # msgpack calls this for ints beyond 64 bits
+        return msgpack.ExtType(BIGINT_EXT, str(int(obj)).encode("ascii"))
     if isinstance(obj, np.generic) and obj.dtype.kind in _KINDS and obj.dtype.byteorder != ">":
         return _ndarray_ext(obj)  # the common case (an action from a vector env): no copies, no nesting
     if isinstance(obj, (np.ndarray, np.generic)):
@@ -55,6 +59,8 @@ def _default(obj: Any) -> Any:
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
+    if code == BIGINT_EXT:
+        return int(data.decode("ascii"))
     if code != NDARRAY_EXT:
         return msgpack.ExtType(code, data)
     dtype, shape, raw = msgpack.unpackb(data, raw=False)

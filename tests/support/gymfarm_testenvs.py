@@ -175,3 +175,75 @@ for _name, _cls in _ENVS.items():
     _id = f"gymfarm_test/{_name}"
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=_cls, max_episode_steps=None if _cls is Faulty else 500 if _cls is Heavy else 50)
+
+
+class BigInfo(_Counting):
+    """Ints beyond 64 bits in the info: action 0 puts 2**200, -(2**200) and 2**64 - 1 there;
+    action 1 an int of 5001 digits, more than Python converts to text (so the wire cannot carry it);
+    action 2 none (Gymnasium's vector envs cannot stack ints beyond 64 bits into their infos)."""
+
+    observation_space = spaces.Box(0.0, 1000.0, shape=(1,), dtype=np.float32)
+    action_space = spaces.Discrete(3)
+    length = 1000
+
+    def _obs(self):
+        return np.array([self.t], dtype=np.float32)
+
+    def step(self, action):
+        obs, reward, term, trunc, info = super().step(action)
+        if action == 1:
+            info["huge"] = 10 ** 5000
+        elif action == 0:
+            info.update(big=2 ** 200, negative=-(2 ** 200), u64max=2 ** 64 - 1)
+        return obs, reward, term, trunc, info
+
+    def nested(self, depth):
+        """A list nested ``depth`` deep (past the codec's depth limit for depth > 64)."""
+        v = []
+        for _ in range(int(depth)):
+            v = [v]
+        return v
+
+    def lone_surrogate(self):
+        """A str that is not valid UTF-8 (it cannot be sent)."""
+        return "bad \udc80 text"
+
+
+class Forker(_Counting):
+    """Env code that starts a process of its own: ``spawn_sleeper(seconds)`` forks a child that
+    sleeps and exits, and returns its pid; the child holds whatever descriptors the worker held."""
+
+    observation_space = spaces.Discrete(2)
+    action_space = spaces.Discrete(2)
+
+    def _obs(self):
+        return 0
+
+    def spawn_sleeper(self, seconds):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                time.sleep(float(seconds))
+            finally:
+                os._exit(0)
+        return pid
+
+
+class KwargsRecorder(_Counting):
+    """Takes any make parameters and keeps them in ``received`` (what a client's kwargs reach)."""
+
+    observation_space = spaces.Discrete(2)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, render_mode=None, **kwargs):
+        super().__init__(render_mode=render_mode)
+        self.received = kwargs
+
+    def _obs(self):
+        return 0
+
+
+for _name, _cls in {"BigInfo-v0": BigInfo, "Forker-v0": Forker, "KwargsRecorder-v0": KwargsRecorder}.items():
+    _id = f"gymfarm_test/{_name}"
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=_cls, max_episode_steps=50)
