@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -92,6 +93,25 @@ struct VecBatch {
   std::size_t remaining = 0;
 };
 
+// The pool's default bound: what the machine's memory allows at the measured cost of a worker
+// (docs/benchmarks.md: 5-6 MB PSS idle, forked from the zygote; kWorkerBytes leaves room for a
+// small env), capped at kMaxWorkersCap.
+constexpr long long kWorkerBytes = 8ll << 20;
+constexpr std::size_t kMaxWorkersCap = 4096;
+
+std::size_t default_max_workers() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  long long kb = 0;
+  while (f >> key >> kb) {
+    if (key == "MemAvailable:") {
+      return std::clamp<std::size_t>(static_cast<std::size_t>(kb * 1024 / kWorkerBytes), 1, kMaxWorkersCap);
+    }
+    f.ignore(1 << 12, '\n');
+  }
+  return 256;
+}
+
 struct PendingMake {
   Request request;
   std::string env_id;
@@ -147,6 +167,8 @@ struct Broker::Impl {
   std::unordered_map<std::string, std::size_t> held;         // client -> instances it holds
   std::unordered_map<std::string, std::size_t> inflight;     // client -> requests not yet answered
   RestartBudget budget;
+  std::size_t max_workers = 0;  // the pool's bound (--max-workers, or what memory allows)
+  TimePoint next_lease_check{};
   bool budget_spent_logged = false;
   bool refused_sends = false;  // some worker's pipe refused its queued request: check_time retries
   bool ready_announced = false;
@@ -159,7 +181,8 @@ struct Broker::Impl {
       : opt(std::move(o)),
         registry(opt.workers, clock, opt.envs_per_worker),
         budget(opt.restart_budget ? opt.restart_budget : std::max<std::size_t>(32, 4 * opt.workers),
-               opt.restart_window) {}
+               opt.restart_window),
+        max_workers(std::max(opt.workers, opt.max_workers ? opt.max_workers : default_max_workers())) {}
 
   void log(const std::string& msg) const { std::fprintf(stderr, "[gymfarm] %s\n", msg.c_str()); }
 
@@ -284,11 +307,12 @@ struct Broker::Impl {
     if (!zygote.start(launcher, opt.worker_exe, args, err)) log("cannot start the zygote (" + err + "); workers start fresh");
   }
 
-  void spawn(std::size_t i) {
+  // `restart`: the slot's process died and is replaced (false: the pool starts or grows).
+  void spawn(std::size_t i, bool restart = true) {
     auto& s = registry.slot(i);
     const std::string identity = "w" + std::to_string(i) + "." + std::to_string(s.spawns);
     if (zygote.alive() && zygote.request(identity)) {
-      registry.spawned(i, identity, 0);  // the pid comes with the zygote's answer
+      registry.spawned(i, identity, 0, restart);  // the pid comes with the zygote's answer
       return;
     }
     auto args = worker_args();
@@ -303,7 +327,7 @@ struct Broker::Impl {
       s.last_exit = "spawn failed: " + err;
       return;
     }
-    registry.spawned(i, identity, pid);
+    registry.spawned(i, identity, pid, restart);
   }
 
   static Duration backoff(int failures) {
@@ -443,16 +467,22 @@ struct Broker::Impl {
   // A local client's session ends with its socket: its instances are closed at once (unless its
   // hello asked to keep them), so a script that exits without close() leaks nothing.
   void on_local_closed(const std::string& name, bool) {
-    const std::string key = client_key(ClientPath::Local, name);
+    end_session(client_key(ClientPath::Local, name), "disconnected");
+  }
+
+  // A session ends (its local socket closed, or its lease ran out): its instances are closed,
+  // unless its hello asked to keep them.
+  void end_session(const std::string& key, const std::string& how) {
     if (!sessions.keeps_instances(key) && held.count(key)) {
       std::vector<std::string> mine;
       for (const auto& [instance, owner] : owners) {
         if (owner.client == key) mine.push_back(instance);
       }
+      if (opt.verbose) log("a client " + how + "; closing its " + std::to_string(mine.size()) + " instances");
       for (const auto& instance : mine) {
         Value d(protocol::Map{{"instance_id", instance}});
         close_instance(instance, make_error(ErrorCode::UnknownInstance,
-                                            "instance '" + instance + "' was closed when the client that made it disconnected",
+                                            "instance '" + instance + "' was closed when the client that made it " + how,
                                             d));
       }
     }
@@ -584,7 +614,7 @@ struct Broker::Impl {
         return fail(r, make_error(ErrorCode::Unauthorized, "this farm needs a token: say hello with it first",
                                   Value(protocol::Map{{"reason", "no_session"}})));
       }
-      sessions.touch(r.client);
+      sessions.touch(r.client, clock.now());
     }
     if (r.verb == verb::kStepBatch) return on_batch(r, f);
     if (r.verb == verb::kStepVec) return on_step_vec(r, f);
@@ -616,9 +646,14 @@ struct Broker::Impl {
     if (!opt.token.empty() && !authorized) return fail(r, make_error(ErrorCode::Unauthorized, "missing or wrong token"));
     const Value* keep = body.find("keep_instances");
     if (keep && !keep->is_bool()) return fail(r, make_error(ErrorCode::BadRequest, "hello's 'keep_instances' must be a bool"));
+    const Value* lease_asked = body.find("lease");
+    if (lease_asked && !lease_asked->is_bool()) return fail(r, make_error(ErrorCode::BadRequest, "hello's 'lease' must be a bool"));
+    // A lease only where the farm cannot see a client go: TCP/IPC (the local socket's end is seen).
+    const bool leased = lease_asked && lease_asked->as_bool() && opt.session_lease.count() > 0 && !r.client.empty() &&
+                        r.client[0] == static_cast<char>(ClientPath::Tcp);
     const auto opened = sessions.open(
         r.client, authorized, [this](const std::string& c) { return held.count(c) > 0 || inflight.count(c) > 0; },
-        keep && keep->as_bool());
+        keep && keep->as_bool(), leased ? Duration(opt.session_lease) : Duration::zero(), clock.now());
     if (opened == SessionTable::Open::Full) {
       Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_sessions)}});
       return fail(r, make_error(ErrorCode::Overloaded,
@@ -630,10 +665,12 @@ struct Broker::Impl {
     v.set("version", protocol::kProtocolVersion);
     v.set("server", "gymfarm");
     v.set("server_version", "0.1.0");
-    v.set("workers", static_cast<int64_t>(registry.size()));
+    v.set("workers", static_cast<int64_t>(registry.wanted()));
+    v.set("max_workers", static_cast<int64_t>(max_workers));
     v.set("envs_per_worker", static_cast<int64_t>(registry.capacity()));
     v.set("local", local_clients.path());  // clients on this host may switch to it (docs/protocol.md)
     v.set("farm", farm_id);                // ...and check that the socket there is this farm's
+    if (leased) v.set("lease_ms", static_cast<int64_t>(opt.session_lease.count()));  // renew within it
     reply_ok(r, v);
   }
 
@@ -842,21 +879,50 @@ struct Broker::Impl {
     }
     if (!admit(r)) return;
     if (auto w = registry.worker_with_room()) return start_make(*w, std::move(r), env_id->as_string());
-    const bool coming = std::any_of(registry.slots().begin(), registry.slots().end(), [](const WorkerSlot& s) {
-      return s.state == WorkerState::Starting || s.state == WorkerState::Dead;
-    });
-    if (coming) {
+    // No room now: wait for a worker that is coming (starting, or dead and wanted), or grow the pool
+    // by one, forked from the zygote, while it is under --max-workers.
+    std::size_t coming = 0;
+    for (const auto& s : registry.slots()) {
+      if (s.wanted && (s.state == WorkerState::Starting || s.state == WorkerState::Dead)) coming += registry.capacity();
+    }
+    if (pending_makes.size() >= coming && registry.wanted() < max_workers && !shutting_down) {
+      const std::size_t w = registry.grow();
+      spawn(w, false);
+      if (registry.slot(w).state == WorkerState::Dead && registry.slot(w).respawn_at > clock.now()) {
+        // the spawn failed (logged); it is retried after its back-off, and the make waits for it
+      }
+      coming += registry.capacity();
+    }
+    if (pending_makes.size() < coming) {
       pending_makes.push_back({std::move(r), env_id->as_string(), clock.now() + opt.make_timeout});
       return;
     }
-    Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.size())},
+    Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.wanted())},
+                          {"max_workers", static_cast<int64_t>(max_workers)},
                           {"envs_per_worker", static_cast<int64_t>(registry.capacity())}});
     fail(r, make_error(ErrorCode::CapacityExhausted,
                        registry.capacity() == 1
-                           ? "all " + std::to_string(registry.size()) + " workers hold an instance; close one or start the farm with more --workers"
-                           : "all " + std::to_string(registry.size()) + " workers hold " + std::to_string(registry.capacity()) +
-                                 " instances each; close one or start the farm with more --workers",
+                           ? "all " + std::to_string(registry.wanted()) + " workers hold an instance (--max-workers " +
+                                 std::to_string(max_workers) + "); close one or start the farm with a larger --max-workers"
+                           : "all " + std::to_string(registry.wanted()) + " workers hold " + std::to_string(registry.capacity()) +
+                                 " instances each (--max-workers " + std::to_string(max_workers) +
+                                 "); close one or start the farm with a larger --max-workers",
                        d));
+  }
+
+  // Workers the pool grew beyond --workers retire once idle for --worker-idle-grace.
+  void retire_idle(TimePoint now) {
+    std::size_t live = registry.wanted();
+    for (std::size_t i = registry.size(); i-- > 0 && live > opt.workers;) {
+      auto& s = registry.slot(i);
+      if (!s.wanted || s.state != WorkerState::Idle || !s.queue.empty() || s.in_flight) continue;
+      if (now - s.since < opt.worker_idle_grace) continue;
+      if (opt.verbose) log("worker " + std::to_string(i) + " idle for the grace period: retiring it");
+      s.wanted = false;
+      to_worker(s.identity, {verb::kBye, "", protocol::encode_rid(0), ""});
+      registry.stopping(i);
+      --live;
+    }
   }
 
   void start_make(std::size_t w, Request r, const std::string& env_id) {
@@ -883,6 +949,7 @@ struct Broker::Impl {
   Value stats() const {
     protocol::Array workers;
     for (const auto& s : registry.slots()) {
+      if (!s.wanted && s.state == WorkerState::Dead) continue;  // retired, no process
       Value w(protocol::Map{});
       w.set("worker", static_cast<int64_t>(s.index));
       w.set("pid", s.pid);
@@ -917,6 +984,9 @@ struct Broker::Impl {
     v.set("restart_budget", std::move(b));
     v.set("recent_restarts", std::move(restarts));
     v.set("instances", static_cast<int64_t>(routes.size()));
+    v.set("pool", Value(protocol::Map{{"warm", static_cast<uint64_t>(opt.workers)},
+                                      {"max", static_cast<uint64_t>(max_workers)},
+                                      {"live", static_cast<uint64_t>(registry.wanted())}}));
     v.set("requests", static_cast<uint64_t>(requests));
     v.set("frontend", opt.frontend);
     v.set("pid", static_cast<int64_t>(::getpid()));
@@ -1053,11 +1123,22 @@ struct Broker::Impl {
         kill_worker(w, s.state == WorkerState::Starting ? "it did not start in time" : "its heartbeats stopped");
       }
     }
-    if (opt.idle_ttl.count() > 0) {
-      for (const auto& [w, instance] : registry.idle_instances(now, opt.idle_ttl)) close_idle(w, instance);
+    if (opt.idle_ttl.count() > 0) {  // sessionless clients: the gateway's REST dialects
+      for (const auto& [w, instance] : registry.idle_instances(now, opt.idle_ttl)) {
+        auto owner = owners.find(instance);
+        if (owner == owners.end() || principal(owner->second.client) == principal(client_key(ClientPath::Inproc, ""))) {
+          close_idle(w, instance);
+        }
+      }
+    }
+    if (now >= next_lease_check) {
+      next_lease_check = now + std::chrono::milliseconds(200);
+      for (const auto& key : sessions.expired(now, [this](const std::string& c) { return inflight.count(c) > 0; })) {
+        end_session(key, "stopped renewing its lease (" + std::to_string(opt.session_lease.count()) + " ms)");
+      }
     }
     while (!pending_makes.empty() && pending_makes.front().deadline <= now) {
-      Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.size())}});
+      Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.wanted())}});
       fail(pending_makes.front().request,
            make_error(ErrorCode::CapacityExhausted, "no worker became free within the make timeout", d));
       pending_makes.pop_front();
@@ -1069,9 +1150,10 @@ struct Broker::Impl {
       }
     }
     if (!shutting_down) {
+      retire_idle(now);
       for (std::size_t i = 0; i < registry.size(); ++i) {
         auto& s = registry.slot(i);
-        if (s.state != WorkerState::Dead || s.respawn_at > now) continue;
+        if (!s.wanted || s.state != WorkerState::Dead || s.respawn_at > now) continue;
         if (s.spawns > 0) {  // a restart, not the first start
           if (!budget.allows(now)) {
             s.respawn_at = budget.next_allowed(now);
@@ -1272,6 +1354,12 @@ void remove_stale_sockets(const std::string& dir) {
 
 std::string Broker::bind() {
   auto& d = *impl_;
+  // Each worker costs the broker two descriptors (its link and its heartbeat connection), so a
+  // grown pool needs more than the usual soft limit of 1024: take the hard limit.
+  if (rlimit fds{}; ::getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur < fds.rlim_max) {
+    fds.rlim_cur = fds.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &fds);
+  }
   transport::configure(d.frontend, d.opt.max_message_bytes);
   transport::configure(d.inproc_frontend, d.opt.max_message_bytes);
   transport::configure(d.backend, d.opt.max_message_bytes);
@@ -1378,7 +1466,7 @@ int Broker::run(const std::function<void()>& on_ready) {
     guarded("the timers", [&] { d.check_time(); });
     // Ready once every slot has been ready: clients may already hold instances (they can connect
     // before the announcement, e.g. after a broker restart on the same port).
-    if (!d.ready_announced && std::all_of(d.registry.slots().begin(), d.registry.slots().end(),
+    if (!d.ready_announced && std::all_of(d.registry.slots().begin(), d.registry.slots().begin() + d.opt.workers,
                                           [](const WorkerSlot& s) { return s.was_ready; })) {
       d.ready_announced = true;
       if (on_ready) on_ready();

@@ -14,7 +14,9 @@ class context_t;
 namespace gymfarm::broker {
 
 struct BrokerOptions {
-  std::size_t workers = 4;
+  std::size_t workers = 4;           // the warm pool: started at once, never retired
+  std::size_t max_workers = 0;       // the pool grows on demand up to this (0: what memory allows, <= 4096)
+  std::chrono::milliseconds worker_idle_grace{60000};  // a worker beyond `workers` idle this long retires
   std::size_t envs_per_worker = 1;   // instances one worker process hosts (throughput mode when > 1)
   std::string frontend = "tcp://127.0.0.1:5555";
   std::string runtime_dir = "/tmp";  // holds the workers' heartbeat (ipc) and link (unix) sockets
@@ -28,7 +30,11 @@ struct BrokerOptions {
   std::chrono::milliseconds heartbeat_timeout{3000};
   std::chrono::milliseconds startup_timeout{60000};
   std::chrono::milliseconds drain_timeout{5000};
-  std::chrono::milliseconds idle_ttl{0};  // close instances without requests for this long; 0 = never
+  // close instances of sessionless clients (the gateway's REST dialects) without requests for this long; 0 = never
+  std::chrono::milliseconds idle_ttl{30 * 60 * 1000};
+  // a TCP client whose hello asked for a lease and that sends nothing (requests or pings) for this
+  // long has its session ended and its instances closed
+  std::chrono::milliseconds session_lease{10000};
   std::size_t max_queue_per_instance = 1024;
   long long max_message_bytes = 256ll << 20;
   bool verbose = false;

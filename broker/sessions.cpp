@@ -35,10 +35,15 @@ std::string_view principal(std::string_view key) {
 }
 
 SessionTable::Open SessionTable::open(const std::string& client, bool authorized,
-                                      const std::function<bool(const std::string&)>& busy, bool keep_instances) {
+                                      const std::function<bool(const std::string&)>& busy, bool keep_instances,
+                                      std::chrono::steady_clock::duration lease,
+                                      std::chrono::steady_clock::time_point now) {
   if (auto it = index_.find(client); it != index_.end()) {
     it->second->authorized = it->second->authorized || authorized;
     it->second->keep_instances = keep_instances;
+    leased_ += (lease.count() > 0) - (it->second->lease.count() > 0);
+    it->second->lease = lease;
+    it->second->last = now;
     order_.splice(order_.begin(), order_, it->second);
     return Open::Renewed;
   }
@@ -50,6 +55,7 @@ SessionTable::Open SessionTable::open(const std::string& client, bool authorized
       auto last = std::prev(order_.end());
       const bool tcp = !last->key.empty() && last->key[0] == static_cast<char>(ClientPath::Tcp);
       if (tcp && !busy(last->key)) {
+        leased_ -= last->lease.count() > 0;
         index_.erase(last->key);
         order_.erase(last);
         ++evicted_;
@@ -60,7 +66,8 @@ SessionTable::Open SessionTable::open(const std::string& client, bool authorized
     }
     if (!made_room) return Open::Full;
   }
-  order_.push_front(Entry{client, authorized, keep_instances});
+  order_.push_front(Entry{client, authorized, keep_instances, lease, now});
+  leased_ += lease.count() > 0;
   index_.emplace(client, order_.begin());
   return Open::Opened;
 }
@@ -75,15 +82,27 @@ bool SessionTable::keeps_instances(const std::string& client) const {
   return it != index_.end() && it->second->keep_instances;
 }
 
-void SessionTable::touch(const std::string& client) {
+void SessionTable::touch(const std::string& client, std::chrono::steady_clock::time_point now) {
   auto it = index_.find(client);
-  if (it == index_.end() || it->second == order_.begin()) return;
-  order_.splice(order_.begin(), order_, it->second);
+  if (it == index_.end()) return;
+  it->second->last = now;
+  if (it->second != order_.begin()) order_.splice(order_.begin(), order_, it->second);
+}
+
+std::vector<std::string> SessionTable::expired(std::chrono::steady_clock::time_point now,
+                                               const std::function<bool(const std::string&)>& busy) const {
+  std::vector<std::string> out;
+  if (leased_ == 0) return out;
+  for (const auto& e : order_) {
+    if (e.lease.count() > 0 && now - e.last > e.lease && !busy(e.key)) out.push_back(e.key);
+  }
+  return out;
 }
 
 void SessionTable::close(const std::string& client) {
   auto it = index_.find(client);
   if (it == index_.end()) return;
+  leased_ -= it->second->lease.count() > 0;
   order_.erase(it->second);
   index_.erase(it);
 }

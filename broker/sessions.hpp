@@ -6,6 +6,7 @@
 // as "User-Id"; the peer cannot set it), then the peer's routing id or the local socket's
 // connection name. Keys of different paths or different connections cannot collide, so a ZeroMQ
 // client that picks another client's routing id (even a local socket's name) is a stranger.
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <list>
@@ -13,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 namespace gymfarm::broker {
 
@@ -48,13 +50,19 @@ class SessionTable {
 
   enum class Open { Opened, Renewed, Full };
   // Opens (or renews) `client`'s session. `busy(key)` tells whether a session holds work.
+  // `lease`: the session ends when its client sends nothing for that long (zero: no lease; it
+  // ends with its local socket, or never for TCP).
   Open open(const std::string& client, bool authorized, const std::function<bool(const std::string&)>& busy,
-            bool keep_instances = false);
+            bool keep_instances = false, std::chrono::steady_clock::duration lease = {},
+            std::chrono::steady_clock::time_point now = {});
   bool authorized(const std::string& client) const;
   // Whether the session asked that its instances outlive it (hello `keep_instances`).
   bool keeps_instances(const std::string& client) const;
-  // Marks activity (least-recently-active order); unknown clients are ignored.
-  void touch(const std::string& client);
+  // Marks activity (least-recently-active order, and the lease); unknown clients are ignored.
+  void touch(const std::string& client, std::chrono::steady_clock::time_point now = {});
+  // Sessions whose lease ran out by `now`, except those `busy(key)` says still wait for replies.
+  std::vector<std::string> expired(std::chrono::steady_clock::time_point now,
+                                   const std::function<bool(const std::string&)>& busy) const;
   void close(const std::string& client);
   std::size_t size() const { return index_.size(); }
   std::size_t evicted() const { return evicted_; }
@@ -64,7 +72,10 @@ class SessionTable {
     std::string key;
     bool authorized = false;
     bool keep_instances = false;
+    std::chrono::steady_clock::duration lease{};
+    std::chrono::steady_clock::time_point last{};
   };
+  std::size_t leased_ = 0;  // sessions with a lease (expired() scans only when there are some)
   std::size_t max_;
   std::size_t evicted_ = 0;
   std::list<Entry> order_;  // most recently active first

@@ -17,6 +17,7 @@ const char* to_string(WorkerState s) {
 
 WorkerRegistry::WorkerRegistry(std::size_t workers, const Clock& clock, std::size_t capacity)
     : clock_(clock), capacity_(capacity ? capacity : 1), slots_(workers) {
+  // the deque's slots never move, so the broker may hold references to them while the pool grows
   for (std::size_t i = 0; i < workers; ++i) slots_[i].index = i;
 }
 
@@ -30,7 +31,26 @@ std::optional<std::size_t> WorkerRegistry::by_identity(const std::string& identi
   return std::nullopt;
 }
 
-bool WorkerRegistry::spawned(std::size_t i, std::string identity, int pid) {
+std::size_t WorkerRegistry::grow() {
+  for (auto& s : slots_) {
+    if (!s.wanted && s.state == WorkerState::Dead) {
+      s.wanted = true;
+      s.consecutive_failures = 0;
+      return s.index;
+    }
+  }
+  slots_.emplace_back();
+  slots_.back().index = slots_.size() - 1;
+  return slots_.back().index;
+}
+
+std::size_t WorkerRegistry::wanted() const {
+  std::size_t n = 0;
+  for (const auto& s : slots_) n += s.wanted;
+  return n;
+}
+
+bool WorkerRegistry::spawned(std::size_t i, std::string identity, int pid, bool restart) {
   auto& s = slots_.at(i);
   if (s.state != WorkerState::Dead) return false;
   identities_.erase(s.identity);
@@ -39,7 +59,7 @@ bool WorkerRegistry::spawned(std::size_t i, std::string identity, int pid) {
   s.pid = pid;
   s.heard = false;
   s.unsendable_since = {};
-  if (s.spawns++ > 0) ++s.restarts;
+  if (s.spawns++ > 0 && restart) ++s.restarts;
   s.state = WorkerState::Starting;
   s.since = s.last_heartbeat = clock_.now();
   return true;

@@ -74,6 +74,7 @@ struct WorkerSlot {
   TimePoint unsendable_since{};  // when its pipe first refused the queued request (zero: it did not)
   int consecutive_failures = 0;  // deaths before reaching Idle or shortly after
   bool was_ready = false;        // some process of this slot reached Idle
+  bool wanted = true;            // the pool wants a process here (false: retired, may be reused)
   std::optional<InFlight> in_flight;
   std::deque<Request> queue;
 };
@@ -86,13 +87,19 @@ class WorkerRegistry {
   std::size_t size() const { return slots_.size(); }
   WorkerSlot& slot(std::size_t i) { return slots_.at(i); }
   const WorkerSlot& slot(std::size_t i) const { return slots_.at(i); }
-  const std::vector<WorkerSlot>& slots() const { return slots_; }
+  // A deque: growing the pool leaves references to existing slots valid.
+  const std::deque<WorkerSlot>& slots() const { return slots_; }
+  // A slot for one more worker: a retired one if any (wanted again), else a new one at the end.
+  std::size_t grow();
+  // Slots the pool wants a process in.
+  std::size_t wanted() const;
 
   // Heartbeat identities are "<identity>#hb".
   std::optional<std::size_t> by_identity(const std::string& identity) const;
 
   // State transitions; each returns false (and changes nothing) when not allowed from the current state.
-  bool spawned(std::size_t i, std::string identity, int pid);  // Dead -> Starting
+  // Dead -> Starting; `restart` counts it as a restart of the slot (not for a slot the pool grew).
+  bool spawned(std::size_t i, std::string identity, int pid, bool restart = true);
   bool ready(std::size_t i);                                    // Starting -> Idle
   bool assign(std::size_t i, std::string instance, std::string env_id);  // Idle/Assigned with room -> Assigned
   bool release(std::size_t i, const std::string& instance);     // -> Idle when it was the last one
@@ -122,7 +129,7 @@ class WorkerRegistry {
   void touch(WorkerSlot& s, const Request& r);
   const Clock& clock_;
   std::size_t capacity_;
-  std::vector<WorkerSlot> slots_;
+  std::deque<WorkerSlot> slots_;
   std::unordered_map<std::string, std::size_t> identities_;
 };
 

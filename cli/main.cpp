@@ -38,8 +38,13 @@ usage:
   gymfarm --help             this text
 
 options for start:
-  --workers N            worker processes; with one env each, the most instances alive at once
-                         (default 4)
+  --workers N            the warm pool: workers started at once and kept (default 4); a make
+                         beyond them forks another worker on demand
+  --max-workers M        the most workers the pool grows to; past them make fails with
+                         capacity_exhausted (default: what memory allows at 8 MB a worker,
+                         at most 4096)
+  --worker-idle-grace SEC
+                         a worker beyond --workers that stays idle this long retires (default 60)
   --no-zygote            start every worker as a fresh process (slower: each loads Python, numpy
                          and gymnasium itself) instead of forking it from a pre-imported zygote
   --envs-per-worker K    throughput mode: each worker hosts up to K envs and steps a batch's envs
@@ -84,7 +89,11 @@ options for start:
                          requests one client may have queued or running (default 4096; 0 = none)
   --max-sessions N       client sessions (hellos) the farm keeps; past them the least recently
                          active TCP session that holds nothing makes room (default 100000)
-  --idle-ttl SEC         close instances that got no request for SEC seconds (default: never)
+  --idle-ttl SEC         close instances of the REST dialects (which have no sessions) that got no
+                         request for SEC seconds (default 1800; 0: never)
+  --session-lease SEC    a native TCP client that asked for a lease (the Python client does) and
+                         sends nothing, not even its pings, for SEC seconds loses its session and
+                         its instances (default 10; 0: no leases)
   --detach               return once every worker is ready and leave the farm running
   --runtime-dir DIR      pid file, log and worker sockets (default $XDG_RUNTIME_DIR/gymfarm or
                          /tmp/gymfarm-UID)
@@ -191,12 +200,20 @@ Options parse(int argc, char** argv) {
     else if (k == "--make-timeout") o.broker.make_timeout = seconds_arg(k, value());
     else if (k == "--worker-memory-limit") o.broker.worker_memory_limit = static_cast<unsigned long long>(int_arg(k, value(), 64, 1 << 30)) << 20;
     else if (k == "--worker-cpu-limit") o.broker.worker_cpu_limit = static_cast<unsigned long long>(int_arg(k, value(), 1, 1ll << 31));
+    else if (k == "--max-workers") o.broker.max_workers = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 16));
+    else if (k == "--worker-idle-grace") o.broker.worker_idle_grace = std::chrono::seconds(int_arg(k, value(), 0, 86400));
     else if (k == "--max-sessions") o.broker.max_sessions = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 24));
     else if (k == "--max-instances-per-client") o.broker.max_instances_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 20));
     else if (k == "--max-inflight-per-client") o.broker.max_inflight_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
     else if (k == "--restart-budget") o.broker.restart_budget = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 20));
     else if (k == "--restart-window") o.broker.restart_window = seconds_arg(k, value());
-    else if (k == "--idle-ttl") o.broker.idle_ttl = seconds_arg(k, value());
+    else if (k == "--idle-ttl") {
+      const std::string v = value();
+      o.broker.idle_ttl = v == "0" ? std::chrono::milliseconds(0) : seconds_arg(k, v);
+    } else if (k == "--session-lease") {
+      const std::string v = value();
+      o.broker.session_lease = v == "0" ? std::chrono::milliseconds(0) : seconds_arg(k, v);
+    }
     else if (k == "--runtime-dir") o.runtime_dir = value();
     else if (k == "--detach") o.detach = true;
     else if (k == "--insecure-no-token") o.insecure = true;

@@ -6,6 +6,7 @@ import itertools
 import os
 import struct
 import threading
+import weakref
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -58,8 +59,9 @@ class Farm:
         self._given_up: set = set()
         self.duplicate_replies = 0  # replies to a request that already had one (the chaos checker reads it)
         self._closed = False
+        self._last_sent = time.monotonic()
         self.token = token if token is not None else os.environ.get("GYMFARM_TOKEN")
-        hello: Dict[str, Any] = {"version": PROTOCOL_VERSION, "client": "gymfarm-python"}
+        hello: Dict[str, Any] = {"version": PROTOCOL_VERSION, "client": "gymfarm-python", "lease": True}
         if keep_instances:
             hello["keep_instances"] = True
         if self.token:
@@ -74,6 +76,12 @@ class Farm:
             local = os.environ.get("GYMFARM_LOCAL", "1") != "0"
         if local:
             self._go_local(hello, spin_us * 1e-6, connect_timeout)
+        self._stop_keepalive = threading.Event()
+        lease_ms = self.server.get("lease_ms")
+        if isinstance(lease_ms, int) and lease_ms > 0:
+            interval = lease_ms / 3000.0
+            threading.Thread(target=_keepalive, args=(weakref.ref(self), interval, self._stop_keepalive),
+                             name="gymfarm-lease", daemon=True).start()
 
     @property
     def is_local(self) -> bool:
@@ -114,6 +122,7 @@ class Farm:
             raise errors.FarmUnavailable("this connection is closed")
         rid = next(self._rids)
         frames[2] = struct.pack("<Q", rid)
+        self._last_sent = time.monotonic()
         with self._lock:
             try:
                 self._chan.send_multipart(frames, copy=False)
@@ -312,6 +321,8 @@ class Farm:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if hasattr(self, "_stop_keepalive"):
+                self._stop_keepalive.set()
             if self._chan is not self._sock:
                 self._chan.close()
             self._sock.close(0)
@@ -321,6 +332,22 @@ class Farm:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _keepalive(ref: "weakref.ref[Farm]", interval: float, stop: threading.Event) -> None:
+    """Renews the farm's lease on this connection's session while it is idle over ZeroMQ (the local
+    socket needs none: the farm sees it close). Holds the Farm only weakly, so that dropping it
+    still closes it."""
+    while not stop.wait(interval):
+        farm = ref()
+        if farm is None or farm._closed:
+            return
+        try:
+            if not farm.is_local and time.monotonic() - farm._last_sent >= interval:
+                farm.call("ping", timeout=max(1.0, 2 * interval))
+        except errors.GymfarmError:
+            pass
+        del farm
 
 
 def connect(endpoint: str = DEFAULT_ENDPOINT, **kwargs: Any) -> Farm:

@@ -179,12 +179,12 @@ def test_sigstop_worker_is_detected_by_missing_heartbeats(start_farm):
 
 
 def test_capacity_exhausted_when_every_worker_is_taken(start_farm):
-    fp = start_farm(workers=2)
+    fp = start_farm(workers=2, args=["--max-workers", "2"])
     farm = fp.connect()
     a, b = farm.make("CartPole-v1"), farm.make("CartPole-v1")
-    with pytest.raises(gymfarm.CapacityExhausted) as e:
+    with pytest.raises(gymfarm.CapacityExhausted, match="--max-workers") as e:
         farm.make("CartPole-v1")
-    assert e.value.details["workers"] == 2
+    assert e.value.details["workers"] == 2 and e.value.details["max_workers"] == 2
     a.close()
     c = farm.make("CartPole-v1")  # a closed env's worker returns to the pool
     c.close()
@@ -228,19 +228,28 @@ def test_graceful_stop_closes_envs_and_exits_zero(start_farm, tmp_path):
     assert "stopped" in fp.log()
 
 
-def test_idle_ttl_closes_forgotten_instances(start_farm):
-    fp = start_farm(workers=2, args=["--idle-ttl", "1"])
+def test_idle_ttl_closes_forgotten_rest_instances_only(start_farm):
+    import requests
+
+    fp = start_farm(workers=3, args=["--idle-ttl", "1"])
     farm = fp.connect()
-    kept, forgotten = farm.make("CartPole-v1"), farm.make("CartPole-v1")
-    kept.reset(seed=0)
-    forgotten.reset(seed=0)
+    native = farm.make("CartPole-v1")  # a session's instance: --idle-ttl does not apply to it
+    native.reset(seed=0)
+    kept = requests.post(fp.rest_url + "envs/", json={"env_id": "CartPole-v1"}).json()["instance_id"]
+    forgotten = requests.post(fp.rest_url + "envs/", json={"env_id": "CartPole-v1"}).json()["instance_id"]
+    requests.post(fp.rest_url + f"envs/{kept}/reset/", json={})
+    requests.post(fp.rest_url + f"envs/{forgotten}/reset/", json={})
     for _ in range(15):  # 1.5 s of activity keeps `kept` alive
-        kept.step(0) if not kept.step(1)[2] else kept.reset()
+        r = requests.post(fp.rest_url + f"envs/{kept}/step/", json={"action": 0})
+        if r.json()["done"]:
+            requests.post(fp.rest_url + f"envs/{kept}/reset/", json={})
         time.sleep(0.1)
-    with pytest.raises(gymfarm.UnknownInstance, match="idle-ttl"):
-        forgotten.step(0)
-    assert kept.step(0)[1] == 1.0
+    r = requests.post(fp.rest_url + f"envs/{forgotten}/step/", json={"action": 0})
+    assert r.status_code == 400 and "unknown" in r.json()["message"].lower()
+    assert requests.post(fp.rest_url + f"envs/{kept}/step/", json={"action": 0}).status_code == 200
+    native.step(0)  # idle as long, and still there
     assert wait_until(lambda: sum(w["state"] == "idle" for w in farm.stats()["workers"]) == 1, 5)
+    assert "idle-ttl" in fp.log() or "idle instance" in fp.log()
 
 
 @pytest.mark.skipif(bool(os.environ.get("GYMFARM_SANITIZER")),

@@ -18,7 +18,7 @@ from trees import assert_same
 def packed(tmp_path_factory):
     from farm_fixture import FarmProcess
 
-    f = FarmProcess(tmp_path_factory.mktemp("packed"), workers=2, args=["--envs-per-worker", "4"])
+    f = FarmProcess(tmp_path_factory.mktemp("packed"), workers=2, args=["--envs-per-worker", "4", "--max-workers", "2"])
     yield f
     assert f.stop() == 0
 

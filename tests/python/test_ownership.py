@@ -80,3 +80,75 @@ def test_hello_field_types_are_checked(start_farm):
     _, status, body = s.recv_multipart()
     assert status == b"err" and msgpack.unpackb(body)["code"] == "bad_request"
     s.close(0)
+
+
+CLIENT = """
+import sys, time
+sys.path.insert(0, {python!r})
+import gymfarm
+c = gymfarm.connect({endpoint!r}, local={local})
+envs = [c.make("CartPole-v1") for _ in range(5)]
+for e in envs:
+    e.reset(seed=0)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def _killed_client_releases(farm, local: bool, within: float):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    python = str(Path(__file__).resolve().parents[2] / "python")
+    p = subprocess.Popen([sys.executable, "-c", CLIENT.format(python=python, endpoint=farm.endpoint, local=local)],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        assert instances(farm) == 5
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        t = time.monotonic()
+        assert wait_until(lambda: instances(farm) == 0, within + 5)
+        return time.monotonic() - t
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+def test_a_sigkilled_local_client_releases_its_instances_at_once(start_farm):
+    farm = start_farm(workers=5)
+    assert _killed_client_releases(farm, local=True, within=2) < 2
+
+
+def test_a_sigkilled_tcp_client_releases_its_instances_within_the_lease(start_farm):
+    farm = start_farm(workers=5, args=["--session-lease", "2"])
+    took = _killed_client_releases(farm, local=False, within=2)
+    assert took < 2 + 1.5
+
+
+def test_an_idle_tcp_client_keeps_its_lease_by_itself(start_farm):
+    import time
+
+    farm = start_farm(workers=1, args=["--session-lease", "1"])
+    with farm.connect(local=False) as c:
+        env = c.make("CartPole-v1")
+        env.reset(seed=0)
+        time.sleep(3.5)  # three leases without a request: the client's own pings renew it
+        env.step(0)
+        env.close()
+
+
+def test_a_failed_make_leaves_nothing_behind(start_farm):
+    farm = start_farm(workers=1)
+    with farm.connect() as c:
+        for bad in ["NoSuchEnv-v0", "gymfarm_test/Faulty-v0"]:
+            try:
+                c.call("make", body={"env_id": bad, "kwargs": {"no_such_kwarg": 1}})
+            except gymfarm.GymfarmError:
+                pass
+            assert instances(farm) == 0
+        c.make("CartPole-v1").close()  # the worker is free

@@ -90,3 +90,25 @@ TEST_CASE("the running clock leaves a pause out") {
   CHECK(c.now() - start == 90ms);
   CHECK(c.now() - start == 90ms);  // reading twice moves nothing
 }
+
+TEST_CASE("a leased session expires when its client sends nothing, unless it waits for replies") {
+  SessionTable t(10);
+  const std::chrono::steady_clock::time_point t0{std::chrono::seconds(1000)};
+  auto never_busy = [](const std::string&) { return false; };
+  const auto a = client_key(ClientPath::Tcp, "a", "0000000000000001");
+  const auto b = client_key(ClientPath::Tcp, "b", "0000000000000002");
+  const auto c = client_key(ClientPath::Tcp, "c", "0000000000000003");
+  t.open(a, true, never_busy, false, 2s, t0);
+  t.open(b, true, never_busy, false, 2s, t0);
+  t.open(c, true, never_busy, false, {}, t0);  // no lease
+  CHECK(t.expired(t0 + 1s, never_busy).empty());
+  t.touch(a, t0 + 1500ms);  // a request or a ping renews it
+  auto gone = t.expired(t0 + 3s, never_busy);
+  REQUIRE(gone.size() == 1);
+  CHECK(gone[0] == b);
+  CHECK(t.expired(t0 + 3s, [&](const std::string& k) { return k == b; }).empty());  // b waits for a reply
+  CHECK(t.expired(t0 + 4s, never_busy).size() == 2);
+  t.close(a);
+  t.close(b);
+  CHECK(t.expired(t0 + 100s, never_busy).empty());  // c has no lease
+}
