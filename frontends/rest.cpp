@@ -389,6 +389,7 @@ std::optional<uint64_t> py_uint(const std::string& s) {
   if (b == std::string::npos) return std::nullopt;
   std::string t = s.substr(b, e - b + 1);
   if (!t.empty() && t[0] == '+') t.erase(0, 1);
+  while (t.size() > 1 && t[0] == '0') t.erase(0, 1);
   if (t.empty() || t.size() > 20 || t.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
   errno = 0;
   const unsigned long long x = std::strtoull(t.c_str(), nullptr, 10);
@@ -616,6 +617,7 @@ HttpReply on_obs_contains(Ctx& c) {
 
 HttpReply on_monitor_start(Ctx& c) {
   const Json directory = required(c.body, "directory");
+  if (!directory.is_string()) return message(400, "'directory' must be a string");
   c.entry();
   const std::string dir = monitor_path(c.opt.monitor_dir, py_str(directory));
   const bool force = optional_param(c.body, "force").value_or(Json(false)) == Json(true);
@@ -841,6 +843,11 @@ Json operation_spec(const Route& r, bool openai) {
   const Json number = {{"type", "number"}};
   const Json boolean = {{"type", "boolean"}};
   const Json seed = {{"type", "integer"}, {"minimum", 0}, {"maximum", 18446744073709551615ull}};
+  // what Python's int() reads that the farm carries: ASCII digits (under 10**19), '+', whitespace; "" is no seed
+  const Json seed_string = {{"type", "string"}, {"pattern", "^([ \\t\\n\\r\\f\\v]*\\+?0*[0-9]{1,19}[ \\t\\n\\r\\f\\v]*)?$"}};
+  // a required parameter: present and not null, "" or [] (gym-http-api's get_required_param)
+  const Json nonempty = {{"anyOf", {number, boolean, {{"type", "string"}, {"minLength", 1}}, {{"type", "array"}, {"minItems", 1}}, {{"type", "object"}}}}};
+  const Json name = {{"type", "string"}, {"minLength", 1}};
   const Json encoded = object_of({{"type", {{"type", "string"}}}, {"data", {{"type", "string"}, {"format", "byte"}}}}, {"type", "data"});
   const Json observation = openai ? any : encoded;
   const Json space = {{"type", "object"}, {"properties", {{"name", {{"type", "string"}}}}}, {"required", {"name"}}};
@@ -851,8 +858,8 @@ Json operation_spec(const Route& r, bool openai) {
   if (instance) responses["500"] = message_response("the env failed, its worker crashed or timed out, or (gym-http-api) the action is invalid: {message}");
   switch (r.op) {
     case Op::Create:
-      body = openai ? object_of({{"env_id", {{"type", "string"}}}, {"seed", nullable(seed)}}, {"env_id"})
-                    : object_of({{"env_id", {{"type", "string"}}},
+      body = openai ? object_of({{"env_id", name}, {"seed", nullable(seed)}}, {"env_id"})
+                    : object_of({{"env_id", name},
                                  {"max_episode_steps", nullable({{"type", "integer"}})},
                                  {"auto_reset", nullable(boolean)},
                                  {"disable_env_checker", nullable(boolean)},
@@ -873,11 +880,11 @@ Json operation_spec(const Route& r, bool openai) {
       responses["200"] = {{"description", "closed (empty body)"}};
       break;
     case Op::Reset:
-      if (!openai) body = object_of({{"seed", nullable({{"oneOf", {seed, {{"type", "string"}, {"pattern", "^\\s*\\+?[0-9]*\\s*$"}}}}})}}, {});
+      if (!openai) body = object_of({{"seed", nullable({{"oneOf", {seed, seed_string}}})}}, {});
       responses["200"] = ok_json(object_of({{"observation", observation}}, {"observation"}));
       break;
     case Op::Step:
-      body = object_of({{"action", any}, {"render", any}}, {"action"});
+      body = object_of({{"action", nonempty}, {"render", any}}, {"action"});
       responses["200"] = ok_json(openai ? object_of({{"observation", any}, {"reward", number}, {"done", boolean}, {"info", {{"type", "object"}}}},
                                                     {"observation", "reward", "done", "info"})
                                         : object_of({{"observation", encoded}, {"reward", number}, {"terminated", boolean},
@@ -897,7 +904,7 @@ Json operation_spec(const Route& r, bool openai) {
       responses["200"] = ok_json(object_of({{"member", boolean}}, {"member"}));
       break;
     case Op::MonitorStart:
-      body = object_of({{"directory", {{"type", "string"}}}, {"force", any}, {"resume", any}}, {"directory"});
+      body = object_of({{"directory", name}, {"force", any}, {"resume", any}}, {"directory"});
       responses["204"] = {{"description", "recording (no content)"}};
       break;
     case Op::MonitorClose:
@@ -905,7 +912,7 @@ Json operation_spec(const Route& r, bool openai) {
       responses["204"] = {{"description", "done (no content)"}};
       break;
     case Op::Upload:
-      body = object_of({{"training_dir", {{"type", "string"}}}, {"api_key", {{"type", "string"}}}, {"algorithm_id", any}},
+      body = object_of({{"training_dir", nonempty}, {"api_key", nonempty}, {"algorithm_id", any}},
                        {"training_dir", "api_key"});
       responses["204"] = {{"description", "validated; nothing is uploaded (no content)"}};
       responses["400"] = message_response("a missing parameter: {message}");
@@ -924,8 +931,8 @@ Json operation_spec(const Route& r, bool openai) {
       break;
     case Op::Episodes:
       body = object_of({{"count", {{"oneOf", {{{"type", "integer"}, {"minimum", 0}, {"maximum", kMaxEpisodes}},
-                                              {{"type", "string"}, {"pattern", "^\\s*\\+?0*(100|[1-9]?[0-9])\\s*$"}}}}}},
-                        {"seed", nullable({{"oneOf", {seed, {{"type", "string"}, {"pattern", "^\\s*\\+?[0-9]*\\s*$"}}}}})}},
+                                              {{"type", "string"}, {"pattern", "^[ \\t\\n\\r\\f\\v]*\\+?0*(100|[1-9]?[0-9])[ \\t\\n\\r\\f\\v]*$"}}}}}},
+                        {"seed", nullable({{"oneOf", {seed, seed_string}}})}},
                        {"count"});
       {
         const Json step = object_of({{"r", number}, {"s", encoded}}, {"r", "s"});
