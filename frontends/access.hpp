@@ -23,6 +23,12 @@ struct Refusal {
 std::optional<Refusal> check_access(const AccessPolicy& policy, std::string_view host, std::string_view origin,
                                     std::string_view authorization, std::string_view target);
 
+// A Host header naming this machine: localhost (or localhost.), an IPv4 literal in 127.0.0.0/8
+// (four decimal octets), 0.0.0.0, [::1], [::] or [::ffff:127.x.y.z], with an optional :PORT (1-65535).
+bool is_local_host(std::string_view host);
+// An Origin scheme://HOST[:PORT] (http, https, ws, wss) whose HOST is loopback (not 0.0.0.0 or [::]).
+bool is_local_origin(std::string_view origin);
+
 std::string base64_encode(std::string_view in);
 std::optional<std::string> base64_decode(std::string_view in);
 

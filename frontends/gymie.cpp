@@ -13,16 +13,16 @@ namespace gymfarm::frontends {
 using protocol::ErrorCode;
 using protocol::Value;
 
-void GymieSeeds::set(const std::string& instance, int64_t seed) {
+void GymieSeeds::set(const std::string& instance, uint64_t seed) {
   std::lock_guard lock(mu_);
   seeds_[instance] = seed;
 }
 
-std::optional<int64_t> GymieSeeds::take(const std::string& instance) {
+std::optional<uint64_t> GymieSeeds::take(const std::string& instance) {
   std::lock_guard lock(mu_);
   auto it = seeds_.find(instance);
   if (it == seeds_.end()) return std::nullopt;
-  const int64_t s = it->second;
+  const uint64_t s = it->second;
   seeds_.erase(it);
   return s;
 }
@@ -146,10 +146,11 @@ GymieOutcome GymieSession::handle(std::string_view message) {
     if (m->name == "make") {
       const Json& env_id = params["env_id"];
       const std::string id = py_str(env_id);
-      std::optional<int64_t> seed;
+      std::optional<uint64_t> seed;
       if (params.contains("seed") && !params["seed"].is_null()) {
-        if (!params["seed"].is_number_integer()) return wrong_params();
-        seed = params["seed"].get<int64_t>();
+        // Gymnasium seeds are non-negative ints; the farm carries 0..2**64-1 (JSON parses those unsigned)
+        if (!params["seed"].is_number_unsigned()) return wrong_params();
+        seed = params["seed"].get<uint64_t>();
       }
       Value kwargs(protocol::Map{});
       for (const auto& [k, v] : params.items()) {
@@ -180,7 +181,9 @@ GymieOutcome GymieSession::handle(std::string_view message) {
     }
     if (m->name == "reset") {
       Value body(protocol::Map{});
-      if (auto s = seeds_.take(instance)) body.set("seed", *s);
+      if (auto s = seeds_.take(instance)) {
+        body.set("seed", *s <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ? Value(static_cast<int64_t>(*s)) : Value(*s));
+      }
       const Value r = farm_.call("reset", instance, body);
       return reply(to_json(*r.find("obs")));
     }

@@ -22,12 +22,12 @@ struct GymieOptions {
 // State shared by every Gymie connection: the seed each instance gets at its first reset.
 class GymieSeeds {
  public:
-  void set(const std::string& instance, int64_t seed);
-  std::optional<int64_t> take(const std::string& instance);
+  void set(const std::string& instance, uint64_t seed);
+  std::optional<uint64_t> take(const std::string& instance);
 
  private:
   std::mutex mu_;
-  std::unordered_map<std::string, int64_t> seeds_;
+  std::unordered_map<std::string, uint64_t> seeds_;
 };
 
 struct GymieOutcome {
@@ -38,14 +38,14 @@ struct GymieOutcome {
 
 class GymieSession {
  public:
-  GymieSession(client::Client& farm, GymieSeeds& seeds, GymieOptions options)
+  GymieSession(client::Caller& farm, GymieSeeds& seeds, GymieOptions options)
       : farm_(farm), seeds_(seeds), opt_(options) {}
   GymieOutcome handle(std::string_view message);
   // The connection ended: close what it made, unless instances are shared.
   void disconnected();
 
  private:
-  client::Client& farm_;
+  client::Caller& farm_;
   GymieSeeds& seeds_;
   GymieOptions opt_;
   std::vector<std::string> owned_;

@@ -2,6 +2,7 @@
 // The REST dialects (docs/dialects.md): gym-http-api (openai, archived 2018) and its Gymnasium
 // fork (unrenormalizable/gymnasium-http-api). Plain request in, reply out; no sockets here.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -20,6 +21,8 @@ struct HttpRequest {
   std::string target;  // path and query
   std::string body;
   std::string content_type;
+  // True once the client has gone (the connection closed): long work stops. Empty: never.
+  std::function<bool()> client_gone = {};
 };
 
 struct HttpReply {
@@ -29,6 +32,12 @@ struct HttpReply {
   std::vector<std::pair<std::string, std::string>> headers;
   bool shutdown = false;  // the farm should stop once this reply is sent
 };
+
+// POST /v1/envs/ID/episodes/ (docs/dialects.md): `count` above kMaxEpisodes is a 400; the episodes
+// stop, cut short, after kMaxEpisodeSteps steps or kMaxEpisodeBytes of encoded observations in all.
+inline constexpr int64_t kMaxEpisodes = 100;
+inline constexpr int64_t kMaxEpisodeSteps = 100000;
+inline constexpr std::size_t kMaxEpisodeBytes = std::size_t{64} << 20;
 
 struct RestOptions {
   std::string monitor_dir;  // operator-chosen root for monitor output
@@ -54,7 +63,7 @@ class RestRegistry {
     std::string instance;  // the broker's instance id
     std::string env_id;    // as the client asked for it (legacy ids kept)
     std::string spec_id;
-    std::optional<int64_t> seed;  // applied at the first reset (gym-http-api's make seed)
+    std::optional<uint64_t> seed;  // applied at the first reset (gym-http-api's make seed)
     MonitorState monitor;
   };
   std::string add(Entry e);
@@ -90,7 +99,7 @@ class RestSession {
   RestOptions opt_;
 };
 
-// The OpenAPI 3 document of every REST route of both dialects (served at /openapi.json).
-std::string openapi_document();
+// The OpenAPI 3 document of one dialect's routes (served at /openapi.json on that dialect's port).
+std::string openapi_document(RestDialect dialect);
 
 }  // namespace gymfarm::frontends

@@ -459,7 +459,12 @@ def test_render_png_help_and_openapi(client, farm):
         for method in v["methods"].split(","):
             assert method.lower() in doc["paths"][rule]
             assert method.lower() in doc["paths"][rule.rstrip("/") or "/"]  # the slash-less twin too
-    assert "/v1/envs/{instance_id}/transitions/" in doc["paths"]
+    # each port documents the routes it serves: gymnasium-http-api's are on its own port only
+    assert "/v1/envs/{instance_id}/transitions/" not in doc["paths"]
+    gdoc = g.get("/openapi.json")
+    validate(gdoc)
+    assert "/v1/envs/{instance_id}/transitions/" in gdoc["paths"]
+    assert "/v1/envs/{instance_id}/monitor/start/" not in gdoc["paths"]
 
 
 def test_limits(farm):
