@@ -55,6 +55,7 @@ namespace {
 
 constexpr std::size_t kHeaderLimit = 16 * 1024;
 constexpr std::size_t kFirstRead = 4096;       // bytes asked for while waiting for a request to start
+constexpr std::size_t kWsReadChunk = 64 * 1024;  // the most one WebSocket read takes of a message
 constexpr int kAcceptBatch = 64;               // accepts per wake-up before other handlers get a turn
 constexpr std::size_t kFdMargin = 1024;        // descriptors beyond the connections: broker, workers, ZeroMQ
 constexpr auto kAcceptPause = std::chrono::milliseconds(50);  // out of descriptors: try again after this
@@ -236,7 +237,7 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
     t.idle_timeout = core_.opt.http_idle_timeout;     // pinged at half of it
     t.keep_alive_pings = true;
     ws_.set_option(t);
-    ws_.read_message_max(core_.opt.max_message_bytes);
+    ws_.read_message_max(0);  // no limit in Beast: on_read enforces max_message_bytes
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "gymfarm"); }));
     ws_.async_accept(req, beast::bind_front_handler(&WebsocketSession::on_accept, shared_from_this()));
@@ -254,12 +255,20 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
     do_read();
   }
 
+  // Reads a message piece by piece and enforces the size limit here: Beast 1.74's own limit fails
+  // the connection with an asynchronous teardown that stops reading after one chunk, so a peer
+  // still sending the oversized message gets a reset instead of the 1009 close.
   void do_read() {
-    ws_.async_read(buffer_, beast::bind_front_handler(&WebsocketSession::on_read, shared_from_this()));
+    ws_.async_read_some(buffer_, kWsReadChunk, beast::bind_front_handler(&WebsocketSession::on_read, shared_from_this()));
   }
 
   void on_read(beast::error_code ec, std::size_t) {
     if (ec) return on_end();  // peer closed, protocol error (Beast has sent the close), timeout, stop
+    if (buffer_.size() > core_.opt.max_message_bytes) {
+      buffer_.clear();
+      return on_outcome(GymieOutcome{true, static_cast<uint16_t>(websocket::close_code::too_big), ""});
+    }
+    if (!ws_.is_message_done()) return do_read();
     std::string text = beast::buffers_to_string(buffer_.data());
     buffer_.consume(buffer_.size());
     auto self = shared_from_this();
