@@ -2,12 +2,12 @@
 """P12: the gateway holding 10,000 idle connections while one client steps.
 
 One farm; the C++ load generator's Gymie WebSocket and gym-http-api REST step p50 on an unloaded
-farm, then with N idle TCP connections held open to both HTTP ports (from 127.0.0.2, 127.0.0.3,
-...: each address stays under --max-connections-per-client), then unloaded again, all in this run.
-The ratio is loaded p50 over the unloaded p50 (the median of the runs before and after); target
+farm and with N idle TCP connections held open to both HTTP ports (from 127.0.0.2, 127.0.0.3,
+...: each address stays under --max-connections-per-client), alternating, all in this run. Each
+cycle: an unloaded run, N connections opened, a loaded run, the connections closed; the ratio is the median loaded p50 over the median unloaded p50; target
 <= 1.5. Writes bench/results/<time>-conn-flood.json and .md.
 
-    .venv/bin/python bench/conn_flood.py [--connections 10000] [--steps 2000] [--rounds 2]
+    .venv/bin/python bench/conn_flood.py [--connections 10000] [--steps 2000] [--cycles 5]
 """
 import argparse
 import datetime
@@ -82,7 +82,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--connections", type=int, default=10000)
     ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--rounds", type=int, default=2, help="load-generator runs per phase")
+    ap.add_argument("--cycles", type=int, default=5, help="unloaded/loaded pairs (and one more unloaded run)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
 
@@ -97,37 +97,41 @@ def main():
     gport = int(fp.gymie_url.split(":")[2].split("/")[0])
     rport = int(fp.rest_url.split(":")[2].split("/")[0])
     nport = int(fp.gymnasium_url.split(":")[2].split("/")[0])
-    result = {"connections": args.connections, "steps": args.steps, "rounds": args.rounds,
+    result = {"connections": args.connections, "steps": args.steps, "cycles": args.cycles,
               "load_before": os.getloadavg()[0], "phases": {}}
     try:
         loadgen("gymie", "127.0.0.1", gport, "/gym", 200)  # warm-up
-        phases = {"unloaded_before": [], "loaded": [], "unloaded_after": []}
+        phases = {"unloaded": [], "loaded": []}
         base = {"fds": fd_count(fp.pid), "rss_mb": rss_mb(fp.pid), "threads": threads(fp.pid)}
-        for _ in range(args.rounds):
-            phases["unloaded_before"].append(measure(gport, rport, args.steps))
-        t0 = time.monotonic()
-        socks = hold(args.connections, [gport, rport, nport])
-        deadline = time.monotonic() + 60
-        while fd_count(fp.pid) < base["fds"] + args.connections and time.monotonic() < deadline:
-            time.sleep(0.1)
-        loaded = {"fds": fd_count(fp.pid), "rss_mb": rss_mb(fp.pid), "threads": threads(fp.pid),
-                  "open_seconds": time.monotonic() - t0}
-        log(f"holding {len(socks)} idle connections: farm fds {base['fds']} -> {loaded['fds']}, "
-            f"RSS {base['rss_mb']:.0f} -> {loaded['rss_mb']:.0f} MB, threads {base['threads']} -> {loaded['threads']}")
-        for _ in range(args.rounds):
+        # alternate: the machine's load drifts, so each cycle measures both, back to back
+        for cycle in range(args.cycles):
+            phases["unloaded"].append(measure(gport, rport, args.steps))
+            t0 = time.monotonic()
+            socks = hold(args.connections, [gport, rport, nport])
+            deadline = time.monotonic() + 60
+            while fd_count(fp.pid) < base["fds"] + args.connections and time.monotonic() < deadline:
+                time.sleep(0.1)
+            loaded = {"fds": fd_count(fp.pid), "rss_mb": rss_mb(fp.pid), "threads": threads(fp.pid),
+                      "open_seconds": time.monotonic() - t0}
             phases["loaded"].append(measure(gport, rport, args.steps))
-        alive = sum(1 for s in socks if s.fileno() >= 0)
-        for s in socks:
-            s.close()
-        time.sleep(1.0)
-        for _ in range(args.rounds):
-            phases["unloaded_after"].append(measure(gport, rport, args.steps))
+            alive = fd_count(fp.pid) - base["fds"]
+            log(f"cycle {cycle}: holding {len(socks)} idle connections ({alive} still open after the loaded run): "
+                f"farm fds {base['fds']} -> {loaded['fds']}, RSS {base['rss_mb']:.0f} -> {loaded['rss_mb']:.0f} MB, "
+                f"threads {base['threads']} -> {loaded['threads']}; p50 gymie {phases['unloaded'][-1]['gymie_p50_us']:.0f} -> "
+                f"{phases['loaded'][-1]['gymie_p50_us']:.0f} us, rest {phases['unloaded'][-1]['rest_p50_us']:.0f} -> "
+                f"{phases['loaded'][-1]['rest_p50_us']:.0f} us")
+            for s in socks:
+                s.close()
+            deadline = time.monotonic() + 30
+            while fd_count(fp.pid) > base["fds"] + 16 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        phases["unloaded"].append(measure(gport, rport, args.steps))
     finally:
         fp.stop()
     result["farm"] = {"unloaded": base, "loaded": loaded}
-    result["held"] = alive
+    result["still_open_after_loaded_run"] = alive
     for key in ("gymie_p50_us", "rest_p50_us"):
-        unloaded = statistics.median([m[key] for m in phases["unloaded_before"] + phases["unloaded_after"]])
+        unloaded = statistics.median([m[key] for m in phases["unloaded"]])
         load = statistics.median([m[key] for m in phases["loaded"]])
         result["phases"][key] = {"unloaded": unloaded, "loaded": load, "ratio": load / unloaded}
         log(f"{key}: unloaded {unloaded:.0f} us, with {args.connections} idle connections {load:.0f} us, "
