@@ -60,6 +60,7 @@ constexpr int kAcceptBatch = 64;               // accepts per wake-up before oth
 constexpr std::size_t kFdMargin = 1024;        // descriptors beyond the connections: broker, workers, ZeroMQ
 constexpr auto kAcceptPause = std::chrono::milliseconds(50);  // out of descriptors: try again after this
 constexpr auto kStopWait = std::chrono::seconds(10);
+constexpr auto kLogEvery = std::chrono::seconds(10);  // refused connections: one log line at most this often
 
 enum class Kind { Main, Gymnasium };
 
@@ -582,7 +583,10 @@ class Listener : public std::enable_shared_from_this<Listener> {
       ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(sa).sin_addr, text, sizeof text);
     }
     std::string client = text;
-    if (core_.limits.admit(client) != Admission::Admitted) return refuse(fd);
+    if (const Admission a = core_.limits.admit(client); a != Admission::Admitted) {
+      note_refusal(a, client);
+      return refuse(fd);
+    }
     Slot slot(core_, std::move(client));
     tcp::socket socket(asio::make_strand(core_.io));
     beast::error_code ec;
@@ -593,6 +597,19 @@ class Listener : public std::enable_shared_from_this<Listener> {
     }
     socket.set_option(tcp::no_delay(true), ec);  // replies are small and awaited: send them at once
     std::make_shared<HttpSession>(core_, std::move(socket), kind_, std::move(slot))->run();
+  }
+
+  // The log says when connections are refused: the first, then at most one line per kLogEvery.
+  void note_refusal(Admission a, const std::string& client) {
+    ++refused_;
+    const auto now = std::chrono::steady_clock::now();
+    if (logged_any_ && now - last_log_ < kLogEvery) return;
+    std::fprintf(stderr, "[gymfarm] gateway: refused %llu connection(s)%s; the last from %s (%s)\n",
+                 static_cast<unsigned long long>(refused_), logged_any_ ? " since the last report" : "", client.c_str(),
+                 a == Admission::TooManyFromClient ? "--max-connections-per-client" : "--max-connections");
+    refused_ = 0;
+    last_log_ = now;
+    logged_any_ = true;
   }
 
   // Refused at a limit: one 503 if the socket takes it at once, what the peer already sent read
@@ -611,6 +628,9 @@ class Listener : public std::enable_shared_from_this<Listener> {
   Kind kind_;
   asio::steady_timer pause_;
   bool warned_fds_ = false;
+  uint64_t refused_ = 0;
+  bool logged_any_ = false;
+  std::chrono::steady_clock::time_point last_log_{};
 };
 
 uint16_t listen_on(tcp::acceptor& a, const std::string& host, uint16_t port) {

@@ -108,6 +108,7 @@ def test_one_address_cannot_lock_others_out(farm):
                 s.recv(1)
         # ... and a client on another address is served everywhere
         served_everywhere(farm, VICTIM)
+        assert "refused" in farm.log() and "--max-connections-per-client" in farm.log()  # the operator is told
     finally:
         for s in held:
             s.close()
@@ -145,6 +146,7 @@ def test_the_total_limit_refuses_new_connections_and_serves_existing_ones(start_
             s = open_from(f"127.0.1.{1 + i}", farm.gymnasium_url if i % 2 else farm.rest_url)
             assert refused(s), "a connection past --max-connections was not refused"
             s.close()
+        assert "(--max-connections)" in farm.log()
         for _ in range(3):  # the existing client is still served, on the same connection
             assert get(keep, farm.rest_url, "/v1/envs/")[0].startswith("HTTP/1.1 200")
         held.pop().close()
