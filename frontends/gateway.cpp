@@ -233,11 +233,7 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
   void run(http::request<http::string_body> req) {
     slot_.track(weak_from_this());
     beast::get_lowest_layer(ws_).expires_never();  // the websocket stream keeps its own timeouts
-    websocket::stream_base::timeout t{};
-    t.handshake_timeout = core_.opt.ws_close_timeout;  // the opening and the closing handshake
-    t.idle_timeout = core_.opt.http_idle_timeout;     // pinged at half of it
-    t.keep_alive_pings = true;
-    ws_.set_option(t);
+    ws_.set_option(timeouts(true));
     ws_.read_message_max(0);  // no limit in Beast: on_read enforces max_message_bytes
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "gymfarm"); }));
@@ -251,6 +247,18 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
   }
 
  private:
+  // Beast's ping-based idle timeout counts only while a read is pending: it is off while a
+  // request runs on the pool (an env step may outlast it, and its pong is not read meanwhile),
+  // and the reply's write has the TCP stream's own deadline instead.
+  websocket::stream_base::timeout timeouts(bool idle) const {
+    websocket::stream_base::timeout t{};
+    t.handshake_timeout = core_.opt.ws_close_timeout;  // the opening and the closing handshake
+    t.idle_timeout = idle ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(core_.opt.http_idle_timeout)
+                          : websocket::stream_base::none();
+    t.keep_alive_pings = true;  // pinged at half of it
+    return t;
+  }
+
   void on_accept(beast::error_code ec) {
     if (ec) return on_end();
     do_read();
@@ -272,6 +280,7 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
     if (!ws_.is_message_done()) return do_read();
     std::string text = beast::buffers_to_string(buffer_.data());
     buffer_.consume(buffer_.size());
+    ws_.set_option(timeouts(false));
     auto self = shared_from_this();
     const bool queued = core_.pool.post([self, text = std::move(text)] {
       GymieOutcome out;
@@ -291,18 +300,22 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
 
   void on_outcome(GymieOutcome out) {
     if (out.close) {
+      ws_.set_option(timeouts(true));
       // Beast sends the close and reads until the peer's close comes back, for at most the
       // handshake timeout; then the TCP connection is dropped either way.
       ws_.async_close(websocket::close_reason(static_cast<websocket::close_code>(out.code), out.text),
                       [self = shared_from_this()](beast::error_code) { self->on_end(); });
       return;
     }
+    ws_.set_option(timeouts(true));  // armed again by the next read
+    beast::get_lowest_layer(ws_).expires_after(core_.opt.http_idle_timeout);  // a peer that does not read its reply
     reply_ = std::move(out.text);
     ws_.text(true);
     ws_.async_write(asio::buffer(reply_), beast::bind_front_handler(&WebsocketSession::on_write, shared_from_this()));
   }
 
   void on_write(beast::error_code ec, std::size_t) {
+    beast::get_lowest_layer(ws_).expires_never();
     if (ec) return on_end();
     do_read();
   }

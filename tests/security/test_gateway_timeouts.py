@@ -173,3 +173,24 @@ def test_a_close_the_peer_never_echoes_drops_the_connection(farm):
     took = seconds_until_closed(s, 5 + SLACK)
     assert took is not None, "the connection stayed open after an unanswered close"
     s.close()
+
+
+def test_a_request_longer_than_the_idle_timeout_is_not_cut(start_farm):
+    """The idle timeout ends idle connections, not busy ones: a Gymie step that runs past it (an env
+    that hangs until --step-timeout kills its worker) still gets the dialect's answer."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect as ws_connect
+
+    farm = start_farm(workers=1, args=["--http-idle-timeout", str(IDLE), "--step-timeout", str(IDLE + 3)])
+    with ws_connect(farm.gymie_url, open_timeout=5) as ws:
+        ws.send('{"method": "make", "params": {"env_id": "gymfarm_test/Faulty-v0"}}')
+        iid = ws.recv(timeout=30)
+        ws.send(f'{{"method": "reset", "params": {{"instance_id": "{iid}"}}}}')
+        ws.recv(timeout=30)
+        t0 = time.monotonic()
+        ws.send(f'{{"method": "step", "params": {{"instance_id": "{iid}", "action": 3}}}}')
+        with pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=30)
+        took = time.monotonic() - t0
+    assert e.value.rcvd is not None, f"dropped after {took:.1f} s without the dialect's close"
+    assert e.value.rcvd.code == 1007 and took >= IDLE + 2, (e.value.rcvd, took)
