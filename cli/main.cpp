@@ -102,6 +102,17 @@ options for start:
   --allow-origin ORIGIN  let web pages from ORIGIN (e.g. http://myapp.example:8080) use the gateway
                          (repeatable; by default only pages served from localhost may)
   --insecure-no-token    allow --host other than loopback without a token (not recommended)
+  --http-idle-timeout SEC
+                         the gateway closes an HTTP connection with no request for SEC seconds, and a
+                         WebSocket whose peer sent nothing, not even a pong to its ping, for SEC
+                         (default 120)
+  --http-header-timeout SEC
+                         a request's headers must arrive within SEC of its first byte (default 10)
+  --max-connections N    open gateway connections in total, both ports; more are refused with a
+                         503 and closed (default 10000; 0 = no limit)
+  --max-connections-per-client N
+                         open gateway connections from one remote address; more are refused with a
+                         503 and closed (default 64; 0 = no limit)
   --verbose              log more
 
 options for status and stop:
@@ -221,6 +232,11 @@ Options parse(int argc, char** argv) {
     else if (k == "--token-file") o.token_file = value();
     else if (k == "--allow-origin") o.gateway.access.allowed_origins.push_back(value());
     else if (k == "--verbose") o.broker.verbose = true;
+    else if (k == "--http-idle-timeout") o.gateway.http_idle_timeout = std::chrono::seconds(int_arg(k, value(), 1, 86400));
+    else if (k == "--http-header-timeout") o.gateway.http_header_timeout = std::chrono::seconds(int_arg(k, value(), 1, 86400));
+    else if (k == "--max-connections") o.gateway.max_connections = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
+    else if (k == "--max-connections-per-client")
+      o.gateway.max_connections_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
     else die("unknown option '" + k + "'; try `gymfarm --help`");
   }
   if (o.runtime_dir.empty()) o.runtime_dir = default_runtime_dir();

@@ -1,24 +1,47 @@
 // The only translation unit that includes Boost.Beast.
+//
+// Beast's asynchronous model, in the shape of its advanced server example: a Listener per port
+// accepts (close-on-exec, counted against ConnectionLimits), an HttpSession reads requests with a
+// first-byte (idle) deadline, a header deadline and a body deadline, and a WebsocketSession takes
+// over a /gym upgrade with Beast's ping-based idle timeout. Every session lives on a strand of one
+// io_context run by a few threads. The dialects block on the farm, so a request's handle() runs on
+// the BlockingPool and its reply is posted back to the session's strand: one request at a time
+// per connection, in order, and an idle connection holds no thread.
 #include "frontends/gateway.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
+#include <functional>
 #include <mutex>
-#include <set>
+#include <optional>
 #include <thread>
+#include <type_traits>
+#include <utility>
+#include <unordered_map>
+#include <vector>
 
+#include "frontends/blocking_pool.hpp"
+#include "frontends/connection_limits.hpp"
 #include "frontends/pyjson.hpp"
-#include "transport/stream.hpp"
 
 namespace gymfarm::frontends {
 
@@ -28,168 +51,71 @@ namespace http = beast::http;
 namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 
-enum class Listener { Main, Gymnasium };
+namespace {
 
-struct Gateway::Impl {
+constexpr std::size_t kHeaderLimit = 16 * 1024;
+constexpr std::size_t kFirstRead = 4096;       // bytes asked for while waiting for a request to start
+constexpr std::size_t kWsReadChunk = 64 * 1024;  // the most one WebSocket read takes of a message
+constexpr int kAcceptBatch = 64;               // accepts per wake-up before other handlers get a turn
+constexpr std::size_t kFdMargin = 1024;        // descriptors beyond the connections: broker, workers, ZeroMQ
+constexpr auto kAcceptPause = std::chrono::milliseconds(50);  // out of descriptors: try again after this
+constexpr auto kStopWait = std::chrono::seconds(10);
+constexpr auto kLogEvery = std::chrono::seconds(10);  // refused connections: one log line at most this often
+
+enum class Kind { Main, Gymnasium };
+
+// What a connection refused at accept gets before the close (one non-blocking send, best effort).
+constexpr std::string_view kRefusedReply =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    "Content-Length: 35\r\n\r\n{\"message\":\"too many connections\"}\n";
+static_assert(std::string_view("{\"message\":\"too many connections\"}\n").size() == 35);
+
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  virtual void end() = 0;  // any thread: close the socket on the connection's strand
+};
+
+struct Core;
+
+// The farm, as any pool thread reaches it: each pool thread has its own client::Client (a Client
+// is not thread-safe), made at its first call, dropped when the thread ends.
+class PoolCaller final : public client::Caller {
+ public:
+  explicit PoolCaller(Core& core) : core_(core) {}
+  client::Value call(std::string_view verb, std::string_view instance, const client::Value& body) override;
+
+ private:
+  Core& core_;
+};
+
+thread_local std::unique_ptr<client::Client> t_farm;
+thread_local const Core* t_farm_owner = nullptr;
+
+struct Core {
+  explicit Core(GatewayOptions o)
+      : opt(std::move(o)),
+        limits(ConnectionLimitOptions{opt.max_connections, opt.max_connections_per_client}),
+        pool(BlockingPoolOptions{opt.max_blocking_threads, std::chrono::seconds(30), [] {
+                                   t_farm.reset();
+                                   t_farm_owner = nullptr;
+                                 }}),
+        caller(*this) {}
+
   GatewayOptions opt;
-  asio::io_context io;
-  tcp::acceptor acceptor{io};
-  tcp::acceptor gymnasium_acceptor{io};
-  int gymnasium_port = -1;
-  std::thread accept_thread;
-  std::thread gymnasium_thread;
+  ConnectionLimits limits;
   RestRegistry rest_registry;
-  std::atomic<bool> stopping{false};
-  std::mutex mu;
-  std::condition_variable idle;
-  std::set<int> live;  // native handles of open connections
   GymieSeeds seeds;
+  BlockingPool pool;
+  PoolCaller caller;
+  std::atomic<bool> stopping{false};
 
-  void track(int fd) {
-    std::lock_guard lock(mu);
-    live.insert(fd);
-  }
-  void untrack(int fd) {
-    std::lock_guard lock(mu);
-    live.erase(fd);
-    idle.notify_all();
-  }
+  std::mutex mu;
+  std::condition_variable none_live;
+  std::unordered_map<uint64_t, std::weak_ptr<Connection>> live;
+  uint64_t next_id = 1;
 
-  void accept_loop(tcp::acceptor& from, Listener kind) {
-    while (!stopping) {
-      beast::error_code ec;
-      tcp::socket sock(io);
-      from.accept(sock, ec);
-      if (ec) {
-        if (stopping) return;
-        continue;
-      }
-      sock.set_option(tcp::no_delay(true), ec);  // replies are small and awaited: send them at once
-      const int fd = sock.native_handle();
-      {
-        std::lock_guard lock(mu);
-        if (live.size() >= opt.max_connections) {
-          http::response<http::string_body> res{http::status::service_unavailable, 11};
-          res.set(http::field::content_type, "text/plain");
-          res.set(http::field::connection, "close");
-          res.body() = "too many connections";
-          res.prepare_payload();
-          http::write(sock, res, ec);
-          continue;
-        }
-        live.insert(fd);
-      }
-      std::thread([this, s = std::move(sock), fd, kind]() mutable {
-        serve(std::move(s), kind);
-        untrack(fd);
-      }).detach();
-    }
-  }
-
-  static std::string path_of(beast::string_view target) {
-    const auto q = target.find('?');
-    return std::string(q == beast::string_view::npos ? target : target.substr(0, q));
-  }
-
-  static void set_read_timeout(tcp::socket& sock, std::chrono::seconds t) {
-    timeval tv{static_cast<time_t>(t.count()), 0};
-    setsockopt(sock.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  }
-
-  void serve(tcp::socket sock, Listener kind) {
-    transport::SpinPolicy spin_policy;  // a client that pauses between requests stops the spinning
-    beast::flat_buffer buffer;
-    beast::error_code ec;
-    std::unique_ptr<client::Client> farm;  // made at the first REST request of this connection
-    std::unique_ptr<RestSession> rest;
-    set_read_timeout(sock, opt.http_idle_timeout);
-    while (!stopping) {
-      http::request_parser<http::string_body> parser;
-      parser.header_limit(16 * 1024);
-      parser.body_limit(opt.max_message_bytes);
-      if (buffer.size() == 0) transport::spin_for_input(sock.native_handle(), opt.spin, spin_policy);
-      http::read(sock, buffer, parser, ec);
-      if (ec == http::error::body_limit || ec == http::error::header_limit) {
-        const bool body = ec == http::error::body_limit;
-        http::response<http::string_body> res{body ? http::status::payload_too_large
-                                                   : http::status::request_header_fields_too_large, 11};
-        res.set(http::field::content_type, "application/json");
-        res.set(http::field::connection, "close");
-        res.body() = body ? "{\"message\":\"request body too large\"}\n" : "{\"message\":\"request headers too large\"}\n";
-        res.prepare_payload();
-        http::write(sock, res, ec);
-        break;
-      }
-      if (ec) break;
-      auto req = parser.release();
-      const std::string path = path_of(req.target());
-      auto sv = [](beast::string_view s) { return std::string_view(s.data(), s.size()); };
-      if (auto refused = check_access(opt.access, sv(req[http::field::host]), sv(req[http::field::origin]),
-                                      sv(req[http::field::authorization]), sv(req.target()))) {
-        http::response<http::string_body> res{static_cast<http::status>(refused->status), 11};
-        res.set(http::field::content_type, "application/json");
-        if (refused->status == 401) res.set(http::field::www_authenticate, "Bearer");
-        res.set(http::field::connection, "close");
-        res.body() = "{\"message\":";
-        write_json_string(res.body(), refused->message);
-        res.body() += "}\n";
-        res.prepare_payload();
-        http::write(sock, res, ec);
-        break;
-      }
-      if (kind == Listener::Main && path == "/gym" && websocket::is_upgrade(req)) {
-        set_read_timeout(sock, std::chrono::seconds(0));
-        serve_gymie(std::move(sock), std::move(req));
-        return;
-      }
-      http::response<http::string_body> res;
-      res.version(req.version());
-      const bool is_rest = kind == Listener::Gymnasium || path.rfind("/v1/", 0) == 0 || path == "/v1" ||
-                           path == "/openapi.json";
-      bool shutdown_after = false;
-      if (is_rest) {
-        if (!rest) {
-          try {
-            farm = connect_farm();
-          } catch (const std::exception&) {
-            res.result(http::status::service_unavailable);
-            res.set(http::field::content_type, "application/json");
-            res.body() = "{\"message\":\"the farm is not answering\"}\n";
-            res.keep_alive(false);
-            res.prepare_payload();
-            http::write(sock, res, ec);
-            break;
-          }
-          rest = std::make_unique<RestSession>(*farm, rest_registry,
-                                               kind == Listener::Main ? RestDialect::GymHttpApi : RestDialect::GymnasiumHttpApi,
-                                               opt.rest);
-        }
-        HttpRequest hr{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
-                       std::string(req[http::field::content_type])};
-        HttpReply out = rest->handle(hr);
-        res.result(static_cast<unsigned>(out.status));
-        if (!out.content_type.empty()) res.set(http::field::content_type, out.content_type);
-        for (const auto& [k, v] : out.headers) res.set(k, v);
-        if (req.method() != http::verb::head) res.body() = std::move(out.body);
-        res.keep_alive(req.keep_alive() && !out.shutdown);
-        shutdown_after = out.shutdown;
-      } else if (path == "/gym") {
-        res.result(http::status::bad_request);
-        res.set(http::field::connection, "close");
-        res.keep_alive(false);
-      } else {
-        res.result(http::status::ok);
-        res.set(http::field::content_type, "text/plain");
-        res.body() = "Gymie is running...";
-        res.keep_alive(req.keep_alive());
-      }
-      res.prepare_payload();
-      http::write(sock, res, ec);
-      if (shutdown_after) ::kill(::getpid(), SIGTERM);  // the farm drains and stops
-      if (ec || !res.keep_alive()) break;
-    }
-    sock.shutdown(tcp::socket::shutdown_both, ec);
-  }
+  asio::io_context io;  // last: destroyed first, with the handlers (and sessions) it still holds
 
   std::unique_ptr<client::Client> connect_farm() const {
     client::ClientOptions co;
@@ -201,74 +127,614 @@ struct Gateway::Impl {
     return std::make_unique<client::Client>(opt.broker_endpoint, co);
   }
 
-  void serve_gymie(tcp::socket sock, http::request<http::string_body> req) {
-    websocket::stream<tcp::socket> ws(std::move(sock));
-    ws.read_message_max(opt.max_message_bytes);
-    ws.set_option(websocket::stream_base::decorator(
-        [](websocket::response_type& res) { res.set(http::field::server, "gymfarm"); }));
-    beast::error_code ec;
-    ws.accept(req, ec);
-    if (ec) return;
-    std::unique_ptr<client::Client> farm;
-    try {
-      farm = connect_farm();
-    } catch (const std::exception&) {
-      ws.close(websocket::close_reason(websocket::close_code::try_again_later, "the farm is not answering"), ec);
-      return;
+  uint64_t track(std::weak_ptr<Connection> c) {
+    std::lock_guard lock(mu);
+    const uint64_t id = next_id++;
+    live.emplace(id, std::move(c));
+    return id;
+  }
+  void retrack(uint64_t id, std::weak_ptr<Connection> c) {
+    std::lock_guard lock(mu);
+    live[id] = std::move(c);
+  }
+  void untrack(uint64_t id) {
+    std::lock_guard lock(mu);
+    live.erase(id);
+    if (live.empty()) none_live.notify_all();
+  }
+  void end_all() {
+    std::vector<std::shared_ptr<Connection>> all;
+    {
+      std::lock_guard lock(mu);
+      for (auto& [id, w] : live)
+        if (auto c = w.lock()) all.push_back(std::move(c));
     }
-    GymieSession session(*farm, seeds, opt.gymie);
-    transport::SpinPolicy spin_policy;
-    beast::flat_buffer buffer;
-    while (!stopping) {
-      buffer.clear();
-      transport::spin_for_input(ws.next_layer().native_handle(), opt.spin, spin_policy);
-      ws.read(buffer, ec);
-      if (ec) break;  // peer closed, protocol error (Beast has sent the close), or shutdown
-      const auto out = session.handle(beast::buffers_to_string(buffer.data()));
-      if (out.close) {
-        ws.close(websocket::close_reason(static_cast<websocket::close_code>(out.code), out.text), ec);
-        // read until the peer's close frame arrives (or the connection drops)
-        while (!ec) {
-          buffer.clear();
-          ws.read(buffer, ec);
-        }
-        break;
-      }
-      ws.text(true);
-      ws.write(asio::buffer(out.text), ec);
-      if (ec) break;
-    }
-    session.disconnected();
+    for (auto& c : all) c->end();
   }
 };
 
-Gateway::Gateway(GatewayOptions options) : impl_(std::make_unique<Impl>()) { impl_->opt = std::move(options); }
+client::Value PoolCaller::call(std::string_view verb, std::string_view instance, const client::Value& body) {
+  if (!t_farm || t_farm_owner != &core_) {
+    t_farm.reset();
+    t_farm = core_.connect_farm();  // throws ClientError when the farm does not answer
+    t_farm_owner = &core_;
+  }
+  return t_farm->call(verb, instance, body);
+}
 
-Gateway::~Gateway() { stop(); }
+// One admitted connection's place in the limits and in the live set; moves from the HTTP session
+// to the WebSocket session at an upgrade.
+class Slot {
+ public:
+  Slot() = default;
+  Slot(Core& core, std::string client) : core_(&core), client_(std::move(client)) {}
+  Slot(Slot&& o) noexcept : core_(std::exchange(o.core_, nullptr)), client_(std::move(o.client_)), id_(o.id_) {}
+  Slot& operator=(Slot&&) = delete;
+  ~Slot() {
+    if (!core_) return;
+    core_->limits.release(client_);
+    if (id_) core_->untrack(id_);
+  }
+  void track(std::weak_ptr<Connection> c) {
+    if (id_) core_->retrack(id_, std::move(c));
+    else id_ = core_->track(std::move(c));
+  }
 
-namespace {
+ private:
+  Core* core_ = nullptr;
+  std::string client_;
+  uint64_t id_ = 0;
+};
+
+std::string path_of(beast::string_view target) {
+  const auto q = target.find('?');
+  return std::string(q == beast::string_view::npos ? target : target.substr(0, q));
+}
+
+std::string_view sv(beast::string_view s) { return {s.data(), s.size()}; }
+
+std::string json_message(std::string_view text) {
+  std::string out = "{\"message\":";
+  write_json_string(out, text);
+  out += "}\n";
+  return out;
+}
+
+// Sets HttpRequest::client_gone where the REST dialect has it.
+template <class Request, class F>
+void set_client_gone(Request& r, F&& f) {
+  if constexpr (requires { r.client_gone = std::function<bool()>(f); }) r.client_gone = std::forward<F>(f);
+}
+
+// A GymieSession on the pool's caller where it takes a client::Caller; otherwise (a GymieSession
+// that takes the concrete client) on a client of the connection's own.
+template <class Session>
+std::unique_ptr<Session> make_gymie(Core& core, std::unique_ptr<client::Client>& own) {
+  if constexpr (std::is_constructible_v<Session, client::Caller&, GymieSeeds&, GymieOptions>) {
+    return std::make_unique<Session>(static_cast<client::Caller&>(core.caller), core.seeds, core.opt.gymie);
+  } else {
+    own = core.connect_farm();
+    return std::make_unique<Session>(*own, core.seeds, core.opt.gymie);
+  }
+}
+
+bool is_http_parse_error(const beast::error_code& ec) {
+  static const auto& category = http::make_error_code(http::error::bad_method).category();
+  return ec.category() == category && ec != http::error::end_of_stream && ec != http::error::partial_message;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+class WebsocketSession : public Connection, public std::enable_shared_from_this<WebsocketSession> {
+ public:
+  WebsocketSession(Core& core, beast::tcp_stream&& stream, Slot&& slot)
+      : core_(core), ws_(std::move(stream)), slot_(std::move(slot)) {}
+
+  void run(http::request<http::string_body> req) {
+    slot_.track(weak_from_this());
+    beast::get_lowest_layer(ws_).expires_never();  // the websocket stream keeps its own timeouts
+    ws_.set_option(timeouts(true));
+    ws_.read_message_max(0);  // no limit in Beast: on_read enforces max_message_bytes
+    ws_.set_option(websocket::stream_base::decorator(
+        [](websocket::response_type& res) { res.set(http::field::server, "gymfarm"); }));
+    ws_.async_accept(req, beast::bind_front_handler(&WebsocketSession::on_accept, shared_from_this()));
+  }
+
+  void end() override {
+    asio::post(ws_.get_executor(), [self = shared_from_this()] {
+      beast::get_lowest_layer(self->ws_).close();
+    });
+  }
+
+ private:
+  // Beast's ping-based idle timeout counts only while a read is pending: it is off while a
+  // request runs on the pool (an env step may outlast it, and its pong is not read meanwhile),
+  // and the reply's write has the TCP stream's own deadline instead.
+  websocket::stream_base::timeout timeouts(bool idle) const {
+    websocket::stream_base::timeout t{};
+    t.handshake_timeout = core_.opt.ws_close_timeout;  // the opening and the closing handshake
+    t.idle_timeout = idle ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(core_.opt.http_idle_timeout)
+                          : websocket::stream_base::none();
+    t.keep_alive_pings = true;  // pinged at half of it
+    return t;
+  }
+
+  void on_accept(beast::error_code ec) {
+    if (ec) return on_end();
+    do_read();
+  }
+
+  // Reads a message piece by piece and enforces the size limit here: Beast 1.74's own limit fails
+  // the connection with an asynchronous teardown that stops reading after one chunk, so a peer
+  // still sending the oversized message gets a reset instead of the 1009 close.
+  void do_read() {
+    ws_.async_read_some(buffer_, kWsReadChunk, beast::bind_front_handler(&WebsocketSession::on_read, shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (ec) return on_end();  // peer closed, protocol error (Beast has sent the close), timeout, stop
+    if (buffer_.size() > core_.opt.max_message_bytes) {
+      buffer_.clear();
+      return on_outcome(GymieOutcome{true, static_cast<uint16_t>(websocket::close_code::too_big), ""});
+    }
+    if (!ws_.is_message_done()) return do_read();
+    std::string text = beast::buffers_to_string(buffer_.data());
+    buffer_.consume(buffer_.size());
+    ws_.set_option(timeouts(false));
+    auto self = shared_from_this();
+    const bool queued = core_.pool.post([self, text = std::move(text)] {
+      GymieOutcome out;
+      try {
+        if (!self->gymie_) self->gymie_ = make_gymie<GymieSession>(self->core_, self->own_farm_);
+        out = self->gymie_->handle(text);
+      } catch (const client::ClientError&) {
+        out = GymieOutcome{true, static_cast<uint16_t>(websocket::close_code::try_again_later), "the farm is not answering"};
+      } catch (const std::exception&) {
+        out = GymieOutcome{true, static_cast<uint16_t>(websocket::close_code::internal_error), "internal error"};
+      }
+      asio::post(self->ws_.get_executor(),
+                 [self, out = std::move(out)]() mutable { self->on_outcome(std::move(out)); });
+    });
+    if (!queued) beast::get_lowest_layer(ws_).close();  // stopping
+  }
+
+  void on_outcome(GymieOutcome out) {
+    if (out.close) {
+      ws_.set_option(timeouts(true));
+      // Beast sends the close and reads until the peer's close comes back, for at most the
+      // handshake timeout; then the TCP connection is dropped either way.
+      ws_.async_close(websocket::close_reason(static_cast<websocket::close_code>(out.code), out.text),
+                      [self = shared_from_this()](beast::error_code) { self->on_end(); });
+      return;
+    }
+    ws_.set_option(timeouts(true));  // armed again by the next read
+    beast::get_lowest_layer(ws_).expires_after(core_.opt.http_idle_timeout);  // a peer that does not read its reply
+    reply_ = std::move(out.text);
+    ws_.text(true);
+    ws_.async_write(asio::buffer(reply_), beast::bind_front_handler(&WebsocketSession::on_write, shared_from_this()));
+  }
+
+  void on_write(beast::error_code ec, std::size_t) {
+    beast::get_lowest_layer(ws_).expires_never();
+    if (ec) return on_end();
+    do_read();
+  }
+
+  void on_end() {
+    if (ended_) return;
+    ended_ = true;
+    beast::error_code ec;
+    beast::get_lowest_layer(ws_).socket().close(ec);
+    if (gymie_) {  // close the instances it made (blocking: on the pool)
+      core_.pool.post([self = shared_from_this()] {
+        try {
+          self->gymie_->disconnected();
+        } catch (const std::exception&) {
+        }
+      });
+    }
+  }
+
+  Core& core_;
+  websocket::stream<beast::tcp_stream> ws_;
+  Slot slot_;
+  beast::flat_buffer buffer_;
+  std::string reply_;
+  std::unique_ptr<client::Client> own_farm_;  // only where GymieSession takes the concrete client
+  std::unique_ptr<GymieSession> gymie_;       // made and used on the pool, one job at a time
+  bool ended_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+class HttpSession : public Connection, public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(Core& core, tcp::socket&& socket, Kind kind, Slot&& slot)
+      : core_(core), stream_(std::move(socket)), kind_(kind), slot_(std::move(slot)) {}
+
+  void run() {
+    slot_.track(weak_from_this());
+    asio::dispatch(stream_.get_executor(), beast::bind_front_handler(&HttpSession::do_wait, shared_from_this()));
+  }
+
+  void end() override {
+    asio::post(stream_.get_executor(), [self = shared_from_this()] { self->do_close(); });
+  }
+
+ private:
+  // Waits for the first byte of the next request for at most the idle timeout.
+  void do_wait() {
+    if (closed_) return;
+    if (buffer_.size() > 0) return do_read_header();  // a pipelined request is already here
+    stream_.expires_after(core_.opt.http_idle_timeout);
+    stream_.async_read_some(buffer_.prepare(kFirstRead), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+      self->buffer_.commit(n);
+      if (ec) return self->do_close();  // idle timeout, peer closed, stop
+      self->do_read_header();
+    });
+  }
+
+  // The request has begun: its headers must be complete within the header timeout.
+  void do_read_header() {
+    parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
+    parser_->body_limit(core_.opt.max_message_bytes);
+    stream_.expires_after(core_.opt.http_header_timeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&HttpSession::on_header, shared_from_this()));
+  }
+
+  void on_header(beast::error_code ec, std::size_t) {
+    if (ec) return on_read_error(ec);
+    if (parser_->is_done()) return on_body({}, 0);
+    stream_.expires_after(core_.opt.http_idle_timeout);  // the body: within the idle timeout
+    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&HttpSession::on_body, shared_from_this()));
+  }
+
+  void on_body(beast::error_code ec, std::size_t) {
+    if (ec) return on_read_error(ec);
+    stream_.expires_never();
+    route(parser_->release());
+  }
+
+  void on_read_error(beast::error_code ec) {
+    if (ec == http::error::body_limit) return reply_and_close(http::status::payload_too_large, "request body too large");
+    if (ec == http::error::header_limit)
+      return reply_and_close(http::status::request_header_fields_too_large, "request headers too large");
+    if (is_http_parse_error(ec)) return reply_and_close(http::status::bad_request, "malformed request: " + ec.message());
+    do_close();  // timeout, the peer closed or went away mid-request, stop
+  }
+
+  void reply_and_close(http::status status, std::string_view message) {
+    res_ = {};
+    res_.version(11);
+    res_.result(status);
+    res_.set(http::field::content_type, "application/json");
+    res_.body() = json_message(message);
+    res_.keep_alive(false);
+    res_.prepare_payload();
+    do_write();
+  }
+
+  void route(http::request<http::string_body> req) {
+    const std::string path = path_of(req.target());
+    if (auto refused = check_access(core_.opt.access, sv(req[http::field::host]), sv(req[http::field::origin]),
+                                    sv(req[http::field::authorization]), sv(req.target()))) {
+      res_ = {};
+      res_.version(req.version());
+      res_.result(static_cast<http::status>(refused->status));
+      res_.set(http::field::content_type, "application/json");
+      if (refused->status == 401) res_.set(http::field::www_authenticate, "Bearer");
+      res_.body() = json_message(refused->message);
+      res_.keep_alive(false);
+      res_.prepare_payload();
+      return do_write();
+    }
+    if (kind_ == Kind::Main && path == "/gym" && websocket::is_upgrade(req)) {
+      closed_ = true;  // the stream moves to the WebSocket session
+      auto ws = std::make_shared<WebsocketSession>(core_, std::move(stream_), std::move(slot_));
+      ws->run(std::move(req));
+      return;
+    }
+    const bool is_rest = kind_ == Kind::Gymnasium || path.rfind("/v1/", 0) == 0 || path == "/v1" || path == "/openapi.json";
+    if (is_rest) return run_rest(std::move(req));
+    res_ = {};
+    res_.version(req.version());
+    if (path == "/gym") {
+      res_.result(http::status::bad_request);
+      res_.keep_alive(false);
+    } else {
+      res_.result(http::status::ok);
+      res_.set(http::field::content_type, "text/plain");
+      res_.body() = "Gymie is running...";
+      res_.keep_alive(req.keep_alive());
+    }
+    res_.prepare_payload();
+    do_write();
+  }
+
+  void run_rest(http::request<http::string_body> req) {
+    if (!rest_) {
+      rest_ = std::make_unique<RestSession>(core_.caller, core_.rest_registry,
+                                            kind_ == Kind::Main ? RestDialect::GymHttpApi : RestDialect::GymnasiumHttpApi,
+                                            core_.opt.rest);
+    }
+    HttpRequest hr{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
+                   std::string(req[http::field::content_type])};
+    // The peer has closed (EOF or an error on a non-blocking peek): long operations may give up.
+    set_client_gone(hr, [fd = stream_.socket().native_handle(), closed = closed_flag_] {
+      if (closed->load()) return true;
+      char c;
+      const ssize_t r = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+      return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    });
+    const bool head = req.method() == http::verb::head;
+    const bool keep_alive = req.keep_alive();
+    const unsigned version = req.version();
+    auto self = shared_from_this();
+    const bool queued = core_.pool.post([self, hr = std::move(hr), head, keep_alive, version] {
+      HttpReply out;
+      try {
+        out = self->rest_->handle(hr);
+      } catch (const std::exception&) {
+        out = HttpReply{};
+        out.status = 500;
+        out.body = json_message("internal error");
+      }
+      asio::post(self->stream_.get_executor(), [self, out = std::move(out), head, keep_alive, version]() mutable {
+        self->on_rest_reply(std::move(out), head, keep_alive, version);
+      });
+    });
+    if (!queued) do_close();  // stopping
+  }
+
+  void on_rest_reply(HttpReply out, bool head, bool keep_alive, unsigned version) {
+    if (closed_) return;
+    res_ = {};
+    res_.version(version);
+    res_.result(static_cast<unsigned>(out.status));
+    if (!out.content_type.empty()) res_.set(http::field::content_type, out.content_type);
+    for (const auto& [k, v] : out.headers) res_.set(k, v);
+    if (!head) res_.body() = std::move(out.body);
+    res_.keep_alive(keep_alive && !out.shutdown);
+    shutdown_after_ = out.shutdown;
+    res_.prepare_payload();
+    do_write();
+  }
+
+  void do_write() {
+    if (closed_) return;
+    stream_.expires_after(core_.opt.http_idle_timeout);  // a peer that does not read its reply
+    http::async_write(stream_, res_, beast::bind_front_handler(&HttpSession::on_write, shared_from_this()));
+  }
+
+  void on_write(beast::error_code ec, std::size_t) {
+    if (shutdown_after_) ::kill(::getpid(), SIGTERM);  // the farm drains and stops
+    if (ec || !res_.keep_alive()) return do_close();
+    res_ = {};
+    do_wait();
+  }
+
+  void do_close() {
+    if (closed_) return;
+    closed_ = true;
+    closed_flag_->store(true);
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.close();
+  }
+
+  Core& core_;
+  beast::tcp_stream stream_;
+  Kind kind_;
+  Slot slot_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::response<http::string_body> res_;
+  std::unique_ptr<RestSession> rest_;  // used on the pool, one job at a time
+  std::shared_ptr<std::atomic<bool>> closed_flag_ = std::make_shared<std::atomic<bool>>(false);
+  bool closed_ = false;
+  bool shutdown_after_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+class Listener : public std::enable_shared_from_this<Listener> {
+ public:
+  Listener(Core& core, tcp::acceptor& acceptor, Kind kind) : core_(core), acceptor_(acceptor), kind_(kind), pause_(acceptor.get_executor()) {}
+
+  void run() { do_accept(); }
+  void end() {
+    asio::post(acceptor_.get_executor(), [self = shared_from_this()] {
+      beast::error_code ec;
+      self->pause_.cancel();
+      self->acceptor_.close(ec);
+    });
+  }
+
+ private:
+  void do_accept() {
+    if (core_.stopping || !acceptor_.is_open()) return;
+    acceptor_.async_wait(tcp::acceptor::wait_read, beast::bind_front_handler(&Listener::on_ready, shared_from_this()));
+  }
+
+  void on_ready(beast::error_code ec) {
+    if (ec || core_.stopping) return;
+    for (int i = 0; i < kAcceptBatch; ++i) {
+      sockaddr_storage sa{};
+      socklen_t len = sizeof sa;
+      // accept4: the socket is close-on-exec from its first instant (no worker may inherit it)
+      const int fd = ::accept4(acceptor_.native_handle(), reinterpret_cast<sockaddr*>(&sa), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          if (!warned_fds_) {
+            std::fprintf(stderr, "[gymfarm] gateway: out of file descriptors (%s); new connections wait\n", std::strerror(errno));
+            warned_fds_ = true;
+          }
+          pause_.expires_after(kAcceptPause);
+          pause_.async_wait([self = shared_from_this()](beast::error_code e) {
+            if (!e) self->do_accept();
+          });
+          return;
+        }
+        break;  // something else: wait for the next readiness
+      }
+      admit(fd, sa);
+    }
+    do_accept();
+  }
+
+  void admit(int fd, const sockaddr_storage& sa) {
+    char text[INET6_ADDRSTRLEN] = "?";
+    tcp protocol = tcp::v4();
+    if (sa.ss_family == AF_INET6) {
+      ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(sa).sin6_addr, text, sizeof text);
+      protocol = tcp::v6();
+    } else {
+      ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(sa).sin_addr, text, sizeof text);
+    }
+    std::string client = text;
+    if (const Admission a = core_.limits.admit(client); a != Admission::Admitted) {
+      note_refusal(a, client);
+      return refuse(fd);
+    }
+    Slot slot(core_, std::move(client));
+    tcp::socket socket(asio::make_strand(core_.io));
+    beast::error_code ec;
+    socket.assign(protocol, fd, ec);
+    if (ec) {
+      ::close(fd);
+      return;
+    }
+    socket.set_option(tcp::no_delay(true), ec);  // replies are small and awaited: send them at once
+    std::make_shared<HttpSession>(core_, std::move(socket), kind_, std::move(slot))->run();
+  }
+
+  // The log says when connections are refused: the first, then at most one line per kLogEvery.
+  void note_refusal(Admission a, const std::string& client) {
+    ++refused_;
+    const auto now = std::chrono::steady_clock::now();
+    if (logged_any_ && now - last_log_ < kLogEvery) return;
+    std::fprintf(stderr, "[gymfarm] gateway: refused %llu connection(s)%s; the last from %s (%s)\n",
+                 static_cast<unsigned long long>(refused_), logged_any_ ? " since the last report" : "", client.c_str(),
+                 a == Admission::TooManyFromClient ? "--max-connections-per-client" : "--max-connections");
+    refused_ = 0;
+    last_log_ = now;
+    logged_any_ = true;
+  }
+
+  // Refused at a limit: one 503 if the socket takes it at once, what the peer already sent read
+  // away (so the close is a FIN, not a reset), closed. Accepting never stops.
+  static void refuse(int fd) {
+    (void)!::send(fd, kRefusedReply.data(), kRefusedReply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::shutdown(fd, SHUT_WR);
+    char sink[4096];
+    for (int i = 0; i < 4 && ::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
+    }
+    ::close(fd);
+  }
+
+  Core& core_;
+  tcp::acceptor& acceptor_;
+  Kind kind_;
+  asio::steady_timer pause_;
+  bool warned_fds_ = false;
+  uint64_t refused_ = 0;
+  bool logged_any_ = false;
+  std::chrono::steady_clock::time_point last_log_{};
+};
+
 uint16_t listen_on(tcp::acceptor& a, const std::string& host, uint16_t port) {
   beast::error_code ec;
   const auto addr = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
   if (ec) throw std::runtime_error("--host " + host + ": not an IP address");
   tcp::endpoint ep(addr, port);
-  a.open(ep.protocol(), ec);
-  if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
+  // close-on-exec from the start: workers and the zygote must not hold the gateway's ports
+  const int fd = ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP);
+  if (fd < 0) throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + std::strerror(errno));
+  a.assign(ep.protocol(), fd, ec);
+  if (ec) {
+    ::close(fd);
+    throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
+  }
+  a.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) a.bind(ep, ec);
   if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
   return a.local_endpoint().port();
 }
+
+// 10,000 connections need 10,000 descriptors: the soft limit goes to the hard one.
+void raise_fd_limit(std::size_t connections) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit want = rl;
+    want.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+  }
+  const rlim_t needed = static_cast<rlim_t>(connections) + kFdMargin;
+  if (connections && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < needed) {
+    std::fprintf(stderr,
+                 "[gymfarm] gateway: the open-file limit is %llu (hard limit %llu); --max-connections %zu needs about "
+                 "%llu: past the limit new connections wait for descriptors\n",
+                 static_cast<unsigned long long>(rl.rlim_cur), static_cast<unsigned long long>(rl.rlim_max), connections,
+                 static_cast<unsigned long long>(needed));
+  }
+}
+
 }  // namespace
+
+struct Gateway::Impl {
+  std::shared_ptr<Core> core;
+  tcp::acceptor acceptor;
+  tcp::acceptor gymnasium_acceptor;
+  int gymnasium_port = -1;
+  std::vector<std::shared_ptr<Listener>> listeners;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::vector<std::thread> io_threads;
+  bool started = false;
+
+  explicit Impl(GatewayOptions o)
+      : core(std::make_shared<Core>(std::move(o))),
+        acceptor(asio::make_strand(core->io)),
+        gymnasium_acceptor(asio::make_strand(core->io)) {}
+  ~Impl() {
+    beast::error_code ec;
+    acceptor.close(ec);
+    gymnasium_acceptor.close(ec);
+    listeners.clear();
+  }
+};
+
+Gateway::Gateway(GatewayOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Gateway::~Gateway() {
+  stop();
+  if (impl_ && impl_->started && impl_->core->pool.threads() > 0) {
+    // A pool thread is still inside a farm call past the stop's wait: what it uses stays alive
+    // until the process ends.
+    new std::shared_ptr<Core>(impl_->core);
+  }
+}
 
 uint16_t Gateway::start() {
   auto& d = *impl_;
-  const uint16_t port = listen_on(d.acceptor, d.opt.host, d.opt.port);
-  if (d.opt.gymnasium_port >= 0) {
-    d.gymnasium_port = listen_on(d.gymnasium_acceptor, d.opt.host, static_cast<uint16_t>(d.opt.gymnasium_port));
-    d.gymnasium_thread = std::thread([&d] { d.accept_loop(d.gymnasium_acceptor, Listener::Gymnasium); });
+  auto& c = *d.core;
+  raise_fd_limit(c.opt.max_connections);
+  const uint16_t port = listen_on(d.acceptor, c.opt.host, c.opt.port);
+  d.listeners.push_back(std::make_shared<Listener>(c, d.acceptor, Kind::Main));
+  if (c.opt.gymnasium_port >= 0) {
+    d.gymnasium_port = listen_on(d.gymnasium_acceptor, c.opt.host, static_cast<uint16_t>(c.opt.gymnasium_port));
+    d.listeners.push_back(std::make_shared<Listener>(c, d.gymnasium_acceptor, Kind::Gymnasium));
   }
-  d.accept_thread = std::thread([&d] { d.accept_loop(d.acceptor, Listener::Main); });
+  for (auto& l : d.listeners) l->run();
+  d.work.emplace(c.io.get_executor());
+  const std::size_t n = std::max<std::size_t>(1, c.opt.io_threads);
+  for (std::size_t i = 0; i < n; ++i) d.io_threads.emplace_back([&c] { c.io.run(); });
+  d.started = true;
   return port;
 }
 
@@ -276,18 +742,22 @@ int Gateway::gymnasium_port() const { return impl_->gymnasium_port; }
 
 void Gateway::stop() {
   auto& d = *impl_;
-  if (d.stopping.exchange(true)) return;
-  for (auto* a : {&d.acceptor, &d.gymnasium_acceptor}) {
-    if (a->is_open()) ::shutdown(a->native_handle(), SHUT_RDWR);
+  auto& c = *d.core;
+  if (c.stopping.exchange(true) || !d.started) return;
+  for (auto& l : d.listeners) l->end();
+  c.end_all();
+  // Running requests finish (their replies go to closed sockets); queued ones are dropped.
+  if (!c.pool.stop(std::chrono::duration_cast<std::chrono::milliseconds>(kStopWait)))
+    std::fprintf(stderr, "[gymfarm] gateway: %zu requests still running at stop\n", c.pool.threads());
+  c.end_all();  // sessions that a finished request handed back
+  {
+    std::unique_lock lock(c.mu);
+    c.none_live.wait_for(lock, std::chrono::seconds(2), [&] { return c.live.empty(); });
   }
-  if (d.accept_thread.joinable()) d.accept_thread.join();
-  if (d.gymnasium_thread.joinable()) d.gymnasium_thread.join();
-  beast::error_code ec;
-  d.acceptor.close(ec);
-  d.gymnasium_acceptor.close(ec);
-  std::unique_lock lock(d.mu);
-  for (int fd : d.live) ::shutdown(fd, SHUT_RDWR);
-  d.idle.wait_for(lock, std::chrono::seconds(10), [&] { return d.live.empty(); });
+  d.work.reset();
+  c.io.stop();
+  for (auto& t : d.io_threads) t.join();
+  d.io_threads.clear();
 }
 
 }  // namespace gymfarm::frontends

@@ -1,7 +1,10 @@
 #pragma once
 // The HTTP + WebSocket gateway (Boost.Beast, compiled only in gateway.cpp). One port serves the
-// Gymie WebSocket at /gym; every other path answers as Gymie-Server does. Each connection runs on
-// its own thread with its own native-protocol client, so a slow env never stalls other clients.
+// Gymie WebSocket at /gym; every other path answers as Gymie-Server does. Beast's asynchronous
+// model: a listener per port, an HTTP session and a WebSocket session per connection, all on one
+// io_context run by a few threads; an idle connection costs no thread. The dialects block on the
+// farm, so each request runs on a bounded pool of blocking threads (BlockingPool), each with its
+// own native-protocol client, and its reply is posted back to the session.
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -26,9 +29,18 @@ struct GatewayOptions {
   std::chrono::milliseconds client_timeout{120000};
   GymieOptions gymie;
   std::size_t max_message_bytes = 4u << 20;  // WebSocket message and HTTP body limit
-  std::size_t max_connections = 1024;
-  std::chrono::seconds http_idle_timeout{120};  // a keep-alive connection idle this long is closed
-  std::chrono::microseconds spin{200};  // busy-poll for the next request and for the farm's reply (--spin-us)
+  std::size_t max_connections = 10000;            // open connections in total (--max-connections; 0 = none)
+  std::size_t max_connections_per_client = 64;    // from one remote address (--max-connections-per-client)
+  // A connection (HTTP or WebSocket) idle this long is closed (--http-idle-timeout); a WebSocket
+  // is pinged at half of it and closed when nothing, not even the pong, came back by then.
+  std::chrono::seconds http_idle_timeout{120};
+  // A request's headers must arrive within this of its first byte (--http-header-timeout).
+  std::chrono::seconds http_header_timeout{10};
+  // The farm closed a WebSocket and the peer did not answer the close within this: drop the TCP.
+  std::chrono::seconds ws_close_timeout{5};
+  std::size_t io_threads = 2;  // threads running the io_context (they never busy-poll: measured, it cost more than it saved)
+  std::size_t max_blocking_threads = 256;  // the pool that runs the dialects' blocking handle()
+  std::chrono::microseconds spin{200};  // the pool threads' clients busy-poll for the farm's reply (--spin-us)
   RestOptions rest;
   AccessPolicy access;  // token and allowed origins; the gateway's own clients use the token too
 };
@@ -44,7 +56,7 @@ class Gateway {
   uint16_t start();
   // The gymnasium-http-api port once started (-1 when off).
   int gymnasium_port() const;
-  // Stops accepting, ends every connection, waits for their threads.
+  // Stops accepting, ends every connection, waits for the I/O and pool threads.
   void stop();
 
  private:
