@@ -89,8 +89,8 @@ options for start:
                          requests one client may have queued or running (default 4096; 0 = none)
   --max-sessions N       client sessions (hellos) the farm keeps; past them the least recently
                          active TCP session that holds nothing makes room (default 100000)
-  --idle-ttl SEC         close instances of the REST dialects (which have no sessions) that got no
-                         request for SEC seconds (default 1800; 0: never)
+  --idle-ttl SEC         close instances made through the gateway (REST has no sessions) that got
+                         no request for SEC seconds (default 1800; 0: never)
   --session-lease SEC    a native TCP client that asked for a lease (the Python client does) and
                          sends nothing, not even its pings, for SEC seconds loses its session and
                          its instances (default 10; 0: no leases)

@@ -200,24 +200,6 @@ std::string json_message(std::string_view text) {
   return out;
 }
 
-// Sets HttpRequest::client_gone where the REST dialect has it.
-template <class Request, class F>
-void set_client_gone(Request& r, F&& f) {
-  if constexpr (requires { r.client_gone = std::function<bool()>(f); }) r.client_gone = std::forward<F>(f);
-}
-
-// A GymieSession on the pool's caller where it takes a client::Caller; otherwise (a GymieSession
-// that takes the concrete client) on a client of the connection's own.
-template <class Session>
-std::unique_ptr<Session> make_gymie(Core& core, std::unique_ptr<client::Client>& own) {
-  if constexpr (std::is_constructible_v<Session, client::Caller&, GymieSeeds&, GymieOptions>) {
-    return std::make_unique<Session>(static_cast<client::Caller&>(core.caller), core.seeds, core.opt.gymie);
-  } else {
-    own = core.connect_farm();
-    return std::make_unique<Session>(*own, core.seeds, core.opt.gymie);
-  }
-}
-
 bool is_http_parse_error(const beast::error_code& ec) {
   static const auto& category = http::make_error_code(http::error::bad_method).category();
   return ec.category() == category && ec != http::error::end_of_stream && ec != http::error::partial_message;
@@ -285,7 +267,10 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
     const bool queued = core_.pool.post([self, text = std::move(text)] {
       GymieOutcome out;
       try {
-        if (!self->gymie_) self->gymie_ = make_gymie<GymieSession>(self->core_, self->own_farm_);
+        if (!self->gymie_) {
+          self->gymie_ = std::make_unique<GymieSession>(static_cast<client::Caller&>(self->core_.caller),
+                                                        self->core_.seeds, self->core_.opt.gymie);
+        }
         out = self->gymie_->handle(text);
       } catch (const client::ClientError&) {
         out = GymieOutcome{true, static_cast<uint16_t>(websocket::close_code::try_again_later), "the farm is not answering"};
@@ -340,7 +325,6 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
   Slot slot_;
   beast::flat_buffer buffer_;
   std::string reply_;
-  std::unique_ptr<client::Client> own_farm_;  // only where GymieSession takes the concrete client
   std::unique_ptr<GymieSession> gymie_;       // made and used on the pool, one job at a time
   bool ended_ = false;
 };
@@ -462,12 +446,12 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     HttpRequest hr{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
                    std::string(req[http::field::content_type])};
     // The peer has closed (EOF or an error on a non-blocking peek): long operations may give up.
-    set_client_gone(hr, [fd = stream_.socket().native_handle(), closed = closed_flag_] {
+    hr.client_gone = [fd = stream_.socket().native_handle(), closed = closed_flag_] {
       if (closed->load()) return true;
       char c;
       const ssize_t r = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
       return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-    });
+    };
     const bool head = req.method() == http::verb::head;
     const bool keep_alive = req.keep_alive();
     const unsigned version = req.version();

@@ -323,9 +323,10 @@ class Farm:
             self._closed = True
             if hasattr(self, "_stop_keepalive"):
                 self._stop_keepalive.set()
-            if self._chan is not self._sock:
-                self._chan.close()
-            self._sock.close(0)
+            with self._lock:  # not under a send or a poll of another thread (the lease's pings)
+                if self._chan is not self._sock:
+                    self._chan.close()
+                self._sock.close(0)
 
     def __enter__(self) -> "Farm":
         return self
@@ -345,8 +346,9 @@ def _keepalive(ref: "weakref.ref[Farm]", interval: float, stop: threading.Event)
         try:
             if not farm.is_local and time.monotonic() - farm._last_sent >= interval:
                 farm.call("ping", timeout=max(1.0, 2 * interval))
-        except errors.GymfarmError:
-            pass
+        except (errors.GymfarmError, zmq.ZMQError, OSError):
+            if farm._closed:  # closed under the ping: nothing left to renew
+                return
         del farm
 
 

@@ -56,8 +56,6 @@ def test_count_at_the_cap_is_served(farm):
     requests.delete(episodes_url(farm, iid).removesuffix("episodes/"), timeout=30)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the gateway to set HttpRequest::client_gone (gateway rewrite); "
-                                       "remove this marker when that lands")
 def test_a_client_that_leaves_stops_the_work(farm):
     # MountainCar under random actions almost never terminates and the dialect ignores truncation,
     # so 100 episodes would run to the 100,000-step budget: far longer than this test waits.
