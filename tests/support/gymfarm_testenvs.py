@@ -7,7 +7,6 @@ failures the farm must survive (raise, segfault, hang). A farm serves them with
 import ctypes
 import os
 import re
-
 import time
 
 import gymnasium as gym
@@ -174,4 +173,5 @@ _ENVS = {
 for _name, _cls in _ENVS.items():
     _id = f"gymfarm_test/{_name}"
     if _id not in gym.registry:
-        gym.register(id=_id, entry_point=_cls, max_episode_steps=None if _cls is Faulty else 500 if _cls is Heavy else 50)
+        steps = None if _cls is Faulty else 500 if _cls is Heavy else 50
+        gym.register(id=_id, entry_point=_cls, max_episode_steps=steps)
