@@ -52,7 +52,7 @@ class Value {
   bool is_tensor() const { return std::holds_alternative<Tensor>(v_); }
 
   bool as_bool() const { return std::get<bool>(v_); }
-  int64_t as_int() const;  // int64 or a uint64 that fits; throws std::bad_variant_access otherwise
+  int64_t as_int() const;    // int64 or a uint64 that fits; throws std::bad_variant_access otherwise
   double as_double() const;  // any number
   const std::string& as_string() const { return std::get<std::string>(v_); }
   const Binary& as_binary() const { return std::get<Binary>(v_); }
