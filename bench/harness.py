@@ -10,11 +10,11 @@ comparisons use the C++ load generator (bench/loadgen.cpp); Python-client number
 separately as what a Python user sees. Writes bench/results/<date>.{json,csv,md} and PNG plots.
 """
 import argparse
-import shlex
 import csv
 import datetime
 import json
 import os
+import shlex
 import socket
 import statistics
 import subprocess
@@ -28,10 +28,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT / "python")]
-from farm_fixture import FarmProcess, children_of  # noqa: E402
-
-import gymfarm  # noqa: E402
 import gymfarm_testenvs  # noqa: E402,F401  (registers gymfarm_test/Heavy-v0 for the baselines)
+from farm_fixture import FarmProcess, children_of  # noqa: E402
 
 BIN = Path(os.environ.get("GYMFARM_BIN_DIR", ROOT / "build" / "bin"))
 LOADGEN = BIN / "gymfarm-loadgen"
@@ -176,7 +174,8 @@ def p1(cfg, rows):
                          "inprocess_p50_us": inproc["p50_us"], "zmq_echo_p50_us": floor["p50_us"],
                          "ratio": a["p50_us"] / cpp["p50_us"], "ratio_python_client": a["p50_us"] / py["p50_us"]})
             log(f"P1 pair {k}: gymfarm C++ p50 {cpp['p50_us']:.0f} us (Python {py['p50_us']:.0f}), "
-                f"AsyncVectorEnv(1) {a['p50_us']:.0f}, in-process {inproc['p50_us']:.0f}, ZeroMQ echo {floor['p50_us']:.0f}")
+                f"AsyncVectorEnv(1) {a['p50_us']:.0f}, in-process {inproc['p50_us']:.0f}, "
+                f"ZeroMQ echo {floor['p50_us']:.0f}")
         conn.close()
     finally:
         echo.stop()
@@ -266,7 +265,7 @@ def p6(cfg, rows):
             base = vec_rate(lambda: conn.make_vec("gymfarm_test/Heavy-v0", num_envs=1), cfg.iters // 2, 1)
             row = {"scenario": "P6", "pair": k, "n1_steps_per_s": base}
             for n in cfg.heavy_ns:
-                row[f"n{n}_steps_per_s"] = vec_rate(lambda: conn.make_vec("gymfarm_test/Heavy-v0", num_envs=n),
+                row[f"n{n}_steps_per_s"] = vec_rate(lambda n=n: conn.make_vec("gymfarm_test/Heavy-v0", num_envs=n),
                                                     cfg.iters // 2, n)
             row["ratio"] = max(row[f"n{n}_steps_per_s"] for n in cfg.heavy_ns) / base
             rows.append(row)
@@ -346,7 +345,7 @@ def p9(cfg, rows):
             row = {"scenario": "P9", "pair": k}
             for n in (1, 4, 16, 64):
                 lat = []
-                row[f"n{n}_steps_per_s"] = vec_rate(lambda: conn.make_vec("CartPole-v1", num_envs=n),
+                row[f"n{n}_steps_per_s"] = vec_rate(lambda n=n: conn.make_vec("CartPole-v1", num_envs=n),
                                                     cfg.iters // 2, n, lat)
                 if n == 16:
                     row["n16_batch_p99_ms"] = 1e3 * sorted(lat)[min(len(lat) - 1, int(0.99 * len(lat)))]
@@ -362,11 +361,14 @@ def p9(cfg, rows):
 
 # what each target asks (performance.md) and how the harness judges it from the medians
 TARGETS = {
-    "P1": ("one env, native C++ client, sequential steps", "≥ 2.5x AsyncVectorEnv(1) per step; p50 ≤ 90 us, p99 ≤ 300 us",
-           lambda s, m: s["ratio"]["median"] >= 2.5 and m["gymfarm_cpp_p50_us"] <= 90 and m["gymfarm_cpp_p99_us"] <= 300),
+    "P1": ("one env, native C++ client, sequential steps",
+           "≥ 2.5x AsyncVectorEnv(1) per step; p50 ≤ 90 us, p99 ≤ 300 us",
+           lambda s, m: (s["ratio"]["median"] >= 2.5 and m["gymfarm_cpp_p50_us"] <= 90
+                         and m["gymfarm_cpp_p99_us"] <= 300)),
     "P2": ("16 envs, one batched step per iteration", "≥ 30k env-steps/s; ≥ 4x AsyncVectorEnv(16)",
            lambda s, m: s["ratio"]["median"] >= 4 and m["gymfarm_steps_per_s"] >= 30000),
-    "P3": ("--envs-per-worker 8, 2 workers, 16 envs", "≥ 1.5x SyncVectorEnv(16)", lambda s, m: s["ratio"]["median"] >= 1.5),
+    "P3": ("--envs-per-worker 8, 2 workers, 16 envs", "≥ 1.5x SyncVectorEnv(16)",
+           lambda s, m: s["ratio"]["median"] >= 1.5),
     "P4": ("Gymie WebSocket vs eventlet Gymie-style server, C++ client", "≥ 5x steps/s",
            lambda s, m: s["ratio"]["median"] >= 5),
     "P5": ("REST keep-alive vs Flask gym-http-api-style server, C++ client", "≥ 10x steps/s; p50 ≤ 150 us",
@@ -486,7 +488,8 @@ def main():
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H%M%S")
-    meta = {"machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GB",
+    memory_gb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    meta = {"machine": f"{os.cpu_count()} cores, {memory_gb:.0f} GB",
             "python": sys.version.split()[0], "gymnasium": gym.__version__, "load_before": load_before,
             "load_after": load_after, "pairs": cfg.pairs, "quick": args.quick, "seconds": time.monotonic() - t0,
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -509,7 +512,8 @@ def main():
                   f"{'yes' if s['met'] else '**no**'} |")
     md += ["", "Medians of the measured values:", ""]
     for sc, s in summary.items():
-        md.append(f"- {sc}: " + ", ".join(f"{k} {v:,.1f}" for k, v in s["medians"].items() if k not in ("pair", "ratio")))
+        medians = (f"{k} {v:,.1f}" for k, v in s["medians"].items() if k not in ("pair", "ratio"))
+        md.append(f"- {sc}: " + ", ".join(medians))
     (out / f"{stamp}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     log(f"results in {out}/{stamp}.{{json,csv,md}} and {len(images)} plots; {meta['seconds']:.0f} s")

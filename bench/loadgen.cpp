@@ -39,7 +39,7 @@ namespace {
   std::fprintf(stderr,
                "usage: gymfarm-loadgen native ENDPOINT N | http HOST PORT N | gymie HOST PORT PATH N |\n"
                "       zmq-echo ENDPOINT N | zmq-echo-server ENDPOINT | ws-echo HOST PORT N | ws-echo-server PORT\n");
-  std::exit(2);
+  std::exit(2);  // NOLINT(concurrency-mt-unsafe): only from main, before any thread starts
 }
 
 // Times `n` calls of `op` and prints the JSON line.
@@ -55,9 +55,11 @@ void measure(const std::string& mode, long n, const std::function<void(long)>& o
   }
   const double secs = std::chrono::duration<double>(Clock::now() - start).count();
   std::sort(us.begin(), us.end());
-  auto pct = [&](double p) { return us[std::min(us.size() - 1, static_cast<std::size_t>(p * us.size()))]; };
+  auto pct = [&](double p) {
+    return us[std::min(us.size() - 1, static_cast<std::size_t>(p * static_cast<double>(us.size())))];
+  };
   std::printf("{\"mode\": \"%s\", \"n\": %ld, \"p50_us\": %.1f, \"p99_us\": %.1f, \"per_s\": %.1f}\n", mode.c_str(), n,
-              pct(0.5), pct(0.99), n / secs);
+              pct(0.5), pct(0.99), static_cast<double>(n) / secs);
   std::fflush(stdout);
 }
 
@@ -99,7 +101,8 @@ void rest(const std::string& host, const std::string& port, long n) {
     http::response<http::string_body> res;
     http::read(stream, buf, res);
     open = res.keep_alive();
-    if (res.result_int() != 200) throw std::runtime_error(target + " answered " + std::to_string(res.result_int()) + ": " + res.body());
+    if (res.result_int() != 200)
+      throw std::runtime_error(target + " answered " + std::to_string(res.result_int()) + ": " + res.body());
     return Json::parse(res.body());
   };
   const std::string id = post("/v1/envs/", R"({"env_id": "CartPole-v1"})")["instance_id"];
@@ -110,7 +113,8 @@ void rest(const std::string& host, const std::string& port, long n) {
     if (r["done"].get<bool>()) post("/v1/envs/" + id + "/reset/", "{}");
   });
   try {
-    post("/v1/envs/" + id + "/close/", "");  // REST instances outlive the connection; the reference may not have the route
+    // REST instances outlive the connection; the reference may not have the route
+    post("/v1/envs/" + id + "/close/", "");
   } catch (const std::exception&) {
   }
 }

@@ -25,7 +25,7 @@ def slope_per_minute(ts, ys):
         return 0.0
     mt, my = sum(ts) / n, sum(ys) / n
     var = sum((t - mt) ** 2 for t in ts)
-    return 0.0 if var == 0 else 60.0 * sum((t - mt) * (y - my) for t, y in zip(ts, ys)) / var
+    return 0.0 if var == 0 else 60.0 * sum((t - mt) * (y - my) for t, y in zip(ts, ys, strict=True)) / var
 
 
 def p99_windows(ops, t0, window):

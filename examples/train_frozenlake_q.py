@@ -20,7 +20,7 @@ def train(venv, episodes, alpha=0.1, gamma=0.99, seed=0, log=print):
     n_actions = venv.single_action_space.n
     q = np.zeros((n_states, n_actions))
     obs, _ = venv.reset(seed=seed)
-    done_episodes, wins, recent = 0, 0, []
+    done_episodes, recent = 0, []
     prev_done = np.zeros(venv.num_envs, dtype=bool)
     while done_episodes < episodes:
         eps = max(0.05, 1.0 - done_episodes / (0.6 * episodes))

@@ -71,7 +71,8 @@ class ScriptedFarm final : public client::Caller {
     using protocol::Map;
     using protocol::Value;
     if (fail_ > 0) {
-      const auto code = static_cast<protocol::ErrorCode>((fail_ - 1) % (static_cast<int>(protocol::ErrorCode::Internal) + 1));
+      const auto code = static_cast<protocol::ErrorCode>((fail_ - 1) %
+                                                         (static_cast<int>(protocol::ErrorCode::Internal) + 1));
       throw client::ClientError(protocol::Error{code, "scripted failure", Value(Map{})});
     }
     const Value obs(protocol::Tensor::from<float>(protocol::DType::Float32, {0.5f, -1.0f, 0.0f, 2.5f}, {4}));
@@ -80,7 +81,8 @@ class ScriptedFarm final : public client::Caller {
     }
     if (verb == "reset") return Value(Map{{"obs", obs}, {"info", Value(Map{})}});
     if (verb == "step") {
-      return Value(Map{{"obs", obs}, {"reward", 1.0}, {"terminated", true}, {"truncated", false}, {"info", Value(Map{})}});
+      return Value(
+          Map{{"obs", obs}, {"reward", 1.0}, {"terminated", true}, {"truncated", false}, {"info", Value(Map{})}});
     }
     if (verb == "spaces") {
       protocol::Space box;

@@ -24,7 +24,8 @@ void pack(Packer& pk, StringBuffer& buf, const Value& v) {
         if constexpr (std::is_same_v<T, std::monostate>) {
           pk.pack_nil();
         } else if constexpr (std::is_same_v<T, bool>) {
-          if (x) pk.pack_true(); else pk.pack_false();
+          if (x) pk.pack_true();
+          else pk.pack_false();
         } else if constexpr (std::is_same_v<T, int64_t>) {
           pk.pack_int64(x);
         } else if constexpr (std::is_same_v<T, uint64_t>) {

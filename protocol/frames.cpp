@@ -3,8 +3,8 @@
 namespace gymfarm::protocol {
 
 bool is_instance_verb(std::string_view v) {
-  return v == verb::kReset || v == verb::kStep || v == verb::kClose || v == verb::kSpaces ||
-         v == verb::kSample || v == verb::kRender || v == verb::kCall || v == verb::kGetAttr || v == verb::kSetAttr;
+  return v == verb::kReset || v == verb::kStep || v == verb::kClose || v == verb::kSpaces || v == verb::kSample ||
+         v == verb::kRender || v == verb::kCall || v == verb::kGetAttr || v == verb::kSetAttr;
 }
 
 std::string encode_rid(uint64_t rid) {

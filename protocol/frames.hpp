@@ -32,7 +32,7 @@ constexpr std::string_view kReply = "rep";
 constexpr std::string_view kReady = "ready";
 constexpr std::string_view kHeartbeat = "hb";
 constexpr std::string_view kBye = "bye";
-constexpr std::string_view kLink = "link";  // a worker's first message on its link: its identity
+constexpr std::string_view kLink = "link";           // a worker's first message on its link: its identity
 constexpr std::string_view kStepMany = "step_many";  // the steps of one step_batch for one worker's envs
 }  // namespace verb
 

@@ -136,9 +136,7 @@ Value Space::to_value() const {
       v.set("min_length", min_length);
       v.set("charset", charset);
       break;
-    case Kind::Unsupported:
-      v.set("repr", repr);
-      break;
+    case Kind::Unsupported: v.set("repr", repr); break;
   }
   return v;
 }
@@ -304,8 +302,7 @@ bool Space::contains(const Value& v) const {
       }
       return true;
     }
-    case Kind::Unsupported:
-      return false;
+    case Kind::Unsupported: return false;
   }
   return false;
 }

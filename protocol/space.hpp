@@ -17,8 +17,8 @@ struct Space {
   // Box and MultiDiscrete
   DType dtype = DType::Float32;
   std::vector<uint64_t> shape;
-  Tensor low, high;      // Box
-  Tensor nvec, mstart;   // MultiDiscrete
+  Tensor low, high;     // Box
+  Tensor nvec, mstart;  // MultiDiscrete
   // Discrete
   int64_t n = 0;
   int64_t start = 0;

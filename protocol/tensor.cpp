@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cmath>
+#include <limits>
 
 namespace gymfarm::protocol {
 namespace {
@@ -32,7 +33,8 @@ double half_to_double(uint16_t h) {
   const int exp = (h >> 10) & 0x1f;
   const int frac = h & 0x3ff;
   if (exp == 0) return sign * std::ldexp(frac, -24);
-  if (exp == 31) return frac ? NAN : sign * INFINITY;
+  if (exp == 31)
+    return frac ? std::numeric_limits<double>::quiet_NaN() : sign * std::numeric_limits<double>::infinity();
   return sign * std::ldexp(frac + 1024, exp - 25);
 }
 }  // namespace

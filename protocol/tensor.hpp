@@ -10,12 +10,25 @@
 
 namespace gymfarm::protocol {
 
-enum class DType : uint8_t { Bool, Int8, Int16, Int32, Int64, UInt8, UInt16, UInt32, UInt64, Float16, Float32, Float64 };
+enum class DType : uint8_t {
+  Bool,
+  Int8,
+  Int16,
+  Int32,
+  Int64,
+  UInt8,
+  UInt16,
+  UInt32,
+  UInt64,
+  Float16,
+  Float32,
+  Float64
+};
 
 std::size_t dtype_size(DType d);
-std::string dtype_str(DType d);                         // NumPy dtype.str, little-endian: "<f4", "|u1"
+std::string dtype_str(DType d);                           // NumPy dtype.str, little-endian: "<f4", "|u1"
 std::optional<DType> dtype_from_str(std::string_view s);  // accepts "<f4", "=f4", "|b1"
-std::string dtype_name(DType d);                        // "float32"
+std::string dtype_name(DType d);                          // "float32"
 std::optional<DType> dtype_from_name(std::string_view s);
 
 struct Tensor {

@@ -3,6 +3,11 @@ import pytest
 from farm_fixture import FarmProcess, pid_alive, wait_until
 
 
+def workers_gone(pids, timeout=10.0):
+    """Whether every one of these worker processes has exited within the timeout."""
+    return wait_until(lambda: not any(pid_alive(p) for p in pids), timeout)
+
+
 @pytest.fixture
 def start_farm(tmp_path):
     """Factory: start_farm(workers=2, args=[...]) -> FarmProcess; every farm is stopped and checked
@@ -18,7 +23,7 @@ def start_farm(tmp_path):
     for f in farms:
         workers = f.worker_pids()
         f.stop()
-        assert wait_until(lambda: not any(pid_alive(p) for p in workers), 10), "worker processes left behind"
+        assert workers_gone(workers), "worker processes left behind"
 
 
 @pytest.fixture(scope="module")
@@ -28,4 +33,4 @@ def shared_farm(tmp_path_factory):
     yield f
     workers = f.worker_pids()
     assert f.stop() == 0, f.log()
-    assert wait_until(lambda: not any(pid_alive(p) for p in workers), 10), "worker processes left behind"
+    assert workers_gone(workers), "worker processes left behind"

@@ -12,9 +12,8 @@ import warnings
 warnings.simplefilter("ignore")
 
 import eventlet  # noqa: E402
-from eventlet import websocket, wsgi  # noqa: E402
-
 import gymnasium as gym  # noqa: E402
+from eventlet import websocket, wsgi  # noqa: E402
 
 from common import plain  # noqa: E402  (bench/reference/common.py)
 

@@ -7,15 +7,28 @@
 """
 from .client import DEFAULT_ENDPOINT, PROTOCOL_VERSION, Farm, connect
 from .env import RemoteEnv
+from .errors import (
+    BadAction,
+    BadRequest,
+    CapacityExhausted,
+    EnvError,
+    FarmUnavailable,
+    GymfarmError,
+    Overloaded,
+    ResourceLimit,
+    ShuttingDown,
+    Timeout,
+    Unauthorized,
+    UnknownInstance,
+    WorkerCrashed,
+)
 from .registration import register_local_ids as _register_local_ids
 from .registration import register_remote
 from .vector import RemoteVectorEnv
-from .errors import (BadAction, BadRequest, CapacityExhausted, EnvError, FarmUnavailable, GymfarmError,
-                     Overloaded, ResourceLimit, ShuttingDown, Timeout, Unauthorized, UnknownInstance,
-                     WorkerCrashed)
 
 __all__ = [
-    "connect", "Farm", "RemoteEnv", "RemoteVectorEnv", "register_remote", "make_vec", "DEFAULT_ENDPOINT", "PROTOCOL_VERSION",
+    "connect", "Farm", "RemoteEnv", "RemoteVectorEnv", "register_remote", "make_vec", "DEFAULT_ENDPOINT",
+    "PROTOCOL_VERSION",
     "GymfarmError", "BadRequest", "UnknownInstance", "BadAction", "EnvError", "WorkerCrashed", "Timeout",
     "CapacityExhausted", "Overloaded", "ResourceLimit", "ShuttingDown", "Unauthorized", "FarmUnavailable",
 ]

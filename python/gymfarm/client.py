@@ -2,18 +2,24 @@
 socket when the farm runs on this host."""
 from __future__ import annotations
 
+import builtins
 import itertools
 import os
 import struct
 import threading
 import weakref
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from . import codec, errors
 from .local import LinkClosed, LocalLink
+
+if TYPE_CHECKING:  # imported where used: env and vector import this module
+    from .env import RemoteEnv
+    from .vector import RemoteVectorEnv
 
 PROTOCOL_VERSION = 1
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
@@ -55,7 +61,7 @@ class Farm:
         self._lock = threading.Lock()
         self._rids = itertools.count(1)
         self._outstanding: set = set()
-        self._arrived: Dict[int, List[bytes]] = {}
+        self._arrived: dict[int, list[bytes]] = {}
         self._given_up: set = set()
         self.duplicate_replies = 0  # replies to a request that already had one (the chaos checker reads it)
         self._closed = False
@@ -88,7 +94,7 @@ class Farm:
         """True when requests travel on the farm's local unix socket rather than ZeroMQ."""
         return self._chan is not self._sock
 
-    def _go_local(self, hello: Dict[str, Any], spin: float, timeout: float) -> None:
+    def _go_local(self, hello: dict[str, Any], spin: float, timeout: float) -> None:
         path = self.server.get("local")
         here = self.endpoint.startswith(("ipc://", "tcp://127.", "tcp://localhost:", "tcp://[::1]:"))
         if not isinstance(path, str) or not path or not here:
@@ -117,7 +123,7 @@ class Farm:
     # Requests may be pipelined: each carries its own rid, replies are matched by rid. Replies that
     # arrive while another request is being waited for are kept in ``_arrived`` until claimed.
 
-    def _send(self, frames: List[bytes]) -> int:
+    def _send(self, frames: builtins.list[bytes]) -> int:
         if self._closed:
             raise errors.FarmUnavailable("this connection is closed")
         rid = next(self._rids)
@@ -131,8 +137,8 @@ class Farm:
             self._outstanding.add(rid)
         return rid
 
-    def _wait(self, rids: Sequence[int], timeout: Optional[float], at_least: Optional[int] = None
-              ) -> Dict[int, List[bytes]]:
+    def _wait(self, rids: Sequence[int], timeout: float | None, at_least: int | None = None
+              ) -> dict[int, builtins.list[bytes]]:
         """Waits until ``at_least`` (default: all) of ``rids`` have replies; returns those that have."""
         limit = self.timeout if timeout is None else timeout
         need = len(rids) if at_least is None else at_least
@@ -149,7 +155,7 @@ class Farm:
                     return done
 
     def _wait_turn(self, rids: Sequence[int], need: int, deadline: float, limit: float
-                   ) -> Optional[Dict[int, List[bytes]]]:
+                   ) -> dict[int, builtins.list[bytes]] | None:
         """One turn of _wait, under the lock: the replies if enough have come, else None after
         waiting at most 5 ms (other threads may take the lock in between)."""
         chan = self._chan
@@ -175,7 +181,7 @@ class Farm:
             self._store(chan.recv_multipart())
         return None
 
-    def _store(self, reply: List[bytes]) -> None:
+    def _store(self, reply: builtins.list[bytes]) -> None:
         if len(reply) >= 2 and len(reply[0]) == 8:
             rid = struct.unpack("<Q", reply[0])[0]
             if rid in self._outstanding and rid not in self._arrived:
@@ -186,18 +192,18 @@ class Farm:
                 self.duplicate_replies += 1  # a second reply to one request: the farm broke its contract
 
     @staticmethod
-    def _result(reply: List[bytes]) -> Dict[str, Any]:
+    def _result(reply: builtins.list[bytes]) -> dict[str, Any]:
         result = codec.unpack(reply[2]) if len(reply) > 2 else {}
         if reply[1] != b"ok":
             raise errors.from_wire(result)
         return result
 
     @staticmethod
-    def _frames(verb: str, instance: str, body: Optional[Dict[str, Any]]) -> List[bytes]:
+    def _frames(verb: str, instance: str, body: dict[str, Any] | None) -> builtins.list[bytes]:
         return [verb.encode(), instance.encode(), b"", codec.pack(body or {})]
 
-    def call(self, verb: str, instance: str = "", body: Optional[Dict[str, Any]] = None,
-             timeout: Optional[float] = None) -> Dict[str, Any]:
+    def call(self, verb: str, instance: str = "", body: dict[str, Any] | None = None,
+             timeout: float | None = None) -> dict[str, Any]:
         """Sends one request and returns its result map, or raises the typed error."""
         rid = self._send(self._frames(verb, instance, body))
         reply = self._wait([rid], timeout)[rid]
@@ -219,13 +225,13 @@ class Farm:
         return (isinstance(err, dict) and err.get("code") == "unauthorized"
                 and isinstance(err.get("details"), dict) and err["details"].get("reason") == "no_session")
 
-    def call_many(self, requests: Sequence[Tuple[str, str, Optional[Dict[str, Any]]]],
-                  timeout: Optional[float] = None) -> List[Union[Dict[str, Any], errors.GymfarmError]]:
+    def call_many(self, requests: Sequence[tuple[str, str, dict[str, Any] | None]],
+                  timeout: float | None = None) -> builtins.list[dict[str, Any] | errors.GymfarmError]:
         """Pipelines ``[(verb, instance, body), ...]``: all are sent before any reply is awaited,
         so N requests to N workers cost one round trip. Returns results or exceptions, in order."""
         rids = [self._send(self._frames(v, i, b)) for v, i, b in requests]
         replies = self._wait(rids, timeout)
-        out: List[Union[Dict[str, Any], errors.GymfarmError]] = []
+        out: list[dict[str, Any] | errors.GymfarmError] = []
         for rid in rids:
             try:
                 out.append(self._result(replies[rid]))
@@ -233,7 +239,7 @@ class Farm:
                 out.append(e)
         return out
 
-    def send_step_batch(self, steps: Sequence[Tuple[str, Any]], **fields: Any) -> int:
+    def send_step_batch(self, steps: Sequence[tuple[str, Any]], **fields: Any) -> int:
         """Sends a batched step without waiting; returns the ticket for :meth:`wait_step_batch`."""
         frames = [b"step_batch", b"", b""]
         for instance, action in steps:
@@ -241,19 +247,19 @@ class Farm:
             frames.append(codec.pack(dict(fields, action=action)))
         return self._send(frames)
 
-    def wait_step_batch(self, ticket: int, timeout: Optional[float] = None
-                        ) -> List[Union[Dict[str, Any], errors.GymfarmError]]:
+    def wait_step_batch(self, ticket: int, timeout: float | None = None
+                        ) -> builtins.list[dict[str, Any] | errors.GymfarmError]:
         reply = self._wait([ticket], timeout)[ticket]
         if reply[1] != b"ok":
             raise errors.from_wire(codec.unpack(reply[2]))
-        out: List[Union[Dict[str, Any], errors.GymfarmError]] = []
+        out: list[dict[str, Any] | errors.GymfarmError] = []
         for i in range((len(reply) - 2) // 2):
             status, body = reply[2 + 2 * i], codec.unpack(reply[3 + 2 * i])
             out.append(body if status == b"ok" else errors.from_wire(body))
         return out
 
-    def step_batch(self, steps: Sequence[Tuple[str, Any]], timeout: Optional[float] = None, **fields: Any
-                   ) -> List[Union[Dict[str, Any], errors.GymfarmError]]:
+    def step_batch(self, steps: Sequence[tuple[str, Any]], timeout: float | None = None, **fields: Any
+                   ) -> builtins.list[dict[str, Any] | errors.GymfarmError]:
         """Steps many instances in one message: ``[(instance_id, action), ...]``.
 
         Returns one entry per env, in order: the step result map, or the exception of that env
@@ -266,13 +272,13 @@ class Farm:
 
     # -- verbs ---------------------------------------------------------------------------------
 
-    def make(self, env_id: str, **kwargs: Any) -> "RemoteEnv":
+    def make(self, env_id: str, **kwargs: Any) -> RemoteEnv:
         """Makes an env on a free worker; returns a :class:`gymnasium.Env`."""
         from .env import RemoteEnv
 
         return RemoteEnv(self, env_id, **kwargs)
 
-    def make_vec(self, env_id: str, num_envs: int = 1, **kwargs: Any) -> "RemoteVectorEnv":
+    def make_vec(self, env_id: str, num_envs: int = 1, **kwargs: Any) -> RemoteVectorEnv:
         """Makes ``num_envs`` envs on free workers as one :class:`gymnasium.vector.VectorEnv`.
 
         ``autoreset_mode`` (a :class:`gymnasium.vector.AutoresetMode`, default NEXT_STEP) is taken
@@ -285,8 +291,8 @@ class Farm:
         return RemoteVectorEnv(self.endpoint, env_id, num_envs=num_envs, timeout=self.timeout, token=self.token,
                                **kwargs)
 
-    def make_many(self, env_id: str, num_envs: int, kwargs: Optional[Dict[str, Any]] = None
-                  ) -> List[Dict[str, Any]]:
+    def make_many(self, env_id: str, num_envs: int, kwargs: dict[str, Any] | None = None
+                  ) -> builtins.list[dict[str, Any]]:
         """Makes ``num_envs`` instances in one round trip; returns their make results. If any make
         fails, the ones made are closed and the first error is raised."""
         made = self.call_many([("make", "", {"env_id": env_id, "kwargs": dict(kwargs or {})})] * num_envs)
@@ -307,14 +313,14 @@ class Farm:
     def ping(self) -> bool:
         return bool(self.call("ping").get("pong"))
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         return self.call("stats")
 
-    def list(self) -> Dict[str, str]:
+    def list(self) -> dict[str, str]:
         """Live instances: ``{instance_id: env_id}``."""
         return self.call("list")["instances"]
 
-    def envs(self) -> List[str]:
+    def envs(self) -> builtins.list[str]:
         """Env ids registered in the workers' Gymnasium."""
         return list(self.call("envs")["env_ids"])
 
@@ -328,7 +334,7 @@ class Farm:
                     self._chan.close()
                 self._sock.close(0)
 
-    def __enter__(self) -> "Farm":
+    def __enter__(self) -> Farm:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -1,7 +1,7 @@
 """RemoteEnv: a real gymnasium.Env whose env lives in a gymfarm worker process."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
@@ -25,17 +25,17 @@ class RemoteEnv(gym.Env):
         self.action_space = codec.space_from_wire(reply["action_space"])
         self.render_mode = reply.get("render_mode")
         self.metadata = dict(reply.get("metadata") or {})
-        self.remote_spec: Dict[str, Any] = dict(reply.get("spec") or {})
+        self.remote_spec: dict[str, Any] = dict(reply.get("spec") or {})
         self.owns_farm = False  # close the connection with the env (set by gymnasium.make entry points)
         self._closed = False
 
-    def _call(self, verb: str, body: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    def _call(self, verb: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.farm.call(verb, self.instance_id, body)
 
-    def reset(self, *, seed: Optional[int] = None, options: Optional[Dict[str, Any]] = None
-              ) -> Tuple[ObsType, Dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[ObsType, dict[str, Any]]:
         super().reset(seed=seed)
-        body: Dict[str, Any] = {}
+        body: dict[str, Any] = {}
         if seed is not None:
             body["seed"] = int(seed)
         if options is not None:
@@ -43,7 +43,7 @@ class RemoteEnv(gym.Env):
         r = self._call("reset", body)
         return codec.value_to_space(self.observation_space, r["obs"]), r["info"]
 
-    def step(self, action: ActType) -> Tuple[ObsType, float, bool, bool, Dict[str, Any]]:
+    def step(self, action: ActType) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
         r = self._call("step", {"action": codec.wire_action(self.action_space, action)})
         return (codec.value_to_space(self.observation_space, r["obs"]), r["reward"], r["terminated"],
                 r["truncated"], r["info"])

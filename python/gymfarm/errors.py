@@ -1,7 +1,7 @@
 """Typed exceptions for every error code of the gymfarm protocol (docs/protocol.md "Errors")."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 
 class GymfarmError(Exception):
@@ -9,10 +9,10 @@ class GymfarmError(Exception):
 
     code = "internal"
 
-    def __init__(self, message: str, details: Optional[Dict[str, Any]] = None):
+    def __init__(self, message: str, details: dict[str, Any] | None = None):
         super().__init__(message)
         self.message = message
-        self.details: Dict[str, Any] = dict(details or {})
+        self.details: dict[str, Any] = dict(details or {})
 
 
 class BadRequest(GymfarmError, ValueError):

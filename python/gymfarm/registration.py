@@ -7,7 +7,7 @@ Every env id registered in this process when ``gymfarm`` is imported (without a 
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import gymnasium as gym
 
@@ -36,7 +36,7 @@ def make_vec_env(remote_id: str, num_envs: int = 1, endpoint: str = DEFAULT_ENDP
     return RemoteVectorEnv(endpoint, remote_id, num_envs=num_envs, timeout=timeout, **kwargs)
 
 
-def register_remote(remote_id: str, local_id: Optional[str] = None) -> str:
+def register_remote(remote_id: str, local_id: str | None = None) -> str:
     """Registers ``local_id`` (default ``gymfarm/<name>``) for the farm's ``remote_id``; returns it."""
     if local_id is None:
         local_id = f"{NAMESPACE}/{remote_id.split('/')[-1]}"

@@ -13,7 +13,8 @@ inside the worker, so a step is still one message for all envs.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import Any, Union
 
 import numpy as np
 from gymnasium import spaces
@@ -32,7 +33,7 @@ except ImportError:  # pragma: no cover
 Indices = Union[None, int, Iterable[int]]
 
 
-def _stack(space: spaces.Space, items: List[Any]) -> Any:
+def _stack(space: spaces.Space, items: list[Any]) -> Any:
     if isinstance(space, spaces.Dict):
         return OrderedDict((k, np.stack([o[k] for o in items])) for k in space.spaces)
     if isinstance(space, spaces.Tuple):
@@ -57,7 +58,7 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
         action_space = codec.space_from_wire(made[0]["action_space"])
         self._render_mode = made[0].get("render_mode")
         self._metadata = dict(made[0].get("metadata") or {})
-        self._actions: Optional[List[Any]] = None
+        self._actions: list[Any] | None = None
         self._closed = False
         if HAVE_SB3:
             super().__init__(num_envs, observation_space, action_space)
@@ -65,9 +66,9 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
             self.num_envs = num_envs
             self.observation_space = observation_space
             self.action_space = action_space
-            self.reset_infos: List[Dict[str, Any]] = [{} for _ in range(num_envs)]
-            self._seeds: List[Optional[int]] = [None] * num_envs
-            self._options: List[Dict[str, Any]] = [{} for _ in range(num_envs)]
+            self.reset_infos: list[dict[str, Any]] = [{} for _ in range(num_envs)]
+            self._seeds: list[int | None] = [None] * num_envs
+            self._options: list[dict[str, Any]] = [{} for _ in range(num_envs)]
             self.render_mode = self._render_mode
             self.metadata = self._metadata
 
@@ -76,7 +77,7 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
     def reset(self) -> Any:
         requests = []
         for i, iid in enumerate(self.instance_ids):
-            body: Dict[str, Any] = {}
+            body: dict[str, Any] = {}
             if self._seeds[i] is not None:
                 body["seed"] = int(self._seeds[i])
             if self._options[i]:
@@ -110,18 +111,18 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
             infos.append(info)
         return _stack(self.observation_space, obs), np.stack(rewards), np.stack(dones), infos
 
-    def seed(self, seed: Optional[int] = None) -> Sequence[Optional[int]]:
+    def seed(self, seed: int | None = None) -> Sequence[int | None]:
         if seed is None:
             seed = int(np.random.randint(0, np.iinfo(np.uint32).max, dtype=np.uint32))
         self._seeds = [seed + idx for idx in range(self.num_envs)]
         return self._seeds
 
-    def set_options(self, options: Optional[Union[List[Dict], Dict]] = None) -> None:
+    def set_options(self, options: list[dict] | dict | None = None) -> None:
         if options is None:
             options = {}
         self._options = list(options) if isinstance(options, list) else [dict(options)] * self.num_envs
 
-    def get_attr(self, attr_name: str, indices: Indices = None) -> List[Any]:
+    def get_attr(self, attr_name: str, indices: Indices = None) -> list[Any]:
         if attr_name == "render_mode":
             return [self._render_mode for _ in self._indices(indices)]
         return self._each("get_attr", {"name": attr_name}, indices)
@@ -130,15 +131,15 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
         self._each("set_attr", {"name": attr_name, "value": value}, indices)
 
     def env_method(self, method_name: str, *method_args: Any, indices: Indices = None, **method_kwargs: Any
-                   ) -> List[Any]:
+                   ) -> list[Any]:
         return self._each("call", {"name": method_name, "args": list(method_args), "kwargs": method_kwargs},
                           indices)
 
-    def env_is_wrapped(self, wrapper_class: type, indices: Indices = None) -> List[bool]:
+    def env_is_wrapped(self, wrapper_class: type, indices: Indices = None) -> list[bool]:
         """Remote envs are wrapped on the farm; local wrapper classes never wrap them."""
         return [False for _ in self._indices(indices)]
 
-    def get_images(self) -> Sequence[Optional[np.ndarray]]:
+    def get_images(self) -> Sequence[np.ndarray | None]:
         if self._render_mode != "rgb_array":
             return [None for _ in range(self.num_envs)]
         results = self._checked(self.farm.call_many([("render", iid, None) for iid in self.instance_ids]))
@@ -154,19 +155,19 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
     def _obs(self, value: Any) -> Any:
         return codec.value_to_space(self.observation_space, value)
 
-    def _indices(self, indices: Indices) -> List[int]:
+    def _indices(self, indices: Indices) -> list[int]:
         if indices is None:
             return list(range(self.num_envs))
         if isinstance(indices, int):
             return [indices]
         return list(indices)
 
-    def _each(self, verb: str, body: Dict[str, Any], indices: Indices) -> List[Any]:
+    def _each(self, verb: str, body: dict[str, Any], indices: Indices) -> list[Any]:
         idx = self._indices(indices)
         results = self._checked(self.farm.call_many([(verb, self.instance_ids[i], body) for i in idx]), idx)
         return [r.get("value") for r in results]
 
-    def _checked(self, results: List[Any], indices: Optional[List[int]] = None) -> List[Dict[str, Any]]:
+    def _checked(self, results: list[Any], indices: list[int] | None = None) -> list[dict[str, Any]]:
         errors.raise_first(results, indices, self.instance_ids)
         return results
 

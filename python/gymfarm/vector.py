@@ -3,13 +3,14 @@
 One message per step; autoreset happens inside the workers, so every autoreset mode still costs
 one round trip. On a farm whose workers host several envs (``--envs-per-worker``) and for array
 spaces (Box, Discrete, MultiBinary, MultiDiscrete) a step is a ``step_vec``: the actions travel as
-one ndarray and each worker answers stacked results; otherwise ``step_batch``, one body per env. Resets, renders and attribute calls
-are pipelined: N requests, one round trip.
+one ndarray and each worker answers stacked results; otherwise ``step_batch``, one body per env.
+Resets, renders and attribute calls are pipelined: N requests, one round trip.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from copy import deepcopy
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
@@ -33,8 +34,8 @@ class RemoteVectorEnv(VectorEnv):
     """
 
     def __init__(self, endpoint: str, env_id: str, num_envs: int = 1,
-                 autoreset_mode: Union[str, AutoresetMode] = AutoresetMode.NEXT_STEP,
-                 timeout: float = 60.0, copy: bool = True, token: Optional[str] = None, **make_kwargs: Any):
+                 autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+                 timeout: float = 60.0, copy: bool = True, token: str | None = None, **make_kwargs: Any):
         if num_envs < 1:
             raise ValueError("num_envs must be at least 1")
         self.autoreset_mode = AutoresetMode(autoreset_mode)
@@ -48,7 +49,7 @@ class RemoteVectorEnv(VectorEnv):
         except BaseException:
             self.farm.close()
             raise
-        self.instance_ids: List[str] = [r["instance_id"] for r in made]
+        self.instance_ids: list[str] = [r["instance_id"] for r in made]
         self._closed_remote = False
         first = made[0]
         self.single_observation_space = codec.space_from_wire(first["observation_space"])
@@ -66,20 +67,20 @@ class RemoteVectorEnv(VectorEnv):
         self._instance_frames = [iid.encode() for iid in self.instance_ids]
         self._step_vec = False
         self._observations = create_empty_array(self.single_observation_space, n=num_envs, fn=np.zeros)
-        self._env_obs: List[Any] = [None] * num_envs
+        self._env_obs: list[Any] = [None] * num_envs
         self._rewards = np.zeros((num_envs,), dtype=np.float64)
         self._terminations = np.zeros((num_envs,), dtype=np.bool_)
         self._truncations = np.zeros((num_envs,), dtype=np.bool_)
         self._autoreset_envs = np.zeros((num_envs,), dtype=np.bool_)
-        self._step_ticket: Optional[int] = None
-        self._sent: Dict[int, int] = {}  # rid -> env index, for send/recv
+        self._step_ticket: int | None = None
+        self._sent: dict[int, int] = {}  # rid -> env index, for send/recv
 
     # -- the VectorEnv API ----------------------------------------------------------------------
 
-    def reset(self, *, seed: Union[int, Sequence[Optional[int]], None] = None,
-              options: Optional[Dict[str, Any]] = None) -> Tuple[Any, Dict[str, Any]]:
+    def reset(self, *, seed: int | Sequence[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         if seed is None:
-            seeds: List[Optional[int]] = [None] * self.num_envs
+            seeds: list[int | None] = [None] * self.num_envs
         elif isinstance(seed, (int, np.integer)):
             seeds = [int(seed) + i for i in range(self.num_envs)]
         else:
@@ -98,7 +99,7 @@ class RemoteVectorEnv(VectorEnv):
         indices = [i for i in range(self.num_envs) if mask[i]]
         requests = []
         for i in indices:
-            body: Dict[str, Any] = {}
+            body: dict[str, Any] = {}
             if seeds[i] is not None:
                 body["seed"] = int(seeds[i])
             if options is not None:
@@ -107,7 +108,7 @@ class RemoteVectorEnv(VectorEnv):
         self._terminations[mask] = False
         self._truncations[mask] = False
         self._autoreset_envs[mask] = False
-        infos: Dict[str, Any] = {}
+        infos: dict[str, Any] = {}
         results = self.farm.call_many(requests)
         self._raise_first(results, indices)
         for i, r in zip(indices, results):
@@ -115,7 +116,7 @@ class RemoteVectorEnv(VectorEnv):
             infos = self._add_info(infos, r["info"], i)
         return self._batched_obs(), infos
 
-    def step(self, actions: Any) -> Tuple[Any, np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         self.step_async(actions)
         return self.step_wait()
 
@@ -140,15 +141,15 @@ class RemoteVectorEnv(VectorEnv):
         steps = [(iid, codec.wire_action(space, a)) for iid, a in zip(self.instance_ids, per_env)]
         self._step_ticket = self.farm.send_step_batch(steps, **self._autoreset_field())
 
-    def step_wait(self, timeout: Optional[float] = None
-                  ) -> Tuple[Any, np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
+    def step_wait(self, timeout: float | None = None
+                  ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._step_ticket is None:
             raise RuntimeError("step_wait called without step_async")
         ticket, self._step_ticket = self._step_ticket, None
         if self._step_vec:
             return self._step_wait_vec(ticket, timeout)
         results = self.farm.wait_step_batch(ticket, timeout)
-        infos: Dict[str, Any] = {}
+        infos: dict[str, Any] = {}
         for i, r in enumerate(results):
             if isinstance(r, errors.GymfarmError):
                 continue
@@ -158,14 +159,14 @@ class RemoteVectorEnv(VectorEnv):
         return (self._batched_obs(), np.copy(self._rewards), np.copy(self._terminations),
                 np.copy(self._truncations), infos)
 
-    def _step_wait_vec(self, ticket: int, timeout: Optional[float]
-                       ) -> Tuple[Any, np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
+    def _step_wait_vec(self, ticket: int, timeout: float | None
+                       ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """The reply to step_vec: [rid, ok, (rows, status, body)*], one part per worker."""
         reply = self.farm._wait([ticket], timeout)[ticket]
         if reply[1] != b"ok":
             raise errors.from_wire(codec.unpack(reply[2]))
-        failed: Dict[int, errors.GymfarmError] = {}
-        by_row: Dict[int, Tuple[Dict[str, Any], int]] = {}  # row -> (worker body, its index there)
+        failed: dict[int, errors.GymfarmError] = {}
+        by_row: dict[int, tuple[dict[str, Any], int]] = {}  # row -> (worker body, its index there)
         for k in range(2, len(reply) - 2, 3):
             rows, body = codec.unpack(reply[k]), codec.unpack(reply[k + 2])
             if reply[k + 1] != b"ok":  # the worker failed as a whole (crash, timeout): each of its envs
@@ -182,7 +183,7 @@ class RemoteVectorEnv(VectorEnv):
                 self._truncations[at] = [body["truncated"][i] for i in ok]
             body["finals"] = {i: (fo, fi) for i, fo, fi in body["finals"]}
             by_row.update((rows[i], (body, i)) for i in ok)
-        infos: Dict[str, Any] = {}
+        infos: dict[str, Any] = {}
         for j in sorted(by_row):  # in env order, as SyncVectorEnv builds its infos
             body, i = by_row[j]
             self._env_obs[j] = self._observations[j].copy()
@@ -198,24 +199,24 @@ class RemoteVectorEnv(VectorEnv):
         obs = deepcopy(self._observations) if self.copy else self._observations
         return obs, np.copy(self._rewards), np.copy(self._terminations), np.copy(self._truncations), infos
 
-    def render(self) -> Optional[Tuple[Any, ...]]:
+    def render(self) -> tuple[Any, ...] | None:
         results = self.farm.call_many([("render", iid, None) for iid in self.instance_ids])
         self._raise_first(results, range(self.num_envs))
         return tuple(r["frame"] for r in results)
 
-    def call(self, name: str, *args: Any, **kwargs: Any) -> Tuple[Any, ...]:
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
         """Calls ``name`` on every sub-env (or reads it, when it is not callable)."""
         body = {"name": name, "args": list(args), "kwargs": kwargs}
         results = self.farm.call_many([("call", iid, body) for iid in self.instance_ids])
         self._raise_first(results, range(self.num_envs))
         return tuple(r["value"] for r in results)
 
-    def get_attr(self, name: str) -> Tuple[Any, ...]:
+    def get_attr(self, name: str) -> tuple[Any, ...]:
         results = self.farm.call_many([("get_attr", iid, {"name": name}) for iid in self.instance_ids])
         self._raise_first(results, range(self.num_envs))
         return tuple(r["value"] for r in results)
 
-    def set_attr(self, name: str, values: Union[List[Any], Tuple[Any, ...], Any]) -> None:
+    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
         if not isinstance(values, (list, tuple)):
             values = [values] * self.num_envs
         if len(values) != self.num_envs:
@@ -232,7 +233,7 @@ class RemoteVectorEnv(VectorEnv):
 
     # -- EnvPool-style asynchronous stepping ---------------------------------------------------
 
-    def send(self, actions: Any, env_ids: Optional[Sequence[int]] = None) -> None:
+    def send(self, actions: Any, env_ids: Sequence[int] | None = None) -> None:
         """Sends one step per env in ``env_ids`` (default all) without waiting."""
         ids = list(range(self.num_envs)) if env_ids is None else [int(i) for i in env_ids]
         acts = list(actions)
@@ -245,8 +246,8 @@ class RemoteVectorEnv(VectorEnv):
             rid = self.farm._send(self.farm._frames("step", self.instance_ids[i], dict(field, action=a)))
             self._sent[rid] = i
 
-    def recv(self, min_envs: int = 1, timeout: Optional[float] = None
-             ) -> Tuple[Any, np.ndarray, np.ndarray, np.ndarray, Dict[str, Any], np.ndarray]:
+    def recv(self, min_envs: int = 1, timeout: float | None = None
+             ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any], np.ndarray]:
         """Waits for at least ``min_envs`` in-flight steps and returns every one finished so far:
         ``(obs, rewards, terminations, truncations, infos, env_ids)``, batched over those envs."""
         if not self._sent:
@@ -269,11 +270,11 @@ class RemoteVectorEnv(VectorEnv):
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _autoreset_field(self) -> Dict[str, Any]:
+    def _autoreset_field(self) -> dict[str, Any]:
         wire = _AUTORESET_WIRE[self.autoreset_mode]
         return {"autoreset": wire} if wire else {}
 
-    def _absorb(self, i: int, r: Dict[str, Any], infos: Dict[str, Any]) -> Dict[str, Any]:
+    def _absorb(self, i: int, r: dict[str, Any], infos: dict[str, Any]) -> dict[str, Any]:
         space = self.single_observation_space
         self._env_obs[i] = codec.value_to_space(space, r["obs"])
         self._rewards[i] = r["reward"]
@@ -283,7 +284,7 @@ class RemoteVectorEnv(VectorEnv):
             infos = self._add_final(infos, r["final_obs"], r["final_info"], i)
         return self._add_info(infos, r["info"], i)
 
-    def _add_final(self, infos: Dict[str, Any], final_obs: Any, final_info: Any, i: int) -> Dict[str, Any]:
+    def _add_final(self, infos: dict[str, Any], final_obs: Any, final_info: Any, i: int) -> dict[str, Any]:
         """Sub-env i ended an episode and was reset in the same step ("same_step" autoreset)."""
         return self._add_info(infos, {"final_obs": codec.value_to_space(self.single_observation_space, final_obs),
                                       "final_info": final_info}, i)

@@ -16,9 +16,9 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
 
 import requests
 from websockets.exceptions import ConnectionClosed
@@ -62,10 +62,10 @@ class Op:
 @dataclass
 class History:
     t0: float = field(default_factory=time.monotonic)
-    ops: List[Op] = field(default_factory=list)
-    faults: List[Tuple[float, str, int]] = field(default_factory=list)  # (t, kind, pid)
-    samples: List[dict] = field(default_factory=list)  # periodic farm snapshots
-    down: List[Tuple[float, float]] = field(default_factory=list)  # broker down intervals
+    ops: list[Op] = field(default_factory=list)
+    faults: list[tuple[float, str, int]] = field(default_factory=list)  # (t, kind, pid)
+    samples: list[dict] = field(default_factory=list)  # periodic farm snapshots
+    down: list[tuple[float, float]] = field(default_factory=list)  # broker down intervals
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def op(self, o: Op) -> None:
@@ -94,8 +94,8 @@ class Client(threading.Thread):
 
     frontend = ""
 
-    def __init__(self, name: str, farm: "Chaos", history: History, seed: int, fault_rate: float,
-                 faults: Tuple[int, ...]):
+    def __init__(self, name: str, farm: Chaos, history: History, seed: int, fault_rate: float,
+                 faults: tuple[int, ...]):
         super().__init__(name=name, daemon=True)
         self.farm = farm
         self.history = history
@@ -162,7 +162,7 @@ class NativeClient(Client):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self.conn: Optional[gymfarm.Farm] = None
+        self.conn: gymfarm.Farm | None = None
         self.duplicates = 0
 
     def reconnect(self) -> None:
@@ -225,7 +225,7 @@ class GymieClient(Client):
         try:
             if self.ws is None:
                 self.ws = ws_connect(self.farm.gymie_url, open_timeout=5, close_timeout=2, max_size=None)
-            params: Dict[str, object] = {}
+            params: dict[str, object] = {}
             if kind == "make":
                 params = {"env_id": kw["env_id"]}
             else:
@@ -298,11 +298,11 @@ class Chaos:
         self.nemesis_interval = nemesis_interval
         self.fault_rate = fault_rate
         self.history = History()
-        self.fp: Optional[FarmProcess] = None
+        self.fp: FarmProcess | None = None
         self.seen_pids: set = set()
-        self.broker_pids: List[int] = []
-        self.instance_pids: Dict[str, set] = collections.defaultdict(set)
-        self.violations: List[str] = []
+        self.broker_pids: list[int] = []
+        self.instance_pids: dict[str, set] = collections.defaultdict(set)
+        self.violations: list[str] = []
         self.duplicates = 0
         self.huge_obs = huge_obs
         self.start_farm(args=[])
@@ -312,20 +312,21 @@ class Chaos:
 
     # ---- the farm ----------------------------------------------------------------------------
 
-    def start_farm(self, args: List[str]) -> None:
+    def start_farm(self, args: list[str]) -> None:
         self.fp = FarmProcess(self.tmp / f"farm{len(self.broker_pids)}", workers=self.workers,
                               args=FARM_ARGS + args)
         self.broker_pids.append(self.fp.pid)
         self.stats_conn = gymfarm.connect(self.fp.endpoint, timeout=5)
 
-    def sample(self) -> Optional[dict]:
+    def sample(self) -> dict | None:
         """A snapshot: worker pids and instances, broker RSS and open files."""
         try:
             stats = self.stats_conn.stats()
         except gymfarm.GymfarmError:
             return None
         pid = self.fp.pid
-        snap = {"t": time.monotonic() - self.history.t0, "broker_pid": pid, "broker_rss": rss(pid), "broker_fds": fds(pid),
+        snap = {"t": time.monotonic() - self.history.t0, "broker_pid": pid, "broker_rss": rss(pid),
+                "broker_fds": fds(pid),
                 "workers": [(w["worker"], w["pid"], w["state"], w["instance"]) for w in stats["workers"]],
                 "worker_rss": sum(w["rss_bytes"] for w in stats["workers"]),
                 "restarts": sum(w["restarts"] for w in stats["workers"]),
@@ -403,12 +404,13 @@ class Chaos:
 
     # ---- the run -----------------------------------------------------------------------------
 
-    def run(self, seconds: float, broker_restart: bool = True, on_sample: Optional[Callable[[dict], None]] = None
+    def run(self, seconds: float, broker_restart: bool = True, on_sample: Callable[[dict], None] | None = None
             ) -> None:
         self.quiet_sample()
-        faults_native = (RAISE, SEGFAULT, HANG, NAN) + (() if SANITIZED else (LEAK,)) + ((HUGE,) if self.huge_obs else ())
+        faults_native = ((RAISE, SEGFAULT, HANG, NAN) + (() if SANITIZED else (LEAK,))
+                         + ((HUGE,) if self.huge_obs else ()))
         faults_web = (RAISE, SEGFAULT, HANG, NAN)
-        clients: List[Client] = [
+        clients: list[Client] = [
             NativeClient("native-0", self, self.history, self.seed * 10 + 0, self.fault_rate, faults_native),
             NativeClient("native-1", self, self.history, self.seed * 10 + 1, self.fault_rate, faults_native),
             GymieClient("gymie-0", self, self.history, self.seed * 10 + 2, self.fault_rate, faults_web),
@@ -477,7 +479,7 @@ class Chaos:
 
     # ---- the checker -------------------------------------------------------------------------
 
-    def check(self) -> List[str]:
+    def check(self) -> list[str]:
         v = list(self.violations)
 
         def during_down(o: Op) -> bool:
@@ -489,13 +491,14 @@ class Chaos:
             if o.end > o.deadline and not during_down(o):
                 v.append(f"{o.client} {o.kind} took {o.end - o.start:.2f} s, past its deadline")
         # an instance that died never serves again: no silent re-creation
-        dead: Dict[str, float] = {}
+        dead: dict[str, float] = {}
         for o in sorted(self.history.ops, key=lambda o: o.start):
             if not o.instance:
                 continue
             if o.outcome in FATAL:
                 dead.setdefault(o.instance, o.end)
-            elif o.outcome == "ok" and o.kind in ("reset", "step") and o.instance in dead and o.start > dead[o.instance]:
+            elif (o.outcome == "ok" and o.kind in ("reset", "step") and o.instance in dead
+                  and o.start > dead[o.instance]):
                 v.append(f"instance {o.instance} answered {o.kind} after it died")
         for inst, pids in self.instance_pids.items():
             if len(pids) > 1:

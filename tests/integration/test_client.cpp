@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 #include "client/client.hpp"
@@ -58,8 +59,8 @@ class Farm {
     int status = 0;
     waitpid(pid_, &status, 0);
     fclose(out_);
-    std::string cmd = "rm -rf " + dir_;
-    if (std::system(cmd.c_str()) != 0) { /* best effort */ }
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);  // best effort
   }
   const std::string& endpoint() const { return endpoint_; }
 
@@ -145,7 +146,9 @@ TEST_CASE("the C++ client drives real envs and gets typed errors") {
       c.reset(ids.back(), i);
     }
     std::vector<std::pair<std::string, Value>> actions;
-    for (const auto& id : ids) actions.emplace_back(id, Value(protocol::Tensor::from<float>(protocol::DType::Float32, {0.5f}, {1})));
+    actions.reserve(ids.size() + 1);
+    for (const auto& id : ids)
+      actions.emplace_back(id, Value(protocol::Tensor::from<float>(protocol::DType::Float32, {0.5f}, {1})));
     actions.emplace_back(std::string(32, 'a'), Value(0));
     auto out = c.step_batch(actions);
     REQUIRE(out.size() == 4);

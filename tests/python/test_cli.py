@@ -43,8 +43,8 @@ def test_status_and_stop_without_a_farm_fail_cleanly():
 def test_detach_status_stop():
     with tempfile.TemporaryDirectory(prefix="gf-") as d:
         env = dict(os.environ, PYTHONPATH=str(SUPPORT))
-        r = run("start", "--detach", "--workers", "3", "--native-port", "0", "--port", "0", "--gymnasium-http-port", "0", "--runtime-dir", d,
-                "--import", "gymfarm_testenvs", env=env, timeout=120)
+        r = run("start", "--detach", "--workers", "3", "--native-port", "0", "--port", "0",
+                "--gymnasium-http-port", "0", "--runtime-dir", d, "--import", "gymfarm_testenvs", env=env, timeout=120)
         assert r.returncode == 0, r.stderr
         endpoint = next(line.split()[-1] for line in r.stdout.splitlines() if "native:" in line)
         port = endpoint.rsplit(":", 1)[1]

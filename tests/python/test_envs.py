@@ -145,18 +145,18 @@ def test_batched_step_of_sixteen_envs(farm):
     envs = [farm.make("CartPole-v1") for _ in range(16)]
     locals_ = [gym.make("CartPole-v1") for _ in range(16)]
     try:
-        for i, (e, l) in enumerate(zip(envs, locals_)):
-            assert_same(e.reset(seed=100 + i)[0], l.reset(seed=100 + i)[0])
+        for i, (e, local) in enumerate(zip(envs, locals_, strict=True)):
+            assert_same(e.reset(seed=100 + i)[0], local.reset(seed=100 + i)[0])
         for t in range(50):
             acts = [(i + t) % 2 for i in range(16)]
-            out = farm.step_batch([(e.instance_id, a) for e, a in zip(envs, acts)])
+            out = farm.step_batch([(e.instance_id, a) for e, a in zip(envs, acts, strict=True)])
             assert len(out) == 16
-            for r, e, l, a in zip(out, envs, locals_, acts):
-                lo, lr, lterm, ltrunc, _ = l.step(a)
+            for r, e, local, a in zip(out, envs, locals_, acts, strict=True):
+                lo, lr, lterm, ltrunc, _ = local.step(a)
                 assert_same(r["obs"], lo)
                 assert (r["reward"], r["terminated"], r["truncated"]) == (lr, lterm, ltrunc)
                 if lterm or ltrunc:
-                    assert_same(e.reset()[0], l.reset()[0])
+                    assert_same(e.reset()[0], local.reset()[0])
     finally:
         for e in envs:
             e.close()

@@ -75,7 +75,7 @@ def test_a_crash_takes_exactly_the_envs_of_that_worker(packed):
             os.kill(victim["pid"], signal.SIGKILL)
             with pytest.raises(gymfarm.WorkerCrashed) as e:
                 remote.step(np.zeros(8, dtype=np.int64))
-            for i, (inst, r) in enumerate(zip(remote.instance_ids, e.value.results)):
+            for i, (inst, r) in enumerate(zip(remote.instance_ids, e.value.results, strict=True)):
                 if inst in doomed:
                     assert isinstance(r, gymfarm.WorkerCrashed), (i, r)
                 else:

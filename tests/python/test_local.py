@@ -34,7 +34,7 @@ def same(a, b):
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, (tuple, list)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, np.ndarray):
         return a.dtype == b.dtype and np.array_equal(a, b)
     return a == b
@@ -145,7 +145,8 @@ def test_sockets_left_by_a_killed_broker_are_removed_at_start(tmp_path):
     runtime.mkdir()
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = [runtime / f"link-{dead.pid}.sock", runtime / f"native-{dead.pid}.sock", runtime / f"backend-{dead.pid}.ipc"]
+    stale = [runtime / f"link-{dead.pid}.sock", runtime / f"native-{dead.pid}.sock",
+             runtime / f"backend-{dead.pid}.ipc"]
     live = runtime / f"native-{os.getpid()}.sock"  # a running process's: kept
     for p in stale + [live]:
         p.write_text("")

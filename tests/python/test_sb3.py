@@ -17,11 +17,11 @@ class Reference:
         self.envs = [gym.make(env_id, **kw) for _ in range(n)]
 
     def reset(self, seeds):
-        return np.stack([e.reset(seed=s)[0] for e, s in zip(self.envs, seeds)])
+        return np.stack([e.reset(seed=s)[0] for e, s in zip(self.envs, seeds, strict=True)])
 
     def step(self, actions):
         obs, rews, dones, infos = [], [], [], []
-        for e, a in zip(self.envs, actions):
+        for e, a in zip(self.envs, actions, strict=True):
             o, r, term, trunc, info = e.step(a)
             info = dict(info)
             info["TimeLimit.truncated"] = trunc and not term
@@ -51,7 +51,7 @@ def test_matches_subproc_semantics(shared_farm):
             np.testing.assert_array_equal(got[0], want[0])
             np.testing.assert_array_equal(got[1], want[1])
             np.testing.assert_array_equal(got[2], want[2])
-            for g, w in zip(got[3], want[3]):
+            for g, w in zip(got[3], want[3], strict=True):
                 assert set(g) == set(w)
                 assert g["TimeLimit.truncated"] == w["TimeLimit.truncated"]
                 truncations += g["TimeLimit.truncated"]

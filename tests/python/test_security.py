@@ -70,7 +70,8 @@ def test_rest_needs_the_token(locked):
     r = requests.get(base(locked) + "/v1/envs/")
     assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer" and "token" in r.json()["message"]
     assert requests.get(base(locked) + "/v1/envs/", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert requests.get(base(locked) + "/v1/envs/", headers={"Authorization": f"Bearer {locked.token}"}).status_code == 200
+    bearer = {"Authorization": f"Bearer {locked.token}"}
+    assert requests.get(base(locked) + "/v1/envs/", headers=bearer).status_code == 200
     with_password = base(locked).replace("http://", f"http://:{locked.token}@")
     assert requests.get(with_password + "/v1/envs/").status_code == 200
     assert requests.get(base(locked) + f"/v1/envs/?token={locked.token}").status_code == 200

@@ -3,13 +3,12 @@ the project's test envs imported, a private runtime directory; stopped by proces
 from __future__ import annotations
 
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
 
 import gymfarm
 
@@ -38,7 +37,7 @@ def proc_comm(pid: int) -> str:
         return ""
 
 
-def children_of(pid: int) -> List[int]:
+def children_of(pid: int) -> list[int]:
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -53,16 +52,17 @@ def children_of(pid: int) -> List[int]:
 class FarmProcess:
     """A `gymfarm start` running in the foreground as a child of the test."""
 
-    def __init__(self, tmp: Path, workers: int = 2, args: Optional[List[str]] = None, timeout: float = 90.0,
-                 env_vars: Optional[dict] = None):
+    def __init__(self, tmp: Path, workers: int = 2, args: list[str] | None = None, timeout: float = 90.0,
+                 env_vars: dict | None = None):
         tmp.mkdir(parents=True, exist_ok=True)
         # unix socket paths are limited to ~107 bytes, so the runtime dir lives under a short path
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="gf-"))
         env = dict(os.environ)
         env.update(env_vars or {})
         env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        cmd = [str(GYMFARM), "start", "--workers", str(workers), "--native-port", "0", "--port", "0", "--gymnasium-http-port", "0", "--runtime-dir",
-               str(self.runtime_dir), "--import", "gymfarm_testenvs"] + list(args or [])
+        cmd = [str(GYMFARM), "start", "--workers", str(workers), "--native-port", "0", "--port", "0",
+               "--gymnasium-http-port", "0", "--runtime-dir", str(self.runtime_dir), "--import", "gymfarm_testenvs",
+               *(args or [])]
         self.log_path = tmp / "farm.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
@@ -98,7 +98,7 @@ class FarmProcess:
     def connect(self, **kw) -> gymfarm.Farm:
         return gymfarm.connect(self.endpoint, **kw)
 
-    def worker_pids(self) -> List[int]:
+    def worker_pids(self) -> list[int]:
         """The farm's child processes: its workers and (unless --no-zygote) the zygote."""
         return children_of(self.pid)
 

@@ -7,7 +7,6 @@ failures the farm must survive (raise, segfault, hang). A farm serves them with
 import ctypes
 import os
 import re
-
 import time
 
 import gymnasium as gym

@@ -1,10 +1,7 @@
 """Gymie conformance (docs/protocols.md §5.1): exact frames and close codes against a real farm."""
 import json
-import os
 import re
-import signal
 import socket
-import threading
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -151,7 +148,7 @@ def test_h1_to_h7_cartpole(conn):
     space = json.loads(frame)
     assert list(space) == ["name", "shape", "low", "high"]
     assert space["high"][1] == 3.4028234663852886e+38 and "3.4028234663852886e+38" in frame
-    assert all(lo <= hi for lo, hi in zip(space["low"], space["high"]))
+    assert all(lo <= hi for lo, hi in zip(space["low"], space["high"], strict=True))
     assert "4.800000190734863" in frame
     assert conn.send("action_space", instance_id=iid) == '{"name": "Discrete", "n": 2}'
     assert conn.send("action_sample", instance_id=iid) in ("0", "1")
@@ -301,7 +298,7 @@ def test_e14_env_that_raises_on_reset_and_neighbours_survive(farm):
     c = Conn(farm.gymie_url)
     iid = c.send("make", env_id="gymfarm_test/Faulty-v0")
     c.send("reset", instance_id=iid)
-    c.expect_close("step", 1007, f"Action `1` is wrong", instance_id=iid, action=1)
+    c.expect_close("step", 1007, "Action `1` is wrong", instance_id=iid, action=1)
     assert len(json.loads(other.send("reset", instance_id=oid))) == 4
     other.close()
 

@@ -5,7 +5,6 @@ import json
 import re
 import socket
 import threading
-from pathlib import Path
 
 import pytest
 import requests
@@ -161,8 +160,10 @@ def test_monitor_start_close_upload(client, farm):
 
 def test_bad_instance_id(client):
     calls = [lambda: client.reset("bad_id"), lambda: client.step("bad_id", 1),
-             lambda: client.get("/v1/envs/bad_id/action_space/"), lambda: client.get("/v1/envs/bad_id/observation_space/"),
-             lambda: client.post("/v1/envs/bad_id/monitor/start/", {"directory": "tmp", "force": True, "resume": False}),
+             lambda: client.get("/v1/envs/bad_id/action_space/"),
+             lambda: client.get("/v1/envs/bad_id/observation_space/"),
+             lambda: client.post("/v1/envs/bad_id/monitor/start/",
+                                 {"directory": "tmp", "force": True, "resume": False}),
              lambda: client.post("/v1/envs/bad_id/monitor/close/"), lambda: client.post("/v1/envs/bad_id/close/")]
     for call in calls:
         with pytest.raises(ServerError) as e:
@@ -230,7 +231,8 @@ def test_r1_r2_r3_create(client, farm):
 def test_r4_malformed_and_unknown_ids(client):
     for env_id in ("bad string", "NotFound-v1"):
         r = client.s.post(client.base + "/v1/envs/", data=json.dumps({"env_id": env_id}))
-        assert (r.status_code, r.json()["message"]) == (400, f"Attempted to look up malformed environment ID '{env_id}'")
+        assert (r.status_code, r.json()["message"]) == (
+            400, f"Attempted to look up malformed environment ID '{env_id}'")
 
 
 def test_r5_seed(client):
@@ -344,7 +346,8 @@ def test_r21_shutdown_when_allowed(tmp_path):
 
 def test_r22_slash_variants_answer_directly(client, farm):
     iid = client.create("CartPole-v0")
-    for method, path, body in [("GET", f"/v1/envs/{iid}/action_space", None), ("GET", f"/v1/envs/{iid}/observation_space", None),
+    for method, path, body in [("GET", f"/v1/envs/{iid}/action_space", None),
+                               ("GET", f"/v1/envs/{iid}/observation_space", None),
                                ("POST", "/v1/envs", '{"env_id":"CartPole-v0"}'), ("POST", f"/v1/envs/{iid}/reset", ""),
                                ("GET", f"/v1/envs/{iid}/action_space/sample/", None)]:
         status, _, _ = raw(farm, method, path, body, {"Content-Type": "application/json"})
@@ -450,7 +453,8 @@ def test_render_png_help_and_openapi(client, farm):
     plain = client.create("CartPole-v0")
     assert client.s.get(client.base + f"/v1/envs/{plain}/render.png").status_code == 409
     rules = client.get("/v1/help")["v1"]
-    assert rules["/v1/envs/{instance_id}/step/"] == {"methods": "POST", "doc": rules["/v1/envs/{instance_id}/step/"]["doc"]}
+    step_rule = rules["/v1/envs/{instance_id}/step/"]
+    assert step_rule == {"methods": "POST", "doc": step_rule["doc"]}
     assert len(rules) == 16 and all(v["doc"] for v in rules.values())
     assert rules["/v1/envs/"]["methods"] == "POST,GET"
     doc = client.get("/openapi.json")

@@ -2,7 +2,6 @@
 import base64
 import json
 import re
-import struct
 import zlib
 
 import numpy as np
@@ -55,7 +54,8 @@ def decode(obs):
 def test_n1_make_with_options_and_kwargs(g):
     iid = g.make("CartPole-v1", max_episode_steps=None, auto_reset=None, disable_env_checker=None, kwargs={})
     assert re.match(r"^[0-9a-f]{8}$", iid)
-    lake = g.make("FrozenLake-v1", kwargs={"render_mode": "ansi", "is_slippery": False, "desc": ["SFFF", "FFFF", "FFFF", "HFFG"]})
+    lake = g.make("FrozenLake-v1",
+                  kwargs={"render_mode": "ansi", "is_slippery": False, "desc": ["SFFF", "FFFF", "FFFF", "HFFG"]})
     g.post(f"/v1/envs/{lake}/reset/", {"seed": ""})
     assert g.get(f"/v1/envs/{lake}/render/").json()["render_frame"].startswith("\n\x1b[41mS\x1b[0mFFF\nFFFF")
 

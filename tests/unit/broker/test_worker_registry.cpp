@@ -10,8 +10,8 @@ TEST_CASE("the life of a worker slot") {
   ManualClock clock;
   WorkerRegistry r(2, clock);
   CHECK(r.count(WorkerState::Dead) == 2);
-  CHECK_FALSE(r.ready(0));                 // Dead cannot become ready
-  CHECK_FALSE(r.assign(0, "i", "E"));      // nor take an env
+  CHECK_FALSE(r.ready(0));             // Dead cannot become ready
+  CHECK_FALSE(r.assign(0, "i", "E"));  // nor take an env
   REQUIRE(r.spawned(0, "w0.0", 100));
   CHECK(r.slot(0).state == WorkerState::Starting);
   CHECK_FALSE(r.spawned(0, "w0.1", 101));  // already alive

@@ -17,14 +17,16 @@ Value round_trip(const Value& v) {
 }  // namespace
 
 TEST_CASE("scalars, strings, binaries and containers round-trip") {
-  Map m{{"b", true}, {"i", int64_t{-42}}, {"u", uint64_t{18446744073709551615ull}}, {"f", 1.5}, {"s", "héllo"},
-        {"bin", Binary{std::string("\0\1\2", 3)}}, {"nil", Value()}};
+  Map m{{"b", true},     {"i", int64_t{-42}}, {"u", uint64_t{18446744073709551615ull}},
+        {"f", 1.5},      {"s", "héllo"},      {"bin", Binary{std::string("\0\1\2", 3)}},
+        {"nil", Value()}};
   Value v(Map{{"array", Array{1, "two", 3.0, Array{}}}, {"map", Value(m)}});
   CHECK(round_trip(v) == v);
 }
 
 TEST_CASE("floats stay floats even when integral, and keep inf and nan") {
-  for (double d : {1.0, 0.0, -3.0, 1e300, std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()}) {
+  for (double d :
+       {1.0, 0.0, -3.0, 1e300, std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()}) {
     const std::string bytes = encode(Value(d));
     REQUIRE(bytes.size() == 9);
     CHECK(static_cast<unsigned char>(bytes[0]) == 0xcb);
@@ -82,7 +84,7 @@ TEST_CASE("malformed input is reported, never thrown") {
   CHECK_FALSE(err.empty());
   CHECK_FALSE(decode(std::string("\x01\x02", 2), out, err));  // trailing bytes
   CHECK(err.find("trailing") != std::string::npos);
-  CHECK_FALSE(decode(std::string("\xc1", 1), out, err));      // never-used byte
+  CHECK_FALSE(decode(std::string("\xc1", 1), out, err));          // never-used byte
   CHECK_FALSE(decode(std::string("\x81\x01\x02", 3), out, err));  // non-string key
   // an ext of an unknown type, and an ndarray whose data does not match its shape
   CHECK_FALSE(decode(std::string("\xd4\x05\x00", 3), out, err));

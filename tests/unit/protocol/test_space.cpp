@@ -8,7 +8,7 @@
 using namespace gymfarm::protocol;
 
 namespace {
-Space box(std::vector<float> low, std::vector<float> high) {
+Space box(const std::vector<float>& low, const std::vector<float>& high) {
   Space s;
   s.kind = Space::Kind::Box;
   s.dtype = DType::Float32;

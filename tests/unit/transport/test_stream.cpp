@@ -107,12 +107,14 @@ TEST_CASE("a stream server names connections by their first message and drops st
   std::vector<std::string> closed;
   {
     StreamServer server(0, [](Frames& first) {
-      return first.size() == 2 && view(first[0]) == "link" && view(first[1]) != "stranger" ? gymfarm::transport::str(first[1])
-                                                                                           : std::string();
+      return first.size() == 2 && view(first[0]) == "link" && view(first[1]) != "stranger"
+                 ? gymfarm::transport::str(first[1])
+                 : std::string();
     });
     std::string err;
     REQUIRE(server.listen(path, err));
-    CHECK((std::filesystem::status(path).permissions() & std::filesystem::perms::others_all) == std::filesystem::perms::none);
+    CHECK((std::filesystem::status(path).permissions() & std::filesystem::perms::others_all) ==
+          std::filesystem::perms::none);
     StreamConn w1(connect_unix(path), 0), w2(connect_unix(path), 0);
     REQUIRE(w1.send(std::vector<std::string_view>{"link", "w1"}));
     REQUIRE(w1.send(std::vector<std::string_view>{"hello from", "w1"}));
