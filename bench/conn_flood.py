@@ -4,8 +4,8 @@
 One farm; the C++ load generator's Gymie WebSocket and gym-http-api REST step p50 on an unloaded
 farm and with N idle TCP connections held open to both HTTP ports (from 127.0.0.2, 127.0.0.3,
 ...: each address stays under --max-connections-per-client), alternating, all in this run. Each
-cycle: an unloaded run, N connections opened, a loaded run, the connections closed; the ratio is the median loaded p50 over the median unloaded p50; target
-<= 1.5. Writes bench/results/<time>-conn-flood.json and .md.
+cycle: an unloaded run, N connections opened, a loaded run, the connections closed; the ratio is
+the median loaded p50 over the median unloaded p50; target <= 1.5. Writes bench/results/<time>-conn-flood.json and .md.
 
     .venv/bin/python bench/conn_flood.py [--connections 10000] [--steps 2000] [--cycles 5]
 """
@@ -75,7 +75,8 @@ def hold(n, ports):
 def measure(gport, rport, steps):
     g = loadgen("gymie", "127.0.0.1", gport, "/gym", steps)
     r = loadgen("http", "127.0.0.1", rport, steps)
-    return {"gymie_p50_us": g["p50_us"], "gymie_p99_us": g["p99_us"], "rest_p50_us": r["p50_us"], "rest_p99_us": r["p99_us"]}
+    return {"gymie_p50_us": g["p50_us"], "gymie_p99_us": g["p99_us"],
+            "rest_p50_us": r["p50_us"], "rest_p99_us": r["p99_us"]}
 
 
 def main():
@@ -117,7 +118,8 @@ def main():
             alive = fd_count(fp.pid) - base["fds"]
             log(f"cycle {cycle}: holding {len(socks)} idle connections ({alive} still open after the loaded run): "
                 f"farm fds {base['fds']} -> {loaded['fds']}, RSS {base['rss_mb']:.0f} -> {loaded['rss_mb']:.0f} MB, "
-                f"threads {base['threads']} -> {loaded['threads']}; p50 gymie {phases['unloaded'][-1]['gymie_p50_us']:.0f} -> "
+                f"threads {base['threads']} -> {loaded['threads']}; "
+                f"p50 gymie {phases['unloaded'][-1]['gymie_p50_us']:.0f} -> "
                 f"{phases['loaded'][-1]['gymie_p50_us']:.0f} us, rest {phases['unloaded'][-1]['rest_p50_us']:.0f} -> "
                 f"{phases['loaded'][-1]['rest_p50_us']:.0f} us")
             for s in socks:
@@ -143,7 +145,8 @@ def main():
     (args.out / f"{stamp}-conn-flood.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"# P12: {args.connections} idle connections ({stamp})", "",
           f"farm: fds {base['fds']} -> {loaded['fds']}, RSS {base['rss_mb']:.0f} -> {loaded['rss_mb']:.0f} MB, "
-          f"threads {base['threads']} -> {loaded['threads']}; load {result['load_before']:.2f} -> {result['load_after']:.2f}", "",
+          f"threads {base['threads']} -> {loaded['threads']}; "
+          f"load {result['load_before']:.2f} -> {result['load_after']:.2f}", "",
           "| client | unloaded p50 | loaded p50 | ratio (target <= 1.5) |", "|---|---|---|---|"]
     for key, name in (("gymie_p50_us", "Gymie WebSocket step"), ("rest_p50_us", "REST keep-alive step")):
         p = result["phases"][key]

@@ -1,20 +1,20 @@
 #include "broker/broker.hpp"
 
-#include <signal.h>
-#include <sys/socket.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <deque>
-#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -25,8 +25,8 @@
 #include "broker/restart_budget.hpp"
 #include "broker/routing_table.hpp"
 #include "broker/sessions.hpp"
-#include "broker/zygote.hpp"
 #include "broker/worker_registry.hpp"
+#include "broker/zygote.hpp"
 #include "protocol/codec.hpp"
 #include "protocol/error.hpp"
 #include "protocol/frames.hpp"
@@ -139,10 +139,10 @@ struct Broker::Impl {
   // Requests and replies travel on one unix stream socket per worker (transport/stream.hpp); a
   // link's first message is [link, identity], and a link naming no live slot is closed.
   transport::StreamServer links{opt.max_message_bytes, [this](Frames& first) {
-    if (first.size() != 2 || view(first[0]) != verb::kLink) return std::string();
-    std::string identity = transport::str(first[1]);
-    return registry.by_identity(identity) ? identity : std::string();
-  }};
+                                  if (first.size() != 2 || view(first[0]) != verb::kLink) return std::string();
+                                  std::string identity = transport::str(first[1]);
+                                  return registry.by_identity(identity) ? identity : std::string();
+                                }};
   // Native clients on this host may move from ZeroMQ to a unix stream socket (the hello reply
   // names it): the same frames, without ZeroMQ's I/O-thread wake-ups.
   transport::StreamServer local_clients{opt.max_message_bytes, nullptr};
@@ -163,9 +163,9 @@ struct Broker::Impl {
     std::string client;   // the key of the client that made it
     bool shared = false;  // made with `shared: true`: any client may use it
   };
-  std::unordered_map<std::string, Owner> owners;              // instance -> who made it
-  std::unordered_map<std::string, std::size_t> held;         // client -> instances it holds
-  std::unordered_map<std::string, std::size_t> inflight;     // client -> requests not yet answered
+  std::unordered_map<std::string, Owner> owners;          // instance -> who made it
+  std::unordered_map<std::string, std::size_t> held;      // client -> instances it holds
+  std::unordered_map<std::string, std::size_t> inflight;  // client -> requests not yet answered
   RestartBudget budget;
   std::size_t max_workers = 0;  // the pool's bound (--max-workers, or what memory allows)
   TimePoint next_lease_check{};
@@ -268,7 +268,9 @@ struct Broker::Impl {
     batches.erase(it);
   }
 
-  void fail(const Request& r, const Error& e) { respond(r, protocol::kStatusErr, payload(protocol::encode(e.to_value()))); }
+  void fail(const Request& r, const Error& e) {
+    respond(r, protocol::kStatusErr, payload(protocol::encode(e.to_value())));
+  }
 
   void reply_ok(const Request& r, const Value& v) { respond(r, protocol::kStatusOk, payload(protocol::encode(v))); }
 
@@ -276,8 +278,9 @@ struct Broker::Impl {
 
   // What every worker (and the zygote) is started with.
   std::vector<std::string> worker_args() const {
-    std::vector<std::string> args{"--backend", backend_endpoint, "--link", links.path(), "--parent",
-                                  std::to_string(::getpid()), "--spin-us", std::to_string(opt.spin.count())};
+    std::vector<std::string> args{
+        "--backend", backend_endpoint,           "--link",    links.path(),
+        "--parent",  std::to_string(::getpid()), "--spin-us", std::to_string(opt.spin.count())};
     if (!opt.python.empty()) {
       args.push_back("--python");
       args.push_back(opt.python);
@@ -304,7 +307,8 @@ struct Broker::Impl {
       args.push_back(std::to_string(opt.worker_cpu_limit));
     }
     std::string err;
-    if (!zygote.start(launcher, opt.worker_exe, args, err)) log("cannot start the zygote (" + err + "); workers start fresh");
+    if (!zygote.start(launcher, opt.worker_exe, args, err))
+      log("cannot start the zygote (" + err + "); workers start fresh");
   }
 
   // `restart`: the slot's process died and is replaced (false: the pool starts or grows).
@@ -361,7 +365,8 @@ struct Broker::Impl {
     }
     if (!sent) {
       if (auto why = kill_reasons.find(s.pid); why != kill_reasons.end()) {  // killed, not reaped yet: say why
-        fail(r, make_error(ErrorCode::WorkerCrashed, "the worker holding this instance was killed after " + why->second));
+        fail(r,
+             make_error(ErrorCode::WorkerCrashed, "the worker holding this instance was killed after " + why->second));
         return true;
       }
       const auto now = clock.now();
@@ -455,7 +460,8 @@ struct Broker::Impl {
     if (!too_large) return;  // the worker exited: the reaper answers for it
     if (auto w = registry.by_identity(identity)) {
       log("worker " + std::to_string(*w) + " sent a message over the size limit; killing it");
-      kill_worker(*w, "it sent a reply over the message size limit (" + std::to_string(opt.max_message_bytes) + " bytes)");
+      kill_worker(*w,
+                  "it sent a reply over the message size limit (" + std::to_string(opt.max_message_bytes) + " bytes)");
     }
   }
 
@@ -481,9 +487,9 @@ struct Broker::Impl {
       if (opt.verbose) log("a client " + how + "; closing its " + std::to_string(mine.size()) + " instances");
       for (const auto& instance : mine) {
         Value d(protocol::Map{{"instance_id", instance}});
-        close_instance(instance, make_error(ErrorCode::UnknownInstance,
-                                            "instance '" + instance + "' was closed when the client that made it " + how,
-                                            d));
+        close_instance(instance,
+                       make_error(ErrorCode::UnknownInstance,
+                                  "instance '" + instance + "' was closed when the client that made it " + how, d));
       }
     }
     sessions.close(key);
@@ -529,9 +535,9 @@ struct Broker::Impl {
         id = buf;
       }
       Frames out;
-      for (std::string_view part : {std::string_view("1.0"), req.size() > 1 ? view(req[1]) : std::string_view(),
-                                    std::string_view(status), std::string_view(text), std::string_view(id),
-                                    std::string_view()}) {
+      for (std::string_view part :
+           {std::string_view("1.0"), req.size() > 1 ? view(req[1]) : std::string_view(), std::string_view(status),
+            std::string_view(text), std::string_view(id), std::string_view()}) {
         out.push_back(payload(part));
       }
       transport::send(zap, out);
@@ -618,7 +624,8 @@ struct Broker::Impl {
     }
     if (r.verb == verb::kStepBatch) return on_batch(r, f);
     if (r.verb == verb::kStepVec) return on_step_vec(r, f);
-    if (f.size() != 5) return fail(r, make_error(ErrorCode::BadRequest, "a request has exactly 4 frames: verb, instance, rid, body"));
+    if (f.size() != 5)
+      return fail(r, make_error(ErrorCode::BadRequest, "a request has exactly 4 frames: verb, instance, rid, body"));
     if (r.verb == verb::kHello) return on_hello(r);
     if (r.verb == verb::kPing) return reply_ok(r, Value(protocol::Map{{"pong", true}}));
     if (r.verb == verb::kStats) return reply_ok(r, stats());
@@ -641,13 +648,17 @@ struct Broker::Impl {
                                                            std::to_string(protocol::kProtocolVersion)));
     }
     const Value* token = body.find("token");
-    if (token && !token->is_string()) return fail(r, make_error(ErrorCode::BadRequest, "hello's 'token' must be a string"));
+    if (token && !token->is_string())
+      return fail(r, make_error(ErrorCode::BadRequest, "hello's 'token' must be a string"));
     const bool authorized = token && !opt.token.empty() && protocol::token_equal(opt.token, token->as_string());
-    if (!opt.token.empty() && !authorized) return fail(r, make_error(ErrorCode::Unauthorized, "missing or wrong token"));
+    if (!opt.token.empty() && !authorized)
+      return fail(r, make_error(ErrorCode::Unauthorized, "missing or wrong token"));
     const Value* keep = body.find("keep_instances");
-    if (keep && !keep->is_bool()) return fail(r, make_error(ErrorCode::BadRequest, "hello's 'keep_instances' must be a bool"));
+    if (keep && !keep->is_bool())
+      return fail(r, make_error(ErrorCode::BadRequest, "hello's 'keep_instances' must be a bool"));
     const Value* lease_asked = body.find("lease");
-    if (lease_asked && !lease_asked->is_bool()) return fail(r, make_error(ErrorCode::BadRequest, "hello's 'lease' must be a bool"));
+    if (lease_asked && !lease_asked->is_bool())
+      return fail(r, make_error(ErrorCode::BadRequest, "hello's 'lease' must be a bool"));
     // A lease only where the farm cannot see a client go: TCP/IPC (the local socket's end is seen).
     const bool leased = lease_asked && lease_asked->as_bool() && opt.session_lease.count() > 0 && !r.client.empty() &&
                         r.client[0] == static_cast<char>(ClientPath::Tcp);
@@ -680,8 +691,9 @@ struct Broker::Impl {
       auto& n = inflight[r.client];
       if (n >= opt.max_inflight_per_client) {
         Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_inflight_per_client)}});
-        fail(r, make_error(ErrorCode::Overloaded,
-                           "this client has " + std::to_string(n) + " requests in flight (--max-inflight-per-client)", d));
+        fail(r,
+             make_error(ErrorCode::Overloaded,
+                        "this client has " + std::to_string(n) + " requests in flight (--max-inflight-per-client)", d));
         return false;
       }
       ++n;
@@ -758,7 +770,8 @@ struct Broker::Impl {
       part.body = transport::str(f[5 + 2 * i]);
       part.batch_id = id;
       part.batch_index = i;
-      auto w = registry.capacity() > 1 && may_use(part.instance, part.client) ? routes.find(part.instance) : std::nullopt;
+      auto w = registry.capacity() > 1 && may_use(part.instance, part.client) ? routes.find(part.instance)
+                                                                              : std::nullopt;
       if (!w) {
         route(std::move(part));  // one env per worker, or unknown: answered on its own
         continue;
@@ -793,7 +806,8 @@ struct Broker::Impl {
   // ndarray, one row per instance) are split by worker; each worker steps its rows and answers
   // stacked results, passed back untouched with the rows they belong to.
   void on_step_vec(Request& head, Frames& f) {
-    if (f.size() < 6) return fail(head, make_error(ErrorCode::BadRequest, "step_vec needs a body and one or more instances"));
+    if (f.size() < 6)
+      return fail(head, make_error(ErrorCode::BadRequest, "step_vec needs a body and one or more instances"));
     if (shutting_down) return fail(head, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
     const std::size_t n = f.size() - 5;
     Value body;
@@ -801,7 +815,8 @@ struct Broker::Impl {
     if (!protocol::decode(view(f[4]), body, err)) return fail(head, make_error(ErrorCode::BadRequest, err));
     const Value* actions = body.find("actions");
     if (!actions || !actions->is_tensor() || actions->as_tensor().shape.empty() || actions->as_tensor().shape[0] != n) {
-      return fail(head, make_error(ErrorCode::BadRequest, "step_vec needs 'actions': an ndarray with one row per instance"));
+      return fail(head,
+                  make_error(ErrorCode::BadRequest, "step_vec needs 'actions': an ndarray with one row per instance"));
     }
     const protocol::Tensor& t = actions->as_tensor();
     const std::size_t row_bytes = t.data.size() / n;
@@ -810,7 +825,7 @@ struct Broker::Impl {
       std::vector<std::size_t> rows;
       protocol::Array instances;
     };
-    std::vector<std::pair<std::size_t, Group>> groups;  // by worker, in order of first appearance
+    std::vector<std::pair<std::size_t, Group>> groups;      // by worker, in order of first appearance
     std::unordered_map<std::size_t, std::size_t> group_of;  // worker -> its index in groups
     std::vector<std::pair<std::size_t, Error>> unknown;
     for (std::size_t i = 0; i < n; ++i) {
@@ -868,7 +883,8 @@ struct Broker::Impl {
       return fail(r, make_error(ErrorCode::BadRequest, "make needs a non-empty string 'env_id'"));
     }
     const Value* shared = body.find("shared");
-    if (shared && !shared->is_bool()) return fail(r, make_error(ErrorCode::BadRequest, "make's 'shared' must be a bool"));
+    if (shared && !shared->is_bool())
+      return fail(r, make_error(ErrorCode::BadRequest, "make's 'shared' must be a bool"));
     r.shared = shared && shared->as_bool();
     if (opt.max_instances_per_client && held[r.client] >= opt.max_instances_per_client) {
       Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_instances_per_client)}});
@@ -900,14 +916,15 @@ struct Broker::Impl {
     Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.wanted())},
                           {"max_workers", static_cast<int64_t>(max_workers)},
                           {"envs_per_worker", static_cast<int64_t>(registry.capacity())}});
-    fail(r, make_error(ErrorCode::CapacityExhausted,
-                       registry.capacity() == 1
-                           ? "all " + std::to_string(registry.wanted()) + " workers hold an instance (--max-workers " +
-                                 std::to_string(max_workers) + "); close one or start the farm with a larger --max-workers"
-                           : "all " + std::to_string(registry.wanted()) + " workers hold " + std::to_string(registry.capacity()) +
-                                 " instances each (--max-workers " + std::to_string(max_workers) +
-                                 "); close one or start the farm with a larger --max-workers",
-                       d));
+    fail(r, make_error(
+                ErrorCode::CapacityExhausted,
+                registry.capacity() == 1
+                    ? "all " + std::to_string(registry.wanted()) + " workers hold an instance (--max-workers " +
+                          std::to_string(max_workers) + "); close one or start the farm with a larger --max-workers"
+                    : "all " + std::to_string(registry.wanted()) + " workers hold " +
+                          std::to_string(registry.capacity()) + " instances each (--max-workers " +
+                          std::to_string(max_workers) + "); close one or start the farm with a larger --max-workers",
+                d));
   }
 
   // Workers the pool grew beyond --workers retire once idle for --worker-idle-grace.
@@ -1273,9 +1290,8 @@ struct Broker::Impl {
   bool progress_shutdown() {
     const auto now = clock.now();
     if (!stopping_workers) {
-      const bool busy = std::any_of(registry.slots().begin(), registry.slots().end(), [](const WorkerSlot& s) {
-        return s.in_flight.has_value() || !s.queue.empty();
-      });
+      const bool busy = std::any_of(registry.slots().begin(), registry.slots().end(),
+                                    [](const WorkerSlot& s) { return s.in_flight.has_value() || !s.queue.empty(); });
       if (busy && now < drain_deadline) return false;
       stopping_workers = true;
       stop_deadline = now + std::chrono::seconds(3);
@@ -1311,7 +1327,6 @@ Broker::Broker(BrokerOptions options) : impl_(std::make_unique<Impl>(std::move(o
 
 Broker::~Broker() {
   if (impl_ && impl_->signal_fd >= 0) ::close(impl_->signal_fd);
-
 }
 
 namespace {
@@ -1448,10 +1463,13 @@ int Broker::run(const std::function<void()>& on_ready) {
       if (d.read_signals()) d.begin_shutdown();
     }
     if (items[5].revents & ZMQ_POLLIN) d.on_zap();
-    d.links.process(items, kFirstLink, [&d](const std::string& n, Frames& f) { guarded("a worker message", [&] { d.on_link_message(n, f); }); },
-                    [&d](const std::string& n, bool big) { d.on_link_closed(n, big); });
-    d.local_clients.process(items, first_local, [&d](const std::string& n, Frames& f) { d.on_local_message(n, f); },
-                            [&d](const std::string& n, bool big) { d.on_local_closed(n, big); });
+    d.links.process(
+        items, kFirstLink,
+        [&d](const std::string& n, Frames& f) { guarded("a worker message", [&] { d.on_link_message(n, f); }); },
+        [&d](const std::string& n, bool big) { d.on_link_closed(n, big); });
+    d.local_clients.process(
+        items, first_local, [&d](const std::string& n, Frames& f) { d.on_local_message(n, f); },
+        [&d](const std::string& n, bool big) { d.on_local_closed(n, big); });
     for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.backend, frames); ++n) {
       guarded("a worker message", [&] { d.on_backend(frames); });
     }

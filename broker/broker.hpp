@@ -14,17 +14,17 @@ class context_t;
 namespace gymfarm::broker {
 
 struct BrokerOptions {
-  std::size_t workers = 4;           // the warm pool: started at once, never retired
-  std::size_t max_workers = 0;       // the pool grows on demand up to this (0: what memory allows, <= 4096)
+  std::size_t workers = 4;      // the warm pool: started at once, never retired
+  std::size_t max_workers = 0;  // the pool grows on demand up to this (0: what memory allows, <= 4096)
   std::chrono::milliseconds worker_idle_grace{60000};  // a worker beyond `workers` idle this long retires
-  std::size_t envs_per_worker = 1;   // instances one worker process hosts (throughput mode when > 1)
+  std::size_t envs_per_worker = 1;                     // instances one worker process hosts (throughput mode when > 1)
   std::string frontend = "tcp://127.0.0.1:5555";
   std::string runtime_dir = "/tmp";  // holds the workers' heartbeat (ipc) and link (unix) sockets
   std::string worker_exe = "gymfarm-worker";
   std::chrono::microseconds spin{200};  // busy-poll this long after activity before sleeping (0: never)
-  bool zygote = true;                // fork workers from a pre-imported parent (false: start each fresh)
-  std::string python;                // interpreter whose site-packages workers use
-  std::vector<std::string> imports;  // modules every worker imports before serving
+  bool zygote = true;                   // fork workers from a pre-imported parent (false: start each fresh)
+  std::string python;                   // interpreter whose site-packages workers use
+  std::vector<std::string> imports;     // modules every worker imports before serving
   std::chrono::milliseconds step_timeout{10000};
   std::chrono::milliseconds make_timeout{60000};
   std::chrono::milliseconds heartbeat_timeout{3000};
@@ -38,7 +38,7 @@ struct BrokerOptions {
   std::size_t max_queue_per_instance = 1024;
   long long max_message_bytes = 256ll << 20;
   bool verbose = false;
-  std::string token;  // when set, a client must say hello with it before anything else
+  std::string token;                         // when set, a client must say hello with it before anything else
   std::size_t max_instances_per_client = 0;  // 0 = no limit
   std::size_t max_sessions = 100000;  // clients' sessions kept; past it an idle TCP session makes room (sessions.hpp)
   std::size_t max_inflight_per_client = 4096;  // requests queued or running per client; 0 = no limit

@@ -6,9 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <boost/process.hpp>
 #include <boost/process/extend.hpp>
+#include <cstring>
 
 namespace bp = boost::process;
 
@@ -35,28 +35,28 @@ Launcher::~Launcher() {
 }
 
 int Launcher::spawn(const std::string& exe, const std::vector<std::string>& args, std::string& err,
-                    unsigned long long memory_bytes, unsigned long long cpu_seconds, int stdin_fd,
-                    int stdout_fd) {
+                    unsigned long long memory_bytes, unsigned long long cpu_seconds, int stdin_fd, int stdout_fd) {
   const pid_t parent = ::getpid();
   try {
-    bp::child c(bp::exe = exe, bp::args = args,
-                bp::extend::on_exec_setup = [parent, memory_bytes, cpu_seconds, stdin_fd, stdout_fd](auto&) {
-                  if (stdin_fd >= 0) dup2(stdin_fd, STDIN_FILENO);
-                  if (stdout_fd >= 0) dup2(stdout_fd, STDOUT_FILENO);
-                  if (memory_bytes) {
-                    rlimit r{memory_bytes, memory_bytes};
-                    setrlimit(RLIMIT_AS, &r);
-                  }
-                  if (cpu_seconds) {
-                    rlimit r{cpu_seconds, cpu_seconds + 2};  // SIGXCPU at the soft limit, SIGKILL 2 s later
-                    setrlimit(RLIMIT_CPU, &r);
-                  }
-                  sigset_t all;
-                  sigemptyset(&all);
-                  sigprocmask(SIG_SETMASK, &all, nullptr);
-                  prctl(PR_SET_PDEATHSIG, SIGKILL);
-                  if (getppid() != parent) _exit(70);  // the parent died before prctl took hold
-                });
+    bp::child c(
+        bp::exe = exe, bp::args = args,
+        bp::extend::on_exec_setup = [parent, memory_bytes, cpu_seconds, stdin_fd, stdout_fd](auto&) {
+          if (stdin_fd >= 0) dup2(stdin_fd, STDIN_FILENO);
+          if (stdout_fd >= 0) dup2(stdout_fd, STDOUT_FILENO);
+          if (memory_bytes) {
+            rlimit r{memory_bytes, memory_bytes};
+            setrlimit(RLIMIT_AS, &r);
+          }
+          if (cpu_seconds) {
+            rlimit r{cpu_seconds, cpu_seconds + 2};  // SIGXCPU at the soft limit, SIGKILL 2 s later
+            setrlimit(RLIMIT_CPU, &r);
+          }
+          sigset_t all;
+          sigemptyset(&all);
+          sigprocmask(SIG_SETMASK, &all, nullptr);
+          prctl(PR_SET_PDEATHSIG, SIGKILL);
+          if (getppid() != parent) _exit(70);  // the parent died before prctl took hold
+        });
     const int pid = c.id();
     c.detach();  // reaped by reap() with waitpid
     children_.insert(pid);

@@ -21,10 +21,8 @@ std::optional<ClientAddress> parse_client_key(std::string_view key) {
     case ClientPath::Tcp:
       if (key.size() < 1 + kConnectionIdSize) return std::nullopt;
       return ClientAddress{ClientPath::Tcp, key.substr(1 + kConnectionIdSize)};
-    case ClientPath::Inproc:
-      return ClientAddress{ClientPath::Inproc, key.substr(1)};
-    case ClientPath::Local:
-      return ClientAddress{ClientPath::Local, key.substr(1)};
+    case ClientPath::Inproc: return ClientAddress{ClientPath::Inproc, key.substr(1)};
+    case ClientPath::Local: return ClientAddress{ClientPath::Local, key.substr(1)};
   }
   return std::nullopt;
 }

@@ -29,9 +29,9 @@ struct Request {
   std::string verb;
   std::string instance;
   std::string body;
-  uint64_t batch_id = 0;   // nonzero for a part of a step_batch
-  std::size_t counted = 0; // requests it counts for towards the client's in-flight limit until answered
-  bool shared = false;     // make: any client may use the instance
+  uint64_t batch_id = 0;    // nonzero for a part of a step_batch
+  std::size_t counted = 0;  // requests it counts for towards the client's in-flight limit until answered
+  bool shared = false;      // make: any client may use the instance
   std::size_t batch_index = 0;
   // step_many: the steps of one step_batch for this worker's instances, answered part by part
   struct Part {
@@ -67,10 +67,10 @@ struct WorkerSlot {
   };
   std::vector<Hosted> hosted;  // the instances this worker holds
   uint64_t steps = 0;
-  TimePoint since{};           // when the current state began
+  TimePoint since{};  // when the current state began
   TimePoint last_heartbeat{};
-  bool heard = false;          // a heartbeat came from the current process
-  TimePoint respawn_at{};      // back-off after crashes
+  bool heard = false;            // a heartbeat came from the current process
+  TimePoint respawn_at{};        // back-off after crashes
   TimePoint unsendable_since{};  // when its pipe first refused the queued request (zero: it did not)
   int consecutive_failures = 0;  // deaths before reaching Idle or shortly after
   bool was_ready = false;        // some process of this slot reached Idle
@@ -100,11 +100,11 @@ class WorkerRegistry {
   // State transitions; each returns false (and changes nothing) when not allowed from the current state.
   // Dead -> Starting; `restart` counts it as a restart of the slot (not for a slot the pool grew).
   bool spawned(std::size_t i, std::string identity, int pid, bool restart = true);
-  bool ready(std::size_t i);                                    // Starting -> Idle
+  bool ready(std::size_t i);                                             // Starting -> Idle
   bool assign(std::size_t i, std::string instance, std::string env_id);  // Idle/Assigned with room -> Assigned
-  bool release(std::size_t i, const std::string& instance);     // -> Idle when it was the last one
-  bool stopping(std::size_t i);                                 // any live -> Stopping
-  bool died(std::size_t i, std::string reason);                 // any but Dead -> Dead
+  bool release(std::size_t i, const std::string& instance);              // -> Idle when it was the last one
+  bool stopping(std::size_t i);                                          // any live -> Stopping
+  bool died(std::size_t i, std::string reason);                          // any but Dead -> Dead
 
   // A ready worker with room for one more instance, the least loaded first (spreads over cores).
   std::optional<std::size_t> worker_with_room() const;

@@ -196,7 +196,8 @@ Options parse(int argc, char** argv) {
     } else if (k == "--workers") o.broker.workers = static_cast<std::size_t>(int_arg(k, value(), 1, 4096));
     else if (k == "--no-zygote") o.broker.zygote = false;
     else if (k == "--spin-us") o.broker.spin = std::chrono::microseconds(int_arg(k, value(), 0, 100000));
-    else if (k == "--envs-per-worker") o.broker.envs_per_worker = static_cast<std::size_t>(int_arg(k, value(), 1, 1024));
+    else if (k == "--envs-per-worker")
+      o.broker.envs_per_worker = static_cast<std::size_t>(int_arg(k, value(), 1, 1024));
     else if (k == "--host") o.host = value();
     else if (k == "--native-port") o.port = static_cast<int>(int_arg(k, value(), 0, 65535));
     else if (k == "--python") o.broker.python = value();
@@ -209,14 +210,20 @@ Options parse(int argc, char** argv) {
     else if (k == "--import") o.broker.imports.push_back(value());
     else if (k == "--step-timeout") o.broker.step_timeout = seconds_arg(k, value());
     else if (k == "--make-timeout") o.broker.make_timeout = seconds_arg(k, value());
-    else if (k == "--worker-memory-limit") o.broker.worker_memory_limit = static_cast<unsigned long long>(int_arg(k, value(), 64, 1 << 30)) << 20;
-    else if (k == "--worker-cpu-limit") o.broker.worker_cpu_limit = static_cast<unsigned long long>(int_arg(k, value(), 1, 1ll << 31));
+    else if (k == "--worker-memory-limit")
+      o.broker.worker_memory_limit = static_cast<unsigned long long>(int_arg(k, value(), 64, 1 << 30)) << 20;
+    else if (k == "--worker-cpu-limit")
+      o.broker.worker_cpu_limit = static_cast<unsigned long long>(int_arg(k, value(), 1, 1ll << 31));
     else if (k == "--max-workers") o.broker.max_workers = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 16));
-    else if (k == "--worker-idle-grace") o.broker.worker_idle_grace = std::chrono::seconds(int_arg(k, value(), 0, 86400));
+    else if (k == "--worker-idle-grace")
+      o.broker.worker_idle_grace = std::chrono::seconds(int_arg(k, value(), 0, 86400));
     else if (k == "--max-sessions") o.broker.max_sessions = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 24));
-    else if (k == "--max-instances-per-client") o.broker.max_instances_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 20));
-    else if (k == "--max-inflight-per-client") o.broker.max_inflight_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
-    else if (k == "--restart-budget") o.broker.restart_budget = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 20));
+    else if (k == "--max-instances-per-client")
+      o.broker.max_instances_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 20));
+    else if (k == "--max-inflight-per-client")
+      o.broker.max_inflight_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
+    else if (k == "--restart-budget")
+      o.broker.restart_budget = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 20));
     else if (k == "--restart-window") o.broker.restart_window = seconds_arg(k, value());
     else if (k == "--idle-ttl") {
       const std::string v = value();
@@ -224,17 +231,19 @@ Options parse(int argc, char** argv) {
     } else if (k == "--session-lease") {
       const std::string v = value();
       o.broker.session_lease = v == "0" ? std::chrono::milliseconds(0) : seconds_arg(k, v);
-    }
-    else if (k == "--runtime-dir") o.runtime_dir = value();
+    } else if (k == "--runtime-dir") o.runtime_dir = value();
     else if (k == "--detach") o.detach = true;
     else if (k == "--insecure-no-token") o.insecure = true;
     else if (k == "--require-token") o.require_token = true;
     else if (k == "--token-file") o.token_file = value();
     else if (k == "--allow-origin") o.gateway.access.allowed_origins.push_back(value());
     else if (k == "--verbose") o.broker.verbose = true;
-    else if (k == "--http-idle-timeout") o.gateway.http_idle_timeout = std::chrono::seconds(int_arg(k, value(), 1, 86400));
-    else if (k == "--http-header-timeout") o.gateway.http_header_timeout = std::chrono::seconds(int_arg(k, value(), 1, 86400));
-    else if (k == "--max-connections") o.gateway.max_connections = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
+    else if (k == "--http-idle-timeout")
+      o.gateway.http_idle_timeout = std::chrono::seconds(int_arg(k, value(), 1, 86400));
+    else if (k == "--http-header-timeout")
+      o.gateway.http_header_timeout = std::chrono::seconds(int_arg(k, value(), 1, 86400));
+    else if (k == "--max-connections")
+      o.gateway.max_connections = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
     else if (k == "--max-connections-per-client")
       o.gateway.max_connections_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
     else die("unknown option '" + k + "'; try `gymfarm --help`");
@@ -301,8 +310,8 @@ std::string load_or_make_token(const Options& o, const gymfarm::cli::RuntimeDir&
 // planted it or what is in it (cli/runtime_dir.hpp); exit 2 with the reason.
 gymfarm::cli::RuntimeDir prepare_runtime_dir(const Options& o) {
   gymfarm::cli::RuntimeDir dir;
-  const std::string err =
-      gymfarm::cli::RuntimeDir::open(o.runtime_dir, {.create = true, .private_only = o.runtime_dir == default_runtime_dir()}, dir);
+  const std::string err = gymfarm::cli::RuntimeDir::open(
+      o.runtime_dir, {.create = true, .private_only = o.runtime_dir == default_runtime_dir()}, dir);
   if (!err.empty()) die(err);
   return dir;
 }
@@ -310,8 +319,8 @@ gymfarm::cli::RuntimeDir prepare_runtime_dir(const Options& o) {
 // stop and status: the same checks, nothing created; a missing directory comes back closed.
 gymfarm::cli::RuntimeDir find_runtime_dir(const Options& o) {
   gymfarm::cli::RuntimeDir dir;
-  const std::string err =
-      gymfarm::cli::RuntimeDir::open(o.runtime_dir, {.create = false, .private_only = o.runtime_dir == default_runtime_dir()}, dir);
+  const std::string err = gymfarm::cli::RuntimeDir::open(
+      o.runtime_dir, {.create = false, .private_only = o.runtime_dir == default_runtime_dir()}, dir);
   if (!err.empty()) die(err);
   return dir;
 }
@@ -331,7 +340,8 @@ int cmd_start(Options o) {
   o.runtime_dir = dir.path();
   std::string token;
   if (!is_loopback(o.host) && o.insecure) {
-    std::fprintf(stderr, "gymfarm: WARNING: listening on %s WITHOUT authentication (--insecure-no-token)\n", o.host.c_str());
+    std::fprintf(stderr, "gymfarm: WARNING: listening on %s WITHOUT authentication (--insecure-no-token)\n",
+                 o.host.c_str());
     o.gateway.access.any_host = true;
   } else if (!is_loopback(o.host) || o.require_token || !o.token_file.empty()) {
     token = load_or_make_token(o, dir);
@@ -366,7 +376,8 @@ int cmd_start(Options o) {
         std::string text;  // read back through the fd the log was created with
         char chunk[4096];
         ssize_t got;
-        while (text.size() < (1u << 20) && (got = pread(log_fd, chunk, sizeof chunk, static_cast<off_t>(text.size()))) > 0)
+        while (text.size() < (1u << 20) &&
+               (got = pread(log_fd, chunk, sizeof chunk, static_cast<off_t>(text.size()))) > 0)
           text.append(chunk, static_cast<std::size_t>(got));
         close(log_fd);
         std::istringstream f(text);
@@ -417,14 +428,15 @@ int cmd_start(Options o) {
     frontends::Gateway gateway(o.gateway);
     const uint16_t http_port = gateway.start();
     const std::string http_host = o.host == "localhost" ? "127.0.0.1" : o.host;
-    const std::string token_line =
-        token.empty() ? ""
-                      : "  token:     " + token + " (" + (o.token_file.empty() ? o.runtime_dir + "/token" : o.token_file) +
-                            "; send it as Bearer, http://:TOKEN@host, ?token= or GYMFARM_TOKEN)\n";
-    const std::string gymnasium_line =
-        gateway.gymnasium_port() < 0
-            ? ""
-            : "  gymnasium: http://" + http_host + ":" + std::to_string(gateway.gymnasium_port()) + "/v1/ (gymnasium-http-api)\n";
+    const std::string token_line = token.empty()
+                                       ? ""
+                                       : "  token:     " + token + " (" +
+                                             (o.token_file.empty() ? o.runtime_dir + "/token" : o.token_file) +
+                                             "; send it as Bearer, http://:TOKEN@host, ?token= or GYMFARM_TOKEN)\n";
+    const std::string gymnasium_line = gateway.gymnasium_port() < 0 ? ""
+                                                                    : "  gymnasium: http://" + http_host + ":" +
+                                                                          std::to_string(gateway.gymnasium_port()) +
+                                                                          "/v1/ (gymnasium-http-api)\n";
     {
       std::string err;
       const int fd = dir.create_file(pid_file(o), err);
@@ -445,7 +457,8 @@ int cmd_start(Options o) {
                     gymnasium_line.c_str(), http_host.c_str(), http_port);
       if (o.detach) {
         const std::string msg = std::string("ready ") + text;
-        if (write(ready_pipe[1], msg.data(), msg.size()) < 0) { /* parent gone; keep serving */ }
+        if (write(ready_pipe[1], msg.data(), msg.size()) < 0) { /* parent gone; keep serving */
+        }
         close(ready_pipe[1]);
         ready_pipe[1] = -1;
       }
@@ -488,20 +501,21 @@ int cmd_status(const Options& o) {
     std::fprintf(stderr, "gymfarm: no farm answers at %s (%s)\n", native_endpoint(o, o.port).c_str(), e.what());
     return 1;
   }
-  std::printf("farm pid %lld at %s: %lld instances, %llu requests served\n", static_cast<long long>(s.find("pid")->as_int()),
-              s.find("frontend")->as_string().c_str(), static_cast<long long>(s.find("instances")->as_int()),
+  std::printf("farm pid %lld at %s: %lld instances, %llu requests served\n",
+              static_cast<long long>(s.find("pid")->as_int()), s.find("frontend")->as_string().c_str(),
+              static_cast<long long>(s.find("instances")->as_int()),
               static_cast<unsigned long long>(s.find("requests")->as_int()));
-  std::printf("%-6s %-8s %-9s %-32s %-24s %10s %10s %10s %8s\n", "WORKER", "PID", "STATE", "INSTANCE", "ENV ID", "STEPS",
-              "RSS", "PSS", "RESTARTS");
+  std::printf("%-6s %-8s %-9s %-32s %-24s %10s %10s %10s %8s\n", "WORKER", "PID", "STATE", "INSTANCE", "ENV ID",
+              "STEPS", "RSS", "PSS", "RESTARTS");
   for (const auto& w : s.find("workers")->as_array()) {
     const Value* pss = w.find("pss_bytes");
-    std::printf("%-6lld %-8lld %-9s %-32s %-24s %10lld %10s %10s %8lld\n", static_cast<long long>(w.find("worker")->as_int()),
-                static_cast<long long>(w.find("pid")->as_int()), w.find("state")->as_string().c_str(),
+    std::printf("%-6lld %-8lld %-9s %-32s %-24s %10lld %10s %10s %8lld\n",
+                static_cast<long long>(w.find("worker")->as_int()), static_cast<long long>(w.find("pid")->as_int()),
+                w.find("state")->as_string().c_str(),
                 w.find("instance")->as_string().empty() ? "-" : w.find("instance")->as_string().c_str(),
                 w.find("env_id")->as_string().empty() ? "-" : w.find("env_id")->as_string().c_str(),
                 static_cast<long long>(w.find("steps")->as_int()), human_bytes(w.find("rss_bytes")->as_int()).c_str(),
-                human_bytes(pss ? pss->as_int() : 0).c_str(),
-                static_cast<long long>(w.find("restarts")->as_int()));
+                human_bytes(pss ? pss->as_int() : 0).c_str(), static_cast<long long>(w.find("restarts")->as_int()));
     if (const Value* why = w.find("last_exit"); why && !why->as_string().empty() && w.find("restarts")->as_int() > 0) {
       std::printf("       last restart: %s\n", why->as_string().c_str());
     }

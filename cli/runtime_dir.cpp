@@ -68,8 +68,8 @@ std::string untrusted_dir(const struct stat& st, const std::string& path, bool p
            uid_text(::geteuid()) + ")" + fix;
   }
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-    return "the runtime directory " + path + " is writable by group or others (mode " + mode_text(st.st_mode) +
-           ")" + fix;
+    return "the runtime directory " + path + " is writable by group or others (mode " + mode_text(st.st_mode) + ")" +
+           fix;
   }
   if (private_only && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
     return "the runtime directory " + path + " is open to group or others (mode " + mode_text(st.st_mode) +
@@ -219,7 +219,8 @@ std::optional<std::string> RuntimeDir::read_file(const std::string& name, std::s
   FdGuard fd(::openat(fd_, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
   if (fd.fd < 0) {
     if (errno == ENOENT) return std::nullopt;
-    err = errno == ELOOP ? full + " is a symlink; not following it (remove it)" : "cannot read " + full + ": " + errno_text();
+    err = errno == ELOOP ? full + " is a symlink; not following it (remove it)"
+                         : "cannot read " + full + ": " + errno_text();
     return std::nullopt;
   }
   struct stat st {};

@@ -31,7 +31,9 @@ struct Client::Impl {
   bool inproc = false;
   transport::SpinPolicy spin_policy;  // for the inproc reply wait
 
-  [[noreturn]] void raise(ErrorCode code, std::string message) { throw ClientError(Error{code, std::move(message), Value(protocol::Map{})}); }
+  [[noreturn]] void raise(ErrorCode code, std::string message) {
+    throw ClientError(Error{code, std::move(message), Value(protocol::Map{})});
+  }
 
   // Sends frames and waits for the reply with the same rid; returns [rid, status, body...].
   transport::Frames round_trip(std::vector<std::string_view> frames, uint64_t rid) {
@@ -67,8 +69,11 @@ struct Client::Impl {
   }
 
   std::chrono::milliseconds left_until(std::chrono::steady_clock::time_point deadline) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) raise(ErrorCode::Timeout, "no reply from the farm at " + endpoint + " within " + std::to_string(opt.timeout.count()) + " ms");
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                            std::chrono::steady_clock::now());
+    if (left.count() <= 0)
+      raise(ErrorCode::Timeout,
+            "no reply from the farm at " + endpoint + " within " + std::to_string(opt.timeout.count()) + " ms");
     return left;
   }
 
@@ -115,8 +120,9 @@ struct Client::Impl {
       Value again;
       std::string err;
       const Value* farm = hello_reply.find("farm");
-      const bool same = in.size() == 3 && view(in[1]) == protocol::kStatusOk && protocol::decode(view(in[2]), again, err) &&
-                        farm && again.find("farm") && *again.find("farm") == *farm;
+      const bool same = in.size() == 3 && view(in[1]) == protocol::kStatusOk &&
+                        protocol::decode(view(in[2]), again, err) && farm && again.find("farm") &&
+                        *again.find("farm") == *farm;
       if (!same) local.reset();  // not this farm's socket (another mount namespace, say): stay on ZeroMQ
     } catch (const ClientError&) {
       local.reset();
@@ -143,7 +149,8 @@ namespace {
 Value decode_or_throw(std::string_view bytes) {
   Value v;
   std::string err;
-  if (!protocol::decode(bytes, v, err)) throw ClientError(Error{ErrorCode::Internal, "bad reply from the farm: " + err, Value(protocol::Map{})});
+  if (!protocol::decode(bytes, v, err))
+    throw ClientError(Error{ErrorCode::Internal, "bad reply from the farm: " + err, Value(protocol::Map{})});
   return v;
 }
 

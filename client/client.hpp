@@ -79,7 +79,8 @@ struct BatchItem {
 class Caller {
  public:
   virtual ~Caller() = default;
-  virtual Value call(std::string_view verb, std::string_view instance = {}, const Value& body = Value(protocol::Map{})) = 0;
+  virtual Value call(std::string_view verb, std::string_view instance = {},
+                     const Value& body = Value(protocol::Map{})) = 0;
 };
 
 class Client final : public Caller {
@@ -91,7 +92,8 @@ class Client final : public Caller {
   Client& operator=(const Client&) = delete;
 
   // The raw call: returns the result body or throws ClientError.
-  Value call(std::string_view verb, std::string_view instance = {}, const Value& body = Value(protocol::Map{})) override;
+  Value call(std::string_view verb, std::string_view instance = {},
+             const Value& body = Value(protocol::Map{})) override;
 
   EnvHandle make(const std::string& env_id, const Value& kwargs = Value(protocol::Map{}));
   std::pair<Value, Value> reset(const std::string& instance, std::optional<int64_t> seed = std::nullopt,

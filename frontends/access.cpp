@@ -65,10 +65,11 @@ HostKind host_kind(std::string_view host) {
     in6_addr a{};
     if (::inet_pton(AF_INET6, inner.c_str(), &a) != 1) return HostKind::Other;
     static constexpr unsigned char kZero[16] = {};
-    if (std::memcmp(a.s6_addr, kZero, 15) == 0 && a.s6_addr[15] == 1) return HostKind::Loopback;   // ::1
-    if (std::memcmp(a.s6_addr, kZero, 16) == 0) return HostKind::Unspecified;                       // ::
+    if (std::memcmp(a.s6_addr, kZero, 15) == 0 && a.s6_addr[15] == 1) return HostKind::Loopback;  // ::1
+    if (std::memcmp(a.s6_addr, kZero, 16) == 0) return HostKind::Unspecified;                     // ::
     static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (std::memcmp(a.s6_addr, kMapped, 12) == 0 && a.s6_addr[12] == 127) return HostKind::Loopback;  // ::ffff:127.x.y.z
+    if (std::memcmp(a.s6_addr, kMapped, 12) == 0 && a.s6_addr[12] == 127)
+      return HostKind::Loopback;  // ::ffff:127.x.y.z
     return HostKind::Other;
   }
   if (auto v4 = parse_ipv4(host)) {
@@ -77,7 +78,8 @@ HostKind host_kind(std::string_view host) {
     return HostKind::Other;
   }
   std::string name(host);
-  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(name.begin(), name.end(), name.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return name == "localhost" || name == "localhost." ? HostKind::Loopback : HostKind::Other;
 }
 
@@ -131,7 +133,8 @@ bool is_local_origin(std::string_view origin) {
   const auto sep = origin.find("://");
   if (sep == std::string_view::npos) return false;
   std::string scheme(origin.substr(0, sep));
-  std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   if (scheme != "http" && scheme != "https" && scheme != "ws" && scheme != "wss") return false;
   const auto authority = origin.substr(sep + 3);
   if (authority.find_first_of("/?#@") != std::string_view::npos) return false;  // an Origin has no path or userinfo

@@ -10,8 +10,8 @@
 namespace gymfarm::frontends {
 
 struct ConnectionLimitOptions {
-  std::size_t max_total = 10000;     // every open connection, both ports, HTTP and WebSocket (0 = none)
-  std::size_t max_per_client = 64;   // from one remote address (0 = none)
+  std::size_t max_total = 10000;    // every open connection, both ports, HTTP and WebSocket (0 = none)
+  std::size_t max_per_client = 64;  // from one remote address (0 = none)
 };
 
 enum class Admission { Admitted, TooManyFromClient, TooManyInTotal };

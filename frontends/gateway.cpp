@@ -35,8 +35,8 @@
 #include <optional>
 #include <thread>
 #include <type_traits>
-#include <utility>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "frontends/blocking_pool.hpp"
@@ -54,10 +54,10 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr std::size_t kHeaderLimit = 16 * 1024;
-constexpr std::size_t kFirstRead = 4096;       // bytes asked for while waiting for a request to start
+constexpr std::size_t kFirstRead = 4096;         // bytes asked for while waiting for a request to start
 constexpr std::size_t kWsReadChunk = 64 * 1024;  // the most one WebSocket read takes of a message
-constexpr int kAcceptBatch = 64;               // accepts per wake-up before other handlers get a turn
-constexpr std::size_t kFdMargin = 1024;        // descriptors beyond the connections: broker, workers, ZeroMQ
+constexpr int kAcceptBatch = 64;                 // accepts per wake-up before other handlers get a turn
+constexpr std::size_t kFdMargin = 1024;          // descriptors beyond the connections: broker, workers, ZeroMQ
 constexpr auto kAcceptPause = std::chrono::milliseconds(50);  // out of descriptors: try again after this
 constexpr auto kStopWait = std::chrono::seconds(10);
 constexpr auto kLogEvery = std::chrono::seconds(10);  // refused connections: one log line at most this often
@@ -96,7 +96,8 @@ struct Core {
   explicit Core(GatewayOptions o)
       : opt(std::move(o)),
         limits(ConnectionLimitOptions{opt.max_connections, opt.max_connections_per_client}),
-        pool(BlockingPoolOptions{opt.max_blocking_threads, std::chrono::seconds(30), [] {
+        pool(BlockingPoolOptions{opt.max_blocking_threads, std::chrono::seconds(30),
+                                 [] {
                                    t_farm.reset();
                                    t_farm_owner = nullptr;
                                  }}),
@@ -223,9 +224,7 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
   }
 
   void end() override {
-    asio::post(ws_.get_executor(), [self = shared_from_this()] {
-      beast::get_lowest_layer(self->ws_).close();
-    });
+    asio::post(ws_.get_executor(), [self = shared_from_this()] { beast::get_lowest_layer(self->ws_).close(); });
   }
 
  private:
@@ -250,7 +249,8 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
   // the connection with an asynchronous teardown that stops reading after one chunk, so a peer
   // still sending the oversized message gets a reset instead of the 1009 close.
   void do_read() {
-    ws_.async_read_some(buffer_, kWsReadChunk, beast::bind_front_handler(&WebsocketSession::on_read, shared_from_this()));
+    ws_.async_read_some(buffer_, kWsReadChunk,
+                        beast::bind_front_handler(&WebsocketSession::on_read, shared_from_this()));
   }
 
   void on_read(beast::error_code ec, std::size_t) {
@@ -273,7 +273,8 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
         }
         out = self->gymie_->handle(text);
       } catch (const client::ClientError&) {
-        out = GymieOutcome{true, static_cast<uint16_t>(websocket::close_code::try_again_later), "the farm is not answering"};
+        out = GymieOutcome{true, static_cast<uint16_t>(websocket::close_code::try_again_later),
+                           "the farm is not answering"};
       } catch (const std::exception&) {
         out = GymieOutcome{true, static_cast<uint16_t>(websocket::close_code::internal_error), "internal error"};
       }
@@ -292,7 +293,7 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
                       [self = shared_from_this()](beast::error_code) { self->on_end(); });
       return;
     }
-    ws_.set_option(timeouts(true));  // armed again by the next read
+    ws_.set_option(timeouts(true));                                           // armed again by the next read
     beast::get_lowest_layer(ws_).expires_after(core_.opt.http_idle_timeout);  // a peer that does not read its reply
     reply_ = std::move(out.text);
     ws_.text(true);
@@ -325,7 +326,7 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
   Slot slot_;
   beast::flat_buffer buffer_;
   std::string reply_;
-  std::unique_ptr<GymieSession> gymie_;       // made and used on the pool, one job at a time
+  std::unique_ptr<GymieSession> gymie_;  // made and used on the pool, one job at a time
   bool ended_ = false;
 };
 
@@ -351,11 +352,12 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     if (closed_) return;
     if (buffer_.size() > 0) return do_read_header();  // a pipelined request is already here
     stream_.expires_after(core_.opt.http_idle_timeout);
-    stream_.async_read_some(buffer_.prepare(kFirstRead), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
-      self->buffer_.commit(n);
-      if (ec) return self->do_close();  // idle timeout, peer closed, stop
-      self->do_read_header();
-    });
+    stream_.async_read_some(buffer_.prepare(kFirstRead),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->buffer_.commit(n);
+                              if (ec) return self->do_close();  // idle timeout, peer closed, stop
+                              self->do_read_header();
+                            });
   }
 
   // The request has begun: its headers must be complete within the header timeout.
@@ -382,10 +384,12 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   }
 
   void on_read_error(beast::error_code ec) {
-    if (ec == http::error::body_limit) return reply_and_close(http::status::payload_too_large, "request body too large");
+    if (ec == http::error::body_limit)
+      return reply_and_close(http::status::payload_too_large, "request body too large");
     if (ec == http::error::header_limit)
       return reply_and_close(http::status::request_header_fields_too_large, "request headers too large");
-    if (is_http_parse_error(ec)) return reply_and_close(http::status::bad_request, "malformed request: " + ec.message());
+    if (is_http_parse_error(ec))
+      return reply_and_close(http::status::bad_request, "malformed request: " + ec.message());
     do_close();  // timeout, the peer closed or went away mid-request, stop
   }
 
@@ -420,7 +424,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       ws->run(std::move(req));
       return;
     }
-    const bool is_rest = kind_ == Kind::Gymnasium || path.rfind("/v1/", 0) == 0 || path == "/v1" || path == "/openapi.json";
+    const bool is_rest = kind_ == Kind::Gymnasium || path.rfind("/v1/", 0) == 0 || path == "/v1" ||
+                         path == "/openapi.json";
     if (is_rest) return run_rest(std::move(req));
     res_ = {};
     res_.version(req.version());
@@ -439,9 +444,9 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
 
   void run_rest(http::request<http::string_body> req) {
     if (!rest_) {
-      rest_ = std::make_unique<RestSession>(core_.caller, core_.rest_registry,
-                                            kind_ == Kind::Main ? RestDialect::GymHttpApi : RestDialect::GymnasiumHttpApi,
-                                            core_.opt.rest);
+      rest_ = std::make_unique<RestSession>(
+          core_.caller, core_.rest_registry,
+          kind_ == Kind::Main ? RestDialect::GymHttpApi : RestDialect::GymnasiumHttpApi, core_.opt.rest);
     }
     HttpRequest hr{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
                    std::string(req[http::field::content_type])};
@@ -525,7 +530,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
 
 class Listener : public std::enable_shared_from_this<Listener> {
  public:
-  Listener(Core& core, tcp::acceptor& acceptor, Kind kind) : core_(core), acceptor_(acceptor), kind_(kind), pause_(acceptor.get_executor()) {}
+  Listener(Core& core, tcp::acceptor& acceptor, Kind kind)
+      : core_(core), acceptor_(acceptor), kind_(kind), pause_(acceptor.get_executor()) {}
 
   void run() { do_accept(); }
   void end() {
@@ -548,13 +554,15 @@ class Listener : public std::enable_shared_from_this<Listener> {
       sockaddr_storage sa{};
       socklen_t len = sizeof sa;
       // accept4: the socket is close-on-exec from its first instant (no worker may inherit it)
-      const int fd = ::accept4(acceptor_.native_handle(), reinterpret_cast<sockaddr*>(&sa), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      const int fd = ::accept4(acceptor_.native_handle(), reinterpret_cast<sockaddr*>(&sa), &len,
+                               SOCK_CLOEXEC | SOCK_NONBLOCK);
       if (fd < 0) {
         if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
           if (!warned_fds_) {
-            std::fprintf(stderr, "[gymfarm] gateway: out of file descriptors (%s); new connections wait\n", std::strerror(errno));
+            std::fprintf(stderr, "[gymfarm] gateway: out of file descriptors (%s); new connections wait\n",
+                         std::strerror(errno));
             warned_fds_ = true;
           }
           pause_.expires_after(kAcceptPause);
@@ -637,7 +645,8 @@ uint16_t listen_on(tcp::acceptor& a, const std::string& host, uint16_t port) {
   tcp::endpoint ep(addr, port);
   // close-on-exec from the start: workers and the zygote must not hold the gateway's ports
   const int fd = ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP);
-  if (fd < 0) throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + std::strerror(errno));
+  if (fd < 0)
+    throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + std::strerror(errno));
   a.assign(ep.protocol(), fd, ec);
   if (ec) {
     ::close(fd);
@@ -664,8 +673,8 @@ void raise_fd_limit(std::size_t connections) {
     std::fprintf(stderr,
                  "[gymfarm] gateway: the open-file limit is %llu (hard limit %llu); --max-connections %zu needs about "
                  "%llu: past the limit new connections wait for descriptors\n",
-                 static_cast<unsigned long long>(rl.rlim_cur), static_cast<unsigned long long>(rl.rlim_max), connections,
-                 static_cast<unsigned long long>(needed));
+                 static_cast<unsigned long long>(rl.rlim_cur), static_cast<unsigned long long>(rl.rlim_max),
+                 connections, static_cast<unsigned long long>(needed));
   }
 }
 

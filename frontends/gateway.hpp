@@ -22,15 +22,15 @@ namespace gymfarm::frontends {
 
 struct GatewayOptions {
   std::string host = "127.0.0.1";
-  uint16_t port = 5000;  // 0 picks a free port: Gymie at /gym, gym-http-api at /v1/
-  int gymnasium_port = 40004;  // gymnasium-http-api dialect; 0 picks a free port, -1 turns it off
-  std::string broker_endpoint;  // the native endpoint the gateway's clients connect to
+  uint16_t port = 5000;                      // 0 picks a free port: Gymie at /gym, gym-http-api at /v1/
+  int gymnasium_port = 40004;                // gymnasium-http-api dialect; 0 picks a free port, -1 turns it off
+  std::string broker_endpoint;               // the native endpoint the gateway's clients connect to
   zmq::context_t* broker_context = nullptr;  // shared with the broker for an inproc:// endpoint
   std::chrono::milliseconds client_timeout{120000};
   GymieOptions gymie;
-  std::size_t max_message_bytes = 4u << 20;  // WebSocket message and HTTP body limit
-  std::size_t max_connections = 10000;            // open connections in total (--max-connections; 0 = none)
-  std::size_t max_connections_per_client = 64;    // from one remote address (--max-connections-per-client)
+  std::size_t max_message_bytes = 4u << 20;     // WebSocket message and HTTP body limit
+  std::size_t max_connections = 10000;          // open connections in total (--max-connections; 0 = none)
+  std::size_t max_connections_per_client = 64;  // from one remote address (--max-connections-per-client)
   // A connection (HTTP or WebSocket) idle this long is closed (--http-idle-timeout); a WebSocket
   // is pinged at half of it and closed when nothing, not even the pong, came back by then.
   std::chrono::seconds http_idle_timeout{120};
@@ -38,9 +38,10 @@ struct GatewayOptions {
   std::chrono::seconds http_header_timeout{10};
   // The farm closed a WebSocket and the peer did not answer the close within this: drop the TCP.
   std::chrono::seconds ws_close_timeout{5};
-  std::size_t io_threads = 2;  // threads running the io_context (they never busy-poll: measured, it cost more than it saved)
+  std::size_t io_threads =
+      2;  // threads running the io_context (they never busy-poll: measured, it cost more than it saved)
   std::size_t max_blocking_threads = 256;  // the pool that runs the dialects' blocking handle()
-  std::chrono::microseconds spin{200};  // the pool threads' clients busy-poll for the farm's reply (--spin-us)
+  std::chrono::microseconds spin{200};     // the pool threads' clients busy-poll for the farm's reply (--spin-us)
   RestOptions rest;
   AccessPolicy access;  // token and allowed origins; the gateway's own clients use the token too
 };

@@ -72,7 +72,7 @@ bool params_fit(const Method& m, const Json& params) {
 Value finite_bounds(const Value& bound, const std::string& dtype) {
   if (!bound.is_tensor()) return bound;
   const auto& t = bound.as_tensor();
-  const double big = dtype == "float16" ? 65504.0
+  const double big = dtype == "float16"   ? 65504.0
                      : dtype == "float32" ? static_cast<double>(std::numeric_limits<float>::max())
                                           : std::numeric_limits<double>::max();
   protocol::Tensor out{protocol::DType::Float64, t.shape, {}};
@@ -127,7 +127,9 @@ GymieOutcome GymieSession::handle(std::string_view message) {
   }
   const Json& params = data["params"];
   const std::string method = py_str(data["method"]);
-  auto wrong_params = [&] { return close_with(kInvalid, truncate_utf8("Parameters `" + py_repr(params) + "` are wrong", 123)); };
+  auto wrong_params = [&] {
+    return close_with(kInvalid, truncate_utf8("Parameters `" + py_repr(params) + "` are wrong", 123));
+  };
   const Method* m = nullptr;
   if (data["method"].is_string()) {
     for (const auto& x : methods()) {
@@ -139,7 +141,9 @@ GymieOutcome GymieSession::handle(std::string_view message) {
 
   const std::string instance = params.contains("instance_id") ? py_str(params["instance_id"]) : "";
   auto not_found = [&] { return close_with(kInvalid, truncate_utf8("Instance `" + instance + "` not found", 123)); };
-  auto unknown = [&](const std::string& what) { return close_with(kInvalid, truncate_utf8("Unknonwn error: " + what, 123)); };
+  auto unknown = [&](const std::string& what) {
+    return close_with(kInvalid, truncate_utf8("Unknonwn error: " + what, 123));
+  };
   if (params.contains("instance_id") && !params["instance_id"].is_string()) return not_found();
 
   try {
@@ -182,7 +186,9 @@ GymieOutcome GymieSession::handle(std::string_view message) {
     if (m->name == "reset") {
       Value body(protocol::Map{});
       if (auto s = seeds_.take(instance)) {
-        body.set("seed", *s <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ? Value(static_cast<int64_t>(*s)) : Value(*s));
+        body.set("seed", *s <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
+                             ? Value(static_cast<int64_t>(*s))
+                             : Value(*s));
       }
       const Value r = farm_.call("reset", instance, body);
       return reply(to_json(*r.find("obs")));

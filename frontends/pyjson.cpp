@@ -31,7 +31,8 @@ std::string py_float(double d) {
     } else if (static_cast<int>(digits.size()) <= exp + 1) {
       out += digits + std::string(static_cast<std::size_t>(exp + 1 - static_cast<int>(digits.size())), '0') + ".0";
     } else {
-      out += digits.substr(0, static_cast<std::size_t>(exp + 1)) + "." + digits.substr(static_cast<std::size_t>(exp + 1));
+      out += digits.substr(0, static_cast<std::size_t>(exp + 1)) + "." +
+             digits.substr(static_cast<std::size_t>(exp + 1));
     }
     return out;
   }
@@ -88,7 +89,8 @@ void write_json_string(std::string& out, std::string_view s, bool ensure_ascii) 
 
 namespace {
 
-void write_tensor(std::string& out, const protocol::Tensor& t, std::size_t dim, std::size_t& index, const JsonStyle& st) {
+void write_tensor(std::string& out, const protocol::Tensor& t, std::size_t dim, std::size_t& index,
+                  const JsonStyle& st) {
   if (dim == t.shape.size()) {
     const std::size_t i = index++;
     switch (t.dtype) {

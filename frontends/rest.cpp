@@ -5,8 +5,8 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -63,8 +63,28 @@ std::vector<std::pair<std::string, std::string>> RestRegistry::list() {
 namespace {
 
 enum class Op {
-  Create, List, EnvInfo, Delete, Reset, Step, ActionSpace, Sample, Contains, ObsSpace, ObsContains,
-  MonitorStart, MonitorClose, Close, Upload, Shutdown, Render, Transitions, Episodes, RenderPng, Help, OpenApi,
+  Create,
+  List,
+  EnvInfo,
+  Delete,
+  Reset,
+  Step,
+  ActionSpace,
+  Sample,
+  Contains,
+  ObsSpace,
+  ObsContains,
+  MonitorStart,
+  MonitorClose,
+  Close,
+  Upload,
+  Shutdown,
+  Render,
+  Transitions,
+  Episodes,
+  RenderPng,
+  Help,
+  OpenApi,
 };
 
 constexpr int kOpenai = 1, kGymnasium = 2, kBoth = 3;
@@ -113,7 +133,8 @@ bool matches(const Route& r, const std::vector<std::string>& segs, std::string& 
 
 std::string pattern_path(const Route& r, bool slash) {
   std::string p;
-  for (const auto& s : r.pattern) p += "/" + (s == "*" ? std::string("{instance_id}") : s == "#" ? std::string("{x}") : s);
+  for (const auto& s : r.pattern)
+    p += "/" + (s == "*" ? std::string("{instance_id}") : s == "#" ? std::string("{x}") : s);
   if (slash && r.op != Op::OpenApi && r.op != Op::RenderPng) p += "/";
   return p;
 }
@@ -127,7 +148,9 @@ HttpReply json_reply(int status, const Value& v) {
   return r;
 }
 
-HttpReply message(int status, const std::string& text) { return json_reply(status, Value(protocol::Map{{"message", text}})); }
+HttpReply message(int status, const std::string& text) {
+  return json_reply(status, Value(protocol::Map{{"message", text}}));
+}
 
 HttpReply empty(int status) {
   HttpReply r;
@@ -252,7 +275,8 @@ Value encode_observation(const Value& obs) {
       for (std::size_t i = 0; i < d.size(); ++i) d[i] = t.as_double(i);
       type = "float64";
       raw = bytes_of(d);
-    } else if (t.dtype == DType::Int32 || t.dtype == DType::UInt8 || t.dtype == DType::Int16 || t.dtype == DType::UInt16) {
+    } else if (t.dtype == DType::Int32 || t.dtype == DType::UInt8 || t.dtype == DType::Int16 ||
+               t.dtype == DType::UInt16) {
       std::vector<int64_t> d(t.elements());
       for (std::size_t i = 0; i < d.size(); ++i) d[i] = static_cast<int64_t>(t.as_double(i));
       type = "int64";
@@ -277,7 +301,8 @@ std::string monitor_path(const std::string& root, const std::string& requested) 
   for (const auto& seg : split_path(requested)) {
     if (seg == "." || seg == "..") continue;
     std::string clean;
-    for (char c : seg) clean += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.') ? c : '_';
+    for (char c : seg)
+      clean += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.') ? c : '_';
     rel += (rel.empty() ? "" : "/") + clean;
   }
   return root + "/" + (rel.empty() ? "default" : rel);
@@ -363,9 +388,9 @@ struct Ctx {
   RestRegistry& reg;
   const RestOptions& opt;
   const HttpRequest& req;
-  int mask;       // kOpenai or kGymnasium
-  bool openai;    // gym-http-api
-  double inf_as;  // what ±inf Box bounds become
+  int mask;           // kOpenai or kGymnasium
+  bool openai;        // gym-http-api
+  double inf_as;      // what ±inf Box bounds become
   std::string id;     // the {instance_id} segment
   std::string value;  // the {x} segment
   std::optional<Json> body;
@@ -404,7 +429,8 @@ uint64_t seed_of(const Json& s, bool strings) {
   if (s.is_string() && strings) {
     if (auto v = py_uint(s.get<std::string>())) return *v;
   }
-  throw Fail{message(400, std::string("'seed' must be an integer from 0 to 2**64-1") + (strings ? " (or its decimal string)" : ""))};
+  throw Fail{message(
+      400, std::string("'seed' must be an integer from 0 to 2**64-1") + (strings ? " (or its decimal string)" : ""))};
 }
 
 // The protocol's int or uint for a seed.
@@ -414,7 +440,8 @@ Value seed_value(uint64_t s) {
 
 // An integer parameter as the originals read it: a JSON int or a numeric string.
 std::optional<int64_t> int_param(const Json& j) {
-  if (j.is_number_integer() && !(j.is_number_unsigned() && j.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))) {
+  if (j.is_number_integer() &&
+      !(j.is_number_unsigned() && j.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))) {
     return j.get<int64_t>();
   }
   if (j.is_string()) return py_int(j.get<std::string>());
@@ -532,7 +559,8 @@ HttpReply on_reset(Ctx& c) {
     e.monitor.episode_reward = 0.0;
     e.monitor.episode_length = 0;
   });
-  return json_reply(200, Value(protocol::Map{{"observation", c.openai ? *r.find("obs") : encode_observation(*r.find("obs"))}}));
+  return json_reply(
+      200, Value(protocol::Map{{"observation", c.openai ? *r.find("obs") : encode_observation(*r.find("obs"))}}));
 }
 
 HttpReply on_step(Ctx& c) {
@@ -567,10 +595,10 @@ HttpReply on_step(Ctx& c) {
   });
   if (c.openai) {
     if (truncated && !terminated) info.set("TimeLimit.truncated", true);
-    return json_reply(200, Value(protocol::Map{{"observation", *r.find("obs")},
-                                               {"reward", reward},
-                                               {"done", terminated || truncated},
-                                               {"info", info}}));
+    return json_reply(
+        200,
+        Value(protocol::Map{
+            {"observation", *r.find("obs")}, {"reward", reward}, {"done", terminated || truncated}, {"info", info}}));
   }
   return json_reply(200, Value(protocol::Map{{"observation", encode_observation(*r.find("obs"))},
                                              {"reward", reward},
@@ -740,28 +768,138 @@ HttpReply on_episodes(Ctx& c) {
 const std::vector<Route>& routes() {
   using B = Body;
   static const std::vector<Route> r{
-      {kBoth, "POST", {"v1", "envs"}, Op::Create, B::Json, on_create, "Create an env: {env_id, seed?} (gymnasium-http-api: max_episode_steps, auto_reset, disable_env_checker, kwargs)"},
-      {kBoth, "GET", {"v1", "envs"}, Op::List, B::None, on_list, "List the envs made over REST: {all_envs: {instance_id: env_id}}"},
+      {kBoth,
+       "POST",
+       {"v1", "envs"},
+       Op::Create,
+       B::Json,
+       on_create,
+       "Create an env: {env_id, seed?} (gymnasium-http-api: max_episode_steps, auto_reset, disable_env_checker, "
+       "kwargs)"},
+      {kBoth,
+       "GET",
+       {"v1", "envs"},
+       Op::List,
+       B::None,
+       on_list,
+       "List the envs made over REST: {all_envs: {instance_id: env_id}}"},
       {kGymnasium, "GET", {"v1", "envs", "*"}, Op::EnvInfo, B::None, on_env_info, "The env's spec id: {id}"},
       {kGymnasium, "DELETE", {"v1", "envs", "*"}, Op::Delete, B::None, on_close, "Close the env (200, empty body)"},
-      {kBoth, "POST", {"v1", "envs", "*", "reset"}, Op::Reset, B::GymnasiumJson, on_reset, "Reset the env: {observation} (gymnasium-http-api: {seed?}, an integer from 0 to 2**64-1)"},
-      {kBoth, "POST", {"v1", "envs", "*", "step"}, Op::Step, B::Json, on_step, "Step the env with {action}: {observation, reward, done, info} (gymnasium-http-api: terminated, truncated)"},
-      {kBoth, "GET", {"v1", "envs", "*", "action_space"}, Op::ActionSpace, B::None, on_action_space, "The action space: {info}"},
-      {kBoth, "GET", {"v1", "envs", "*", "action_space", "sample"}, Op::Sample, B::None, on_sample, "A random action: {action}"},
-      {kBoth, "GET", {"v1", "envs", "*", "action_space", "contains", "#"}, Op::Contains, B::None, on_contains, "Whether the integer action is in the space: {member}"},
-      {kBoth, "GET", {"v1", "envs", "*", "observation_space"}, Op::ObsSpace, B::None, on_obs_space, "The observation space: {info}"},
-      {kBoth, "POST", {"v1", "envs", "*", "observation_space", "contains"}, Op::ObsContains, B::Json, on_obs_contains, "Whether the space info has these properties: {member}"},
-      {kOpenai, "POST", {"v1", "envs", "*", "monitor", "start"}, Op::MonitorStart, B::Json, on_monitor_start, "Start recording episode statistics into {directory} under the operator's monitor directory (204)"},
-      {kOpenai, "POST", {"v1", "envs", "*", "monitor", "close"}, Op::MonitorClose, B::None, on_monitor_close, "Stop recording and write the statistics (204)"},
+      {kBoth,
+       "POST",
+       {"v1", "envs", "*", "reset"},
+       Op::Reset,
+       B::GymnasiumJson,
+       on_reset,
+       "Reset the env: {observation} (gymnasium-http-api: {seed?}, an integer from 0 to 2**64-1)"},
+      {kBoth,
+       "POST",
+       {"v1", "envs", "*", "step"},
+       Op::Step,
+       B::Json,
+       on_step,
+       "Step the env with {action}: {observation, reward, done, info} (gymnasium-http-api: terminated, truncated)"},
+      {kBoth,
+       "GET",
+       {"v1", "envs", "*", "action_space"},
+       Op::ActionSpace,
+       B::None,
+       on_action_space,
+       "The action space: {info}"},
+      {kBoth,
+       "GET",
+       {"v1", "envs", "*", "action_space", "sample"},
+       Op::Sample,
+       B::None,
+       on_sample,
+       "A random action: {action}"},
+      {kBoth,
+       "GET",
+       {"v1", "envs", "*", "action_space", "contains", "#"},
+       Op::Contains,
+       B::None,
+       on_contains,
+       "Whether the integer action is in the space: {member}"},
+      {kBoth,
+       "GET",
+       {"v1", "envs", "*", "observation_space"},
+       Op::ObsSpace,
+       B::None,
+       on_obs_space,
+       "The observation space: {info}"},
+      {kBoth,
+       "POST",
+       {"v1", "envs", "*", "observation_space", "contains"},
+       Op::ObsContains,
+       B::Json,
+       on_obs_contains,
+       "Whether the space info has these properties: {member}"},
+      {kOpenai,
+       "POST",
+       {"v1", "envs", "*", "monitor", "start"},
+       Op::MonitorStart,
+       B::Json,
+       on_monitor_start,
+       "Start recording episode statistics into {directory} under the operator's monitor directory (204)"},
+      {kOpenai,
+       "POST",
+       {"v1", "envs", "*", "monitor", "close"},
+       Op::MonitorClose,
+       B::None,
+       on_monitor_close,
+       "Stop recording and write the statistics (204)"},
       {kOpenai, "POST", {"v1", "envs", "*", "close"}, Op::Close, B::None, on_close, "Close the env (204)"},
-      {kOpenai, "POST", {"v1", "upload"}, Op::Upload, B::Json, on_upload, "Validate {training_dir, api_key, algorithm_id?}; the scoreboard is gone, so nothing is uploaded (204)"},
-      {kOpenai, "POST", {"v1", "shutdown"}, Op::Shutdown, B::None, on_shutdown, "Stop the farm (only with gymfarm start --allow-shutdown)"},
-      {kGymnasium, "GET", {"v1", "envs", "*", "render"}, Op::Render, B::None, on_render, "The current frame: {render_frame} (ansi text, or rgb_array as {rows, cols, data: base64(zlib(RGBA))})"},
-      {kGymnasium, "GET", {"v1", "envs", "*", "transitions"}, Op::Transitions, B::None, on_transitions, "The env's transition table P: {transitions} (409 when the env has none)"},
-      {kGymnasium, "POST", {"v1", "envs", "*", "episodes"}, Op::Episodes, B::Json, on_episodes, "Play {count} episodes of random actions (seed re-applied each reset): {episodes}; count at most 100, and at most 100000 steps and 64 MiB of episodes in all (then cut short)"},
-      {kBoth, "GET", {"v1", "envs", "*", "render.png"}, Op::RenderPng, B::None, on_render_png, "The current rgb_array frame as a PNG image (env made with render_mode rgb_array)"},
+      {kOpenai,
+       "POST",
+       {"v1", "upload"},
+       Op::Upload,
+       B::Json,
+       on_upload,
+       "Validate {training_dir, api_key, algorithm_id?}; the scoreboard is gone, so nothing is uploaded (204)"},
+      {kOpenai,
+       "POST",
+       {"v1", "shutdown"},
+       Op::Shutdown,
+       B::None,
+       on_shutdown,
+       "Stop the farm (only with gymfarm start --allow-shutdown)"},
+      {kGymnasium,
+       "GET",
+       {"v1", "envs", "*", "render"},
+       Op::Render,
+       B::None,
+       on_render,
+       "The current frame: {render_frame} (ansi text, or rgb_array as {rows, cols, data: base64(zlib(RGBA))})"},
+      {kGymnasium,
+       "GET",
+       {"v1", "envs", "*", "transitions"},
+       Op::Transitions,
+       B::None,
+       on_transitions,
+       "The env's transition table P: {transitions} (409 when the env has none)"},
+      {kGymnasium,
+       "POST",
+       {"v1", "envs", "*", "episodes"},
+       Op::Episodes,
+       B::Json,
+       on_episodes,
+       "Play {count} episodes of random actions (seed re-applied each reset): {episodes}; count at most 100, and at "
+       "most 100000 steps and 64 MiB of episodes in all (then cut short)"},
+      {kBoth,
+       "GET",
+       {"v1", "envs", "*", "render.png"},
+       Op::RenderPng,
+       B::None,
+       on_render_png,
+       "The current rgb_array frame as a PNG image (env made with render_mode rgb_array)"},
       {kBoth, "GET", {"v1", "help"}, Op::Help, B::None, on_help, "Every route with its methods and a one-line doc"},
-      {kBoth, "GET", {"openapi.json"}, Op::OpenApi, B::None, on_openapi, "The OpenAPI 3 document of this dialect's routes"},
+      {kBoth,
+       "GET",
+       {"openapi.json"},
+       Op::OpenApi,
+       B::None,
+       on_openapi,
+       "The OpenAPI 3 document of this dialect's routes"},
   };
   return r;
 }
@@ -798,8 +936,17 @@ HttpReply RestSession::handle(const HttpRequest& req) {
     return r;
   }
   const bool openai = dialect_ == RestDialect::GymHttpApi;
-  Ctx c{farm_, reg_, opt_, req, mask, openai, openai ? 1e100 : std::numeric_limits<double>::max(),
-        std::move(id), std::move(value), std::nullopt, std::nullopt};
+  Ctx c{farm_,
+        reg_,
+        opt_,
+        req,
+        mask,
+        openai,
+        openai ? 1e100 : std::numeric_limits<double>::max(),
+        std::move(id),
+        std::move(value),
+        std::nullopt,
+        std::nullopt};
   try {
     if (route->body == Body::Json || (route->body == Body::GymnasiumJson && !openai)) c.body = parse_json(req);
     return route->handler(c);
@@ -844,18 +991,27 @@ Json operation_spec(const Route& r, bool openai) {
   const Json boolean = {{"type", "boolean"}};
   const Json seed = {{"type", "integer"}, {"minimum", 0}, {"maximum", 18446744073709551615ull}};
   // what Python's int() reads that the farm carries: ASCII digits (under 10**19), '+', whitespace; "" is no seed
-  const Json seed_string = {{"type", "string"}, {"pattern", "^([ \\t\\n\\r\\f\\v]*\\+?0*[0-9]{1,19}[ \\t\\n\\r\\f\\v]*)?$"}};
+  const Json seed_string = {{"type", "string"},
+                            {"pattern", "^([ \\t\\n\\r\\f\\v]*\\+?0*[0-9]{1,19}[ \\t\\n\\r\\f\\v]*)?$"}};
   // a required parameter: present and not null, "" or [] (gym-http-api's get_required_param)
-  const Json nonempty = {{"anyOf", {number, boolean, {{"type", "string"}, {"minLength", 1}}, {{"type", "array"}, {"minItems", 1}}, {{"type", "object"}}}}};
+  const Json nonempty = {{"anyOf",
+                          {number,
+                           boolean,
+                           {{"type", "string"}, {"minLength", 1}},
+                           {{"type", "array"}, {"minItems", 1}},
+                           {{"type", "object"}}}}};
   const Json name = {{"type", "string"}, {"minLength", 1}};
-  const Json encoded = object_of({{"type", {{"type", "string"}}}, {"data", {{"type", "string"}, {"format", "byte"}}}}, {"type", "data"});
+  const Json encoded = object_of({{"type", {{"type", "string"}}}, {"data", {{"type", "string"}, {"format", "byte"}}}},
+                                 {"type", "data"});
   const Json observation = openai ? any : encoded;
   const Json space = {{"type", "object"}, {"properties", {{"name", {{"type", "string"}}}}}, {"required", {"name"}}};
   Json responses = Json::object();
   Json body;  // the JSON request body, when the route reads one
   const bool instance = std::find(r.pattern.begin(), r.pattern.end(), "*") != r.pattern.end();
   if (instance) responses["400"] = message_response("bad parameters, or an unknown instance id: {message}");
-  if (instance) responses["500"] = message_response("the env failed, its worker crashed or timed out, or (gym-http-api) the action is invalid: {message}");
+  if (instance)
+    responses["500"] = message_response(
+        "the env failed, its worker crashed or timed out, or (gym-http-api) the action is invalid: {message}");
   switch (r.op) {
     case Op::Create:
       body = openai ? object_of({{"env_id", name}, {"seed", nullable(seed)}}, {"env_id"})
@@ -865,39 +1021,38 @@ Json operation_spec(const Route& r, bool openai) {
                                  {"disable_env_checker", nullable(boolean)},
                                  {"kwargs", nullable({{"type", "object"}})}},
                                 {"env_id"});
-      responses["200"] = ok_json(object_of({{"instance_id", {{"type", "string"}, {"pattern", "^[0-9a-f]{8}$"}}}}, {"instance_id"}));
+      responses["200"] = ok_json(
+          object_of({{"instance_id", {{"type", "string"}, {"pattern", "^[0-9a-f]{8}$"}}}}, {"instance_id"}));
       responses["400"] = message_response("a missing env_id, a bad seed, or an env that cannot be made: {message}");
       responses["500"] = message_response("the farm failed: {message}");
       responses["503"] = message_response("no worker is free (--max-workers): {message}");
       break;
     case Op::List:
-      responses["200"] = ok_json(object_of({{"all_envs", {{"type", "object"}, {"additionalProperties", {{"type", "string"}}}}}}, {"all_envs"}));
+      responses["200"] = ok_json(object_of(
+          {{"all_envs", {{"type", "object"}, {"additionalProperties", {{"type", "string"}}}}}}, {"all_envs"}));
       break;
-    case Op::EnvInfo:
-      responses["200"] = ok_json(object_of({{"id", {{"type", "string"}}}}, {"id"}));
-      break;
-    case Op::Delete:
-      responses["200"] = {{"description", "closed (empty body)"}};
-      break;
+    case Op::EnvInfo: responses["200"] = ok_json(object_of({{"id", {{"type", "string"}}}}, {"id"})); break;
+    case Op::Delete: responses["200"] = {{"description", "closed (empty body)"}}; break;
     case Op::Reset:
       if (!openai) body = object_of({{"seed", nullable({{"oneOf", {seed, seed_string}}})}}, {});
       responses["200"] = ok_json(object_of({{"observation", observation}}, {"observation"}));
       break;
     case Op::Step:
       body = object_of({{"action", nonempty}, {"render", any}}, {"action"});
-      responses["200"] = ok_json(openai ? object_of({{"observation", any}, {"reward", number}, {"done", boolean}, {"info", {{"type", "object"}}}},
-                                                    {"observation", "reward", "done", "info"})
-                                        : object_of({{"observation", encoded}, {"reward", number}, {"terminated", boolean},
-                                                     {"truncated", boolean}, {"info", {{"type", "object"}}}},
-                                                    {"observation", "reward", "terminated", "truncated", "info"}));
+      responses["200"] = ok_json(
+          openai
+              ? object_of({{"observation", any}, {"reward", number}, {"done", boolean}, {"info", {{"type", "object"}}}},
+                          {"observation", "reward", "done", "info"})
+              : object_of({{"observation", encoded},
+                           {"reward", number},
+                           {"terminated", boolean},
+                           {"truncated", boolean},
+                           {"info", {{"type", "object"}}}},
+                          {"observation", "reward", "terminated", "truncated", "info"}));
       break;
     case Op::ActionSpace:
-    case Op::ObsSpace:
-      responses["200"] = ok_json(object_of({{"info", space}}, {"info"}));
-      break;
-    case Op::Sample:
-      responses["200"] = ok_json(object_of({{"action", any}}, {"action"}));
-      break;
+    case Op::ObsSpace: responses["200"] = ok_json(object_of({{"info", space}}, {"info"})); break;
+    case Op::Sample: responses["200"] = ok_json(object_of({{"action", any}}, {"action"})); break;
     case Op::Contains:
     case Op::ObsContains:
       if (r.op == Op::ObsContains) body = {{"type", "object"}};
@@ -908,9 +1063,7 @@ Json operation_spec(const Route& r, bool openai) {
       responses["204"] = {{"description", "recording (no content)"}};
       break;
     case Op::MonitorClose:
-    case Op::Close:
-      responses["204"] = {{"description", "done (no content)"}};
-      break;
+    case Op::Close: responses["204"] = {{"description", "done (no content)"}}; break;
     case Op::Upload:
       body = object_of({{"training_dir", nonempty}, {"api_key", nonempty}, {"algorithm_id", any}},
                        {"training_dir", "api_key"});
@@ -922,18 +1075,19 @@ Json operation_spec(const Route& r, bool openai) {
                           {"content", {{"text/html; charset=utf-8", {{"schema", {{"type", "string"}}}}}}}};
       responses["403"] = message_response("shutdown is disabled (gymfarm start --allow-shutdown): {message}");
       break;
-    case Op::Render:
-      responses["200"] = ok_json(object_of({{"render_frame", any}}, {"render_frame"}));
-      break;
+    case Op::Render: responses["200"] = ok_json(object_of({{"render_frame", any}}, {"render_frame"})); break;
     case Op::Transitions:
       responses["200"] = ok_json(object_of({{"transitions", any}}, {"transitions"}));
       responses["409"] = message_response("the env has no transition table P: {message}");
       break;
     case Op::Episodes:
-      body = object_of({{"count", {{"oneOf", {{{"type", "integer"}, {"minimum", 0}, {"maximum", kMaxEpisodes}},
-                                              {{"type", "string"}, {"pattern", "^[ \\t\\n\\r\\f\\v]*\\+?0*(100|[1-9]?[0-9])[ \\t\\n\\r\\f\\v]*$"}}}}}},
-                        {"seed", nullable({{"oneOf", {seed, seed_string}}})}},
-                       {"count"});
+      body = object_of(
+          {{"count",
+            {{"oneOf",
+              {{{"type", "integer"}, {"minimum", 0}, {"maximum", kMaxEpisodes}},
+               {{"type", "string"}, {"pattern", "^[ \\t\\n\\r\\f\\v]*\\+?0*(100|[1-9]?[0-9])[ \\t\\n\\r\\f\\v]*$"}}}}}},
+           {"seed", nullable({{"oneOf", {seed, seed_string}}})}},
+          {"count"});
       {
         const Json step = object_of({{"r", number}, {"s", encoded}}, {"r", "s"});
         const Json episode = {{"type", "array"}, {"items", step}};
@@ -941,9 +1095,11 @@ Json operation_spec(const Route& r, bool openai) {
         props["episodes"] = {{"type", "array"}, {"items", episode}};
         responses["200"] = ok_json(object_of(props, {"episodes"}));
       }
-      responses["200"]["headers"] = {{"Gymfarm-Episodes-Cut", {{"description", "present when the step or size budget cut the episodes short"},
-                                                               {"schema", {{"type", "string"}}}}}};
-      responses["400"] = message_response("a missing or out-of-range count (0 to 100), a bad seed, or an unknown instance id: {message}");
+      responses["200"]["headers"] = {{"Gymfarm-Episodes-Cut",
+                                      {{"description", "present when the step or size budget cut the episodes short"},
+                                       {"schema", {{"type", "string"}}}}}};
+      responses["400"] = message_response(
+          "a missing or out-of-range count (0 to 100), a bad seed, or an unknown instance id: {message}");
       break;
     case Op::RenderPng:
       responses["200"] = {{"description", "the frame"},
@@ -951,23 +1107,29 @@ Json operation_spec(const Route& r, bool openai) {
       responses["409"] = message_response("the env has no rgb_array frame now: {message}");
       break;
     case Op::Help:
-      responses["200"] = ok_json(object_of({{"v1", {{"type", "object"},
-                                                    {"additionalProperties", object_of({{"methods", {{"type", "string"}}}, {"doc", {{"type", "string"}}}},
-                                                                                       {"methods", "doc"})}}}},
-                                           {"v1"}));
+      responses["200"] = ok_json(object_of(
+          {{"v1",
+            {{"type", "object"},
+             {"additionalProperties",
+              object_of({{"methods", {{"type", "string"}}}, {"doc", {{"type", "string"}}}}, {"methods", "doc"})}}}},
+          {"v1"}));
       break;
     case Op::OpenApi:
-      responses["200"] = ok_json(object_of({{"openapi", {{"type", "string"}}}, {"paths", {{"type", "object"}}}}, {"openapi", "paths"}));
+      responses["200"] = ok_json(
+          object_of({{"openapi", {{"type", "string"}}}, {"paths", {{"type", "object"}}}}, {"openapi", "paths"}));
       break;
   }
   Json op = {{"summary", r.doc}, {"responses", responses}};
   Json params = Json::array();
   for (const auto& seg : r.pattern) {
     if (seg == "*") {
-      params.push_back({{"name", "instance_id"}, {"in", "path"}, {"required", true},
+      params.push_back({{"name", "instance_id"},
+                        {"in", "path"},
+                        {"required", true},
                         {"schema", {{"type", "string"}, {"pattern", "^[0-9a-f]{8}$"}}}});
     }
-    if (seg == "#") params.push_back({{"name", "x"}, {"in", "path"}, {"required", true}, {"schema", {{"type", "integer"}}}});
+    if (seg == "#")
+      params.push_back({{"name", "x"}, {"in", "path"}, {"required", true}, {"schema", {{"type", "integer"}}}});
   }
   if (!params.empty()) op["parameters"] = params;
   if (!body.is_null()) op["requestBody"] = {{"required", true}, {"content", json_content(body)}};
@@ -993,10 +1155,11 @@ std::string openapi_document(RestDialect dialect) {
     }
   }
   Json doc = {{"openapi", "3.0.3"},
-              {"info", {{"title", openai ? "gymfarm gym-http-api" : "gymfarm gymnasium-http-api"},
-                        {"version", "0.1.0"},
-                        {"description", openai ? "The gym-http-api dialect (the main port; docs/dialects.md)"
-                                               : "The gymnasium-http-api dialect (--gymnasium-http-port; docs/dialects.md)"}}},
+              {"info",
+               {{"title", openai ? "gymfarm gym-http-api" : "gymfarm gymnasium-http-api"},
+                {"version", "0.1.0"},
+                {"description", openai ? "The gym-http-api dialect (the main port; docs/dialects.md)"
+                                       : "The gymnasium-http-api dialect (--gymnasium-http-port; docs/dialects.md)"}}},
               {"paths", paths}};
   return doc.dump(2) + "\n";
 }

@@ -21,7 +21,8 @@ int64_t Value::as_int() const {
 
 std::optional<int64_t> Value::get_int() const noexcept {
   if (const auto* i = std::get_if<int64_t>(&v_)) return *i;
-  if (const auto* u = std::get_if<uint64_t>(&v_); u && *u <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+  if (const auto* u = std::get_if<uint64_t>(&v_);
+      u && *u <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
     return static_cast<int64_t>(*u);
   }
   return std::nullopt;

@@ -4,8 +4,8 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -18,9 +18,9 @@ namespace gymfarm::transport {
 
 namespace {
 
-constexpr std::size_t kChunk = 64 * 1024;      // read size; frames at least this big are read in place
+constexpr std::size_t kChunk = 64 * 1024;  // read size; frames at least this big are read in place
 constexpr std::size_t kInCapacity = 3 * kChunk;
-constexpr uint32_t kMaxFrames = 1u << 20;      // more frames than any message has: a corrupt stream
+constexpr uint32_t kMaxFrames = 1u << 20;  // more frames than any message has: a corrupt stream
 
 uint32_t load_u32(const char* p) {
   uint32_t v;
@@ -32,7 +32,8 @@ void put_u32(std::string& s, uint32_t v) { s.append(reinterpret_cast<const char*
 
 }  // namespace
 
-StreamConn::StreamConn(int fd, long long max_message_bytes) : fd_(fd), max_(max_message_bytes), in_(new char[kInCapacity]) {
+StreamConn::StreamConn(int fd, long long max_message_bytes)
+    : fd_(fd), max_(max_message_bytes), in_(new char[kInCapacity]) {
   ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
 }
 

@@ -13,10 +13,10 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <unordered_map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "transport/frames.hpp"
@@ -75,10 +75,10 @@ class StreamConn {
   std::unique_ptr<char[]> in_;  // bytes read but not yet parsed (headers, small frames)
   std::size_t in_off_ = 0, in_len_ = 0;
   uint64_t message_bytes_ = 0;
-  Frames partial_;          // frames of the message being read
+  Frames partial_;  // frames of the message being read
   uint32_t frames_left_ = 0;
   bool have_count_ = false;
-  zmq::message_t big_;      // a large frame read in place
+  zmq::message_t big_;  // a large frame read in place
   std::size_t big_filled_ = 0;
   bool reading_big_ = false;
   std::string out_;

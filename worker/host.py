@@ -7,8 +7,8 @@ import inspect
 import os
 import traceback
 
-import numpy as np
 import gymnasium as gym
+import numpy as np
 from gymnasium import spaces
 
 

@@ -192,7 +192,8 @@ class Host {
  private:
   Reply dispatch(std::string_view v, std::string_view instance, std::string_view body) {
     py::object req = gymfarm::worker::unpack(body);
-    if (!py::isinstance<py::dict>(req)) return {gymfarm::protocol::kStatusErr, error_body("bad_request", "the body must be a map")};
+    if (!py::isinstance<py::dict>(req))
+      return {gymfarm::protocol::kStatusErr, error_body("bad_request", "the body must be a map")};
     py::dict d = req;
     const py::str inst(instance.data(), instance.size());
     auto get = [&](const char* key) -> py::object { return d.contains(key) ? py::object(d[key]) : py::none(); };
@@ -228,7 +229,8 @@ class Host {
     try {
       out = gymfarm::worker::pack(result);
     } catch (const std::runtime_error& e) {  // what the env returned cannot travel: its error
-      return {gymfarm::protocol::kStatusErr, error_body("env_error", std::string("the reply cannot be encoded: ") + e.what())};
+      return {gymfarm::protocol::kStatusErr,
+              error_body("env_error", std::string("the reply cannot be encoded: ") + e.what())};
     }
     return {gymfarm::protocol::kStatusOk, std::move(out)};
   }
@@ -277,7 +279,6 @@ void init_python(const Args& args) {
   py::initialize_interpreter(&config, 0, nullptr, false);
 }
 
-
 // Serves requests until the broker says bye or goes away. The heartbeat thread is already running.
 void serve(const Args& args, Host& host) {
   const std::string info = host.ready_info();
@@ -316,7 +317,8 @@ void serve(const Args& args, Host& host) {
       if (in.size() < 5 || (in.size() - 3) % 2 != 0) continue;
       std::vector<Reply> replies;
       replies.reserve((in.size() - 3) / 2);
-      for (std::size_t i = 3; i + 1 < in.size(); i += 2) replies.push_back(host.handle(verb::kStep, view(in[i]), view(in[i + 1])));
+      for (std::size_t i = 3; i + 1 < in.size(); i += 2)
+        replies.push_back(host.handle(verb::kStep, view(in[i]), view(in[i + 1])));
       std::vector<std::string_view> out{verb::kReply, view(in[2]), gymfarm::protocol::kStatusOk};
       for (const auto& r : replies) {
         out.push_back(r.status);

@@ -1,7 +1,7 @@
 #include "worker/py_codec.hpp"
 
-#include <msgpack.hpp>
 #include <cstring>
+#include <msgpack.hpp>
 #include <stdexcept>
 
 #include "protocol/codec.hpp"
@@ -42,7 +42,9 @@ struct Buffer {
   Py_buffer view{};
   bool ok = false;
   Buffer(PyObject* o, int flags) { ok = PyObject_GetBuffer(o, &view, flags) == 0; }
-  ~Buffer() { if (ok) PyBuffer_Release(&view); }
+  ~Buffer() {
+    if (ok) PyBuffer_Release(&view);
+  }
 };
 
 bool pack_ndarray(Packer& pk, StringBuffer& buf, py::handle obj) {
@@ -98,7 +100,8 @@ void pack_obj(Packer& pk, StringBuffer& buf, py::handle obj, int depth) {
   if (o == Py_None) {
     pk.pack_nil();
   } else if (PyBool_Check(o)) {
-    if (o == Py_True) pk.pack_true(); else pk.pack_false();
+    if (o == Py_True) pk.pack_true();
+    else pk.pack_false();
   } else if (PyLong_Check(o)) {
     int overflow = 0;
     const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
@@ -155,7 +158,8 @@ py::object to_py(const msgpack::object& o) {
   switch (o.type) {
     case msgpack::type::NIL: return py::none();
     case msgpack::type::BOOLEAN: return py::bool_(o.via.boolean);
-    case msgpack::type::POSITIVE_INTEGER: return py::reinterpret_steal<py::object>(PyLong_FromUnsignedLongLong(o.via.u64));
+    case msgpack::type::POSITIVE_INTEGER:
+      return py::reinterpret_steal<py::object>(PyLong_FromUnsignedLongLong(o.via.u64));
     case msgpack::type::NEGATIVE_INTEGER: return py::reinterpret_steal<py::object>(PyLong_FromLongLong(o.via.i64));
     case msgpack::type::FLOAT32:
     case msgpack::type::FLOAT64: return py::float_(o.via.f64);

@@ -7,8 +7,8 @@ import itertools
 import os
 import struct
 import threading
-import weakref
 import time
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +48,8 @@ class Farm:
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 60.0,
-                 connect_timeout: float = 10.0, context: Optional[zmq.Context] = None,
-                 token: Optional[str] = None, local: Optional[bool] = None, spin_us: float = 200.0,
+                 connect_timeout: float = 10.0, context: zmq.Context | None = None,
+                 token: str | None = None, local: bool | None = None, spin_us: float = 200.0,
                  keep_instances: bool = False):
         self.endpoint = endpoint
         self.timeout = float(timeout)
@@ -67,7 +67,7 @@ class Farm:
         self._closed = False
         self._last_sent = time.monotonic()
         self.token = token if token is not None else os.environ.get("GYMFARM_TOKEN")
-        hello: Dict[str, Any] = {"version": PROTOCOL_VERSION, "client": "gymfarm-python", "lease": True}
+        hello: dict[str, Any] = {"version": PROTOCOL_VERSION, "client": "gymfarm-python", "lease": True}
         if keep_instances:
             hello["keep_instances"] = True
         if self.token:
@@ -215,7 +215,7 @@ class Farm:
             reply = self._wait([rid], timeout)[rid]
         return self._result(reply)
 
-    def _session_lost(self, reply: List[bytes]) -> bool:
+    def _session_lost(self, reply: builtins.list[bytes]) -> bool:
         if not self.token or reply[1] == b"ok" or len(reply) < 3:
             return False
         try:
@@ -341,7 +341,7 @@ class Farm:
         self.close()
 
 
-def _keepalive(ref: "weakref.ref[Farm]", interval: float, stop: threading.Event) -> None:
+def _keepalive(ref: weakref.ref[Farm], interval: float, stop: threading.Event) -> None:
     """Renews the farm's lease on this connection's session while it is idle over ZeroMQ (the local
     socket needs none: the farm sees it close). Holds the Farm only weakly, so that dropping it
     still closes it."""

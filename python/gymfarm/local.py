@@ -18,7 +18,7 @@ import socket
 import struct
 import time
 from collections import deque
-from typing import Deque, List, Optional, Sequence
+from collections.abc import Sequence
 
 _U32 = struct.Struct("=I")
 _CHUNK = 1 << 16
@@ -64,11 +64,11 @@ class LocalLink:
         self._skipped = 0
         self._probe_every = 16
         self._buf = bytearray()
-        self._frames: List[bytes] = []
+        self._frames: list[bytes] = []
         self._left = -1            # frames still to read in the current message; -1: count not read
-        self._big: Optional[bytearray] = None  # a large frame read in place
+        self._big: bytearray | None = None  # a large frame read in place
         self._big_at = 0
-        self._messages: Deque[List[bytes]] = deque()
+        self._messages: deque[list[bytes]] = deque()
         self.closed = False
 
     def send_multipart(self, frames: Sequence[bytes], copy: bool = False) -> None:
@@ -82,12 +82,12 @@ class LocalLink:
             self.closed = True
             raise LinkClosed(str(e)) from None
 
-    def recv_multipart(self) -> List[bytes]:
+    def recv_multipart(self) -> list[bytes]:
         if not self._messages and not self.poll(None):
             raise LinkClosed("the farm closed the connection")
         return self._messages.popleft()
 
-    def poll(self, timeout_ms: Optional[int] = 0) -> bool:
+    def poll(self, timeout_ms: int | None = 0) -> bool:
         """True when a whole message is waiting; waits up to timeout_ms (None: for ever)."""
         if self._messages:
             return True

@@ -36,8 +36,9 @@ class Farm {
       dup2(out[1], STDOUT_FILENO);
       close(out[0]);
       const std::string w = std::to_string(workers);
-      execl(bin, bin, "start", "--workers", w.c_str(), "--max-workers", w.c_str(), "--native-port", "0", "--port", "0", "--gymnasium-http-port", "0", "--runtime-dir", dir_.c_str(),
-            "--import", "gymfarm_testenvs", static_cast<char*>(nullptr));
+      execl(bin, bin, "start", "--workers", w.c_str(), "--max-workers", w.c_str(), "--native-port", "0", "--port", "0",
+            "--gymnasium-http-port", "0", "--runtime-dir", dir_.c_str(), "--import", "gymfarm_testenvs",
+            static_cast<char*>(nullptr));
       _exit(127);
     }
     close(out[1]);

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import msgpack
 import zmq
@@ -17,7 +17,7 @@ def rid(n: int) -> bytes:
 
 
 class RawZmq:
-    def __init__(self, endpoint: str, routing_id: Optional[bytes] = None):
+    def __init__(self, endpoint: str, routing_id: bytes | None = None):
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         if routing_id is not None:
@@ -27,13 +27,13 @@ class RawZmq:
     def send(self, frames: Sequence[bytes]) -> None:
         self.sock.send_multipart(list(frames))
 
-    def recv(self, timeout: float = 10.0) -> Optional[List[bytes]]:
+    def recv(self, timeout: float = 10.0) -> list[bytes] | None:
         if not self.sock.poll(int(timeout * 1000)):
             return None
         return self.sock.recv_multipart()
 
-    def request(self, verb: bytes, instance: bytes = b"", body=None, n: int = 1, raw_body: Optional[bytes] = None,
-                timeout: float = 10.0) -> Optional[List[bytes]]:
+    def request(self, verb: bytes, instance: bytes = b"", body=None, n: int = 1, raw_body: bytes | None = None,
+                timeout: float = 10.0) -> list[bytes] | None:
         self.send([verb, instance, rid(n), raw_body if raw_body is not None else msgpack.packb(body or {})])
         return self.recv(timeout)
 
@@ -65,13 +65,13 @@ class RawLocal:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def recv(self, timeout: float = 10.0) -> List[bytes]:
+    def recv(self, timeout: float = 10.0) -> list[bytes]:
         self.sock.settimeout(timeout)
         (count,) = _U32.unpack(self._take(4))
         return [self._take(_U32.unpack(self._take(4))[0]) for _ in range(count)]
 
-    def request(self, verb: bytes, instance: bytes = b"", body=None, n: int = 1, raw_body: Optional[bytes] = None,
-                timeout: float = 10.0) -> List[bytes]:
+    def request(self, verb: bytes, instance: bytes = b"", body=None, n: int = 1, raw_body: bytes | None = None,
+                timeout: float = 10.0) -> list[bytes]:
         self.send([verb, instance, rid(n), raw_body if raw_body is not None else msgpack.packb(body or {})])
         return self.recv(timeout)
 
@@ -79,7 +79,7 @@ class RawLocal:
         self.sock.close()
 
 
-def error_of(reply: List[bytes]) -> dict:
+def error_of(reply: list[bytes]) -> dict:
     assert reply is not None, "no reply"
     assert reply[1] == b"err", reply
     return msgpack.unpackb(reply[2])

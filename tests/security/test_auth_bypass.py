@@ -3,10 +3,10 @@ check, so a client with no token stepped another client's instance. Every verb n
 check, before dispatch."""
 import msgpack
 import numpy as np
+from native_raw import RawZmq, error_of
 
 import gymfarm
 from gymfarm import codec
-from native_raw import RawZmq, error_of
 
 
 def steps_of(client, instance_id):

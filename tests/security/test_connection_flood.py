@@ -36,7 +36,7 @@ def refused(s, within=3.0):
         data = s.recv(4096)
     except (ConnectionResetError, BrokenPipeError):
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
     return data == b"" or data.startswith(b"HTTP/1.1 503")
 
@@ -51,7 +51,8 @@ def get(s, url, path):
         assert chunk, f"closed without a reply: {buf!r}"
         buf += chunk
     head, _, body = buf.partition(b"\r\n\r\n")
-    length = next((int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")), 0)
+    lines = head.split(b"\r\n")
+    length = next((int(h.split(b":")[1]) for h in lines if h.lower().startswith(b"content-length")), 0)
     while len(body) < length:
         body += s.recv(65536)
     return head.split(b"\r\n")[0].decode(), body

@@ -22,7 +22,8 @@ def farm(tmp_path_factory):
 
 
 def make(farm, env_id):
-    r = requests.post(farm.gymnasium_url.rstrip("/").removesuffix("/v1") + "/v1/envs/", json={"env_id": env_id}, timeout=60)
+    base = farm.gymnasium_url.rstrip("/").removesuffix("/v1")
+    r = requests.post(base + "/v1/envs/", json={"env_id": env_id}, timeout=60)
     assert r.status_code == 200, r.text
     return r.json()["instance_id"]
 

@@ -6,7 +6,6 @@ timeouts and checks the farm closes it within the bound (and not before it)."""
 import base64
 import os
 import socket
-import struct
 import time
 from urllib.parse import urlparse
 
@@ -41,7 +40,7 @@ def seconds_until_closed(s, limit):
         s.settimeout(max(0.05, limit - (time.monotonic() - t0)))
         try:
             data = s.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except (ConnectionResetError, BrokenPipeError):
             return time.monotonic() - t0
@@ -133,7 +132,7 @@ def test_slowloris_headers_are_cut_at_the_header_deadline(farm):
             if not data:
                 closed = time.monotonic() - t0
                 break
-        except socket.timeout:
+        except TimeoutError:
             pass
         except ConnectionResetError:
             closed = time.monotonic() - t0

@@ -3,9 +3,9 @@ uint64 that does not fit int64) made the broker exit with 'bad variant access', 
 with it. Every field is now checked on decode: such messages get `bad_request` and the farm serves on."""
 import msgpack
 import pytest
+from native_raw import RawLocal, RawZmq, error_of
 
 import gymfarm
-from native_raw import RawLocal, RawZmq, error_of
 
 HOSTILE_HELLOS = [
     {"version": 2**64 - 1},

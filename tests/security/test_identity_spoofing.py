@@ -4,8 +4,9 @@ client's authorization, and with no token at all it could inject replies into th
 Keys are now made by the farm (path, connection id from the ZAP handler, then the peer's id)."""
 import time
 
-import gymfarm
 from native_raw import RawZmq, error_of
+
+import gymfarm
 
 LOCAL_NAMES = [b"\x00local" + str(i).encode() for i in range(1, 9)]
 

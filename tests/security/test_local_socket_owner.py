@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from farm_fixture import GYMFARM
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="serving a socket as another user needs root (setuid)")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import requests
-from websockets.sync.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
 
 BAD_SEEDS = [-1, -(2**63), 2**64, 1.5, "abc", True, [1], {"a": 1}]
 BAD_STRING_SEEDS = ["-1", "1.5", "0x10", str(2**64)]
@@ -35,20 +35,23 @@ def gym_iid(farm):
 
 @pytest.mark.parametrize("seed", BAD_SEEDS + BAD_STRING_SEEDS)
 def test_gymnasium_reset_seed_is_400(farm, gym_iid, seed):
-    r = requests.post(base(farm.gymnasium_url) + f"/v1/envs/{gym_iid}/reset/", data=json.dumps({"seed": seed}), timeout=60)
+    r = requests.post(base(farm.gymnasium_url) + f"/v1/envs/{gym_iid}/reset/", data=json.dumps({"seed": seed}),
+                      timeout=60)
     assert r.status_code == 400 and "'seed'" in r.json()["message"], (seed, r.status_code, r.text)
 
 
 @pytest.mark.parametrize("seed", BAD_SEEDS + BAD_STRING_SEEDS)
 def test_gymnasium_episodes_seed_is_400(farm, gym_iid, seed):
-    r = requests.post(base(farm.gymnasium_url) + f"/v1/envs/{gym_iid}/episodes/", data=json.dumps({"count": 1, "seed": seed}),
+    r = requests.post(base(farm.gymnasium_url) + f"/v1/envs/{gym_iid}/episodes/",
+                      data=json.dumps({"count": 1, "seed": seed}),
                       timeout=60)
     assert r.status_code == 400 and "'seed'" in r.json()["message"], (seed, r.status_code, r.text)
 
 
 @pytest.mark.parametrize("seed", BAD_SEEDS + ["7"])
 def test_gym_http_api_create_seed_is_400(farm, seed):
-    r = requests.post(base(farm.rest_url) + "/v1/envs/", data=json.dumps({"env_id": "CartPole-v1", "seed": seed}), timeout=60)
+    r = requests.post(base(farm.rest_url) + "/v1/envs/", data=json.dumps({"env_id": "CartPole-v1", "seed": seed}),
+                      timeout=60)
     assert r.status_code == 400 and "'seed'" in r.json()["message"], (seed, r.status_code, r.text)
 
 

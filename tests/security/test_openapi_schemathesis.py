@@ -81,7 +81,8 @@ def test_schemathesis_on_both_rest_ports(start_farm, tmp_path):
                "--checks", "all", "--mode", "all", "--phases", "examples,coverage,fuzzing", "--max-examples", "5",
                "--seed", "1", "--max-time", "20", "--request-timeout", "20", "--workers", "1"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path)
-        assert r.returncode == 0, f"schemathesis found problems on the {name} port:\n{r.stdout[-20000:]}\n{r.stderr[-3000:]}"
+        assert r.returncode == 0, (f"schemathesis found problems on the {name} port:\n"
+                                   f"{r.stdout[-20000:]}\n{r.stderr[-3000:]}")
         assert "passed" in r.stdout or "No issues found" in r.stdout, r.stdout[-3000:]
         for iid in live:
             requests.delete(base + f"/v1/envs/{iid}/", timeout=30) if name != "gym-http-api" else \

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from farm_fixture import GYMFARM, SUPPORT, pid_alive, wait_until
 
 ROOT = os.geteuid() == 0

@@ -1,8 +1,9 @@
 """Finding 10: 100,001 hellos cleared the set of authorized clients, so a token holder could log
 everyone out: another client's next step got `unauthorized`. Sessions are now per connection; when
 the table is full (--max-sessions) only an idle session that holds nothing makes room."""
-import gymfarm
 from native_raw import RawZmq, error_of
+
+import gymfarm
 
 
 def test_hellos_from_many_connections_do_not_log_a_working_client_out(start_farm):
@@ -10,7 +11,7 @@ def test_hellos_from_many_connections_do_not_log_a_working_client_out(start_farm
     with gymfarm.connect(farm.endpoint, token=farm.token, local=False) as victim:
         env = victim.make("CartPole-v1")
         env.reset(seed=0)
-        for i in range(60):
+        for _ in range(60):
             a = RawZmq(farm.endpoint)
             assert a.request(b"hello", body={"version": 1, "token": farm.token})[1] == b"ok"
             a.close()

@@ -8,19 +8,17 @@ start and in every forked worker, and the broker's own descriptors are close-on-
 list /proc/PID/fd of the zygote, of every worker and of a process env code forked."""
 import os
 import signal
-import time
 from pathlib import Path
-from typing import Dict, Set
 from urllib.parse import urlparse
 
 import pytest
 
-from farm_fixture import FarmProcess, pid_alive, proc_comm, wait_until
+from farm_fixture import FarmProcess, pid_alive, proc_comm
 
 O_CLOEXEC = 0o2000000
 
 
-def fd_targets(pid: int) -> Dict[int, str]:
+def fd_targets(pid: int) -> dict[int, str]:
     out = {}
     for p in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -36,7 +34,7 @@ def inode(target: str, kind: str) -> int:
     return int(target[len(prefix):-1]) if target.startswith(prefix) else 0
 
 
-def farm_ports(f: FarmProcess) -> Set[int]:
+def farm_ports(f: FarmProcess) -> set[int]:
     ports = {f.port}
     for url in (f.rest_url, f.gymie_url, f.gymnasium_url):
         if url:
@@ -44,7 +42,7 @@ def farm_ports(f: FarmProcess) -> Set[int]:
     return ports
 
 
-def tcp_sockets(ports: Set[int], listen_only: bool) -> Set[int]:
+def tcp_sockets(ports: set[int], listen_only: bool) -> set[int]:
     """Inodes of the TCP sockets whose local port is one of ports (LISTEN ones only if asked)."""
     out = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -60,7 +58,7 @@ def tcp_sockets(ports: Set[int], listen_only: bool) -> Set[int]:
     return out
 
 
-def check_holds_nothing_of_the_broker(pid: int, broker: int, listening: Set[int], allow_pipes: bool) -> None:
+def check_holds_nothing_of_the_broker(pid: int, broker: int, listening: set[int], allow_pipes: bool) -> None:
     """pid's descriptors above stdio: none is a farm listening socket, none is a socket or pipe the
     broker holds too (an inherited descriptor names the broker's own open file)."""
     ours = fd_targets(broker)

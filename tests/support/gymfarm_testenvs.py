@@ -173,7 +173,8 @@ _ENVS = {
 for _name, _cls in _ENVS.items():
     _id = f"gymfarm_test/{_name}"
     if _id not in gym.registry:
-        gym.register(id=_id, entry_point=_cls, max_episode_steps=None if _cls is Faulty else 500 if _cls is Heavy else 50)
+        steps = None if _cls is Faulty else 500 if _cls is Heavy else 50
+        gym.register(id=_id, entry_point=_cls, max_episode_steps=steps)
 
 
 class BigInfo(_Counting):

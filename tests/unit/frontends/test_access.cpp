@@ -17,7 +17,8 @@ TEST_CASE("tokens are random 128-bit hex and compared exactly") {
 }
 
 TEST_CASE("base64 round trips") {
-  for (const std::string& s : std::vector<std::string>{"", "f", "fo", "foo", "foob", ":secret", std::string("\0\xff\x10", 3)}) {
+  for (const std::string& s :
+       std::vector<std::string>{"", "f", "fo", "foo", "foob", ":secret", std::string("\0\xff\x10", 3)}) {
     CHECK(frontends::base64_decode(frontends::base64_encode(s)) == s);
   }
   CHECK(frontends::base64_encode("foobar") == "Zm9vYmFy");
@@ -39,28 +40,62 @@ TEST_CASE("access: loopback names, origins, tokens") {
   locked.token = "0123456789abcdef0123456789abcdef";
   CHECK(frontends::check_access(locked, "farm.example", "", "", "/v1/envs/")->status == 401);
   CHECK_FALSE(frontends::check_access(locked, "farm.example", "", "Bearer " + locked.token, "/v1/envs/"));
-  CHECK_FALSE(frontends::check_access(locked, "farm.example", "", "Basic " + frontends::base64_encode(":" + locked.token), "/"));
+  CHECK_FALSE(frontends::check_access(locked, "farm.example", "",
+                                      "Basic " + frontends::base64_encode(":" + locked.token), "/"));
   CHECK_FALSE(frontends::check_access(locked, "farm.example", "", "", "/gym?x=1&token=" + locked.token));
   CHECK(frontends::check_access(locked, "farm.example", "", "Bearer nope", "/")->status == 401);
 }
 
 TEST_CASE("access: Host is parsed, never prefix-matched (DNS rebinding)") {
   using frontends::is_local_host;
-  for (const char* ok : {"localhost", "LOCALHOST", "localhost.", "localhost:5000", "localhost.:5000", "127.0.0.1",
-                         "127.0.0.1:5000", "127.255.255.254:1", "127.1.2.3:65535", "0.0.0.0", "0.0.0.0:5000", "[::1]",
-                         "[::1]:5000", "[::]", "[::]:5000", "[::ffff:127.0.0.1]", "[::ffff:127.9.8.7]:80",
-                         "[0:0:0:0:0:0:0:1]", "[::ffff:7f00:1]"}) {
+  for (const char* ok :
+       {"localhost", "LOCALHOST", "localhost.", "localhost:5000", "localhost.:5000", "127.0.0.1", "127.0.0.1:5000",
+        "127.255.255.254:1", "127.1.2.3:65535", "0.0.0.0", "0.0.0.0:5000", "[::1]", "[::1]:5000", "[::]", "[::]:5000",
+        "[::ffff:127.0.0.1]", "[::ffff:127.9.8.7]:80", "[0:0:0:0:0:0:0:1]", "[::ffff:7f00:1]"}) {
     INFO(ok);
     CHECK(is_local_host(ok));
   }
-  for (const char* bad : {"", "127.attacker.example", "127.attacker.example:5000", "127.0.0.1.evil.com",
-                          "127.0.0.1.", "127.0.0", "127.0.0.1.2", "127.0.0.256", "127.00.0.1", "0177.0.0.1",
-                          "127.0.0.01", "1270.0.0.1", "128.0.0.1", "10.0.0.1", "0x7f.0.0.1", "2130706433",
-                          "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:5000:5000", "127.0.0.1:50a",
-                          "127.0.0.1:+80", "localhost.evil.com", "localhost..", "localhostx", "evil-localhost",
-                          "[::1", "[::1]x", "[::1]:", "[::1]:99999", "[::2]", "[::ffff:128.0.0.1]",
-                          "[::ffff:10.0.0.1]", "[fe80::1%25lo]", "[::1%lo]", "::1", "[]", "local host",
-                          "127.0.0.1 ", " 127.0.0.1", "127.0.0.1\r\nX: y"}) {
+  for (const char* bad : {"",
+                          "127.attacker.example",
+                          "127.attacker.example:5000",
+                          "127.0.0.1.evil.com",
+                          "127.0.0.1.",
+                          "127.0.0",
+                          "127.0.0.1.2",
+                          "127.0.0.256",
+                          "127.00.0.1",
+                          "0177.0.0.1",
+                          "127.0.0.01",
+                          "1270.0.0.1",
+                          "128.0.0.1",
+                          "10.0.0.1",
+                          "0x7f.0.0.1",
+                          "2130706433",
+                          "127.0.0.1:",
+                          "127.0.0.1:0",
+                          "127.0.0.1:65536",
+                          "127.0.0.1:5000:5000",
+                          "127.0.0.1:50a",
+                          "127.0.0.1:+80",
+                          "localhost.evil.com",
+                          "localhost..",
+                          "localhostx",
+                          "evil-localhost",
+                          "[::1",
+                          "[::1]x",
+                          "[::1]:",
+                          "[::1]:99999",
+                          "[::2]",
+                          "[::ffff:128.0.0.1]",
+                          "[::ffff:10.0.0.1]",
+                          "[fe80::1%25lo]",
+                          "[::1%lo]",
+                          "::1",
+                          "[]",
+                          "local host",
+                          "127.0.0.1 ",
+                          " 127.0.0.1",
+                          "127.0.0.1\r\nX: y"}) {
     INFO(bad);
     CHECK_FALSE(is_local_host(bad));
   }
@@ -73,11 +108,27 @@ TEST_CASE("access: Origin is parsed; 0.0.0.0 and [::] pages are not local") {
     INFO(ok);
     CHECK(is_local_origin(ok));
   }
-  for (const char* bad : {"", "null", "http://127.evil.com", "http://127.0.0.1.evil.com", "http://evil.com",
-                          "http://0.0.0.0", "http://0.0.0.0:5000", "http://[::]", "http://[::]:5000",
-                          "file://localhost", "ftp://localhost", "localhost", "//localhost", "http://localhost/",
-                          "http://localhost/path", "http://user@localhost", "http://localhost:0",
-                          "http://localhost:70000", "http://localhost.evil.com", "http://", "http://127.0.0.1:80:80"}) {
+  for (const char* bad : {"",
+                          "null",
+                          "http://127.evil.com",
+                          "http://127.0.0.1.evil.com",
+                          "http://evil.com",
+                          "http://0.0.0.0",
+                          "http://0.0.0.0:5000",
+                          "http://[::]",
+                          "http://[::]:5000",
+                          "file://localhost",
+                          "ftp://localhost",
+                          "localhost",
+                          "//localhost",
+                          "http://localhost/",
+                          "http://localhost/path",
+                          "http://user@localhost",
+                          "http://localhost:0",
+                          "http://localhost:70000",
+                          "http://localhost.evil.com",
+                          "http://",
+                          "http://127.0.0.1:80:80"}) {
     INFO(bad);
     CHECK_FALSE(is_local_origin(bad));
   }

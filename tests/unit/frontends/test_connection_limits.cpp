@@ -117,10 +117,11 @@ TEST_CASE("blocking pool: idle threads retire and the exit hook runs on each") {
   std::atomic<int> exits{0};
   BlockingPool pool({4, 50ms, [&] { ++exits; }});
   std::atomic<int> ran{0};
-  for (int i = 0; i < 4; ++i) pool.post([&] {
-    ++ran;
-    std::this_thread::sleep_for(20ms);
-  });
+  for (int i = 0; i < 4; ++i)
+    pool.post([&] {
+      ++ran;
+      std::this_thread::sleep_for(20ms);
+    });
   for (int i = 0; i < 400 && (ran < 4 || pool.threads() > 0); ++i) std::this_thread::sleep_for(5ms);
   CHECK(ran == 4);
   CHECK(pool.threads() == 0);

@@ -70,12 +70,17 @@ TEST_CASE("nesting depth and UTF-8 truncation") {
 }
 
 TEST_CASE("Gymie space info") {
-  protocol::Tensor lo = protocol::Tensor::from<float>(protocol::DType::Float32, {-std::numeric_limits<float>::infinity(), 0.f}, {2});
-  protocol::Tensor hi = protocol::Tensor::from<float>(protocol::DType::Float32, {std::numeric_limits<float>::infinity(), 1.f}, {2});
-  protocol::Value box(protocol::Map{{"type", "Box"}, {"dtype", "float32"}, {"shape", protocol::Array{2}}, {"low", lo}, {"high", hi}});
-  CHECK(frontends::gymie_space_info(box, false) ==
-        R"({"name": "Box", "shape": [2], "low": [-3.4028234663852886e+38, 0.0], "high": [3.4028234663852886e+38, 1.0]})");
+  protocol::Tensor lo = protocol::Tensor::from<float>(protocol::DType::Float32,
+                                                      {-std::numeric_limits<float>::infinity(), 0.f}, {2});
+  protocol::Tensor hi = protocol::Tensor::from<float>(protocol::DType::Float32,
+                                                      {std::numeric_limits<float>::infinity(), 1.f}, {2});
+  protocol::Value box(
+      protocol::Map{{"type", "Box"}, {"dtype", "float32"}, {"shape", protocol::Array{2}}, {"low", lo}, {"high", hi}});
+  CHECK(
+      frontends::gymie_space_info(box, false) ==
+      R"({"name": "Box", "shape": [2], "low": [-3.4028234663852886e+38, 0.0], "high": [3.4028234663852886e+38, 1.0]})");
   CHECK(frontends::gymie_space_info(box, true) ==
         R"({"name": "Box", "shape": [2], "low": [-Infinity, 0.0], "high": [Infinity, 1.0]})");
-  CHECK(frontends::gymie_space_info(protocol::Value(protocol::Map{{"type", "Tuple"}}), false) == R"({"name": "Tuple"})");
+  CHECK(frontends::gymie_space_info(protocol::Value(protocol::Map{{"type", "Tuple"}}), false) ==
+        R"({"name": "Tuple"})");
 }

@@ -20,7 +20,8 @@ class EndlessFarm final : public client::Caller {
   Value last_reset_body;
   Value call(std::string_view verb, std::string_view, const Value& body) override {
     const Value obs(protocol::Tensor::from<float>(protocol::DType::Float32, {0.5f, -1.0f}, {2}));
-    if (verb == "make") return Value(Map{{"instance_id", std::string(32, 'a')}, {"spec", Value(Map{{"id", "Endless-v0"}})}});
+    if (verb == "make")
+      return Value(Map{{"instance_id", std::string(32, 'a')}, {"spec", Value(Map{{"id", "Endless-v0"}})}});
     if (verb == "reset") {
       last_reset_body = body;
       return Value(Map{{"obs", obs}, {"info", Value(Map{})}});
@@ -28,7 +29,8 @@ class EndlessFarm final : public client::Caller {
     if (verb == "sample") return Value(Map{{"value", int64_t{0}}});
     if (verb == "step") {
       ++steps;
-      return Value(Map{{"obs", obs}, {"reward", 1.0}, {"terminated", false}, {"truncated", true}, {"info", Value(Map{})}});
+      return Value(
+          Map{{"obs", obs}, {"reward", 1.0}, {"terminated", false}, {"truncated", true}, {"info", Value(Map{})}});
     }
     return Value(Map{});
   }
@@ -90,14 +92,15 @@ TEST_CASE("rest episodes: the loop stops when the client goes") {
 TEST_CASE("rest seeds: negative, fractional and oversized seeds are 400; 0..2**64-1 pass") {
   Fixture f;
   const std::string reset = "/v1/envs/" + f.id + "/reset/";
-  for (const char* body : {R"({"seed": -1})", R"({"seed": -9223372036854775808})", R"({"seed": 18446744073709551616})",
-                           R"({"seed": 1.5})", R"({"seed": "abc"})", R"({"seed": "-1"})", R"({"seed": true})",
-                           R"({"seed": [1]})"}) {
+  for (const char* body :
+       {R"({"seed": -1})", R"({"seed": -9223372036854775808})", R"({"seed": 18446744073709551616})", R"({"seed": 1.5})",
+        R"({"seed": "abc"})", R"({"seed": "-1"})", R"({"seed": true})", R"({"seed": [1]})"}) {
     INFO(body);
     const auto r = f.session.handle({"POST", reset, body, "application/json"});
     CHECK(r.status == 400);
     CHECK(r.body.find("'seed'") != std::string::npos);
-    const auto e = f.episodes(std::string(R"({"count": 1, "seed": )") + frontends::Json::parse(body)["seed"].dump() + "}");
+    const auto e = f.episodes(std::string(R"({"count": 1, "seed": )") + frontends::Json::parse(body)["seed"].dump() +
+                              "}");
     CHECK(e.status == 400);
   }
   CHECK(f.session.handle({"POST", reset, R"({"seed": 18446744073709551615})", "application/json"}).status == 200);
@@ -108,8 +111,10 @@ TEST_CASE("rest seeds: negative, fractional and oversized seeds are 400; 0..2**6
   EndlessFarm farm;
   frontends::RestRegistry registry;
   frontends::RestSession openai(farm, registry, frontends::RestDialect::GymHttpApi, {});
-  CHECK(openai.handle({"POST", "/v1/envs/", R"({"env_id": "Endless-v0", "seed": -5})", "application/json"}).status == 400);
-  CHECK(openai.handle({"POST", "/v1/envs/", R"({"env_id": "Endless-v0", "seed": 5})", "application/json"}).status == 200);
+  CHECK(openai.handle({"POST", "/v1/envs/", R"({"env_id": "Endless-v0", "seed": -5})", "application/json"}).status ==
+        400);
+  CHECK(openai.handle({"POST", "/v1/envs/", R"({"env_id": "Endless-v0", "seed": 5})", "application/json"}).status ==
+        200);
 }
 
 TEST_CASE("rest openapi: each port documents its own dialect's routes only") {
@@ -125,5 +130,6 @@ TEST_CASE("rest openapi: each port documents its own dialect's routes only") {
   const auto& del = gymnasium["paths"]["/v1/envs/{instance_id}"]["delete"]["responses"];
   CHECK(del.contains("200"));
   const auto& episodes = gymnasium["paths"]["/v1/envs/{instance_id}/episodes/"]["post"];
-  CHECK(episodes["requestBody"]["content"]["application/json"]["schema"]["required"] == frontends::Json::array({"count"}));
+  CHECK(episodes["requestBody"]["content"]["application/json"]["schema"]["required"] ==
+        frontends::Json::array({"count"}));
 }
