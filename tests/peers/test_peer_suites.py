@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from farm_fixture import children_of, pid_alive, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 GYMFARM = Path(os.environ.get("GYMFARM_BIN_DIR", ROOT / "build" / "bin")) / "gymfarm"
@@ -123,7 +124,9 @@ def default_farm(tmp_path_factory):
             pytest.skip(f"port {port} is taken, and the peers' suites hard-code it")
     farm = DefaultFarm(tmp_path_factory.mktemp("peers"))
     yield farm
+    workers = children_of(farm.proc.pid)
     assert farm.stop() == 0, farm.log_path.read_text()
+    assert wait_until(lambda: not any(pid_alive(p) for p in workers), 10), "worker processes left behind"
 
 
 def peer_pytest(checkout: Path, extra_path: list[Path], env_extra: dict | None = None):
