@@ -177,6 +177,15 @@ def test_gymnasium_http_api_suite(default_farm):
     assert "18 passed" in r.stdout, r.stdout[-8000:]
 
 
+def test_gymnasium_http_api_clients(default_farm, tmp_path):
+    d = peer("gymnasium-http-api")
+    # gym_http_client.py's __main__ (CartPole with make kwargs, rgb_array render) and
+    # frozen_lake_agent.py (ansi render, transitions, a 2000-step episode)
+    for script in ("gym_http_client.py", "frozen_lake_agent.py"):
+        r = run([PYTHON, str(d / script)], cwd=tmp_path, timeout=120)
+        assert r.returncode == 0, f"{script}:\n{r.stdout[-6000:]}"
+
+
 def gymie_host_refused() -> str:
     """The known cause of a Gymie-Client failure: its tests connect to http://0.0.0.0:5000/gym, so
     the upgrade carries `Host: 0.0.0.0:5000`, which the gateway's loopback-name check refuses."""
