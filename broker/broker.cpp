@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <pthread.h>
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -1341,7 +1342,7 @@ sigset_t broker_signals() {
 
 void Broker::block_signals() {
   const sigset_t set = broker_signals();
-  sigprocmask(SIG_BLOCK, &set, nullptr);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
 

@@ -36,7 +36,7 @@ struct BrokerOptions {
   // long has its session ended and its instances closed
   std::chrono::milliseconds session_lease{10000};
   std::size_t max_queue_per_instance = 1024;
-  long long max_message_bytes = 256ll << 20;
+  long long max_message_bytes = 256LL << 20;
   bool verbose = false;
   std::string token;                         // when set, a client must say hello with it before anything else
   std::size_t max_instances_per_client = 0;  // 0 = no limit

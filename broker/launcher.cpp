@@ -53,7 +53,7 @@ int Launcher::spawn(const std::string& exe, const std::vector<std::string>& args
           }
           sigset_t all;
           sigemptyset(&all);
-          sigprocmask(SIG_SETMASK, &all, nullptr);
+          sigprocmask(SIG_SETMASK, &all, nullptr);  // NOLINT(concurrency-mt-unsafe): the forked child has one thread
           prctl(PR_SET_PDEATHSIG, SIGKILL);
           if (getppid() != parent) _exit(70);  // the parent died before prctl took hold
         });

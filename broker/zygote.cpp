@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
 
 namespace gymfarm::broker {
@@ -58,7 +59,10 @@ std::vector<std::pair<std::string, int>> Zygote::read() {
     if (space == std::string::npos) continue;
     const std::string identity = line.substr(0, space);
     if (identity == "ready") continue;
-    out.emplace_back(identity, std::atoi(line.c_str() + space + 1));
+    int pid = 0;
+    const char* digits = line.c_str() + space + 1;
+    std::from_chars(digits, line.c_str() + line.size(), pid);  // not a number: 0, a failed fork
+    out.emplace_back(identity, pid);
   }
   return out;
 }

@@ -14,6 +14,7 @@
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -137,7 +138,7 @@ struct Options {
 
 [[noreturn]] void die(const std::string& msg) {
   std::fprintf(stderr, "gymfarm: %s\n", msg.c_str());
-  std::exit(2);
+  std::exit(2);  // NOLINT(concurrency-mt-unsafe): flags are parsed before any thread starts
 }
 
 std::chrono::milliseconds seconds_arg(const std::string& flag, const std::string& v) {
@@ -179,7 +180,7 @@ Options parse(int argc, char** argv) {
   o.command = argv[1];
   if (o.command == "--help" || o.command == "-h" || o.command == "help") {
     std::fputs(kHelp, stdout);
-    std::exit(0);
+    std::exit(0);  // NOLINT(concurrency-mt-unsafe): flags are parsed before any thread starts
   }
   if (o.command != "start" && o.command != "stop" && o.command != "status") {
     die("unknown command '" + o.command + "'; try `gymfarm --help`");
@@ -192,7 +193,8 @@ Options parse(int argc, char** argv) {
     };
     if (k == "--help" || k == "-h") {
       std::fputs(kHelp, stdout);
-      std::exit(0);
+      std::exit(0);  // NOLINT(concurrency-mt-unsafe): flags are parsed before any thread starts  //
+                     // NOLINT(concurrency-mt-unsafe): flags are parsed before any thread starts
     } else if (k == "--workers") o.broker.workers = static_cast<std::size_t>(int_arg(k, value(), 1, 4096));
     else if (k == "--no-zygote") o.broker.zygote = false;
     else if (k == "--spin-us") o.broker.spin = std::chrono::microseconds(int_arg(k, value(), 0, 100000));
@@ -213,7 +215,7 @@ Options parse(int argc, char** argv) {
     else if (k == "--worker-memory-limit")
       o.broker.worker_memory_limit = static_cast<unsigned long long>(int_arg(k, value(), 64, 1 << 30)) << 20;
     else if (k == "--worker-cpu-limit")
-      o.broker.worker_cpu_limit = static_cast<unsigned long long>(int_arg(k, value(), 1, 1ll << 31));
+      o.broker.worker_cpu_limit = static_cast<unsigned long long>(int_arg(k, value(), 1, 1LL << 31));
     else if (k == "--max-workers") o.broker.max_workers = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 16));
     else if (k == "--worker-idle-grace")
       o.broker.worker_idle_grace = std::chrono::seconds(int_arg(k, value(), 0, 86400));
@@ -275,6 +277,7 @@ std::string resolve_python(const std::string& requested) {
   if (access(py.c_str(), X_OK) != 0) die("--python " + py + ": not an executable file");
   const std::string cmd = "'" + py + "' -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])' 2>/dev/null";
   std::string version;
+  // NOLINTNEXTLINE(cert-env33-c): asks the operator's chosen interpreter (--python) for its version
   if (FILE* p = popen(cmd.c_str(), "r")) {
     char buf[64] = {0};
     if (fgets(buf, sizeof buf, p)) version = buf;
@@ -546,7 +549,7 @@ int cmd_stop(const Options& o) {
     }
   }
   if (kill(pid, SIGTERM) != 0) {
-    std::fprintf(stderr, "gymfarm: cannot signal pid %d: %s\n", pid, std::strerror(errno));
+    std::fprintf(stderr, "gymfarm: cannot signal pid %d: %s\n", pid, std::generic_category().message(errno).c_str());
     return 1;
   }
   std::printf("gymfarm: stopping farm pid %d ...\n", pid);

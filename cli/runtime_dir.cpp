@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <system_error>
 #include <utility>
 
 namespace gymfarm::cli {
@@ -25,7 +26,7 @@ std::string mode_text(mode_t mode) {
 
 std::string uid_text(uid_t uid) { return "uid " + std::to_string(uid); }
 
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text() { return std::generic_category().message(errno); }
 
 // Closes the fd it holds when it goes out of scope.
 struct FdGuard {

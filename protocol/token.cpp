@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <system_error>
 
 namespace gymfarm::protocol {
 
@@ -14,7 +15,7 @@ void random_bytes(void* out, std::size_t n) {
     const ssize_t got = ::getrandom(p, n, 0);
     if (got < 0) {
       if (errno == EINTR) continue;
-      throw std::runtime_error(std::string("getrandom failed: ") + std::strerror(errno));
+      throw std::runtime_error(std::string("getrandom failed: ") + std::generic_category().message(errno));
     }
     p += got;
     n -= static_cast<std::size_t>(got);

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <system_error>
 
 namespace gymfarm::transport {
 
@@ -260,12 +261,12 @@ int listen_unix(const std::string& path, std::string& err) {
   }
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    err = std::strerror(errno);
+    err = std::generic_category().message(errno);
     return -1;
   }
   ::unlink(path.c_str());
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, 256) != 0) {
-    err = std::strerror(errno);
+    err = std::generic_category().message(errno);
     ::close(fd);
     return -1;
   }

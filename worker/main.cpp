@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <pybind11/embed.h>
+#include <charconv>
 
 #include "protocol/codec.hpp"
 #include "protocol/frames.hpp"
@@ -56,7 +57,7 @@ struct Args {
                "[--spin-us N]\n"
                "Started by `gymfarm start`; not meant to be run by hand.\n",
                msg);
-  std::exit(2);
+  std::exit(2);  // NOLINT(concurrency-mt-unsafe): arguments are parsed before any thread starts
 }
 
 Args parse(int argc, char** argv) {
@@ -96,7 +97,8 @@ void close_inherited_fds() {
   if (DIR* d = ::opendir("/proc/self/fd")) {
     while (dirent* e = ::readdir(d)) {
       if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-      const int fd = std::atoi(e->d_name);
+      int fd = -1;
+      std::from_chars(e->d_name, e->d_name + std::strlen(e->d_name), fd);
       if (fd > STDERR_FILENO && fd != ::dirfd(d)) open.push_back(fd);
     }
     ::closedir(d);
@@ -445,7 +447,8 @@ int main(int argc, char** argv) {
   if (args.zygote) {
     prctl(PR_SET_NAME, "gf-zygote");
     // Python, numpy, gymnasium and the operator's modules, loaded once; no threads before fork.
-    setenv("OPENBLAS_NUM_THREADS", "1", 0);  // no BLAS thread pool to lose across fork
+    setenv("OPENBLAS_NUM_THREADS", "1",
+           0);  // NOLINT(concurrency-mt-unsafe): before any thread; no BLAS pool to lose across fork
     try {
       init_python(args);
       auto host = std::make_unique<Host>(args);
