@@ -286,7 +286,7 @@ _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
 
 def _plain(v, depth=0):
     """True for a value the wire carries as itself (not as a repr): None, numbers, str, bytes,
-    numeric numpy values, and lists, tuples and str-keyed dicts of them."""
+    numeric numpy values, and lists, tuples and dicts (keys of those scalar types) of them."""
     if depth > 32:
         return False
     if isinstance(v, _PLAIN_SCALARS):
@@ -296,7 +296,8 @@ def _plain(v, depth=0):
     if isinstance(v, (list, tuple)):
         return all(_plain(x, depth + 1) for x in v)
     if isinstance(v, dict):
-        return all(isinstance(k, str) and _plain(x, depth + 1) for k, x in v.items())
+        # keys travel as str (the packer writes str(k) for a non-str key), as they always have
+        return all(isinstance(k, _PLAIN_SCALARS) and _plain(x, depth + 1) for k, x in v.items())
     return False
 
 
