@@ -20,6 +20,7 @@ from gymnasium import spaces
 
 from . import codec, errors
 from .client import DEFAULT_ENDPOINT, Farm
+from .vector import make_many
 
 try:  # pragma: no cover - depends on the environment
     from stable_baselines3.common.vec_env.base_vec_env import VecEnv as _VecEnvBase
@@ -48,7 +49,7 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
         self.farm = Farm(endpoint, timeout=timeout)
         self.env_id = env_id
         try:
-            made = self.farm.make_many(env_id, num_envs, make_kwargs)
+            made = make_many(self.farm, env_id, num_envs, make_kwargs)
         except BaseException:
             self.farm.close()
             raise

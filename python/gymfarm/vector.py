@@ -19,6 +19,21 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array,
 from . import codec, errors
 from .client import Farm
 
+def make_many(farm: Farm, env_id: str, num_envs: int, kwargs: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """``num_envs`` makes in one round trip, each as RemoteEnv makes one (a legacy id raises
+    DeprecatedEnv as gymnasium.make does); if any fails, the ones made are closed and the first
+    error is raised."""
+    body = {"env_id": env_id, "kwargs": dict(kwargs), "aliases": False}
+    made = farm.call_many([("make", "", body)] * num_envs)
+    ok = [r for r in made if isinstance(r, dict)]
+    if len(ok) != len(made):
+        farm.close_many([r["instance_id"] for r in ok])
+        errors.raise_first(made)
+    for r in ok:
+        codec.emit_warnings(r)
+    return ok
+
+
 def _unwrap(r: Dict[str, Any]) -> None:
     """A sub-env's reply: its warnings raised here, the tuples in its infos rebuilt."""
     if "warnings" in r:
@@ -57,7 +72,7 @@ class RemoteVectorEnv(VectorEnv):
         self.copy = copy
         self._closed_remote = True  # until the envs exist: a failed make has nothing to close
         try:
-            made = self.farm.make_many(env_id, num_envs, make_kwargs)
+            made = make_many(self.farm, env_id, num_envs, make_kwargs)
         except BaseException:
             self.farm.close()
             raise
@@ -328,7 +343,8 @@ class RemoteVectorEnv(VectorEnv):
             if not isinstance(r, errors.WorkerCrashed):
                 continue
             try:
-                made = self.farm.call("make", body={"env_id": self.env_id, "kwargs": self._make_kwargs})
+                made = self.farm.call("make", body={"env_id": self.env_id, "kwargs": self._make_kwargs,
+                                                    "aliases": False})
                 reset = self.farm.call("reset", made["instance_id"], {})
             except errors.GymfarmError:
                 out[i] = r

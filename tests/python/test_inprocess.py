@@ -382,3 +382,12 @@ def test_vector_get_attr_of_a_method_is_callable(farm):
         assert remote.call("get_action_meanings")[0][1] == "FIRE"
     finally:
         remote.close()
+
+
+def test_vector_deprecated_id_raises_deprecated_env(farm, farm_proc):
+    from gymfarm.sb3 import RemoteVecEnv
+
+    with pytest.raises(gym.error.DeprecatedEnv):
+        farm.make_vec("FrozenLake-v0", num_envs=2)
+    with pytest.raises(gym.error.DeprecatedEnv):
+        RemoteVecEnv("FrozenLake-v0", num_envs=2, endpoint=farm_proc.endpoint)
