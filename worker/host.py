@@ -6,6 +6,7 @@ import importlib
 import inspect
 import os
 import traceback
+import types
 import warnings
 
 import numpy as np
@@ -507,10 +508,21 @@ def _attr_path(name):
 
 
 def _lookup(env, parts):
+    """Follows a dotted path from the env. A path goes through plain objects only (an emulator
+    handle, a sub-object of the env): not through a module, a class, a function or method, or an
+    env spec (whose make() would build an env past the make-kwargs allow-list)."""
     obj = env.get_wrapper_attr(parts[0])
-    for part in parts[1:]:
+    for i, part in enumerate(parts[1:], 1):
+        _passable(obj, parts, i)
         obj = getattr(obj, part)
     return obj
+
+
+def _passable(obj, parts, i):
+    if isinstance(obj, (types.ModuleType, type, gym.envs.registration.EnvSpec,
+                        gym.envs.registration.WrapperSpec)) or callable(obj):
+        raise BadRequest(f"attribute path {'.'.join(parts)!r} goes through {'.'.join(parts[:i])!r}, "
+                         f"a {type(obj).__name__}; paths go through plain objects only")
 
 
 def _describe_attr(value):
@@ -555,7 +567,9 @@ def set_attr(inst, name, value):
     if len(parts) == 1:
         env.set_wrapper_attr(parts[0], value)
     else:
-        setattr(_lookup(env, parts[:-1]), parts[-1], value)
+        target = _lookup(env, parts[:-1])
+        _passable(target, parts, len(parts) - 1)
+        setattr(target, parts[-1], value)
     return {}
 
 
