@@ -166,10 +166,13 @@ class RemoteEnv(gym.Env):
             raise
 
     def set_wrapper_attr(self, name: str, value: Any, *, force: bool = True) -> bool:
-        """Sets the attribute on the remote env (this object's own attributes stay local)."""
+        """Sets the attribute on the remote env (this object's own attributes stay local). With
+        ``force=False`` only an attribute the env has is set, as ``gymnasium.Env`` does."""
         if name in self.__dict__ or hasattr(type(self), name):
             setattr(self, name, value)
             return True
+        if not force and not self.has_wrapper_attr(name):
+            return False
         self._call("set_attr", {"name": name, "value": value})
         return True
 

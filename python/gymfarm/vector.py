@@ -51,7 +51,10 @@ class RemoteVectorEnv(VectorEnv):
     """``num_envs`` copies of one env, each in its own worker process.
 
     Behaves as :class:`gymnasium.vector.SyncVectorEnv` does, step for step, for every autoreset
-    mode. Beyond the VectorEnv API it offers ``step_async``/``step_wait`` and an EnvPool-style
+    mode; a batch that does not hold ``num_envs`` actions raises ``ValueError`` before any sub-env
+    steps. ``on_crash="reset"`` replaces a sub-env whose worker died during a step with a new one,
+    reset, and reports it in that step's infos (``crashed``, ``crash``; the row holds the reset obs,
+    reward 0, ``truncated=True``); the default ``"raise"`` raises ``WorkerCrashed``. Beyond the VectorEnv API it offers ``step_async``/``step_wait`` and an EnvPool-style
     ``send(actions, env_ids)``/``recv()`` that returns whichever envs finished first.
     """
 

@@ -226,6 +226,8 @@ def test_wrapper_attrs_and_method_calls(farm):
         assert wrapped.get_wrapper_attr("frameskip") == 5
         assert wrapped.set_wrapper_attr("frameskip", 2, force=False)
         assert env.get_wrapper_attr("frameskip") == 2
+        assert not env.set_wrapper_attr("no_such_attr", 1, force=False)  # as gymnasium.Env: not set
+        assert not env.has_wrapper_attr("no_such_attr")
         # local attributes stay local
         assert env.get_wrapper_attr("action_space") is env.action_space
     finally:
