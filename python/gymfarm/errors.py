@@ -31,7 +31,8 @@ class UnknownInstance(GymfarmError, KeyError):
 
 
 class BadAction(GymfarmError, ValueError):
-    """The action is not in the env's action space."""
+    """The action could not be decoded at all. An action outside the space goes to the env, as
+    in-process; what the env raises for it arrives as :class:`EnvError`."""
 
     code = "bad_action"
 
