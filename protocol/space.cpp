@@ -5,7 +5,7 @@
 
 namespace gymfarm::protocol {
 namespace {
-constexpr std::array<std::pair<Space::Kind, std::string_view>, 8> kKinds{{
+constexpr std::array<std::pair<Space::Kind, std::string_view>, 11> kKinds{{
     {Space::Kind::Box, "Box"},
     {Space::Kind::Discrete, "Discrete"},
     {Space::Kind::MultiDiscrete, "MultiDiscrete"},
@@ -13,6 +13,9 @@ constexpr std::array<std::pair<Space::Kind, std::string_view>, 8> kKinds{{
     {Space::Kind::Tuple, "Tuple"},
     {Space::Kind::Dict, "Dict"},
     {Space::Kind::Text, "Text"},
+    {Space::Kind::Sequence, "Sequence"},
+    {Space::Kind::Graph, "Graph"},
+    {Space::Kind::OneOf, "OneOf"},
     {Space::Kind::Unsupported, "Unsupported"},
 }};
 
@@ -72,6 +75,18 @@ bool read_spaces(const Value& v, std::vector<Space>& out, std::string& err) {
   return true;
 }
 
+bool read_space(const Value& v, const char* key, std::vector<Space>& out, std::string& err) {
+  const Value* x = v.find(key);
+  if (!x || !x->is_map()) {
+    err = std::string("space: '") + key + "' must be a space";
+    return false;
+  }
+  auto sub = Space::from_value(*x, err);
+  if (!sub) return false;
+  out.push_back(std::move(*sub));
+  return true;
+}
+
 bool tensor_in_bounds(const Tensor& t, const Space& s) {
   if (t.shape != s.shape) return false;
   const std::size_t n = t.elements();
@@ -128,6 +143,20 @@ Value Space::to_value() const {
         for (const auto& k : keys) ks.emplace_back(k);
         v.set("keys", std::move(ks));
       }
+      v.set("spaces", std::move(subs));
+      break;
+    }
+    case Kind::Sequence:
+      if (!spaces.empty()) v.set("space", spaces[0].to_value());
+      v.set("stack", stack);
+      break;
+    case Kind::Graph:
+      if (!spaces.empty()) v.set("node_space", spaces[0].to_value());
+      v.set("edge_space", spaces.size() > 1 ? spaces[1].to_value() : Value());
+      break;
+    case Kind::OneOf: {
+      Array subs;
+      for (const auto& s : spaces) subs.push_back(s.to_value());
       v.set("spaces", std::move(subs));
       break;
     }
@@ -222,6 +251,25 @@ std::optional<Space> Space::from_value(const Value& v, std::string& err) {
       }
       break;
     }
+    case Kind::Sequence: {
+      if (!read_space(v, "space", s.spaces, err)) return std::nullopt;
+      const Value* st = v.find("stack");
+      s.stack = st && st->is_bool() && st->as_bool();
+      break;
+    }
+    case Kind::Graph: {
+      if (!read_space(v, "node_space", s.spaces, err)) return std::nullopt;
+      const Value* e = v.find("edge_space");
+      if (e && !e->is_nil() && !read_space(v, "edge_space", s.spaces, err)) return std::nullopt;
+      break;
+    }
+    case Kind::OneOf:
+      if (!read_spaces(v, s.spaces, err)) return std::nullopt;
+      if (s.spaces.empty()) {
+        err = "space: OneOf needs at least one space";
+        return std::nullopt;
+      }
+      break;
     case Kind::Text: {
       const Value* cs = v.find("charset");
       if (!read_int(v, "max_length", s.max_length, err) || !read_int(v, "min_length", s.min_length, err))
@@ -301,6 +349,27 @@ bool Space::contains(const Value& v) const {
         if (charset.find(c) == std::string::npos) return false;
       }
       return true;
+    }
+    case Kind::Sequence: {
+      if (spaces.empty()) return false;
+      if (stack) return true;  // a stacked batch: its element count is free
+      if (!v.is_array()) return false;
+      for (const auto& x : v.as_array()) {
+        if (!spaces[0].contains(x)) return false;
+      }
+      return true;
+    }
+    case Kind::Graph: {  // [nodes, edges, edge_links]
+      if (spaces.empty() || !v.is_array() || v.as_array().size() != 3) return false;
+      const Value& nodes = v.as_array()[0];
+      if (!nodes.is_tensor() || nodes.as_tensor().shape.empty()) return false;
+      return true;
+    }
+    case Kind::OneOf: {  // [index, value]
+      if (!v.is_array() || v.as_array().size() != 2 || !v.as_array()[0].is_int()) return false;
+      const int64_t i = v.as_array()[0].as_int();
+      if (i < 0 || i >= static_cast<int64_t>(spaces.size())) return false;
+      return spaces[static_cast<std::size_t>(i)].contains(v.as_array()[1]);
     }
     case Kind::Unsupported: return false;
   }

@@ -11,7 +11,7 @@
 namespace gymfarm::protocol {
 
 struct Space {
-  enum class Kind { Box, Discrete, MultiDiscrete, MultiBinary, Tuple, Dict, Text, Unsupported };
+  enum class Kind { Box, Discrete, MultiDiscrete, MultiBinary, Tuple, Dict, Text, Sequence, Graph, OneOf, Unsupported };
   Kind kind = Kind::Unsupported;
 
   // Box and MultiDiscrete
@@ -24,8 +24,10 @@ struct Space {
   int64_t start = 0;
   // MultiBinary
   std::vector<int64_t> binary_shape;
-  // Tuple and Dict
+  // Tuple, Dict and OneOf: the subspaces; Sequence: its feature space; Graph: its node space and,
+  // when it has one, its edge space
   std::vector<Space> spaces;
+  bool stack = false;  // Sequence
   std::vector<std::string> keys;
   // Text
   int64_t min_length = 0;

@@ -6,6 +6,8 @@ import importlib
 import inspect
 import os
 import traceback
+import types
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -13,7 +15,8 @@ from gymnasium import spaces
 
 
 class BadAction(Exception):
-    """The action is not in the env's action space (protocol code bad_action)."""
+    """The action cannot be decoded at all (protocol code bad_action). An action that decodes but
+    lies outside the space goes to the env, as in-process; what the env raises is an env_error."""
 
 
 class BadRequest(Exception):
@@ -21,9 +24,10 @@ class BadRequest(Exception):
     ``kind`` says more to the dialects: "not_found", "malformed", "params" or "".
     """
 
-    def __init__(self, message, kind=""):
+    def __init__(self, message, kind="", gymnasium_error=""):
         super().__init__(message)
         self.kind = kind
+        self.gymnasium_error = gymnasium_error  # the gymnasium.error class an in-process make raises
 
 
 # Legacy ids that clients of the older servers still use, resolved when not registered.
@@ -98,30 +102,44 @@ def describe_space(s):
     if isinstance(s, spaces.Text):
         return {"type": "Text", "max_length": int(s.max_length), "min_length": int(s.min_length),
                 "charset": "".join(sorted(s.character_set))}
+    if isinstance(s, spaces.Sequence):
+        return {"type": "Sequence", "space": describe_space(s.feature_space), "stack": bool(s.stack)}
+    if isinstance(s, spaces.Graph):
+        return {"type": "Graph", "node_space": describe_space(s.node_space),
+                "edge_space": describe_space(s.edge_space) if s.edge_space is not None else None}
+    if isinstance(s, spaces.OneOf):
+        return {"type": "OneOf", "spaces": [describe_space(x) for x in s.spaces]}
     return {"type": "Unsupported", "repr": repr(s)}
 
 
-def coerce(space, value):
-    """Turns a decoded value (lists for tuples, plain numbers) into what the space holds."""
-    if isinstance(space, spaces.Discrete):  # first: the common case
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            raise BadAction(f"{value!r} is not an integer action of {space}")
-        return np.int64(value)
-    if isinstance(space, (spaces.Box, spaces.MultiBinary, spaces.MultiDiscrete)):
-        if isinstance(value, np.ndarray) and value.dtype == space.dtype:
-            return value
-        try:
-            return np.asarray(value, dtype=space.dtype)
-        except (TypeError, ValueError) as e:
-            raise BadAction(f"cannot read {value!r} as {space}: {e}") from None
+def as_in_process(space, value):
+    """The decoded action as an in-process call would have it. Only the containers the wire cannot
+    carry are rebuilt (a Tuple's list becomes a tuple, recursively); numbers, arrays and their
+    dtypes, and values outside the space reach ``env.step`` unchanged: the env decides."""
     if isinstance(space, spaces.Tuple):
-        if not isinstance(value, (list, tuple)) or len(value) != len(space.spaces):
-            raise BadAction(f"{value!r} does not fit {space}")
-        return tuple(coerce(s, v) for s, v in zip(space.spaces, value))
+        if isinstance(value, list):
+            if len(value) != len(space.spaces):
+                return tuple(value)
+            return tuple(as_in_process(s, v) for s, v in zip(space.spaces, value, strict=False))
+        return value
     if isinstance(space, spaces.Dict):
-        if not isinstance(value, dict):
-            raise BadAction(f"{value!r} does not fit {space}")
-        return {k: coerce(s, value.get(k)) for k, s in space.spaces.items()}
+        if isinstance(value, dict):
+            return {k: as_in_process(space.spaces[k], v) if k in space.spaces else v for k, v in value.items()}
+        return value
+    if isinstance(space, spaces.Sequence):  # a sample is a tuple of elements (or one stacked array)
+        if isinstance(value, list) and not space.stack:
+            return tuple(as_in_process(space.feature_space, v) for v in value)
+        return value
+    if isinstance(space, spaces.Graph):  # GraphInstance(nodes, edges, edge_links) travels as an array
+        if isinstance(value, list) and len(value) == 3:
+            return spaces.GraphInstance(*value)
+        return value
+    if isinstance(space, spaces.OneOf):  # (index, value of that subspace)
+        if isinstance(value, list) and len(value) == 2:
+            i = value[0]
+            sub = space.spaces[i] if isinstance(i, int) and 0 <= i < len(space.spaces) else None
+            return (i, as_in_process(sub, value[1]) if sub is not None else value[1])
+        return value
     return value
 
 
@@ -146,7 +164,7 @@ def _need_env(inst):
     return _hosted(inst).env
 
 
-def _construct(env_id, kwargs, strict):
+def _construct(env_id, kwargs, strict, aliases=True):
     """Builds the env with the operator's get_env hook, else gym.make. ``strict`` (the Gymie
     dialect) allows only the parameters the hook's signature names (none without a hook)."""
     get_env = _hooks.get("get_env")
@@ -161,7 +179,7 @@ def _construct(env_id, kwargs, strict):
         raise BadRequest(f"unexpected make parameters {sorted(kwargs)}", "params")
     kwargs = dict(kwargs)
     autoreset = kwargs.pop("autoreset", None)  # removed from gym.make in Gymnasium 1.0: a wrapper now
-    env = gym.make(resolve_id(env_id), **kwargs)
+    env = gym.make(resolve_id(env_id) if aliases else env_id, **kwargs)
     return gym.wrappers.Autoreset(env) if autoreset else env
 
 
@@ -203,7 +221,9 @@ def _check_kwargs(kwargs):
             stack.extend((key, x) for x in v.ravel().tolist())
 
 
-def make(inst, env_id, kwargs, strict=False):
+def make(inst, env_id, kwargs, strict=False, aliases=None):
+    """``aliases`` false (the Python client): a legacy id raises DeprecatedEnv as gym.make does,
+    instead of being resolved through ALIASES (which the dialects' older clients rely on)."""
     if not isinstance(env_id, str) or ":" in env_id:
         raise BadRequest(f"bad env id {env_id!r}: custom env packages are loaded by the operator "
                          "(gymfarm start --import MODULE), not named by clients", "malformed")
@@ -213,29 +233,139 @@ def make(inst, env_id, kwargs, strict=False):
         raise BadRequest("make kwargs must be a map", "params")
     _check_kwargs(kwargs)
     try:
-        env = _construct(env_id, kwargs, bool(strict))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            env = _construct(env_id, kwargs, bool(strict), aliases is not False)
     except (gym.error.NameNotFound, gym.error.NamespaceNotFound) as e:
-        raise BadRequest(str(e), "not_found") from None
+        raise BadRequest(str(e), "not_found", type(e).__name__) from None
     except (gym.error.UnregisteredEnv, gym.error.DeprecatedEnv) as e:
-        raise BadRequest(str(e), "malformed") from None
+        raise BadRequest(str(e), "malformed", type(e).__name__) from None
     except gym.error.Error as e:
         if "Malformed environment ID" in str(e):
-            raise BadRequest(str(e), "malformed") from None
+            raise BadRequest(str(e), "malformed", type(e).__name__) from None
         raise
     _envs[inst] = _Hosted(env)
-    spec = env.spec
-    return {
+    out = {
         "env_id": env_id,
         "observation_space": describe_space(env.observation_space),
         "action_space": describe_space(env.action_space),
         "render_mode": env.render_mode,
         "metadata": _metadata(env.metadata),
-        "spec": {
-            "id": spec.id if spec else env_id,
-            "max_episode_steps": spec.max_episode_steps if spec else None,
-            "reward_threshold": spec.reward_threshold if spec else None,
-        },
+        "spec": _spec(env.spec, env_id),
     }
+    _add_warnings(out, caught)
+    return out
+
+
+def _spec(spec, env_id):
+    """The env's EnvSpec as plain values: what gymnasium.envs.registration.EnvSpec takes, with the
+    kwargs that can travel (others as their repr) and the entry point when it is a string."""
+    if spec is None:
+        return {"id": env_id, "max_episode_steps": None, "reward_threshold": None}
+    kwargs = {str(k): (v if _plain(v) else repr(v)) for k, v in dict(spec.kwargs or {}).items()}
+    return {
+        "id": spec.id, "max_episode_steps": spec.max_episode_steps, "reward_threshold": spec.reward_threshold,
+        "entry_point": _entry_point(spec.entry_point),
+        "nondeterministic": bool(spec.nondeterministic), "order_enforce": bool(spec.order_enforce),
+        "disable_env_checker": bool(spec.disable_env_checker), "kwargs": kwargs,
+    }
+
+
+def _entry_point(ep):
+    """A spec's entry point as the "module:name" string EnvSpec takes (a class or function registered
+    directly is named by where it lives); None when it has no importable name."""
+    if isinstance(ep, str):
+        return ep
+    module, name = getattr(ep, "__module__", None), getattr(ep, "__qualname__", None)
+    if isinstance(module, str) and isinstance(name, str) and "<" not in name:
+        return f"{module}:{name}"
+    return None
+
+
+_PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+def _plain(v, depth=0):
+    """True for a value the wire carries as itself (not as a repr): None, numbers, str, bytes,
+    numeric numpy values, and lists, tuples and dicts (keys of those scalar types) of them."""
+    if depth > 32:
+        return False
+    if isinstance(v, _PLAIN_SCALARS):
+        return True
+    if isinstance(v, (np.ndarray, np.generic)):
+        return v.dtype.kind in "biuf"
+    if isinstance(v, (list, tuple)):
+        return all(_plain(x, depth + 1) for x in v)
+    if isinstance(v, dict):
+        # keys travel as str (the packer writes str(k) for a non-str key), as they always have
+        return all(isinstance(k, _PLAIN_SCALARS) and _plain(x, depth + 1) for k, x in v.items())
+    return False
+
+
+# -- warnings: what the env warns in the worker is re-raised in the client (docs/protocol.md) ----
+
+_MAX_WARNINGS = 16
+_warned = []  # warnings shown in the worker since the last reply (warnings.showwarning below)
+
+
+def _show(message, category, filename, lineno, file=None, line=None):
+    if len(_warned) < _MAX_WARNINGS:
+        _warned.append((message, category, filename, lineno))
+
+
+warnings.showwarning = _show
+warnings.simplefilter("always")  # every warning reaches the client, whose own filters decide
+
+
+def _wire_warning(message, category, filename, lineno):
+    text = str(message)[:4096]
+    return {"category": category.__name__, "module": getattr(category, "__module__", ""), "message": text,
+            "filename": str(filename), "lineno": int(lineno or 0)}
+
+
+def _add_warnings(out, caught=None):
+    """Moves the warnings of this request into the reply (``warnings``: [{category, module,
+    message, filename, lineno}])."""
+    found = [_wire_warning(w.message, w.category, w.filename, w.lineno) for w in (caught or [])[:_MAX_WARNINGS]]
+    if _warned:
+        found.extend(_wire_warning(*w) for w in _warned)
+        _warned.clear()
+    if found:
+        out["warnings"] = found
+    return out
+
+
+def tuple_paths(value, depth=0, path=()):
+    """Where ``value`` holds tuples (which the wire carries as arrays): a list of key/index paths,
+    outermost first, so the client can turn those arrays back into tuples. [] when none."""
+    if depth > 32:
+        return []
+    found = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, (dict, list, tuple)):
+                found.extend(tuple_paths(v, depth + 1, path + (str(k) if not isinstance(k, str) else k,)))
+    elif isinstance(value, (list, tuple)):
+        if isinstance(value, tuple):
+            found.append(list(path))
+        for i, v in enumerate(value):
+            if isinstance(v, (dict, list, tuple)):
+                found.extend(tuple_paths(v, depth + 1, path + (i,)))
+    return found
+
+
+def _mark_tuples(out, keys=("info", "final_info")):
+    """Adds ``tuples``: {key: paths} for the reply's infos that hold tuples."""
+    marks = {}
+    for k in keys:
+        v = out.get(k)
+        if isinstance(v, (dict, list, tuple)) and v:
+            paths = tuple_paths(v)
+            if paths:
+                marks[k] = paths
+    if marks:
+        out["tuples"] = marks
+    return out
 
 
 def reset(inst, seed=None, options=None):
@@ -244,7 +374,7 @@ def reset(inst, seed=None, options=None):
         raise BadRequest("seed must be an integer or nil")
     obs, info = h.env.reset(seed=seed, options=options)
     h.needs_reset = False
-    return {"obs": obs, "info": info}
+    return _add_warnings(_mark_tuples({"obs": obs, "info": info}))
 
 
 def step(inst, action, autoreset=None, processed=False):
@@ -258,15 +388,9 @@ def step(inst, action, autoreset=None, processed=False):
     if autoreset == "next_step" and h.needs_reset:
         obs, info = env.reset()
         h.needs_reset = False
-        return {"obs": obs, "reward": 0.0, "terminated": False, "truncated": False, "info": info}
-    space = env.action_space
-    a = coerce(space, action)
-    if type(space) is spaces.Discrete:  # coerce made it an np.int64: what contains() checks but the range
-        ok = space.start <= a < space.start + space.n
-    else:
-        ok = space.contains(a)
-    if not ok:
-        raise BadAction(f"action {action!r} is not in the action space {space}")
+        return _add_warnings(_mark_tuples({"obs": obs, "reward": 0.0, "terminated": False, "truncated": False,
+                                           "info": info}))
+    a = as_in_process(env.action_space, action)
     obs, reward, terminated, truncated, info = env.step(a)
     out = {"obs": obs, "reward": reward, "terminated": bool(terminated),
            "truncated": bool(truncated), "info": info}
@@ -277,6 +401,10 @@ def step(inst, action, autoreset=None, processed=False):
         out["final_obs"], out["final_info"] = obs, info
         out["obs"], out["info"] = env.reset()
         h.needs_reset = False
+    if _warned:
+        _add_warnings(out)
+    if out["info"] or out.get("final_info"):
+        _mark_tuples(out)
     return out
 
 
@@ -293,7 +421,10 @@ def error_map(e, tb=None):
                 "message": f"MemoryError: the env went past --worker-memory-limit ({MEMORY_LIMIT >> 20} MB)",
                 "details": {"limit": "--worker-memory-limit", "bytes": MEMORY_LIMIT}}
     if isinstance(e, BadRequest):
-        return {"code": "bad_request", "message": str(e), "details": {"kind": e.kind}}
+        details = {"kind": e.kind}
+        if e.gymnasium_error:
+            details["gymnasium_error"] = e.gymnasium_error
+        return {"code": "bad_request", "message": str(e), "details": details}
     kind, message = type(e).__name__, str(e)
     try:
         text = "".join(traceback.format_exception(type(e), e, tb if tb is not None else e.__traceback__))
@@ -318,7 +449,7 @@ def step_vec(insts, actions, autoreset=None):
     env), rewards, terminated and truncated (lists), the infos, the ended episodes' final obs/info
     (``finals``: [row, obs, info]) and the envs that failed (``errors``: [row, error map])."""
     n = len(insts)
-    obs, infos, finals, errs = [None] * n, [{}] * n, [], []
+    obs, infos, finals, errs, marks, warned = [None] * n, [{}] * n, [], [], [], []
     rewards, terminated, truncated = [0.0] * n, [False] * n, [False] * n  # plain lists: cheap to decode
     for i, inst in enumerate(insts):
         try:
@@ -332,12 +463,22 @@ def step_vec(insts, actions, autoreset=None):
             r["obs"], reward, r["terminated"], r["truncated"], r["info"])
         if "final_obs" in r:
             finals.append([i, r["final_obs"], r["final_info"]])
+        if "tuples" in r:
+            marks.append([i, r["tuples"]])
+        if "warnings" in r:
+            warned.extend(r["warnings"])
     good = next((o for o in obs if o is not None), None)
     if good is not None:
         fill = np.zeros_like(np.asarray(good))
         obs = np.stack([np.asarray(o) if o is not None else fill for o in obs])
-    return {"obs": obs if good is not None else None, "rewards": rewards, "terminated": terminated,
-            "truncated": truncated, "infos": infos, "finals": finals, "errors": errs}
+    out = {"obs": obs if good is not None else None, "rewards": rewards, "terminated": terminated,
+           "truncated": truncated, "infos": infos, "finals": finals, "errors": errs}
+    if marks:
+        out["tuples"] = marks  # [row, {info|final_info: paths}]
+    _add_warnings(out)
+    if warned:
+        out["warnings"] = warned + out.get("warnings", [])
+    return out
 
 
 # Env methods that take an attribute name, and where: (position in args, keyword). A call to one
@@ -357,32 +498,78 @@ def _attr_name(name):
     return name
 
 
-def call(inst, name, args=None, kwargs=None):
-    """Calls env method ``name`` (through wrappers), or reads it if it is not callable."""
-    env = _need_env(inst)
+def _attr_path(name):
+    """A name, or a dotted path ("ale.lives"), each part under the private-attribute rule."""
     name = _attr_name(name)
+    parts = name.split(".")
+    for part in parts:
+        _attr_name(part)
+    return parts
+
+
+def _lookup(env, parts):
+    """Follows a dotted path from the env. A path goes through plain objects only (an emulator
+    handle, a sub-object of the env): not through a module, a class, a function or method, or an
+    env spec (whose make() would build an env past the make-kwargs allow-list)."""
+    obj = env.get_wrapper_attr(parts[0])
+    for i, part in enumerate(parts[1:], 1):
+        _passable(obj, parts, i)
+        obj = getattr(obj, part)
+    return obj
+
+
+def _passable(obj, parts, i):
+    if isinstance(obj, (types.ModuleType, type, gym.envs.registration.EnvSpec,
+                        gym.envs.registration.WrapperSpec)) or callable(obj):
+        raise BadRequest(f"attribute path {'.'.join(parts)!r} goes through {'.'.join(parts[:i])!r}, "
+                         f"a {type(obj).__name__}; paths go through plain objects only")
+
+
+def _describe_attr(value):
+    """A get_attr answer: the value itself when it travels as itself; otherwise what it is, so the
+    client can offer a proxy: {"callable": true} for a method, {"object": repr} for an object."""
+    if callable(value) and not isinstance(value, (type, np.ndarray, np.generic)):
+        return {"value": None, "callable": True}
+    if _plain(value):
+        return {"value": value}
+    return {"value": repr(value), "object": type(value).__name__}
+
+
+def call(inst, name, args=None, kwargs=None):
+    """Calls env method ``name`` (through wrappers; a dotted path reaches an attribute's method),
+    or reads it if it is not callable."""
+    env = _need_env(inst)
+    parts = _attr_path(name)
     args = list(args or [])
     kwargs = dict(kwargs or {})
-    if name in _NAME_TAKING:
-        pos, key = _NAME_TAKING[name]
+    last = parts[-1]
+    if last in _NAME_TAKING:
+        pos, key = _NAME_TAKING[last]
         if len(args) > pos:
             _attr_name(args[pos])
         if key in kwargs:
             _attr_name(kwargs[key])
         if len(args) <= pos and key not in kwargs:
-            raise BadRequest(f"{name} needs an attribute name")
-    attr = env.get_wrapper_attr(name)
+            raise BadRequest(f"{last} needs an attribute name")
+    attr = _lookup(env, parts)
     if callable(attr):
-        return {"value": attr(*args, **kwargs)}
-    return {"value": attr}
+        return _add_warnings(_mark_tuples({"value": attr(*args, **kwargs)}, ("value",)))
+    return _add_warnings({"value": attr})
 
 
 def get_attr(inst, name):
-    return {"value": _need_env(inst).get_wrapper_attr(_attr_name(name))}
+    return _describe_attr(_lookup(_need_env(inst), _attr_path(name)))
 
 
 def set_attr(inst, name, value):
-    _need_env(inst).set_wrapper_attr(_attr_name(name), value)
+    parts = _attr_path(name)
+    env = _need_env(inst)
+    if len(parts) == 1:
+        env.set_wrapper_attr(parts[0], value)
+    else:
+        target = _lookup(env, parts[:-1])
+        _passable(target, parts, len(parts) - 1)
+        setattr(target, parts[-1], value)
     return {}
 
 

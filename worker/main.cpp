@@ -207,7 +207,7 @@ class Host {
     } else if (v == verb::kReset) {
       result = module_.attr("reset")(inst, get("seed"), get("options"));
     } else if (v == verb::kMake) {
-      result = module_.attr("make")(inst, get("env_id"), get("kwargs"), get("strict"));
+      result = module_.attr("make")(inst, get("env_id"), get("kwargs"), get("strict"), get("aliases"));
       result["instance_id"] = py::str(std::string(instance));
     } else if (v == verb::kClose) {
       result = module_.attr("close")(inst);

@@ -232,7 +232,36 @@ py::object unpack(std::string_view body) {
     throw std::runtime_error(std::string("malformed message body: ") + e.what());
   }
   if (off != body.size()) throw std::runtime_error("trailing bytes after the message body");
-  return to_py(oh.get());
+  const msgpack::object& top = oh.get();
+  if (top.type != msgpack::type::MAP) return to_py(top);
+  // A request's action (or a vector step's actions) that does not decode is the action's fault:
+  // bad_action, raised as the host's BadAction so the host's error_map names it. Everything else
+  // that does not decode is the request's (bad_request).
+  py::dict d;
+  for (uint32_t i = 0; i < top.via.map.size; ++i) {
+    const auto& kv = top.via.map.ptr[i];
+    py::object key = to_py(kv.key);
+    const bool is_action = kv.key.type == msgpack::type::STR &&
+                           (std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == "action" ||
+                            std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == "actions");
+    if (!is_action) {
+      d[key] = to_py(kv.val);
+      continue;
+    }
+    std::string why;
+    try {
+      d[key] = to_py(kv.val);
+      continue;
+    } catch (py::error_already_set& e) {
+      why = e.what();
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    py::object bad = py::module_::import("gymfarm_host").attr("BadAction");
+    PyErr_SetString(bad.ptr(), ("the action cannot be decoded: " + why).c_str());
+    throw py::error_already_set();
+  }
+  return std::move(d);
 }
 
 }  // namespace gymfarm::worker

@@ -106,7 +106,16 @@ def space_from_wire(d: Any) -> spaces.Space:
         return spaces.Dict(OrderedDict((k, space_from_wire(s)) for k, s in zip(d["keys"], d["spaces"])))
     if t == "Text":
         return spaces.Text(int(d["max_length"]), min_length=int(d["min_length"]), charset=d["charset"])
-    raise NotImplementedError(f"the farm's env uses a space gymfarm cannot send: {d.get('repr', d) if isinstance(d, dict) else d!r}")
+    if t == "Sequence":
+        return spaces.Sequence(space_from_wire(d["space"]), stack=bool(d.get("stack", False)))
+    if t == "Graph":
+        edge = d.get("edge_space")
+        return spaces.Graph(node_space=space_from_wire(d["node_space"]),
+                            edge_space=space_from_wire(edge) if edge is not None else None)
+    if t == "OneOf":
+        return spaces.OneOf([space_from_wire(s) for s in d["spaces"]])
+    what = d.get("repr", d) if isinstance(d, dict) else repr(d)
+    raise NotImplementedError(f"the farm's env uses a space gymfarm cannot send: {what}")
 
 
 def value_to_space(space: spaces.Space, value: Any) -> Any:
@@ -115,4 +124,73 @@ def value_to_space(space: spaces.Space, value: Any) -> Any:
         return tuple(value_to_space(s, v) for s, v in zip(space.spaces, value))
     if isinstance(space, spaces.Dict) and isinstance(value, dict):
         return {k: value_to_space(s, value[k]) for k, s in space.spaces.items() if k in value}
+    if isinstance(space, spaces.Sequence) and isinstance(value, (list, tuple)) and not space.stack:
+        return tuple(value_to_space(space.feature_space, v) for v in value)
+    if isinstance(space, spaces.Graph) and isinstance(value, (list, tuple)) and len(value) == 3:
+        return spaces.GraphInstance(*value)
+    if isinstance(space, spaces.OneOf) and isinstance(value, (list, tuple)) and len(value) == 2:
+        i = value[0]
+        if isinstance(i, (int, np.integer)) and 0 <= int(i) < len(space.spaces):
+            return (int(i), value_to_space(space.spaces[int(i)], value[1]))
+        return tuple(value)
     return value
+
+
+def restore_tuples(value: Any, paths: Any) -> Any:
+    """Turns the arrays at ``paths`` (key/index paths the worker found tuples at, outermost first)
+    back into tuples. Inner paths are rebuilt first, so a tuple inside a tuple stays one."""
+    if not isinstance(paths, list):
+        return value
+    for path in sorted((p for p in paths if isinstance(p, list)), key=len, reverse=True):
+        if not path:
+            if isinstance(value, list):
+                value = tuple(value)
+            continue
+        parent = value
+        try:
+            for k in path[:-1]:
+                parent = parent[k]
+            if isinstance(parent[path[-1]], list):
+                if isinstance(parent, tuple):  # rebuilt already (a shorter path comes later): cannot be
+                    continue
+                parent[path[-1]] = tuple(parent[path[-1]])
+        except (KeyError, IndexError, TypeError):
+            continue
+    return value
+
+
+def apply_tuples(reply: Any) -> Any:
+    """Applies a reply's ``tuples`` marks ({key: paths}) to its fields, in place."""
+    marks = reply.pop("tuples", None) if isinstance(reply, dict) else None
+    if isinstance(marks, dict):
+        for k, paths in marks.items():
+            if k in reply:
+                reply[k] = restore_tuples(reply[k], paths)
+    return reply
+
+
+_WARNING_REGISTRIES: dict = {}  # module -> the registry warnings.warn_explicit keeps for "once"/"default"
+
+
+def emit_warnings(reply: Any) -> None:
+    """Re-raises the worker's warnings (a reply's ``warnings``) here, as Python warnings of the same
+    category, file and line, so this process's filters decide what is shown."""
+    import builtins
+    import warnings
+
+    found = reply.pop("warnings", None) if isinstance(reply, dict) else None
+    if not isinstance(found, list):
+        return
+    for w in found:
+        if not isinstance(w, dict):
+            continue
+        category = getattr(builtins, str(w.get("category", "")), None)
+        if not (isinstance(category, type) and issubclass(category, Warning)):
+            from .errors import RemoteWarning
+
+            category = RemoteWarning
+        filename = str(w.get("filename", "<farm>"))
+        module = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "<farm>"
+        registry = _WARNING_REGISTRIES.setdefault(filename, {})
+        warnings.warn_explicit(str(w.get("message", "")), category, filename, int(w.get("lineno") or 0),
+                               module=module, registry=registry)

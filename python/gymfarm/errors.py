@@ -31,7 +31,8 @@ class UnknownInstance(GymfarmError, KeyError):
 
 
 class BadAction(GymfarmError, ValueError):
-    """The action is not in the env's action space."""
+    """The action could not be decoded at all. An action outside the space goes to the env, as
+    in-process; what the env raises for it arrives as :class:`EnvError`."""
 
     code = "bad_action"
 
@@ -133,4 +134,29 @@ def from_wire(body: Any) -> GymfarmError:
     err = cls(str(body.get("message", "")), body.get("details") if isinstance(body.get("details"), dict) else None)
     if cls is GymfarmError:
         err.details.setdefault("code", body.get("code"))
+    if "gymnasium_error" in err.details:
+        err = _with_gymnasium_error(err, err.details["gymnasium_error"])
     return err
+
+
+class RemoteWarning(UserWarning):
+    """A warning raised in the worker whose category is not a built-in warning class."""
+
+
+_GYMNASIUM_ERRORS: dict[str, type] = {}
+
+
+def _with_gymnasium_error(err: GymfarmError, name: Any) -> GymfarmError:
+    """The same error, also an instance of the gymnasium.error class an in-process gym.make would
+    raise (``DeprecatedEnv``, ``NameNotFound``, ...), so ``except gym.error.DeprecatedEnv`` works."""
+    import gymnasium.error as gym_error
+
+    base = getattr(gym_error, str(name), None) if isinstance(name, str) and name else None
+    if not (isinstance(base, type) and issubclass(base, Exception)):
+        return err
+    key = f"{type(err).__name__}:{name}"
+    cls = _GYMNASIUM_ERRORS.get(key)
+    if cls is None:
+        cls = _GYMNASIUM_ERRORS[key] = type(str(name), (type(err), base), {"__module__": __name__})
+    out = cls(err.message, err.details)
+    return out

@@ -21,6 +21,7 @@ from gymnasium import spaces
 
 from . import codec, errors
 from .client import DEFAULT_ENDPOINT, Farm
+from .vector import make_many
 
 try:  # pragma: no cover - depends on the environment
     from stable_baselines3.common.vec_env.base_vec_env import VecEnv as _VecEnvBase
@@ -49,7 +50,7 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
         self.farm = Farm(endpoint, timeout=timeout)
         self.env_id = env_id
         try:
-            made = self.farm.make_many(env_id, num_envs, make_kwargs)
+            made = make_many(self.farm, env_id, num_envs, make_kwargs)
         except BaseException:
             self.farm.close()
             raise
@@ -84,13 +85,19 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
                 body["options"] = self._options[i]
             requests.append(("reset", iid, body))
         results = self._checked(self.farm.call_many(requests))
+        for r in results:
+            codec.emit_warnings(r)
+            codec.apply_tuples(r)
         self.reset_infos = [r["info"] for r in results]
         self._seeds = [None] * self.num_envs
         self._options = [{} for _ in range(self.num_envs)]
         return _stack(self.observation_space, [self._obs(r["obs"]) for r in results])
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = list(actions)
+        acts = list(actions)
+        if len(acts) != self.num_envs:  # zip would silently drop envs (and obs would have the wrong shape)
+            raise ValueError(f"got a batch of {len(acts)} actions for num_envs={self.num_envs}")
+        self._actions = acts
 
     def step_wait(self) -> Any:
         if self._actions is None:
@@ -99,6 +106,8 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
         results = self._checked(self.farm.step_batch(list(zip(self.instance_ids, actions)), autoreset="same_step"))
         obs, rewards, dones, infos = [], [], [], []
         for i, r in enumerate(results):
+            codec.emit_warnings(r)  # the env's warnings, raised here
+            codec.apply_tuples(r)  # tuples in its infos stay tuples
             info = dict(r["final_info"] if "final_obs" in r else r["info"])
             done = bool(r["terminated"] or r["truncated"])
             info["TimeLimit.truncated"] = bool(r["truncated"] and not r["terminated"])

@@ -20,6 +20,30 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array,
 from . import codec, errors
 from .client import Farm
 
+
+def make_many(farm: Farm, env_id: str, num_envs: int, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """``num_envs`` makes in one round trip, each as RemoteEnv makes one (a legacy id raises
+    DeprecatedEnv as gymnasium.make does); if any fails, the ones made are closed and the first
+    error is raised."""
+    body = {"env_id": env_id, "kwargs": dict(kwargs), "aliases": False}
+    made = farm.call_many([("make", "", body)] * num_envs)
+    ok = [r for r in made if isinstance(r, dict)]
+    if len(ok) != len(made):
+        farm.close_many([r["instance_id"] for r in ok])
+        errors.raise_first(made)
+    for r in ok:
+        codec.emit_warnings(r)
+    return ok
+
+
+def _unwrap(r: dict[str, Any]) -> None:
+    """A sub-env's reply: its warnings raised here, the tuples in its infos rebuilt."""
+    if "warnings" in r:
+        codec.emit_warnings(r)
+    if "tuples" in r:
+        codec.apply_tuples(r)
+
+
 _ARRAY_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiBinary, spaces.MultiDiscrete)
 _AUTORESET_WIRE = {AutoresetMode.NEXT_STEP: "next_step", AutoresetMode.SAME_STEP: "same_step",
                    AutoresetMode.DISABLED: None}
@@ -29,15 +53,24 @@ class RemoteVectorEnv(VectorEnv):
     """``num_envs`` copies of one env, each in its own worker process.
 
     Behaves as :class:`gymnasium.vector.SyncVectorEnv` does, step for step, for every autoreset
-    mode. Beyond the VectorEnv API it offers ``step_async``/``step_wait`` and an EnvPool-style
+    mode; a batch that does not hold ``num_envs`` actions raises ``ValueError`` before any sub-env
+    steps. ``on_crash="reset"`` replaces a sub-env whose worker died during a step with a new one,
+    reset, and reports it in that step's infos (``crashed``, ``crash``; the row holds the reset obs,
+    reward 0, ``truncated=True``); the default ``"raise"`` raises ``WorkerCrashed``. Beyond the
+    VectorEnv API it offers ``step_async``/``step_wait`` and an EnvPool-style
     ``send(actions, env_ids)``/``recv()`` that returns whichever envs finished first.
     """
 
     def __init__(self, endpoint: str, env_id: str, num_envs: int = 1,
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
-                 timeout: float = 60.0, copy: bool = True, token: str | None = None, **make_kwargs: Any):
+                 timeout: float = 60.0, copy: bool = True, token: str | None = None, on_crash: str = "raise",
+                 **make_kwargs: Any):
         if num_envs < 1:
             raise ValueError("num_envs must be at least 1")
+        if on_crash not in ("raise", "reset"):
+            raise ValueError("on_crash must be 'raise' or 'reset'")
+        self.on_crash = on_crash
+        self._make_kwargs = dict(make_kwargs)
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.farm = Farm(endpoint, timeout=timeout, token=token)
         self.env_id = env_id
@@ -45,7 +78,7 @@ class RemoteVectorEnv(VectorEnv):
         self.copy = copy
         self._closed_remote = True  # until the envs exist: a failed make has nothing to close
         try:
-            made = self.farm.make_many(env_id, num_envs, make_kwargs)
+            made = make_many(self.farm, env_id, num_envs, make_kwargs)
         except BaseException:
             self.farm.close()
             raise
@@ -112,6 +145,7 @@ class RemoteVectorEnv(VectorEnv):
         results = self.farm.call_many(requests)
         self._raise_first(results, indices)
         for i, r in zip(indices, results):
+            _unwrap(r)
             self._env_obs[i] = codec.value_to_space(self.single_observation_space, r["obs"])
             infos = self._add_info(infos, r["info"], i)
         return self._batched_obs(), infos
@@ -128,6 +162,8 @@ class RemoteVectorEnv(VectorEnv):
         step_vec = acts is not None and acts.shape[:1] == (self.num_envs,) and acts.dtype.kind in "biuf"
         # one action per env only for step_batch: step_vec sends the array as it is
         per_env = None if step_vec else list(iterate(self.action_space, actions))
+        if per_env is not None and len(per_env) != self.num_envs:  # SyncVectorEnv's zip(strict=True) refuses it too
+            raise ValueError(f"got a batch of {len(per_env)} actions for num_envs={self.num_envs}")
         if self.autoreset_mode == AutoresetMode.DISABLED and self._autoreset_envs.any():
             done = np.flatnonzero(self._autoreset_envs).tolist()
             raise AssertionError(f"autoreset is disabled and sub-envs {done} ended an episode: reset them "
@@ -155,6 +191,10 @@ class RemoteVectorEnv(VectorEnv):
                 continue
             infos = self._absorb(i, r, infos)
         self._autoreset_envs = np.logical_or(self._terminations, self._truncations)
+        crashed = self._crashed(dict(enumerate(results)))
+        if crashed:
+            infos = self._replace_crashed(crashed, infos)
+            results = [crashed.get(i, r) for i, r in enumerate(results)]
         self._raise_first(results, range(self.num_envs))
         return (self._batched_obs(), np.copy(self._rewards), np.copy(self._terminations),
                 np.copy(self._truncations), infos)
@@ -172,6 +212,13 @@ class RemoteVectorEnv(VectorEnv):
             if reply[k + 1] != b"ok":  # the worker failed as a whole (crash, timeout): each of its envs
                 failed.update((j, errors.from_wire(body)) for j in rows)
                 continue
+            codec.emit_warnings(body)
+            for i, marks in body.pop("tuples", None) or []:  # [row, {info|final_info: paths}]
+                for key, paths in marks.items():
+                    if key == "info":
+                        body["infos"][i] = codec.restore_tuples(body["infos"][i], paths)
+                    elif key == "final_info":
+                        body.setdefault("final_marks", {})[i] = paths
             errs = {i: e for i, e in body["errors"]}
             failed.update((rows[i], errors.from_wire(e)) for i, e in errs.items())
             ok = [i for i in range(len(rows)) if i not in errs]
@@ -181,7 +228,9 @@ class RemoteVectorEnv(VectorEnv):
                 self._rewards[at] = [body["rewards"][i] for i in ok]
                 self._terminations[at] = [body["terminated"][i] for i in ok]
                 self._truncations[at] = [body["truncated"][i] for i in ok]
-            body["finals"] = {i: (fo, fi) for i, fo, fi in body["finals"]}
+            fm = body.get("final_marks", {})
+            body["finals"] = {i: (fo, codec.restore_tuples(fi, fm[i]) if i in fm else fi)
+                              for i, fo, fi in body["finals"]}
             by_row.update((rows[i], (body, i)) for i in ok)
         infos: dict[str, Any] = {}
         for j in sorted(by_row):  # in env order, as SyncVectorEnv builds its infos
@@ -191,6 +240,13 @@ class RemoteVectorEnv(VectorEnv):
                 infos = self._add_final(infos, *body["finals"][i], j)
             infos = self._add_info(infos, body["infos"][i], j)
         self._autoreset_envs = np.logical_or(self._terminations, self._truncations)
+        crashed = self._crashed(failed)
+        if crashed:
+            infos = self._replace_crashed(crashed, infos)
+            for j, r in crashed.items():
+                if isinstance(r, dict):
+                    self._observations[j] = r["obs"]
+                    failed.pop(j, None)
         if failed:
             results = [failed.get(j) or {"obs": self._observations[j], "reward": self._rewards[j],
                                          "terminated": self._terminations[j], "truncated": self._truncations[j],
@@ -209,12 +265,25 @@ class RemoteVectorEnv(VectorEnv):
         body = {"name": name, "args": list(args), "kwargs": kwargs}
         results = self.farm.call_many([("call", iid, body) for iid in self.instance_ids])
         self._raise_first(results, range(self.num_envs))
+        for r in results:
+            _unwrap(r)
         return tuple(r["value"] for r in results)
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
         results = self.farm.call_many([("get_attr", iid, {"name": name}) for iid in self.instance_ids])
         self._raise_first(results, range(self.num_envs))
-        return tuple(r["value"] for r in results)
+        return tuple(self._remote_method(iid, name) if r.get("callable") else r["value"]
+                     for iid, r in zip(self.instance_ids, results))
+
+    def _remote_method(self, instance_id: str, name: str) -> Any:
+        """A sub-env's method (what SyncVectorEnv.get_attr returns for one): calling it is a call."""
+        def method(*args: Any, **kwargs: Any) -> Any:
+            r = self.farm.call("call", instance_id, {"name": name, "args": list(args), "kwargs": kwargs})
+            _unwrap(r)
+            return r["value"]
+
+        method.__name__ = name
+        return method
 
     def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
         if not isinstance(values, (list, tuple)):
@@ -268,6 +337,53 @@ class RemoteVectorEnv(VectorEnv):
         return (concatenate(self.single_observation_space, obs, batch), np.array(rew), np.array(term),
                 np.array(trunc), infos, np.array(ids, dtype=np.int64))
 
+    # -- on_crash="reset" -------------------------------------------------------------------------
+
+    def _crashed(self, outcomes: dict[int, Any]) -> dict[int, Any]:
+        """With ``on_crash="reset"``: the sub-envs whose worker died in this step, each replaced by
+        a new instance (made and reset), mapped to that reset's result; {} otherwise. A sub-env
+        whose replacement cannot be made keeps its WorkerCrashed error (raised as before)."""
+        if self.on_crash != "reset":
+            return {}
+        out: dict[int, Any] = {}
+        for i, r in outcomes.items():
+            if not isinstance(r, errors.WorkerCrashed):
+                continue
+            try:
+                made = self.farm.call("make", body={"env_id": self.env_id, "kwargs": self._make_kwargs,
+                                                    "aliases": False})
+                reset = self.farm.call("reset", made["instance_id"], {})
+            except errors.GymfarmError:
+                out[i] = r
+                continue
+            _unwrap(reset)
+            old = self.instance_ids[i]
+            self.instance_ids[i] = made["instance_id"]
+            self._instance_frames[i] = made["instance_id"].encode()
+            self.farm.close_many([old])
+            out[i] = {"obs": codec.value_to_space(self.single_observation_space, reset["obs"]),
+                      "info": reset["info"], "crash": r}
+        return out
+
+    def _replace_crashed(self, crashed: dict[int, Any], infos: dict[str, Any]) -> dict[str, Any]:
+        """Sub-env i's row after its replacement: the new env's reset obs and info, reward 0,
+        truncated (its episode was cut short), and ``crashed``/``crash`` in the infos."""
+        for i in sorted(crashed):
+            r = crashed[i]
+            if not isinstance(r, dict):
+                continue
+            err = r["crash"]
+            self._env_obs[i] = r["obs"]
+            self._rewards[i] = 0.0
+            self._terminations[i] = False
+            self._truncations[i] = True
+            self._autoreset_envs[i] = False  # already reset: the next step steps the new env
+            info = dict(r["info"]) if isinstance(r["info"], dict) else {}
+            info["crashed"] = True
+            info["crash"] = {"code": err.code, "message": err.message, "details": dict(err.details)}
+            infos = self._add_info(infos, info, i)
+        return infos
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _autoreset_field(self) -> dict[str, Any]:
@@ -275,6 +391,7 @@ class RemoteVectorEnv(VectorEnv):
         return {"autoreset": wire} if wire else {}
 
     def _absorb(self, i: int, r: dict[str, Any], infos: dict[str, Any]) -> dict[str, Any]:
+        _unwrap(r)
         space = self.single_observation_space
         self._env_obs[i] = codec.value_to_space(space, r["obs"])
         self._rewards[i] = r["reward"]

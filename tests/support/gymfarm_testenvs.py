@@ -247,3 +247,123 @@ for _name, _cls in {"BigInfo-v0": BigInfo, "Forker-v0": Forker, "KwargsRecorder-
     _id = f"gymfarm_test/{_name}"
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=_cls, max_episode_steps=50)
+
+
+class ActionEcho(_Counting):
+    """Reports in its info the action exactly as ``step`` received it: type, dtype and bytes."""
+
+    observation_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+    action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+
+    def _obs(self):
+        return np.zeros(2, dtype=np.float32)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, _ = super().step(action)
+        info = {"type": type(action).__name__}
+        if isinstance(action, np.ndarray):
+            info.update(dtype=action.dtype.str, bytes=action.tobytes())
+        return obs, reward, terminated, truncated, info
+
+
+class AtariLike(_Counting):
+    """What client-side Atari wrappers ask of an env: action meanings, a frameskip attribute, an
+    ``ale`` lives counter; a warning on every reset and a tuple in every info."""
+
+    observation_space = spaces.Box(0, 255, shape=(4,), dtype=np.uint8)
+    action_space = spaces.Discrete(4)
+
+    class _Ale:
+        """An emulator handle: an object that cannot travel, with methods of its own."""
+
+        def __init__(self):
+            self.remaining = 3
+
+        def lives(self):
+            return self.remaining
+
+    def __init__(self, render_mode=None, frameskip=4):
+        super().__init__(render_mode=render_mode)
+        self.frameskip = frameskip
+        self.ale = AtariLike._Ale()
+
+    def get_action_meanings(self):
+        return ["NOOP", "FIRE", "RIGHT", "LEFT"]
+
+    def reset(self, *, seed=None, options=None):
+        import warnings
+
+        warnings.warn("AtariLike reset warning", UserWarning, stacklevel=2)
+        obs, info = super().reset(seed=seed, options=options)
+        info["pair"] = (1, "a")
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        info["pair"] = (self.t, (2.5, "b"))
+        return obs, reward, terminated, truncated, info
+
+    def _obs(self):
+        return np.full(4, self.t, dtype=np.uint8)
+
+
+class GraphObs(_Counting):
+    observation_space = spaces.Graph(node_space=spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32),
+                                     edge_space=spaces.Discrete(4))
+    action_space = spaces.Graph(node_space=spaces.Discrete(5), edge_space=None)
+
+    def _obs(self):
+        return self.observation_space.sample()
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        self.observation_space.seed(int(self.np_random.integers(2**31)))
+        return self.observation_space.sample(), info
+
+    def step(self, action):
+        assert self.action_space.contains(action), action
+        self.t += 1
+        return self.observation_space.sample(), float(self.t), self.t >= self.length, False, {}
+
+
+class SequenceObs(_Counting):
+    observation_space = spaces.Sequence(spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float64))
+    action_space = spaces.Sequence(spaces.Discrete(3))
+
+    def _obs(self):
+        return None
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed, options=options)
+        self.observation_space.seed(int(self.np_random.integers(2**31)))
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        assert self.action_space.contains(action), action
+        self.t += 1
+        return self.observation_space.sample(), float(len(action)), self.t >= self.length, False, {}
+
+
+class OneOfObs(_Counting):
+    observation_space = spaces.OneOf([spaces.Discrete(3), spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)])
+    action_space = spaces.OneOf([spaces.Discrete(2), spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)])
+
+    def _obs(self):
+        return None
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed, options=options)
+        self.observation_space.seed(int(self.np_random.integers(2**31)))
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        assert self.action_space.contains(action), action
+        self.t += 1
+        return self.observation_space.sample(), 1.0, self.t >= self.length, False, {}
+
+
+for _name, _cls in {"ActionEcho-v0": ActionEcho, "AtariLike-v0": AtariLike, "GraphObs-v0": GraphObs,
+                    "SequenceObs-v0": SequenceObs, "OneOfObs-v0": OneOfObs}.items():
+    _id = f"gymfarm_test/{_name}"
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=_cls, max_episode_steps=50)

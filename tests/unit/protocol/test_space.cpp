@@ -91,3 +91,36 @@ TEST_CASE("contains checks bounds, ranges and structure") {
   CHECK(t.contains(Value(Array{2, Value(Tensor::from<float>(DType::Float32, {0.f, 0.f}, {2}))})));
   CHECK_FALSE(t.contains(Value(Array{2})));
 }
+
+TEST_CASE("Sequence, Graph and OneOf round-trip and check their values") {
+  Space seq;
+  seq.kind = Space::Kind::Sequence;
+  seq.spaces = {discrete(3)};
+  Space stacked = seq;
+  stacked.stack = true;
+  Space graph;
+  graph.kind = Space::Kind::Graph;
+  graph.spaces = {box({-1.f, -1.f}, {1.f, 1.f}), discrete(4)};
+  Space nodes_only;
+  nodes_only.kind = Space::Kind::Graph;
+  nodes_only.spaces = {discrete(5)};
+  Space one_of;
+  one_of.kind = Space::Kind::OneOf;
+  one_of.spaces = {discrete(2), box({0.f}, {1.f})};
+  for (const Space& s : {seq, stacked, graph, nodes_only, one_of}) {
+    CHECK(wire_round_trip(s) == s);
+  }
+  CHECK(wire_round_trip(nodes_only).spaces.size() == 1);
+  CHECK(seq.contains(Value(Array{0, 2, 1})));
+  CHECK(seq.contains(Value(Array{})));
+  CHECK_FALSE(seq.contains(Value(Array{0, 3})));
+  CHECK(one_of.contains(Value(Array{1, Value(Tensor::from<float>(DType::Float32, {0.5f}, {1}))})));
+  CHECK_FALSE(one_of.contains(Value(Array{0, 2})));
+  CHECK_FALSE(one_of.contains(Value(Array{2, 0})));
+  CHECK(graph.contains(Value(Array{Value(Tensor::from<float>(DType::Float32, {0.f, 0.f}, {1, 2})), Value(), Value()})));
+  CHECK_FALSE(graph.contains(Value(Array{1, 2})));
+  std::string err;
+  CHECK_FALSE(Space::from_value(Value(Map{{"type", "OneOf"}, {"spaces", Array{}}}), err));
+  CHECK_FALSE(Space::from_value(Value(Map{{"type", "Sequence"}}), err));
+  CHECK(err.find("space") != std::string::npos);
+}
