@@ -97,7 +97,7 @@ struct VecBatch {
 // The pool's default bound: what the machine's memory allows at the measured cost of a worker
 // (docs/benchmarks.md: 5-6 MB PSS idle, forked from the zygote; kWorkerBytes leaves room for a
 // small env), capped at kMaxWorkersCap.
-constexpr long long kWorkerBytes = 8ll << 20;
+constexpr long long kWorkerBytes = 8LL << 20;
 constexpr std::size_t kMaxWorkersCap = 4096;
 
 std::size_t default_max_workers() {
@@ -488,9 +488,9 @@ struct Broker::Impl {
       if (opt.verbose) log("a client " + how + "; closing its " + std::to_string(mine.size()) + " instances");
       for (const auto& instance : mine) {
         Value d(protocol::Map{{"instance_id", instance}});
-        close_instance(instance,
-                       make_error(ErrorCode::UnknownInstance,
-                                  "instance '" + instance + "' was closed when the client that made it " + how, d));
+        std::string why = "instance '" + instance + "' was closed when the client that made it ";
+        why += how;
+        close_instance(instance, make_error(ErrorCode::UnknownInstance, std::move(why), d));
       }
     }
     sessions.close(key);
@@ -1485,8 +1485,9 @@ int Broker::run(const std::function<void()>& on_ready) {
     guarded("the timers", [&] { d.check_time(); });
     // Ready once every slot has been ready: clients may already hold instances (they can connect
     // before the announcement, e.g. after a broker restart on the same port).
-    if (!d.ready_announced && std::all_of(d.registry.slots().begin(), d.registry.slots().begin() + d.opt.workers,
-                                          [](const WorkerSlot& s) { return s.was_ready; })) {
+    if (!d.ready_announced &&
+        std::all_of(d.registry.slots().begin(), d.registry.slots().begin() + static_cast<std::ptrdiff_t>(d.opt.workers),
+                    [](const WorkerSlot& s) { return s.was_ready; })) {
       d.ready_announced = true;
       if (on_ready) on_ready();
     }

@@ -300,7 +300,7 @@ std::string load_or_make_token(const Options& o, const gymfarm::cli::RuntimeDir&
     if (!(f >> t) || t.size() < 16) die("--token-file " + o.token_file + ": needs a token of at least 16 characters");
     return t;
   }
-  const std::string t = gymfarm::protocol::new_token();
+  std::string t = gymfarm::protocol::new_token();
   std::string err;
   const int fd = dir.create_file("token", err);
   if (fd < 0) die(err);
@@ -568,9 +568,20 @@ int cmd_stop(const Options& o) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   Options o = parse(argc, argv);
   if (o.command == "start") return cmd_start(o);
   if (o.command == "status") return cmd_status(o);
   return cmd_stop(o);
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // start-up and configuration fail fast, with the reason
+    std::fprintf(stderr, "gymfarm: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "gymfarm: unexpected error\n");
+  }
+  return 1;
 }

@@ -132,7 +132,8 @@ std::string RuntimeDir::open(const std::string& requested, const RuntimeDirOptio
   for (const auto& part : parent.relative_path()) {
     const std::string comp = part.string();
     if (comp.empty() || comp == ".") continue;
-    const std::string here = (at == "/" ? at : at + "/") + comp;
+    std::string here = at == "/" ? at : at + "/";
+    here += comp;
     bool created = false;
     int next = ::openat(dir.fd, comp.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (next < 0 && errno == ENOENT) {

@@ -36,7 +36,7 @@ struct Client::Impl {
   }
 
   // Sends frames and waits for the reply with the same rid; returns [rid, status, body...].
-  transport::Frames round_trip(std::vector<std::string_view> frames, uint64_t rid) {
+  transport::Frames round_trip(const std::vector<std::string_view>& frames, uint64_t rid) {
     if (local) return local_round_trip(frames, rid);
     if (!transport::send(sock, frames, true)) raise(ErrorCode::Internal, "cannot send to " + endpoint);
     const auto deadline = std::chrono::steady_clock::now() + opt.timeout;

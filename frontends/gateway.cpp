@@ -33,6 +33,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
@@ -53,11 +54,11 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr std::size_t kHeaderLimit = 16 * 1024;
-constexpr std::size_t kFirstRead = 4096;         // bytes asked for while waiting for a request to start
-constexpr std::size_t kWsReadChunk = 64 * 1024;  // the most one WebSocket read takes of a message
-constexpr int kAcceptBatch = 64;                 // accepts per wake-up before other handlers get a turn
-constexpr std::size_t kFdMargin = 1024;          // descriptors beyond the connections: broker, workers, ZeroMQ
+constexpr std::size_t kHeaderLimit = std::size_t{16} * 1024;
+constexpr std::size_t kFirstRead = 4096;                      // bytes asked for while waiting for a request to start
+constexpr std::size_t kWsReadChunk = std::size_t{64} * 1024;  // the most one WebSocket read takes of a message
+constexpr int kAcceptBatch = 64;                              // accepts per wake-up before other handlers get a turn
+constexpr std::size_t kFdMargin = 1024;  // descriptors beyond the connections: broker, workers, ZeroMQ
 constexpr auto kAcceptPause = std::chrono::milliseconds(50);  // out of descriptors: try again after this
 constexpr auto kStopWait = std::chrono::seconds(10);
 constexpr auto kLogEvery = std::chrono::seconds(10);  // refused connections: one log line at most this often
@@ -213,7 +214,7 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
   WebsocketSession(Core& core, beast::tcp_stream&& stream, Slot&& slot)
       : core_(core), ws_(std::move(stream)), slot_(std::move(slot)) {}
 
-  void run(http::request<http::string_body> req) {
+  void run(const http::request<http::string_body>& req) {
     slot_.track(weak_from_this());
     beast::get_lowest_layer(ws_).expires_never();  // the websocket stream keeps its own timeouts
     ws_.set_option(timeouts(true));
@@ -421,7 +422,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     if (kind_ == Kind::Main && path == "/gym" && websocket::is_upgrade(req)) {
       closed_ = true;  // the stream moves to the WebSocket session
       auto ws = std::make_shared<WebsocketSession>(core_, std::move(stream_), std::move(slot_));
-      ws->run(std::move(req));
+      ws->run(req);
       return;
     }
     const bool is_rest = kind_ == Kind::Gymnasium || path.rfind("/v1/", 0) == 0 || path == "/v1" ||
@@ -562,7 +563,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
           if (!warned_fds_) {
             std::fprintf(stderr, "[gymfarm] gateway: out of file descriptors (%s); new connections wait\n",
-                         std::strerror(errno));
+                         std::generic_category().message(errno).c_str());
             warned_fds_ = true;
           }
           pause_.expires_after(kAcceptPause);
@@ -646,7 +647,8 @@ uint16_t listen_on(tcp::acceptor& a, const std::string& host, uint16_t port) {
   // close-on-exec from the start: workers and the zygote must not hold the gateway's ports
   const int fd = ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_TCP);
   if (fd < 0)
-    throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + std::strerror(errno));
+    throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                             std::generic_category().message(errno).c_str());
   a.assign(ep.protocol(), fd, ec);
   if (ec) {
     ::close(fd);
@@ -709,7 +711,7 @@ Gateway::~Gateway() {
   if (impl_ && impl_->started && impl_->core->pool.threads() > 0) {
     // A pool thread is still inside a farm call past the stop's wait: what it uses stays alive
     // until the process ends.
-    new std::shared_ptr<Core>(impl_->core);
+    new std::shared_ptr<Core>(impl_->core);  // NOLINT(bugprone-unhandled-exception-at-new): a leak on purpose
   }
 }
 

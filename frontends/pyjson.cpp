@@ -31,8 +31,8 @@ std::string py_float(double d) {
     } else if (static_cast<int>(digits.size()) <= exp + 1) {
       out += digits + std::string(static_cast<std::size_t>(exp + 1 - static_cast<int>(digits.size())), '0') + ".0";
     } else {
-      out += digits.substr(0, static_cast<std::size_t>(exp + 1)) + "." +
-             digits.substr(static_cast<std::size_t>(exp + 1));
+      out += digits.substr(0, static_cast<std::size_t>(exp) + 1) + "." +
+             digits.substr(static_cast<std::size_t>(exp) + 1);
     }
     return out;
   }
@@ -138,6 +138,7 @@ void write_json(std::string& out, const Value& v, const JsonStyle& st) {
           out += ']';
         } else if constexpr (std::is_same_v<T, protocol::Map>) {
           std::vector<const std::pair<std::string, Value>*> items;
+          items.reserve(x.size());
           for (const auto& kv : x) items.push_back(&kv);
           if (st.sort_keys) {
             std::sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->first < b->first; });
@@ -196,7 +197,7 @@ std::string py_repr_string(const std::string& s) {
   std::string out(1, q);
   for (unsigned char c : s) {
     if (c == '\\') out += "\\\\";
-    else if (c == q) out += std::string("\\") + static_cast<char>(q);
+    else if (static_cast<char>(c) == q) out += std::string("\\") + q;
     else if (c == '\n') out += "\\n";
     else if (c == '\r') out += "\\r";
     else if (c == '\t') out += "\\t";

@@ -339,7 +339,7 @@ std::string png_of(const protocol::Tensor& t) {
   std::string out;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
   png_infop info = png_create_info_struct(png);
-  if (setjmp(png_jmpbuf(png))) {
+  if (setjmp(png_jmpbuf(png))) {  // NOLINT(cert-err52-cpp): libpng reports errors by longjmp
     png_destroy_write_struct(&png, &info);
     throw Fail{message(500, "PNG encoding failed")};
   }
@@ -967,7 +967,7 @@ namespace {
 
 Json json_content(Json schema) { return {{"application/json", {{"schema", std::move(schema)}}}}; }
 
-Json object_of(Json properties, std::vector<std::string> required) {
+Json object_of(Json properties, const std::vector<std::string>& required) {
   Json s = {{"type", "object"}, {"properties", std::move(properties)}};
   if (!required.empty()) s["required"] = required;
   return s;

@@ -60,7 +60,7 @@ class LocalPeer {
       close();
       return false;
     }
-    conn_ = std::make_unique<transport::StreamConn>(fd_, 256ll << 20);
+    conn_ = std::make_unique<transport::StreamConn>(fd_, 256LL << 20);
     return true;
   }
   bool open() const { return fd_ >= 0; }
@@ -137,7 +137,10 @@ struct Live {
         if (!got && !local.open()) return false;
       } else {
         zmq::pollitem_t item{dealer.handle(), 0, ZMQ_POLLIN, 0};
-        if (zmq::poll(&item, 1, std::chrono::milliseconds(100)) > 0) got = transport::recv(dealer, m);
+        try {
+          if (zmq::poll(&item, 1, std::chrono::milliseconds(100)) > 0) got = transport::recv(dealer, m);
+        } catch (const zmq::error_t&) {  // EINTR: a signal reached this thread; wait again
+        }
       }
       if (!got || m.size() < 3 || transport::view(m[0]) != r) continue;
       if (out) {

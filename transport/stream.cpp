@@ -19,7 +19,7 @@ namespace gymfarm::transport {
 
 namespace {
 
-constexpr std::size_t kChunk = 64 * 1024;  // read size; frames at least this big are read in place
+constexpr std::size_t kChunk = std::size_t{64} * 1024;  // read size; frames at least this big are read in place
 constexpr std::size_t kInCapacity = 3 * kChunk;
 constexpr uint32_t kMaxFrames = 1u << 20;  // more frames than any message has: a corrupt stream
 

@@ -437,7 +437,7 @@ void serve(const Args& args, Host& host) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   // First of all, before any thread, socket or Python: nothing but stdio survives from the parent.
   close_inherited_fds();
   const Args args = parse(argc, argv);
@@ -447,8 +447,8 @@ int main(int argc, char** argv) {
   if (args.zygote) {
     prctl(PR_SET_NAME, "gf-zygote");
     // Python, numpy, gymnasium and the operator's modules, loaded once; no threads before fork.
-    setenv("OPENBLAS_NUM_THREADS", "1",
-           0);  // NOLINT(concurrency-mt-unsafe): before any thread; no BLAS pool to lose across fork
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): before any thread; no BLAS pool to lose across fork
+    setenv("OPENBLAS_NUM_THREADS", "1", 0);
     try {
       init_python(args);
       auto host = std::make_unique<Host>(args);
@@ -482,4 +482,15 @@ int main(int argc, char** argv) {
   }
   serve(args, *host);
   finish(stop, hb, 0);
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[gymfarm-worker] %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "[gymfarm-worker] unexpected error\n");
+  }
+  return 1;
 }
