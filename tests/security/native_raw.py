@@ -83,3 +83,8 @@ def error_of(reply: list[bytes]) -> dict:
     assert reply is not None, "no reply"
     assert reply[1] == b"err", reply
     return msgpack.unpackb(reply[2])
+
+
+def call_method(env, name, args=None, kwargs=None):
+    """The raw `call` verb on a RemoteEnv: what a client that bypasses RemoteEnv's methods sends."""
+    return env._call("call", {"name": name, "args": args or [], "kwargs": kwargs or {}})["value"]

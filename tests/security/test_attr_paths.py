@@ -3,22 +3,17 @@ Atari wrappers can reach an emulator handle. A path must not become a way around
 allow-list or into code objects: it goes through plain objects only, never through a module, a
 class, a function or method, or an env spec (spec.make() would build an env with any kwargs)."""
 import pytest
+from native_raw import call_method
 
 import gymfarm
 
 
 @pytest.fixture
-def env(start_farm):
-    f = start_farm(workers=1)
-    with f.connect() as farm:
-        e = farm.make("gymfarm_test/AtariLike-v0")
-        e.reset(seed=0)
-        yield e
-        e.close()
+def env(one_env):
+    return one_env("gymfarm_test/AtariLike-v0")
 
 
-def call(env, name, args=None, kwargs=None):
-    return env._call("call", {"name": name, "args": args or [], "kwargs": kwargs or {}})["value"]
+call = call_method
 
 
 @pytest.mark.parametrize("verb,body", [

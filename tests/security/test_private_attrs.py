@@ -3,22 +3,17 @@
 past the rule. Now every attribute name a client gives, including the name arguments of the
 methods that take one (worker/host.py _NAME_TAKING), goes through one check."""
 import pytest
+from native_raw import call_method
 
 import gymfarm
 
 
 @pytest.fixture
-def env(start_farm):
-    f = start_farm(workers=1)
-    with f.connect() as farm:
-        e = farm.make("CartPole-v1")
-        e.reset(seed=0)
-        yield e
-        e.close()
+def env(one_env):
+    return one_env("CartPole-v1")
 
 
-def call(env, name, args=None, kwargs=None):
-    return env._call("call", {"name": name, "args": args or [], "kwargs": kwargs or {}})["value"]
+call = call_method
 
 
 @pytest.mark.parametrize("name,args,kwargs", [
