@@ -206,12 +206,16 @@ GymieOutcome GymieSession::handle(std::string_view message) {
         throw;
       }
       if (const Value* p = r.find("processed")) return reply(to_json(*p));
-      const bool done = r.find("terminated")->as_bool() || r.find("truncated")->as_bool();
+      const bool terminated = r.find("terminated")->as_bool(), truncated = r.find("truncated")->as_bool();
+      const bool done = terminated || truncated;
+      Value info = *r.find("info");
+      // gym's TimeLimit, which Gymie's clients knew, said why an episode ended at its step limit
+      if (truncated && !terminated && info.is_map()) info.set("TimeLimit.truncated", true);
       // Rewards are floats in Gym's API, and gym 0.17 envs (FrozenLake, Taxi) returned floats, so the
       // dialect writes 0.0 even when a Gymnasium env returns the int 0.
       const Value& rv = *r.find("reward");
       const double reward = rv.is_tensor() ? rv.as_tensor().as_double(0) : rv.is_number() ? rv.as_double() : 0.0;
-      protocol::Array out{*r.find("obs"), reward, done, *r.find("info")};
+      protocol::Array out{*r.find("obs"), reward, done, std::move(info)};
       return reply(to_json(Value(std::move(out))));
     }
     if (m->name == "close") {

@@ -359,3 +359,16 @@ def test_node_client_flows(farm):
     print(r.stdout)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip().splitlines()[-1] == "14 passed, 0 failed"
+
+
+def test_time_limit_truncation_says_so_in_the_info(conn):
+    """gym's TimeLimit (Gymie's gym 0.17) put "TimeLimit.truncated": true in the info of the step
+    that hit the limit; MountainCar pushed nowhere runs into its 200-step limit."""
+    iid = conn.send("make", env_id="MountainCar-v0", seed=0)
+    conn.send("reset", instance_id=iid)
+    for t in range(1, 201):
+        obs, reward, done, info = json.loads(conn.send("step", instance_id=iid, action=1))
+        if t < 200:
+            assert not done and "TimeLimit.truncated" not in info
+    assert done and info["TimeLimit.truncated"] is True
+    assert conn.send("close", instance_id=iid) == "true"
