@@ -199,4 +199,19 @@ std::optional<std::string> base64_decode(std::string_view in) {
   return out;
 }
 
+std::string cors_origin(const AccessPolicy& policy, std::string_view origin) {
+  if (origin.empty()) return {};
+  const bool listed = std::find(policy.allowed_origins.begin(), policy.allowed_origins.end(), origin) !=
+                      policy.allowed_origins.end();
+  return listed ? std::string(origin) : std::string();
+}
+
+bool is_allowed_preflight(const AccessPolicy& policy, std::string_view method, std::string_view host,
+                          std::string_view origin, std::string_view request_method) {
+  if (method != "OPTIONS" || request_method.empty() || cors_origin(policy, origin).empty()) return false;
+  AccessPolicy no_token = policy;
+  no_token.token.clear();
+  return !check_access(no_token, host, origin, "", "");
+}
+
 }  // namespace gymfarm::frontends

@@ -23,6 +23,16 @@ struct Refusal {
 std::optional<Refusal> check_access(const AccessPolicy& policy, std::string_view host, std::string_view origin,
                                     std::string_view authorization, std::string_view target);
 
+// CORS for the origins an operator listed with --allow-origin (and only those): the origin to put
+// in Access-Control-Allow-Origin, or empty. Loopback pages need no CORS (the same-host pages of
+// the peers' own demos are served from the farm's port or opened as files).
+std::string cors_origin(const AccessPolicy& policy, std::string_view origin);
+// Whether an OPTIONS request is a CORS preflight the farm answers itself: a listed origin asking
+// (Access-Control-Request-Method) for a request it may make, to a Host the farm answers to.
+// Browsers send no credentials with a preflight, so it needs no token; the request itself does.
+bool is_allowed_preflight(const AccessPolicy& policy, std::string_view method, std::string_view host,
+                          std::string_view origin, std::string_view request_method);
+
 // A Host header naming this machine: localhost (or localhost.), an IPv4 literal in 127.0.0.0/8
 // (four decimal octets), 0.0.0.0, [::1], [::] or [::ffff:127.x.y.z], with an optional :PORT (1-65535).
 bool is_local_host(std::string_view host);

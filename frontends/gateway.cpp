@@ -395,6 +395,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   }
 
   void reply_and_close(http::status status, std::string_view message) {
+    cors_.clear();  // the request was not read: it grants nothing
     res_ = {};
     res_.version(11);
     res_.result(status);
@@ -407,6 +408,19 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
 
   void route(http::request<http::string_body> req) {
     const std::string path = path_of(req.target());
+    cors_ = cors_origin(core_.opt.access, sv(req[http::field::origin]));
+    if (is_allowed_preflight(core_.opt.access, sv(req.method_string()), sv(req[http::field::host]),
+                             sv(req[http::field::origin]), sv(req[http::field::access_control_request_method]))) {
+      res_ = {};
+      res_.version(req.version());
+      res_.result(http::status::no_content);
+      res_.set(http::field::access_control_allow_methods, "GET, POST, DELETE, OPTIONS");
+      res_.set(http::field::access_control_allow_headers, "Authorization, Content-Type");
+      res_.set(http::field::access_control_max_age, "600");
+      res_.keep_alive(req.keep_alive());
+      res_.prepare_payload();
+      return do_write();
+    }
     if (auto refused = check_access(core_.opt.access, sv(req[http::field::host]), sv(req[http::field::origin]),
                                     sv(req[http::field::authorization]), sv(req.target()))) {
       res_ = {};
@@ -494,6 +508,10 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
 
   void do_write() {
     if (closed_) return;
+    if (!cors_.empty()) {  // a page from a --allow-origin origin may read the reply
+      res_.set(http::field::access_control_allow_origin, cors_);
+      res_.set(http::field::vary, "Origin");
+    }
     stream_.expires_after(core_.opt.http_idle_timeout);  // a peer that does not read its reply
     http::async_write(stream_, res_, beast::bind_front_handler(&HttpSession::on_write, shared_from_this()));
   }
@@ -518,6 +536,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   beast::tcp_stream stream_;
   Kind kind_;
   Slot slot_;
+  std::string cors_;  // Access-Control-Allow-Origin of the current request's reply, if any
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> res_;

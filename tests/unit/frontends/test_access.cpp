@@ -151,3 +151,22 @@ TEST_CASE("access: the attack strings are refused 403; Gymie's 0.0.0.0 Host pass
   CHECK_FALSE(frontends::check_access(any, "farm.example:5000", "", "", "/"));
   CHECK(frontends::check_access(any, "farm.example:5000", "http://127.evil.com", "", "/")->status == 403);
 }
+
+TEST_CASE("CORS is for the listed origins only, and a preflight needs no token") {
+  frontends::AccessPolicy p;
+  p.token = "0123456789abcdef0123456789abcdef";
+  p.allowed_origins = {"http://app.example:8080"};
+  CHECK(frontends::cors_origin(p, "http://app.example:8080") == "http://app.example:8080");
+  CHECK(frontends::cors_origin(p, "http://app.example:8081").empty());
+  CHECK(frontends::cors_origin(p, "http://localhost:3000").empty());
+  CHECK(frontends::cors_origin(p, "").empty());
+  CHECK(frontends::is_allowed_preflight(p, "OPTIONS", "127.0.0.1:5000", "http://app.example:8080", "POST"));
+  CHECK_FALSE(frontends::is_allowed_preflight(p, "OPTIONS", "127.0.0.1:5000", "http://app.example:8080",
+                                              ""));  // not a preflight
+  CHECK_FALSE(frontends::is_allowed_preflight(p, "GET", "127.0.0.1:5000", "http://app.example:8080", "POST"));
+  CHECK_FALSE(frontends::is_allowed_preflight(p, "OPTIONS", "127.0.0.1:5000", "http://evil.example", "POST"));
+  frontends::AccessPolicy open = p;
+  open.token.clear();
+  CHECK_FALSE(
+      frontends::is_allowed_preflight(open, "OPTIONS", "rebound.example:5000", "http://app.example:8080", "POST"));
+}
