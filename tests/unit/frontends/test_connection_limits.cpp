@@ -60,6 +60,7 @@ TEST_CASE("connection limits: admit and release from many threads keep the count
   ConnectionLimits limits({0, 50});
   std::atomic<int> admitted{0}, refused{0};
   std::vector<std::thread> threads;
+  threads.reserve(8);
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 20; ++i) {
