@@ -717,20 +717,17 @@ struct Broker::Impl {
     return it == owners.end() || it->second.shared || principal(it->second.client) == principal(client);
   }
 
-  // The answer for an instance this client may not use or that has no route: its tombstone (to its
-  // owner only), or unknown_instance, the same for an instance of another client as for none.
-  Error missing_instance(const std::string& instance, const std::string& client = {}) const {
-    if (!client.empty() && !may_use(instance, client)) {
-      Value d(protocol::Map{{"instance_id", instance}});
-      return make_error(ErrorCode::UnknownInstance, "unknown instance_id '" + instance + "'", d);
-    }
+  // The answer for an instance this client may not use or that has no route: its tombstone, or
+  // unknown_instance. Another client's live instance has no tombstone (a route and its owner are
+  // buried together), so a stranger gets the same answer as for an instance that does not exist.
+  Error missing_instance(const std::string& instance) const {
     if (const Error* tomb = routes.tombstone(instance)) return *tomb;
     Value d(protocol::Map{{"instance_id", instance}});
     return make_error(ErrorCode::UnknownInstance, "unknown instance_id '" + instance + "'", d);
   }
 
   void route(Request r) {
-    if (!may_use(r.instance, r.client)) return fail(r, missing_instance(r.instance, r.client));
+    if (!may_use(r.instance, r.client)) return fail(r, missing_instance(r.instance));
     if (!admit(r)) return;
     auto w = routes.find(r.instance);
     if (!w) return fail(r, missing_instance(r.instance));
@@ -833,7 +830,7 @@ struct Broker::Impl {
       const std::string instance = transport::str(f[5 + i]);
       auto w = may_use(instance, head.client) ? routes.find(instance) : std::nullopt;
       if (!w) {
-        unknown.emplace_back(i, missing_instance(instance, head.client));
+        unknown.emplace_back(i, missing_instance(instance));
         continue;
       }
       auto [at, fresh] = group_of.try_emplace(*w, groups.size());
