@@ -88,3 +88,21 @@ def error_of(reply: list[bytes]) -> dict:
 def call_method(env, name, args=None, kwargs=None):
     """The raw `call` verb on a RemoteEnv: what a client that bypasses RemoteEnv's methods sends."""
     return env._call("call", {"name": name, "args": args or [], "kwargs": kwargs or {}})["value"]
+
+
+def read_http_response(s):
+    """One HTTP response from a raw socket: (status line and headers as text, body bytes)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        assert chunk, f"closed before a response: {buf!r}"
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v)
+    while len(rest) < length:
+        rest += s.recv(65536)
+    return head.decode(), rest

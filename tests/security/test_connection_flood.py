@@ -11,6 +11,7 @@ import time
 from urllib.parse import urlparse
 
 import pytest
+from native_raw import read_http_response
 from websockets.sync.client import connect as ws_connect
 
 PER_CLIENT = 8
@@ -45,17 +46,8 @@ def get(s, url, path):
     host, port = addr(url)
     s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
     s.settimeout(10)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        assert chunk, f"closed without a reply: {buf!r}"
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    length = next((int(h.split(b":")[1]) for h in lines if h.lower().startswith(b"content-length")), 0)
-    while len(body) < length:
-        body += s.recv(65536)
-    return head.split(b"\r\n")[0].decode(), body
+    head, body = read_http_response(s)
+    return head.split("\r\n")[0], body
 
 
 def served_everywhere(farm, source):

@@ -10,6 +10,7 @@ import time
 from urllib.parse import urlparse
 
 import pytest
+from native_raw import read_http_response
 
 IDLE = 2     # --http-idle-timeout
 HEADER = 2   # --http-header-timeout
@@ -49,30 +50,13 @@ def seconds_until_closed(s, limit):
     return None
 
 
-def read_response(s):
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        assert chunk, f"closed before a response: {buf!r}"
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        k, _, v = line.partition(b":")
-        if k.strip().lower() == b"content-length":
-            length = int(v)
-    while len(rest) < length:
-        rest += s.recv(65536)
-    return head.decode(), rest
-
-
 def ws_handshake(url):
     host, port = addr(url)
     s = connect(url)
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall((f"GET /gym HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-    head, _ = read_response(s)
+    head, _ = read_http_response(s)
     assert head.startswith("HTTP/1.1 101"), head
     return s
 
@@ -97,7 +81,7 @@ def test_a_keep_alive_connection_idle_after_a_request_is_closed(farm):
     s = connect(farm.rest_url)
     for _ in range(2):  # requests closer together than the timeout keep the connection
         s.sendall(f"GET /v1/envs/ HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-        head, _ = read_response(s)
+        head, _ = read_http_response(s)
         assert head.startswith("HTTP/1.1 200"), head
         time.sleep(IDLE / 2)
     took = seconds_until_closed(s, IDLE + SLACK)
