@@ -535,13 +535,38 @@ def _describe_attr(value):
     return {"value": repr(value), "object": type(value).__name__}
 
 
-def call(inst, name, args=None, kwargs=None):
+def _out_arrays(args, kwargs, outs):
+    """The arguments named by a call's ``outs`` (positions in args, keys in kwargs): the ndarrays
+    the method may fill in place, whose post-call contents go back to the client. Each names an
+    ndarray argument, at most once; anything else is a bad_request."""
+    if outs is None:
+        return []
+    if not isinstance(outs, list) or len(outs) > len(args) + len(kwargs):
+        raise BadRequest("outs must be a list of argument positions and keyword names")
+    seen, found = set(), []
+    for o in outs:
+        if isinstance(o, int) and not isinstance(o, bool) and 0 <= o < len(args):
+            value = args[o]
+        elif isinstance(o, str) and o in kwargs:
+            value = kwargs[o]
+        else:
+            raise BadRequest(f"outs entry {o!r} names no argument of this call")
+        if o in seen or not isinstance(value, np.ndarray) or value.ndim == 0:
+            raise BadRequest(f"outs entry {o!r} must name an ndarray argument, once")
+        seen.add(o)
+        found.append(value)
+    return found
+
+
+def call(inst, name, args=None, kwargs=None, outs=None):
     """Calls env method ``name`` (through wrappers; a dotted path reaches an attribute's method),
-    or reads it if it is not callable."""
+    or reads it if it is not callable. ``outs`` names the ndarray arguments the method fills in
+    place (ale.getScreenGrayscale(buf)): the reply's ``outs`` holds their contents after the call."""
     env = _need_env(inst)
     parts = _attr_path(name)
     args = list(args or [])
     kwargs = dict(kwargs or {})
+    filled = _out_arrays(args, kwargs, outs)
     last = parts[-1]
     if last in _NAME_TAKING:
         pos, key = _NAME_TAKING[last]
@@ -553,11 +578,25 @@ def call(inst, name, args=None, kwargs=None):
             raise BadRequest(f"{last} needs an attribute name")
     attr = _lookup(env, parts)
     if callable(attr):
-        return _add_warnings(_mark_tuples({"value": attr(*args, **kwargs)}, ("value",)))
+        out = _mark_tuples({"value": attr(*args, **kwargs)}, ("value",))
+        if outs is not None:
+            out["outs"] = filled
+        return _add_warnings(out)
     return _add_warnings({"value": attr})
 
 
+# Private attributes that standard client-side wrappers read from the unwrapped env, readable as
+# values (get_attr only: never set, called or passed through): gymnasium's AtariPreprocessing
+# refuses to skip frames unless env.unwrapped._frameskip is 1.
+_READABLE_PRIVATE = frozenset({"_frameskip"})
+
+
 def get_attr(inst, name):
+    if isinstance(name, str) and name in _READABLE_PRIVATE:
+        value = getattr(_need_env(inst).unwrapped, name)
+        if not _plain(value):
+            raise BadRequest(f"{name} is not a plain value")
+        return {"value": value}
     return _describe_attr(_lookup(_need_env(inst), _attr_path(name)))
 
 

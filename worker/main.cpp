@@ -219,7 +219,7 @@ class Host {
     } else if (v == verb::kRender) {
       result = module_.attr("render")(inst);
     } else if (v == verb::kCall) {
-      result = module_.attr("call")(inst, get("name"), get("args"), get("kwargs"));
+      result = module_.attr("call")(inst, get("name"), get("args"), get("kwargs"), get("outs"));
     } else if (v == verb::kGetAttr) {
       result = module_.attr("get_attr")(inst, get("name"));
     } else if (v == verb::kSetAttr) {

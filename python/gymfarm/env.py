@@ -1,9 +1,11 @@
 """RemoteEnv: a real gymnasium.Env whose env lives in a gymfarm worker process."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.core import ActType, ObsType
 from gymnasium.envs.registration import EnvSpec
 
@@ -22,14 +24,52 @@ def spec_from_wire(d: Any) -> EnvSpec | None:
         return None
 
 
+def call_body(name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The body of a ``call`` and the caller's arrays the method may fill in place: every writable
+    ndarray argument (positional or keyword, not nested) is named in ``outs``, so the worker sends
+    its contents after the call back (``ale.getScreenGrayscale(buf)`` fills ``buf``). A call without
+    such arguments is the plain ``{name, args, kwargs}``."""
+    body: dict[str, Any] = {"name": name, "args": list(args), "kwargs": kwargs}
+    outs: list[int | str] = []
+    arrays: list[np.ndarray] = []
+    for key, value in [*enumerate(args), *kwargs.items()]:
+        if isinstance(value, np.ndarray) and value.ndim > 0 and value.flags.writeable:
+            outs.append(key)
+            arrays.append(value)
+    if outs:
+        body["outs"] = outs
+    return body, arrays
+
+
+def copy_back(arrays: Sequence[np.ndarray], reply: dict[str, Any]) -> None:
+    """Copies the worker's post-call contents of the caller's arrays into them (``np.copyto``).
+    A reply whose arrays do not match the caller's in number, dtype or shape is refused."""
+    if not arrays:
+        return
+    filled = reply.get("outs")
+    if not isinstance(filled, list) or len(filled) != len(arrays):
+        raise ValueError(f"the farm sent back {len(filled) if isinstance(filled, list) else 'no'} filled "
+                         f"arrays for the {len(arrays)} writable array arguments of this call (an older worker?)")
+    for i, (mine, theirs) in enumerate(zip(arrays, filled, strict=True)):
+        same = isinstance(theirs, np.ndarray) and theirs.shape == mine.shape
+        if not same or theirs.dtype != mine.dtype.newbyteorder("<"):
+            got = f"{theirs.dtype} {theirs.shape}" if isinstance(theirs, np.ndarray) else type(theirs).__name__
+            raise ValueError(f"array argument {i} came back as {got}, not {mine.dtype} {mine.shape}: not copied")
+        np.copyto(mine, theirs)
+
+
 class RemoteMethod:
-    """A method of the remote env (or of one of its attributes): calling it is a ``call``."""
+    """A method of the remote env (or of one of its attributes): calling it is a ``call``. A
+    writable ndarray argument the method fills in place is filled here too (see :func:`call_body`)."""
 
     def __init__(self, env: RemoteEnv, path: str):
         self._env, self._path = env, path
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._env._call("call", {"name": self._path, "args": list(args), "kwargs": kwargs})["value"]
+        body, arrays = call_body(self._path, args, kwargs)
+        r = self._env._call("call", body)
+        copy_back(arrays, r)
+        return r["value"]
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -50,6 +90,24 @@ class RemoteObject(RemoteMethod):
 
     def __repr__(self) -> str:
         return f"<remote {self._path}: {self._text}>"
+
+
+_RNG_STATE = "np_random.bit_generator.state"
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+
+
+def generator_from_state(state: Any) -> np.random.Generator | None:
+    """A NumPy Generator in ``state`` (a ``bit_generator.state`` dict), or None for a state that is
+    not one of NumPy's bit generators'."""
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if name not in _BIT_GENERATORS:
+        return None
+    try:
+        bits = getattr(np.random, name)()
+        bits.state = state
+    except (TypeError, ValueError, KeyError):
+        return None
+    return np.random.Generator(bits)
 
 
 class RemoteEnv(gym.Env):
@@ -88,7 +146,61 @@ class RemoteEnv(gym.Env):
     def spec(self, value: EnvSpec | None) -> None:  # gymnasium.make sets the local (gymfarm/) spec
         self.__dict__["local_spec"] = value
 
+    # -- np_random: the remote env's generator, as in-process ------------------------------------
+    #
+    # A wrapper that draws from env.unwrapped.np_random (AtariPreprocessing's no-op count,
+    # StickyAction) draws from the env's own generator in-process. Here the first access after a
+    # remote call fetches the remote generator's state into the local one (one round trip), and
+    # what was drawn from it is sent back before the next remote call (one more, only if drawn).
+    # Nothing is sent while np_random is not used. ``_np_random`` itself stays local (reset(seed)
+    # seeds it as gymnasium.Env does; env_checker reads it).
+
+    @property
+    def np_random(self) -> np.random.Generator:  # type: ignore[override]
+        d = self.__dict__
+        if d.get("_rng_lent") is None and d.get("_rng_remote", True) and not d.get("_closed", True):
+            self._pull_rng()
+        return gym.Env.np_random.fget(self)  # type: ignore[attr-defined]
+
+    @np_random.setter
+    def np_random(self, value: np.random.Generator) -> None:
+        gym.Env.np_random.fset(self, value)  # type: ignore[attr-defined]
+        if self.__dict__.get("_rng_remote", True) and not self.__dict__.get("_closed", True):
+            self.__dict__["_rng_lent"] = {}
+            self._push_rng()  # now, so that a generator the remote env cannot take is refused here
+
+    def _pull_rng(self) -> None:
+        from .errors import BadRequest, EnvError
+
+        try:
+            state = self.farm.call("get_attr", self.instance_id, {"name": _RNG_STATE}).get("value")
+        except (EnvError, BadRequest):  # no NumPy generator there: np_random stays this object's
+            state = None
+        gen = generator_from_state(state)
+        if gen is None:
+            self.__dict__["_rng_remote"] = False
+            return
+        self._np_random = gen
+        self.__dict__["_rng_lent"] = gen.bit_generator.state
+
+    def _push_rng(self) -> None:
+        lent, self.__dict__["_rng_lent"] = self.__dict__.get("_rng_lent"), None
+        gen = self.__dict__.get("_np_random")
+        if lent is None or gen is None:
+            return
+        state = gen.bit_generator.state
+        if state == lent:
+            return
+        from .errors import EnvError
+
+        try:
+            self.farm.call("set_attr", self.instance_id, {"name": _RNG_STATE, "value": state})
+        except EnvError as e:  # a generator of another kind than the env's
+            raise ValueError(f"the remote env's generator cannot take this one's state: {e.remote_message}") from None
+
     def _call(self, verb: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self.__dict__.get("_rng_lent") is not None:
+            self._push_rng()
         r = self.farm.call(verb, self.instance_id, body)
         if "warnings" in r:
             codec.emit_warnings(r)
@@ -102,6 +214,7 @@ class RemoteEnv(gym.Env):
         body: dict[str, Any] = {}
         if seed is not None:
             body["seed"] = int(seed)
+            self.__dict__["_rng_lent"] = None  # the remote env is reseeded: nothing to send back
         if options is not None:
             body["options"] = options
         r = self._call("reset", body)
@@ -114,6 +227,21 @@ class RemoteEnv(gym.Env):
 
     def render(self) -> Any:
         return self._call("render")["frame"]
+
+    @property
+    def _frameskip(self) -> Any:
+        """The remote env's own ``_frameskip`` (ALE envs): gymnasium's AtariPreprocessing reads
+        ``env.unwrapped._frameskip`` before it skips frames. AttributeError when the env has none."""
+        from .errors import EnvError
+
+        if self.__dict__.get("_closed", True):
+            raise AttributeError("_frameskip")
+        try:
+            return self._call("get_attr", {"name": "_frameskip"})["value"]
+        except EnvError as e:
+            if e.remote_type == "AttributeError":
+                raise AttributeError(e.remote_message) from None
+            raise
 
     def sample(self, space: str = "action") -> Any:
         """Samples the remote env's own space (its RNG, not this process's)."""

@@ -19,6 +19,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array,
 
 from . import codec, errors
 from .client import Farm
+from .env import call_body, copy_back
 
 
 def make_many(farm: Farm, env_id: str, num_envs: int, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -261,12 +262,14 @@ class RemoteVectorEnv(VectorEnv):
         return tuple(r["frame"] for r in results)
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
-        """Calls ``name`` on every sub-env (or reads it, when it is not callable)."""
-        body = {"name": name, "args": list(args), "kwargs": kwargs}
+        """Calls ``name`` on every sub-env (or reads it, when it is not callable). A writable ndarray
+        argument filled in place ends as the last sub-env left it, as SyncVectorEnv's loop leaves it."""
+        body, arrays = call_body(name, args, kwargs)
         results = self.farm.call_many([("call", iid, body) for iid in self.instance_ids])
         self._raise_first(results, range(self.num_envs))
         for r in results:
             _unwrap(r)
+            copy_back(arrays, r)
         return tuple(r["value"] for r in results)
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
@@ -278,8 +281,10 @@ class RemoteVectorEnv(VectorEnv):
     def _remote_method(self, instance_id: str, name: str) -> Any:
         """A sub-env's method (what SyncVectorEnv.get_attr returns for one): calling it is a call."""
         def method(*args: Any, **kwargs: Any) -> Any:
-            r = self.farm.call("call", instance_id, {"name": name, "args": list(args), "kwargs": kwargs})
+            body, arrays = call_body(name, args, kwargs)
+            r = self.farm.call("call", instance_id, body)
             _unwrap(r)
+            copy_back(arrays, r)
             return r["value"]
 
         method.__name__ = name
@@ -318,21 +323,41 @@ class RemoteVectorEnv(VectorEnv):
     def recv(self, min_envs: int = 1, timeout: float | None = None
              ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any], np.ndarray]:
         """Waits for at least ``min_envs`` in-flight steps and returns every one finished so far:
-        ``(obs, rewards, terminations, truncations, infos, env_ids)``, batched over those envs."""
+        ``(obs, rewards, terminations, truncations, infos, env_ids)``, batched over those envs.
+
+        With ``on_crash="reset"`` an env whose worker died (before or while this step ran) is
+        replaced, reset, and returned as ``step`` returns it: the reset obs, reward 0,
+        ``truncated=True`` and ``crashed``/``crash`` in its infos. Otherwise the first error is
+        raised, and the exception's ``results`` keeps every env's outcome of this recv."""
         if not self._sent:
             raise RuntimeError("recv called with no step in flight")
         replies = self.farm._wait(list(self._sent), timeout, at_least=min(min_envs, len(self._sent)))
         ids = [self._sent.pop(rid) for rid in replies]
+        outcomes: dict[int, Any] = {}
+        for rid, i in zip(replies, ids):
+            try:
+                outcomes[i] = Farm._result(replies[rid])
+            except errors.GymfarmError as e:
+                outcomes[i] = e
+        crashed = self._crashed(outcomes)
+        results = [crashed.get(i, outcomes[i]) for i in ids]
+        if any(isinstance(r, errors.GymfarmError) for r in results):
+            errors.raise_first(results, ids, self.instance_ids)
         obs, rew, term, trunc, infos = [], [], [], [], {}
-        for k, (rid, i) in enumerate(zip(replies, ids)):
-            r = Farm._result(replies[rid])
-            self._absorb(i, r, {})
+        for k, i in enumerate(ids):
+            r = outcomes[i]
+            if i in crashed:
+                infos = self._replace_crashed({i: crashed[i]}, infos, at=k)
+            else:
+                self._absorb(i, r, {})
+                if "final_obs" in r:
+                    infos = self._add_final(infos, r["final_obs"], r["final_info"], k)
+                infos = self._add_info(infos, r["info"], k)
+                self._autoreset_envs[i] = self._terminations[i] or self._truncations[i]
             obs.append(self._env_obs[i])
             rew.append(self._rewards[i])
             term.append(self._terminations[i])
             trunc.append(self._truncations[i])
-            infos = self._add_info(infos, r["info"], k)
-            self._autoreset_envs[i] = self._terminations[i] or self._truncations[i]
         batch = create_empty_array(self.single_observation_space, n=len(ids), fn=np.zeros)
         return (concatenate(self.single_observation_space, obs, batch), np.array(rew), np.array(term),
                 np.array(trunc), infos, np.array(ids, dtype=np.int64))
@@ -365,9 +390,11 @@ class RemoteVectorEnv(VectorEnv):
                       "info": reset["info"], "crash": r}
         return out
 
-    def _replace_crashed(self, crashed: dict[int, Any], infos: dict[str, Any]) -> dict[str, Any]:
+    def _replace_crashed(self, crashed: dict[int, Any], infos: dict[str, Any], at: int | None = None
+                         ) -> dict[str, Any]:
         """Sub-env i's row after its replacement: the new env's reset obs and info, reward 0,
-        truncated (its episode was cut short), and ``crashed``/``crash`` in the infos."""
+        truncated (its episode was cut short), and ``crashed``/``crash`` in the infos (at row i, or
+        at row ``at`` of a recv's batch)."""
         for i in sorted(crashed):
             r = crashed[i]
             if not isinstance(r, dict):
@@ -381,7 +408,7 @@ class RemoteVectorEnv(VectorEnv):
             info = dict(r["info"]) if isinstance(r["info"], dict) else {}
             info["crashed"] = True
             info["crash"] = {"code": err.code, "message": err.message, "details": dict(err.details)}
-            infos = self._add_info(infos, info, i)
+            infos = self._add_info(infos, info, i if at is None else at)
         return infos
 
     # -- helpers -------------------------------------------------------------------------------

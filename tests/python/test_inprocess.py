@@ -393,3 +393,117 @@ def test_vector_deprecated_id_raises_deprecated_env(farm, farm_proc):
         farm.make_vec("FrozenLake-v0", num_envs=2)
     with pytest.raises(gym.error.DeprecatedEnv):
         RemoteVecEnv("FrozenLake-v0", num_envs=2, endpoint=farm_proc.endpoint)
+
+
+def _rows_equal_reference(got, ids, ref, skip):
+    """The rows of a recv (obs, rewards, terminations, truncations, infos, env_ids) for the envs not
+    in ``skip`` equal those rows of the reference step; final obs too (same_step autoreset)."""
+    obs, rew, term, trunc, info = got
+    robs, rrew, rterm, rtrunc, rinfo = ref
+    for k, i in enumerate(ids):
+        if i in skip:
+            continue
+        assert obs[k].tobytes() == robs[i].tobytes(), (k, i)
+        assert (rew[k], term[k], trunc[k]) == (rrew[i], rterm[i], rtrunc[i]), (k, i)
+        if "_final_obs" in rinfo and rinfo["_final_obs"][i]:
+            assert info["_final_obs"][k] and info["final_obs"][k].tobytes() == rinfo["final_obs"][i].tobytes()
+
+
+@pytest.mark.parametrize("when", ["in_flight", "before_send"])
+@pytest.mark.parametrize("mode", ["NEXT_STEP", "SAME_STEP", "DISABLED"])
+def test_on_crash_reset_in_send_recv(farm, mode, when):
+    import os
+    import signal
+
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+    from farm_fixture import pid_alive, wait_until
+
+    n, victim, crash_at = 3, 1, 4
+    mode = AutoresetMode[mode]
+    remote = farm.make_vec("CartPole-v1", num_envs=n, autoreset_mode=mode, on_crash="reset")
+    ref = SyncVectorEnv([lambda: gym.make("CartPole-v1") for _ in range(n)], autoreset_mode=mode)
+    rng = np.random.default_rng(1)
+    try:
+        obs, _ = remote.reset(seed=3)
+        robs, _ = ref.reset(seed=3)
+        assert obs.tobytes() == robs.tobytes()
+        crashed = set()
+        for t in range(14):
+            acts = rng.integers(0, 2, size=n)
+            if t == crash_at:
+                old = remote.instance_ids[victim]
+                pid = next(w["pid"] for w in farm.stats()["workers"] if w["instance"] == old)
+                if when == "before_send":  # the worker died after the last recv: the step finds it gone
+                    os.kill(pid, signal.SIGKILL)
+                    assert wait_until(lambda p=pid: not pid_alive(p), 10)
+                    remote.send(acts)
+                    got = remote.recv(min_envs=n)
+                    parts = [got]
+                else:  # the worker dies with the step in flight
+                    os.kill(pid, signal.SIGSTOP)
+                    try:
+                        remote.send(acts)
+                        first = remote.recv(min_envs=n - 1, timeout=20)
+                        assert victim not in first[5].tolist()
+                    finally:
+                        os.kill(pid, signal.SIGKILL)
+                    parts = [first, remote.recv(min_envs=1, timeout=30)]
+                ref_step = ref.step(acts)
+                seen = []
+                for p in parts:
+                    ids = p[5].tolist()
+                    _rows_equal_reference(p[:5], ids, ref_step, {victim})
+                    seen += ids
+                    if victim in ids:
+                        k = ids.index(victim)
+                        assert p[4]["crashed"][k] and p[4]["_crashed"][k]
+                        assert p[4]["crash"]["code"][k] == "worker_crashed"
+                        assert p[4]["crash"]["details"]["signal"][k] == signal.SIGKILL
+                        assert p[1][k] == 0.0 and p[3][k] and not p[2][k]
+                        assert remote.single_observation_space.contains(p[0][k])
+                assert sorted(seen) == list(range(n))
+                assert remote.instance_ids[victim] != old
+                crashed.add(victim)
+                last = (np.zeros(n, bool), np.zeros(n, bool))
+                for p in parts:
+                    for k, i in enumerate(p[5].tolist()):
+                        last[0][i], last[1][i] = p[2][k], p[3][k]
+                rend = np.logical_or(ref_step[2], ref_step[3])
+            else:
+                remote.send(acts)
+                got = remote.recv(min_envs=n)
+                ref_step = ref.step(acts)
+                _rows_equal_reference(got[:5], got[5].tolist(), ref_step, crashed)
+                last = (np.zeros(n, bool), np.zeros(n, bool))
+                for k, i in enumerate(got[5].tolist()):
+                    last[0][i], last[1][i] = got[2][k], got[3][k]
+                rend = np.logical_or(ref_step[2], ref_step[3])
+            if mode == AutoresetMode.DISABLED:  # ended envs are reset by hand, each side its own
+                mine = np.logical_or(*last)
+                if mine.any():
+                    remote.reset(options={"reset_mask": mine})
+                if rend.any():
+                    ref.reset(options={"reset_mask": rend})
+    finally:
+        remote.close()
+        ref.close()
+
+
+def test_send_recv_crash_raises_by_default_and_keeps_the_others(farm):
+    import os
+    import signal
+
+    remote = farm.make_vec("CartPole-v1", num_envs=3)
+    try:
+        remote.reset(seed=0)
+        victim = remote.instance_ids[2]
+        pid = next(w["pid"] for w in farm.stats()["workers"] if w["instance"] == victim)
+        os.kill(pid, signal.SIGKILL)
+        remote.send([0, 1, 0])
+        with pytest.raises(gymfarm.WorkerCrashed) as e:
+            remote.recv(min_envs=3)
+        assert e.value.env_index == 2
+        assert sum(isinstance(r, dict) for r in e.value.results) == 2  # the others' results are kept
+    finally:
+        remote.close()

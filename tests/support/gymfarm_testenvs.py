@@ -307,6 +307,66 @@ class AtariLike(_Counting):
         return np.full(4, self.t, dtype=np.uint8)
 
 
+class AtariScreen(AtariLike):
+    """AtariLike with a screen: ``ale.getScreenRGB(buf)`` and ``ale.getScreenGrayscale(buf)`` fill
+    the array they are given in place, as ale-py's do (what gymnasium's AtariPreprocessing calls),
+    with a frame that depends on the step count and the last action. ``_frameskip`` is 1, as an
+    ALE env made with frameskip=1 has it. Each reset draws a random start from the env's generator
+    (as ALE's reset and CartPole's do), so the generator's state is the env's own."""
+
+    observation_space = spaces.Box(0, 255, shape=(21, 16, 3), dtype=np.uint8)
+
+    class _Screen(AtariLike._Ale):
+        def __init__(self, env):
+            super().__init__()
+            self.env = env
+
+        def getScreenRGB(self, out=None):  # noqa: N802  (ale-py's names)
+            frame = self.env._frame()
+            if out is None:
+                return frame
+            if not isinstance(out, np.ndarray) or out.shape != frame.shape or not out.flags.writeable:
+                raise TypeError(f"getScreenRGB needs a writable {frame.shape} array")
+            out[...] = frame
+            return out
+
+        def getScreenGrayscale(self, out=None):  # noqa: N802
+            gray = self.env._frame()[..., 0]
+            if out is None:
+                return gray
+            if not isinstance(out, np.ndarray) or out.shape != gray.shape or not out.flags.writeable:
+                raise TypeError(f"getScreenGrayscale needs a writable {gray.shape} array")
+            np.copyto(out, gray)
+            return out
+
+    def __init__(self, render_mode=None, frameskip=1):
+        super().__init__(render_mode=render_mode, frameskip=frameskip)
+        self._frameskip = frameskip
+        self.ale = AtariScreen._Screen(self)
+        self.last_action = 0
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        self.offset = int(self.np_random.integers(0, 50))  # a random start, drawn from the env's generator
+        return self._obs(), info
+
+    def step(self, action):
+        self.last_action = int(action)
+        return super().step(action)
+
+    def draw(self):
+        """A draw from the env's own generator (what a wrapper drawing from np_random shares)."""
+        return int(self.np_random.integers(1 << 30))
+
+    def _frame(self):
+        ys, xs = np.mgrid[0:21, 0:16]
+        base = (ys * 7 + xs * 3 + self.t * 11 + self.last_action * 40 + getattr(self, "offset", 0)) % 256
+        return np.stack([base, (base * 3) % 256, 255 - base], axis=-1).astype(np.uint8)
+
+    def _obs(self):
+        return self._frame()
+
+
 class GraphObs(_Counting):
     observation_space = spaces.Graph(node_space=spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32),
                                      edge_space=spaces.Discrete(4))
@@ -362,7 +422,8 @@ class OneOfObs(_Counting):
         return self.observation_space.sample(), 1.0, self.t >= self.length, False, {}
 
 
-for _name, _cls in {"ActionEcho-v0": ActionEcho, "AtariLike-v0": AtariLike, "GraphObs-v0": GraphObs,
+for _name, _cls in {"ActionEcho-v0": ActionEcho, "AtariLike-v0": AtariLike, "AtariScreen-v0": AtariScreen,
+                    "GraphObs-v0": GraphObs,
                     "SequenceObs-v0": SequenceObs, "OneOfObs-v0": OneOfObs}.items():
     _id = f"gymfarm_test/{_name}"
     if _id not in gym.registry:
