@@ -168,6 +168,17 @@ class RemoteEnv(gym.Env):
         if self.__dict__.get("_rng_remote", True) and not self.__dict__.get("_closed", True):
             self.__dict__["_rng_lent"] = {}
             self._push_rng()  # now, so that a generator the remote env cannot take is refused here
+            self.__dict__["_rng_set_here"] = True  # its seed is unknown: np_random_seed is -1
+
+    @property
+    def np_random_seed(self) -> int:  # type: ignore[override]
+        """The remote env's ``np_random_seed`` (-1 once ``np_random`` was set here, as gymnasium.Env)."""
+        d = self.__dict__
+        if d.get("_closed", True) or not d.get("_rng_remote", True):
+            return gym.Env.np_random_seed.fget(self)  # type: ignore[attr-defined]
+        if d.get("_rng_set_here"):
+            return -1
+        return self._call("get_attr", {"name": "np_random_seed"})["value"]
 
     def _pull_rng(self) -> None:
         from .errors import BadRequest, EnvError
@@ -215,6 +226,7 @@ class RemoteEnv(gym.Env):
         if seed is not None:
             body["seed"] = int(seed)
             self.__dict__["_rng_lent"] = None  # the remote env is reseeded: nothing to send back
+            self.__dict__["_rng_set_here"] = False
         if options is not None:
             body["options"] = options
         r = self._call("reset", body)
@@ -308,6 +320,7 @@ class RemoteEnv(gym.Env):
         if self._closed:
             return
         self._closed = True
+        self.__dict__["_rng_lent"] = None  # the env goes: what was drawn from its generator goes with it
         try:
             self._call("close")
         except Exception:  # the instance may already be gone (crash, farm stopped)

@@ -232,14 +232,33 @@ def test_np_random_is_the_remote_envs_generator(farm):
         env.reset()  # an unseeded reset draws again from where the generator stands
         local.reset()
         assert env.unwrapped.np_random.integers(1 << 20) == local.unwrapped.np_random.integers(1 << 20)
+        assert env.np_random_seed == local.np_random_seed == 2
         env.unwrapped.np_random = np.random.default_rng(9)  # setting it sets the env's
         local.unwrapped.np_random = np.random.default_rng(9)
         assert env.unwrapped.draw() == local.unwrapped.draw()
+        assert env.np_random_seed == local.np_random_seed == -1
+        env.reset(seed=3)
+        local.reset(seed=3)
+        assert env.np_random_seed == local.np_random_seed == 3
         with pytest.raises(ValueError, match="generator"):  # another kind of bit generator cannot travel
             env.unwrapped.np_random = np.random.Generator(np.random.MT19937(1))
     finally:
         env.close()
         local.close()
+
+
+def test_unseeded_np_random_seed_is_the_remote_envs(farm):
+    env = farm.make(SCREEN)
+    try:
+        env.reset()  # the env made its own generator at its first draw, with a seed of its own
+        seed = env.np_random_seed
+        assert seed == farm.call("get_attr", env.instance_id, {"name": "np_random_seed"})["value"]
+        assert seed >= 0 and env.np_random_seed == seed
+        again = np.random.default_rng(seed)
+        again.integers(0, 50)  # the random start reset drew
+        assert env.unwrapped.np_random.integers(1 << 30) == again.integers(1 << 30)
+    finally:
+        env.close()
 
 
 def test_frameskip_is_the_remote_envs(farm):
@@ -317,3 +336,18 @@ def test_check_env_passes_on_a_test_env(farm):
         check_env(env, skip_render_check=True)
     finally:
         env.close()
+
+
+@needs_ale
+@needs_cv2
+def test_life_loss_on_farm_breakout_matches_in_process(farm):
+    """terminal_on_life_loss asks ale.lives() after every frame, as SB3's EpisodicLifeEnv does:
+    episodes end where they end in-process."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    kw = dict(terminal_on_life_loss=True)
+    remote = _wrapper_run(farm.make("ALE/Breakout-v5", **PONG), 60, 0, **kw)
+    local = _wrapper_run(gym.make("ALE/Breakout-v5", **PONG), 60, 0, **kw)
+    assert any(isinstance(o, tuple) and o[2] for o in local)  # a life was lost on the way
+    _assert_same_run(remote, local)
