@@ -532,7 +532,35 @@ def _describe_attr(value):
         return {"value": None, "callable": True}
     if _plain(value):
         return {"value": value}
-    return {"value": repr(value), "object": type(value).__name__}
+    out = {"value": repr(value), "object": type(value).__name__}
+    methods = _method_names(value)
+    if methods:
+        out["methods"] = methods
+    return out
+
+
+_MAX_METHODS = 512
+
+
+def _method_names(obj):
+    """The public methods of an object's class (ale-py's ALEInterface: lives, getScreenRGB, ...), read
+    from the class without calling or reading anything on the object (no property runs), less the
+    names its instance dict shadows; at most _MAX_METHODS. The client calls these without asking
+    get_attr first."""
+    cls, own = type(obj), getattr(obj, "__dict__", None)
+    own = own if isinstance(own, dict) else {}
+    names = []
+    for name in dir(cls):
+        if name.startswith("_") or name in own:
+            continue
+        attr = inspect.getattr_static(cls, name, None)
+        if isinstance(attr, (staticmethod, classmethod)):
+            attr = attr.__func__
+        if callable(attr) and not isinstance(attr, type):
+            names.append(name)
+            if len(names) >= _MAX_METHODS:
+                break
+    return names
 
 
 def _out_arrays(args, kwargs, outs):

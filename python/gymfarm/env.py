@@ -82,11 +82,21 @@ class RemoteMethod:
 
 class RemoteObject(RemoteMethod):
     """An attribute of the remote env that cannot travel (an emulator handle, say): its attributes
-    and methods are reached remotely (``env.unwrapped.ale.lives()``)."""
+    and methods are reached remotely (``env.unwrapped.ale.lives()``). The methods of its class,
+    as the farm listed them, are called without asking what they are first (one round trip a
+    call, not two)."""
 
-    def __init__(self, env: RemoteEnv, path: str, text: str):
+    def __init__(self, env: RemoteEnv, path: str, text: str, methods: Any = None):
         super().__init__(env, path)
         self._text = text
+        self._methods = frozenset(m for m in methods if isinstance(m, str)) if isinstance(methods, list) else frozenset()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._methods:
+            return RemoteMethod(self._env, f"{self._path}.{name}")
+        return self._env._remote_attr(f"{self._path}.{name}")
 
     def __repr__(self) -> str:
         return f"<remote {self._path}: {self._text}>"
@@ -266,7 +276,7 @@ class RemoteEnv(gym.Env):
         if r.get("callable"):
             return RemoteMethod(self, path)
         if "object" in r:
-            return RemoteObject(self, path, str(r.get("value")))
+            return RemoteObject(self, path, str(r.get("value")), r.get("methods"))
         return r["value"]
 
     def __getattr__(self, name: str) -> Any:

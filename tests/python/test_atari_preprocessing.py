@@ -80,6 +80,29 @@ def test_in_place_fill_reaches_the_callers_array(farm):
         local.close()
 
 
+def test_a_proxy_calls_its_listed_methods_in_one_round_trip(farm):
+    env = farm.make(SCREEN)
+    try:
+        env.reset(seed=0)
+        ale = env.unwrapped.ale
+        sent = []
+        call = env.farm.call
+        env.farm.call = lambda verb, *a, **kw: (sent.append(verb), call(verb, *a, **kw))[1]
+        try:
+            assert ale.lives() == 3
+            ale.getScreenGrayscale(np.zeros((21, 16), np.uint8))
+            assert sent == ["call", "call"]
+            assert ale.remaining == 3  # a plain attribute is still read as what it is
+            assert sent[-1] == "get_attr"
+        finally:
+            del env.farm.call
+        reply = farm.call("get_attr", env.instance_id, {"name": "ale"})
+        assert {"lives", "getScreenRGB", "getScreenGrayscale"} <= set(reply["methods"])
+        assert "remaining" not in reply["methods"] and not any(m.startswith("_") for m in reply["methods"])
+    finally:
+        env.close()
+
+
 def test_call_body_names_only_writable_arrays():
     ro = np.zeros(3)
     ro.flags.writeable = False
@@ -204,6 +227,7 @@ def test_farm_pong_ale_lives_and_screen(farm):
             env.step(a)
             local.step(a)
         assert env.unwrapped.ale.lives() == local.unwrapped.ale.lives()
+        assert "getScreenGrayscale" in env.unwrapped.ale._methods  # ale-py's methods are listed
         assert env.unwrapped.get_action_meanings() == local.unwrapped.get_action_meanings()
         buf = np.zeros((210, 160), np.uint8)
         env.unwrapped.ale.getScreenGrayscale(buf)
