@@ -89,7 +89,8 @@ class RemoteObject(RemoteMethod):
     def __init__(self, env: RemoteEnv, path: str, text: str, methods: Any = None):
         super().__init__(env, path)
         self._text = text
-        self._methods = frozenset(m for m in methods if isinstance(m, str)) if isinstance(methods, list) else frozenset()
+        listed = methods if isinstance(methods, list) else []
+        self._methods = frozenset(m for m in listed if isinstance(m, str))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
