@@ -268,6 +268,7 @@ def _spec(spec, env_id):
         "entry_point": _entry_point(spec.entry_point),
         "nondeterministic": bool(spec.nondeterministic), "order_enforce": bool(spec.order_enforce),
         "disable_env_checker": bool(spec.disable_env_checker), "kwargs": kwargs,
+        "vector_entry_point": _entry_point(getattr(spec, "vector_entry_point", None)),
     }
 
 

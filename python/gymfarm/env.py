@@ -17,7 +17,8 @@ def spec_from_wire(d: Any) -> EnvSpec | None:
     if not isinstance(d, dict) or not isinstance(d.get("id"), str):
         return None
     fields = {k: d[k] for k in ("entry_point", "reward_threshold", "nondeterministic", "max_episode_steps",
-                                "order_enforce", "disable_env_checker") if d.get(k) is not None}
+                                "order_enforce", "disable_env_checker", "vector_entry_point")
+              if d.get(k) is not None}
     try:
         return EnvSpec(id=d["id"], kwargs=dict(d.get("kwargs") or {}), **fields)
     except Exception:  # an id Gymnasium cannot parse: the id alone

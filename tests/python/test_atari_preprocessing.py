@@ -228,6 +228,7 @@ def test_farm_pong_ale_lives_and_screen(farm):
             local.step(a)
         assert env.unwrapped.ale.lives() == local.unwrapped.ale.lives()
         assert "getScreenGrayscale" in env.unwrapped.ale._methods  # ale-py's methods are listed
+        assert env.spec == local.spec  # ale_py.vector_env:AtariVectorEnv included
         assert env.unwrapped.get_action_meanings() == local.unwrapped.get_action_meanings()
         buf = np.zeros((210, 160), np.uint8)
         env.unwrapped.ale.getScreenGrayscale(buf)

@@ -200,6 +200,16 @@ def test_spec_is_the_remote_envs(farm):
         local.close()
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "FrozenLake-v1"])
+def test_spec_equals_the_in_process_spec(farm, env_id):
+    env, local = farm.make(env_id), gym.make(env_id)
+    try:
+        assert env.spec == local.spec  # every field, the vector entry point included
+    finally:
+        env.close()
+        local.close()
+
+
 def test_spec_through_gymnasium_make(farm_proc):
     env = gym.make("gymfarm/CartPole-v1", endpoint=farm_proc.endpoint)
     try:
