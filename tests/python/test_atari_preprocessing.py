@@ -376,3 +376,16 @@ def test_life_loss_on_farm_breakout_matches_in_process(farm):
     local = _wrapper_run(gym.make("ALE/Breakout-v5", **PONG), 60, 0, **kw)
     assert any(isinstance(o, tuple) and o[2] for o in local)  # a life was lost on the way
     _assert_same_run(remote, local)
+
+
+@needs_ale
+@needs_cv2
+def test_atari_preprocessing_through_gymnasium_make(farm_proc):
+    """The same through a gymfarm/ id: the wrappers gymnasium.make adds sit between."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    name = gymfarm.register_remote("ALE/Pong-v5")
+    remote = _wrapper_run(gym.make(name, endpoint=farm_proc.endpoint, **PONG), 15, 8)
+    local = _wrapper_run(gym.make("ALE/Pong-v5", **PONG), 15, 8)
+    _assert_same_run(remote, local)
