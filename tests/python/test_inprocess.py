@@ -517,3 +517,26 @@ def test_send_recv_crash_raises_by_default_and_keeps_the_others(farm):
         assert sum(isinstance(r, dict) for r in e.value.results) == 2  # the others' results are kept
     finally:
         remote.close()
+
+
+def test_sticky_action_wrapper_draws_from_the_envs_generator(farm):
+    """Gymnasium's StickyAction draws from env.np_random every step: the env's own generator, which
+    the env's next (unseeded) reset draws from too. Trajectories equal in-process ones."""
+    def run(env):
+        env = gym.wrappers.StickyAction(env, repeat_action_probability=0.5, repeat_action_duration=(1, 3))
+        rng = np.random.default_rng(4)
+        out = [env.reset(seed=9)[0]]
+        try:
+            for _ in range(120):
+                obs, reward, term, trunc, _ = env.step(int(rng.integers(2)))
+                out.append(obs)
+                if term or trunc:
+                    out.append(env.reset()[0])  # unseeded: from where the env's generator stands
+        finally:
+            env.close()
+        return out
+
+    remote, local = run(farm.make("CartPole-v1")), run(gym.make("CartPole-v1"))
+    assert len(remote) == len(local) > 121  # episodes ended and were reset on the way
+    for r, loc in zip(remote, local, strict=True):
+        assert r.tobytes() == loc.tobytes()
