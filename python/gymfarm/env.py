@@ -161,11 +161,13 @@ class RemoteEnv(gym.Env):
     # -- np_random: the remote env's generator, as in-process ------------------------------------
     #
     # A wrapper that draws from env.unwrapped.np_random (AtariPreprocessing's no-op count,
-    # StickyAction) draws from the env's own generator in-process. Here the first access after a
-    # remote call fetches the remote generator's state into the local one (one round trip), and
-    # what was drawn from it is sent back before the next remote call (one more, only if drawn).
-    # Nothing is sent while np_random is not used. ``_np_random`` itself stays local (reset(seed)
-    # seeds it as gymnasium.Env does; env_checker reads it).
+    # StickyAction) draws from the env's own generator in-process. Here the first use fetches the
+    # remote generator's state into the local generator (one round trip). From then on every
+    # remote call of this env carries the generator along in the same round trip: what was drawn
+    # here is sent ahead of the call (only when something was drawn), and the state after the
+    # call is fetched behind it, both pipelined. Nothing is sent while np_random is not used.
+    # ``_np_random`` itself stays local (reset(seed) seeds it as gymnasium.Env does; env_checker
+    # reads it) and keeps its identity while it follows the remote one.
 
     @property
     def np_random(self) -> np.random.Generator:  # type: ignore[override]
@@ -178,8 +180,14 @@ class RemoteEnv(gym.Env):
     def np_random(self, value: np.random.Generator) -> None:
         gym.Env.np_random.fset(self, value)  # type: ignore[attr-defined]
         if self.__dict__.get("_rng_remote", True) and not self.__dict__.get("_closed", True):
-            self.__dict__["_rng_lent"] = {}
-            self._push_rng()  # now, so that a generator the remote env cannot take is refused here
+            from .errors import EnvError
+
+            try:  # now, so that a generator the remote env cannot take is refused here
+                self.farm.call("set_attr", self.instance_id, {"name": _RNG_STATE, "value": value.bit_generator.state})
+            except EnvError as e:
+                raise ValueError(f"the remote env's generator cannot take this one's state: {e.remote_message}"
+                                 ) from None
+            self.__dict__["_rng_lent"] = value.bit_generator.state
             self.__dict__["_rng_set_here"] = True  # its seed is unknown: np_random_seed is -1
 
     @property
@@ -199,36 +207,71 @@ class RemoteEnv(gym.Env):
             state = self.farm.call("get_attr", self.instance_id, {"name": _RNG_STATE}).get("value")
         except (EnvError, BadRequest):  # no NumPy generator there: np_random stays this object's
             state = None
-        gen = generator_from_state(state)
-        if gen is None:
+        if self._take_rng_state(state):
+            self.__dict__["_rng_follow"] = True
+        else:
             self.__dict__["_rng_remote"] = False
-            return
-        self._np_random = gen
-        self.__dict__["_rng_lent"] = gen.bit_generator.state
 
-    def _push_rng(self) -> None:
+    def _take_rng_state(self, state: Any) -> bool:
+        """The local generator, set to the remote one's ``state`` (the same object when it is of the
+        same kind, so a reference a wrapper holds stays good). False for a state that is none."""
+        gen = self.__dict__.get("_np_random")
+        if (gen is not None and isinstance(state, dict)
+                and state.get("bit_generator") == type(gen.bit_generator).__name__):
+            try:
+                gen.bit_generator.state = state
+            except (TypeError, ValueError, KeyError):
+                return False
+        else:
+            gen = generator_from_state(state)
+            if gen is None:
+                return False
+            self._np_random = gen
+        self.__dict__["_rng_lent"] = gen.bit_generator.state
+        return True
+
+    def _rng_to_send(self) -> Any:
+        """The local generator's state when something was drawn from it since it was fetched."""
         lent, self.__dict__["_rng_lent"] = self.__dict__.get("_rng_lent"), None
         gen = self.__dict__.get("_np_random")
         if lent is None or gen is None:
-            return
+            return None
         state = gen.bit_generator.state
-        if state == lent:
-            return
-        from .errors import EnvError
-
-        try:
-            self.farm.call("set_attr", self.instance_id, {"name": _RNG_STATE, "value": state})
-        except EnvError as e:  # a generator of another kind than the env's
-            raise ValueError(f"the remote env's generator cannot take this one's state: {e.remote_message}") from None
+        return None if state == lent else state
 
     def _call(self, verb: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        if self.__dict__.get("_rng_lent") is not None:
-            self._push_rng()
-        r = self.farm.call(verb, self.instance_id, body)
+        send = self._rng_to_send()
+        follow = self.__dict__.get("_rng_follow", False) and verb != "close"
+        if send is None and not follow:
+            r = self.farm.call(verb, self.instance_id, body)
+        else:
+            r = self._call_with_rng(verb, body, send, follow)
         if "warnings" in r:
             codec.emit_warnings(r)
         if "tuples" in r:
             codec.apply_tuples(r)
+        return r
+
+    def _call_with_rng(self, verb: str, body: dict[str, Any] | None, send: Any, follow: bool) -> dict[str, Any]:
+        """One round trip: [set the generator's state,] the call[, fetch the state after it]."""
+        from .errors import EnvError, GymfarmError
+
+        iid = self.instance_id
+        requests = [("set_attr", iid, {"name": _RNG_STATE, "value": send})] if send is not None else []
+        requests.append((verb, iid, body))
+        if follow:
+            requests.append(("get_attr", iid, {"name": _RNG_STATE}))
+        results = self.farm.call_many(requests)
+        if follow and isinstance(results[-1], dict):
+            self._take_rng_state(results[-1].get("value"))
+        if send is not None and isinstance(results[0], GymfarmError):
+            err = results[0]
+            if isinstance(err, EnvError):
+                raise ValueError(f"the remote env's generator cannot take this one's state: {err.remote_message}")
+            raise err
+        r = results[1 if send is not None else 0]
+        if isinstance(r, GymfarmError):
+            raise r
         return r
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None

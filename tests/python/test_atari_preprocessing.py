@@ -389,3 +389,32 @@ def test_atari_preprocessing_through_gymnasium_make(farm_proc):
     remote = _wrapper_run(gym.make(name, endpoint=farm_proc.endpoint, **PONG), 15, 8)
     local = _wrapper_run(gym.make("ALE/Pong-v5", **PONG), 15, 8)
     _assert_same_run(remote, local)
+
+
+def test_a_held_generator_follows_the_env_in_one_round_trip_a_call(farm):
+    env, local = farm.make(SCREEN), gym.make(SCREEN)
+    try:
+        env.reset(seed=6)
+        local.reset(seed=6)
+        rng, lrng = env.unwrapped.np_random, local.unwrapped.np_random  # held, as a wrapper may
+        trips = []
+        many, one = env.farm.call_many, env.farm.call
+        env.farm.call_many = lambda reqs, *a, **kw: (trips.append([r[0] for r in reqs]), many(reqs, *a, **kw))[1]
+        env.farm.call = lambda verb, *a, **kw: (trips.append([verb]), one(verb, *a, **kw))[1]
+        try:
+            for t in range(4):
+                assert rng.integers(1 << 30) == lrng.integers(1 << 30)
+                env.step(t % 4)
+                local.step(t % 4)
+                assert env.unwrapped.draw() == local.unwrapped.draw()
+        finally:
+            del env.farm.call_many, env.farm.call
+        assert env.unwrapped.np_random is rng
+        # each request is one round trip: the drawn state ahead, the state after behind (draw() is
+        # two: get_attr finds the method, call calls it)
+        assert trips[0] == ["set_attr", "step", "get_attr"]
+        assert trips[1:3] == [["get_attr", "get_attr"], ["call", "get_attr"]]
+        assert len(trips) == 12
+    finally:
+        env.close()
+        local.close()
