@@ -606,12 +606,10 @@ def call(inst, name, args=None, kwargs=None, outs=None):
         if len(args) <= pos and key not in kwargs:
             raise BadRequest(f"{last} needs an attribute name")
     attr = _lookup(env, parts)
-    if callable(attr):
-        out = _mark_tuples({"value": attr(*args, **kwargs)}, ("value",))
-        if outs is not None:
-            out["outs"] = filled
-        return _add_warnings(out)
-    return _add_warnings({"value": attr})
+    out = _mark_tuples({"value": attr(*args, **kwargs)}, ("value",)) if callable(attr) else {"value": attr}
+    if outs is not None:
+        out["outs"] = filled
+    return _add_warnings(out)
 
 
 # Private attributes that standard client-side wrappers read from the unwrapped env, readable as

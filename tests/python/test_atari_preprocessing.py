@@ -138,6 +138,10 @@ def test_worker_refuses_outs_that_name_no_array(farm):
         r = farm.call("call", env.instance_id, {"name": "ale.getScreenGrayscale",
                                                  "args": [np.zeros((21, 16), np.uint8)], "outs": [0]})
         assert r["outs"][0].tobytes() == r["value"].tobytes()
+        # a name that is not a method is read, as call reads it; the arrays come back untouched
+        r = farm.call("call", env.instance_id, {"name": "frameskip", "args": [np.arange(3, dtype=np.uint8)],
+                                                 "outs": [0]})
+        assert r["value"] == 1 and r["outs"][0].tolist() == [0, 1, 2]
     finally:
         env.close()
 
