@@ -541,27 +541,33 @@ def _describe_attr(value):
 
 
 _MAX_METHODS = 512
+_methods_of_class = {}  # class -> its public method names (a class's methods rarely change)
 
 
 def _method_names(obj):
     """The public methods of an object's class (ale-py's ALEInterface: lives, getScreenRGB, ...), read
     from the class without calling or reading anything on the object (no property runs), less the
     names its instance dict shadows; at most _MAX_METHODS. The client calls these without asking
-    get_attr first."""
-    cls, own = type(obj), getattr(obj, "__dict__", None)
-    own = own if isinstance(own, dict) else {}
-    names = []
-    for name in dir(cls):
-        if name.startswith("_") or name in own:
-            continue
-        attr = inspect.getattr_static(cls, name, None)
-        if isinstance(attr, (staticmethod, classmethod)):
-            attr = attr.__func__
-        if callable(attr) and not isinstance(attr, type):
-            names.append(name)
-            if len(names) >= _MAX_METHODS:
-                break
-    return names
+    get_attr first. Each class is read once."""
+    cls = type(obj)
+    names = _methods_of_class.get(cls)
+    if names is None:
+        names = []
+        for name in dir(cls):
+            if name.startswith("_"):
+                continue
+            attr = inspect.getattr_static(cls, name, None)
+            if isinstance(attr, (staticmethod, classmethod)):
+                attr = attr.__func__
+            if callable(attr) and not isinstance(attr, type):
+                names.append(name)
+                if len(names) >= _MAX_METHODS:
+                    break
+        if len(_methods_of_class) >= 256:
+            _methods_of_class.clear()
+        _methods_of_class[cls] = names
+    own = getattr(obj, "__dict__", None)
+    return [n for n in names if n not in own] if isinstance(own, dict) and own else list(names)
 
 
 def _out_arrays(args, kwargs, outs):
