@@ -540,3 +540,33 @@ def test_sticky_action_wrapper_draws_from_the_envs_generator(farm):
     assert len(remote) == len(local) > 121  # episodes ended and were reset on the way
     for r, loc in zip(remote, local, strict=True):
         assert r.tobytes() == loc.tobytes()
+
+
+def test_on_crash_reset_in_recv_replaces_every_env_of_a_dead_worker(start_farm):
+    """With --envs-per-worker one kill takes several sub-envs: one recv replaces each of them."""
+    import os
+    import signal
+
+    f = start_farm(workers=2, args=["--envs-per-worker", "2", "--max-workers", "3"])
+    with f.connect() as farm:
+        remote = farm.make_vec("CartPole-v1", num_envs=4, on_crash="reset")
+        try:
+            remote.reset(seed=0)
+            victim = next(w for w in farm.stats()["workers"] if remote.instance_ids[0] in w["instances"])
+            doomed = sorted(i for i, iid in enumerate(remote.instance_ids) if iid in victim["instances"])
+            assert len(doomed) == 2
+            old = list(remote.instance_ids)
+            os.kill(victim["pid"], signal.SIGKILL)
+            remote.send([0, 1, 0, 1])
+            obs, rew, term, trunc, info, ids = remote.recv(min_envs=4, timeout=30)
+            ids = ids.tolist()
+            for i in range(4):
+                k = ids.index(i)
+                assert bool(info["crashed"][k]) == (i in doomed)
+                assert (remote.instance_ids[i] != old[i]) == (i in doomed)
+                if i in doomed:
+                    assert rew[k] == 0.0 and trunc[k] and info["crash"]["code"][k] == "worker_crashed"
+            remote.send([0, 0, 0, 0])  # every sub-env steps on
+            assert sorted(remote.recv(min_envs=4, timeout=30)[5].tolist()) == [0, 1, 2, 3]
+        finally:
+            remote.close()
