@@ -96,11 +96,15 @@ class ShardedFarm:
         self._farms: dict[str, Farm] = {}      # endpoint -> live connection
         self._retired: list[Farm] = []          # lost connections, kept for the envs that use them
         self._failed_at: dict[str, float] = {}  # endpoint -> when connecting to it last failed
+        self._errors: dict[str, errors.GymfarmError] = {}  # endpoint -> why
         self._lock = threading.RLock()
         self._refreshed = 0.0
         self._closed = False
         self.refresh(force=True)
         if not self._farms:
+            refused = [e for e in self._errors.values() if isinstance(e, errors.Unauthorized)]
+            if refused:
+                raise refused[0]
             raise errors.FarmUnavailable(f"none of the farms answers: {self._listed}")
 
     # -- membership -------------------------------------------------------------------------------
@@ -127,8 +131,10 @@ class ShardedFarm:
                 try:
                     self._farms[ep] = self._connect(ep)
                     self._failed_at.pop(ep, None)
-                except errors.GymfarmError:
+                    self._errors.pop(ep, None)
+                except errors.GymfarmError as e:
                     self._failed_at[ep] = now
+                    self._errors[ep] = e
 
     def _connect(self, endpoint: str) -> Farm:
         return Farm(endpoint, timeout=self.timeout, connect_timeout=self.connect_timeout, token=self.token,
