@@ -97,6 +97,7 @@ class ShardedFarm:
         self._retired: list[Farm] = []          # lost connections, kept for the envs that use them
         self._failed_at: dict[str, float] = {}  # endpoint -> when connecting to it last failed
         self._errors: dict[str, errors.GymfarmError] = {}  # endpoint -> why
+        self._owner: dict[str, Farm] = {}  # instance id -> its farm, for instances made by call/call_many
         self._lock = threading.RLock()
         self._refreshed = 0.0
         self._closed = False
@@ -220,6 +221,107 @@ class ShardedFarm:
         kwargs.setdefault("timeout", self.timeout)
         return ShardedVectorEnv(self, env_id, num_envs=num_envs, **kwargs)
 
+    # -- the request API of Farm, routed: what RemoteEnv and SB3's RemoteVecEnv build on -------------
+
+    def call(self, verb: str, instance: str = "", body: dict[str, Any] | None = None,
+             timeout: float | None = None) -> dict[str, Any]:
+        """One request: a ``make`` goes to the least-loaded farm, a request for an instance to the
+        farm that holds it; raises the typed error."""
+        r = self.call_many([(verb, instance, body)], timeout)[0]
+        if isinstance(r, errors.GymfarmError):
+            raise r
+        return r
+
+    def call_many(self, requests: Sequence[tuple[str, str, dict[str, Any] | None]],
+                  timeout: float | None = None) -> list[dict[str, Any] | errors.GymfarmError]:
+        """As :meth:`gymfarm.Farm.call_many`, across farms: every request is sent (makes spread by
+        load, the others to their instance's farm) before any reply is awaited."""
+        makes = sum(1 for v, i, _b in requests if v == "make" and not i)
+        placed: list[Farm] = [f for f, n in self.placement(makes) for _ in range(n)] if makes else []
+        out: list[dict[str, Any] | errors.GymfarmError | None] = [None] * len(requests)
+        groups: dict[int, tuple[Farm, list[int], list[int]]] = {}  # id(farm) -> (farm, indices, rids)
+        for k, (verb, inst, body) in enumerate(requests):
+            f = placed.pop() if verb == "make" and not inst else self._owner.get(inst) or self._any_farm()
+            try:
+                rid = f._send(f._frames(verb, inst, body))
+            except errors.GymfarmError as e:
+                out[k] = self._note_lost(f, e)
+                continue
+            g = groups.setdefault(id(f), (f, [], []))
+            g[1].append(k)
+            g[2].append(rid)
+        for f, idx, rids in groups.values():
+            try:
+                replies = f._wait(rids, timeout)
+            except errors.GymfarmError as e:
+                for k in idx:
+                    out[k] = self._note_lost(f, e)
+                continue
+            for k, rid in zip(idx, rids):
+                try:
+                    r = Farm._result(replies[rid])
+                except errors.GymfarmError as e:
+                    out[k] = e
+                    continue
+                verb, inst, _b = requests[k]
+                if verb == "make" and isinstance(r.get("instance_id"), str):
+                    self._owner[r["instance_id"]] = f
+                elif verb == "close":
+                    self._owner.pop(inst, None)
+                out[k] = r
+        return out  # type: ignore[return-value]
+
+    def step_batch(self, steps: Sequence[tuple[str, Any]], timeout: float | None = None, **fields: Any
+                   ) -> list[dict[str, Any] | errors.GymfarmError]:
+        """As :meth:`gymfarm.Farm.step_batch`, across farms: one message per farm, all sent before
+        any reply is awaited; the envs of a lost farm get :class:`FarmLost` entries."""
+        out: list[dict[str, Any] | errors.GymfarmError | None] = [None] * len(steps)
+        groups: dict[int, tuple[Farm, list[int]]] = {}
+        for k, (inst, _a) in enumerate(steps):
+            f = self._owner.get(inst) or self._any_farm()
+            groups.setdefault(id(f), (f, []))[1].append(k)
+        tickets = []
+        for f, idx in groups.values():
+            try:
+                tickets.append((f, idx, f.send_step_batch([steps[k] for k in idx], **fields)))
+            except errors.GymfarmError as e:
+                for k in idx:
+                    out[k] = self._note_lost(f, e)
+        for f, idx, ticket in tickets:
+            try:
+                results = f.wait_step_batch(ticket, timeout)
+            except errors.GymfarmError as e:
+                results = [self._note_lost(f, e)] * len(idx)
+            for k, r in zip(idx, results):
+                out[k] = r
+        return out  # type: ignore[return-value]
+
+    def close_many(self, instance_ids: Sequence[str], timeout: float = 10.0) -> None:
+        if instance_ids:
+            self.call_many([("close", iid, None) for iid in instance_ids], timeout=timeout)
+
+    def _any_farm(self) -> Farm:
+        farms = self.farms
+        if not farms:
+            raise errors.FarmUnavailable(f"no live farm among {self._listed}")
+        return farms[0]
+
+    def _note_lost(self, f: Farm, e: errors.GymfarmError) -> errors.GymfarmError:
+        if isinstance(e, errors.FarmUnavailable) or farm_lost(f):
+            self.mark_lost(f.endpoint)
+            if not isinstance(e, errors.FarmLost):
+                e = errors.FarmLost(e.message, dict(e.details, endpoint=f.endpoint))
+        return e
+
+    def keep_only(self, farm: Farm) -> None:
+        """Closes every connection but ``farm``'s (an env made here that owns its connection)."""
+        with self._lock:
+            for f in list(self._farms.values()) + self._retired:
+                if f is not farm:
+                    f.close()
+            self._farms = {ep: f for ep, f in self._farms.items() if f is farm}
+            self._retired = []
+
     def stats(self) -> dict[str, Any]:
         """The farms' stats totalled (``workers``, ``instances``, ``requests``) and each farm's in
         ``farms``: ``endpoint``, ``workers``, ``instances``, ``requests``."""
@@ -312,7 +414,7 @@ class ShardedVectorEnv(VectorEnv):
 
     def __init__(self, sharded: ShardedFarm, env_id: str, num_envs: int = 1,
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, timeout: float = 60.0,
-                 copy: bool = True, on_crash: str = "raise", **make_kwargs: Any):
+                 copy: bool = True, on_crash: str = "raise", owns_farm: bool = False, **make_kwargs: Any):
         if num_envs < 1:
             raise ValueError("num_envs must be at least 1")
         if on_crash not in ("raise", "reset"):
@@ -324,6 +426,7 @@ class ShardedVectorEnv(VectorEnv):
         self.timeout = timeout
         self.copy = copy
         self.on_crash = on_crash
+        self.owns_farm = owns_farm  # close ``sharded`` with this env (gymnasium.make_vec)
         self._make_kwargs = dict(make_kwargs)
         self._parts: list[_Part] = []
         self._closed_remote = False
@@ -698,6 +801,8 @@ class ShardedVectorEnv(VectorEnv):
             self._closed_remote = True
             for p in self._parts:
                 p.venv.close()
+            if self.owns_farm:
+                self.sharded.close()
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -198,3 +198,52 @@ def test_all_farms_gone_is_farm_unavailable(two_farms):
         assert wait_until(lambda: farm.endpoints == [], 10)
         with pytest.raises(gymfarm.FarmUnavailable):
             farm.make("CartPole-v1")
+
+
+def test_sb3_remote_vec_env_spans_farms_with_subproc_semantics(two_farms, monkeypatch):
+    from gymfarm.sb3 import RemoteVecEnv
+
+    monkeypatch.setenv("GYMFARM_TOKEN", TOKEN)  # RemoteVecEnv takes the token from the environment
+    venv = RemoteVecEnv("CartPole-v1", num_envs=4, endpoint=[f.endpoint for f in two_farms], max_episode_steps=15)
+    envs = [gym.make("CartPole-v1", max_episode_steps=15) for _ in range(4)]
+    try:
+        assert isinstance(venv.farm, ShardedFarm)
+        held = {f.endpoint: f.connect(token=TOKEN).stats()["instances"] for f in two_farms}
+        assert sorted(held.values()) == [2, 2]  # two envs on each farm
+        venv.seed(5)
+        np.testing.assert_array_equal(venv.reset(), np.stack([e.reset(seed=5 + i)[0] for i, e in enumerate(envs)]))
+        ends = 0
+        for t in range(40):
+            actions = np.array([(t + i) % 2 for i in range(4)])
+            venv.step_async(actions)
+            obs, rew, dones, infos = venv.step_wait()
+            for i, e in enumerate(envs):
+                o, r, term, trunc, _ = e.step(actions[i])
+                assert infos[i]["TimeLimit.truncated"] == (trunc and not term)
+                if term or trunc:
+                    np.testing.assert_array_equal(infos[i]["terminal_observation"], o)
+                    o, _ = e.reset()
+                    ends += 1
+                np.testing.assert_array_equal(obs[i], o)
+                assert rew[i] == r and dones[i] == (term or trunc)
+        assert ends > 0
+    finally:
+        venv.close()
+    assert sum(f.connect(token=TOKEN).stats()["instances"] for f in two_farms) == 0
+
+
+def test_gymnasium_make_vec_with_several_farms(two_farms, monkeypatch):
+    monkeypatch.setenv("GYMFARM_TOKEN", TOKEN)
+    eps = [f.endpoint for f in two_farms]
+    venv = gym.make_vec("gymfarm/CartPole-v1", num_envs=4, endpoint=eps)
+    assert isinstance(venv, ShardedVectorEnv) and set(venv.endpoints) == set(eps)
+    ref = _sync(4, AutoresetMode.NEXT_STEP)
+    assert np.array_equal(venv.reset(seed=2)[0], ref.reset(seed=2)[0])
+    for _ in range(30):
+        a = np.ones(4, dtype=np.int64)
+        assert np.array_equal(venv.step(a)[0], ref.step(a)[0])
+    venv.close()
+    env = gym.make("gymfarm/CartPole-v1", endpoint=eps)
+    assert env.unwrapped.farm.endpoint in eps
+    env.reset(seed=0)
+    env.close()
