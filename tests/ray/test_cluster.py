@@ -33,6 +33,7 @@ def ray_cluster(monkeypatch, nodes=3):
         for _ in range(nodes - 1):
             cluster.add_node(**NODE_ARGS)
         ray.init(address=cluster.address, log_to_driver=False)
+        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}  # all on loopback
         yield cluster
     finally:
         ray.shutdown()
