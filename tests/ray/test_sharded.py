@@ -123,8 +123,18 @@ def test_a_killed_farm_fails_exactly_its_envs_and_the_others_go_on(two_farms, lo
         for _ in range(3):
             venv.step(np.zeros(6, dtype=np.int64))
         lost_rows = [i for i, ep in enumerate(venv.endpoints) if ep == b.endpoint]
+        singles = [farm.make("CartPole-v1") for _ in range(2)]  # one on each farm (3+1 against 3+1)
+        assert sorted(s.farm.endpoint for s in singles) == sorted([a.endpoint, b.endpoint])
+        for s in singles:
+            s.reset(seed=0)
         os.kill(b.pid, signal.SIGKILL)
         t0 = time.monotonic()
+        for s in singles:  # a single env on the lost farm answers farm_lost; the other steps on
+            if s.farm.endpoint == b.endpoint:
+                with pytest.raises(FarmLost):
+                    s.step(0)
+            else:
+                s.step(0)
         with pytest.raises(FarmLost) as e:
             for _ in range(100):  # the step in flight when the broker died, or the next
                 venv.step(np.zeros(6, dtype=np.int64))
