@@ -38,12 +38,13 @@ def pct(xs, p):
 class Farms:
     """K farms of W workers each, on 127.0.0.2 ... with one token."""
 
-    def __init__(self, tmp: Path, k: int, workers: int, token_file: Path):
+    def __init__(self, tmp: Path, k: int, workers: int, token_file: Path, extra: list[str] = ()):
         self.farms = []
         try:
             for i in range(k):
                 self.farms.append(FarmProcess(tmp / f"k{k}-{i}", workers=workers,
-                                              args=["--host", f"127.0.0.{2 + i}", "--token-file", str(token_file)]))
+                                              args=["--host", f"127.0.0.{2 + i}", "--token-file", str(token_file),
+                                                    *extra]))
         except BaseException:
             self.stop()
             raise
@@ -88,6 +89,8 @@ def main():
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--fanout", default="1,2,4,8")
     ap.add_argument("--zmq", action="store_true", help="ZeroMQ over TCP, not the farms' local sockets")
+    ap.add_argument("--farm-args", default="", help="more gymfarm start flags, e.g. '--spin-us 0'")
+    ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = ap.parse_args()
     local = not a.zmq
@@ -97,15 +100,16 @@ def main():
     fd = os.open(tok, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.write(fd, token.encode())
     os.close(fd)
-    out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "envs": a.envs, "steps": a.steps,
+    extra = a.farm_args.split()
+    out = {"farm_args": extra, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "envs": a.envs, "steps": a.steps,
            "pairs": a.pairs, "transport": "local socket" if local else "zeromq tcp", "cpus": os.cpu_count()}
 
     # 1. overhead: 2 farms of N/2 workers against 1 farm of N workers
-    one = Farms(tmp, 1, a.envs, tok)
-    two = Farms(tmp, 2, a.envs // 2, tok)
+    one = Farms(tmp, 1, a.envs, tok, extra)
+    two = Farms(tmp, 2, a.envs // 2, tok, extra)
     single, sharded = [], []
     try:
-        for p in range(a.pairs):
+        for p in range(0 if a.skip_overhead else a.pairs):
             for label, farms, into in (("1 farm", one, single), ("2 farms", two, sharded))[:: 1 if p % 2 == 0 else -1]:
                 venv = open_venv(farms.endpoints, a.envs, token, local)
                 try:
@@ -118,7 +122,7 @@ def main():
     finally:
         one.stop()
         two.stop()
-    ratio = float(np.median(sharded) / np.median(single))
+    ratio = float(np.median(sharded) / np.median(single)) if single else float("nan")
     out["overhead"] = {"single_vector_steps_per_s": single, "sharded_vector_steps_per_s": sharded,
                        "ratio_of_medians": ratio, "target": 0.9, "met": ratio >= 0.9}
     print(f"[shard] overhead: 2 farms / 1 farm = {ratio:.3f} (target >= 0.9)", flush=True)
@@ -126,7 +130,7 @@ def main():
     # 2. fan-out: N envs over K farms
     fan = []
     for k in [int(x) for x in a.fanout.split(",") if x]:
-        farms = Farms(tmp, k, max(1, a.envs // k), tok)
+        farms = Farms(tmp, k, max(1, a.envs // k), tok, extra)
         try:
             venv = open_venv(farms.endpoints, a.envs, token, local)
             try:

@@ -445,7 +445,8 @@ class ShardedVectorEnv(VectorEnv):
         self._array_obs = isinstance(self.single_observation_space, _ARRAY_SPACES)
         self._array_act = isinstance(self.single_action_space, _ARRAY_SPACES)
         self._observations = create_empty_array(self.single_observation_space, n=num_envs, fn=np.zeros)
-        self._env_obs: list[Any] = [None] * num_envs
+        self._env_obs: list[Any] = [None] * num_envs  # rows of a non-array obs space
+        self._batch_spaces: dict[int, spaces.Space] = {}
         self._rewards = np.zeros((num_envs,), dtype=np.float64)
         self._terminations = np.zeros((num_envs,), dtype=np.bool_)
         self._truncations = np.zeros((num_envs,), dtype=np.bool_)
@@ -652,7 +653,10 @@ class ShardedVectorEnv(VectorEnv):
         v = p.venv
         for k, r in enumerate(p.rows):
             if v._env_obs[k] is not None:
-                self._env_obs[r] = v._env_obs[k]
+                if self._array_obs:
+                    self._observations[r] = v._env_obs[k]
+                else:
+                    self._env_obs[r] = v._env_obs[k]
         self._rewards[p.index] = v._rewards
         self._terminations[p.index] = v._terminations
         self._truncations[p.index] = v._truncations
@@ -749,7 +753,7 @@ class ShardedVectorEnv(VectorEnv):
             rows = p.index[local]
             infos = _merge_info(infos, info, np.arange(got, got + len(rows)), None)
             got += len(rows)
-            obs.extend(iterate(batch_space(self.single_observation_space, len(rows)), o))
+            obs.extend(iterate(self._batch_space(len(rows)), o))
             rew.append(r)
             term.append(te)
             trunc.append(tr)
@@ -806,22 +810,35 @@ class ShardedVectorEnv(VectorEnv):
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def _batch_space(self, n: int) -> spaces.Space:
+        """The batched observation space of ``n`` envs (cached: building a Box is not cheap)."""
+        sp = self._batch_spaces.get(n)
+        if sp is None:
+            sp = self._batch_spaces[n] = batch_space(self.single_observation_space, n)
+        return sp
+
     def _put_obs(self, p: _Part, obs: Any, mask: np.ndarray | None = None) -> None:
-        rows = p.rows if mask is None else [r for r, m in zip(p.rows, mask) if m]
-        if mask is None:
-            items = list(iterate(batch_space(self.single_observation_space, len(p.rows)), obs))
-        else:
-            all_items = list(iterate(batch_space(self.single_observation_space, len(p.rows)), obs))
-            items = [o for o, m in zip(all_items, mask) if m]
-        for r, o in zip(rows, items):
-            self._env_obs[r] = o
+        """A part's batched obs into this env's rows (only the masked ones, for a masked reset)."""
+        if self._array_obs:
+            if mask is None:
+                self._observations[p.index] = obs
+            else:
+                self._observations[p.index[mask]] = np.asarray(obs)[mask]
+            return
+        items = list(iterate(self._batch_space(len(p.rows)), obs))
+        for k, (r, o) in enumerate(zip(p.rows, items)):
+            if mask is None or mask[k]:
+                self._env_obs[r] = o
 
     def _env_obs_row(self, r: int) -> Any:
-        return self._env_obs[r]
+        return self._observations[r].copy() if self._array_obs else self._env_obs[r]
 
     def _batched_obs(self) -> Any:
-        self._observations = concatenate(self.single_observation_space, self._env_obs, self._observations)
-        return deepcopy(self._observations) if self.copy else self._observations
+        if not self._array_obs:
+            self._observations = concatenate(self.single_observation_space, self._env_obs, self._observations)
+        if not self.copy:
+            return self._observations
+        return self._observations.copy() if self._array_obs else deepcopy(self._observations)
 
     def __repr__(self) -> str:
         return f"<ShardedVectorEnv {self.env_id} x{self.num_envs} over {len(self._parts)} farms>"
