@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from farm_fixture import wait_until
+from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode
 
 import gymfarm
@@ -257,3 +258,23 @@ def test_gymnasium_make_vec_with_several_farms(two_farms, monkeypatch):
     assert env.unwrapped.farm.endpoint in eps
     env.reset(seed=0)
     env.close()
+
+
+@pytest.mark.parametrize("env_id", ["gymfarm_test/DictObs-v0", "gymfarm_test/TupleObs-v0"])
+def test_structured_spaces_across_farms_match_sync_vector_env(two_farms, env_id):
+    import gymfarm_testenvs  # noqa: F401 - registers the ids for the in-process reference
+
+    with gymfarm.connect([f.endpoint for f in two_farms], token=TOKEN) as farm:
+        venv = farm.make_vec(env_id, num_envs=4, autoreset_mode=AutoresetMode.SAME_STEP)
+        ref = gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * 4, autoreset_mode=AutoresetMode.SAME_STEP)
+        assert len(set(venv.endpoints)) == 2
+        venv.action_space.seed(0)
+        got, want = venv.reset(seed=1), ref.reset(seed=1)
+        for _ in range(60):
+            a = venv.action_space.sample()
+            got, want = venv.step(a), ref.step(a)
+            assert data_equivalence(got[0], want[0])
+            for x, y in zip(got[1:4], want[1:4]):
+                assert np.array_equal(x, y)
+            assert set(got[4]) == set(want[4])
+        venv.close()
