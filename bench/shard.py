@@ -6,7 +6,8 @@
    the same N envs (a vector env of CartPole-v1), in alternating pairs; vector steps per second
    of each and their ratio (target >= 0.9).
 2. Fan-out: the cost of one vector step of N envs spread over K farms (K = 1, 2, 4, 8), each farm
-   with N/K workers: p50 and p99 of the step, and its cost per farm.
+   with N/K workers: p50 and p99 of the step, its cost per added farm, and the client's own CPU
+   time per step (the fan-out's cost in the client, apart from the farms' share of the cores).
 
 All farms run on this machine, each on its own loopback address (127.0.0.2, ...) with one token,
 started and stopped by pid. ``--zmq`` keeps every connection on ZeroMQ over TCP (as across hosts)
@@ -59,7 +60,8 @@ class Farms:
 
 
 def run_steps(venv, n_envs: int, steps: int):
-    """Vector steps of random actions: (steps per second, the per-step times)."""
+    """Vector steps of random actions: (steps per second, the per-step times, the client's CPU
+    time per step)."""
     rng = np.random.default_rng(0)
     acts = rng.integers(0, 2, size=(steps, n_envs))
     venv.reset(seed=0)
@@ -67,11 +69,13 @@ def run_steps(venv, n_envs: int, steps: int):
         venv.step(acts[t])
     times = []
     t0 = time.perf_counter()
+    c0 = time.process_time()
     for t in range(steps):
         s = time.perf_counter()
         venv.step(acts[t])
         times.append(time.perf_counter() - s)
-    return steps / (time.perf_counter() - t0), times
+    cpu = (time.process_time() - c0) / steps
+    return steps / (time.perf_counter() - t0), times, cpu
 
 
 def open_venv(endpoints, n_envs, token, local):
@@ -101,8 +105,9 @@ def main():
     os.write(fd, token.encode())
     os.close(fd)
     extra = a.farm_args.split()
-    out = {"farm_args": extra, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "envs": a.envs, "steps": a.steps,
-           "pairs": a.pairs, "transport": "local socket" if local else "zeromq tcp", "cpus": os.cpu_count()}
+    out = {"farm_args": extra, "date": datetime.datetime.now(datetime.UTC).isoformat(), "envs": a.envs,
+           "steps": a.steps, "pairs": a.pairs, "transport": "local socket" if local else "zeromq tcp",
+           "cpus": os.cpu_count()}
 
     # 1. overhead: 2 farms of N/2 workers against 1 farm of N workers
     one = Farms(tmp, 1, a.envs, tok, extra)
@@ -113,7 +118,7 @@ def main():
             for label, farms, into in (("1 farm", one, single), ("2 farms", two, sharded))[:: 1 if p % 2 == 0 else -1]:
                 venv = open_venv(farms.endpoints, a.envs, token, local)
                 try:
-                    sps, _ = run_steps(venv, a.envs, a.steps)
+                    sps, _, _ = run_steps(venv, a.envs, a.steps)
                 finally:
                     venv.close()
                 into.append(sps)
@@ -134,15 +139,16 @@ def main():
         try:
             venv = open_venv(farms.endpoints, a.envs, token, local)
             try:
-                sps, times = run_steps(venv, a.envs, a.steps)
+                sps, times, cpu = run_steps(venv, a.envs, a.steps)
             finally:
                 venv.close()
         finally:
             farms.stop()
-        row = {"farms": k, "vector_steps_per_s": sps, "p50_us": 1e6 * pct(times, 50), "p99_us": 1e6 * pct(times, 99)}
+        row = {"farms": k, "vector_steps_per_s": sps, "p50_us": 1e6 * pct(times, 50), "p99_us": 1e6 * pct(times, 99),
+               "client_cpu_us_per_step": 1e6 * cpu}
         fan.append(row)
         print(f"[shard] {k} farm(s): p50 {row['p50_us']:.0f} us, p99 {row['p99_us']:.0f} us, "
-              f"{sps:,.0f} vector steps/s", flush=True)
+              f"{sps:,.0f} vector steps/s, client CPU {row['client_cpu_us_per_step']:.0f} us/step", flush=True)
     base = fan[0]["p50_us"] if fan else 0.0
     for row in fan:
         row["p50_over_1_farm"] = row["p50_us"] / base if base else None
