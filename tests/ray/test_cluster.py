@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import gymnasium as gym
 import numpy as np
 import pytest
+
 from farm_fixture import GYMFARM, ROOT, SUPPORT, children_of, pid_alive, wait_until
 
 ray = pytest.importorskip("ray", reason="gymfarm.ray needs the ray extra (pip install './python[ray]')")
@@ -76,7 +77,7 @@ def test_a_cluster_of_three_farms_serves_one_vector_env_and_stops_clean(monkeypa
                 for _ in range(60):
                     a = rng.integers(0, 2, size=12)
                     got, want = venv.step(a), ref.step(a)
-                    for x, y in zip(got[:4], want[:4]):
+                    for x, y in zip(got[:4], want[:4], strict=True):
                         assert np.array_equal(x, y)
                 stats = farm.stats()
                 assert stats["instances"] == 12 and len(stats["farms"]) == 3

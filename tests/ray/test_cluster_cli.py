@@ -7,6 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
+
 from farm_fixture import GYMFARM, ROOT, SUPPORT, children_of, pid_alive, wait_until
 
 ray = pytest.importorskip("ray", reason="gymfarm.ray needs the ray extra (pip install './python[ray]')")

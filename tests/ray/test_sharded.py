@@ -8,11 +8,11 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
-from farm_fixture import wait_until
 from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode
 
 import gymfarm
+from farm_fixture import wait_until
 from gymfarm.errors import FarmLost, Unauthorized
 from gymfarm.sharded import ShardedFarm, ShardedVectorEnv
 
@@ -38,7 +38,7 @@ def _same_infos(a, b):
         if isinstance(a[k], dict):
             _same_infos(a[k], b[k])
         elif a[k].dtype == object:
-            for x, y in zip(a[k], b[k]):
+            for x, y in zip(a[k], b[k], strict=True):
                 assert (x is None and y is None) or np.array_equal(x, y), k
         else:
             assert np.array_equal(a[k], b[k]), k
@@ -62,7 +62,7 @@ def test_make_vec_spans_farms_and_matches_sync_vector_env(two_farms, mode):
         for _ in range(120):
             a = rng.integers(0, 2, size=6)
             got, want = venv.step(a), ref.step(a)
-            for x, y in zip(got[:4], want[:4]):
+            for x, y in zip(got[:4], want[:4], strict=True):
                 assert np.array_equal(x, y)
             _same_infos(got[4], want[4])
             done = got[2] | got[3]
@@ -274,7 +274,7 @@ def test_structured_spaces_across_farms_match_sync_vector_env(two_farms, env_id)
             a = venv.action_space.sample()
             got, want = venv.step(a), ref.step(a)
             assert data_equivalence(got[0], want[0])
-            for x, y in zip(got[1:4], want[1:4]):
+            for x, y in zip(got[1:4], want[1:4], strict=True):
                 assert np.array_equal(x, y)
             assert set(got[4]) == set(want[4])
         venv.close()
