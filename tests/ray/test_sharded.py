@@ -278,3 +278,12 @@ def test_structured_spaces_across_farms_match_sync_vector_env(two_farms, env_id)
                 assert np.array_equal(x, y)
             assert set(got[4]) == set(want[4])
         venv.close()
+
+
+def test_gymfarm_make_vec_with_several_farms(two_farms):
+    venv = gymfarm.make_vec("CartPole-v1", num_envs=4, endpoint=[f.endpoint for f in two_farms], token=TOKEN)
+    assert isinstance(venv, ShardedVectorEnv) and len(set(venv.endpoints)) == 2
+    venv.reset(seed=0)
+    venv.step(np.zeros(4, dtype=np.int64))
+    venv.close()
+    assert all(f.connect(token=TOKEN).stats()["instances"] == 0 for f in two_farms)
