@@ -62,7 +62,7 @@ class _Member:
         self.actor = actor
         self.info: dict[str, Any] | None = None  # the farm's last answer; None while (re)starting
         self.pending: Any = None                 # an info() call in flight
-        self.started = time.monotonic()
+        self.down_since: float | None = time.monotonic()  # when it last stopped answering
 
 
 class FarmCluster:
@@ -122,14 +122,27 @@ class FarmCluster:
                     except Exception:  # noqa: BLE001 - already gone
                         pass
             for node_id, node in alive.items():
-                if node_id not in self._members:
+                m = self._members.get(node_id)
+                if m is not None and m.down_since is not None \
+                        and time.monotonic() - m.down_since > self._start_timeout + 30:
+                    # never answered since (its farm failed to start, so Ray does not restart it):
+                    # a new actor, on the same address
+                    log.warning("gymfarm: the farm on node %s has not started for %.0f s; starting it again",
+                                node_id[:8], time.monotonic() - m.down_since)
+                    try:
+                        ray.kill(m.actor, no_restart=True)
+                    except Exception:  # noqa: BLE001 - already gone
+                        pass
+                    self._members[node_id] = self._start(node_id, node, m.host)
+                elif m is None:
                     self._members[node_id] = self._start(node_id, node)
             self._read_infos()
 
-    def _start(self, node_id: str, node: dict[str, Any]) -> _Member:
-        i = self._seen
-        self._seen += 1
-        host = self._host_for_node(i, node) if self._host_for_node else str(node["NodeManagerAddress"])
+    def _start(self, node_id: str, node: dict[str, Any], host: str | None = None) -> _Member:
+        if host is None:
+            i = self._seen
+            self._seen += 1
+            host = self._host_for_node(i, node) if self._host_for_node else str(node["NodeManagerAddress"])
         opts: dict[str, Any] = {
             "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
             "max_restarts": -1, "max_task_retries": 0, "num_cpus": 0,
@@ -154,13 +167,20 @@ class FarmCluster:
                 ref, m.pending = m.pending, None
                 try:
                     m.info = ray.get(ref)
+                    m.down_since = None
                 except Exception as e:  # noqa: BLE001 - the actor died or is restarting
                     if m.info is not None:
                         log.info("gymfarm: the farm %s is down (%s); Ray restarts it", m.info.get("endpoint"),
                                  type(e).__name__)
-                    m.info = None
+                    self._down(m)
             elif m.info is not None and not _pid_alive_here(m.info):
-                m.info = None  # its broker is gone (seen from this host); the actor restarts it
+                self._down(m)  # its broker is gone (seen from this host); the actor restarts it
+
+    @staticmethod
+    def _down(m: _Member) -> None:
+        m.info = None
+        if m.down_since is None:
+            m.down_since = time.monotonic()
 
     def _monitor(self) -> None:
         while not self._stop.wait(self._poll_s):
