@@ -104,8 +104,10 @@ def test_a_lost_node_and_a_killed_farm_fail_only_their_envs_and_come_back(monkey
             venv.reset(seed=0)
             for _ in range(3):
                 venv.step(np.zeros(9, dtype=np.int64))
-            by_host = {f["host"]: f for f in fc.farms()}
-            gone, killed, kept = by_host["127.0.0.4"], by_host["127.0.0.3"], by_host["127.0.0.2"]
+            # the node that leaves is not the head (the driver is connected to it)
+            farms = sorted(fc.farms(), key=lambda f: f["node_id"] == cluster.head_node.node_id)
+            gone, killed, kept = farms[0], farms[1], farms[2]
+            by_host = {f["host"]: f for f in farms}
             rows = {h: [i for i, ep in enumerate(venv.endpoints) if ep == by_host[h]["endpoint"]] for h in by_host}
             node = next(n for n in cluster.list_all_nodes() if n.node_id == gone["node_id"])
             cluster.remove_node(node)  # a node leaves mid-run
@@ -117,16 +119,17 @@ def test_a_lost_node_and_a_killed_farm_fail_only_their_envs_and_come_back(monkey
                     venv.step(np.zeros(9, dtype=np.int64))
                 except FarmLost as e:
                     lost = {i for i, r in enumerate(e.results) if isinstance(r, FarmLost)}
-                    assert all(isinstance(e.results[i], dict) for i in rows["127.0.0.2"])
-                    if lost == set(rows["127.0.0.3"]) | set(rows["127.0.0.4"]):
+                    assert all(isinstance(e.results[i], dict) for i in rows[kept["host"]])
+                    if lost == set(rows[killed["host"]]) | set(rows[gone["host"]]):
                         break
                 time.sleep(0.02)
-            assert lost == set(rows["127.0.0.3"]) | set(rows["127.0.0.4"])
+            assert lost == set(rows[killed["host"]]) | set(rows[gone["host"]])
             assert time.monotonic() - t0 < 10.0  # within the lease
             # Ray restarts the killed farm (a new endpoint); the removed node's farm is dropped
-            assert fc.wait_for(lambda c: {f["host"] for f in c.farms() if f["endpoint"]} == {"127.0.0.2", "127.0.0.3"}
+            live = {kept["host"], killed["host"]}
+            assert fc.wait_for(lambda c: {f["host"] for f in c.farms() if f["endpoint"]} == live
                                and all(f["endpoint"] != killed["endpoint"] for f in c.farms()), 90), fc.farms()
-            restarted = next(f for f in fc.farms() if f["host"] == "127.0.0.3")
+            restarted = next(f for f in fc.farms() if f["host"] == killed["host"])
             assert restarted["restarted"] and restarted["pid"] != killed["pid"]
             seen |= set(farm_processes(fc))
             # new makes succeed, on the live farms only: the restarted one is the least loaded

@@ -32,6 +32,7 @@ def test_cluster_up_status_down(monkeypatch, tmp_path):
     pids: list = []
     try:
         cluster.add_node(**NODE_ARGS)
+        assert {n.node_ip_address for n in cluster.list_all_nodes()} == {"127.0.0.1"}  # all on loopback
         up = cli("up", "--address", cluster.address, "--workers-per-node", "2", "--file", str(path),
                  "--import", "gymfarm_testenvs", "--first-host", "127.0.0.2")
         assert up.returncode == 0, up.stdout + up.stderr
