@@ -148,3 +148,22 @@ def test_a_lost_node_and_a_killed_farm_fail_only_their_envs_and_come_back(monkey
             farm.close()
         finally:
             shutdown_leaves_nothing(fc, seen)
+
+
+def test_a_farm_whose_first_start_fails_is_started_again(monkeypatch, tmp_path):
+    # a gymfarm that fails its first start on the node and works from then on
+    marker = tmp_path / "failed-once"
+    flaky = tmp_path / "gymfarm"
+    flaky.write_text(f"#!/bin/sh\nif [ ! -e {marker} ]; then touch {marker}; exit 1; fi\nexec {GYMFARM} \"$@\"\n")
+    flaky.chmod(0o700)
+    with ray_cluster(monkeypatch, nodes=1):
+        fc = gymfarm.ray.FarmCluster(workers_per_node=1, host_for_node=lambda i, node: "127.0.0.2",
+                                     farm_args=["--import", "gymfarm_testenvs"], env={"PYTHONPATH": str(SUPPORT)},
+                                     gymfarm_bin=str(flaky), poll_s=0.5, start_timeout=5, retry_start_after=2)
+        try:
+            assert marker.exists()
+            assert fc.wait_for(lambda c: len(c.endpoints) == 1, 60), fc.farms()
+            with gymfarm.connect(fc) as farm:
+                farm.make("CartPole-v1").reset(seed=0)
+        finally:
+            shutdown_leaves_nothing(fc)

@@ -72,7 +72,9 @@ class FarmCluster:
     node's farm binds (``i`` counts nodes in the order they were seen, ``node`` is the entry of
     ``ray.nodes()``); default the node's own IP. ``farm_args`` are more ``gymfarm start`` flags,
     ``env`` more environment for the farm (``PYTHONPATH`` for your envs). ``poll_s`` is how often
-    the nodes and farms are checked. The constructor returns once every node's farm is ready (or
+    the nodes and farms are checked; a node's farm that has not answered for ``retry_start_after``
+    seconds (default ``start_timeout`` + 30: its first start failed, which Ray does not retry) is
+    started anew. The constructor returns once every node's farm is ready (or
     ``start_timeout`` passed). ``endpoints`` lists the live farms; ``shutdown()`` stops them all.
     """
 
@@ -80,7 +82,8 @@ class FarmCluster:
                  host_for_node: Callable[[int, dict[str, Any]], str] | None = None,
                  farm_args: Sequence[str] = (), env: dict[str, str] | None = None,
                  gymfarm_bin: str | None = None, poll_s: float = 1.0, start_timeout: float = 120.0,
-                 namespace: str | None = None, detached: bool = False, token: str | None = None):
+                 namespace: str | None = None, detached: bool = False, token: str | None = None,
+                 retry_start_after: float | None = None):
         if not ray.is_initialized():
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         self.workers_per_node = int(workers_per_node)
@@ -91,6 +94,7 @@ class FarmCluster:
         self._bin = gymfarm_bin or find_gymfarm()
         self._poll_s = poll_s
         self._start_timeout = start_timeout
+        self._retry_after = start_timeout + 30.0 if retry_start_after is None else retry_start_after
         self._detached = detached
         self._members: dict[str, _Member] = {}
         self._seen = 0
@@ -124,7 +128,7 @@ class FarmCluster:
             for node_id, node in alive.items():
                 m = self._members.get(node_id)
                 if m is not None and m.down_since is not None \
-                        and time.monotonic() - m.down_since > self._start_timeout + 30:
+                        and time.monotonic() - m.down_since > self._retry_after:
                     # never answered since (its farm failed to start, so Ray does not restart it):
                     # a new actor, on the same address
                     log.warning("gymfarm: the farm on node %s has not started for %.0f s; starting it again",
