@@ -90,8 +90,18 @@ def test_a_cluster_of_three_farms_serves_one_vector_env_and_stops_clean(monkeypa
             # the token is in no farm's command line
             for pid in farm_processes(fc):
                 assert fc.token.encode() not in open(f"/proc/{pid}/cmdline", "rb").read()
+            # an actor killed takes its farm with it, and Ray restarts both
+            victim = fc.farms()[0]
+            old = set(farm_processes(fc))
+            os.kill(victim["actor_pid"], signal.SIGKILL)
+            assert wait_until(lambda: not pid_alive(victim["pid"]), 10)
+            assert fc.wait_for(lambda c: any(f["host"] == victim["host"] and f["restarted"] and f["endpoint"]
+                                             and f["endpoint"] != victim["endpoint"] for f in c.farms()), 60)
+            with gymfarm.connect(fc) as farm:
+                assert len(farm.endpoints) == 3
+                farm.make("CartPole-v1").reset(seed=0)
         finally:
-            shutdown_leaves_nothing(fc)
+            shutdown_leaves_nothing(fc, old if "old" in locals() else ())
 
 
 def test_a_lost_node_and_a_killed_farm_fail_only_their_envs_and_come_back(monkeypatch):
