@@ -576,6 +576,20 @@ int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "cluster") == 0) {  // `gymfarm cluster ...`: docs/scaling.md
+    std::error_code ec;
+    const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+    // the farms run this build; NOLINTNEXTLINE(concurrency-mt-unsafe): one thread, nothing started yet
+    if (!ec) setenv("GYMFARM_BIN_DIR", self.parent_path().c_str(), 0);
+    std::vector<char*> args{const_cast<char*>(GYMFARM_DEFAULT_PYTHON), const_cast<char*>("-m"),
+                            const_cast<char*>("gymfarm.ray")};
+    args.insert(args.end(), argv + 2, argv + argc);
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    std::fprintf(stderr, "gymfarm: cannot run %s -m gymfarm.ray: %s\n", args[0],
+                 std::generic_category().message(errno).c_str());
+    return 1;
+  }
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {  // start-up and configuration fail fast, with the reason

@@ -38,5 +38,9 @@ _register_local_ids()
 
 
 def make_vec(env_id: str, num_envs: int = 1, endpoint: str = DEFAULT_ENDPOINT, **kwargs) -> RemoteVectorEnv:
-    """``gymfarm.make_vec("CartPole-v1", num_envs=8)``: a vector env on the farm at ``endpoint``."""
+    """``gymfarm.make_vec("CartPole-v1", num_envs=8)``: a vector env on the farm at ``endpoint``
+    (several farms: a list of endpoints, a FarmCluster or a cluster file; see gymfarm.sharded)."""
+    if not isinstance(endpoint, str) or "://" not in endpoint:
+        farm = connect(endpoint, **{k: kwargs.pop(k) for k in ("token", "timeout") if k in kwargs})
+        return farm.make_vec(env_id, num_envs=num_envs, owns_farm=True, **kwargs)
     return RemoteVectorEnv(endpoint, env_id, num_envs=num_envs, **kwargs)

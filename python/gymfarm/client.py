@@ -45,17 +45,31 @@ class Farm:
     Instances belong to the connection that made them: other connections cannot see or use them,
     and on the local socket they are closed when the connection ends (the script exits, crashes
     or calls :meth:`close`), unless ``keep_instances=True``.
+
+    ``heartbeat`` (seconds, default off) makes the connection notice a farm that went away without
+    a word (its host or node died, the network dropped): ZeroMQ pings the farm every third of it
+    and drops the connection when nothing came back within it; every request in flight then, or
+    waiting when the farm's local socket breaks, raises :class:`gymfarm.errors.FarmLost` at once
+    instead of waiting for ``timeout``. The sharded client (:mod:`gymfarm.sharded`) turns it on.
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 60.0,
                  connect_timeout: float = 10.0, context: zmq.Context | None = None,
                  token: str | None = None, local: bool | None = None, spin_us: float = 200.0,
-                 keep_instances: bool = False):
+                 keep_instances: bool = False, heartbeat: float | None = None):
         self.endpoint = endpoint
         self.timeout = float(timeout)
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self._monitor: zmq.Socket | None = None
+        self.lost = False  # the connection to the farm dropped (with ``heartbeat``): see FarmLost
+        if heartbeat:
+            ms = max(30, int(heartbeat * 1000))
+            self._sock.setsockopt(zmq.HEARTBEAT_IVL, max(10, ms // 3))
+            self._sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ms)
+            self._sock.setsockopt(zmq.HEARTBEAT_TTL, ms)
+            self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._sock.connect(endpoint)
         self._chan: Any = self._sock  # what requests travel on: the ZeroMQ socket or the LocalLink
         self._lock = threading.Lock()
@@ -76,6 +90,7 @@ class Farm:
         try:
             self.server = self.call("hello", body=hello, timeout=connect_timeout)
         except errors.Timeout:
+            self._close_monitor()
             self._sock.close(0)
             raise errors.FarmUnavailable(f"no gymfarm answers at {endpoint} (is `gymfarm start` running?)") from None
         if local is None:
@@ -116,7 +131,34 @@ class Farm:
         """The local socket broke (the farm stopped): later calls go over ZeroMQ, which reconnects."""
         self._chan.close()
         self._chan = self._sock
-        return errors.FarmUnavailable(f"the connection to the farm at {self.endpoint} was lost")
+        if self._monitor is not None:
+            self.lost = True
+        return errors.FarmLost(f"the connection to the farm at {self.endpoint} was lost",
+                               {"endpoint": self.endpoint})
+
+    def _check_lost(self, rids: Sequence[int] = ()) -> None:
+        """With ``heartbeat``, under the lock: raises FarmLost (giving up ``rids``) once the
+        connection to the farm has dropped; the requests in flight then will never be answered."""
+        if self._monitor is None:
+            return
+        while not self.lost and self._monitor.poll(0):
+            ev = self._monitor.recv_multipart()
+            if len(ev[0]) >= 2 and struct.unpack_from("=H", ev[0])[0] == zmq.EVENT_DISCONNECTED:
+                self.lost = True
+        if self.lost:
+            for r in rids:
+                self._outstanding.discard(r)
+            raise errors.FarmLost(f"the farm at {self.endpoint} was lost (its connection dropped)",
+                                  {"endpoint": self.endpoint})
+
+    def _close_monitor(self) -> None:
+        if self._monitor is not None:
+            try:
+                self._sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(0)
+            self._monitor = None
 
     # -- plumbing -------------------------------------------------------------------------------
     #
@@ -130,6 +172,7 @@ class Farm:
         frames[2] = struct.pack("<Q", rid)
         self._last_sent = time.monotonic()
         with self._lock:
+            self._check_lost()
             try:
                 self._chan.send_multipart(frames, copy=False)
             except LinkClosed:
@@ -167,6 +210,7 @@ class Farm:
                 del self._arrived[r]
                 self._outstanding.discard(r)
             return done
+        self._check_lost(rids)
         left = deadline - time.monotonic()
         if left <= 0:
             for r in rids:  # late replies to these are dropped
@@ -190,6 +234,22 @@ class Farm:
                 self._given_up.discard(rid)  # a late reply to a request this client stopped waiting for
             else:
                 self.duplicate_replies += 1  # a second reply to one request: the farm broke its contract
+
+    def _ready(self, rids: Sequence[int]) -> int:
+        """How many of ``rids`` have replies waiting, without waiting or claiming them (a client
+        that waits on several farms at once polls each with it)."""
+        with self._lock:
+            try:
+                while self._chan.poll(0):
+                    self._store(self._chan.recv_multipart())
+            except LinkClosed:
+                for r in rids:
+                    self._outstanding.discard(r)
+                raise self._lost_local() from None
+            n = sum(1 for r in rids if r in self._arrived)
+            if n < len(rids):
+                self._check_lost(rids)
+            return n
 
     @staticmethod
     def _result(reply: builtins.list[bytes]) -> dict[str, Any]:
@@ -332,6 +392,7 @@ class Farm:
             with self._lock:  # not under a send or a poll of another thread (the lease's pings)
                 if self._chan is not self._sock:
                     self._chan.close()
+                self._close_monitor()
                 self._sock.close(0)
 
     def __enter__(self) -> Farm:
@@ -358,6 +419,15 @@ def _keepalive(ref: weakref.ref[Farm], interval: float, stop: threading.Event) -
         del farm
 
 
-def connect(endpoint: str = DEFAULT_ENDPOINT, **kwargs: Any) -> Farm:
-    """Connects to a farm started with ``gymfarm start`` and says hello."""
-    return Farm(endpoint, **kwargs)
+def connect(endpoint: Any = DEFAULT_ENDPOINT, **kwargs: Any) -> Any:
+    """Connects to a farm started with ``gymfarm start`` and says hello.
+
+    Given several farms (a list of endpoints, a :class:`gymfarm.ray.FarmCluster`, or the path of
+    the file ``gymfarm cluster up`` writes), returns a :class:`gymfarm.sharded.ShardedFarm` that
+    places each env on the least-loaded live farm and steps vector envs across all of them.
+    """
+    if isinstance(endpoint, str) and "://" in endpoint:
+        return Farm(endpoint, **kwargs)
+    from .sharded import ShardedFarm
+
+    return ShardedFarm(endpoint, **kwargs)

@@ -107,8 +107,17 @@ class FarmUnavailable(GymfarmError, ConnectionError):
     code = "unavailable"
 
 
+class FarmLost(FarmUnavailable):
+    """The farm holding the instance went away (its process, node or connection died) while the
+    client used it: raised for every request in flight then, and on a sharded client for every
+    later request to that farm's instances. ``details["endpoint"]`` names the farm."""
+
+    code = "farm_lost"
+
+
 _BY_CODE = {cls.code: cls for cls in (BadRequest, UnknownInstance, BadAction, EnvError, WorkerCrashed, Timeout,
-                                      CapacityExhausted, Overloaded, ShuttingDown, Unauthorized, ResourceLimit)}
+                                      CapacityExhausted, Overloaded, ShuttingDown, Unauthorized, ResourceLimit,
+                                      FarmLost)}
 
 
 def raise_first(results: Any, indices: Any = None, instance_ids: Any = None) -> None:

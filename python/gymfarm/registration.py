@@ -17,7 +17,20 @@ NAMESPACE = "gymfarm"
 
 
 def make_env(remote_id: str, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 60.0, **kwargs: Any):
-    """Entry point of ``gymfarm/<id>``: one env on its own connection, closed with the env."""
+    """Entry point of ``gymfarm/<id>``: one env on its own connection, closed with the env.
+    ``endpoint`` may name several farms (a list, a FarmCluster, a cluster file)."""
+    if not isinstance(endpoint, str) or "://" not in endpoint:
+        from .client import connect
+
+        sharded = connect(endpoint, timeout=timeout)
+        try:
+            env = sharded.make(remote_id, **kwargs)
+        except BaseException:
+            sharded.close()
+            raise
+        sharded.keep_only(env.farm)
+        env.owns_farm = True
+        return env
     farm = Farm(endpoint, timeout=timeout)
     try:
         env = farm.make(remote_id, **kwargs)
@@ -33,6 +46,15 @@ def make_vec_env(remote_id: str, num_envs: int = 1, endpoint: str = DEFAULT_ENDP
     """Vector entry point of ``gymfarm/<id>`` (used by ``gymnasium.make_vec``)."""
     from .vector import RemoteVectorEnv
 
+    if not isinstance(endpoint, str) or "://" not in endpoint:  # several farms: a ShardedVectorEnv
+        from .client import connect
+
+        sharded = connect(endpoint, timeout=timeout)
+        try:
+            return sharded.make_vec(remote_id, num_envs=num_envs, owns_farm=True, **kwargs)
+        except BaseException:
+            sharded.close()
+            raise
     return RemoteVectorEnv(endpoint, remote_id, num_envs=num_envs, timeout=timeout, **kwargs)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from gymnasium import spaces
 
 from . import codec, errors
-from .client import DEFAULT_ENDPOINT, Farm
+from .client import DEFAULT_ENDPOINT, connect
 from .vector import make_many
 
 try:  # pragma: no cover - depends on the environment
@@ -47,7 +47,7 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
 
     def __init__(self, env_id: str, num_envs: int = 1, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 60.0,
                  **make_kwargs: Any):
-        self.farm = Farm(endpoint, timeout=timeout)
+        self.farm = connect(endpoint, timeout=timeout)  # several farms (a list, a cluster): a ShardedFarm
         self.env_id = env_id
         try:
             made = make_many(self.farm, env_id, num_envs, make_kwargs)

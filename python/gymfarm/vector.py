@@ -65,7 +65,7 @@ class RemoteVectorEnv(VectorEnv):
     def __init__(self, endpoint: str, env_id: str, num_envs: int = 1,
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
                  timeout: float = 60.0, copy: bool = True, token: str | None = None, on_crash: str = "raise",
-                 **make_kwargs: Any):
+                 farm_options: dict[str, Any] | None = None, **make_kwargs: Any):
         if num_envs < 1:
             raise ValueError("num_envs must be at least 1")
         if on_crash not in ("raise", "reset"):
@@ -73,7 +73,7 @@ class RemoteVectorEnv(VectorEnv):
         self.on_crash = on_crash
         self._make_kwargs = dict(make_kwargs)
         self.autoreset_mode = AutoresetMode(autoreset_mode)
-        self.farm = Farm(endpoint, timeout=timeout, token=token)
+        self.farm = Farm(endpoint, timeout=timeout, token=token, **(farm_options or {}))  # heartbeat, local
         self.env_id = env_id
         self.num_envs = num_envs
         self.copy = copy

@@ -1,0 +1,279 @@
+"""gymfarm on a Ray cluster: one farm on every alive Ray node, placed and restarted by Ray.
+
+    import ray, gymfarm, gymfarm.ray
+    ray.init(address="auto")
+    cluster = gymfarm.ray.FarmCluster(workers_per_node=8)
+    farm = gymfarm.connect(cluster)          # a ShardedFarm over the cluster's live farms
+    venv = farm.make_vec("CartPole-v1", num_envs=64)
+    ...
+    cluster.shutdown()
+
+Each farm runs in a :class:`FarmActor` with hard affinity to its node and unlimited restarts: a
+farm whose process dies ends its actor, and Ray restarts the actor, which starts a new farm (a new
+port). A monitor thread follows the cluster's nodes: a node that joins gets a farm, a node that
+leaves is dropped. All farms share one random token, made here, given to the actors as an
+argument (Ray's own channels; anyone who can reach the Ray cluster can run code as you anyway)
+and written on each node to an owner-only file in an owner-only directory: it never appears on a
+command line. Needs the ``ray`` extra: ``pip install ./python[ray]``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+try:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+except ImportError as _e:  # pragma: no cover - depends on the environment
+    raise ImportError("gymfarm.ray needs Ray: pip install './python[ray]' (or pip install ray)") from _e
+
+from ._actor import FarmActor
+
+__all__ = ["FarmCluster", "FarmActor", "find_gymfarm"]
+
+log = logging.getLogger("gymfarm.ray")
+
+
+def find_gymfarm() -> str:
+    """The ``gymfarm`` binary: ``$GYMFARM_BIN_DIR/gymfarm``, else ``gymfarm`` on PATH. The same path
+    must hold it on every node."""
+    d = os.environ.get("GYMFARM_BIN_DIR")
+    if d:
+        return str(Path(d) / "gymfarm")
+    found = shutil.which("gymfarm")
+    if not found:
+        raise FileNotFoundError("no gymfarm binary: put it on PATH or set GYMFARM_BIN_DIR (or pass gymfarm_bin=)")
+    return found
+
+
+class _Member:
+    """A node's farm as the cluster sees it."""
+
+    def __init__(self, node_id: str, host: str, actor: Any):
+        self.node_id = node_id
+        self.host = host
+        self.actor = actor
+        self.info: dict[str, Any] | None = None  # the farm's last answer; None while (re)starting
+        self.pending: Any = None                 # an info() call in flight
+        self.down_since: float | None = time.monotonic()  # when it last stopped answering
+
+
+class FarmCluster:
+    """One farm on every alive node of the Ray cluster (``ray.init`` first, or pass ``address``).
+
+    ``workers_per_node``: each farm's ``--workers``. ``host_for_node(i, node)`` chooses the address a
+    node's farm binds (``i`` counts nodes in the order they were seen, ``node`` is the entry of
+    ``ray.nodes()``); default the node's own IP. ``farm_args`` are more ``gymfarm start`` flags,
+    ``env`` more environment for the farm (``PYTHONPATH`` for your envs). ``poll_s`` is how often
+    the nodes and farms are checked; a node's farm that has not answered for ``retry_start_after``
+    seconds (default ``start_timeout`` + 30: its first start failed, which Ray does not retry) is
+    started anew. The constructor returns once every node's farm is ready (or
+    ``start_timeout`` passed). ``endpoints`` lists the live farms; ``shutdown()`` stops them all.
+    """
+
+    def __init__(self, workers_per_node: int = 4, *, address: str | None = None,
+                 host_for_node: Callable[[int, dict[str, Any]], str] | None = None,
+                 farm_args: Sequence[str] = (), env: dict[str, str] | None = None,
+                 gymfarm_bin: str | None = None, poll_s: float = 1.0, start_timeout: float = 120.0,
+                 namespace: str | None = None, detached: bool = False, token: str | None = None,
+                 retry_start_after: float | None = None):
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=namespace, log_to_driver=False)
+        self.workers_per_node = int(workers_per_node)
+        self.token = token or secrets.token_hex(16)  # 128 bits from the OS CSPRNG
+        self._host_for_node = host_for_node
+        self._farm_args = list(farm_args)
+        self._env = dict(env or {})
+        self._bin = gymfarm_bin or find_gymfarm()
+        self._poll_s = poll_s
+        self._start_timeout = start_timeout
+        self._retry_after = start_timeout + 30.0 if retry_start_after is None else retry_start_after
+        self._detached = detached
+        self._members: dict[str, _Member] = {}
+        self._seen = 0
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._closed = False
+        self.sync()
+        deadline = time.monotonic() + start_timeout
+        while time.monotonic() < deadline and len(self.endpoints) < len(self._members):
+            time.sleep(0.1)
+            self.sync()
+        self._thread = threading.Thread(target=self._monitor, name="gymfarm-cluster", daemon=True)
+        self._thread.start()
+
+    # -- membership -------------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """One round of the monitor: farms for new nodes, dropped for nodes gone, endpoints read."""
+        with self._lock:
+            if self._closed:
+                return
+            alive = {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
+            for node_id in list(self._members):
+                if node_id not in alive:  # the node left: its farm went with it
+                    m = self._members.pop(node_id)
+                    log.info("gymfarm: node %s left; dropping its farm %s", node_id[:8], (m.info or {}).get("endpoint"))
+                    try:
+                        ray.kill(m.actor, no_restart=True)
+                    except Exception:  # noqa: BLE001 - already gone
+                        pass
+            for node_id, node in alive.items():
+                m = self._members.get(node_id)
+                if m is not None and m.down_since is not None \
+                        and time.monotonic() - m.down_since > self._retry_after:
+                    # never answered since (its farm failed to start, so Ray does not restart it):
+                    # a new actor, on the same address
+                    log.warning("gymfarm: the farm on node %s has not started for %.0f s; starting it again",
+                                node_id[:8], time.monotonic() - m.down_since)
+                    try:
+                        ray.kill(m.actor, no_restart=True)
+                    except Exception:  # noqa: BLE001 - already gone
+                        pass
+                    self._members[node_id] = self._start(node_id, node, m.host)
+                elif m is None:
+                    self._members[node_id] = self._start(node_id, node)
+            self._read_infos()
+
+    def _start(self, node_id: str, node: dict[str, Any], host: str | None = None) -> _Member:
+        if host is None:
+            i = self._seen
+            self._seen += 1
+            host = self._host_for_node(i, node) if self._host_for_node else str(node["NodeManagerAddress"])
+        opts: dict[str, Any] = {
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+            "max_restarts": -1, "max_task_retries": 0, "num_cpus": 0,
+        }
+        if self._detached:
+            opts["lifetime"] = "detached"
+        actor = ray.remote(FarmActor).options(**opts).remote(
+            host, self.workers_per_node, self.token, self._bin, self._farm_args, self._env, self._start_timeout)
+        return _Member(node_id, host, actor)
+
+    def _read_infos(self) -> None:
+        for m in self._members.values():
+            if m.pending is None:
+                m.pending = m.actor.info.remote()
+        pending = [m.pending for m in self._members.values()]
+        if not pending:
+            return
+        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=min(0.5, self._poll_s))
+        ready_set = set(ready)
+        for m in self._members.values():
+            if m.pending in ready_set:
+                ref, m.pending = m.pending, None
+                try:
+                    m.info = ray.get(ref)
+                    m.down_since = None
+                except Exception as e:  # noqa: BLE001 - the actor died or is restarting
+                    if m.info is not None:
+                        log.info("gymfarm: the farm %s is down (%s); Ray restarts it", m.info.get("endpoint"),
+                                 type(e).__name__)
+                    self._down(m)
+            elif m.info is not None and not _pid_alive_here(m.info):
+                self._down(m)  # its broker is gone (seen from this host); the actor restarts it
+
+    @staticmethod
+    def _down(m: _Member) -> None:
+        m.info = None
+        if m.down_since is None:
+            m.down_since = time.monotonic()
+
+    def _monitor(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            try:
+                self.sync()
+            except Exception:  # noqa: BLE001 - keep following the cluster
+                log.exception("gymfarm: cluster monitor")
+
+    # -- what clients use -------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The native endpoints of the live farms, one per node."""
+        with self._lock:
+            return [m.info["endpoint"] for m in self._members.values() if m.info and m.info.get("endpoint")]
+
+    def farms(self) -> list[dict[str, Any]]:
+        """Each node's farm: ``node_id``, ``host``, ``endpoint`` (None while it starts), ``pid``."""
+        with self._lock:
+            return [{"node_id": m.node_id, "host": m.host, "endpoint": (m.info or {}).get("endpoint"),
+                     "pid": (m.info or {}).get("pid"), "actor_pid": (m.info or {}).get("actor_pid"),
+                     "restarted": (m.info or {}).get("restarted")} for m in self._members.values()]
+
+    def wait_for(self, pred: Callable[[FarmCluster], bool], timeout: float = 60.0) -> bool:
+        """Waits (bounded) until ``pred(self)`` holds, syncing as it goes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sync()
+            if pred(self):
+                return True
+            time.sleep(0.1)
+        return bool(pred(self))
+
+    def connect(self, **kwargs: Any) -> Any:
+        """A sharded client over the cluster's farms (``gymfarm.connect(cluster)``)."""
+        from ..sharded import ShardedFarm
+
+        return ShardedFarm(self, **kwargs)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stops every farm (SIGTERM, waited for) and its actor; nothing is left on any node."""
+        self._stop.set()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            members = list(self._members.values())
+            self._members.clear()
+        refs = []
+        for m in members:
+            try:
+                refs.append(m.actor.stop.remote(timeout))
+            except Exception:  # noqa: BLE001
+                pass
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=timeout + 5)
+        for m in members:
+            try:
+                ray.kill(m.actor, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+        if getattr(self, "_thread", None) is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FarmCluster:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<FarmCluster {len(self.endpoints)}/{len(self._members)} farms live>"
+
+
+def _pid_alive_here(info: dict[str, Any]) -> bool:
+    """On the farm's own host, whether its broker still runs (a quicker sign than the actor's
+    restart); elsewhere, True (the actor's restart will tell)."""
+    import ray as _ray
+
+    try:
+        here = info.get("node_id") == _ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001
+        here = False
+    if not here:
+        return True
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (ProcessLookupError, KeyError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
