@@ -67,6 +67,9 @@ options for start:
   --gym-server-files-port P
                          gym-server's artifacts alone on a second port, as its port 8000 served them
                          (default -1: off; 0 picks one)
+  --gym-server-max-frames N
+                         rendered frames kept per gym-server instance (also at most 64 MiB of them);
+                         past them the oldest is deleted (default 1000)
   --monitor-dir DIR      where gym-http-api monitor output goes; a client's directory is mapped
                          inside it (default RUNTIME-DIR/monitor)
   --allow-shutdown       let POST /v1/shutdown/ stop the farm (default: 403)
@@ -213,6 +216,8 @@ Options parse(int argc, char** argv) {
     else if (k == "--gym-server-port") o.gateway.gym_server_port = static_cast<int>(int_arg(k, value(), -1, 65535));
     else if (k == "--gym-server-files-port")
       o.gateway.gym_server_files_port = static_cast<int>(int_arg(k, value(), -1, 65535));
+    else if (k == "--gym-server-max-frames")
+      o.gateway.gym_server.max_frames = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 20));
     else if (k == "--gymnasium-http-port") o.gateway.gymnasium_port = static_cast<int>(int_arg(k, value(), -1, 65535));
     else if (k == "--monitor-dir") o.gateway.rest.monitor_dir = value();
     else if (k == "--allow-shutdown") o.gateway.rest.allow_shutdown = true;

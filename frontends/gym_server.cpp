@@ -418,7 +418,7 @@ HttpReply on_reset(Ctx& c) {
   const bool render = body.contains("render") && truthy(body["render"]);
   const Value r = c.farm.call("reset", c.entry().instance);
   c.reg.update(c.id, [](GymServerRegistry::Entry& e) {
-    if (e.monitor.active && e.monitor.started == 0.0) e.monitor.started = now_seconds();
+    e.episode_over = false;
     e.monitor.episode_reward = 0.0;
     e.monitor.episode_length = 0;
   });
@@ -460,7 +460,9 @@ HttpReply on_step(Ctx& c) {
   if (!info.is_map()) info = Value(protocol::Map{});
   c.reg.update(c.id, [&](GymServerRegistry::Entry& e) {
     auto& m = e.monitor;
-    if (!m.active) return;
+    const bool counted = m.active && !e.episode_over;
+    e.episode_over = e.episode_over || done;
+    if (!counted) return;
     m.episode_reward += reward;
     m.episode_length += 1;
     if (done) {
@@ -502,6 +504,7 @@ HttpReply on_monitor_start(Ctx& c) {
     e.monitor = MonitorState{};
     e.monitor.active = true;
     e.monitor.directory = c.id + "/simulation";
+    e.monitor.started = now_seconds();
   });
   return json_reply(200, Value(protocol::Map{{"message", true}}));
 }

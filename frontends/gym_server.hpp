@@ -40,6 +40,7 @@ class GymServerRegistry {
     std::size_t frame_bytes = 0;
     MonitorState monitor;  // episode statistics between monitor/start and monitor/close
     int64_t batches = 0;   // monitor sessions written so far
+    bool episode_over = false;  // a step ended the episode: steps before the next reset are not counted
   };
   std::string add(Entry e);
   std::optional<Entry> get(const std::string& id);
