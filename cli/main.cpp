@@ -456,15 +456,16 @@ int cmd_start(Options o) {
     };
     const std::string rest_line = http_port < 0 ? "  rest:      off (--port -1)\n"
                                                 : url_line("  rest:      ", http_port, "/v1/ (gym-http-api)\n");
-    const std::string gymnasium_line =
-        url_line("  gymnasium: ", gateway.gymnasium_port(), "/v1/ (gymnasium-http-api)\n");
-    const std::string gym_server_line =
-        url_line("  gym-server: ", gateway.gym_server_port(), "/v1/ (gym-server; artifacts on the same port)\n") +
-        url_line("  gym-server-files: ", gateway.gym_server_files_port(), "/ (gym-server artifacts)\n");
+    const std::string gymnasium_line = url_line("  gymnasium: ", gateway.gymnasium_port(),
+                                                "/v1/ (gymnasium-http-api)\n");
+    const std::string gym_server_line = url_line("  gym-server: ", gateway.gym_server_port(),
+                                                 "/v1/ (gym-server; artifacts on the same port)\n") +
+                                        url_line("  gym-server-files: ", gateway.gym_server_files_port(),
+                                                 "/ (gym-server artifacts)\n");
     // the last line: the Gymie URL, or that the port is off
-    const std::string gymie_line = http_port < 0 ? "  gymie:     off (--port -1)\n"
-                                                 : "  gymie:     ws://" + http_host + ":" +
-                                                       std::to_string(http_port) + "/gym\n";
+    const std::string gymie_line = http_port < 0
+                                       ? "  gymie:     off (--port -1)\n"
+                                       : "  gymie:     ws://" + http_host + ":" + std::to_string(http_port) + "/gym\n";
     {
       std::string err;
       const int fd = dir.create_file(pid_file(o), err);

@@ -41,7 +41,7 @@ struct Client::Impl {
   std::chrono::milliseconds lease{0};
   std::mutex stop_mu;
   std::condition_variable stop_cv;
-  bool stop = false;          // under stop_mu
+  bool stop = false;                 // under stop_mu
   std::atomic<bool> closing{false};  // a ping under way gives up at once
   std::thread renewer;
 

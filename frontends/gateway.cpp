@@ -566,7 +566,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> res_;
-  std::unique_ptr<RestSession> rest_;  // used on the pool, one job at a time
+  std::unique_ptr<RestSession> rest_;             // used on the pool, one job at a time
   std::unique_ptr<GymServerSession> gym_server_;  // likewise
   std::shared_ptr<std::atomic<bool>> closed_flag_ = std::make_shared<std::atomic<bool>>(false);
   bool closed_ = false;

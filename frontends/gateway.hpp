@@ -47,7 +47,7 @@ struct GatewayOptions {
   std::chrono::microseconds spin{200};     // the pool threads' clients busy-poll for the farm's reply (--spin-us)
   RestOptions rest;
   GymServerOptions gym_server;  // its files go under rest.monitor_dir unless set
-  AccessPolicy access;  // token and allowed origins; the gateway's own clients use the token too
+  AccessPolicy access;          // token and allowed origins; the gateway's own clients use the token too
 };
 
 class Gateway {

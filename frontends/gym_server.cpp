@@ -297,7 +297,8 @@ Value observation_info(const Value& space) {
   const Value* type = space.find("type");
   const std::string name = type && type->is_string() ? type->as_string() : "";
   if (name == "Box") {
-    return Value(protocol::Map{{"high", *space.find("high")}, {"low", *space.find("low")}, {"shape", *space.find("shape")}});
+    return Value(
+        protocol::Map{{"high", *space.find("high")}, {"low", *space.find("low")}, {"shape", *space.find("shape")}});
   }
   if (name == "Discrete") {
     const int64_t n = int_of(space.find("n")), start = int_of(space.find("start"));
@@ -396,8 +397,9 @@ HttpReply on_create(Ctx& c) {
   // is made plainly (its renders then answer "Error: ...").
   Value r;
   try {
-    r = c.farm.call("make", {},
-                    Value(protocol::Map{{"env_id", env}, {"kwargs", Value(protocol::Map{{"render_mode", "rgb_array"}})}}));
+    r = c.farm.call(
+        "make", {},
+        Value(protocol::Map{{"env_id", env}, {"kwargs", Value(protocol::Map{{"render_mode", "rgb_array"}})}}));
   } catch (const client::ClientError& e) {
     if (e.code() != ErrorCode::BadRequest && e.code() != ErrorCode::EnvError) throw;
     try {
@@ -544,29 +546,60 @@ struct Route {
 
 const std::vector<Route>& routes() {
   static const std::vector<Route> r{
-      {"POST", {"v1", "envs", "create"}, "/v1/envs/create/", true, on_create,
+      {"POST",
+       {"v1", "envs", "create"},
+       "/v1/envs/create/",
+       true,
+       on_create,
        "Create an environment from a json body:\n    {\n      'environment': 'CartPole-v0'\n    }\n\n"
        "    :return: json with the new instance_id (201)"},
-      {"POST", {"v1", "envs", "*", "reset"}, "/v1/envs/<instance_id>/reset/", true, on_reset,
+      {"POST",
+       {"v1", "envs", "*", "reset"},
+       "/v1/envs/<instance_id>/reset/",
+       true,
+       on_reset,
        "Reset the environment; with {\"render\": true} also save a frame.\n\n    :param instance_id:\n"
        "    :return: the first observation (and the render result)"},
-      {"POST", {"v1", "envs", "*", "step"}, "/v1/envs/<instance_id>/step/", true, on_step,
+      {"POST",
+       {"v1", "envs", "*", "step"},
+       "/v1/envs/<instance_id>/step/",
+       true,
+       on_step,
        "Take one step with the given action:\n    {\n      'action': 0,\n      'render': true\n    }\n\n"
        "    The action is an integer; render is optional.\n\n    :param instance_id:\n"
        "    :return: observation, reward, done and info (400 Invalid Action for an action outside the space)"},
-      {"POST", {"v1", "envs", "*", "monitor", "start"}, "/v1/envs/<instance_id>/monitor/start/", true,
+      {"POST",
+       {"v1", "envs", "*", "monitor", "start"},
+       "/v1/envs/<instance_id>/monitor/start/",
+       true,
        on_monitor_start,
        "Start recording episode statistics into <instance_id>/simulation/:\n    {\n        'force': true,\n"
        "        'resume': false\n    }\n    :param instance_id:\n    :return: message true"},
-      {"POST", {"v1", "envs", "*", "monitor", "close"}, "/v1/envs/<instance_id>/monitor/close/", true,
-       on_monitor_close, "Stop recording and write the statistics.\n    :param instance_id:\n    :return: message true"},
-      {"POST", {"v1", "envs", "*", "monitor", "stop"}, "/v1/envs/<instance_id>/monitor/stop/", true, on_monitor_close,
+      {"POST",
+       {"v1", "envs", "*", "monitor", "close"},
+       "/v1/envs/<instance_id>/monitor/close/",
+       true,
+       on_monitor_close,
+       "Stop recording and write the statistics.\n    :param instance_id:\n    :return: message true"},
+      {"POST",
+       {"v1", "envs", "*", "monitor", "stop"},
+       "/v1/envs/<instance_id>/monitor/stop/",
+       true,
+       on_monitor_close,
        "The same as monitor/close/ (the name gym-server's README uses).\n    :param instance_id:\n"
        "    :return: message true"},
-      {"POST", {"v1", "envs", "*", "upload"}, "/v1/envs/<instance_id>/upload/", true, on_upload,
+      {"POST",
+       {"v1", "envs", "*", "upload"},
+       "/v1/envs/<instance_id>/upload/",
+       true,
+       on_upload,
        "Accept an upload request; the scoreboard is gone, so nothing is uploaded.\n    :param instance_id:\n"
        "    :return: message true"},
-      {"GET", {"v1", "envs", "*", "info"}, "/v1/envs/<instance_id>/info", false, on_info,
+      {"GET",
+       {"v1", "envs", "*", "info"},
+       "/v1/envs/<instance_id>/info",
+       false,
+       on_info,
        "The action space and the observation space's shape, low and high.\n    :param instance_id:\n    :return:"},
       {"GET", {"v1", "help"}, "/v1/help", false, on_help, ":return: every rule, its methods and its doc."},
   };

@@ -35,11 +35,11 @@ class GymServerRegistry {
   struct Entry {
     std::string instance;  // the broker's instance id
     std::string env_id;
-    int64_t rendered = 0;                                  // frames rendered so far (the last is N.png)
+    int64_t rendered = 0;                                // frames rendered so far (the last is N.png)
     std::deque<std::pair<int64_t, std::size_t>> frames;  // numbered frames on disk: number, bytes
     std::size_t frame_bytes = 0;
-    MonitorState monitor;  // episode statistics between monitor/start and monitor/close
-    int64_t batches = 0;   // monitor sessions written so far
+    MonitorState monitor;       // episode statistics between monitor/start and monitor/close
+    int64_t batches = 0;        // monitor sessions written so far
     bool episode_over = false;  // a step ended the episode: steps before the next reset are not counted
   };
   std::string add(Entry e);
