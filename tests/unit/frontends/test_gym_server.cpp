@@ -28,8 +28,8 @@ class FrameFarm final : public client::Caller {
     if (verb == "reset") return Value(Map{{"obs", int64_t{3}}, {"info", Value(Map{})}});
     if (verb == "render") {
       ++renders;
-      std::string px(2 * 3 * 3, '\0');
-      px[0] = static_cast<char>(renders);  // each frame differs
+      std::string px(std::size_t{18}, '\0');  // 2 x 3 pixels, RGB
+      px[0] = static_cast<char>(renders);     // each frame differs
       protocol::Tensor t;
       t.dtype = protocol::DType::UInt8;
       t.shape = {2, 3, 3};
