@@ -29,6 +29,9 @@ std::optional<std::string> encode_png(const protocol::Tensor& t) {
     return std::nullopt;
   }
   png_set_write_fn(png, &out, append, nullptr);
+  // Frames are written as the env steps: the fastest zlib level (measured on CartPole's 600x400
+  // frames: several times faster than the default level, files under twice the size).
+  png_set_compression_level(png, 1);
   png_set_IHDR(png, info, w, h, 8, channels == 4 ? PNG_COLOR_TYPE_RGBA : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
