@@ -57,10 +57,19 @@ options for start:
                          for crowded or battery-powered hosts)
   --host ADDR            address to listen on (default 127.0.0.1)
   --native-port PORT     native protocol port, ZeroMQ + MessagePack (default 5555; 0 picks a free one)
-  --port PORT            HTTP/WebSocket gateway port: Gymie WebSocket at /gym (default 5000; 0 picks
-                         a free one)
+  --port PORT            HTTP/WebSocket gateway port: Gymie WebSocket at /gym and gym-http-api at /v1/
+                         (default 5000; 0 picks a free one; -1 off); with every HTTP port off no
+                         gateway thread starts
   --gymnasium-http-port P
                          gymnasium-http-api dialect port (default 40004; 0 picks a free one; -1 off)
+  --gym-server-port P    gym-server dialect port: its API at /v1/ and its artifacts (rendered frames,
+                         monitor files, render.html) on the same port (default -1: off; 0 picks one)
+  --gym-server-files-port P
+                         gym-server's artifacts alone on a second port, as its port 8000 served them
+                         (default -1: off; 0 picks one)
+  --gym-server-max-frames N
+                         rendered frames kept per gym-server instance (also at most 64 MiB of them);
+                         past them the oldest is deleted (default 1000)
   --monitor-dir DIR      where gym-http-api monitor output goes; a client's directory is mapped
                          inside it (default RUNTIME-DIR/monitor)
   --allow-shutdown       let POST /v1/shutdown/ stop the farm (default: 403)
@@ -203,7 +212,12 @@ Options parse(int argc, char** argv) {
     else if (k == "--host") o.host = value();
     else if (k == "--native-port") o.port = static_cast<int>(int_arg(k, value(), 0, 65535));
     else if (k == "--python") o.broker.python = value();
-    else if (k == "--port") o.http_port = static_cast<int>(int_arg(k, value(), 0, 65535));
+    else if (k == "--port") o.http_port = static_cast<int>(int_arg(k, value(), -1, 65535));
+    else if (k == "--gym-server-port") o.gateway.gym_server_port = static_cast<int>(int_arg(k, value(), -1, 65535));
+    else if (k == "--gym-server-files-port")
+      o.gateway.gym_server_files_port = static_cast<int>(int_arg(k, value(), -1, 65535));
+    else if (k == "--gym-server-max-frames")
+      o.gateway.gym_server.max_frames = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 20));
     else if (k == "--gymnasium-http-port") o.gateway.gymnasium_port = static_cast<int>(int_arg(k, value(), -1, 65535));
     else if (k == "--monitor-dir") o.gateway.rest.monitor_dir = value();
     else if (k == "--allow-shutdown") o.gateway.rest.allow_shutdown = true;
@@ -421,25 +435,37 @@ int cmd_start(Options o) {
     const int port = std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
     if (o.port == 0) o.port = port;
     o.gateway.host = o.host;
-    o.gateway.port = static_cast<uint16_t>(o.http_port);
+    o.gateway.port = o.http_port;
     o.gateway.broker_endpoint = gymfarm::broker::Broker::kInprocFrontend;
     o.gateway.broker_context = &broker.context();
     o.gateway.spin = o.broker.spin;
     o.gateway.client_timeout = std::max(o.broker.step_timeout, o.broker.make_timeout) + std::chrono::seconds(30);
     if (o.gateway.rest.monitor_dir.empty()) o.gateway.rest.monitor_dir = o.runtime_dir + "/monitor";
     o.gateway.rest.monitor_dir = fs::absolute(o.gateway.rest.monitor_dir).string();
+    if (o.gateway.gym_server.root.empty()) o.gateway.gym_server.root = o.gateway.rest.monitor_dir + "/gym-server";
     frontends::Gateway gateway(o.gateway);
-    const uint16_t http_port = gateway.start();
+    const int http_port = gateway.start();
     const std::string http_host = o.host == "localhost" ? "127.0.0.1" : o.host;
     const std::string token_line = token.empty()
                                        ? ""
                                        : "  token:     " + token + " (" +
                                              (o.token_file.empty() ? o.runtime_dir + "/token" : o.token_file) +
                                              "; send it as Bearer, http://:TOKEN@host, ?token= or GYMFARM_TOKEN)\n";
-    const std::string gymnasium_line = gateway.gymnasium_port() < 0 ? ""
-                                                                    : "  gymnasium: http://" + http_host + ":" +
-                                                                          std::to_string(gateway.gymnasium_port()) +
-                                                                          "/v1/ (gymnasium-http-api)\n";
+    auto url_line = [&](const char* label, int port, const std::string& rest) {
+      return port < 0 ? std::string() : std::string(label) + "http://" + http_host + ":" + std::to_string(port) + rest;
+    };
+    const std::string rest_line = http_port < 0 ? "  rest:      off (--port -1)\n"
+                                                : url_line("  rest:      ", http_port, "/v1/ (gym-http-api)\n");
+    const std::string gymnasium_line = url_line("  gymnasium: ", gateway.gymnasium_port(),
+                                                "/v1/ (gymnasium-http-api)\n");
+    const std::string gym_server_line = url_line("  gym-server: ", gateway.gym_server_port(),
+                                                 "/v1/ (gym-server; artifacts on the same port)\n") +
+                                        url_line("  gym-server-files: ", gateway.gym_server_files_port(),
+                                                 "/ (gym-server artifacts)\n");
+    // the last line: the Gymie URL, or that the port is off
+    const std::string gymie_line = http_port < 0
+                                       ? "  gymie:     off (--port -1)\n"
+                                       : "  gymie:     ws://" + http_host + ":" + std::to_string(http_port) + "/gym\n";
     {
       std::string err;
       const int fd = dir.create_file(pid_file(o), err);
@@ -452,12 +478,10 @@ int cmd_start(Options o) {
     }
     std::fprintf(stderr, "[gymfarm] starting %zu workers (pid %d)\n", o.broker.workers, getpid());
     rc = broker.run([&] {
-      char text[2048];
-      std::snprintf(text, sizeof text,
-                    "gymfarm: farm ready with %zu workers (pid %d)\n%s  native:    %s\n  rest:      http://%s:%u/v1/ "
-                    "(gym-http-api)\n%s  gymie:     ws://%s:%u/gym\n",
-                    o.broker.workers, getpid(), token_line.c_str(), endpoint.c_str(), http_host.c_str(), http_port,
-                    gymnasium_line.c_str(), http_host.c_str(), http_port);
+      char text[4096];
+      std::snprintf(text, sizeof text, "gymfarm: farm ready with %zu workers (pid %d)\n%s  native:    %s\n%s%s%s%s",
+                    o.broker.workers, getpid(), token_line.c_str(), endpoint.c_str(), rest_line.c_str(),
+                    gymnasium_line.c_str(), gym_server_line.c_str(), gymie_line.c_str());
       if (o.detach) {
         const std::string msg = std::string("ready ") + text;
         if (write(ready_pipe[1], msg.data(), msg.size()) < 0) { /* parent gone; keep serving */

@@ -4,6 +4,9 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "protocol/codec.hpp"
@@ -31,15 +34,32 @@ struct Client::Impl {
   bool inproc = false;
   transport::SpinPolicy spin_policy;  // for the inproc reply wait
 
+  // Every use of the socket (or the local link) and of next_rid holds io_mu: the client's own
+  // calls and the lease thread's pings.
+  std::mutex io_mu;
+  std::atomic<std::chrono::steady_clock::rep> last_sent{0};  // steady_clock ticks of the last request
+  std::chrono::milliseconds lease{0};
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+  bool stop = false;                 // under stop_mu
+  std::atomic<bool> closing{false};  // a ping under way gives up at once
+  std::thread renewer;
+
   [[noreturn]] void raise(ErrorCode code, std::string message) {
     throw ClientError(Error{code, std::move(message), Value(protocol::Map{})});
   }
 
   // Sends frames and waits for the reply with the same rid; returns [rid, status, body...].
   transport::Frames round_trip(const std::vector<std::string_view>& frames, uint64_t rid) {
+    return round_trip(frames, rid, opt.timeout);
+  }
+
+  transport::Frames round_trip(const std::vector<std::string_view>& frames, uint64_t rid,
+                               std::chrono::milliseconds timeout, bool abortable = false) {
+    last_sent.store(std::chrono::steady_clock::now().time_since_epoch().count());
     if (local) return local_round_trip(frames, rid);
     if (!transport::send(sock, frames, true)) raise(ErrorCode::Internal, "cannot send to " + endpoint);
-    const auto deadline = std::chrono::steady_clock::now() + opt.timeout;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
     transport::Frames in;
     if (inproc && opt.spin.count() > 0 && spin_policy.should_spin()) {  // no I/O thread to starve: poll first
       const auto until = std::chrono::steady_clock::now() + opt.spin;
@@ -53,11 +73,59 @@ struct Client::Impl {
       spin_policy.spun(false);
     }
     while (true) {
-      const auto left = left_until(deadline);
+      if (abortable && closing.load()) raise(ErrorCode::Timeout, "the client is closing");
+      auto left = left_until(deadline, timeout);
+      if (abortable) left = std::min(left, std::chrono::milliseconds(50));
       zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
       zmq::poll(&item, 1, left);
       if (transport::recv(sock, in) && answers(in, rid)) return in;
     }
+  }
+
+  // The lease thread: a ping whenever the client sent nothing for a third of the lease, over
+  // ZeroMQ only (the local socket needs none); it waits for the client's own call rather than
+  // share the socket.
+  void renew_loop() {
+    const auto interval = std::max(std::chrono::milliseconds(1), lease / 3);
+    const auto ping_timeout = std::max(std::chrono::milliseconds(1000), 2 * interval);
+    std::unique_lock stop_lock(stop_mu);
+    while (!stop_cv.wait_for(stop_lock, interval, [this] { return stop; })) {
+      stop_lock.unlock();
+      {
+        std::lock_guard io(io_mu);
+        const auto idle = std::chrono::steady_clock::now() -
+                          std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(last_sent.load()));
+        if (!local && idle >= interval && !closing.load()) {
+          const uint64_t rid = next_rid++;
+          const std::string rid_bytes = protocol::encode_rid(rid);
+          const std::string body = protocol::encode(Value(protocol::Map{}));
+          try {
+            round_trip({protocol::verb::kPing, "", rid_bytes, body}, rid, ping_timeout, true);
+          } catch (const ClientError&) {
+            // no answer: the farm may be gone or busy; the next tick tries again
+          } catch (const zmq::error_t&) {
+          }
+        }
+      }
+      stop_lock.lock();
+    }
+  }
+
+  void start_renewal(const Value& hello_reply) {
+    const Value* ms = hello_reply.find("lease_ms");
+    if (!opt.lease || !ms || !ms->is_int() || ms->as_int() <= 0) return;
+    lease = std::chrono::milliseconds(ms->as_int());
+    renewer = std::thread([this] { renew_loop(); });
+  }
+
+  void stop_renewal() {
+    closing.store(true);
+    {
+      std::lock_guard lock(stop_mu);
+      stop = true;
+    }
+    stop_cv.notify_all();
+    if (renewer.joinable()) renewer.join();
   }
 
   // Whether `in` is the reply to request `rid`: [rid, status, ...] (replies to requests this client
@@ -69,11 +137,16 @@ struct Client::Impl {
   }
 
   std::chrono::milliseconds left_until(std::chrono::steady_clock::time_point deadline) {
+    return left_until(deadline, opt.timeout);
+  }
+
+  std::chrono::milliseconds left_until(std::chrono::steady_clock::time_point deadline,
+                                       std::chrono::milliseconds timeout) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
                                                                             std::chrono::steady_clock::now());
     if (left.count() <= 0)
       raise(ErrorCode::Timeout,
-            "no reply from the farm at " + endpoint + " within " + std::to_string(opt.timeout.count()) + " ms");
+            "no reply from the farm at " + endpoint + " within " + std::to_string(timeout.count()) + " ms");
     return left;
   }
 
@@ -185,19 +258,31 @@ Client::Client(const std::string& endpoint, ClientOptions options) : impl_(std::
   hello.set("version", protocol::kProtocolVersion);
   hello.set("client", impl_->opt.name);
   if (!impl_->opt.token.empty()) hello.set("token", impl_->opt.token);
+  if (impl_->opt.lease) hello.set("lease", true);
+  if (impl_->opt.keep_instances) hello.set("keep_instances", true);
   hello_ = call(protocol::verb::kHello, {}, hello);
   impl_->go_local(hello_, protocol::encode(hello));
+  impl_->start_renewal(hello_);
 }
 
-bool Client::is_local() const { return impl_->local != nullptr; }
+bool Client::is_local() const {
+  std::lock_guard io(impl_->io_mu);
+  return impl_->local != nullptr;
+}
 
-Client::~Client() = default;
+std::chrono::milliseconds Client::lease() const { return impl_->lease; }
+
+Client::~Client() {
+  if (impl_) impl_->stop_renewal();
+}
 
 Value Client::call(std::string_view verb, std::string_view instance, const Value& body) {
+  const std::string payload = protocol::encode(body);
+  std::unique_lock io(impl_->io_mu);
   const uint64_t rid = impl_->next_rid++;
   const std::string rid_bytes = protocol::encode_rid(rid);
-  const std::string payload = protocol::encode(body);
   auto in = impl_->round_trip({verb, instance, rid_bytes, payload}, rid);
+  io.unlock();
   if (in.size() != 3) impl_->raise(ErrorCode::Internal, "bad reply from the farm: wrong frame count");
   Value v = decode_or_throw(view(in[2]));
   if (view(in[1]) != protocol::kStatusOk) throw ClientError(Error::from_value(v));
@@ -235,6 +320,7 @@ StepResult Client::step(const std::string& instance, const Value& action) {
 }
 
 std::vector<BatchItem> Client::step_batch(const std::vector<std::pair<std::string, Value>>& actions) {
+  std::unique_lock io(impl_->io_mu);
   const uint64_t rid = impl_->next_rid++;
   const std::string rid_bytes = protocol::encode_rid(rid);
   std::vector<std::string> bodies;
@@ -250,6 +336,7 @@ std::vector<BatchItem> Client::step_batch(const std::vector<std::pair<std::strin
     frames.push_back(bodies[i]);
   }
   auto in = impl_->round_trip(frames, rid);
+  io.unlock();
   if (view(in[1]) != protocol::kStatusOk) throw ClientError(Error::from_value(decode_or_throw(view(in[2]))));
   if (in.size() != 2 + 2 * actions.size()) impl_->raise(ErrorCode::Internal, "bad batch reply: wrong frame count");
   std::vector<BatchItem> out(actions.size());

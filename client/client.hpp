@@ -48,6 +48,14 @@ struct ClientOptions {
   bool local = true;
   // While waiting for a reply over the local socket, busy-poll this long before sleeping.
   std::chrono::microseconds spin{200};
+  // Ask for a lease on the session (as the Python client does): over TCP the farm ends the session,
+  // and closes its instances, once the client sends nothing for the lease (`--session-lease`,
+  // given back as the hello reply's lease_ms). A background thread renews it with a ping whenever
+  // the client was idle for a third of it; it stops with the client. Over the local socket the
+  // farm sees the client go without one.
+  bool lease = true;
+  // The session's instances outlive it (the farm closes them at --idle-ttl instead, or never).
+  bool keep_instances = false;
 };
 
 struct EnvHandle {
@@ -67,6 +75,9 @@ struct StepResult {
   bool truncated = false;
   Value info;
 };
+
+// Thread-safety: one Client serves one thread's calls; its own lease renewal runs beside them
+// (every use of the socket holds one lock).
 
 // One result of a batched step: either a StepResult or the error of that env.
 struct BatchItem {
@@ -109,6 +120,8 @@ class Client final : public Caller {
   const Value& hello() const { return hello_; }
   // True once the client moved to the farm's local unix socket (ClientOptions::local).
   bool is_local() const;
+  // The lease the farm granted (the hello's lease_ms; zero: none, nothing renews it).
+  std::chrono::milliseconds lease() const;
 
  private:
   struct Impl;

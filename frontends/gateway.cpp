@@ -63,7 +63,9 @@ constexpr auto kAcceptPause = std::chrono::milliseconds(50);  // out of descript
 constexpr auto kStopWait = std::chrono::seconds(10);
 constexpr auto kLogEvery = std::chrono::seconds(10);  // refused connections: one log line at most this often
 
-enum class Kind { Main, Gymnasium };
+// Main: Gymie, gym-http-api and Gymie-Server's text; Gymnasium: gymnasium-http-api; GymServer:
+// gym-server's API at /v1/ and its artifacts elsewhere; GymServerFiles: its artifacts alone.
+enum class Kind { Main, Gymnasium, GymServer, GymServerFiles };
 
 // What a connection refused at accept gets before the close (one non-blocking send, best effort).
 constexpr std::string_view kRefusedReply =
@@ -107,6 +109,7 @@ struct Core {
   GatewayOptions opt;
   ConnectionLimits limits;
   RestRegistry rest_registry;
+  GymServerRegistry gym_server_registry;
   GymieSeeds seeds;
   BlockingPool pool;
   PoolCaller caller;
@@ -433,6 +436,10 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       res_.prepare_payload();
       return do_write();
     }
+    if (kind_ == Kind::GymServer || kind_ == Kind::GymServerFiles) {
+      const bool api = kind_ == Kind::GymServer && (path.rfind("/v1/", 0) == 0 || path == "/v1");
+      return run_gym_server(std::move(req), api);
+    }
     if (kind_ == Kind::Main && path == "/gym" && websocket::is_upgrade(req)) {
       closed_ = true;  // the stream moves to the WebSocket session
       auto ws = std::make_shared<WebsocketSession>(core_, std::move(stream_), std::move(slot_));
@@ -463,6 +470,25 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
           core_.caller, core_.rest_registry,
           kind_ == Kind::Main ? RestDialect::GymHttpApi : RestDialect::GymnasiumHttpApi, core_.opt.rest);
     }
+    run_blocking(std::move(req), [](HttpSession& s, const HttpRequest& hr) { return s.rest_->handle(hr); });
+  }
+
+  // gym-server: its API (`api`) or its artifacts; the files are read on the pool too (disk I/O).
+  void run_gym_server(http::request<http::string_body> req, bool api) {
+    if (api && !gym_server_) {
+      gym_server_ = std::make_unique<GymServerSession>(core_.caller, core_.gym_server_registry, core_.opt.gym_server);
+    }
+    if (api) {
+      return run_blocking(std::move(req),
+                          [](HttpSession& s, const HttpRequest& hr) { return s.gym_server_->handle(hr); });
+    }
+    run_blocking(std::move(req),
+                 [](HttpSession& s, const HttpRequest& hr) { return gym_server_file(s.core_.opt.gym_server, hr); });
+  }
+
+  // Runs a dialect's blocking handle() on the pool and posts its reply back to this session.
+  template <class Handle>
+  void run_blocking(http::request<http::string_body> req, Handle handle) {
     HttpRequest hr{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
                    std::string(req[http::field::content_type])};
     // The peer has closed (EOF or an error on a non-blocking peek): long operations may give up.
@@ -476,10 +502,10 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     const bool keep_alive = req.keep_alive();
     const unsigned version = req.version();
     auto self = shared_from_this();
-    const bool queued = core_.pool.post([self, hr = std::move(hr), head, keep_alive, version] {
+    const bool queued = core_.pool.post([self, hr = std::move(hr), head, keep_alive, version, handle] {
       HttpReply out;
       try {
-        out = self->rest_->handle(hr);
+        out = handle(*self, hr);
       } catch (const std::exception&) {
         out = HttpReply{};
         out.status = 500;
@@ -540,7 +566,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> res_;
-  std::unique_ptr<RestSession> rest_;  // used on the pool, one job at a time
+  std::unique_ptr<RestSession> rest_;             // used on the pool, one job at a time
+  std::unique_ptr<GymServerSession> gym_server_;  // likewise
   std::shared_ptr<std::atomic<bool>> closed_flag_ = std::make_shared<std::atomic<bool>>(false);
   bool closed_ = false;
   bool shutdown_after_ = false;
@@ -705,7 +732,12 @@ struct Gateway::Impl {
   std::shared_ptr<Core> core;
   tcp::acceptor acceptor;
   tcp::acceptor gymnasium_acceptor;
+  tcp::acceptor gym_server_acceptor;
+  tcp::acceptor gym_server_files_acceptor;
+  int port = -1;
   int gymnasium_port = -1;
+  int gym_server_port = -1;
+  int gym_server_files_port = -1;
   std::vector<std::shared_ptr<Listener>> listeners;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::vector<std::thread> io_threads;
@@ -714,12 +746,23 @@ struct Gateway::Impl {
   explicit Impl(GatewayOptions o)
       : core(std::make_shared<Core>(std::move(o))),
         acceptor(asio::make_strand(core->io)),
-        gymnasium_acceptor(asio::make_strand(core->io)) {}
+        gymnasium_acceptor(asio::make_strand(core->io)),
+        gym_server_acceptor(asio::make_strand(core->io)),
+        gym_server_files_acceptor(asio::make_strand(core->io)) {}
   ~Impl() {
     beast::error_code ec;
     acceptor.close(ec);
     gymnasium_acceptor.close(ec);
+    gym_server_acceptor.close(ec);
+    gym_server_files_acceptor.close(ec);
     listeners.clear();
+  }
+
+  // Listens on `wanted` (-1: off) and records the bound port in `bound`.
+  void open(tcp::acceptor& a, int wanted, Kind kind, int& bound) {
+    if (wanted < 0) return;
+    bound = listen_on(a, core->opt.host, static_cast<uint16_t>(wanted));
+    listeners.push_back(std::make_shared<Listener>(*core, a, kind));
   }
 };
 
@@ -734,25 +777,26 @@ Gateway::~Gateway() {
   }
 }
 
-uint16_t Gateway::start() {
+int Gateway::start() {
   auto& d = *impl_;
   auto& c = *d.core;
+  d.open(d.acceptor, c.opt.port, Kind::Main, d.port);
+  d.open(d.gymnasium_acceptor, c.opt.gymnasium_port, Kind::Gymnasium, d.gymnasium_port);
+  d.open(d.gym_server_acceptor, c.opt.gym_server_port, Kind::GymServer, d.gym_server_port);
+  d.open(d.gym_server_files_acceptor, c.opt.gym_server_files_port, Kind::GymServerFiles, d.gym_server_files_port);
+  if (d.listeners.empty()) return -1;  // every port off: no gateway threads at all
   raise_fd_limit(c.opt.max_connections);
-  const uint16_t port = listen_on(d.acceptor, c.opt.host, c.opt.port);
-  d.listeners.push_back(std::make_shared<Listener>(c, d.acceptor, Kind::Main));
-  if (c.opt.gymnasium_port >= 0) {
-    d.gymnasium_port = listen_on(d.gymnasium_acceptor, c.opt.host, static_cast<uint16_t>(c.opt.gymnasium_port));
-    d.listeners.push_back(std::make_shared<Listener>(c, d.gymnasium_acceptor, Kind::Gymnasium));
-  }
   for (auto& l : d.listeners) l->run();
   d.work.emplace(c.io.get_executor());
   const std::size_t n = std::max<std::size_t>(1, c.opt.io_threads);
   for (std::size_t i = 0; i < n; ++i) d.io_threads.emplace_back([&c] { c.io.run(); });
   d.started = true;
-  return port;
+  return d.port;
 }
 
 int Gateway::gymnasium_port() const { return impl_->gymnasium_port; }
+int Gateway::gym_server_port() const { return impl_->gym_server_port; }
+int Gateway::gym_server_files_port() const { return impl_->gym_server_files_port; }
 
 void Gateway::stop() {
   auto& d = *impl_;

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "frontends/access.hpp"
+#include "frontends/gym_server.hpp"
 #include "frontends/gymie.hpp"
 #include "frontends/rest.hpp"
 
@@ -22,8 +23,10 @@ namespace gymfarm::frontends {
 
 struct GatewayOptions {
   std::string host = "127.0.0.1";
-  uint16_t port = 5000;                      // 0 picks a free port: Gymie at /gym, gym-http-api at /v1/
+  int port = 5000;                           // 0 picks a free port: Gymie at /gym, gym-http-api at /v1/; -1 off
   int gymnasium_port = 40004;                // gymnasium-http-api dialect; 0 picks a free port, -1 turns it off
+  int gym_server_port = -1;                  // gym-server's API and its artifacts; 0 picks a free port, -1 off
+  int gym_server_files_port = -1;            // gym-server's artifacts alone (its port 8000); -1 off
   std::string broker_endpoint;               // the native endpoint the gateway's clients connect to
   zmq::context_t* broker_context = nullptr;  // shared with the broker for an inproc:// endpoint
   std::chrono::milliseconds client_timeout{120000};
@@ -43,7 +46,8 @@ struct GatewayOptions {
   std::size_t max_blocking_threads = 256;  // the pool that runs the dialects' blocking handle()
   std::chrono::microseconds spin{200};     // the pool threads' clients busy-poll for the farm's reply (--spin-us)
   RestOptions rest;
-  AccessPolicy access;  // token and allowed origins; the gateway's own clients use the token too
+  GymServerOptions gym_server;  // its files go under rest.monitor_dir unless set
+  AccessPolicy access;          // token and allowed origins; the gateway's own clients use the token too
 };
 
 class Gateway {
@@ -53,10 +57,13 @@ class Gateway {
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
 
-  // Binds and starts accepting; returns the bound port. Throws with a clear message on failure.
-  uint16_t start();
-  // The gymnasium-http-api port once started (-1 when off).
+  // Binds and starts accepting; returns the bound main port (-1 when off). No listener at all (every
+  // port off): no thread starts. Throws with a clear message on failure.
+  int start();
+  // The bound ports once started (-1 when off).
   int gymnasium_port() const;
+  int gym_server_port() const;
+  int gym_server_files_port() const;
   // Stops accepting, ends every connection, waits for the I/O and pool threads.
   void stop();
 

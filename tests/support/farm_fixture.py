@@ -73,6 +73,8 @@ class FarmProcess:
         self.rest_url = ""
         self.token = ""
         self.gymnasium_url = ""
+        self.gym_server_url = ""
+        self.gym_server_files_url = ""
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:
@@ -87,6 +89,10 @@ class FarmProcess:
                 self.rest_url = line.split()[1]
             if "gymnasium:" in line:
                 self.gymnasium_url = line.split()[1]
+            if "gym-server:" in line:
+                self.gym_server_url = line.split()[1]
+            if "gym-server-files:" in line:
+                self.gym_server_files_url = line.split()[1]
             if "gymie:" in line:
                 self.gymie_url = line.split()[-1]
                 break
