@@ -1,6 +1,5 @@
 #include "frontends/rest.hpp"
 
-#include <png.h>
 #include <zlib.h>
 
 #include <cerrno>
@@ -13,6 +12,7 @@
 #include <limits>
 
 #include "frontends/access.hpp"
+#include "frontends/png.hpp"
 #include "frontends/pyjson.hpp"
 #include "protocol/error.hpp"
 #include "protocol/token.hpp"
@@ -334,30 +334,9 @@ std::string png_of(const protocol::Tensor& t) {
   if (t.dtype != protocol::DType::UInt8 || t.shape.size() != 3 || (t.shape[2] != 3 && t.shape[2] != 4)) {
     throw Fail{message(400, "the env's frame is not an RGB image")};
   }
-  const auto h = static_cast<png_uint_32>(t.shape[0]), w = static_cast<png_uint_32>(t.shape[1]);
-  const int channels = static_cast<int>(t.shape[2]);
-  std::string out;
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-  png_infop info = png_create_info_struct(png);
-  if (setjmp(png_jmpbuf(png))) {  // NOLINT(cert-err52-cpp): libpng reports errors by longjmp
-    png_destroy_write_struct(&png, &info);
-    throw Fail{message(500, "PNG encoding failed")};
-  }
-  png_set_write_fn(
-      png, &out,
-      [](png_structp p, png_bytep data, png_size_t n) {
-        static_cast<std::string*>(png_get_io_ptr(p))->append(reinterpret_cast<const char*>(data), n);
-      },
-      nullptr);
-  png_set_IHDR(png, info, w, h, 8, channels == 4 ? PNG_COLOR_TYPE_RGBA : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-  png_write_info(png, info);
-  for (png_uint_32 y = 0; y < h; ++y) {
-    png_write_row(png, reinterpret_cast<png_const_bytep>(t.data.data() + static_cast<std::size_t>(y) * w * channels));
-  }
-  png_write_end(png, nullptr);
-  png_destroy_write_struct(&png, &info);
-  return out;
+  auto png = encode_png(t);
+  if (!png) throw Fail{message(500, "PNG encoding failed")};
+  return std::move(*png);
 }
 
 // Python's int(x) for a path segment.
