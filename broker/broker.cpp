@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "broker/heartbeats.hpp"
 #include "broker/launcher.hpp"
 #include "broker/restart_budget.hpp"
 #include "broker/routing_table.hpp"
@@ -48,6 +49,9 @@ namespace {
 
 constexpr auto kPollInterval = std::chrono::milliseconds(50);
 constexpr std::size_t kMaxMessagesPerTurn = 256;
+// A turn that begins this much later than the poll interval after the previous one was late: the
+// broker did not run, and heartbeats it could not read then are not held against the workers.
+constexpr auto kLateTurnSlack = std::chrono::milliseconds(100);
 constexpr auto kZygoteAnswerTimeout = std::chrono::seconds(5);
 constexpr auto kUnsendableGrace = std::chrono::seconds(1);  // a live worker's pipe may refuse a message this long
 
@@ -168,8 +172,13 @@ struct Broker::Impl {
   std::unordered_map<std::string, std::size_t> held;      // client -> instances it holds
   std::unordered_map<std::string, std::size_t> inflight;  // client -> requests not yet answered
   RestartBudget budget;
-  std::size_t max_workers = 0;  // the pool's bound (--max-workers, or what memory allows)
+  HeartbeatPolicy heartbeat_policy{opt.heartbeat_rate};
+  TurnLateness lateness{kPollInterval, kLateTurnSlack};
+  Duration heartbeat_period = kBaseHeartbeatPeriod;  // what workers are told to beat at, for the pool's size
+  uint64_t heartbeats = 0;                           // heartbeat messages received
+  std::size_t max_workers = 0;                       // the pool's bound (--max-workers, or what memory allows)
   TimePoint next_lease_check{};
+  TimePoint next_period_check{};
   bool budget_spent_logged = false;
   bool refused_sends = false;  // some worker's pipe refused its queued request: check_time retries
   bool ready_announced = false;
@@ -1003,6 +1012,14 @@ struct Broker::Impl {
                                       {"max", static_cast<uint64_t>(max_workers)},
                                       {"live", static_cast<uint64_t>(registry.wanted())}}));
     v.set("requests", static_cast<uint64_t>(requests));
+    using std::chrono::duration_cast;
+    using std::chrono::milliseconds;
+    v.set("heartbeats",
+          Value(protocol::Map{
+              {"period_ms", static_cast<int64_t>(duration_cast<milliseconds>(heartbeat_period).count())},
+              {"max_rate", static_cast<uint64_t>(heartbeat_policy.max_rate)},
+              {"received", static_cast<uint64_t>(heartbeats)},
+              {"excused_ms", static_cast<int64_t>(duration_cast<milliseconds>(lateness.excused()).count())}}));
     v.set("frontend", opt.frontend);
     v.set("pid", static_cast<int64_t>(::getpid()));
     return v;
@@ -1019,6 +1036,20 @@ struct Broker::Impl {
 
   // ---- worker messages ----------------------------------------------------------------------
 
+  // A heartbeat on the heartbeat socket (`routing_id` is the worker's "<identity>#hb"). A worker
+  // beating at another period than the pool's size wants is told the new one in answer:
+  // [routing_id, "hb", period in ms].
+  void on_heartbeat(std::size_t w, const zmq::message_t& routing_id) {
+    ++heartbeats;
+    registry.heartbeat(w);
+    if (!registry.needs_period(w, heartbeat_period)) return;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat_period).count();
+    const std::string period = std::to_string(ms);
+    if (transport::send(backend, std::vector<std::string_view>{view(routing_id), verb::kHeartbeat, period})) {
+      registry.told(w, heartbeat_period);
+    }
+  }
+
   void on_backend(Frames& f) {
     if (f.size() < 2) return;
     const std::string identity = transport::str(f[0]);
@@ -1026,10 +1057,7 @@ struct Broker::Impl {
     if (!w) return;  // a previous spawn's late message
     const auto v = view(f[1]);
     auto& s = registry.slot(*w);
-    if (v == verb::kHeartbeat) {
-      registry.heartbeat(*w);
-      return;
-    }
+    if (v == verb::kHeartbeat) return on_heartbeat(*w, f[0]);
     if (v == verb::kReady) {
       registry.heartbeat(*w);
       if (f.size() >= 3 && env_ids.as_array().empty()) {
@@ -1046,11 +1074,11 @@ struct Broker::Impl {
       return;
     }
     if (v != verb::kReply || f.size() < 5) return;
+    registry.heartbeat(*w);  // any reply shows the process alive (the worker skips heartbeats while it replies)
     auto rid = protocol::decode_rid(view(f[2]));
     if (!rid) return;
     auto done = registry.finish(*w, *rid);
     if (!done) return;  // already answered (timeout) or stale
-    registry.heartbeat(*w);
     const bool ok = view(f[3]) == protocol::kStatusOk;
     const Request& r = done->request;
     if (r.vec) {  // step_vec: [identity, rep, rid, status, body]
@@ -1131,7 +1159,11 @@ struct Broker::Impl {
         }
       }
     }
-    for (auto w : registry.silent(now, opt.heartbeat_timeout, opt.startup_timeout)) {
+    if (now >= next_period_check) {  // the period follows the pool's size (at most 10 times a second)
+      next_period_check = now + std::chrono::milliseconds(100);
+      heartbeat_period = heartbeat_policy.period(registry.wanted());
+    }
+    for (auto w : registry.silent(now, opt.heartbeat_timeout, opt.startup_timeout, heartbeat_policy)) {
       auto& s = registry.slot(w);
       if (s.pid > 0 && !kill_reasons.count(s.pid)) {
         log("worker " + std::to_string(w) + " is silent, killing it");
@@ -1453,7 +1485,10 @@ int Broker::run(const std::function<void()>& on_ready) {
     const std::size_t first_local = items.size();
     d.local_clients.fill(items);
     d.wait_for_events(items);
-    (void)d.clock.now();  // a pause during the wait is seen before any message is timed
+    // A pause during the wait is seen before any message is timed; a late turn is excused from
+    // the workers' silence.
+    const TimePoint turn_start = d.clock.now();
+    d.registry.excuse(d.lateness.turn(turn_start), turn_start);
     guarded("the zygote's answer", [&] {
       if (d.zygote.alive() && (items[3].revents & ZMQ_POLLIN)) d.on_zygote();
     });
@@ -1468,7 +1503,9 @@ int Broker::run(const std::function<void()>& on_ready) {
     d.local_clients.process(
         items, first_local, [&d](const std::string& n, Frames& f) { d.on_local_message(n, f); },
         [&d](const std::string& n, bool big) { d.on_local_closed(n, big); });
-    for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.backend, frames); ++n) {
+    // Every pending heartbeat, before check_time judges silence (bounded: a few per worker).
+    const std::size_t heartbeat_budget = std::max(kMaxMessagesPerTurn, 8 * d.registry.size());
+    for (std::size_t n = 0; n < heartbeat_budget && transport::recv(d.backend, frames); ++n) {
       guarded("a worker message", [&] { d.on_backend(frames); });
     }
     for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.frontend, frames); ++n) {
