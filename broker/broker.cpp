@@ -139,8 +139,9 @@ struct Broker::Impl {
   // ZeroMQ stamps on each of its messages ("User-Id") and no peer can choose (sessions.hpp).
   zmq::socket_t zap{ctx, zmq::socket_type::rep};
   uint64_t next_connection = 1;
-  zmq::socket_t backend{ctx, zmq::socket_type::router};  // heartbeats only
-  std::string backend_endpoint;
+  zmq::socket_t heartbeat_socket{
+      ctx, zmq::socket_type::router};  // the workers' heartbeats (their requests and replies: `links`)
+  std::string heartbeat_endpoint;
   // Requests and replies travel on one unix stream socket per worker (transport/stream.hpp); a
   // link's first message is [link, identity], and a link naming no live slot is closed.
   transport::StreamServer links{opt.max_message_bytes, [this](Frames& first) {
@@ -222,20 +223,17 @@ struct Broker::Impl {
 
   void respond(const Request& r, std::string_view status, zmq::message_t body) {
     settle(r);
-    if (r.vec) return vec_result(r.batch_id, r.vec_rows, status, std::move(body));
-    if (!r.parts.empty()) {  // a step_many that failed as a whole: every part gets the error
-      for (const auto& p : r.parts) {
+    if (const auto* v = r.as<Request::VecShare>()) return vec_result(v->batch, v->rows, status, std::move(body));
+    if (const auto* m = r.as<Request::StepMany>()) {  // failed as a whole: every part gets the error
+      for (const auto& p : m->parts) {
         zmq::message_t copy;
         copy.copy(body);
-        batch_result(r.batch_id, p.batch_index, status, std::move(copy));
+        batch_result(m->batch, p.index, status, std::move(copy));
       }
       return;
     }
-    if (r.batch_id == 0) {
-      send_client(r.client, r.client_rid, status, std::move(body));
-      return;
-    }
-    batch_result(r.batch_id, r.batch_index, status, std::move(body));
+    if (const auto* b = r.as<Request::BatchPart>()) return batch_result(b->batch, b->index, status, std::move(body));
+    send_client(r.client, r.client_rid, status, std::move(body));
   }
 
   // One worker's part of a step_vec is answered; the reply goes out when the last part is:
@@ -289,7 +287,7 @@ struct Broker::Impl {
   // What every worker (and the zygote) is started with.
   std::vector<std::string> worker_args() const {
     std::vector<std::string> args{
-        "--backend", backend_endpoint,           "--link",    links.path(),
+        "--backend", heartbeat_endpoint,         "--link",    links.path(),
         "--parent",  std::to_string(::getpid()), "--spin-us", std::to_string(opt.spin.count())};
     if (!opt.python.empty()) {
       args.push_back("--python");
@@ -363,15 +361,15 @@ struct Broker::Impl {
     const std::string rid_bytes = protocol::encode_rid(rid);
     const Duration timeout = timeout_for(r.verb);
     bool sent = false;
-    if (r.parts.empty() || r.vec) {
-      sent = to_worker(s.identity, {r.verb, r.instance, rid_bytes, r.body});
-    } else {
+    if (const auto* m = r.as<Request::StepMany>()) {
       std::vector<std::string_view> frames{verb::kStepMany, "", rid_bytes};
-      for (const auto& p : r.parts) {
+      for (const auto& p : m->parts) {
         frames.push_back(p.instance);
         frames.push_back(p.body);
       }
       sent = to_worker(s.identity, frames);
+    } else {
+      sent = to_worker(s.identity, {r.verb, r.instance, rid_bytes, r.body});
     }
     if (!sent) {
       if (auto why = kill_reasons.find(s.pid); why != kill_reasons.end()) {  // killed, not reaped yet: say why
@@ -463,7 +461,7 @@ struct Broker::Impl {
 
   void on_link_message(const std::string& identity, Frames& frames) {
     frames.insert(frames.begin(), payload(identity));
-    on_backend(frames);
+    on_worker_message(frames);
   }
 
   void on_link_closed(const std::string& identity, bool too_large) {
@@ -777,8 +775,7 @@ struct Broker::Impl {
       part.verb = std::string(verb::kStep);
       part.instance = transport::str(f[4 + 2 * i]);
       part.body = transport::str(f[5 + 2 * i]);
-      part.batch_id = id;
-      part.batch_index = i;
+      part.kind = Request::BatchPart{id, i};
       auto w = registry.capacity() > 1 && may_use(part.instance, part.client) ? routes.find(part.instance)
                                                                               : std::nullopt;
       if (!w) {
@@ -793,19 +790,19 @@ struct Broker::Impl {
         g.client = head.client;
         g.client_rid = head.client_rid;
         g.verb = std::string(verb::kStepMany);
-        g.batch_id = id;
+        g.kind = Request::StepMany{id, {}};
       }
       g.counted += part.counted;
-      g.parts.push_back({std::move(part.instance), std::move(part.body), i});
+      std::get<Request::StepMany>(g.kind).parts.push_back({std::move(part.instance), std::move(part.body), i});
     }
     for (std::size_t w : order) {
       Request g = std::move(grouped[w]);
-      if (g.parts.size() == 1) {  // a lone part goes as a plain step
+      if (auto& parts = std::get<Request::StepMany>(g.kind).parts; parts.size() == 1) {  // a lone part: a plain step
+        Request::StepMany::Part p = std::move(parts[0]);
         g.verb = std::string(verb::kStep);
-        g.instance = std::move(g.parts[0].instance);
-        g.body = std::move(g.parts[0].body);
-        g.batch_index = g.parts[0].batch_index;
-        g.parts.clear();
+        g.instance = std::move(p.instance);
+        g.body = std::move(p.body);
+        g.kind = Request::BatchPart{id, p.index};
       }
       enqueue(w, std::move(g));
     }
@@ -860,25 +857,23 @@ struct Broker::Impl {
       part.client = head.client;
       part.client_rid = head.client_rid;
       part.verb = std::string(verb::kStepVec);
-      part.batch_id = id;
-      part.vec = true;
+      Request::VecShare share{id, {}, {}};
       protocol::Tensor slice{t.dtype, t.shape, {}};
       slice.shape[0] = g.rows.size();
       slice.data.reserve(row_bytes * g.rows.size());
       for (auto r : g.rows) slice.data.append(t.data, r * row_bytes, row_bytes);
-      for (const auto& inst : g.instances) part.parts.push_back({inst.as_string(), {}, 0});
+      for (const auto& inst : g.instances) share.instances.push_back(inst.as_string());
       Value sub(protocol::Map{{"instances", Value(std::move(g.instances))}, {"actions", Value(std::move(slice))}});
       if (autoreset) sub.set("autoreset", *autoreset);
       part.body = protocol::encode(sub);
-      part.vec_rows = std::move(g.rows);
+      share.rows = std::move(g.rows);
+      part.kind = std::move(share);
       if (!admit(part)) continue;
       enqueue(w, std::move(part));
     }
     for (auto& [row, e] : unknown) {
       Request part;
-      part.batch_id = id;
-      part.vec = true;
-      part.vec_rows = {row};
+      part.kind = Request::VecShare{id, {}, {row}};
       fail(part, e);
     }
   }
@@ -894,7 +889,7 @@ struct Broker::Impl {
     const Value* shared = body.find("shared");
     if (shared && !shared->is_bool())
       return fail(r, make_error(ErrorCode::BadRequest, "make's 'shared' must be a bool"));
-    r.shared = shared && shared->as_bool();
+    r.kind = Request::Make{shared && shared->as_bool()};
     if (opt.max_instances_per_client && held[r.client] >= opt.max_instances_per_client) {
       Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_instances_per_client)}});
       return fail(r, make_error(ErrorCode::Overloaded,
@@ -955,7 +950,8 @@ struct Broker::Impl {
     std::string instance = random_instance_id();
     while (!routes.add(instance, w, env_id)) instance = random_instance_id();
     registry.assign(w, instance, env_id);
-    owners[instance] = Owner{r.client, r.shared};
+    const auto* make = r.as<Request::Make>();
+    owners[instance] = Owner{r.client, make && make->shared};
     ++held[r.client];
     r.instance = instance;
     registry.slot(w).queue.push_back(std::move(r));  // behind the requests of the worker's other envs
@@ -1047,12 +1043,13 @@ struct Broker::Impl {
     if (!registry.needs_period(w, heartbeat_period)) return;
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat_period).count();
     const std::string period = std::to_string(ms);
-    if (transport::send(backend, std::vector<std::string_view>{view(routing_id), verb::kHeartbeat, period})) {
+    if (transport::send(heartbeat_socket, std::vector<std::string_view>{view(routing_id), verb::kHeartbeat, period})) {
       registry.told(w, heartbeat_period);
     }
   }
 
-  void on_backend(Frames& f) {
+  // A worker's message, from its link (ready, replies) or its heartbeat socket: [identity, verb, ...].
+  void on_worker_message(Frames& f) {
     if (f.size() < 2) return;
     const std::string identity = transport::str(f[0]);
     auto w = registry.by_identity(identity);
@@ -1083,23 +1080,23 @@ struct Broker::Impl {
     if (!done) return;  // already answered (timeout) or stale
     const bool ok = view(f[3]) == protocol::kStatusOk;
     const Request& r = done->request;
-    if (r.vec) {  // step_vec: [identity, rep, rid, status, body]
+    if (const auto* share = r.as<Request::VecShare>()) {  // step_vec: [identity, rep, rid, status, body]
       if (f.size() != 5) {
         fail(r, make_error(ErrorCode::Internal, "the worker answered step_vec with a malformed reply"));
       } else {
-        if (ok) s.steps += r.vec_rows.size();
+        if (ok) s.steps += share->rows.size();
         respond(r, view(f[3]), std::move(f[4]));
       }
       pump(*w);
       return;
     }
-    if (!r.parts.empty()) {  // step_many: [identity, rep, rid, ok, (status, body)*]
-      if (ok && f.size() == 4 + 2 * r.parts.size()) {
+    if (const auto* many = r.as<Request::StepMany>()) {  // step_many: [identity, rep, rid, ok, (status, body)*]
+      if (ok && f.size() == 4 + 2 * many->parts.size()) {
         settle(r);
-        for (std::size_t i = 0; i < r.parts.size(); ++i) {
+        for (std::size_t i = 0; i < many->parts.size(); ++i) {
           const bool part_ok = view(f[4 + 2 * i]) == protocol::kStatusOk;
           if (part_ok) s.steps++;
-          batch_result(r.batch_id, r.parts[i].batch_index, view(f[4 + 2 * i]), std::move(f[5 + 2 * i]));
+          batch_result(many->batch, many->parts[i].index, view(f[4 + 2 * i]), std::move(f[5 + 2 * i]));
         }
       } else {
         fail(r, make_error(ErrorCode::Internal, "the worker answered step_many with a malformed reply"));
@@ -1409,7 +1406,7 @@ std::string Broker::bind() {
   }
   transport::configure(d.frontend, d.opt.max_message_bytes);
   transport::configure(d.inproc_frontend, d.opt.max_message_bytes);
-  transport::configure(d.backend, d.opt.max_message_bytes);
+  transport::configure(d.heartbeat_socket, d.opt.max_message_bytes);
   d.frontend.set(zmq::sockopt::router_mandatory, 1);
   d.inproc_frontend.set(zmq::sockopt::router_mandatory, 1);
   // The ZAP handler is bound before the frontend, so that no connection is ever admitted unnamed.
@@ -1419,7 +1416,7 @@ std::string Broker::bind() {
     throw std::runtime_error(std::string("cannot start the connection handler (ZAP): ") + e.what());
   }
   d.frontend.set(zmq::sockopt::zap_domain, "gymfarm");
-  d.backend.set(zmq::sockopt::router_mandatory, 1);
+  d.heartbeat_socket.set(zmq::sockopt::router_mandatory, 1);
   try {
     d.frontend.bind(d.opt.frontend);
   } catch (const zmq::error_t& e) {
@@ -1427,15 +1424,15 @@ std::string Broker::bind() {
   }
   d.opt.frontend = d.frontend.get(zmq::sockopt::last_endpoint);
   d.inproc_frontend.bind(kInprocFrontend);  // the gateway's clients: no TCP, no I/O thread
-  d.backend_endpoint = "ipc://" + d.opt.runtime_dir + "/backend-" + std::to_string(::getpid()) + ".ipc";
-  if (d.backend_endpoint.size() - 6 > 100) {
+  d.heartbeat_endpoint = "ipc://" + d.opt.runtime_dir + "/backend-" + std::to_string(::getpid()) + ".ipc";
+  if (d.heartbeat_endpoint.size() - 6 > 100) {
     throw std::runtime_error("the runtime directory path is too long for a unix socket (" + d.opt.runtime_dir +
                              "); choose a shorter --runtime-dir");
   }
   try {
-    d.backend.bind(d.backend_endpoint);
+    d.heartbeat_socket.bind(d.heartbeat_endpoint);
   } catch (const zmq::error_t& e) {
-    throw std::runtime_error("cannot bind the worker socket " + d.backend_endpoint + ": " + e.what());
+    throw std::runtime_error("cannot bind the heartbeat socket " + d.heartbeat_endpoint + ": " + e.what());
   }
   remove_stale_sockets(d.opt.runtime_dir);
   const std::string pid = std::to_string(::getpid());
@@ -1510,8 +1507,8 @@ int Broker::run(const std::function<void()>& on_ready) {
         [&d](const std::string& n, bool big) { d.on_local_closed(n, big); });
     // Every pending heartbeat, before check_time judges silence (bounded: a few per worker).
     const std::size_t heartbeat_budget = std::max(kMaxMessagesPerTurn, 8 * d.registry.size());
-    for (std::size_t n = 0; n < heartbeat_budget && transport::recv(d.backend, frames); ++n) {
-      guarded("a worker message", [&] { d.on_backend(frames); });
+    for (std::size_t n = 0; n < heartbeat_budget && transport::recv(d.heartbeat_socket, frames); ++n) {
+      guarded("a worker message", [&] { d.on_worker_message(frames); });
     }
     for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.frontend, frames); ++n) {
       d.key_frames(frames, ClientPath::Tcp);

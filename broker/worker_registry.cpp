@@ -206,10 +206,7 @@ std::vector<std::size_t> WorkerRegistry::silent(TimePoint now, Duration timeout,
 void WorkerRegistry::touch(WorkerSlot& s, const Request& r) {
   const auto now = clock_.now();
   for (auto& h : s.hosted) {
-    if (h.instance == r.instance) h.last_request = now;
-    for (const auto& p : r.parts) {
-      if (h.instance == p.instance) h.last_request = now;
-    }
+    if (r.concerns(h.instance)) h.last_request = now;
   }
 }
 
@@ -219,10 +216,7 @@ std::vector<std::pair<std::size_t, std::string>> WorkerRegistry::idle_instances(
     if (s.state != WorkerState::Assigned) continue;
     for (const auto& h : s.hosted) {
       if (now - h.last_request <= ttl) continue;
-      auto busy = [&](const Request& r) {
-        if (r.instance == h.instance) return true;
-        return std::any_of(r.parts.begin(), r.parts.end(), [&](const auto& p) { return p.instance == h.instance; });
-      };
+      auto busy = [&](const Request& r) { return r.concerns(h.instance); };
       if ((s.in_flight && busy(s.in_flight->request)) || std::any_of(s.queue.begin(), s.queue.end(), busy)) continue;
       out.emplace_back(s.index, h.instance);
     }

@@ -17,35 +17,12 @@
 
 #include "broker/clock.hpp"
 #include "broker/heartbeats.hpp"
+#include "broker/request.hpp"
 
 namespace gymfarm::broker {
 
 enum class WorkerState { Dead, Starting, Idle, Assigned, Stopping };
 const char* to_string(WorkerState s);
-
-// A client request on its way through a worker.
-struct Request {
-  std::string client;      // frontend identity of the requester
-  std::string client_rid;  // the client's 8-byte request id
-  std::string verb;
-  std::string instance;
-  std::string body;
-  uint64_t batch_id = 0;    // nonzero for a part of a step_batch
-  std::size_t counted = 0;  // requests it counts for towards the client's in-flight limit until answered
-  bool shared = false;      // make: any client may use the instance
-  std::size_t batch_index = 0;
-  // step_many: the steps of one step_batch for this worker's instances, answered part by part
-  struct Part {
-    std::string instance;
-    std::string body;
-    std::size_t batch_index = 0;
-  };
-  std::vector<Part> parts;
-  // step_vec: one worker's share of a vector env's step; `parts` name its instances (bookkeeping),
-  // `vec_rows` their rows in the client's vector
-  bool vec = false;
-  std::vector<std::size_t> vec_rows;
-};
 
 struct InFlight {
   Request request;
