@@ -27,6 +27,7 @@
 #include "broker/restart_budget.hpp"
 #include "broker/routing_table.hpp"
 #include "broker/sessions.hpp"
+#include "broker/stats.hpp"
 #include "broker/worker_registry.hpp"
 #include "broker/zygote.hpp"
 #include "protocol/codec.hpp"
@@ -61,27 +62,6 @@ Error make_error(ErrorCode code, std::string message, Value details = Value(prot
 
 // 128 bits from the OS CSPRNG: an instance id cannot be guessed from others.
 std::string random_instance_id() { return protocol::random_hex(16); }
-
-long long rss_bytes(int pid) {
-  if (pid <= 0) return 0;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/statm");
-  long long size = 0, resident = 0;
-  if (!(f >> size >> resident)) return 0;
-  return resident * sysconf(_SC_PAGESIZE);
-}
-
-// Proportional set size: shared pages (the zygote's) split among the processes that share them.
-long long pss_bytes(int pid) {
-  if (pid <= 0) return 0;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/smaps_rollup");
-  std::string key;
-  long long kb = 0;
-  while (f >> key) {
-    if (key == "Pss:" && (f >> kb)) return kb * 1024;
-    f.ignore(1 << 12, '\n');
-  }
-  return 0;
-}
 
 struct Batch {
   std::string client;
@@ -158,7 +138,6 @@ struct Broker::Impl {
   int signal_fd = -1;
   uint64_t next_rid = 1;
   uint64_t next_batch = 1;
-  uint64_t requests = 0;
   std::unordered_map<uint64_t, Batch> batches;
   std::unordered_map<uint64_t, VecBatch> vec_batches;
   std::deque<PendingMake> pending_makes;
@@ -173,10 +152,10 @@ struct Broker::Impl {
   std::unordered_map<std::string, std::size_t> held;      // client -> instances it holds
   std::unordered_map<std::string, std::size_t> inflight;  // client -> requests not yet answered
   RestartBudget budget;
+  Stats statistics;  // what `stats` answers, and the counters in it
   HeartbeatPolicy heartbeat_policy{opt.heartbeat_rate};
   TurnLateness lateness{kPollInterval, kLateTurnSlack};
   Duration heartbeat_period = kBaseHeartbeatPeriod;  // what workers are told to beat at, for the pool's size
-  uint64_t heartbeats = 0;                           // heartbeat messages received
   std::size_t max_workers = 0;                       // the pool's bound (--max-workers, or what memory allows)
   TimePoint next_lease_check{};
   TimePoint next_period_check{};
@@ -620,7 +599,7 @@ struct Broker::Impl {
     r.instance = transport::str(f[2]);
     r.client_rid = transport::str(f[3]);
     if (f.size() > 4) r.body = transport::str(f[4]);
-    ++requests;
+    ++statistics.requests;
     if (!protocol::decode_rid(r.client_rid)) {
       return fail(r, make_error(ErrorCode::BadRequest, "request id must be 8 bytes"));
     }
@@ -969,58 +948,9 @@ struct Broker::Impl {
   }
 
   Value stats() const {
-    protocol::Array workers;
-    for (const auto& s : registry.slots()) {
-      if (!s.wanted && s.state == WorkerState::Dead) continue;  // retired, no process
-      Value w(protocol::Map{});
-      w.set("worker", static_cast<int64_t>(s.index));
-      w.set("pid", s.pid);
-      w.set("state", to_string(s.state));
-      w.set("instance", s.hosted.empty() ? std::string() : s.hosted.front().instance);
-      w.set("env_id", s.hosted.empty() ? std::string() : s.hosted.front().env_id);
-      protocol::Array hosted;
-      for (const auto& h : s.hosted) hosted.push_back(Value(h.instance));
-      w.set("instances", std::move(hosted));
-      w.set("steps", static_cast<uint64_t>(s.steps));
-      w.set("rss_bytes", static_cast<int64_t>(rss_bytes(s.pid)));
-      w.set("pss_bytes", static_cast<int64_t>(pss_bytes(s.pid)));
-      w.set("restarts", static_cast<uint64_t>(s.restarts));
-      w.set("last_exit", s.last_exit);
-      workers.push_back(std::move(w));
-    }
-    const auto now = clock.now();
-    protocol::Array restarts;
-    for (const auto& e : budget.log()) {
-      Value r(protocol::Map{});
-      r.set("seconds_ago", std::chrono::duration<double>(now - e.at).count());
-      r.set("worker", static_cast<int64_t>(e.worker));
-      r.set("reason", e.reason);
-      restarts.push_back(std::move(r));
-    }
-    Value b(protocol::Map{});
-    b.set("limit", static_cast<uint64_t>(budget.limit()));
-    b.set("window_s", std::chrono::duration<double>(budget.window()).count());
-    b.set("used", static_cast<uint64_t>(budget.used(now)));
-    Value v(protocol::Map{});
-    v.set("workers", std::move(workers));
-    v.set("restart_budget", std::move(b));
-    v.set("recent_restarts", std::move(restarts));
-    v.set("instances", static_cast<int64_t>(routes.size()));
-    v.set("pool", Value(protocol::Map{{"warm", static_cast<uint64_t>(opt.workers)},
-                                      {"max", static_cast<uint64_t>(max_workers)},
-                                      {"live", static_cast<uint64_t>(registry.wanted())}}));
-    v.set("requests", static_cast<uint64_t>(requests));
-    using std::chrono::duration_cast;
-    using std::chrono::milliseconds;
-    v.set("heartbeats",
-          Value(protocol::Map{
-              {"period_ms", static_cast<int64_t>(duration_cast<milliseconds>(heartbeat_period).count())},
-              {"max_rate", static_cast<uint64_t>(heartbeat_policy.max_rate)},
-              {"received", static_cast<uint64_t>(heartbeats)},
-              {"excused_ms", static_cast<int64_t>(duration_cast<milliseconds>(lateness.excused()).count())}}));
-    v.set("frontend", opt.frontend);
-    v.set("pid", static_cast<int64_t>(::getpid()));
-    return v;
+    return statistics.report(registry, budget, routes.size(), {opt.workers, max_workers},
+                             {heartbeat_period, heartbeat_policy.max_rate, lateness.excused()}, clock.now(),
+                             opt.frontend, static_cast<int64_t>(::getpid()));
   }
 
   // A client's own instances (and shared ones); the gateway's clients see every instance.
@@ -1038,7 +968,7 @@ struct Broker::Impl {
   // beating at another period than the pool's size wants is told the new one in answer:
   // [routing_id, "hb", period in ms].
   void on_heartbeat(std::size_t w, const zmq::message_t& routing_id) {
-    ++heartbeats;
+    ++statistics.heartbeats;
     registry.heartbeat(w);
     if (!registry.needs_period(w, heartbeat_period)) return;
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat_period).count();
