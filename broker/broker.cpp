@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "broker/admission.hpp"
 #include "broker/heartbeats.hpp"
 #include "broker/launcher.hpp"
 #include "broker/restart_budget.hpp"
@@ -144,13 +145,7 @@ struct Broker::Impl {
   std::unordered_map<int, std::string> kill_reasons;  // pid -> why the broker killed it
   Value env_ids = Value(protocol::Array{});
   SessionTable sessions{opt.max_sessions};  // what each client's hello granted (keys: sessions.hpp)
-  struct Owner {
-    std::string client;   // the key of the client that made it
-    bool shared = false;  // made with `shared: true`: any client may use it
-  };
-  std::unordered_map<std::string, Owner> owners;          // instance -> who made it
-  std::unordered_map<std::string, std::size_t> held;      // client -> instances it holds
-  std::unordered_map<std::string, std::size_t> inflight;  // client -> requests not yet answered
+  Admission admission{{opt.max_instances_per_client, opt.max_inflight_per_client}};  // owners and per-client limits
   RestartBudget budget;
   Stats statistics;  // what `stats` answers, and the counters in it
   HeartbeatPolicy heartbeat_policy{opt.heartbeat_rate};
@@ -192,13 +187,7 @@ struct Broker::Impl {
   }
 
   // The request no longer counts towards its client's in-flight limit.
-  void settle(const Request& r) {
-    if (!r.counted) return;
-    if (auto it = inflight.find(r.client); it != inflight.end()) {
-      it->second -= std::min(it->second, r.counted);
-      if (it->second == 0) inflight.erase(it);
-    }
-  }
+  void settle(const Request& r) { admission.settle(r.client, r.counted); }
 
   void respond(const Request& r, std::string_view status, zmq::message_t body) {
     settle(r);
@@ -466,11 +455,8 @@ struct Broker::Impl {
   // A session ends (its local socket closed, or its lease ran out): its instances are closed,
   // unless its hello asked to keep them.
   void end_session(const std::string& key, const std::string& how) {
-    if (!sessions.keeps_instances(key) && held.count(key)) {
-      std::vector<std::string> mine;
-      for (const auto& [instance, owner] : owners) {
-        if (owner.client == key) mine.push_back(instance);
-      }
+    if (!sessions.keeps_instances(key) && admission.holds(key) > 0) {
+      const std::vector<std::string> mine = admission.instances_of(key);
       if (opt.verbose) log("a client " + how + "; closing its " + std::to_string(mine.size()) + " instances");
       for (const auto& instance : mine) {
         Value d(protocol::Map{{"instance_id", instance}});
@@ -652,7 +638,8 @@ struct Broker::Impl {
     const bool leased = lease_asked && lease_asked->as_bool() && opt.session_lease.count() > 0 && !r.client.empty() &&
                         r.client[0] == static_cast<char>(ClientPath::Tcp);
     const auto opened = sessions.open(
-        r.client, authorized, [this](const std::string& c) { return held.count(c) > 0 || inflight.count(c) > 0; },
+        r.client, authorized,
+        [this](const std::string& c) { return admission.holds(c) > 0 || admission.in_flight(c) > 0; },
         keep && keep->as_bool(), leased ? Duration(opt.session_lease) : Duration::zero(), clock.now());
     if (opened == SessionTable::Open::Full) {
       Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_sessions)}});
@@ -676,33 +663,20 @@ struct Broker::Impl {
 
   // Admits a request under the client's in-flight limit; false (and answered) when over it.
   bool admit(Request& r) {
-    if (opt.max_inflight_per_client) {
-      auto& n = inflight[r.client];
-      if (n >= opt.max_inflight_per_client) {
-        Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_inflight_per_client)}});
-        fail(r,
-             make_error(ErrorCode::Overloaded,
-                        "this client has " + std::to_string(n) + " requests in flight (--max-inflight-per-client)", d));
-        return false;
-      }
-      ++n;
-      r.counted = 1;
-    }
-    return true;
+    if (admission.begin(r.client, r.counted)) return true;
+    Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_inflight_per_client)}});
+    fail(r, make_error(ErrorCode::Overloaded,
+                       "this client has " + std::to_string(admission.in_flight(r.client)) +
+                           " requests in flight (--max-inflight-per-client)",
+                       d));
+    return false;
   }
 
-  void forget_instance(const std::string& instance) {
-    auto it = owners.find(instance);
-    if (it == owners.end()) return;
-    if (auto h = held.find(it->second.client); h != held.end() && --h->second == 0) held.erase(h);
-    owners.erase(it);
-  }
+  void forget_instance(const std::string& instance) { admission.forget(instance); }
 
-  // Only the client that made an instance may use it, unless it was made shared; the gateway's
-  // clients count as one (sessions.hpp principal()).
+  // Only the client that made an instance may use it, unless it was made shared (admission.hpp).
   bool may_use(const std::string& instance, const std::string& client) const {
-    auto it = owners.find(instance);
-    return it == owners.end() || it->second.shared || principal(it->second.client) == principal(client);
+    return admission.may_use(instance, client);
   }
 
   // The answer for an instance this client may not use or that has no route: its tombstone, or
@@ -869,10 +843,10 @@ struct Broker::Impl {
     if (shared && !shared->is_bool())
       return fail(r, make_error(ErrorCode::BadRequest, "make's 'shared' must be a bool"));
     r.kind = Request::Make{shared && shared->as_bool()};
-    if (opt.max_instances_per_client && held[r.client] >= opt.max_instances_per_client) {
+    if (!admission.may_make(r.client)) {
       Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_instances_per_client)}});
       return fail(r, make_error(ErrorCode::Overloaded,
-                                "this client holds " + std::to_string(held[r.client]) +
+                                "this client holds " + std::to_string(admission.holds(r.client)) +
                                     " instances (--max-instances-per-client); close one first",
                                 d));
     }
@@ -930,8 +904,7 @@ struct Broker::Impl {
     while (!routes.add(instance, w, env_id)) instance = random_instance_id();
     registry.assign(w, instance, env_id);
     const auto* make = r.as<Request::Make>();
-    owners[instance] = Owner{r.client, make && make->shared};
-    ++held[r.client];
+    admission.made(instance, r.client, make && make->shared);
     r.instance = instance;
     registry.slot(w).queue.push_back(std::move(r));  // behind the requests of the worker's other envs
     pump(w);
@@ -1101,15 +1074,16 @@ struct Broker::Impl {
     }
     if (opt.idle_ttl.count() > 0) {  // sessionless clients: the gateway's REST dialects
       for (const auto& [w, instance] : registry.idle_instances(now, opt.idle_ttl)) {
-        auto owner = owners.find(instance);
-        if (owner == owners.end() || principal(owner->second.client) == principal(client_key(ClientPath::Inproc, ""))) {
+        const auto* owner = admission.owner(instance);
+        if (!owner || principal(owner->client) == principal(client_key(ClientPath::Inproc, ""))) {
           close_idle(w, instance);
         }
       }
     }
     if (now >= next_lease_check) {
       next_lease_check = now + std::chrono::milliseconds(200);
-      for (const auto& key : sessions.expired(now, [this](const std::string& c) { return inflight.count(c) > 0; })) {
+      for (const auto& key :
+           sessions.expired(now, [this](const std::string& c) { return admission.in_flight(c) > 0; })) {
         end_session(key, "stopped renewing its lease (" + std::to_string(opt.session_lease.count()) + " ms)");
       }
     }
