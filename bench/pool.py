@@ -13,6 +13,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -141,6 +142,7 @@ def main():
     if a.live:
         result["live"] = many_live(a.live, tmp)
         print(json.dumps(result["live"], indent=1), flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # the farms' logs and runtime dirs; the farms are stopped
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"pool-{datetime.datetime.now():%Y-%m-%dT%H%M%S}.json"
     path.write_text(json.dumps(result, indent=1))
