@@ -22,10 +22,13 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "broker/admission.hpp"
+#include "broker/heartbeats.hpp"
 #include "broker/launcher.hpp"
 #include "broker/restart_budget.hpp"
 #include "broker/routing_table.hpp"
 #include "broker/sessions.hpp"
+#include "broker/stats.hpp"
 #include "broker/worker_registry.hpp"
 #include "broker/zygote.hpp"
 #include "protocol/codec.hpp"
@@ -48,6 +51,9 @@ namespace {
 
 constexpr auto kPollInterval = std::chrono::milliseconds(50);
 constexpr std::size_t kMaxMessagesPerTurn = 256;
+// A turn that begins this much later than the poll interval after the previous one was late: the
+// broker did not run, and heartbeats it could not read then are not held against the workers.
+constexpr auto kLateTurnSlack = std::chrono::milliseconds(100);
 constexpr auto kZygoteAnswerTimeout = std::chrono::seconds(5);
 constexpr auto kUnsendableGrace = std::chrono::seconds(1);  // a live worker's pipe may refuse a message this long
 
@@ -57,27 +63,6 @@ Error make_error(ErrorCode code, std::string message, Value details = Value(prot
 
 // 128 bits from the OS CSPRNG: an instance id cannot be guessed from others.
 std::string random_instance_id() { return protocol::random_hex(16); }
-
-long long rss_bytes(int pid) {
-  if (pid <= 0) return 0;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/statm");
-  long long size = 0, resident = 0;
-  if (!(f >> size >> resident)) return 0;
-  return resident * sysconf(_SC_PAGESIZE);
-}
-
-// Proportional set size: shared pages (the zygote's) split among the processes that share them.
-long long pss_bytes(int pid) {
-  if (pid <= 0) return 0;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/smaps_rollup");
-  std::string key;
-  long long kb = 0;
-  while (f >> key) {
-    if (key == "Pss:" && (f >> kb)) return kb * 1024;
-    f.ignore(1 << 12, '\n');
-  }
-  return 0;
-}
 
 struct Batch {
   std::string client;
@@ -135,8 +120,9 @@ struct Broker::Impl {
   // ZeroMQ stamps on each of its messages ("User-Id") and no peer can choose (sessions.hpp).
   zmq::socket_t zap{ctx, zmq::socket_type::rep};
   uint64_t next_connection = 1;
-  zmq::socket_t backend{ctx, zmq::socket_type::router};  // heartbeats only
-  std::string backend_endpoint;
+  zmq::socket_t heartbeat_socket{
+      ctx, zmq::socket_type::router};  // the workers' heartbeats (their requests and replies: `links`)
+  std::string heartbeat_endpoint;
   // Requests and replies travel on one unix stream socket per worker (transport/stream.hpp); a
   // link's first message is [link, identity], and a link naming no live slot is closed.
   transport::StreamServer links{opt.max_message_bytes, [this](Frames& first) {
@@ -153,23 +139,21 @@ struct Broker::Impl {
   int signal_fd = -1;
   uint64_t next_rid = 1;
   uint64_t next_batch = 1;
-  uint64_t requests = 0;
   std::unordered_map<uint64_t, Batch> batches;
   std::unordered_map<uint64_t, VecBatch> vec_batches;
   std::deque<PendingMake> pending_makes;
   std::unordered_map<int, std::string> kill_reasons;  // pid -> why the broker killed it
   Value env_ids = Value(protocol::Array{});
   SessionTable sessions{opt.max_sessions};  // what each client's hello granted (keys: sessions.hpp)
-  struct Owner {
-    std::string client;   // the key of the client that made it
-    bool shared = false;  // made with `shared: true`: any client may use it
-  };
-  std::unordered_map<std::string, Owner> owners;          // instance -> who made it
-  std::unordered_map<std::string, std::size_t> held;      // client -> instances it holds
-  std::unordered_map<std::string, std::size_t> inflight;  // client -> requests not yet answered
+  Admission admission{{opt.max_instances_per_client, opt.max_inflight_per_client}};  // owners and per-client limits
   RestartBudget budget;
-  std::size_t max_workers = 0;  // the pool's bound (--max-workers, or what memory allows)
+  Stats statistics;  // what `stats` answers, and the counters in it
+  HeartbeatPolicy heartbeat_policy{opt.heartbeat_rate};
+  TurnLateness lateness{kPollInterval, kLateTurnSlack};
+  Duration heartbeat_period = kBaseHeartbeatPeriod;  // what workers are told to beat at, for the pool's size
+  std::size_t max_workers = 0;                       // the pool's bound (--max-workers, or what memory allows)
   TimePoint next_lease_check{};
+  TimePoint next_period_check{};
   bool budget_spent_logged = false;
   bool refused_sends = false;  // some worker's pipe refused its queued request: check_time retries
   bool ready_announced = false;
@@ -203,30 +187,21 @@ struct Broker::Impl {
   }
 
   // The request no longer counts towards its client's in-flight limit.
-  void settle(const Request& r) {
-    if (!r.counted) return;
-    if (auto it = inflight.find(r.client); it != inflight.end()) {
-      it->second -= std::min(it->second, r.counted);
-      if (it->second == 0) inflight.erase(it);
-    }
-  }
+  void settle(const Request& r) { admission.settle(r.client, r.counted); }
 
   void respond(const Request& r, std::string_view status, zmq::message_t body) {
     settle(r);
-    if (r.vec) return vec_result(r.batch_id, r.vec_rows, status, std::move(body));
-    if (!r.parts.empty()) {  // a step_many that failed as a whole: every part gets the error
-      for (const auto& p : r.parts) {
+    if (const auto* v = r.as<Request::VecShare>()) return vec_result(v->batch, v->rows, status, std::move(body));
+    if (const auto* m = r.as<Request::StepMany>()) {  // failed as a whole: every part gets the error
+      for (const auto& p : m->parts) {
         zmq::message_t copy;
         copy.copy(body);
-        batch_result(r.batch_id, p.batch_index, status, std::move(copy));
+        batch_result(m->batch, p.index, status, std::move(copy));
       }
       return;
     }
-    if (r.batch_id == 0) {
-      send_client(r.client, r.client_rid, status, std::move(body));
-      return;
-    }
-    batch_result(r.batch_id, r.batch_index, status, std::move(body));
+    if (const auto* b = r.as<Request::BatchPart>()) return batch_result(b->batch, b->index, status, std::move(body));
+    send_client(r.client, r.client_rid, status, std::move(body));
   }
 
   // One worker's part of a step_vec is answered; the reply goes out when the last part is:
@@ -280,7 +255,7 @@ struct Broker::Impl {
   // What every worker (and the zygote) is started with.
   std::vector<std::string> worker_args() const {
     std::vector<std::string> args{
-        "--backend", backend_endpoint,           "--link",    links.path(),
+        "--backend", heartbeat_endpoint,         "--link",    links.path(),
         "--parent",  std::to_string(::getpid()), "--spin-us", std::to_string(opt.spin.count())};
     if (!opt.python.empty()) {
       args.push_back("--python");
@@ -354,15 +329,15 @@ struct Broker::Impl {
     const std::string rid_bytes = protocol::encode_rid(rid);
     const Duration timeout = timeout_for(r.verb);
     bool sent = false;
-    if (r.parts.empty() || r.vec) {
-      sent = to_worker(s.identity, {r.verb, r.instance, rid_bytes, r.body});
-    } else {
+    if (const auto* m = r.as<Request::StepMany>()) {
       std::vector<std::string_view> frames{verb::kStepMany, "", rid_bytes};
-      for (const auto& p : r.parts) {
+      for (const auto& p : m->parts) {
         frames.push_back(p.instance);
         frames.push_back(p.body);
       }
       sent = to_worker(s.identity, frames);
+    } else {
+      sent = to_worker(s.identity, {r.verb, r.instance, rid_bytes, r.body});
     }
     if (!sent) {
       if (auto why = kill_reasons.find(s.pid); why != kill_reasons.end()) {  // killed, not reaped yet: say why
@@ -454,7 +429,7 @@ struct Broker::Impl {
 
   void on_link_message(const std::string& identity, Frames& frames) {
     frames.insert(frames.begin(), payload(identity));
-    on_backend(frames);
+    on_worker_message(frames);
   }
 
   void on_link_closed(const std::string& identity, bool too_large) {
@@ -480,11 +455,8 @@ struct Broker::Impl {
   // A session ends (its local socket closed, or its lease ran out): its instances are closed,
   // unless its hello asked to keep them.
   void end_session(const std::string& key, const std::string& how) {
-    if (!sessions.keeps_instances(key) && held.count(key)) {
-      std::vector<std::string> mine;
-      for (const auto& [instance, owner] : owners) {
-        if (owner.client == key) mine.push_back(instance);
-      }
+    if (!sessions.keeps_instances(key) && admission.holds(key) > 0) {
+      const std::vector<std::string> mine = admission.instances_of(key);
       if (opt.verbose) log("a client " + how + "; closing its " + std::to_string(mine.size()) + " instances");
       for (const auto& instance : mine) {
         Value d(protocol::Map{{"instance_id", instance}});
@@ -564,7 +536,9 @@ struct Broker::Impl {
       }
       spin_policy.spun(false);
     }
-    if (zmq::poll(items.data(), items.size(), kPollInterval) > 0 && opt.spin.count() > 0) {
+    // Messages already read from a link or a local client's socket wait in its buffer: no sleep.
+    const auto wait = links.backlog() || local_clients.backlog() ? std::chrono::milliseconds(0) : kPollInterval;
+    if (zmq::poll(items.data(), items.size(), wait) > 0 && opt.spin.count() > 0) {
       spin_until = steady_clock::now() + opt.spin;
     }
   }
@@ -611,7 +585,7 @@ struct Broker::Impl {
     r.instance = transport::str(f[2]);
     r.client_rid = transport::str(f[3]);
     if (f.size() > 4) r.body = transport::str(f[4]);
-    ++requests;
+    ++statistics.requests;
     if (!protocol::decode_rid(r.client_rid)) {
       return fail(r, make_error(ErrorCode::BadRequest, "request id must be 8 bytes"));
     }
@@ -664,7 +638,8 @@ struct Broker::Impl {
     const bool leased = lease_asked && lease_asked->as_bool() && opt.session_lease.count() > 0 && !r.client.empty() &&
                         r.client[0] == static_cast<char>(ClientPath::Tcp);
     const auto opened = sessions.open(
-        r.client, authorized, [this](const std::string& c) { return held.count(c) > 0 || inflight.count(c) > 0; },
+        r.client, authorized,
+        [this](const std::string& c) { return admission.holds(c) > 0 || admission.in_flight(c) > 0; },
         keep && keep->as_bool(), leased ? Duration(opt.session_lease) : Duration::zero(), clock.now());
     if (opened == SessionTable::Open::Full) {
       Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_sessions)}});
@@ -688,33 +663,20 @@ struct Broker::Impl {
 
   // Admits a request under the client's in-flight limit; false (and answered) when over it.
   bool admit(Request& r) {
-    if (opt.max_inflight_per_client) {
-      auto& n = inflight[r.client];
-      if (n >= opt.max_inflight_per_client) {
-        Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_inflight_per_client)}});
-        fail(r,
-             make_error(ErrorCode::Overloaded,
-                        "this client has " + std::to_string(n) + " requests in flight (--max-inflight-per-client)", d));
-        return false;
-      }
-      ++n;
-      r.counted = 1;
-    }
-    return true;
+    if (admission.begin(r.client, r.counted)) return true;
+    Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_inflight_per_client)}});
+    fail(r, make_error(ErrorCode::Overloaded,
+                       "this client has " + std::to_string(admission.in_flight(r.client)) +
+                           " requests in flight (--max-inflight-per-client)",
+                       d));
+    return false;
   }
 
-  void forget_instance(const std::string& instance) {
-    auto it = owners.find(instance);
-    if (it == owners.end()) return;
-    if (auto h = held.find(it->second.client); h != held.end() && --h->second == 0) held.erase(h);
-    owners.erase(it);
-  }
+  void forget_instance(const std::string& instance) { admission.forget(instance); }
 
-  // Only the client that made an instance may use it, unless it was made shared; the gateway's
-  // clients count as one (sessions.hpp principal()).
+  // Only the client that made an instance may use it, unless it was made shared (admission.hpp).
   bool may_use(const std::string& instance, const std::string& client) const {
-    auto it = owners.find(instance);
-    return it == owners.end() || it->second.shared || principal(it->second.client) == principal(client);
+    return admission.may_use(instance, client);
   }
 
   // The answer for an instance this client may not use or that has no route: its tombstone, or
@@ -766,8 +728,7 @@ struct Broker::Impl {
       part.verb = std::string(verb::kStep);
       part.instance = transport::str(f[4 + 2 * i]);
       part.body = transport::str(f[5 + 2 * i]);
-      part.batch_id = id;
-      part.batch_index = i;
+      part.kind = Request::BatchPart{id, i};
       auto w = registry.capacity() > 1 && may_use(part.instance, part.client) ? routes.find(part.instance)
                                                                               : std::nullopt;
       if (!w) {
@@ -782,19 +743,19 @@ struct Broker::Impl {
         g.client = head.client;
         g.client_rid = head.client_rid;
         g.verb = std::string(verb::kStepMany);
-        g.batch_id = id;
+        g.kind = Request::StepMany{id, {}};
       }
       g.counted += part.counted;
-      g.parts.push_back({std::move(part.instance), std::move(part.body), i});
+      std::get<Request::StepMany>(g.kind).parts.push_back({std::move(part.instance), std::move(part.body), i});
     }
     for (std::size_t w : order) {
       Request g = std::move(grouped[w]);
-      if (g.parts.size() == 1) {  // a lone part goes as a plain step
+      if (auto& parts = std::get<Request::StepMany>(g.kind).parts; parts.size() == 1) {  // a lone part: a plain step
+        Request::StepMany::Part p = std::move(parts[0]);
         g.verb = std::string(verb::kStep);
-        g.instance = std::move(g.parts[0].instance);
-        g.body = std::move(g.parts[0].body);
-        g.batch_index = g.parts[0].batch_index;
-        g.parts.clear();
+        g.instance = std::move(p.instance);
+        g.body = std::move(p.body);
+        g.kind = Request::BatchPart{id, p.index};
       }
       enqueue(w, std::move(g));
     }
@@ -849,25 +810,23 @@ struct Broker::Impl {
       part.client = head.client;
       part.client_rid = head.client_rid;
       part.verb = std::string(verb::kStepVec);
-      part.batch_id = id;
-      part.vec = true;
+      Request::VecShare share{id, {}, {}};
       protocol::Tensor slice{t.dtype, t.shape, {}};
       slice.shape[0] = g.rows.size();
       slice.data.reserve(row_bytes * g.rows.size());
       for (auto r : g.rows) slice.data.append(t.data, r * row_bytes, row_bytes);
-      for (const auto& inst : g.instances) part.parts.push_back({inst.as_string(), {}, 0});
+      for (const auto& inst : g.instances) share.instances.push_back(inst.as_string());
       Value sub(protocol::Map{{"instances", Value(std::move(g.instances))}, {"actions", Value(std::move(slice))}});
       if (autoreset) sub.set("autoreset", *autoreset);
       part.body = protocol::encode(sub);
-      part.vec_rows = std::move(g.rows);
+      share.rows = std::move(g.rows);
+      part.kind = std::move(share);
       if (!admit(part)) continue;
       enqueue(w, std::move(part));
     }
     for (auto& [row, e] : unknown) {
       Request part;
-      part.batch_id = id;
-      part.vec = true;
-      part.vec_rows = {row};
+      part.kind = Request::VecShare{id, {}, {row}};
       fail(part, e);
     }
   }
@@ -883,11 +842,11 @@ struct Broker::Impl {
     const Value* shared = body.find("shared");
     if (shared && !shared->is_bool())
       return fail(r, make_error(ErrorCode::BadRequest, "make's 'shared' must be a bool"));
-    r.shared = shared && shared->as_bool();
-    if (opt.max_instances_per_client && held[r.client] >= opt.max_instances_per_client) {
+    r.kind = Request::Make{shared && shared->as_bool()};
+    if (!admission.may_make(r.client)) {
       Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_instances_per_client)}});
       return fail(r, make_error(ErrorCode::Overloaded,
-                                "this client holds " + std::to_string(held[r.client]) +
+                                "this client holds " + std::to_string(admission.holds(r.client)) +
                                     " instances (--max-instances-per-client); close one first",
                                 d));
     }
@@ -944,8 +903,8 @@ struct Broker::Impl {
     std::string instance = random_instance_id();
     while (!routes.add(instance, w, env_id)) instance = random_instance_id();
     registry.assign(w, instance, env_id);
-    owners[instance] = Owner{r.client, r.shared};
-    ++held[r.client];
+    const auto* make = r.as<Request::Make>();
+    admission.made(instance, r.client, make && make->shared);
     r.instance = instance;
     registry.slot(w).queue.push_back(std::move(r));  // behind the requests of the worker's other envs
     pump(w);
@@ -962,50 +921,9 @@ struct Broker::Impl {
   }
 
   Value stats() const {
-    protocol::Array workers;
-    for (const auto& s : registry.slots()) {
-      if (!s.wanted && s.state == WorkerState::Dead) continue;  // retired, no process
-      Value w(protocol::Map{});
-      w.set("worker", static_cast<int64_t>(s.index));
-      w.set("pid", s.pid);
-      w.set("state", to_string(s.state));
-      w.set("instance", s.hosted.empty() ? std::string() : s.hosted.front().instance);
-      w.set("env_id", s.hosted.empty() ? std::string() : s.hosted.front().env_id);
-      protocol::Array hosted;
-      for (const auto& h : s.hosted) hosted.push_back(Value(h.instance));
-      w.set("instances", std::move(hosted));
-      w.set("steps", static_cast<uint64_t>(s.steps));
-      w.set("rss_bytes", static_cast<int64_t>(rss_bytes(s.pid)));
-      w.set("pss_bytes", static_cast<int64_t>(pss_bytes(s.pid)));
-      w.set("restarts", static_cast<uint64_t>(s.restarts));
-      w.set("last_exit", s.last_exit);
-      workers.push_back(std::move(w));
-    }
-    const auto now = clock.now();
-    protocol::Array restarts;
-    for (const auto& e : budget.log()) {
-      Value r(protocol::Map{});
-      r.set("seconds_ago", std::chrono::duration<double>(now - e.at).count());
-      r.set("worker", static_cast<int64_t>(e.worker));
-      r.set("reason", e.reason);
-      restarts.push_back(std::move(r));
-    }
-    Value b(protocol::Map{});
-    b.set("limit", static_cast<uint64_t>(budget.limit()));
-    b.set("window_s", std::chrono::duration<double>(budget.window()).count());
-    b.set("used", static_cast<uint64_t>(budget.used(now)));
-    Value v(protocol::Map{});
-    v.set("workers", std::move(workers));
-    v.set("restart_budget", std::move(b));
-    v.set("recent_restarts", std::move(restarts));
-    v.set("instances", static_cast<int64_t>(routes.size()));
-    v.set("pool", Value(protocol::Map{{"warm", static_cast<uint64_t>(opt.workers)},
-                                      {"max", static_cast<uint64_t>(max_workers)},
-                                      {"live", static_cast<uint64_t>(registry.wanted())}}));
-    v.set("requests", static_cast<uint64_t>(requests));
-    v.set("frontend", opt.frontend);
-    v.set("pid", static_cast<int64_t>(::getpid()));
-    return v;
+    return statistics.report(registry, budget, routes.size(), {opt.workers, max_workers},
+                             {heartbeat_period, heartbeat_policy.max_rate, lateness.excused()}, clock.now(),
+                             opt.frontend, static_cast<int64_t>(::getpid()));
   }
 
   // A client's own instances (and shared ones); the gateway's clients see every instance.
@@ -1019,17 +937,29 @@ struct Broker::Impl {
 
   // ---- worker messages ----------------------------------------------------------------------
 
-  void on_backend(Frames& f) {
+  // A heartbeat on the heartbeat socket (`routing_id` is the worker's "<identity>#hb"). A worker
+  // beating at another period than the pool's size wants is told the new one in answer:
+  // [routing_id, "hb", period in ms].
+  void on_heartbeat(std::size_t w, const zmq::message_t& routing_id) {
+    ++statistics.heartbeats;
+    registry.heartbeat(w);
+    if (!registry.needs_period(w, heartbeat_period)) return;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat_period).count();
+    const std::string period = std::to_string(ms);
+    if (transport::send(heartbeat_socket, std::vector<std::string_view>{view(routing_id), verb::kHeartbeat, period})) {
+      registry.told(w, heartbeat_period);
+    }
+  }
+
+  // A worker's message, from its link (ready, replies) or its heartbeat socket: [identity, verb, ...].
+  void on_worker_message(Frames& f) {
     if (f.size() < 2) return;
     const std::string identity = transport::str(f[0]);
     auto w = registry.by_identity(identity);
     if (!w) return;  // a previous spawn's late message
     const auto v = view(f[1]);
     auto& s = registry.slot(*w);
-    if (v == verb::kHeartbeat) {
-      registry.heartbeat(*w);
-      return;
-    }
+    if (v == verb::kHeartbeat) return on_heartbeat(*w, f[0]);
     if (v == verb::kReady) {
       registry.heartbeat(*w);
       if (f.size() >= 3 && env_ids.as_array().empty()) {
@@ -1046,30 +976,30 @@ struct Broker::Impl {
       return;
     }
     if (v != verb::kReply || f.size() < 5) return;
+    registry.heartbeat(*w);  // any reply shows the process alive (the worker skips heartbeats while it replies)
     auto rid = protocol::decode_rid(view(f[2]));
     if (!rid) return;
     auto done = registry.finish(*w, *rid);
     if (!done) return;  // already answered (timeout) or stale
-    registry.heartbeat(*w);
     const bool ok = view(f[3]) == protocol::kStatusOk;
     const Request& r = done->request;
-    if (r.vec) {  // step_vec: [identity, rep, rid, status, body]
+    if (const auto* share = r.as<Request::VecShare>()) {  // step_vec: [identity, rep, rid, status, body]
       if (f.size() != 5) {
         fail(r, make_error(ErrorCode::Internal, "the worker answered step_vec with a malformed reply"));
       } else {
-        if (ok) s.steps += r.vec_rows.size();
+        if (ok) s.steps += share->rows.size();
         respond(r, view(f[3]), std::move(f[4]));
       }
       pump(*w);
       return;
     }
-    if (!r.parts.empty()) {  // step_many: [identity, rep, rid, ok, (status, body)*]
-      if (ok && f.size() == 4 + 2 * r.parts.size()) {
+    if (const auto* many = r.as<Request::StepMany>()) {  // step_many: [identity, rep, rid, ok, (status, body)*]
+      if (ok && f.size() == 4 + 2 * many->parts.size()) {
         settle(r);
-        for (std::size_t i = 0; i < r.parts.size(); ++i) {
+        for (std::size_t i = 0; i < many->parts.size(); ++i) {
           const bool part_ok = view(f[4 + 2 * i]) == protocol::kStatusOk;
           if (part_ok) s.steps++;
-          batch_result(r.batch_id, r.parts[i].batch_index, view(f[4 + 2 * i]), std::move(f[5 + 2 * i]));
+          batch_result(many->batch, many->parts[i].index, view(f[4 + 2 * i]), std::move(f[5 + 2 * i]));
         }
       } else {
         fail(r, make_error(ErrorCode::Internal, "the worker answered step_many with a malformed reply"));
@@ -1131,7 +1061,11 @@ struct Broker::Impl {
         }
       }
     }
-    for (auto w : registry.silent(now, opt.heartbeat_timeout, opt.startup_timeout)) {
+    if (now >= next_period_check) {  // the period follows the pool's size (at most 10 times a second)
+      next_period_check = now + std::chrono::milliseconds(100);
+      heartbeat_period = heartbeat_policy.period(registry.wanted());
+    }
+    for (auto w : registry.silent(now, opt.heartbeat_timeout, opt.startup_timeout, heartbeat_policy)) {
       auto& s = registry.slot(w);
       if (s.pid > 0 && !kill_reasons.count(s.pid)) {
         log("worker " + std::to_string(w) + " is silent, killing it");
@@ -1140,15 +1074,16 @@ struct Broker::Impl {
     }
     if (opt.idle_ttl.count() > 0) {  // sessionless clients: the gateway's REST dialects
       for (const auto& [w, instance] : registry.idle_instances(now, opt.idle_ttl)) {
-        auto owner = owners.find(instance);
-        if (owner == owners.end() || principal(owner->second.client) == principal(client_key(ClientPath::Inproc, ""))) {
+        const auto* owner = admission.owner(instance);
+        if (!owner || principal(owner->client) == principal(client_key(ClientPath::Inproc, ""))) {
           close_idle(w, instance);
         }
       }
     }
     if (now >= next_lease_check) {
       next_lease_check = now + std::chrono::milliseconds(200);
-      for (const auto& key : sessions.expired(now, [this](const std::string& c) { return inflight.count(c) > 0; })) {
+      for (const auto& key :
+           sessions.expired(now, [this](const std::string& c) { return admission.in_flight(c) > 0; })) {
         end_session(key, "stopped renewing its lease (" + std::to_string(opt.session_lease.count()) + " ms)");
       }
     }
@@ -1375,7 +1310,7 @@ std::string Broker::bind() {
   }
   transport::configure(d.frontend, d.opt.max_message_bytes);
   transport::configure(d.inproc_frontend, d.opt.max_message_bytes);
-  transport::configure(d.backend, d.opt.max_message_bytes);
+  transport::configure(d.heartbeat_socket, d.opt.max_message_bytes);
   d.frontend.set(zmq::sockopt::router_mandatory, 1);
   d.inproc_frontend.set(zmq::sockopt::router_mandatory, 1);
   // The ZAP handler is bound before the frontend, so that no connection is ever admitted unnamed.
@@ -1385,7 +1320,7 @@ std::string Broker::bind() {
     throw std::runtime_error(std::string("cannot start the connection handler (ZAP): ") + e.what());
   }
   d.frontend.set(zmq::sockopt::zap_domain, "gymfarm");
-  d.backend.set(zmq::sockopt::router_mandatory, 1);
+  d.heartbeat_socket.set(zmq::sockopt::router_mandatory, 1);
   try {
     d.frontend.bind(d.opt.frontend);
   } catch (const zmq::error_t& e) {
@@ -1393,15 +1328,15 @@ std::string Broker::bind() {
   }
   d.opt.frontend = d.frontend.get(zmq::sockopt::last_endpoint);
   d.inproc_frontend.bind(kInprocFrontend);  // the gateway's clients: no TCP, no I/O thread
-  d.backend_endpoint = "ipc://" + d.opt.runtime_dir + "/backend-" + std::to_string(::getpid()) + ".ipc";
-  if (d.backend_endpoint.size() - 6 > 100) {
+  d.heartbeat_endpoint = "ipc://" + d.opt.runtime_dir + "/backend-" + std::to_string(::getpid()) + ".ipc";
+  if (d.heartbeat_endpoint.size() - 6 > 100) {
     throw std::runtime_error("the runtime directory path is too long for a unix socket (" + d.opt.runtime_dir +
                              "); choose a shorter --runtime-dir");
   }
   try {
-    d.backend.bind(d.backend_endpoint);
+    d.heartbeat_socket.bind(d.heartbeat_endpoint);
   } catch (const zmq::error_t& e) {
-    throw std::runtime_error("cannot bind the worker socket " + d.backend_endpoint + ": " + e.what());
+    throw std::runtime_error("cannot bind the heartbeat socket " + d.heartbeat_endpoint + ": " + e.what());
   }
   remove_stale_sockets(d.opt.runtime_dir);
   const std::string pid = std::to_string(::getpid());
@@ -1443,7 +1378,10 @@ int Broker::run(const std::function<void()>& on_ready) {
   while (true) {
     items.clear();
     items.push_back({d.frontend.handle(), 0, ZMQ_POLLIN, 0});
-    items.push_back({d.backend.handle(), 0, ZMQ_POLLIN, 0});
+    // Heartbeats do not wake the loop: it wakes at least every kPollInterval and reads them all
+    // then (2,000 workers' heartbeats would otherwise wake it 2,000 times a second, each time to
+    // poll every link). The place is kept so that the items after it keep theirs.
+    items.push_back({nullptr, -1, 0, 0});
     items.push_back({nullptr, d.signal_fd, ZMQ_POLLIN, 0});
     items.push_back({nullptr, d.zygote.alive() ? d.zygote.reply_fd() : -1, ZMQ_POLLIN, 0});
     items.push_back({d.inproc_frontend.handle(), 0, ZMQ_POLLIN, 0});
@@ -1453,7 +1391,10 @@ int Broker::run(const std::function<void()>& on_ready) {
     const std::size_t first_local = items.size();
     d.local_clients.fill(items);
     d.wait_for_events(items);
-    (void)d.clock.now();  // a pause during the wait is seen before any message is timed
+    // A pause during the wait is seen before any message is timed; a late turn is excused from
+    // the workers' silence.
+    const TimePoint turn_start = d.clock.now();
+    d.registry.excuse(d.lateness.turn(turn_start), turn_start);
     guarded("the zygote's answer", [&] {
       if (d.zygote.alive() && (items[3].revents & ZMQ_POLLIN)) d.on_zygote();
     });
@@ -1468,8 +1409,10 @@ int Broker::run(const std::function<void()>& on_ready) {
     d.local_clients.process(
         items, first_local, [&d](const std::string& n, Frames& f) { d.on_local_message(n, f); },
         [&d](const std::string& n, bool big) { d.on_local_closed(n, big); });
-    for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.backend, frames); ++n) {
-      guarded("a worker message", [&] { d.on_backend(frames); });
+    // Every pending heartbeat, before check_time judges silence (bounded: a few per worker).
+    const std::size_t heartbeat_budget = std::max(kMaxMessagesPerTurn, 8 * d.registry.size());
+    for (std::size_t n = 0; n < heartbeat_budget && transport::recv(d.heartbeat_socket, frames); ++n) {
+      guarded("a worker message", [&] { d.on_worker_message(frames); });
     }
     for (std::size_t n = 0; n < kMaxMessagesPerTurn && transport::recv(d.frontend, frames); ++n) {
       d.key_frames(frames, ClientPath::Tcp);

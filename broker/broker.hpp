@@ -28,6 +28,9 @@ struct BrokerOptions {
   std::chrono::milliseconds step_timeout{10000};
   std::chrono::milliseconds make_timeout{60000};
   std::chrono::milliseconds heartbeat_timeout{3000};
+  // heartbeats per second from the whole pool: past it workers beat less often than every 100 ms
+  // (heartbeats.hpp), and a silence kills one after max(heartbeat_timeout, 5 periods); 0 = no bound
+  std::size_t heartbeat_rate = 2000;
   std::chrono::milliseconds startup_timeout{60000};
   std::chrono::milliseconds drain_timeout{5000};
   // close instances of sessionless clients (the gateway's REST dialects) without requests for this long; 0 = never

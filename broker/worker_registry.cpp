@@ -58,6 +58,7 @@ bool WorkerRegistry::spawned(std::size_t i, std::string identity, int pid, bool 
   identities_[s.identity] = i;
   s.pid = pid;
   s.heard = false;
+  s.heartbeat_period = s.heartbeat_allowance = kBaseHeartbeatPeriod;
   s.unsendable_since = {};
   if (s.spawns++ > 0 && restart) ++s.restarts;
   s.state = WorkerState::Starting;
@@ -169,12 +170,34 @@ std::vector<std::size_t> WorkerRegistry::expired(TimePoint now) const {
   return out;
 }
 
-std::vector<std::size_t> WorkerRegistry::silent(TimePoint now, Duration timeout, Duration startup_timeout) const {
+bool WorkerRegistry::needs_period(std::size_t i, Duration period) {
+  auto& s = slots_.at(i);
+  if (s.heartbeat_period != period) return true;
+  s.heartbeat_allowance = period;  // it has beaten since it was told: the old period is over
+  return false;
+}
+
+void WorkerRegistry::told(std::size_t i, Duration period) {
+  auto& s = slots_.at(i);
+  s.heartbeat_allowance = std::max(s.heartbeat_period, period);  // until it has heard, it may beat at the old one
+  s.heartbeat_period = period;
+}
+
+void WorkerRegistry::excuse(Duration d, TimePoint now) {
+  if (d <= Duration::zero()) return;
+  for (auto& s : slots_) {
+    if (s.state != WorkerState::Dead) s.last_heartbeat = std::min(now, s.last_heartbeat + d);
+  }
+}
+
+std::vector<std::size_t> WorkerRegistry::silent(TimePoint now, Duration timeout, Duration startup_timeout,
+                                                const HeartbeatPolicy& policy) const {
   std::vector<std::size_t> out;
   for (const auto& s : slots_) {
     if (s.state == WorkerState::Dead) continue;
     const bool starting = s.state == WorkerState::Starting;
-    const bool quiet = (s.heard || !starting) && now - s.last_heartbeat > timeout;
+    const bool quiet = (s.heard || !starting) &&
+                       now - s.last_heartbeat > policy.allowed_silence(timeout, s.heartbeat_allowance);
     if (quiet || (starting && now - s.since > startup_timeout)) out.push_back(s.index);
   }
   return out;
@@ -183,10 +206,7 @@ std::vector<std::size_t> WorkerRegistry::silent(TimePoint now, Duration timeout,
 void WorkerRegistry::touch(WorkerSlot& s, const Request& r) {
   const auto now = clock_.now();
   for (auto& h : s.hosted) {
-    if (h.instance == r.instance) h.last_request = now;
-    for (const auto& p : r.parts) {
-      if (h.instance == p.instance) h.last_request = now;
-    }
+    if (r.concerns(h.instance)) h.last_request = now;
   }
 }
 
@@ -196,10 +216,7 @@ std::vector<std::pair<std::size_t, std::string>> WorkerRegistry::idle_instances(
     if (s.state != WorkerState::Assigned) continue;
     for (const auto& h : s.hosted) {
       if (now - h.last_request <= ttl) continue;
-      auto busy = [&](const Request& r) {
-        if (r.instance == h.instance) return true;
-        return std::any_of(r.parts.begin(), r.parts.end(), [&](const auto& p) { return p.instance == h.instance; });
-      };
+      auto busy = [&](const Request& r) { return r.concerns(h.instance); };
       if ((s.in_flight && busy(s.in_flight->request)) || std::any_of(s.queue.begin(), s.queue.end(), busy)) continue;
       out.emplace_back(s.index, h.instance);
     }

@@ -16,35 +16,13 @@
 #include <vector>
 
 #include "broker/clock.hpp"
+#include "broker/heartbeats.hpp"
+#include "broker/request.hpp"
 
 namespace gymfarm::broker {
 
 enum class WorkerState { Dead, Starting, Idle, Assigned, Stopping };
 const char* to_string(WorkerState s);
-
-// A client request on its way through a worker.
-struct Request {
-  std::string client;      // frontend identity of the requester
-  std::string client_rid;  // the client's 8-byte request id
-  std::string verb;
-  std::string instance;
-  std::string body;
-  uint64_t batch_id = 0;    // nonzero for a part of a step_batch
-  std::size_t counted = 0;  // requests it counts for towards the client's in-flight limit until answered
-  bool shared = false;      // make: any client may use the instance
-  std::size_t batch_index = 0;
-  // step_many: the steps of one step_batch for this worker's instances, answered part by part
-  struct Part {
-    std::string instance;
-    std::string body;
-    std::size_t batch_index = 0;
-  };
-  std::vector<Part> parts;
-  // step_vec: one worker's share of a vector env's step; `parts` name its instances (bookkeeping),
-  // `vec_rows` their rows in the client's vector
-  bool vec = false;
-  std::vector<std::size_t> vec_rows;
-};
 
 struct InFlight {
   Request request;
@@ -67,14 +45,16 @@ struct WorkerSlot {
   };
   std::vector<Hosted> hosted;  // the instances this worker holds
   uint64_t steps = 0;
-  TimePoint since{};  // when the current state began
-  TimePoint last_heartbeat{};
-  bool heard = false;            // a heartbeat came from the current process
-  TimePoint respawn_at{};        // back-off after crashes
-  TimePoint unsendable_since{};  // when its pipe first refused the queued request (zero: it did not)
-  int consecutive_failures = 0;  // deaths before reaching Idle or shortly after
-  bool was_ready = false;        // some process of this slot reached Idle
-  bool wanted = true;            // the pool wants a process here (false: retired, may be reused)
+  TimePoint since{};               // when the current state began
+  TimePoint last_heartbeat{};      // its last heartbeat or other message (a reply counts as one)
+  bool heard = false;              // a heartbeat came from the current process
+  Duration heartbeat_period{};     // the period it was last told (zero: its own default, kBaseHeartbeatPeriod)
+  Duration heartbeat_allowance{};  // the longest period it may still be beating at (silence is judged on it)
+  TimePoint respawn_at{};          // back-off after crashes
+  TimePoint unsendable_since{};    // when its pipe first refused the queued request (zero: it did not)
+  int consecutive_failures = 0;    // deaths before reaching Idle or shortly after
+  bool was_ready = false;          // some process of this slot reached Idle
+  bool wanted = true;              // the pool wants a process here (false: retired, may be reused)
   std::optional<InFlight> in_flight;
   std::deque<Request> queue;
 };
@@ -111,6 +91,12 @@ class WorkerRegistry {
   std::size_t count(WorkerState s) const;
 
   void heartbeat(std::size_t i);
+  // The heartbeat period the pool wants is `period`: true when worker i beats at another one and
+  // must be told (then call told()). When it already has it, its allowance comes down to it.
+  bool needs_period(std::size_t i, Duration period);
+  void told(std::size_t i, Duration period);
+  // The broker did not run for `d` (TurnLateness): no live worker's silence grows by it.
+  void excuse(Duration d, TimePoint now);
   // Starts the request on the worker with a deadline; false if one is already in flight.
   bool begin(std::size_t i, Request r, uint64_t rid, Duration timeout);
   // Finishes the in-flight request whose rid matches.
@@ -118,9 +104,10 @@ class WorkerRegistry {
 
   // Slots whose in-flight request passed its deadline.
   std::vector<std::size_t> expired(TimePoint now) const;
-  // Live slots with no heartbeat for `timeout` once one was heard, and Starting slots not ready
-  // within `startup_timeout` of `since`.
-  std::vector<std::size_t> silent(TimePoint now, Duration timeout, Duration startup_timeout) const;
+  // Live slots with no heartbeat for `timeout` (or `policy.missed_beats` of their period, where
+  // longer) once one was heard, and Starting slots not ready within `startup_timeout` of `since`.
+  std::vector<std::size_t> silent(TimePoint now, Duration timeout, Duration startup_timeout,
+                                  const HeartbeatPolicy& policy = {}) const;
   // (worker, instance) pairs with nothing in flight or queued for the instance and no request for
   // longer than `ttl`.
   std::vector<std::pair<std::size_t, std::string>> idle_instances(TimePoint now, Duration ttl) const;

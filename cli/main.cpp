@@ -93,6 +93,8 @@ options for start:
   --restart-budget N     worker restarts allowed per --restart-window; past them restarts wait
                          (default max(32, 4 x workers)); each slot also backs off 0.1 s..10 s
   --restart-window SEC   the budget's sliding window (default 60)
+  --heartbeat-rate N     heartbeats per second from the whole pool; a larger pool beats less
+                         often than every 100 ms (default 2000; 0 = every 100 ms at any size)
   --max-instances-per-client N
                          instances one client connection may hold (default 0 = no limit)
   --max-inflight-per-client N
@@ -241,6 +243,8 @@ Options parse(int argc, char** argv) {
     else if (k == "--restart-budget")
       o.broker.restart_budget = static_cast<std::size_t>(int_arg(k, value(), 1, 1 << 20));
     else if (k == "--restart-window") o.broker.restart_window = seconds_arg(k, value());
+    else if (k == "--heartbeat-rate")
+      o.broker.heartbeat_rate = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 20));
     else if (k == "--idle-ttl") {
       const std::string v = value();
       o.broker.idle_ttl = v == "0" ? std::chrono::milliseconds(0) : seconds_arg(k, v);

@@ -318,18 +318,20 @@ void StreamServer::process(const std::vector<zmq::pollitem_t>& items, std::size_
                            const OnClose& on_close) {
   std::size_t i = first;
   const bool incoming = items[i++].revents & ZMQ_POLLIN;
+  backlog_ = false;
   std::vector<std::string> drop;
   for (auto& [name, conn] : named_) {
     const auto ev = items[i++].revents;
     bool ok = true;
     if (ev & ZMQ_POLLOUT) ok = conn->flush();
-    if (ok && (ev & (ZMQ_POLLIN | ZMQ_POLLERR))) ok = read(conn, name, on_message, on_close);
+    if (ok && ((ev & (ZMQ_POLLIN | ZMQ_POLLERR)) || conn->buffered())) ok = read(conn, name, on_message, on_close);
     if (!ok) drop.push_back(name);
   }
   for (const auto& name : drop) named_.erase(name);
   const std::size_t before = unnamed_.size();
   for (std::size_t k = 0; k < before; ++k) {
-    if ((items[i++].revents & ZMQ_POLLIN) && !read(unnamed_[k], "", on_message, on_close)) unnamed_[k].reset();
+    const bool ready = (items[i++].revents & ZMQ_POLLIN) || unnamed_[k]->buffered();
+    if (ready && !read(unnamed_[k], "", on_message, on_close)) unnamed_[k].reset();
   }
   std::erase_if(unnamed_, [](const auto& c) { return !c; });
   if (!incoming) return;
@@ -365,6 +367,7 @@ bool StreamServer::read(std::unique_ptr<StreamConn>& conn, std::string name, con
     }
     on_message(name, frames);
   }
+  if (conn->buffered()) backlog_ = true;  // read on at the next turn, without waiting for poll
   return true;
 }
 

@@ -58,6 +58,8 @@ class StreamConn {
   // Writes queued bytes; false when the link is broken.
   bool flush();
   bool wants_write() const { return out_off_ < out_.size(); }
+  // Bytes read from the socket but not parsed yet: messages may be waiting although poll shows nothing.
+  bool buffered() const { return in_off_ < in_len_; }
 
   enum class Read { Message, Nothing, Closed, TooLarge };
   // One whole message into `out` if one is complete after reading what is available.
@@ -136,6 +138,9 @@ class StreamServer {
   bool send(const std::string& name, const std::vector<std::string_view>& frames);
   bool send(const std::string& name, Frames& frames);
   bool has(const std::string& name) const { return named_.count(name) != 0; }
+  // A connection stopped at its share of the turn with messages already read from the socket: the
+  // next turn must not wait for poll (which sees an empty socket) to read them.
+  bool backlog() const { return backlog_; }
   std::size_t size() const { return named_.size(); }
 
  private:
@@ -147,6 +152,7 @@ class StreamServer {
   int listener_ = -1;
   std::string path_;
   uint64_t accepted_ = 0;
+  bool backlog_ = false;
   std::vector<std::unique_ptr<StreamConn>> unnamed_;
   std::unordered_map<std::string, std::unique_ptr<StreamConn>> named_;
 };

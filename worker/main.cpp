@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 
 #include <dirent.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -108,17 +110,53 @@ void close_inherited_fds() {
   for (int fd : open) ::close(fd);
 }
 
+using HbClock = std::chrono::steady_clock;
+// When the worker last sent a reply on its link (HbClock ticks): the broker takes any reply as a
+// heartbeat, so a worker that keeps answering sends none.
+std::atomic<HbClock::rep> g_last_reply{0};
+
+// The heartbeat thread's controls: stop, and an eventfd that wakes it so that stopping does not
+// wait out a period.
+struct HeartbeatControl {
+  std::atomic<bool> stop{false};
+  int wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+};
+
 // Liveness: a C++ thread with its own socket; it never takes the GIL, so a busy env does not
-// silence it. Progress is the broker's business (deadlines).
-void heartbeat_loop(zmq::context_t& ctx, const Args& args, std::atomic<bool>& stop) {
+// silence it. Progress is the broker's business (deadlines). It beats every 100 ms until the
+// broker, answering a heartbeat, names another period (["hb", milliseconds]): the period grows
+// with the pool's size, so the pool's heartbeats into the broker stay bounded.
+void heartbeat_loop(zmq::context_t& ctx, const Args& args, HeartbeatControl& ctl) {
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   gymfarm::transport::configure(s);
   s.set(zmq::sockopt::routing_id, args.identity + "#hb");
   s.connect(args.backend);
-  while (!stop.load()) {
+  auto period = std::chrono::milliseconds(100);
+  auto next = HbClock::now();
+  gymfarm::transport::Frames in;
+  while (!ctl.stop.load()) {
     if (parent_gone(args.parent)) _exit(0);
-    gymfarm::transport::send(s, std::vector<std::string_view>{verb::kHeartbeat});
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto now = HbClock::now();
+    if (now >= next) {
+      const HbClock::time_point replied{HbClock::duration(g_last_reply.load())};
+      if (now - replied >= period) gymfarm::transport::send(s, std::vector<std::string_view>{verb::kHeartbeat});
+      next = now + period;
+    }
+    zmq::pollitem_t items[] = {{s.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, ctl.wake_fd, ZMQ_POLLIN, 0}};
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - now);
+    try {  // at most 500 ms, so that a parent that is gone is seen
+      zmq::poll(items, 2, std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(500)));
+    } catch (const zmq::error_t&) {  // EINTR
+    }
+    while (gymfarm::transport::recv(s, in)) {
+      if (in.size() != 2 || view(in[0]) != verb::kHeartbeat) continue;
+      long ms = 0;
+      const auto text = view(in[1]);
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+      if (ec != std::errc() || end != text.data() + text.size() || ms < 10 || ms > 600000) continue;
+      period = std::chrono::milliseconds(ms);
+      next = std::min(next, HbClock::now() + period);
+    }
   }
 }
 
@@ -292,6 +330,7 @@ void serve(const Args& args, Host& host) {
   gymfarm::transport::StreamConn link(fd, 0);
   auto send = [&](const std::vector<std::string_view>& frames) {
     if (!link.send(frames)) return false;
+    g_last_reply.store(HbClock::now().time_since_epoch().count());
     while (link.wants_write()) {  // a large reply: wait for the broker to drain it
       pollfd p{fd, POLLOUT, 0};
       if (::poll(&p, 1, 500) < 0 || parent_gone(args.parent) || !link.flush()) return false;
@@ -338,8 +377,12 @@ void serve(const Args& args, Host& host) {
 
 // Ends the process without finalizing the interpreter: env libraries may hang in atexit handlers;
 // the OS frees the rest.
-[[noreturn]] void finish(std::atomic<bool>& stop, std::thread& hb, int rc) {
-  stop = true;
+[[noreturn]] void finish(HeartbeatControl& hbc, std::thread& hb, int rc) {
+  hbc.stop = true;
+  const uint64_t one = 1;
+  if (hbc.wake_fd >= 0 && ::write(hbc.wake_fd, &one, sizeof one) < 0) {
+    // it still sees `stop` within 500 ms
+  }
   {
     py::gil_scoped_release nogil;
     hb.join();
@@ -376,11 +419,11 @@ void serve(const Args& args, Host& host) {
   prctl(PR_SET_NAME, "gf-worker");  // its argv is the zygote's; ps -o comm tells them apart
   args.identity = identity;
   zmq::context_t ctx(1);
-  std::atomic<bool> stop{false};
+  HeartbeatControl hbc;
   std::thread hb;
   {
     py::gil_scoped_release nogil;
-    hb = std::thread(heartbeat_loop, std::ref(ctx), std::cref(args), std::ref(stop));
+    hb = std::thread(heartbeat_loop, std::ref(ctx), std::cref(args), std::ref(hbc));
   }
   try {
     host.after_fork();
@@ -388,7 +431,7 @@ void serve(const Args& args, Host& host) {
     std::fprintf(stderr, "[gymfarm-worker] after fork: %s\n", e.what());
   }
   serve(args, host);
-  finish(stop, hb, 0);
+  finish(hbc, hb, 0);
 }
 
 // The zygote: reads "spawn IDENTITY" lines on stdin, answers "IDENTITY PID" (PID 0: the fork
@@ -463,8 +506,8 @@ int run(int argc, char** argv) {
   // Heartbeats begin before Python starts, so a worker stopped or stuck during start-up is noticed
   // after the heartbeat timeout rather than the (long) start-up timeout.
   zmq::context_t ctx(1);
-  std::atomic<bool> stop{false};
-  std::thread hb(heartbeat_loop, std::ref(ctx), std::cref(args), std::ref(stop));
+  HeartbeatControl hbc;
+  std::thread hb(heartbeat_loop, std::ref(ctx), std::cref(args), std::ref(hbc));
   try {
     init_python(args);
   } catch (const std::exception& e) {
@@ -481,7 +524,7 @@ int run(int argc, char** argv) {
     _exit(4);
   }
   serve(args, *host);
-  finish(stop, hb, 0);
+  finish(hbc, hb, 0);
 }
 
 int main(int argc, char** argv) {

@@ -149,7 +149,7 @@ TEST_CASE("several envs per worker: least loaded first, Idle again when the last
   // idle instances are per instance: one busy env does not keep its neighbour alive
   clock.advance(20s);
   Request req;
-  req.parts.push_back({"i1", "", 0});
+  req.kind = Request::StepMany{1, {{"i1", "", 0}}};
   r.begin(1, req, 7, 100s);
   using Idle = std::vector<std::pair<std::size_t, std::string>>;
   CHECK(r.idle_instances(clock.now(), 10s) == Idle{{1, "i3"}, {1, "i5"}});

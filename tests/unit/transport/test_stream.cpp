@@ -181,3 +181,39 @@ TEST_CASE("missed probes back off to one in 1024 waits, no further") {
   }
   CHECK(last == 1023);
 }
+
+TEST_CASE("a stream server reads on at the next turn what one turn's share left in the buffer") {
+  const auto dir = std::filesystem::temp_directory_path() / ("gf-stream-backlog-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "s.sock").string();
+  constexpr std::size_t kMessages = 2000;  // what the socket does not take at once is flushed in large writes
+  std::size_t got = 0;
+  {
+    StreamServer server(0, nullptr);
+    std::string err;
+    REQUIRE(server.listen(path, err));
+    StreamConn client(connect_unix(path), 0);
+    for (std::size_t i = 0; i < kMessages; ++i) {
+      REQUIRE(client.send(std::vector<std::string_view>{"n", std::to_string(i)}));
+    }
+    bool backlog_seen = false;
+    for (int turn = 0; turn < 200 && got < kMessages; ++turn) {
+      if (client.wants_write()) REQUIRE(client.flush());
+      std::vector<zmq::pollitem_t> items;
+      server.fill(items);
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(server.backlog() ? 0 : 20));
+      server.process(
+          items, 0,
+          [&](const std::string&, Frames& f) {
+            CHECK(view(f[1]) == std::to_string(got));
+            ++got;
+          },
+          [](const std::string&, bool) {});
+      backlog_seen = backlog_seen || server.backlog();
+    }
+    CHECK(backlog_seen);  // some turn stopped at its share with messages in the buffer
+    CHECK_FALSE(server.backlog());
+  }
+  CHECK(got == kMessages);
+  std::filesystem::remove_all(dir);
+}
