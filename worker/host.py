@@ -5,13 +5,42 @@
 import importlib
 import inspect
 import os
+import sys
 import traceback
 import types
 import warnings
 
-import gymnasium as gym
-import numpy as np
-from gymnasium import spaces
+# Workers have no display: MuJoCo envs render through EGL (Mesa's software renderer, or a GPU's)
+# unless the operator chose another backend (MUJOCO_GL=osmesa, glfw). Set before anything imports
+# mujoco, which reads it once; in the zygote, so every forked worker inherits it.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnasium import spaces  # noqa: E402
+
+
+def _register_ale():
+    """Registers the Atari envs (ALE/Pong-v5, Pong-v0, Breakout-v0, ...) when ale-py is installed,
+    as ``gymnasium.register_envs(ale_py)`` does in-process; GYMFARM_ALE=0 leaves them out. Runs
+    at start (in the zygote, before the fork), before the host's warning capture below, so what
+    the import warns goes to the log and not to the first client. A broken ale-py costs the Atari
+    ids, not the worker."""
+    if os.environ.get("GYMFARM_ALE", "1") == "0":
+        return None
+    try:
+        import ale_py
+    except ImportError:
+        return None
+    except Exception as e:  # a broken install (a missing shared library): log it, serve the rest
+        print(f"[gymfarm-worker] ale_py does not import, Atari envs left out: {type(e).__name__}: {e}",
+              file=sys.stderr, flush=True)
+        return None
+    gym.register_envs(ale_py)
+    return ale_py.__version__
+
+
+ALE_VERSION = _register_ale()  # None when the Atari envs are not registered
 
 
 class BadAction(Exception):
