@@ -59,9 +59,12 @@ class BadRequest(Exception):
         self.gymnasium_error = gymnasium_error  # the gymnasium.error class an in-process make raises
 
 
-# Legacy ids that clients of the older servers still use, resolved when not registered.
+# Legacy ids that clients of the older servers still use, resolved when not registered (through
+# the chain: Taxi-v2 is Taxi-v3 where that is registered, as in Gymnasium 1.2, else Taxi-v4; in
+# Gymnasium 1.3+ only Taxi-v4 is, with the same transitions as v3 for the default kwargs).
 ALIASES = {
     "FrozenLake-v0": "FrozenLake-v1", "FrozenLake8x8-v0": "FrozenLake8x8-v1", "Taxi-v2": "Taxi-v3",
+    "Taxi-v3": "Taxi-v4",
     "Blackjack-v0": "Blackjack-v1", "CliffWalking-v0": "CliffWalking-v1", "Pendulum-v0": "Pendulum-v1",
     "LunarLander-v2": "LunarLander-v3", "LunarLanderContinuous-v2": "LunarLanderContinuous-v3",
     "BipedalWalker-v2": "BipedalWalker-v3", "BipedalWalkerHardcore-v2": "BipedalWalkerHardcore-v3",
@@ -98,8 +101,10 @@ def after_fork():
 
 
 def resolve_id(env_id):
-    if env_id not in gym.registry and env_id in ALIASES:
-        return ALIASES[env_id]
+    for _ in range(len(ALIASES)):  # bounded: the table has no cycles, but never loop on one
+        if env_id in gym.registry or env_id not in ALIASES:
+            break
+        env_id = ALIASES[env_id]
     return env_id
 
 

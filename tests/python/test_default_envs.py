@@ -130,6 +130,56 @@ def test_gymie_atari_make_and_step(farm, env_id):
         ws.close()
 
 
+# -- Taxi-v3: Gymnasium 1.3 replaced it with Taxi-v4 (the same transitions with default kwargs) --
+
+def taxi_in_process(seed, actions):
+    env = gym.make("Taxi-v4" if "Taxi-v4" in gym.registry else "Taxi-v3")
+    obs, _ = env.reset(seed=seed)
+    out = [int(obs)]
+    for a in actions:
+        out.append(int(env.step(a)[0]))
+    env.close()
+    return out
+
+
+TAXI_ACTIONS = [0, 1, 2, 3, 4, 5, 1, 1, 3, 0]
+
+
+@pytest.mark.parametrize("env_id", ["Taxi-v3", "Taxi-v2"])
+def test_dialects_keep_serving_the_taxi_ids_their_clients_use(farm, env_id):
+    base = farm.rest_url.rstrip("/").removesuffix("/v1")
+    s = requests.Session()
+    iid = s.post(base + "/v1/envs/", json={"env_id": env_id, "seed": 4}, timeout=60).json()["instance_id"]
+    got = [s.post(base + f"/v1/envs/{iid}/reset/", timeout=30).json()["observation"]]
+    got += [s.post(base + f"/v1/envs/{iid}/step/", json={"action": a}, timeout=30).json()["observation"]
+            for a in TAXI_ACTIONS]
+    s.post(base + f"/v1/envs/{iid}/close/", timeout=30)
+    assert got == taxi_in_process(4, TAXI_ACTIONS)
+
+    ws = connect(farm.gymie_url, open_timeout=10, close_timeout=5)
+    try:
+        ws.send(json.dumps({"method": "make", "params": {"env_id": env_id, "seed": 4}}))
+        iid = ws.recv(timeout=60)
+        assert len(iid) == 32, iid
+        ws.send(json.dumps({"method": "reset", "params": {"instance_id": iid}}))
+        got = [json.loads(ws.recv(timeout=30))]
+        for a in TAXI_ACTIONS:
+            ws.send(json.dumps({"method": "step", "params": {"instance_id": iid, "action": a}}))
+            got.append(json.loads(ws.recv(timeout=30))[0])
+        assert got == taxi_in_process(4, TAXI_ACTIONS)
+    finally:
+        ws.close()
+
+
+def test_native_taxi_v3_is_deprecated_as_in_process(native):
+    if "Taxi-v3" in gym.registry:
+        pytest.skip("this Gymnasium still registers Taxi-v3")
+    with pytest.raises(gym.error.DeprecatedEnv):
+        gym.make("Taxi-v3")
+    with pytest.raises(gym.error.DeprecatedEnv):
+        native.make("Taxi-v3")
+
+
 # -- MuJoCo, headless ------------------------------------------------------------------------
 
 @pytest.fixture
