@@ -2,6 +2,7 @@
 # It holds the worker's Gymnasium envs by instance id (one, or up to K with --envs-per-worker K)
 # and turns protocol requests into env calls. Results are
 # plain Python objects plus numpy arrays; the C++ side packs them straight from their buffers.
+import faulthandler
 import importlib
 import inspect
 import os
@@ -10,10 +11,19 @@ import traceback
 import types
 import warnings
 
+# pygame-ce (what Gymnasium 1.3+ renders classic-control, toy-text and Box2D envs with) installs
+# its "parachute" on SIGSEGV, SIGBUS and SIGFPE the first time an env renders, and the parachute
+# abort()s: an env's segfault would reach the client as SIGABRT. It only takes signals nobody
+# handles, so faulthandler takes them first: it writes the Python stack of a fatal signal to the
+# worker's stderr (the farm's log), and the worker then dies of the signal itself.
+faulthandler.enable()
+
 # Workers have no display: MuJoCo envs render through EGL (Mesa's software renderer, or a GPU's)
-# unless the operator chose another backend (MUJOCO_GL=osmesa, glfw). Set before anything imports
-# mujoco, which reads it once; in the zygote, so every forked worker inherits it.
-os.environ.setdefault("MUJOCO_GL", "egl")
+# unless the operator chose another backend (MUJOCO_GL=osmesa, glfw; empty counts as unset, as
+# mujoco reads it). Set before anything imports mujoco, which reads it once; in the zygote, so
+# every forked worker inherits it.
+if not os.environ.get("MUJOCO_GL"):
+    os.environ["MUJOCO_GL"] = "egl"
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402

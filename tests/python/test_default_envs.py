@@ -180,6 +180,25 @@ def test_native_taxi_v3_is_deprecated_as_in_process(native):
         native.make("Taxi-v3")
 
 
+# -- a crash is reported with its own signal, after pygame-ce (Gymnasium 1.4) has rendered ------
+
+def test_segfault_after_a_pygame_render_is_reported_as_sigsegv(start_farm):
+    farm = start_farm(workers=1, args=["--envs-per-worker", "2", "--max-workers", "1"])
+    c = farm.connect()
+    try:
+        cartpole = c.make("CartPole-v1", render_mode="rgb_array")  # both envs in the one worker
+        cartpole.reset(seed=0)
+        assert cartpole.render().shape == (400, 600, 3)  # pygame drew it (and installed its parachute)
+        faulty = c.make("gymfarm_test/Faulty-v0")
+        faulty.reset(seed=0)
+        with pytest.raises(gymfarm.WorkerCrashed) as e:
+            faulty.step(2)  # reads address 0
+        assert "SIGSEGV" in str(e.value), e.value
+    finally:
+        c.close()
+    assert "Segmentation fault" in farm.log()  # faulthandler's report, with the Python stack
+
+
 # -- MuJoCo, headless ------------------------------------------------------------------------
 
 @pytest.fixture
@@ -202,8 +221,11 @@ def render_half_cheetah(farm, **kw):
         c.close()
 
 
-def test_half_cheetah_renders_headless_by_default(headless, start_farm):
+@pytest.mark.parametrize("mujoco_gl", [None, ""])  # unset, or set empty (which mujoco reads as unset)
+def test_half_cheetah_renders_headless_by_default(headless, monkeypatch, start_farm, mujoco_gl):
     pytest.importorskip("mujoco")
+    if mujoco_gl is not None:
+        monkeypatch.setenv("MUJOCO_GL", mujoco_gl)
     farm = start_farm(workers=1)
     local = gym.make("HalfCheetah-v5", render_mode="rgb_array")
     want = (local.unwrapped.height, local.unwrapped.width, 3)
