@@ -2,16 +2,55 @@
 # It holds the worker's Gymnasium envs by instance id (one, or up to K with --envs-per-worker K)
 # and turns protocol requests into env calls. Results are
 # plain Python objects plus numpy arrays; the C++ side packs them straight from their buffers.
+import faulthandler
 import importlib
 import inspect
 import os
+import sys
 import traceback
 import types
 import warnings
 
-import gymnasium as gym
-import numpy as np
-from gymnasium import spaces
+# pygame-ce (what Gymnasium 1.3+ renders classic-control, toy-text and Box2D envs with) installs
+# its "parachute" on SIGSEGV, SIGBUS and SIGFPE the first time an env renders, and the parachute
+# abort()s: an env's segfault would reach the client as SIGABRT. It only takes signals nobody
+# handles, so faulthandler takes them first: it writes the Python stack of a fatal signal to the
+# worker's stderr (the farm's log), and the worker then dies of the signal itself.
+faulthandler.enable()
+
+# Workers have no display: MuJoCo envs render through EGL (Mesa's software renderer, or a GPU's)
+# unless the operator chose another backend (MUJOCO_GL=osmesa, glfw; empty counts as unset, as
+# mujoco reads it). Set before anything imports mujoco, which reads it once; in the zygote, so
+# every forked worker inherits it.
+if not os.environ.get("MUJOCO_GL"):
+    os.environ["MUJOCO_GL"] = "egl"
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnasium import spaces  # noqa: E402
+
+
+def _register_ale():
+    """Registers the Atari envs (ALE/Pong-v5, Pong-v0, Breakout-v0, ...) when ale-py is installed,
+    as ``gymnasium.register_envs(ale_py)`` does in-process; GYMFARM_ALE=0 leaves them out. Runs
+    at start (in the zygote, before the fork), before the host's warning capture below, so what
+    the import warns goes to the log and not to the first client. A broken ale-py costs the Atari
+    ids, not the worker."""
+    if os.environ.get("GYMFARM_ALE", "1") == "0":
+        return None
+    try:
+        import ale_py
+    except ImportError:
+        return None
+    except Exception as e:  # a broken install (a missing shared library): log it, serve the rest
+        print(f"[gymfarm-worker] ale_py does not import, Atari envs left out: {type(e).__name__}: {e}",
+              file=sys.stderr, flush=True)
+        return None
+    gym.register_envs(ale_py)
+    return ale_py.__version__
+
+
+ALE_VERSION = _register_ale()  # None when the Atari envs are not registered
 
 
 class BadAction(Exception):
@@ -30,9 +69,12 @@ class BadRequest(Exception):
         self.gymnasium_error = gymnasium_error  # the gymnasium.error class an in-process make raises
 
 
-# Legacy ids that clients of the older servers still use, resolved when not registered.
+# Legacy ids that clients of the older servers still use, resolved when not registered (through
+# the chain: Taxi-v2 is Taxi-v3 where that is registered, as in Gymnasium 1.2, else Taxi-v4; in
+# Gymnasium 1.3+ only Taxi-v4 is, with the same transitions as v3 for the default kwargs).
 ALIASES = {
     "FrozenLake-v0": "FrozenLake-v1", "FrozenLake8x8-v0": "FrozenLake8x8-v1", "Taxi-v2": "Taxi-v3",
+    "Taxi-v3": "Taxi-v4",
     "Blackjack-v0": "Blackjack-v1", "CliffWalking-v0": "CliffWalking-v1", "Pendulum-v0": "Pendulum-v1",
     "LunarLander-v2": "LunarLander-v3", "LunarLanderContinuous-v2": "LunarLanderContinuous-v3",
     "BipedalWalker-v2": "BipedalWalker-v3", "BipedalWalkerHardcore-v2": "BipedalWalkerHardcore-v3",
@@ -69,8 +111,10 @@ def after_fork():
 
 
 def resolve_id(env_id):
-    if env_id not in gym.registry and env_id in ALIASES:
-        return ALIASES[env_id]
+    for _ in range(len(ALIASES)):  # bounded: the table has no cycles, but never loop on one
+        if env_id in gym.registry or env_id not in ALIASES:
+            break
+        env_id = ALIASES[env_id]
     return env_id
 
 

@@ -11,8 +11,9 @@ import gymfarm
 import gymfarm_testenvs  # noqa: F401  (registers gymfarm_test/* in this process too)
 from trees import assert_same
 
+TAXI = "Taxi-v4" if "Taxi-v4" in gym.registry else "Taxi-v3"  # Gymnasium 1.3 replaced v3 with v4
 ENV_IDS = [
-    "CartPole-v1", "MountainCarContinuous-v0", "Pendulum-v1", "FrozenLake-v1", "Blackjack-v1", "Taxi-v3",
+    "CartPole-v1", "MountainCarContinuous-v0", "Pendulum-v1", "FrozenLake-v1", "Blackjack-v1", TAXI,
     "gymfarm_test/DictObs-v0", "gymfarm_test/TextObs-v0", "gymfarm_test/MultiBinary-v0",
     "gymfarm_test/MultiDiscrete-v0", "gymfarm_test/TupleObs-v0",
 ]
@@ -219,16 +220,16 @@ def test_make_failure_is_env_error_and_worker_returns_to_pool(farm):
 
 def test_list_envs_stats_sample(farm):
     assert "CartPole-v1" in farm.envs() and "gymfarm_test/Faulty-v0" in farm.envs()
-    env = farm.make("Taxi-v3")
+    env = farm.make(TAXI)
     try:
-        assert farm.list()[env.instance_id] == "Taxi-v3"
+        assert farm.list()[env.instance_id] == TAXI
         a = env.sample()
         assert env.action_space.contains(a)
         o = env.sample("observation")
         assert env.observation_space.contains(o)
         stats = farm.stats()
         mine = [w for w in stats["workers"] if w["instance"] == env.instance_id]
-        assert len(mine) == 1 and mine[0]["env_id"] == "Taxi-v3" and mine[0]["rss_bytes"] > 0
+        assert len(mine) == 1 and mine[0]["env_id"] == TAXI and mine[0]["rss_bytes"] > 0
         assert farm.ping()
     finally:
         env.close()
@@ -244,7 +245,7 @@ def test_no_farm_gives_clear_error():
         gymfarm.connect("tcp://127.0.0.1:9", connect_timeout=0.5)
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Taxi-v3", "Blackjack-v1", "gymfarm_test/DictObs-v0"])
+@pytest.mark.parametrize("env_id", ["CartPole-v1", TAXI, "Blackjack-v1", "gymfarm_test/DictObs-v0"])
 def test_gymnasium_check_environments_match(farm, env_id):
     from gymnasium.utils.env_match import check_environments_match
 
