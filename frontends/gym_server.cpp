@@ -24,30 +24,6 @@ namespace gymfarm::frontends {
 using protocol::ErrorCode;
 using protocol::Value;
 
-// ---- registry ----------------------------------------------------------------------------------
-
-std::string GymServerRegistry::add(Entry e) {
-  std::lock_guard lock(mu_);
-  std::string id;
-  do {
-    id = protocol::random_hex(4);  // 8 hex characters, as gym-server's uuid4().hex[:8], from the OS CSPRNG
-  } while (entries_.count(id));
-  entries_.emplace(id, std::move(e));
-  return id;
-}
-
-std::optional<GymServerRegistry::Entry> GymServerRegistry::get(const std::string& id) {
-  std::lock_guard lock(mu_);
-  auto it = entries_.find(id);
-  if (it == entries_.end()) return std::nullopt;
-  return it->second;
-}
-
-bool GymServerRegistry::remove(const std::string& id) {
-  std::lock_guard lock(mu_);
-  return entries_.erase(id) > 0;
-}
-
 bool is_gym_server_id(const std::string& id) {
   return id.size() == 8 &&
          std::all_of(id.begin(), id.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
@@ -315,9 +291,9 @@ struct Ctx {
   const GymServerOptions& opt;
   const HttpRequest& req;
   std::string id;
-  std::optional<GymServerRegistry::Entry> found;
+  std::optional<GymServerEntry> found;
 
-  const GymServerRegistry::Entry& entry() {
+  const GymServerEntry& entry() {
     if (!found) found = reg.get(id);
     if (!found) throw Fail{unknown_id(id)};
     return *found;
@@ -337,7 +313,7 @@ std::string render_frame(Ctx& c) {
   const auto png = encode_png(frame.as_tensor());
   if (!png) return "Error: the env's frame is not an RGB image";
   int64_t n = 0;
-  if (!c.reg.update(c.id, [&](GymServerRegistry::Entry& e) { n = ++e.rendered; })) throw Fail{unknown_id(c.id)};
+  if (!c.reg.update(c.id, [&](GymServerEntry& e) { n = ++e.rendered; })) throw Fail{unknown_id(c.id)};
   const Fd dir = open_dir(c.opt.root, {c.id, "rendered"}, true);
   const std::string name = std::to_string(n) + ".png";
   if (!dir || !write_file_at(dir.get(), name, *png, std::to_string(n)) ||
@@ -345,7 +321,7 @@ std::string render_frame(Ctx& c) {
     return "Error: cannot write the frame";
   }
   std::vector<int64_t> drop;  // past the caps: the oldest numbered frames go
-  c.reg.update(c.id, [&](GymServerRegistry::Entry& e) {
+  c.reg.update(c.id, [&](GymServerEntry& e) {
     e.frames.emplace_back(n, png->size());
     e.frame_bytes += png->size();
     while (e.frames.size() > 1 && (e.frames.size() > c.opt.max_frames || e.frame_bytes > c.opt.max_frame_bytes)) {
@@ -359,8 +335,7 @@ std::string render_frame(Ctx& c) {
 }
 
 // The monitor's statistics, as gym's Monitor wrote them, into ROOT/<id>/simulation/.
-void write_monitor(const GymServerOptions& opt, const std::string& id, const GymServerRegistry::Entry& e,
-                   int64_t batch) {
+void write_monitor(const GymServerOptions& opt, const std::string& id, const GymServerEntry& e, int64_t batch) {
   const auto& m = e.monitor;
   const Fd dir = open_dir(opt.root, {id, "simulation"}, true);
   if (!dir) return;
@@ -409,7 +384,7 @@ HttpReply on_create(Ctx& c) {
       return error_reply(400, again.error().message);
     }
   }
-  GymServerRegistry::Entry entry;
+  GymServerEntry entry;
   entry.instance = r.find("instance_id")->as_string();
   entry.env_id = env;
   return json_reply(201, Value(protocol::Map{{"instance_id", c.reg.add(std::move(entry))}}));
@@ -419,7 +394,7 @@ HttpReply on_reset(Ctx& c) {
   const Json body = body_of(c.req);
   const bool render = body.contains("render") && truthy(body["render"]);
   const Value r = c.farm.call("reset", c.entry().instance);
-  c.reg.update(c.id, [](GymServerRegistry::Entry& e) {
+  c.reg.update(c.id, [](GymServerEntry& e) {
     e.episode_over = false;
     e.monitor.episode_reward = 0.0;
     e.monitor.episode_length = 0;
@@ -460,7 +435,7 @@ HttpReply on_step(Ctx& c) {
   const bool done = r.find("terminated")->as_bool() || r.find("truncated")->as_bool();
   Value info = *r.find("info");
   if (!info.is_map()) info = Value(protocol::Map{});
-  c.reg.update(c.id, [&](GymServerRegistry::Entry& e) {
+  c.reg.update(c.id, [&](GymServerEntry& e) {
     auto& m = e.monitor;
     const bool counted = m.active && !e.episode_over;
     e.episode_over = e.episode_over || done;
@@ -502,7 +477,7 @@ HttpReply on_monitor_start(Ctx& c) {
                                 ". You should use a unique directory for each training run, or use 'force=True' "
                                 "to automatically clear previous monitor files.");
   }
-  c.reg.update(c.id, [&](GymServerRegistry::Entry& e) {
+  c.reg.update(c.id, [&](GymServerEntry& e) {
     e.monitor = MonitorState{};
     e.monitor.active = true;
     e.monitor.directory = c.id + "/simulation";
@@ -513,9 +488,9 @@ HttpReply on_monitor_start(Ctx& c) {
 
 HttpReply on_monitor_close(Ctx& c) {
   c.entry();
-  GymServerRegistry::Entry snapshot;
+  GymServerEntry snapshot;
   int64_t batch = 0;
-  c.reg.update(c.id, [&](GymServerRegistry::Entry& e) {
+  c.reg.update(c.id, [&](GymServerEntry& e) {
     snapshot = e;
     if (e.monitor.active) batch = e.batches++;
     e.monitor.active = false;

@@ -29,35 +29,20 @@ struct GymServerOptions {
   std::size_t max_frame_bytes = kGymServerMaxFrameBytes;
 };
 
-// The gym-server instance table: 8-hex ids (as gym-server made them), from the OS CSPRNG.
-class GymServerRegistry {
- public:
-  struct Entry {
-    std::string instance;  // the broker's instance id
-    std::string env_id;
-    int64_t rendered = 0;                                // frames rendered so far (the last is N.png)
-    std::deque<std::pair<int64_t, std::size_t>> frames;  // numbered frames on disk: number, bytes
-    std::size_t frame_bytes = 0;
-    MonitorState monitor;       // episode statistics between monitor/start and monitor/close
-    int64_t batches = 0;        // monitor sessions written so far
-    bool episode_over = false;  // a step ended the episode: steps before the next reset are not counted
-  };
-  std::string add(Entry e);
-  std::optional<Entry> get(const std::string& id);
-  bool remove(const std::string& id);
-  template <class F>
-  bool update(const std::string& id, F&& f) {
-    std::lock_guard lock(mu_);
-    auto it = entries_.find(id);
-    if (it == entries_.end()) return false;
-    f(it->second);
-    return true;
-  }
-
- private:
-  std::mutex mu_;
-  std::map<std::string, Entry> entries_;
+// One gym-server instance: what its 8-hex id stands for, and its artifacts' bookkeeping.
+struct GymServerEntry {
+  std::string instance;  // the broker's instance id
+  std::string env_id;
+  int64_t rendered = 0;                                // frames rendered so far (the last is N.png)
+  std::deque<std::pair<int64_t, std::size_t>> frames;  // numbered frames on disk: number, bytes
+  std::size_t frame_bytes = 0;
+  MonitorState monitor;       // episode statistics between monitor/start and monitor/close
+  int64_t batches = 0;        // monitor sessions written so far
+  bool episode_over = false;  // a step ended the episode: steps before the next reset are not counted
 };
+
+// The gym-server instance table: 8-hex ids, as gym-server made them.
+using GymServerRegistry = HexIdTable<GymServerEntry>;
 
 class GymServerSession {
  public:

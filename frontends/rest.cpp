@@ -25,36 +25,13 @@ namespace fs = std::filesystem;
 
 // ---- registry ----------------------------------------------------------------------------------
 
-std::string RestRegistry::add(Entry e) {
-  std::lock_guard lock(mu_);
-  std::string id;
-  do {
-    id = protocol::random_hex(4);  // 8 hex characters, as gym-http-api makes them, from the OS CSPRNG
-  } while (entries_.count(id));
-  entries_.emplace(id, std::move(e));
-  return id;
-}
-
-std::optional<RestRegistry::Entry> RestRegistry::get(const std::string& id) {
-  std::lock_guard lock(mu_);
-  auto it = entries_.find(id);
-  if (it == entries_.end()) return std::nullopt;
-  return it->second;
-}
-
-bool RestRegistry::remove(const std::string& id) {
-  std::lock_guard lock(mu_);
-  return entries_.erase(id) > 0;
-}
-
 void RestRegistry::set_seed_used(const std::string& id) {
   update(id, [](Entry& e) { e.seed.reset(); });
 }
 
 std::vector<std::pair<std::string, std::string>> RestRegistry::list() {
-  std::lock_guard lock(mu_);
   std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& [id, e] : entries_) out.emplace_back(id, e.env_id);
+  for_each([&](const std::string& id, const Entry& e) { out.emplace_back(id, e.env_id); });
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "client/client.hpp"
+#include "frontends/hex_id_table.hpp"
 
 namespace gymfarm::frontends {
 
@@ -56,34 +57,20 @@ struct MonitorState {
   double started = 0.0;
 };
 
-// The REST instance table, shared by every REST connection of both dialects: 8-hex ids.
-class RestRegistry {
- public:
-  struct Entry {
-    std::string instance;  // the broker's instance id
-    std::string env_id;    // as the client asked for it (legacy ids kept)
-    std::string spec_id;
-    std::optional<uint64_t> seed;  // applied at the first reset (gym-http-api's make seed)
-    MonitorState monitor;
-  };
-  std::string add(Entry e);
-  std::optional<Entry> get(const std::string& id);
-  bool remove(const std::string& id);
-  void set_seed_used(const std::string& id);
-  // Runs f on the entry under the lock; false when the id is unknown.
-  template <class F>
-  bool update(const std::string& id, F&& f) {
-    std::lock_guard lock(mu_);
-    auto it = entries_.find(id);
-    if (it == entries_.end()) return false;
-    f(it->second);
-    return true;
-  }
-  std::vector<std::pair<std::string, std::string>> list();
+// One instance of the REST dialects: what the 8-hex id stands for.
+struct RestEntry {
+  std::string instance;  // the broker's instance id
+  std::string env_id;    // as the client asked for it (legacy ids kept)
+  std::string spec_id;
+  std::optional<uint64_t> seed;  // applied at the first reset (gym-http-api's make seed)
+  MonitorState monitor;
+};
 
- private:
-  std::mutex mu_;
-  std::map<std::string, Entry> entries_;
+// The REST instance table, shared by every REST connection of both dialects.
+class RestRegistry : public HexIdTable<RestEntry> {
+ public:
+  void set_seed_used(const std::string& id);
+  std::vector<std::pair<std::string, std::string>> list();  // id, env id
 };
 
 class RestSession {

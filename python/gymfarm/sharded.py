@@ -32,7 +32,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array,
 from . import errors
 from .client import Farm
 from .env import RemoteEnv
-from .vector import RemoteVectorEnv
+from .vector import RemoteVectorEnv, reset_plan
 
 _ARRAY_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiBinary, spaces.MultiDiscrete)
 DEFAULT_HEARTBEAT = 3.0
@@ -517,23 +517,7 @@ class ShardedVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        if seed is None:
-            seeds: list[int | None] = [None] * self.num_envs
-        elif isinstance(seed, (int, np.integer)):
-            seeds = [int(seed) + i for i in range(self.num_envs)]
-        else:
-            seeds = list(seed)
-        if len(seeds) != self.num_envs:
-            raise ValueError(f"If seeds are passed as a list the length must match num_envs={self.num_envs} "
-                             f"but got length={len(seeds)}.")
-        options = dict(options) if options is not None else None
-        mask = np.ones((self.num_envs,), dtype=np.bool_)
-        if options is not None and "reset_mask" in options:
-            mask = options.pop("reset_mask")
-            if not (isinstance(mask, np.ndarray) and mask.shape == (self.num_envs,) and mask.dtype == np.bool_):
-                raise ValueError(f"options['reset_mask'] must be a numpy bool array of shape ({self.num_envs},)")
-            if not mask.any():
-                raise ValueError("options['reset_mask'] must select at least one env")
+        seeds, options, mask = reset_plan(self.num_envs, seed, options)
         if self.on_crash == "reset":
             self._remake_lost()
         infos: dict[str, Any] = {}

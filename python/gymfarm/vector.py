@@ -50,6 +50,30 @@ _AUTORESET_WIRE = {AutoresetMode.NEXT_STEP: "next_step", AutoresetMode.SAME_STEP
                    AutoresetMode.DISABLED: None}
 
 
+def reset_plan(num_envs: int, seed: int | Sequence[int | None] | None, options: dict[str, Any] | None
+               ) -> tuple[list[int | None], dict[str, Any] | None, np.ndarray]:
+    """A vector reset's seed per env, its options without ``reset_mask``, and the mask, checked as
+    SyncVectorEnv checks them."""
+    if seed is None:
+        seeds: list[int | None] = [None] * num_envs
+    elif isinstance(seed, (int, np.integer)):
+        seeds = [int(seed) + i for i in range(num_envs)]
+    else:
+        seeds = list(seed)
+    if len(seeds) != num_envs:
+        raise ValueError(f"If seeds are passed as a list the length must match num_envs={num_envs} "
+                         f"but got length={len(seeds)}.")
+    options = dict(options) if options is not None else None
+    mask = np.ones((num_envs,), dtype=np.bool_)
+    if options is not None and "reset_mask" in options:
+        mask = options.pop("reset_mask")
+        if not (isinstance(mask, np.ndarray) and mask.shape == (num_envs,) and mask.dtype == np.bool_):
+            raise ValueError(f"options['reset_mask'] must be a numpy bool array of shape ({num_envs},)")
+        if not mask.any():
+            raise ValueError("options['reset_mask'] must select at least one env")
+    return seeds, options, mask
+
+
 class RemoteVectorEnv(VectorEnv):
     """``num_envs`` copies of one env, each in its own worker process.
 
@@ -113,23 +137,7 @@ class RemoteVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        if seed is None:
-            seeds: list[int | None] = [None] * self.num_envs
-        elif isinstance(seed, (int, np.integer)):
-            seeds = [int(seed) + i for i in range(self.num_envs)]
-        else:
-            seeds = list(seed)
-        if len(seeds) != self.num_envs:
-            raise ValueError(f"If seeds are passed as a list the length must match num_envs={self.num_envs} "
-                             f"but got length={len(seeds)}.")
-        options = dict(options) if options is not None else None
-        mask = np.ones((self.num_envs,), dtype=np.bool_)
-        if options is not None and "reset_mask" in options:
-            mask = options.pop("reset_mask")
-            if not (isinstance(mask, np.ndarray) and mask.shape == (self.num_envs,) and mask.dtype == np.bool_):
-                raise ValueError(f"options['reset_mask'] must be a numpy bool array of shape ({self.num_envs},)")
-            if not mask.any():
-                raise ValueError("options['reset_mask'] must select at least one env")
+        seeds, options, mask = reset_plan(self.num_envs, seed, options)
         indices = [i for i in range(self.num_envs) if mask[i]]
         requests = []
         for i in indices:
