@@ -18,17 +18,21 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <stdexcept>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "broker/admission.hpp"
+#include "broker/deadlines.hpp"
 #include "broker/heartbeats.hpp"
 #include "broker/launcher.hpp"
+#include "broker/pool_supervisor.hpp"
 #include "broker/restart_budget.hpp"
 #include "broker/routing_table.hpp"
 #include "broker/sessions.hpp"
 #include "broker/stats.hpp"
+#include "broker/worker_launcher.hpp"
 #include "broker/worker_registry.hpp"
 #include "broker/zygote.hpp"
 #include "protocol/codec.hpp"
@@ -106,9 +110,13 @@ struct PendingMake {
 
 }  // namespace
 
-struct Broker::Impl {
+struct Broker::Impl final : DeadlineActions {
   BrokerOptions opt;
-  RunningClock clock;  // stands still while the broker is stopped: a pause kills no healthy worker
+  // Every deadline, lease, idle-ttl, back-off and heartbeat silence is read from this clock
+  // (default: a RunningClock, which stands still while the broker is stopped, so a pause kills no
+  // healthy worker). Only the busy-poll (--spin-us) reads steady_clock: it spends real CPU time.
+  std::unique_ptr<Clock> owned_clock;
+  const Clock& clock;
   WorkerRegistry registry;
   RoutingTable routes;
   Launcher launcher;
@@ -142,7 +150,6 @@ struct Broker::Impl {
   std::unordered_map<uint64_t, Batch> batches;
   std::unordered_map<uint64_t, VecBatch> vec_batches;
   std::deque<PendingMake> pending_makes;
-  std::unordered_map<int, std::string> kill_reasons;  // pid -> why the broker killed it
   Value env_ids = Value(protocol::Array{});
   SessionTable sessions{opt.max_sessions};  // what each client's hello granted (keys: sessions.hpp)
   Admission admission{{opt.max_instances_per_client, opt.max_inflight_per_client}};  // owners and per-client limits
@@ -150,11 +157,20 @@ struct Broker::Impl {
   Stats statistics;  // what `stats` answers, and the counters in it
   HeartbeatPolicy heartbeat_policy{opt.heartbeat_rate};
   TurnLateness lateness{kPollInterval, kLateTurnSlack};
+  Deadlines deadlines{registry,
+                      sessions,
+                      admission,
+                      clock,
+                      {opt.step_timeout, opt.make_timeout, opt.idle_ttl, opt.session_lease},
+                      [this](const std::string& m) { log(m); }};
+  // How workers start (made in start_pool, once the sockets they connect to are bound): a fork of
+  // the zygote while it runs, else a fresh process; and the supervisor that starts them.
+  std::optional<ProcessLauncher> fresh_launcher;
+  std::optional<ZygoteLauncher> zygote_launcher;
+  std::optional<PoolSupervisor> pool;
   Duration heartbeat_period = kBaseHeartbeatPeriod;  // what workers are told to beat at, for the pool's size
   std::size_t max_workers = 0;                       // the pool's bound (--max-workers, or what memory allows)
-  TimePoint next_lease_check{};
   TimePoint next_period_check{};
-  bool budget_spent_logged = false;
   bool refused_sends = false;  // some worker's pipe refused its queued request: check_time retries
   bool ready_announced = false;
   bool shutting_down = false;
@@ -162,8 +178,10 @@ struct Broker::Impl {
   bool stopping_workers = false;
   TimePoint stop_deadline{};
 
-  explicit Impl(BrokerOptions o)
+  Impl(BrokerOptions o, std::unique_ptr<Clock> c)
       : opt(std::move(o)),
+        owned_clock(c ? std::move(c) : std::make_unique<RunningClock>()),
+        clock(*owned_clock),
         registry(opt.workers, clock, opt.envs_per_worker),
         budget(opt.restart_budget ? opt.restart_budget : std::max<std::size_t>(32, 4 * opt.workers),
                opt.restart_window),
@@ -244,7 +262,7 @@ struct Broker::Impl {
     batches.erase(it);
   }
 
-  void fail(const Request& r, const Error& e) {
+  void fail(const Request& r, const Error& e) override {
     respond(r, protocol::kStatusErr, payload(protocol::encode(e.to_value())));
   }
 
@@ -287,38 +305,27 @@ struct Broker::Impl {
       log("cannot start the zygote (" + err + "); workers start fresh");
   }
 
-  // `restart`: the slot's process died and is replaced (false: the pool starts or grows).
-  void spawn(std::size_t i, bool restart = true) {
-    auto& s = registry.slot(i);
-    const std::string identity = "w" + std::to_string(i) + "." + std::to_string(s.spawns);
-    if (zygote.alive() && zygote.request(identity)) {
-      registry.spawned(i, identity, 0, restart);  // the pid comes with the zygote's answer
-      return;
+  // The launchers and the supervisor; the zygote first when it is wanted.
+  void start_pool() {
+    fresh_launcher.emplace(launcher, opt.worker_exe, worker_args(), opt.worker_memory_limit, opt.worker_cpu_limit);
+    WorkerLauncher* how = &*fresh_launcher;
+    if (opt.zygote) {
+      start_zygote();
+      how = &zygote_launcher.emplace(zygote, launcher, *fresh_launcher);
     }
-    auto args = worker_args();
-    args.push_back("--identity");
-    args.push_back(identity);
-    std::string err;
-    const int pid = launcher.spawn(opt.worker_exe, args, err, opt.worker_memory_limit, opt.worker_cpu_limit);
-    if (pid == 0) {
-      log("cannot start worker " + std::to_string(i) + ": " + err);
-      s.consecutive_failures++;
-      s.respawn_at = clock.now() + backoff(s.consecutive_failures);
-      s.last_exit = "spawn failed: " + err;
-      return;
-    }
-    registry.spawned(i, identity, pid, restart);
+    PoolOptions p;
+    p.workers = opt.workers;
+    p.max_workers = max_workers;
+    p.idle_grace = opt.worker_idle_grace;
+    p.heartbeat_timeout = opt.heartbeat_timeout;
+    p.startup_timeout = opt.startup_timeout;
+    p.heartbeat_policy = heartbeat_policy;
+    p.verbose = opt.verbose;
+    pool.emplace(registry, clock, *how, budget, p, [this](const std::string& m) { log(m); });
+    for (std::size_t i = 0; i < registry.size(); ++i) pool->spawn(i);
   }
 
-  static Duration backoff(int failures) {
-    if (failures <= 0) return Duration::zero();
-    const int shift = std::min(failures - 1, 7);
-    return std::min<Duration>(std::chrono::milliseconds(100) * (1 << shift), std::chrono::seconds(10));
-  }
-
-  Duration timeout_for(std::string_view v) const {
-    return v == verb::kMake ? Duration(opt.make_timeout) : Duration(opt.step_timeout);
-  }
+  Duration timeout_for(std::string_view v) const { return deadlines.timeout_for(v); }
 
   // Sends r to worker w. False when the worker's pipe takes nothing now: r is left in `r` for the
   // caller to keep queued (pump retries every turn; a worker that is gone for good is reaped, one
@@ -340,9 +347,8 @@ struct Broker::Impl {
       sent = to_worker(s.identity, {r.verb, r.instance, rid_bytes, r.body});
     }
     if (!sent) {
-      if (auto why = kill_reasons.find(s.pid); why != kill_reasons.end()) {  // killed, not reaped yet: say why
-        fail(r,
-             make_error(ErrorCode::WorkerCrashed, "the worker holding this instance was killed after " + why->second));
+      if (const std::string* why = pool->kill_reason(s.pid)) {  // killed, not reaped yet: say why
+        fail(r, make_error(ErrorCode::WorkerCrashed, "the worker holding this instance was killed after " + *why));
         return true;
       }
       const auto now = clock.now();
@@ -386,11 +392,10 @@ struct Broker::Impl {
       details.set("exit_code", WEXITSTATUS(status));
     }
     std::string message = "worker " + std::to_string(w) + " (pid " + std::to_string(pid) + ") " + reason;
-    if (auto it = kill_reasons.find(pid); it != kill_reasons.end()) {
-      message += " after " + it->second;
-      details.set("reason", it->second);
-      reason += " after " + it->second;
-      kill_reasons.erase(it);
+    if (auto why = pool->take_kill_reason(pid)) {
+      message += " after " + *why;
+      details.set("reason", *why);
+      reason += " after " + *why;
     }
     if (s.state == WorkerState::Starting) reason += " during start-up";
     const bool graceful = s.state == WorkerState::Stopping;
@@ -410,15 +415,9 @@ struct Broker::Impl {
         routes.bury(h.instance, err);
         forget_instance(h.instance);
       }
-      if (s.state == WorkerState::Starting) {
-        s.consecutive_failures++;
-      } else {
-        s.consecutive_failures = 0;
-      }
       log(message);
     }
-    registry.died(w, reason);
-    s.respawn_at = clock.now() + backoff(s.consecutive_failures);
+    pool->gone(w, std::move(reason));  // the back-off, and the slot is Dead
   }
 
   // ---- worker links ----------------------------------------------------------------------------
@@ -454,7 +453,7 @@ struct Broker::Impl {
 
   // A session ends (its local socket closed, or its lease ran out): its instances are closed,
   // unless its hello asked to keep them.
-  void end_session(const std::string& key, const std::string& how) {
+  void end_session(const std::string& key, const std::string& how) override {
     if (!sessions.keeps_instances(key) && admission.holds(key) > 0) {
       const std::vector<std::string> mine = admission.instances_of(key);
       if (opt.verbose) log("a client " + how + "; closing its " + std::to_string(mine.size()) + " instances");
@@ -543,12 +542,7 @@ struct Broker::Impl {
     }
   }
 
-  void kill_worker(std::size_t w, std::string why) {
-    auto& s = registry.slot(w);
-    if (s.pid <= 0) return;
-    kill_reasons[s.pid] = std::move(why);
-    launcher.kill(s.pid, SIGKILL);
-  }
+  void kill_worker(std::size_t w, std::string why) override { pool->kill(w, std::move(why)); }
 
   // ---- client requests ------------------------------------------------------------------------
 
@@ -858,14 +852,8 @@ struct Broker::Impl {
     for (const auto& s : registry.slots()) {
       if (s.wanted && (s.state == WorkerState::Starting || s.state == WorkerState::Dead)) coming += registry.capacity();
     }
-    if (pending_makes.size() >= coming && registry.wanted() < max_workers && !shutting_down) {
-      const std::size_t w = registry.grow();
-      spawn(w, false);
-      if (registry.slot(w).state == WorkerState::Dead && registry.slot(w).respawn_at > clock.now()) {
-        // the spawn failed (logged); it is retried after its back-off, and the make waits for it
-      }
-      coming += registry.capacity();
-    }
+    // A spawn that failed (logged) is retried after its back-off, and the make waits for it.
+    if (pending_makes.size() >= coming && !shutting_down && pool->grow()) coming += registry.capacity();
     if (pending_makes.size() < coming) {
       pending_makes.push_back({std::move(r), env_id->as_string(), clock.now() + opt.make_timeout});
       return;
@@ -886,17 +874,8 @@ struct Broker::Impl {
 
   // Workers the pool grew beyond --workers retire once idle for --worker-idle-grace.
   void retire_idle(TimePoint now) {
-    std::size_t live = registry.wanted();
-    for (std::size_t i = registry.size(); i-- > 0 && live > opt.workers;) {
-      auto& s = registry.slot(i);
-      if (!s.wanted || s.state != WorkerState::Idle || !s.queue.empty() || s.in_flight) continue;
-      if (now - s.since < opt.worker_idle_grace) continue;
-      if (opt.verbose) log("worker " + std::to_string(i) + " idle for the grace period: retiring it");
-      s.wanted = false;
-      to_worker(s.identity, {verb::kBye, "", protocol::encode_rid(0), ""});
-      registry.stopping(i);
-      --live;
-    }
+    for (auto w : pool->retire_idle(now))
+      to_worker(registry.slot(w).identity, {verb::kBye, "", protocol::encode_rid(0), ""});
   }
 
   void start_make(std::size_t w, Request r, const std::string& env_id) {
@@ -1034,28 +1013,13 @@ struct Broker::Impl {
   // ---- time and signals ------------------------------------------------------------------------
 
   void check_time() {
+    deadlines.check(*this);  // timeouts, idle instances, leases
     const auto now = clock.now();
-    for (auto w : registry.expired(now)) {
-      auto& s = registry.slot(w);
-      InFlight in = std::move(*s.in_flight);
-      s.in_flight.reset();
-      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout_for(in.request.verb)).count();
-      Value d(protocol::Map{});
-      d.set("verb", in.request.verb);
-      d.set("deadline_ms", static_cast<int64_t>(ms));
-      d.set("pid", s.pid);
-      fail(in.request, make_error(ErrorCode::Timeout,
-                                  "'" + in.request.verb + "' did not finish within " + std::to_string(ms) +
-                                      " ms; the worker was killed",
-                                  d));
-      log("worker " + std::to_string(w) + " timed out in '" + in.request.verb + "', killing it");
-      kill_worker(w, "'" + in.request.verb + "' timed out after " + std::to_string(ms) + " ms");
-    }
-    if (zygote.alive() && !kill_reasons.count(zygote.pid())) {
+    if (zygote.alive() && !pool->kill_reason(zygote.pid())) {
       for (const auto& s : registry.slots()) {  // the zygote answers a fork request in milliseconds
         if (s.state == WorkerState::Starting && s.pid == 0 && now - s.since > kZygoteAnswerTimeout) {
           log("the zygote did not answer a fork request within 5 s (stopped or stuck); killing it");
-          kill_reasons[zygote.pid()] = "it did not answer";
+          pool->note_kill(zygote.pid(), "it did not answer");
           ::kill(zygote.pid(), SIGKILL);
           break;
         }
@@ -1065,28 +1029,7 @@ struct Broker::Impl {
       next_period_check = now + std::chrono::milliseconds(100);
       heartbeat_period = heartbeat_policy.period(registry.wanted());
     }
-    for (auto w : registry.silent(now, opt.heartbeat_timeout, opt.startup_timeout, heartbeat_policy)) {
-      auto& s = registry.slot(w);
-      if (s.pid > 0 && !kill_reasons.count(s.pid)) {
-        log("worker " + std::to_string(w) + " is silent, killing it");
-        kill_worker(w, s.state == WorkerState::Starting ? "it did not start in time" : "its heartbeats stopped");
-      }
-    }
-    if (opt.idle_ttl.count() > 0) {  // sessionless clients: the gateway's REST dialects
-      for (const auto& [w, instance] : registry.idle_instances(now, opt.idle_ttl)) {
-        const auto* owner = admission.owner(instance);
-        if (!owner || principal(owner->client) == principal(client_key(ClientPath::Inproc, ""))) {
-          close_idle(w, instance);
-        }
-      }
-    }
-    if (now >= next_lease_check) {
-      next_lease_check = now + std::chrono::milliseconds(200);
-      for (const auto& key :
-           sessions.expired(now, [this](const std::string& c) { return admission.in_flight(c) > 0; })) {
-        end_session(key, "stopped renewing its lease (" + std::to_string(opt.session_lease.count()) + " ms)");
-      }
-    }
+    pool->kill_silent(now);
     while (!pending_makes.empty() && pending_makes.front().deadline <= now) {
       Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.wanted())}});
       fail(pending_makes.front().request,
@@ -1101,30 +1044,12 @@ struct Broker::Impl {
     }
     if (!shutting_down) {
       retire_idle(now);
-      for (std::size_t i = 0; i < registry.size(); ++i) {
-        auto& s = registry.slot(i);
-        if (!s.wanted || s.state != WorkerState::Dead || s.respawn_at > now) continue;
-        if (s.spawns > 0) {  // a restart, not the first start
-          if (!budget.allows(now)) {
-            s.respawn_at = budget.next_allowed(now);
-            if (!budget_spent_logged) {
-              log("restart budget spent (" + std::to_string(budget.limit()) + " restarts in " +
-                  std::to_string(std::chrono::duration_cast<std::chrono::seconds>(budget.window()).count()) +
-                  " s); further restarts wait");
-              budget_spent_logged = true;
-            }
-            continue;
-          }
-          budget_spent_logged = false;
-          budget.record(now, i, s.last_exit);
-        }
-        spawn(i);
-      }
+      pool->respawn_due(now);
     }
   }
 
   // Closes an instance nobody used for --idle-ttl; later requests for it get unknown_instance.
-  void close_idle(std::size_t w, const std::string& instance) {
+  void close_idle(std::size_t w, const std::string& instance) override {
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(opt.idle_ttl).count();
     Value d(protocol::Map{{"instance_id", instance}});
     log("closing idle instance " + instance + " on worker " + std::to_string(w));
@@ -1160,9 +1085,7 @@ struct Broker::Impl {
         continue;
       }
       if (pid == 0) {
-        s->consecutive_failures++;
-        registry.died(*w, "the zygote could not fork a worker");
-        s->respawn_at = clock.now() + backoff(s->consecutive_failures);
+        pool->fork_failed(*w);
         continue;
       }
       s->pid = pid;
@@ -1171,7 +1094,7 @@ struct Broker::Impl {
   }
 
   void zygote_gone(int status) {
-    kill_reasons.erase(zygote.pid());
+    pool->take_kill_reason(zygote.pid());
     log("the zygote " + describe_exit(status) + "; workers start fresh from now on");
     zygote.gone();
     for (std::size_t i = 0; i < registry.size(); ++i) {
@@ -1254,7 +1177,8 @@ struct Broker::Impl {
   }
 };
 
-Broker::Broker(BrokerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+Broker::Broker(BrokerOptions options, std::unique_ptr<Clock> clock)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(clock))) {
   if (impl_->opt.workers == 0) throw std::invalid_argument("--workers must be at least 1");
 }
 
@@ -1370,8 +1294,7 @@ void guarded(const char* what, F&& f) {
 
 int Broker::run(const std::function<void()>& on_ready) {
   auto& d = *impl_;
-  if (d.opt.zygote) d.start_zygote();
-  for (std::size_t i = 0; i < d.registry.size(); ++i) d.spawn(i);
+  d.start_pool();
   Frames frames;
   std::vector<zmq::pollitem_t> items;
   int rc = 0;
