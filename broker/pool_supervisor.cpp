@@ -8,12 +8,7 @@ namespace gymfarm::broker {
 
 PoolSupervisor::PoolSupervisor(WorkerRegistry& registry, const Clock& clock, WorkerLauncher& launcher,
                                RestartBudget& budget, PoolOptions options, Log log)
-    : registry_(registry),
-      clock_(clock),
-      launcher_(launcher),
-      budget_(budget),
-      opt_(std::move(options)),
-      log_(std::move(log)) {}
+    : registry_(registry), clock_(clock), launcher_(launcher), budget_(budget), opt_(options), log_(std::move(log)) {}
 
 Duration PoolSupervisor::backoff(int failures) {
   if (failures <= 0) return Duration::zero();

@@ -31,8 +31,8 @@ struct Recorder final : DeadlineActions {
   std::vector<std::pair<std::string, std::string>> ended;
 };
 
-const std::string kAlice = client_key(ClientPath::Tcp, "alice", "0000000000000001");
-const std::string kGateway = client_key(ClientPath::Inproc, "rest");
+std::string alice() { return client_key(ClientPath::Tcp, "alice", "0000000000000001"); }
+std::string gateway() { return client_key(ClientPath::Inproc, "rest"); }
 
 struct Loop {
   explicit Loop(DeadlineOptions o) : registry(2, clock), deadlines(registry, sessions, admission, clock, o) {
@@ -71,8 +71,8 @@ TEST_CASE("deadlines: a request at its deadline gets `timeout` and its worker is
   Loop l(Loop::options());
   REQUIRE(l.registry.assign(0, "i0", "CartPole-v1"));
   REQUIRE(l.registry.assign(1, "i1", "CartPole-v1"));
-  REQUIRE(l.registry.begin(0, request("step", kAlice, "i0"), 1, l.deadlines.timeout_for("step")));
-  REQUIRE(l.registry.begin(1, request("make", kAlice, "i1"), 2, l.deadlines.timeout_for("make")));
+  REQUIRE(l.registry.begin(0, request("step", alice(), "i0"), 1, l.deadlines.timeout_for("step")));
+  REQUIRE(l.registry.begin(1, request("make", alice(), "i1"), 2, l.deadlines.timeout_for("make")));
   l.clock.advance(999ms);
   l.deadlines.check(l.act);
   CHECK(l.act.failed.empty());  // before the deadline
@@ -80,7 +80,7 @@ TEST_CASE("deadlines: a request at its deadline gets `timeout` and its worker is
   l.deadlines.check(l.act);
   REQUIRE(l.act.failed.size() == 1);  // the make has 5 s
   CHECK(l.act.failed[0].verb == "step");
-  CHECK(l.act.failed[0].client == kAlice);
+  CHECK(l.act.failed[0].client == alice());
   CHECK(l.act.failed[0].code == ErrorCode::Timeout);
   CHECK(l.act.failed[0].message == "'step' did not finish within 1000 ms; the worker was killed");
   REQUIRE(l.act.killed.size() == 1);
@@ -99,7 +99,7 @@ TEST_CASE("deadlines: a session that stops renewing its lease ends; one with wor
   Loop l(Loop::options());
   const std::string bob = client_key(ClientPath::Tcp, "bob", "0000000000000002");
   auto idle = [](const std::string&) { return false; };
-  REQUIRE(l.sessions.open(kAlice, true, idle, false, 2s, l.clock.now()) == SessionTable::Open::Opened);
+  REQUIRE(l.sessions.open(alice(), true, idle, false, 2s, l.clock.now()) == SessionTable::Open::Opened);
   REQUIRE(l.sessions.open(bob, true, idle, false, 2s, l.clock.now()) == SessionTable::Open::Opened);
   std::size_t counted = 0;
   REQUIRE(l.admission.begin(bob, counted));  // bob waits for a reply
@@ -109,7 +109,7 @@ TEST_CASE("deadlines: a session that stops renewing its lease ends; one with wor
   l.clock.advance(1s);
   l.deadlines.check(l.act);
   REQUIRE(l.act.ended.size() == 1);
-  CHECK(l.act.ended[0].first == kAlice);
+  CHECK(l.act.ended[0].first == alice());
   CHECK(l.act.ended[0].second == "stopped renewing its lease (2000 ms)");
 }
 
@@ -119,7 +119,7 @@ TEST_CASE("deadlines: leases are checked at most every lease_check_interval") {
   Loop l(o);
   l.deadlines.check(l.act);  // checked at 0: next at 1 s
   REQUIRE(l.sessions.open(
-              kAlice, true, [](const std::string&) { return false; }, false, 100ms, l.clock.now()) ==
+              alice(), true, [](const std::string&) { return false; }, false, 100ms, l.clock.now()) ==
           SessionTable::Open::Opened);
   l.clock.advance(500ms);
   l.deadlines.check(l.act);
@@ -133,8 +133,8 @@ TEST_CASE("deadlines: the gateway's instances idle past --idle-ttl close; a nati
   Loop l(Loop::options());
   REQUIRE(l.registry.assign(0, "rest-env", "CartPole-v1"));
   REQUIRE(l.registry.assign(1, "alice-env", "CartPole-v1"));
-  l.admission.made("rest-env", kGateway, false);
-  l.admission.made("alice-env", kAlice, false);
+  l.admission.made("rest-env", gateway(), false);
+  l.admission.made("alice-env", alice(), false);
   l.clock.advance(30s);
   l.deadlines.check(l.act);
   CHECK(l.act.closed.empty());
@@ -149,7 +149,7 @@ TEST_CASE("deadlines: no idle-ttl, no closing") {
   o.idle_ttl = Duration::zero();
   Loop l(o);
   REQUIRE(l.registry.assign(0, "rest-env", "CartPole-v1"));
-  l.admission.made("rest-env", kGateway, false);
+  l.admission.made("rest-env", gateway(), false);
   l.clock.advance(24h);
   l.deadlines.check(l.act);
   CHECK(l.act.closed.empty());

@@ -43,8 +43,8 @@ struct FakeLinks final : DispatchLinks {
   std::vector<std::pair<std::size_t, std::string>> killed;
 };
 
-const std::string kAlice = client_key(ClientPath::Tcp, "alice", "0000000000000001");
-const std::string kBob = client_key(ClientPath::Tcp, "bob", "0000000000000002");
+std::string alice() { return client_key(ClientPath::Tcp, "alice", "0000000000000001"); }
+std::string bob() { return client_key(ClientPath::Tcp, "bob", "0000000000000002"); }
 
 zmq::message_t msg(std::string_view s) { return zmq::message_t(s.data(), s.size()); }
 
@@ -66,7 +66,7 @@ struct Farm {
     for (auto [instance, w] : {std::pair{"a", 0}, std::pair{"b", 1}}) {
       REQUIRE(routes.add(instance, w, "CartPole-v1"));
       REQUIRE(registry.assign(w, instance, "CartPole-v1"));
-      admission.made(instance, kAlice, false);
+      admission.made(instance, alice(), false);
     }
   }
   Request step(const std::string& client, const std::string& rid, const std::string& instance) {
@@ -100,7 +100,7 @@ struct Farm {
 
 TEST_CASE("dispatcher: a step goes to its instance's worker and the reply back to its client") {
   Farm farm;
-  farm.dispatcher.route(farm.step(kAlice, "r1", "b"));
+  farm.dispatcher.route(farm.step(alice(), "r1", "b"));
   REQUIRE(farm.links.to_workers.size() == 1);
   CHECK(farm.links.to_workers[0].identity == "w1.0");
   CHECK(farm.links.to_workers[0].frames[0] == "step");
@@ -110,7 +110,7 @@ TEST_CASE("dispatcher: a step goes to its instance's worker and the reply back t
   CHECK(farm.links.to_clients.empty());
   CHECK_FALSE(farm.reply(0, "ok", "obs"));
   REQUIRE(farm.links.to_clients.size() == 1);
-  CHECK(farm.links.to_clients[0] == std::vector<std::string>{kAlice, "r1", "ok", "obs"});
+  CHECK(farm.links.to_clients[0] == std::vector<std::string>{alice(), "r1", "ok", "obs"});
   CHECK_FALSE(farm.registry.slot(1).in_flight);
   CHECK(farm.registry.slot(1).steps == 1);
   CHECK_FALSE(farm.reply(0, "ok", "again"));  // a stale reply is dropped
@@ -119,8 +119,8 @@ TEST_CASE("dispatcher: a step goes to its instance's worker and the reply back t
 
 TEST_CASE("dispatcher: one request in flight per worker, the next one sent when it is answered") {
   Farm farm;
-  farm.dispatcher.route(farm.step(kAlice, "r1", "a"));
-  farm.dispatcher.route(farm.step(kAlice, "r2", "a"));
+  farm.dispatcher.route(farm.step(alice(), "r1", "a"));
+  farm.dispatcher.route(farm.step(alice(), "r2", "a"));
   CHECK(farm.links.to_workers.size() == 1);
   CHECK(farm.registry.slot(0).queue.size() == 1);
   farm.reply(0, "ok", "one");
@@ -133,8 +133,8 @@ TEST_CASE("dispatcher: one request in flight per worker, the next one sent when 
 
 TEST_CASE("dispatcher: another client's instance is unknown to a stranger") {
   Farm farm;
-  farm.dispatcher.route(farm.step(kBob, "r1", "a"));
-  farm.dispatcher.route(farm.step(kAlice, "r2", "nope"));
+  farm.dispatcher.route(farm.step(bob(), "r1", "a"));
+  farm.dispatcher.route(farm.step(alice(), "r2", "nope"));
   CHECK(farm.links.to_workers.empty());
   REQUIRE(farm.links.to_clients.size() == 2);
   CHECK(farm.links.to_clients[0][2] == "err");
@@ -145,7 +145,7 @@ TEST_CASE("dispatcher: another client's instance is unknown to a stranger") {
 TEST_CASE("dispatcher: a step_batch fans out by worker and is answered once, in request order") {
   Farm farm;
   Request head;
-  head.client = kAlice;
+  head.client = alice();
   head.client_rid = "rb";
   head.verb = std::string(verb::kStepBatch);
   Frames f;
@@ -163,14 +163,14 @@ TEST_CASE("dispatcher: a step_batch fans out by worker and is answered once, in 
   CHECK(farm.links.to_clients.empty());
   farm.reply(0, "err", "boom");
   REQUIRE(farm.links.to_clients.size() == 1);
-  CHECK(farm.links.to_clients[0] == std::vector<std::string>{kAlice, "rb", "ok", "err", "boom", "ok", "obs-b"});
+  CHECK(farm.links.to_clients[0] == std::vector<std::string>{alice(), "rb", "ok", "err", "boom", "ok", "obs-b"});
   CHECK(farm.dispatcher.open_batches() == 0);
 }
 
 TEST_CASE("dispatcher: a pipe that refuses a request keeps it queued, and past the grace the worker is killed") {
   Farm farm;
   farm.links.refuse = true;
-  farm.dispatcher.route(farm.step(kAlice, "r1", "a"));
+  farm.dispatcher.route(farm.step(alice(), "r1", "a"));
   CHECK(farm.registry.slot(0).queue.size() == 1);
   CHECK(farm.links.to_clients.empty());
   farm.clock.advance(500ms);
@@ -189,12 +189,12 @@ TEST_CASE("dispatcher: a pipe that refuses a request keeps it queued, and past t
 TEST_CASE("dispatcher: a close that is answered frees the instance and fails what was queued for it") {
   Farm farm;
   Request close;
-  close.client = kAlice;
+  close.client = alice();
   close.client_rid = "rc";
   close.verb = std::string(verb::kClose);
   close.instance = "a";
   farm.dispatcher.route(std::move(close));
-  farm.dispatcher.route(farm.step(kAlice, "r2", "a"));
+  farm.dispatcher.route(farm.step(alice(), "r2", "a"));
   CHECK(farm.reply(0, "ok", ""));  // room for a waiting make
   REQUIRE(farm.links.to_clients.size() == 2);
   CHECK(farm.links.to_clients[0][1] == "rc");
