@@ -18,17 +18,22 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <stdexcept>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "broker/admission.hpp"
+#include "broker/deadlines.hpp"
+#include "broker/dispatcher.hpp"
 #include "broker/heartbeats.hpp"
 #include "broker/launcher.hpp"
+#include "broker/pool_supervisor.hpp"
 #include "broker/restart_budget.hpp"
 #include "broker/routing_table.hpp"
 #include "broker/sessions.hpp"
 #include "broker/stats.hpp"
+#include "broker/worker_launcher.hpp"
 #include "broker/worker_registry.hpp"
 #include "broker/zygote.hpp"
 #include "protocol/codec.hpp"
@@ -55,7 +60,6 @@ constexpr std::size_t kMaxMessagesPerTurn = 256;
 // broker did not run, and heartbeats it could not read then are not held against the workers.
 constexpr auto kLateTurnSlack = std::chrono::milliseconds(100);
 constexpr auto kZygoteAnswerTimeout = std::chrono::seconds(5);
-constexpr auto kUnsendableGrace = std::chrono::seconds(1);  // a live worker's pipe may refuse a message this long
 
 Error make_error(ErrorCode code, std::string message, Value details = Value(protocol::Map{})) {
   return Error{code, std::move(message), std::move(details)};
@@ -63,21 +67,6 @@ Error make_error(ErrorCode code, std::string message, Value details = Value(prot
 
 // 128 bits from the OS CSPRNG: an instance id cannot be guessed from others.
 std::string random_instance_id() { return protocol::random_hex(16); }
-
-struct Batch {
-  std::string client;
-  std::string client_rid;
-  std::vector<std::pair<std::string, zmq::message_t>> results;  // (status, body)
-  std::size_t remaining = 0;
-};
-
-// A vector env's step: one part per worker, each answered as (rows, status, body).
-struct VecBatch {
-  std::string client;
-  std::string client_rid;
-  std::vector<zmq::message_t> parts;  // rows, status, body per worker
-  std::size_t remaining = 0;
-};
 
 // The pool's default bound: what the machine's memory allows at the measured cost of a worker
 // (docs/benchmarks.md: 5-6 MB PSS idle, forked from the zygote; kWorkerBytes leaves room for a
@@ -106,9 +95,13 @@ struct PendingMake {
 
 }  // namespace
 
-struct Broker::Impl {
+struct Broker::Impl final : DeadlineActions, DispatchLinks {
   BrokerOptions opt;
-  RunningClock clock;  // stands still while the broker is stopped: a pause kills no healthy worker
+  // Every deadline, lease, idle-ttl, back-off and heartbeat silence is read from this clock
+  // (default: a RunningClock, which stands still while the broker is stopped, so a pause kills no
+  // healthy worker). Only the busy-poll (--spin-us) reads steady_clock: it spends real CPU time.
+  std::unique_ptr<Clock> owned_clock;
+  const Clock& clock;
   WorkerRegistry registry;
   RoutingTable routes;
   Launcher launcher;
@@ -137,12 +130,7 @@ struct Broker::Impl {
   transport::SpinPolicy spin_policy;
   const std::string farm_id = random_instance_id();  // tells this farm from another with the same socket path
   int signal_fd = -1;
-  uint64_t next_rid = 1;
-  uint64_t next_batch = 1;
-  std::unordered_map<uint64_t, Batch> batches;
-  std::unordered_map<uint64_t, VecBatch> vec_batches;
   std::deque<PendingMake> pending_makes;
-  std::unordered_map<int, std::string> kill_reasons;  // pid -> why the broker killed it
   Value env_ids = Value(protocol::Array{});
   SessionTable sessions{opt.max_sessions};  // what each client's hello granted (keys: sessions.hpp)
   Admission admission{{opt.max_instances_per_client, opt.max_inflight_per_client}};  // owners and per-client limits
@@ -150,20 +138,38 @@ struct Broker::Impl {
   Stats statistics;  // what `stats` answers, and the counters in it
   HeartbeatPolicy heartbeat_policy{opt.heartbeat_rate};
   TurnLateness lateness{kPollInterval, kLateTurnSlack};
+  Deadlines deadlines{registry,
+                      sessions,
+                      admission,
+                      clock,
+                      {opt.step_timeout, opt.make_timeout, opt.idle_ttl, opt.session_lease},
+                      [this](const std::string& m) { log(m); }};
+  Dispatcher dispatcher{
+      registry,
+      routes,
+      admission,
+      clock,
+      *this,
+      {opt.max_queue_per_instance, opt.max_inflight_per_client, opt.step_timeout, opt.make_timeout, opt.verbose},
+      [this](const std::string& m) { log(m); }};
+  // How workers start (made in start_pool, once the sockets they connect to are bound): a fork of
+  // the zygote while it runs, else a fresh process; and the supervisor that starts them.
+  std::optional<ProcessLauncher> fresh_launcher;
+  std::optional<ZygoteLauncher> zygote_launcher;
+  std::optional<PoolSupervisor> pool;
   Duration heartbeat_period = kBaseHeartbeatPeriod;  // what workers are told to beat at, for the pool's size
   std::size_t max_workers = 0;                       // the pool's bound (--max-workers, or what memory allows)
-  TimePoint next_lease_check{};
   TimePoint next_period_check{};
-  bool budget_spent_logged = false;
-  bool refused_sends = false;  // some worker's pipe refused its queued request: check_time retries
   bool ready_announced = false;
   bool shutting_down = false;
   TimePoint drain_deadline{};
   bool stopping_workers = false;
   TimePoint stop_deadline{};
 
-  explicit Impl(BrokerOptions o)
+  Impl(BrokerOptions o, std::unique_ptr<Clock> c)
       : opt(std::move(o)),
+        owned_clock(c ? std::move(c) : std::make_unique<RunningClock>()),
+        clock(*owned_clock),
         registry(opt.workers, clock, opt.envs_per_worker),
         budget(opt.restart_budget ? opt.restart_budget : std::max<std::size_t>(32, 4 * opt.workers),
                opt.restart_window),
@@ -173,81 +179,12 @@ struct Broker::Impl {
 
   // ---- replies -------------------------------------------------------------------------------
 
-  // Reply bodies travel as ZeroMQ messages: a worker's reply frame is moved to the client, never
-  // copied (an observation can be megabytes); the broker's own bodies are copied in once.
+  // Replies go out through the dispatcher (it reassembles batches and settles the in-flight count).
   static zmq::message_t payload(std::string_view s) { return zmq::message_t(s.data(), s.size()); }
-
-  void send_client(const std::string& client, const std::string& rid, std::string_view status, zmq::message_t body) {
-    if (client.empty()) return;  // the broker's own request (idle close)
-    Frames out;
-    out.reserve(4);
-    for (std::string_view f : {std::string_view(client), std::string_view(rid), status}) out.push_back(payload(f));
-    out.push_back(std::move(body));
-    if (!to_client(out) && opt.verbose) log("dropped a reply to a gone client");
-  }
-
-  // The request no longer counts towards its client's in-flight limit.
-  void settle(const Request& r) { admission.settle(r.client, r.counted); }
-
   void respond(const Request& r, std::string_view status, zmq::message_t body) {
-    settle(r);
-    if (const auto* v = r.as<Request::VecShare>()) return vec_result(v->batch, v->rows, status, std::move(body));
-    if (const auto* m = r.as<Request::StepMany>()) {  // failed as a whole: every part gets the error
-      for (const auto& p : m->parts) {
-        zmq::message_t copy;
-        copy.copy(body);
-        batch_result(m->batch, p.index, status, std::move(copy));
-      }
-      return;
-    }
-    if (const auto* b = r.as<Request::BatchPart>()) return batch_result(b->batch, b->index, status, std::move(body));
-    send_client(r.client, r.client_rid, status, std::move(body));
+    dispatcher.respond(r, status, std::move(body));
   }
-
-  // One worker's part of a step_vec is answered; the reply goes out when the last part is:
-  // [rid, ok, (rows, status, body)*] with rows a msgpack array of the client's env indices.
-  void vec_result(uint64_t id, const std::vector<std::size_t>& rows, std::string_view status, zmq::message_t body) {
-    auto it = vec_batches.find(id);
-    if (it == vec_batches.end()) return;
-    VecBatch& b = it->second;
-    protocol::Array idx;
-    for (auto r : rows) idx.push_back(Value(static_cast<uint64_t>(r)));
-    b.parts.push_back(payload(protocol::encode(Value(std::move(idx)))));
-    b.parts.push_back(payload(status));
-    b.parts.push_back(std::move(body));
-    if (--b.remaining > 0) return;
-    Frames out;
-    for (std::string_view f : {std::string_view(b.client), std::string_view(b.client_rid), protocol::kStatusOk}) {
-      out.push_back(payload(f));
-    }
-    for (auto& m : b.parts) out.push_back(std::move(m));
-    to_client(out);
-    vec_batches.erase(it);
-  }
-
-  // One part of a step_batch is answered; the reply goes out when the last part is.
-  void batch_result(uint64_t batch_id, std::size_t index, std::string_view status, zmq::message_t body) {
-    auto it = batches.find(batch_id);
-    if (it == batches.end()) return;
-    Batch& b = it->second;
-    b.results[index] = {std::string(status), std::move(body)};
-    if (--b.remaining > 0) return;
-    Frames out;
-    for (std::string_view f : {std::string_view(b.client), std::string_view(b.client_rid), protocol::kStatusOk}) {
-      out.push_back(payload(f));
-    }
-    for (auto& [st, m] : b.results) {
-      out.push_back(payload(st));
-      out.push_back(std::move(m));
-    }
-    to_client(out);
-    batches.erase(it);
-  }
-
-  void fail(const Request& r, const Error& e) {
-    respond(r, protocol::kStatusErr, payload(protocol::encode(e.to_value())));
-  }
-
+  void fail(const Request& r, const Error& e) override { dispatcher.fail(r, e); }
   void reply_ok(const Request& r, const Value& v) { respond(r, protocol::kStatusOk, payload(protocol::encode(v))); }
 
   // ---- workers -------------------------------------------------------------------------------
@@ -287,91 +224,27 @@ struct Broker::Impl {
       log("cannot start the zygote (" + err + "); workers start fresh");
   }
 
-  // `restart`: the slot's process died and is replaced (false: the pool starts or grows).
-  void spawn(std::size_t i, bool restart = true) {
-    auto& s = registry.slot(i);
-    const std::string identity = "w" + std::to_string(i) + "." + std::to_string(s.spawns);
-    if (zygote.alive() && zygote.request(identity)) {
-      registry.spawned(i, identity, 0, restart);  // the pid comes with the zygote's answer
-      return;
+  // The launchers and the supervisor; the zygote first when it is wanted.
+  void start_pool() {
+    fresh_launcher.emplace(launcher, opt.worker_exe, worker_args(), opt.worker_memory_limit, opt.worker_cpu_limit);
+    WorkerLauncher* how = &*fresh_launcher;
+    if (opt.zygote) {
+      start_zygote();
+      how = &zygote_launcher.emplace(zygote, launcher, *fresh_launcher);
     }
-    auto args = worker_args();
-    args.push_back("--identity");
-    args.push_back(identity);
-    std::string err;
-    const int pid = launcher.spawn(opt.worker_exe, args, err, opt.worker_memory_limit, opt.worker_cpu_limit);
-    if (pid == 0) {
-      log("cannot start worker " + std::to_string(i) + ": " + err);
-      s.consecutive_failures++;
-      s.respawn_at = clock.now() + backoff(s.consecutive_failures);
-      s.last_exit = "spawn failed: " + err;
-      return;
-    }
-    registry.spawned(i, identity, pid, restart);
+    PoolOptions p;
+    p.workers = opt.workers;
+    p.max_workers = max_workers;
+    p.idle_grace = opt.worker_idle_grace;
+    p.heartbeat_timeout = opt.heartbeat_timeout;
+    p.startup_timeout = opt.startup_timeout;
+    p.heartbeat_policy = heartbeat_policy;
+    p.verbose = opt.verbose;
+    pool.emplace(registry, clock, *how, budget, p, [this](const std::string& m) { log(m); });
+    for (std::size_t i = 0; i < registry.size(); ++i) pool->spawn(i);
   }
 
-  static Duration backoff(int failures) {
-    if (failures <= 0) return Duration::zero();
-    const int shift = std::min(failures - 1, 7);
-    return std::min<Duration>(std::chrono::milliseconds(100) * (1 << shift), std::chrono::seconds(10));
-  }
-
-  Duration timeout_for(std::string_view v) const {
-    return v == verb::kMake ? Duration(opt.make_timeout) : Duration(opt.step_timeout);
-  }
-
-  // Sends r to worker w. False when the worker's pipe takes nothing now: r is left in `r` for the
-  // caller to keep queued (pump retries every turn; a worker that is gone for good is reaped, one
-  // that is wedged loses its heartbeats, and either way its queue is answered then).
-  bool dispatch(std::size_t w, Request& r) {
-    auto& s = registry.slot(w);
-    const uint64_t rid = next_rid++;
-    const std::string rid_bytes = protocol::encode_rid(rid);
-    const Duration timeout = timeout_for(r.verb);
-    bool sent = false;
-    if (const auto* m = r.as<Request::StepMany>()) {
-      std::vector<std::string_view> frames{verb::kStepMany, "", rid_bytes};
-      for (const auto& p : m->parts) {
-        frames.push_back(p.instance);
-        frames.push_back(p.body);
-      }
-      sent = to_worker(s.identity, frames);
-    } else {
-      sent = to_worker(s.identity, {r.verb, r.instance, rid_bytes, r.body});
-    }
-    if (!sent) {
-      if (auto why = kill_reasons.find(s.pid); why != kill_reasons.end()) {  // killed, not reaped yet: say why
-        fail(r,
-             make_error(ErrorCode::WorkerCrashed, "the worker holding this instance was killed after " + why->second));
-        return true;
-      }
-      const auto now = clock.now();
-      if (s.unsendable_since == TimePoint{}) s.unsendable_since = now;
-      if (now - s.unsendable_since < kUnsendableGrace) {
-        refused_sends = true;
-        return false;
-      }
-      // Its pipe took nothing for a whole grace period although the process lives: replace it,
-      // and answer the request now rather than at the client's timeout.
-      const std::string cause = "its link took no message for 1 s";
-      log("worker " + std::to_string(w) + ": " + cause + "; killing it");
-      fail(r, make_error(ErrorCode::WorkerCrashed, "the worker holding this instance is unreachable: " + cause));
-      kill_worker(w, cause);
-      return true;
-    }
-    s.unsendable_since = TimePoint{};
-    registry.begin(w, std::move(r), rid, timeout);
-    return true;
-  }
-
-  // Sends the next queued request of worker w, if it is free.
-  void pump(std::size_t w) {
-    auto& s = registry.slot(w);
-    while (!s.in_flight && !s.queue.empty() && s.state == WorkerState::Assigned) {
-      if (!dispatch(w, s.queue.front())) return;  // stays first in the queue; retried next turn
-      s.queue.pop_front();
-    }
-  }
+  Duration timeout_for(std::string_view v) const { return deadlines.timeout_for(v); }
 
   void worker_gone(std::size_t w, int status) {
     auto& s = registry.slot(w);
@@ -386,11 +259,10 @@ struct Broker::Impl {
       details.set("exit_code", WEXITSTATUS(status));
     }
     std::string message = "worker " + std::to_string(w) + " (pid " + std::to_string(pid) + ") " + reason;
-    if (auto it = kill_reasons.find(pid); it != kill_reasons.end()) {
-      message += " after " + it->second;
-      details.set("reason", it->second);
-      reason += " after " + it->second;
-      kill_reasons.erase(it);
+    if (auto why = pool->take_kill_reason(pid)) {
+      message += " after " + *why;
+      details.set("reason", *why);
+      reason += " after " + *why;
     }
     if (s.state == WorkerState::Starting) reason += " during start-up";
     const bool graceful = s.state == WorkerState::Stopping;
@@ -410,20 +282,14 @@ struct Broker::Impl {
         routes.bury(h.instance, err);
         forget_instance(h.instance);
       }
-      if (s.state == WorkerState::Starting) {
-        s.consecutive_failures++;
-      } else {
-        s.consecutive_failures = 0;
-      }
       log(message);
     }
-    registry.died(w, reason);
-    s.respawn_at = clock.now() + backoff(s.consecutive_failures);
+    pool->gone(w, std::move(reason));  // the back-off, and the slot is Dead
   }
 
   // ---- worker links ----------------------------------------------------------------------------
 
-  bool to_worker(const std::string& identity, const std::vector<std::string_view>& frames) {
+  bool to_worker(const std::string& identity, const std::vector<std::string_view>& frames) override {
     return links.send(identity, frames);
   }
 
@@ -454,7 +320,7 @@ struct Broker::Impl {
 
   // A session ends (its local socket closed, or its lease ran out): its instances are closed,
   // unless its hello asked to keep them.
-  void end_session(const std::string& key, const std::string& how) {
+  void end_session(const std::string& key, const std::string& how) override {
     if (!sessions.keeps_instances(key) && admission.holds(key) > 0) {
       const std::vector<std::string> mine = admission.instances_of(key);
       if (opt.verbose) log("a client " + how + "; closing its " + std::to_string(mine.size()) + " instances");
@@ -470,7 +336,7 @@ struct Broker::Impl {
 
   // A reply to a client: over its local stream if it has one, else over ZeroMQ. frames[0] is the
   // client's identity.
-  bool to_client(Frames& frames) {
+  bool to_client(Frames& frames) override {
     const std::string key(view(frames[0]));
     const auto to = parse_client_key(key);
     if (!to) return false;
@@ -543,12 +409,8 @@ struct Broker::Impl {
     }
   }
 
-  void kill_worker(std::size_t w, std::string why) {
-    auto& s = registry.slot(w);
-    if (s.pid <= 0) return;
-    kill_reasons[s.pid] = std::move(why);
-    launcher.kill(s.pid, SIGKILL);
-  }
+  void kill_worker(std::size_t w, std::string why) override { pool->kill(w, std::move(why)); }
+  const std::string* kill_reason(int pid) const override { return pool->kill_reason(pid); }
 
   // ---- client requests ------------------------------------------------------------------------
 
@@ -597,8 +459,8 @@ struct Broker::Impl {
       }
       sessions.touch(r.client, clock.now());
     }
-    if (r.verb == verb::kStepBatch) return on_batch(r, f);
-    if (r.verb == verb::kStepVec) return on_step_vec(r, f);
+    if (r.verb == verb::kStepBatch) return dispatcher.on_batch(r, f);
+    if (r.verb == verb::kStepVec) return dispatcher.on_step_vec(r, f);
     if (f.size() != 5)
       return fail(r, make_error(ErrorCode::BadRequest, "a request has exactly 4 frames: verb, instance, rid, body"));
     if (r.verb == verb::kHello) return on_hello(r);
@@ -608,7 +470,7 @@ struct Broker::Impl {
     if (r.verb == verb::kEnvs) return reply_ok(r, Value(protocol::Map{{"env_ids", env_ids}}));
     if (shutting_down) return fail(r, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
     if (r.verb == verb::kMake) return on_make(std::move(r));
-    if (protocol::is_instance_verb(r.verb)) return route(std::move(r));
+    if (protocol::is_instance_verb(r.verb)) return dispatcher.route(std::move(r));
     fail(r, make_error(ErrorCode::BadRequest, "unknown verb '" + r.verb + "'"));
   }
 
@@ -662,173 +524,11 @@ struct Broker::Impl {
   }
 
   // Admits a request under the client's in-flight limit; false (and answered) when over it.
-  bool admit(Request& r) {
-    if (admission.begin(r.client, r.counted)) return true;
-    Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_inflight_per_client)}});
-    fail(r, make_error(ErrorCode::Overloaded,
-                       "this client has " + std::to_string(admission.in_flight(r.client)) +
-                           " requests in flight (--max-inflight-per-client)",
-                       d));
-    return false;
-  }
-
   void forget_instance(const std::string& instance) { admission.forget(instance); }
 
   // Only the client that made an instance may use it, unless it was made shared (admission.hpp).
   bool may_use(const std::string& instance, const std::string& client) const {
     return admission.may_use(instance, client);
-  }
-
-  // The answer for an instance this client may not use or that has no route: its tombstone, or
-  // unknown_instance. Another client's live instance has no tombstone (a route and its owner are
-  // buried together), so a stranger gets the same answer as for an instance that does not exist.
-  Error missing_instance(const std::string& instance) const {
-    if (const Error* tomb = routes.tombstone(instance)) return *tomb;
-    Value d(protocol::Map{{"instance_id", instance}});
-    return make_error(ErrorCode::UnknownInstance, "unknown instance_id '" + instance + "'", d);
-  }
-
-  void route(Request r) {
-    if (!may_use(r.instance, r.client)) return fail(r, missing_instance(r.instance));
-    if (!admit(r)) return;
-    auto w = routes.find(r.instance);
-    if (!w) return fail(r, missing_instance(r.instance));
-    enqueue(*w, std::move(r));
-  }
-
-  void enqueue(std::size_t w, Request r) {
-    auto& s = registry.slot(w);
-    if (s.queue.size() >= opt.max_queue_per_instance * registry.capacity()) {
-      Value d(protocol::Map{{"limit", static_cast<int64_t>(opt.max_queue_per_instance)}});
-      return fail(r, make_error(ErrorCode::Overloaded, "too many requests queued for this instance", d));
-    }
-    s.queue.push_back(std::move(r));
-    pump(w);
-  }
-
-  void on_batch(Request& head, Frames& f) {
-    if (f.size() < 6 || (f.size() - 4) % 2 != 0) {
-      return fail(head, make_error(ErrorCode::BadRequest, "step_batch needs one or more (instance, body) frame pairs"));
-    }
-    if (shutting_down) return fail(head, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
-    const uint64_t id = next_batch++;
-    const std::size_t n = (f.size() - 4) / 2;
-    Batch& b = batches[id];
-    b.client = head.client;
-    b.client_rid = head.client_rid;
-    b.results.resize(n);
-    b.remaining = n;
-    // Parts for a worker that hosts several of the batch's instances travel as one step_many.
-    std::unordered_map<std::size_t, Request> grouped;
-    std::vector<std::size_t> order;
-    for (std::size_t i = 0; i < n; ++i) {
-      Request part;
-      part.client = head.client;
-      part.client_rid = head.client_rid;
-      part.verb = std::string(verb::kStep);
-      part.instance = transport::str(f[4 + 2 * i]);
-      part.body = transport::str(f[5 + 2 * i]);
-      part.kind = Request::BatchPart{id, i};
-      auto w = registry.capacity() > 1 && may_use(part.instance, part.client) ? routes.find(part.instance)
-                                                                              : std::nullopt;
-      if (!w) {
-        route(std::move(part));  // one env per worker, or unknown: answered on its own
-        continue;
-      }
-      if (!admit(part)) continue;
-      auto [it, fresh] = grouped.try_emplace(*w);
-      Request& g = it->second;
-      if (fresh) {
-        order.push_back(*w);
-        g.client = head.client;
-        g.client_rid = head.client_rid;
-        g.verb = std::string(verb::kStepMany);
-        g.kind = Request::StepMany{id, {}};
-      }
-      g.counted += part.counted;
-      std::get<Request::StepMany>(g.kind).parts.push_back({std::move(part.instance), std::move(part.body), i});
-    }
-    for (std::size_t w : order) {
-      Request g = std::move(grouped[w]);
-      if (auto& parts = std::get<Request::StepMany>(g.kind).parts; parts.size() == 1) {  // a lone part: a plain step
-        Request::StepMany::Part p = std::move(parts[0]);
-        g.verb = std::string(verb::kStep);
-        g.instance = std::move(p.instance);
-        g.body = std::move(p.body);
-        g.kind = Request::BatchPart{id, p.index};
-      }
-      enqueue(w, std::move(g));
-    }
-  }
-
-  // [step_vec, "", rid, {actions, autoreset}, instance*]: a vector env's step. The actions (an
-  // ndarray, one row per instance) are split by worker; each worker steps its rows and answers
-  // stacked results, passed back untouched with the rows they belong to.
-  void on_step_vec(Request& head, Frames& f) {
-    if (f.size() < 6)
-      return fail(head, make_error(ErrorCode::BadRequest, "step_vec needs a body and one or more instances"));
-    if (shutting_down) return fail(head, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
-    const std::size_t n = f.size() - 5;
-    Value body;
-    std::string err;
-    if (!protocol::decode(view(f[4]), body, err)) return fail(head, make_error(ErrorCode::BadRequest, err));
-    const Value* actions = body.find("actions");
-    if (!actions || !actions->is_tensor() || actions->as_tensor().shape.empty() || actions->as_tensor().shape[0] != n) {
-      return fail(head,
-                  make_error(ErrorCode::BadRequest, "step_vec needs 'actions': an ndarray with one row per instance"));
-    }
-    const protocol::Tensor& t = actions->as_tensor();
-    const std::size_t row_bytes = t.data.size() / n;
-    const Value* autoreset = body.find("autoreset");
-    struct Group {
-      std::vector<std::size_t> rows;
-      protocol::Array instances;
-    };
-    std::vector<std::pair<std::size_t, Group>> groups;      // by worker, in order of first appearance
-    std::unordered_map<std::size_t, std::size_t> group_of;  // worker -> its index in groups
-    std::vector<std::pair<std::size_t, Error>> unknown;
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::string instance = transport::str(f[5 + i]);
-      auto w = may_use(instance, head.client) ? routes.find(instance) : std::nullopt;
-      if (!w) {
-        unknown.emplace_back(i, missing_instance(instance));
-        continue;
-      }
-      auto [at, fresh] = group_of.try_emplace(*w, groups.size());
-      if (fresh) groups.push_back({*w, Group{}});
-      Group& g = groups[at->second].second;
-      g.rows.push_back(i);
-      g.instances.push_back(Value(instance));
-    }
-    const uint64_t id = next_batch++;
-    VecBatch& b = vec_batches[id];
-    b.client = head.client;
-    b.client_rid = head.client_rid;
-    b.remaining = groups.size() + unknown.size();
-    for (auto& [w, g] : groups) {
-      Request part;
-      part.client = head.client;
-      part.client_rid = head.client_rid;
-      part.verb = std::string(verb::kStepVec);
-      Request::VecShare share{id, {}, {}};
-      protocol::Tensor slice{t.dtype, t.shape, {}};
-      slice.shape[0] = g.rows.size();
-      slice.data.reserve(row_bytes * g.rows.size());
-      for (auto r : g.rows) slice.data.append(t.data, r * row_bytes, row_bytes);
-      for (const auto& inst : g.instances) share.instances.push_back(inst.as_string());
-      Value sub(protocol::Map{{"instances", Value(std::move(g.instances))}, {"actions", Value(std::move(slice))}});
-      if (autoreset) sub.set("autoreset", *autoreset);
-      part.body = protocol::encode(sub);
-      share.rows = std::move(g.rows);
-      part.kind = std::move(share);
-      if (!admit(part)) continue;
-      enqueue(w, std::move(part));
-    }
-    for (auto& [row, e] : unknown) {
-      Request part;
-      part.kind = Request::VecShare{id, {}, {row}};
-      fail(part, e);
-    }
   }
 
   void on_make(Request r) {
@@ -850,7 +550,7 @@ struct Broker::Impl {
                                     " instances (--max-instances-per-client); close one first",
                                 d));
     }
-    if (!admit(r)) return;
+    if (!dispatcher.admit(r)) return;
     if (auto w = registry.worker_with_room()) return start_make(*w, std::move(r), env_id->as_string());
     // No room now: wait for a worker that is coming (starting, or dead and wanted), or grow the pool
     // by one, forked from the zygote, while it is under --max-workers.
@@ -858,14 +558,8 @@ struct Broker::Impl {
     for (const auto& s : registry.slots()) {
       if (s.wanted && (s.state == WorkerState::Starting || s.state == WorkerState::Dead)) coming += registry.capacity();
     }
-    if (pending_makes.size() >= coming && registry.wanted() < max_workers && !shutting_down) {
-      const std::size_t w = registry.grow();
-      spawn(w, false);
-      if (registry.slot(w).state == WorkerState::Dead && registry.slot(w).respawn_at > clock.now()) {
-        // the spawn failed (logged); it is retried after its back-off, and the make waits for it
-      }
-      coming += registry.capacity();
-    }
+    // A spawn that failed (logged) is retried after its back-off, and the make waits for it.
+    if (pending_makes.size() >= coming && !shutting_down && pool->grow()) coming += registry.capacity();
     if (pending_makes.size() < coming) {
       pending_makes.push_back({std::move(r), env_id->as_string(), clock.now() + opt.make_timeout});
       return;
@@ -886,17 +580,8 @@ struct Broker::Impl {
 
   // Workers the pool grew beyond --workers retire once idle for --worker-idle-grace.
   void retire_idle(TimePoint now) {
-    std::size_t live = registry.wanted();
-    for (std::size_t i = registry.size(); i-- > 0 && live > opt.workers;) {
-      auto& s = registry.slot(i);
-      if (!s.wanted || s.state != WorkerState::Idle || !s.queue.empty() || s.in_flight) continue;
-      if (now - s.since < opt.worker_idle_grace) continue;
-      if (opt.verbose) log("worker " + std::to_string(i) + " idle for the grace period: retiring it");
-      s.wanted = false;
-      to_worker(s.identity, {verb::kBye, "", protocol::encode_rid(0), ""});
-      registry.stopping(i);
-      --live;
-    }
+    for (auto w : pool->retire_idle(now))
+      to_worker(registry.slot(w).identity, {verb::kBye, "", protocol::encode_rid(0), ""});
   }
 
   void start_make(std::size_t w, Request r, const std::string& env_id) {
@@ -907,7 +592,7 @@ struct Broker::Impl {
     admission.made(instance, r.client, make && make->shared);
     r.instance = instance;
     registry.slot(w).queue.push_back(std::move(r));  // behind the requests of the worker's other envs
-    pump(w);
+    dispatcher.pump(w);
   }
 
   void serve_pending_makes() {
@@ -975,87 +660,20 @@ struct Broker::Impl {
       }
       return;
     }
-    if (v != verb::kReply || f.size() < 5) return;
-    registry.heartbeat(*w);  // any reply shows the process alive (the worker skips heartbeats while it replies)
-    auto rid = protocol::decode_rid(view(f[2]));
-    if (!rid) return;
-    auto done = registry.finish(*w, *rid);
-    if (!done) return;  // already answered (timeout) or stale
-    const bool ok = view(f[3]) == protocol::kStatusOk;
-    const Request& r = done->request;
-    if (const auto* share = r.as<Request::VecShare>()) {  // step_vec: [identity, rep, rid, status, body]
-      if (f.size() != 5) {
-        fail(r, make_error(ErrorCode::Internal, "the worker answered step_vec with a malformed reply"));
-      } else {
-        if (ok) s.steps += share->rows.size();
-        respond(r, view(f[3]), std::move(f[4]));
-      }
-      pump(*w);
-      return;
-    }
-    if (const auto* many = r.as<Request::StepMany>()) {  // step_many: [identity, rep, rid, ok, (status, body)*]
-      if (ok && f.size() == 4 + 2 * many->parts.size()) {
-        settle(r);
-        for (std::size_t i = 0; i < many->parts.size(); ++i) {
-          const bool part_ok = view(f[4 + 2 * i]) == protocol::kStatusOk;
-          if (part_ok) s.steps++;
-          batch_result(many->batch, many->parts[i].index, view(f[4 + 2 * i]), std::move(f[5 + 2 * i]));
-        }
-      } else {
-        fail(r, make_error(ErrorCode::Internal, "the worker answered step_many with a malformed reply"));
-      }
-      pump(*w);
-      return;
-    }
-    if (f.size() != 5) return;
-    if (r.verb == verb::kStep && ok) s.steps++;
-    respond(r, view(f[3]), std::move(f[4]));
-    if ((r.verb == verb::kMake && !ok) || r.verb == verb::kClose) {
-      routes.remove(r.instance);
-      forget_instance(r.instance);
-      std::deque<Request> keep;
-      for (auto& q : s.queue) {
-        if (q.instance != r.instance) {
-          keep.push_back(std::move(q));
-          continue;
-        }
-        Value d(protocol::Map{{"instance_id", r.instance}});
-        fail(q, make_error(ErrorCode::UnknownInstance, "instance '" + r.instance + "' was closed", d));
-      }
-      s.queue = std::move(keep);
-      registry.release(*w, r.instance);
-      serve_pending_makes();
-      pump(*w);
-      return;
-    }
-    pump(*w);
+    if (v != verb::kReply) return;
+    if (dispatcher.on_reply(*w, f)) serve_pending_makes();  // an instance closed: room for a waiting make
   }
 
   // ---- time and signals ------------------------------------------------------------------------
 
   void check_time() {
+    deadlines.check(*this);  // timeouts, idle instances, leases
     const auto now = clock.now();
-    for (auto w : registry.expired(now)) {
-      auto& s = registry.slot(w);
-      InFlight in = std::move(*s.in_flight);
-      s.in_flight.reset();
-      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout_for(in.request.verb)).count();
-      Value d(protocol::Map{});
-      d.set("verb", in.request.verb);
-      d.set("deadline_ms", static_cast<int64_t>(ms));
-      d.set("pid", s.pid);
-      fail(in.request, make_error(ErrorCode::Timeout,
-                                  "'" + in.request.verb + "' did not finish within " + std::to_string(ms) +
-                                      " ms; the worker was killed",
-                                  d));
-      log("worker " + std::to_string(w) + " timed out in '" + in.request.verb + "', killing it");
-      kill_worker(w, "'" + in.request.verb + "' timed out after " + std::to_string(ms) + " ms");
-    }
-    if (zygote.alive() && !kill_reasons.count(zygote.pid())) {
+    if (zygote.alive() && !pool->kill_reason(zygote.pid())) {
       for (const auto& s : registry.slots()) {  // the zygote answers a fork request in milliseconds
         if (s.state == WorkerState::Starting && s.pid == 0 && now - s.since > kZygoteAnswerTimeout) {
           log("the zygote did not answer a fork request within 5 s (stopped or stuck); killing it");
-          kill_reasons[zygote.pid()] = "it did not answer";
+          pool->note_kill(zygote.pid(), "it did not answer");
           ::kill(zygote.pid(), SIGKILL);
           break;
         }
@@ -1065,66 +683,22 @@ struct Broker::Impl {
       next_period_check = now + std::chrono::milliseconds(100);
       heartbeat_period = heartbeat_policy.period(registry.wanted());
     }
-    for (auto w : registry.silent(now, opt.heartbeat_timeout, opt.startup_timeout, heartbeat_policy)) {
-      auto& s = registry.slot(w);
-      if (s.pid > 0 && !kill_reasons.count(s.pid)) {
-        log("worker " + std::to_string(w) + " is silent, killing it");
-        kill_worker(w, s.state == WorkerState::Starting ? "it did not start in time" : "its heartbeats stopped");
-      }
-    }
-    if (opt.idle_ttl.count() > 0) {  // sessionless clients: the gateway's REST dialects
-      for (const auto& [w, instance] : registry.idle_instances(now, opt.idle_ttl)) {
-        const auto* owner = admission.owner(instance);
-        if (!owner || principal(owner->client) == principal(client_key(ClientPath::Inproc, ""))) {
-          close_idle(w, instance);
-        }
-      }
-    }
-    if (now >= next_lease_check) {
-      next_lease_check = now + std::chrono::milliseconds(200);
-      for (const auto& key :
-           sessions.expired(now, [this](const std::string& c) { return admission.in_flight(c) > 0; })) {
-        end_session(key, "stopped renewing its lease (" + std::to_string(opt.session_lease.count()) + " ms)");
-      }
-    }
+    pool->kill_silent(now);
     while (!pending_makes.empty() && pending_makes.front().deadline <= now) {
       Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.wanted())}});
       fail(pending_makes.front().request,
            make_error(ErrorCode::CapacityExhausted, "no worker became free within the make timeout", d));
       pending_makes.pop_front();
     }
-    if (refused_sends) {  // requests a worker's pipe could not take yet
-      refused_sends = false;
-      for (std::size_t i = 0; i < registry.size(); ++i) {
-        if (registry.slot(i).unsendable_since != TimePoint{}) pump(i);
-      }
-    }
+    dispatcher.retry_refused();  // requests a worker's pipe could not take yet
     if (!shutting_down) {
       retire_idle(now);
-      for (std::size_t i = 0; i < registry.size(); ++i) {
-        auto& s = registry.slot(i);
-        if (!s.wanted || s.state != WorkerState::Dead || s.respawn_at > now) continue;
-        if (s.spawns > 0) {  // a restart, not the first start
-          if (!budget.allows(now)) {
-            s.respawn_at = budget.next_allowed(now);
-            if (!budget_spent_logged) {
-              log("restart budget spent (" + std::to_string(budget.limit()) + " restarts in " +
-                  std::to_string(std::chrono::duration_cast<std::chrono::seconds>(budget.window()).count()) +
-                  " s); further restarts wait");
-              budget_spent_logged = true;
-            }
-            continue;
-          }
-          budget_spent_logged = false;
-          budget.record(now, i, s.last_exit);
-        }
-        spawn(i);
-      }
+      pool->respawn_due(now);
     }
   }
 
   // Closes an instance nobody used for --idle-ttl; later requests for it get unknown_instance.
-  void close_idle(std::size_t w, const std::string& instance) {
+  void close_idle(std::size_t w, const std::string& instance) override {
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(opt.idle_ttl).count();
     Value d(protocol::Map{{"instance_id", instance}});
     log("closing idle instance " + instance + " on worker " + std::to_string(w));
@@ -1144,7 +718,7 @@ struct Broker::Impl {
     r.verb = std::string(verb::kClose);
     r.instance = instance;
     registry.slot(*w).queue.push_back(std::move(r));
-    pump(*w);
+    dispatcher.pump(*w);
   }
 
   // The zygote's answers: the pid of each worker it forked.
@@ -1160,9 +734,7 @@ struct Broker::Impl {
         continue;
       }
       if (pid == 0) {
-        s->consecutive_failures++;
-        registry.died(*w, "the zygote could not fork a worker");
-        s->respawn_at = clock.now() + backoff(s->consecutive_failures);
+        pool->fork_failed(*w);
         continue;
       }
       s->pid = pid;
@@ -1171,7 +743,7 @@ struct Broker::Impl {
   }
 
   void zygote_gone(int status) {
-    kill_reasons.erase(zygote.pid());
+    pool->take_kill_reason(zygote.pid());
     log("the zygote " + describe_exit(status) + "; workers start fresh from now on");
     zygote.gone();
     for (std::size_t i = 0; i < registry.size(); ++i) {
@@ -1213,6 +785,7 @@ struct Broker::Impl {
   void begin_shutdown() {
     if (shutting_down) return;
     shutting_down = true;
+    dispatcher.shutting_down();
     log("stopping: draining requests");
     drain_deadline = clock.now() + opt.drain_timeout;
     for (auto& p : pending_makes) fail(p.request, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
@@ -1254,7 +827,8 @@ struct Broker::Impl {
   }
 };
 
-Broker::Broker(BrokerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+Broker::Broker(BrokerOptions options, std::unique_ptr<Clock> clock)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(clock))) {
   if (impl_->opt.workers == 0) throw std::invalid_argument("--workers must be at least 1");
 }
 
@@ -1370,8 +944,7 @@ void guarded(const char* what, F&& f) {
 
 int Broker::run(const std::function<void()>& on_ready) {
   auto& d = *impl_;
-  if (d.opt.zygote) d.start_zygote();
-  for (std::size_t i = 0; i < d.registry.size(); ++i) d.spawn(i);
+  d.start_pool();
   Frames frames;
   std::vector<zmq::pollitem_t> items;
   int rc = 0;

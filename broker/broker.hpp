@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "broker/clock.hpp"
+
 namespace zmq {
 class context_t;
 }
@@ -53,7 +55,9 @@ struct BrokerOptions {
 
 class Broker {
  public:
-  explicit Broker(BrokerOptions options);
+  // `clock`: what every deadline and timer reads (null: a RunningClock, steady time that stands
+  // still while the broker is stopped; clock.hpp).
+  explicit Broker(BrokerOptions options, std::unique_ptr<Clock> clock = nullptr);
   ~Broker();
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;

@@ -1,0 +1,52 @@
+#include "broker/deadlines.hpp"
+
+#include "protocol/frames.hpp"
+
+namespace gymfarm::broker {
+
+using protocol::ErrorCode;
+using protocol::Value;
+
+Duration Deadlines::timeout_for(std::string_view v) const {
+  return v == protocol::verb::kMake ? opt_.make_timeout : opt_.step_timeout;
+}
+
+void Deadlines::check(DeadlineActions& act) {
+  const auto now = clock_.now();
+  for (auto w : registry_.expired(now)) {
+    auto& s = registry_.slot(w);
+    InFlight in = std::move(*s.in_flight);
+    s.in_flight.reset();
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout_for(in.request.verb)).count();
+    Value d(protocol::Map{});
+    d.set("verb", in.request.verb);
+    d.set("deadline_ms", static_cast<int64_t>(ms));
+    d.set("pid", s.pid);
+    act.fail(in.request, protocol::Error{ErrorCode::Timeout,
+                                         "'" + in.request.verb + "' did not finish within " + std::to_string(ms) +
+                                             " ms; the worker was killed",
+                                         std::move(d)});
+    if (log_) log_("worker " + std::to_string(w) + " timed out in '" + in.request.verb + "', killing it");
+    act.kill_worker(w, "'" + in.request.verb + "' timed out after " + std::to_string(ms) + " ms");
+  }
+  if (opt_.idle_ttl.count() > 0) {  // sessionless clients: the gateway's REST dialects
+    for (const auto& [w, instance] : registry_.idle_instances(now, opt_.idle_ttl)) {
+      const auto* owner = admission_.owner(instance);
+      if (!owner || principal(owner->client) == principal(client_key(ClientPath::Inproc, ""))) {
+        act.close_idle(w, instance);
+      }
+    }
+  }
+  if (now >= next_lease_check_) {
+    next_lease_check_ = now + opt_.lease_check_interval;
+    const auto expired = sessions_.expired(now, [this](const std::string& c) { return admission_.in_flight(c) > 0; });
+    for (const auto& key : expired) {
+      act.end_session(
+          key, "stopped renewing its lease (" +
+                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(opt_.session_lease).count()) +
+                   " ms)");
+    }
+  }
+}
+
+}  // namespace gymfarm::broker
