@@ -25,8 +25,8 @@ int main(int argc, char** argv) {
   }
   try {
     gymfarm::client::Client c(argv[1], o);
-    const int n = std::atoi(argv[2]);
-    for (int i = 0; i < n; ++i) std::printf("%s\n", c.make("CartPole-v1").instance_id.c_str());
+    const long n = std::strtol(argv[2], nullptr, 10);
+    for (long i = 0; i < n; ++i) std::printf("%s\n", c.make("CartPole-v1").instance_id.c_str());
     std::printf("lease_ms %lld\nready\n", static_cast<long long>(c.lease().count()));
     std::fflush(stdout);
     while (true) std::this_thread::sleep_for(std::chrono::seconds(1));  // idle: only the lease thread talks
