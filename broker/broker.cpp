@@ -18,6 +18,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <unordered_map>
@@ -93,6 +94,22 @@ struct PendingMake {
   TimePoint deadline;
 };
 
+// What the zygote needs besides the id to judge a make as the worker would (host.py check_env_id).
+struct IdFacts {
+  bool aliases = true;         // legacy ids resolve (false: the Python client's DeprecatedEnv)
+  bool strict_kwargs = false;  // Gymie: parameters besides env_id and seed, refused without a hook
+};
+
+// A make at --max-workers whose env id the zygote is checking (Broker::Impl::place_make).
+struct PendingIdCheck {
+  Request request;
+  std::string env_id;
+  IdFacts facts;
+  TimePoint deadline;
+};
+constexpr std::size_t kMaxCheckedIdBytes = 256;  // longer ids are no registered Gymnasium id's
+constexpr auto kIdCheckTimeout = std::chrono::seconds(2);
+
 }  // namespace
 
 struct Broker::Impl final : DeadlineActions, DispatchLinks {
@@ -131,6 +148,8 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
   const std::string farm_id = random_instance_id();  // tells this farm from another with the same socket path
   int signal_fd = -1;
   std::deque<PendingMake> pending_makes;
+  std::map<uint64_t, PendingIdCheck> id_checks;  // by the key the zygote answers with
+  uint64_t last_id_check = 0;
   Value env_ids = Value(protocol::Array{});
   SessionTable sessions{opt.max_sessions};  // what each client's hello granted (keys: sessions.hpp)
   Admission admission{{opt.max_instances_per_client, opt.max_inflight_per_client}};  // owners and per-client limits
@@ -551,7 +570,21 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
                                 d));
     }
     if (!dispatcher.admit(r)) return;
-    if (auto w = registry.worker_with_room()) return start_make(*w, std::move(r), env_id->as_string());
+    const Value* aliases = body.find("aliases");
+    const Value* strict = body.find("strict");
+    const Value* kwargs = body.find("kwargs");
+    IdFacts facts{
+        !(aliases && aliases->is_bool() && !aliases->as_bool()),
+        strict && strict->is_bool() && strict->as_bool() && kwargs && kwargs->is_map() && !kwargs->as_map().empty()};
+    place_make(std::move(r), env_id->as_string(), facts, false);
+  }
+
+  // Gives an admitted make a worker: one with room, one that is coming, or a new one while the
+  // pool is under --max-workers. Past that, the make first learns what is wrong with its env id,
+  // as on a farm with room (Gymie checks the id before anything else), from the zygote, which has
+  // the registry loaded; only an id that resolves (or one it cannot judge) gets capacity_exhausted.
+  void place_make(Request r, const std::string& env_id, IdFacts facts, bool id_checked) {
+    if (auto w = registry.worker_with_room()) return start_make(*w, std::move(r), env_id);
     // No room now: wait for a worker that is coming (starting, or dead and wanted), or grow the pool
     // by one, forked from the zygote, while it is under --max-workers.
     std::size_t coming = 0;
@@ -561,9 +594,18 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     // A spawn that failed (logged) is retried after its back-off, and the make waits for it.
     if (pending_makes.size() >= coming && !shutting_down && pool->grow()) coming += registry.capacity();
     if (pending_makes.size() < coming) {
-      pending_makes.push_back({std::move(r), env_id->as_string(), clock.now() + opt.make_timeout});
+      pending_makes.push_back({std::move(r), env_id, clock.now() + opt.make_timeout});
       return;
     }
+    if (!id_checked && !shutting_down && env_id.size() <= kMaxCheckedIdBytes &&
+        zygote.check(++last_id_check, env_id, facts.aliases, facts.strict_kwargs)) {
+      id_checks.emplace(last_id_check, PendingIdCheck{std::move(r), env_id, facts, clock.now() + kIdCheckTimeout});
+      return;
+    }
+    fail_capacity(r);
+  }
+
+  void fail_capacity(const Request& r) {
     Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.wanted())},
                           {"max_workers", static_cast<int64_t>(max_workers)},
                           {"envs_per_worker", static_cast<int64_t>(registry.capacity())}});
@@ -576,6 +618,38 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
                           std::to_string(registry.capacity()) + " instances each (--max-workers " +
                           std::to_string(max_workers) + "); close one or start the farm with a larger --max-workers",
                 d));
+  }
+
+  // The zygote's verdicts on env ids (place_make): a refused id gets make's own bad_request, any
+  // other tries for a worker once more (one may have become free), then gets capacity_exhausted.
+  void on_id_checks(std::vector<Zygote::CheckAnswer> answers) {
+    for (auto& a : answers) {
+      auto it = id_checks.find(a.key);
+      if (it == id_checks.end()) continue;  // answered already (timed out)
+      PendingIdCheck p = std::move(it->second);
+      id_checks.erase(it);
+      if (!a.bad) {
+        place_make(std::move(p.request), p.env_id, p.facts, true);
+        continue;
+      }
+      Value d(protocol::Map{{"kind", a.kind}});
+      if (!a.gymnasium_error.empty()) d.set("gymnasium_error", a.gymnasium_error);
+      fail(p.request, make_error(ErrorCode::BadRequest, a.message, d));
+    }
+  }
+
+  // Checks the zygote did not answer in time, or cannot any more: capacity_exhausted, as before.
+  void expire_id_checks(bool all) {
+    const auto now = clock.now();
+    for (auto it = id_checks.begin(); it != id_checks.end();) {
+      if (!all && it->second.deadline > now) {
+        ++it;
+        continue;
+      }
+      PendingIdCheck p = std::move(it->second);
+      it = id_checks.erase(it);
+      place_make(std::move(p.request), p.env_id, p.facts, true);
+    }
   }
 
   // Workers the pool grew beyond --workers retire once idle for --worker-idle-grace.
@@ -684,6 +758,7 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
       heartbeat_period = heartbeat_policy.period(registry.wanted());
     }
     pool->kill_silent(now);
+    expire_id_checks(false);
     while (!pending_makes.empty() && pending_makes.front().deadline <= now) {
       Value d(protocol::Map{{"workers", static_cast<int64_t>(registry.wanted())}});
       fail(pending_makes.front().request,
@@ -740,12 +815,14 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
       s->pid = pid;
       if (s->state == WorkerState::Stopping) launcher.kill(pid, SIGKILL);
     }
+    on_id_checks(zygote.take_checks());
   }
 
   void zygote_gone(int status) {
     pool->take_kill_reason(zygote.pid());
     log("the zygote " + describe_exit(status) + "; workers start fresh from now on");
     zygote.gone();
+    expire_id_checks(true);
     for (std::size_t i = 0; i < registry.size(); ++i) {
       auto& s = registry.slot(i);
       if (s.pid == 0 && (s.state == WorkerState::Starting || s.state == WorkerState::Stopping)) {
@@ -790,6 +867,8 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     drain_deadline = clock.now() + opt.drain_timeout;
     for (auto& p : pending_makes) fail(p.request, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
     pending_makes.clear();
+    for (auto& [key, p] : id_checks) fail(p.request, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
+    id_checks.clear();
   }
 
   // Returns true when everything is stopped.

@@ -6,6 +6,9 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
+#include <sstream>
+
+#include "protocol/token.hpp"
 
 namespace gymfarm::broker {
 
@@ -45,6 +48,32 @@ bool Zygote::request(const std::string& identity) {
   return ::write(cmd_, line.data(), line.size()) == static_cast<ssize_t>(line.size());
 }
 
+bool Zygote::check(uint64_t key, std::string_view env_id, bool aliases, bool strict_kwargs) {
+  if (!alive()) return false;
+  const std::string line = "check " + std::to_string(key) + " " + protocol::to_hex(env_id) + (aliases ? " 1" : " 0") +
+                           (strict_kwargs ? " 1" : " 0") + "\n";
+  return ::write(cmd_, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+}
+
+namespace {
+// "check KEY ok" or "check KEY bad MESSAGE KIND ERROR" (hex); nullopt for anything else.
+std::optional<Zygote::CheckAnswer> parse_check(const std::string& line) {
+  std::istringstream in(line.substr(6));
+  std::string key, verdict, message, kind, error;
+  in >> key >> verdict >> message >> kind >> error;
+  Zygote::CheckAnswer a;
+  if (std::from_chars(key.data(), key.data() + key.size(), a.key).ec != std::errc{}) return std::nullopt;
+  if (verdict == "ok") return a;
+  auto m = protocol::from_hex(message), k = protocol::from_hex(kind), e = protocol::from_hex(error);
+  if (verdict != "bad" || !m || !k || !e) return std::nullopt;
+  a.bad = true;
+  a.message = std::move(*m);
+  a.kind = std::move(*k);
+  a.gymnasium_error = std::move(*e);
+  return a;
+}
+}  // namespace
+
 std::vector<std::pair<std::string, int>> Zygote::read() {
   std::vector<std::pair<std::string, int>> out;
   if (reply_ < 0) return out;
@@ -55,6 +84,10 @@ std::vector<std::pair<std::string, int>> Zygote::read() {
   while ((eol = buf_.find('\n')) != std::string::npos) {
     const std::string line = buf_.substr(0, eol);
     buf_.erase(0, eol + 1);
+    if (line.rfind("check ", 0) == 0) {
+      if (auto a = parse_check(line)) checks_.push_back(std::move(*a));
+      continue;
+    }
     const auto space = line.rfind(' ');
     if (space == std::string::npos) continue;
     const std::string identity = line.substr(0, space);
@@ -73,6 +106,7 @@ void Zygote::gone() {
   cmd_ = reply_ = -1;
   pid_ = 0;
   buf_.clear();
+  checks_.clear();
 }
 
 }  // namespace gymfarm::broker

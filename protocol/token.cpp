@@ -25,12 +25,34 @@ void random_bytes(void* out, std::size_t n) {
 std::string random_hex(std::size_t n) {
   std::string bytes(n, '\0');
   random_bytes(bytes.data(), n);
+  return to_hex(bytes);
+}
+
+std::string to_hex(std::string_view bytes) {
   static const char* hex = "0123456789abcdef";
   std::string out;
-  out.reserve(2 * n);
+  out.reserve(2 * bytes.size());
   for (unsigned char b : bytes) {
     out += hex[b >> 4];
     out += hex[b & 15];
+  }
+  return out;
+}
+
+std::optional<std::string> from_hex(std::string_view hex) {
+  if (hex.size() % 2) return std::nullopt;
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(hex.size() / 2);
+  for (std::size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = digit(hex[i]), lo = digit(hex[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>((hi << 4) | lo);
   }
   return out;
 }

@@ -265,21 +265,17 @@ def _check_kwargs(kwargs):
             stack.extend((key, x) for x in v.ravel().tolist())
 
 
-def make(inst, env_id, kwargs, strict=False, aliases=None):
-    """``aliases`` false (the Python client): a legacy id raises DeprecatedEnv as gym.make does,
-    instead of being resolved through ALIASES (which the dialects' older clients rely on)."""
+def _check_id_form(env_id):
     if not isinstance(env_id, str) or ":" in env_id:
         raise BadRequest(f"bad env id {env_id!r}: custom env packages are loaded by the operator "
                          "(gymfarm start --import MODULE), not named by clients", "malformed")
-    if kwargs is None:
-        kwargs = {}
-    if not isinstance(kwargs, dict):
-        raise BadRequest("make kwargs must be a map", "params")
-    _check_kwargs(kwargs)
+
+
+def _id_errors_as_bad_request(f, *args):
+    """Runs f; Gymnasium's errors about the env id (unknown, deprecated, malformed) become the
+    BadRequest a make answers, with the kind the dialects map."""
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            env = _construct(env_id, kwargs, bool(strict), aliases is not False)
+        return f(*args)
     except (gym.error.NameNotFound, gym.error.NamespaceNotFound) as e:
         raise BadRequest(str(e), "not_found", type(e).__name__) from None
     except (gym.error.UnregisteredEnv, gym.error.DeprecatedEnv) as e:
@@ -288,6 +284,39 @@ def make(inst, env_id, kwargs, strict=False, aliases=None):
         if "Malformed environment ID" in str(e):
             raise BadRequest(str(e), "malformed", type(e).__name__) from None
         raise
+
+
+def check_env_id(env_id, aliases=True, strict_kwargs=False):
+    """What a make of env_id would refuse before building anything (the zygote answers this for a
+    make that finds the pool at --max-workers): None when the id resolves, or when an operator's
+    get_env hook decides what ids and parameters mean; else (message, kind, gymnasium error) as
+    that make's BadRequest. ``strict_kwargs``: a Gymie make with parameters besides env_id and seed,
+    which _construct refuses without a hook (Gymie checks parameters first)."""
+    try:
+        _check_id_form(env_id)
+        if _hooks.get("get_env") is None:
+            if strict_kwargs:
+                raise BadRequest("unexpected make parameters", "params")
+            _id_errors_as_bad_request(gym.spec, resolve_id(env_id) if aliases else env_id)
+    except BadRequest as e:
+        return (str(e), e.kind, e.gymnasium_error)
+    except Exception:  # anything else is make's to report, with the env's own traceback
+        return None
+    return None
+
+
+def make(inst, env_id, kwargs, strict=False, aliases=None):
+    """``aliases`` false (the Python client): a legacy id raises DeprecatedEnv as gym.make does,
+    instead of being resolved through ALIASES (which the dialects' older clients rely on)."""
+    _check_id_form(env_id)
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, dict):
+        raise BadRequest("make kwargs must be a map", "params")
+    _check_kwargs(kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        env = _id_errors_as_bad_request(_construct, env_id, kwargs, bool(strict), aliases is not False)
     _envs[inst] = _Hosted(env)
     out = {
         "env_id": env_id,

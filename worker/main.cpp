@@ -14,10 +14,12 @@
 #include <dirent.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,6 +29,7 @@
 
 #include "protocol/codec.hpp"
 #include "protocol/frames.hpp"
+#include "protocol/token.hpp"
 #include "transport/frames.hpp"
 #include "transport/stream.hpp"
 #include "worker/host_source.hpp"
@@ -203,6 +206,21 @@ class Host {
     module_.attr("import_modules")(mods);
     module_.attr("MEMORY_LIMIT") = args.memory_limit;
     module_.attr("encode_check") = py::cpp_function([](py::handle o) { (void)gymfarm::worker::pack(o); });
+  }
+
+  // What a make would refuse about the env id alone (host.py check_env_id): nothing, or its
+  // message, kind and Gymnasium error class. Never throws: an id that is not UTF-8, or any other
+  // trouble, is left for the make itself to report.
+  std::optional<std::array<std::string, 3>> check_env_id(const std::string& env_id, bool aliases, bool strict_kwargs) {
+    try {
+      py::object r = module_.attr("check_env_id")(py::str(env_id), aliases, strict_kwargs);
+      if (r.is_none()) return std::nullopt;
+      auto t = r.cast<py::tuple>();
+      return std::array<std::string, 3>{t[0].cast<std::string>(), t[1].cast<std::string>(), t[2].cast<std::string>()};
+    } catch (const std::exception&) {
+      PyErr_Clear();
+      return std::nullopt;
+    }
   }
 
   // In a worker forked from the zygote: fresh random state (the zygote's would be shared).
@@ -434,6 +452,23 @@ void serve(const Args& args, Host& host) {
   finish(hbc, hb, 0);
 }
 
+// The zygote's answer to "check KEY HEX-ENV-ID ALIASES STRICT-KWARGS" (the broker asks it for a make that found
+// the pool at --max-workers): "check KEY ok", or "check KEY bad MESSAGE KIND ERROR" in hex.
+std::string check_answer(Host& host, const std::string& args) {
+  std::vector<std::string> f;
+  for (std::size_t at = 0; at <= args.size();) {
+    const auto sp = std::min(args.find(' ', at), args.size());
+    f.push_back(args.substr(at, sp - at));
+    at = sp + 1;
+  }
+  if (f.size() != 4) return "check " + f[0] + " ok\n";  // a line it cannot read: the make decides
+  const auto env_id = gymfarm::protocol::from_hex(f[1]);
+  const auto bad = env_id ? host.check_env_id(*env_id, f[2] != "0", f[3] == "1") : std::nullopt;
+  if (!bad) return "check " + f[0] + " ok\n";
+  using gymfarm::protocol::to_hex;
+  return "check " + f[0] + " bad " + to_hex((*bad)[0]) + " " + to_hex((*bad)[1]) + " " + to_hex((*bad)[2]) + "\n";
+}
+
 // The zygote: reads "spawn IDENTITY" lines on stdin, answers "IDENTITY PID" (PID 0: the fork
 // failed) on the reply pipe. It has no threads and no ZeroMQ context, so forking is safe. Each
 // worker is forked twice so that it is re-parented to the broker, which reaps it and sees its exit
@@ -456,6 +491,10 @@ void serve(const Args& args, Host& host) {
     while ((eol = pending.find('\n')) != std::string::npos) {
       const std::string line = pending.substr(0, eol);
       pending.erase(0, eol + 1);
+      if (line.rfind("check ", 0) == 0) {  // -> "check KEY ok|bad ..."
+        answer(check_answer(host, line.substr(6)));
+        continue;
+      }
       if (line.rfind("spawn ", 0) != 0) continue;
       const std::string identity = line.substr(6);
       PyOS_BeforeFork();
