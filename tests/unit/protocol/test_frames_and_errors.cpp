@@ -2,6 +2,7 @@
 
 #include "protocol/error.hpp"
 #include "protocol/frames.hpp"
+#include "protocol/token.hpp"
 
 using namespace gymfarm::protocol;
 
@@ -34,4 +35,17 @@ TEST_CASE("error codes have stable names and survive the wire form") {
   Error unknown = Error::from_value(Value(Map{{"code", "martian"}, {"message", "?"}}));
   CHECK(unknown.code == ErrorCode::Internal);
   CHECK(unknown.details.find("code")->as_string() == "martian");
+}
+
+TEST_CASE("hex for the zygote's line protocol round-trips any bytes and refuses what is not hex") {
+  const std::string bytes("a\0 \n\xff-v1", 8);
+  REQUIRE(gymfarm::protocol::to_hex(bytes) ==
+          "610020"
+          "0aff2d7631");
+  REQUIRE(gymfarm::protocol::from_hex(gymfarm::protocol::to_hex(bytes)) == bytes);
+  REQUIRE(gymfarm::protocol::from_hex("0A0b") == std::string("\n\x0b"));
+  REQUIRE(gymfarm::protocol::from_hex("") == std::string());
+  REQUIRE_FALSE(gymfarm::protocol::from_hex("abc").has_value());
+  REQUIRE_FALSE(gymfarm::protocol::from_hex("zz").has_value());
+  REQUIRE_FALSE(gymfarm::protocol::from_hex("6 ").has_value());
 }
