@@ -896,8 +896,9 @@ std::optional<std::string> z85_key(const std::string& z85) {
 // decoded for on_zap. Throws with a clear message when this libzmq lacks CURVE or a key is bad.
 void Broker::configure_curve(Impl& d) {
   if (zmq_has("curve") == 0) {
-    throw std::runtime_error("this libzmq was built without CURVE (zmq_has(\"curve\") is false); "
-                             "install one with libsodium, or start without --curve-secret-file");
+    throw std::runtime_error(
+        "this libzmq was built without CURVE (zmq_has(\"curve\") is false); "
+        "install one with libsodium, or start without --curve-secret-file");
   }
   const auto secret = z85_key(d.opt.curve_secret_key);
   if (!secret) throw std::runtime_error("the CURVE secret key is not a 40-character z85 key");

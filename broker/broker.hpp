@@ -43,7 +43,7 @@ struct BrokerOptions {
   std::size_t max_queue_per_instance = 1024;
   long long max_message_bytes = 256LL << 20;
   bool verbose = false;
-  std::string token;                         // when set, a client must say hello with it before anything else
+  std::string token;  // when set, a client must say hello with it before anything else
   // CURVE (ZeroMQ's encryption and authentication) on the TCP/IPC frontend: when curve_secret_key
   // (the server's secret key, z85, 40 characters) is set, the frontend is a CURVE server and admits
   // only clients whose public key (z85) is in curve_client_keys. The gateway's inproc path and the

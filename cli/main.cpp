@@ -19,6 +19,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "broker/broker.hpp"
@@ -138,6 +139,7 @@ options for start:
 
 options for status and stop:
   --host ADDR, --native-port PORT, --runtime-dir DIR   which farm (defaults as above)
+  --curve-secret-file PATH   a CURVE farm's secret key: connect with the farm's own keypair
 
 SIGTERM or SIGINT stop a foreground farm gracefully; it exits 0.
 )";
@@ -344,11 +346,9 @@ std::string load_or_make_token(const Options& o, const gymfarm::cli::RuntimeDir&
 // --curve-secret-file: a regular file of this user that no one else may read or write (never
 // through a symlink), holding one z85 key; --curve-clients-file: z85 public keys, one a line.
 // Sets the broker's keys and the public key the banner shows; exit 2 with the reason otherwise.
-void load_curve_keys(Options& o) {
-  if (o.curve_secret_file.empty() && o.curve_clients_file.empty()) return;
-  if (o.curve_secret_file.empty() || o.curve_clients_file.empty())
-    die("--curve-secret-file and --curve-clients-file go together");
-  const std::string& path = o.curve_secret_file;
+// The secret key in --curve-secret-file and its public key; exit 2 when the file is not ours and
+// owner-only, or holds no key.
+std::pair<std::string, std::string> read_curve_secret(const std::string& path) {
   const int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) die("--curve-secret-file " + path + ": " + std::strerror(errno));
   struct stat st {};
@@ -368,8 +368,20 @@ void load_curve_keys(Options& o) {
   std::array<char, 41> pub{};
   if (secret.size() != 40 || zmq_curve_public(pub.data(), secret.c_str()) != 0)
     die("--curve-secret-file " + path + ": needs one z85 CURVE secret key (40 characters)");
+  return {secret, pub.data()};
+}
+
+void load_curve_keys(Options& o) {
+  if (o.curve_secret_file.empty() && o.curve_clients_file.empty()) return;
+  if (o.curve_secret_file.empty() || o.curve_clients_file.empty())
+    die("--curve-secret-file and --curve-clients-file go together");
+  if (zmq_has("curve") == 0) die("this libzmq was built without CURVE; --curve-secret-file cannot be used");
+  auto [secret, pub] = read_curve_secret(o.curve_secret_file);
   o.broker.curve_secret_key = secret;
-  o.curve_public_key = pub.data();
+  o.curve_public_key = pub;
+  // Whoever holds the farm's secret key may connect as a client with it (`gymfarm status` does):
+  // the key admits nothing its holder could not take anyway.
+  o.broker.curve_client_keys.push_back(pub);
   std::ifstream f(o.curve_clients_file);
   if (!f) die("--curve-clients-file " + o.curve_clients_file + ": cannot read it");
   std::string line;
@@ -382,9 +394,8 @@ void load_curve_keys(Options& o) {
       die("--curve-clients-file " + o.curve_clients_file + ":" + std::to_string(no) + ": not a z85 public key");
     o.broker.curve_client_keys.push_back(key);
   }
-  if (o.broker.curve_client_keys.empty())
+  if (o.broker.curve_client_keys.size() < 2)
     die("--curve-clients-file " + o.curve_clients_file + ": no client key in it");
-  if (zmq_has("curve") == 0) die("this libzmq was built without CURVE; --curve-secret-file cannot be used");
 }
 
 // start: the runtime directory, created 0700 when absent, refused when another user could have
@@ -516,10 +527,11 @@ int cmd_start(Options o) {
                                        : "  token:     " + token + " (" +
                                              (o.token_file.empty() ? o.runtime_dir + "/token" : o.token_file) +
                                              "; send it as Bearer, http://:TOKEN@host, ?token= or GYMFARM_TOKEN)\n";
-    const std::string curve_line =
-        o.curve_public_key.empty() ? ""
-                                   : "  curve:     server key " + o.curve_public_key + " (" +
-                                         std::to_string(o.broker.curve_client_keys.size()) + " client keys allowed)\n";
+    const std::string curve_line = o.curve_public_key.empty()
+                                       ? ""
+                                       : "  curve:     server key " + o.curve_public_key + " (" +
+                                             std::to_string(o.broker.curve_client_keys.size() - 1) +
+                                             " client keys allowed)\n";
     auto url_line = [&](const char* label, int port, const std::string& rest) {
       return port < 0 ? std::string() : std::string(label) + "http://" + http_host + ":" + std::to_string(port) + rest;
     };
@@ -550,8 +562,7 @@ int cmd_start(Options o) {
       char text[4096];
       std::snprintf(text, sizeof text, "gymfarm: farm ready with %zu workers (pid %d)\n%s%s  native:    %s\n%s%s%s%s",
                     o.broker.workers, getpid(), token_line.c_str(), curve_line.c_str(), endpoint.c_str(),
-                    rest_line.c_str(),
-                    gymnasium_line.c_str(), gym_server_line.c_str(), gymie_line.c_str());
+                    rest_line.c_str(), gymnasium_line.c_str(), gym_server_line.c_str(), gymie_line.c_str());
       if (o.detach) {
         const std::string msg = std::string("ready ") + text;
         if (write(ready_pipe[1], msg.data(), msg.size()) < 0) { /* parent gone; keep serving */
@@ -579,6 +590,11 @@ Value stats_of(const Options& o, std::chrono::milliseconds timeout) {
     co.token = t;
   } else {
     std::istringstream(read_trusted(find_runtime_dir(o), "token")) >> co.token;
+  }
+  if (!o.curve_secret_file.empty()) {  // a CURVE farm: connect with its own keypair (load_curve_keys)
+    auto [secret, pub] = read_curve_secret(o.curve_secret_file);
+    co.curve_server_key = co.curve_public_key = pub;
+    co.curve_secret_key = secret;
   }
   gymfarm::client::Client c(native_endpoint(o, o.port), co);
   return c.stats();

@@ -108,7 +108,9 @@ class Farm:
         except errors.Timeout:
             self._close_monitor()
             self._sock.close(0)
-            raise errors.FarmUnavailable(f"no gymfarm answers at {endpoint} (is `gymfarm start` running?)") from None
+            hint = "is `gymfarm start` running" + (
+                ", and are these CURVE keys the farm's and allowed by it?" if self.curve else "?")
+            raise errors.FarmUnavailable(f"no gymfarm answers at {endpoint} ({hint})") from None
         if local is None:
             local = os.environ.get("GYMFARM_LOCAL", "1") != "0"
         if local:

@@ -16,8 +16,8 @@ import pytest
 import zmq
 
 import gymfarm
-from gymfarm import errors
 from farm_fixture import GYMFARM
+from gymfarm import errors
 
 TOKEN = "curve-test-token-0123456789abcdef"
 REFUSE_WITHIN = 8.0  # seconds a refused client may take to give up (connect_timeout 2 s + slack)
@@ -107,7 +107,7 @@ def test_null_greeting_is_refused(curve_farm):
         while time.monotonic() < deadline:
             try:
                 chunk = s.recv(4096)
-            except (ConnectionResetError, TimeoutError, socket.timeout):
+            except (ConnectionResetError, TimeoutError):
                 closed = True
                 break
             if not chunk:
@@ -219,3 +219,17 @@ def test_farm_refuses_bad_key_files(tmp_path):
     p = subprocess.run(base + ["--curve-secret-file", str(keys.secret_file)], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 2 and "go together" in p.stderr, p.stderr
+
+
+def test_cli_status_uses_the_farms_own_keypair(curve_farm):
+    """`gymfarm status` (the C++ client) reaches a CURVE farm only with --curve-secret-file."""
+    farm, keys = curve_farm
+    base = [str(GYMFARM), "status", "--native-port", str(farm.port), "--runtime-dir", str(farm.runtime_dir)]
+    env = dict(os.environ, GYMFARM_TOKEN=TOKEN)
+    t0 = time.monotonic()
+    p = subprocess.run(base, capture_output=True, text=True, timeout=30, env=env)
+    assert p.returncode == 1 and "no farm answers" in p.stderr, (p.stdout, p.stderr)
+    assert time.monotonic() - t0 < 15
+    p = subprocess.run(base + ["--curve-secret-file", str(keys.secret_file)], capture_output=True, text=True,
+                       timeout=30, env=env)
+    assert p.returncode == 0 and f"farm pid {farm.pid}" in p.stdout, (p.stdout, p.stderr)

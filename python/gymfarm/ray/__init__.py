@@ -18,7 +18,8 @@ command line. The farms' native ports speak ZeroMQ CURVE (``curve=True``, the de
 cluster makes one server keypair and one client keypair, hands each farm the server's secret key
 (an owner-only file beside the token) and the client's public key as the only one it admits, and
 gives clients ``client_curve`` (``gymfarm.connect(cluster)`` uses it), so neither the token nor
-any step crosses the network in clear and a client without the key is refused. Needs the ``ray`` extra: ``pip install ./python[ray]``.
+any step crosses the network in clear and a client without the key is refused. Needs the ``ray``
+extra: ``pip install ./python[ray]``.
 """
 from __future__ import annotations
 
