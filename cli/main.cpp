@@ -350,7 +350,7 @@ std::string load_or_make_token(const Options& o, const gymfarm::cli::RuntimeDir&
 // owner-only, or holds no key.
 std::pair<std::string, std::string> read_curve_secret(const std::string& path) {
   const int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) die("--curve-secret-file " + path + ": " + std::strerror(errno));
+  if (fd < 0) die("--curve-secret-file " + path + ": " + std::generic_category().message(errno));
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
