@@ -130,6 +130,8 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
   // ZeroMQ stamps on each of its messages ("User-Id") and no peer can choose (sessions.hpp).
   zmq::socket_t zap{ctx, zmq::socket_type::rep};
   uint64_t next_connection = 1;
+  // With CURVE on (opt.curve_secret_key): the 32-byte public keys of the clients ZAP admits.
+  std::unordered_set<std::string> curve_clients;
   zmq::socket_t heartbeat_socket{
       ctx, zmq::socket_type::router};  // the workers' heartbeats (their requests and replies: `links`)
   std::string heartbeat_endpoint;
@@ -375,18 +377,24 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     f[0] = payload(client_key(path, view(f[0]), connection ? std::string_view(connection) : std::string_view()));
   }
 
-  // ZAP (RFC 27): admits every connection of the NULL mechanism and names it. Requests are
-  // [version, request_id, domain, address, identity, mechanism, credentials...].
+  // ZAP (RFC 27): admits every connection of the NULL mechanism, or with CURVE on only a CURVE
+  // connection whose client key is in the allow-list, and names it. Requests are
+  // [version, request_id, domain, address, identity, mechanism, credentials...]; CURVE's one
+  // credential is the client's 32-byte public key.
   void on_zap() {
     Frames req;
+    const bool curve = !opt.curve_secret_key.empty();
     while (transport::recv(zap, req)) {
       std::string status = "200", text = "OK", id;
       if (req.size() < 6 || view(req[0]) != "1.0") {
         status = "400";
         text = "malformed ZAP request";
-      } else if (view(req[5]) != "NULL") {
+      } else if (view(req[5]) != (curve ? "CURVE" : "NULL")) {
         status = "400";
         text = "unsupported security mechanism";
+      } else if (curve && (req.size() < 7 || !curve_clients.contains(std::string(view(req[6]))))) {
+        status = "400";
+        text = "client key not allowed";
       } else {
         char buf[kConnectionIdSize + 1];
         std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(next_connection++));
@@ -953,6 +961,36 @@ void remove_stale_sockets(const std::string& dir) {
 }
 }  // namespace
 
+namespace {
+// A z85 CURVE key (40 characters) as its 32 bytes; nullopt when it is not one.
+std::optional<std::string> z85_key(const std::string& z85) {
+  if (z85.size() != 40) return std::nullopt;
+  std::array<uint8_t, 32> raw{};
+  if (zmq_z85_decode(raw.data(), z85.c_str()) == nullptr) return std::nullopt;
+  return std::string(reinterpret_cast<const char*>(raw.data()), raw.size());
+}
+}  // namespace
+
+// The frontend as a CURVE server (before its bind): the secret key set, the allowed client keys
+// decoded for on_zap. Throws with a clear message when this libzmq lacks CURVE or a key is bad.
+void Broker::configure_curve(Impl& d) {
+  if (zmq_has("curve") == 0) {
+    throw std::runtime_error(
+        "this libzmq was built without CURVE (zmq_has(\"curve\") is false); "
+        "install one with libsodium, or start without --curve-secret-file");
+  }
+  const auto secret = z85_key(d.opt.curve_secret_key);
+  if (!secret) throw std::runtime_error("the CURVE secret key is not a 40-character z85 key");
+  if (d.opt.curve_client_keys.empty()) throw std::runtime_error("CURVE is on but no client key is allowed");
+  for (const std::string& k : d.opt.curve_client_keys) {
+    const auto raw = z85_key(k);
+    if (!raw) throw std::runtime_error("a CURVE client key is not a 40-character z85 key: " + k);
+    d.curve_clients.insert(*raw);
+  }
+  d.frontend.set(zmq::sockopt::curve_server, 1);
+  d.frontend.set(zmq::sockopt::curve_secretkey, zmq::buffer(secret->data(), secret->size()));
+}
+
 std::string Broker::bind() {
   auto& d = *impl_;
   // Each worker costs the broker two descriptors (its link and its heartbeat connection), so a
@@ -973,6 +1011,7 @@ std::string Broker::bind() {
     throw std::runtime_error(std::string("cannot start the connection handler (ZAP): ") + e.what());
   }
   d.frontend.set(zmq::sockopt::zap_domain, "gymfarm");
+  if (!d.opt.curve_secret_key.empty()) configure_curve(d);
   d.heartbeat_socket.set(zmq::sockopt::router_mandatory, 1);
   try {
     d.frontend.bind(d.opt.frontend);

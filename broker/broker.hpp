@@ -43,7 +43,13 @@ struct BrokerOptions {
   std::size_t max_queue_per_instance = 1024;
   long long max_message_bytes = 256LL << 20;
   bool verbose = false;
-  std::string token;                         // when set, a client must say hello with it before anything else
+  std::string token;  // when set, a client must say hello with it before anything else
+  // CURVE (ZeroMQ's encryption and authentication) on the TCP/IPC frontend: when curve_secret_key
+  // (the server's secret key, z85, 40 characters) is set, the frontend is a CURVE server and admits
+  // only clients whose public key (z85) is in curve_client_keys. The gateway's inproc path and the
+  // local unix socket are unaffected.
+  std::string curve_secret_key;
+  std::vector<std::string> curve_client_keys;
   std::size_t max_instances_per_client = 0;  // 0 = no limit
   std::size_t max_sessions = 100000;  // clients' sessions kept; past it an idle TCP session makes room (sessions.hpp)
   std::size_t max_inflight_per_client = 4096;  // requests queued or running per client; 0 = no limit
@@ -77,6 +83,7 @@ class Broker {
 
  private:
   struct Impl;
+  static void configure_curve(Impl& d);
   std::unique_ptr<Impl> impl_;
 };
 

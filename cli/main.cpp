@@ -3,8 +3,11 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +19,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "broker/broker.hpp"
@@ -114,6 +118,12 @@ options for start:
   --allow-origin ORIGIN  let web pages from ORIGIN (e.g. http://myapp.example:8080) use the gateway
                          (repeatable; by default only pages served from localhost may)
   --insecure-no-token    allow --host other than loopback without a token (not recommended)
+  --curve-secret-file PATH
+                         encrypt and authenticate the native port with ZeroMQ CURVE: the farm's
+                         secret key (z85, 40 characters) in PATH, a file only its owner may read
+  --curve-clients-file PATH
+                         with --curve-secret-file: the client public keys (z85, one a line; # comments)
+                         the native port admits; every other client is refused
   --http-idle-timeout SEC
                          the gateway closes an HTTP connection with no request for SEC seconds, and a
                          WebSocket whose peer sent nothing, not even a pong to its ping, for SEC
@@ -129,6 +139,7 @@ options for start:
 
 options for status and stop:
   --host ADDR, --native-port PORT, --runtime-dir DIR   which farm (defaults as above)
+  --curve-secret-file PATH   a CURVE farm's secret key: connect with the farm's own keypair
 
 SIGTERM or SIGINT stop a foreground farm gracefully; it exits 0.
 )";
@@ -144,6 +155,9 @@ struct Options {
   bool insecure = false;
   bool require_token = false;
   std::string token_file;
+  std::string curve_secret_file;
+  std::string curve_clients_file;
+  std::string curve_public_key;  // derived from the secret key, for the ready banner
   std::string runtime_dir;
 };
 
@@ -256,6 +270,8 @@ Options parse(int argc, char** argv) {
     else if (k == "--insecure-no-token") o.insecure = true;
     else if (k == "--require-token") o.require_token = true;
     else if (k == "--token-file") o.token_file = value();
+    else if (k == "--curve-secret-file") o.curve_secret_file = value();
+    else if (k == "--curve-clients-file") o.curve_clients_file = value();
     else if (k == "--allow-origin") o.gateway.access.allowed_origins.push_back(value());
     else if (k == "--verbose") o.broker.verbose = true;
     else if (k == "--http-idle-timeout")
@@ -327,6 +343,61 @@ std::string load_or_make_token(const Options& o, const gymfarm::cli::RuntimeDir&
   return t;
 }
 
+// --curve-secret-file: a regular file of this user that no one else may read or write (never
+// through a symlink), holding one z85 key; --curve-clients-file: z85 public keys, one a line.
+// Sets the broker's keys and the public key the banner shows; exit 2 with the reason otherwise.
+// The secret key in --curve-secret-file and its public key; exit 2 when the file is not ours and
+// owner-only, or holds no key.
+std::pair<std::string, std::string> read_curve_secret(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) die("--curve-secret-file " + path + ": " + std::generic_category().message(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    die("--curve-secret-file " + path + ": not a regular file");
+  }
+  if (st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+    close(fd);
+    die("--curve-secret-file " + path + ": others may read it; make it yours and owner-only (chmod 600)");
+  }
+  std::string text(256, '\0');
+  const ssize_t n = read(fd, text.data(), text.size());
+  close(fd);
+  std::string secret;
+  std::istringstream(text.substr(0, n > 0 ? static_cast<std::size_t>(n) : 0)) >> secret;
+  std::array<char, 41> pub{};
+  if (secret.size() != 40 || zmq_curve_public(pub.data(), secret.c_str()) != 0)
+    die("--curve-secret-file " + path + ": needs one z85 CURVE secret key (40 characters)");
+  return {secret, pub.data()};
+}
+
+void load_curve_keys(Options& o) {
+  if (o.curve_secret_file.empty() && o.curve_clients_file.empty()) return;
+  if (o.curve_secret_file.empty() || o.curve_clients_file.empty())
+    die("--curve-secret-file and --curve-clients-file go together");
+  if (zmq_has("curve") == 0) die("this libzmq was built without CURVE; --curve-secret-file cannot be used");
+  auto [secret, pub] = read_curve_secret(o.curve_secret_file);
+  o.broker.curve_secret_key = secret;
+  o.curve_public_key = pub;
+  // Whoever holds the farm's secret key may connect as a client with it (`gymfarm status` does):
+  // the key admits nothing its holder could not take anyway.
+  o.broker.curve_client_keys.push_back(pub);
+  std::ifstream f(o.curve_clients_file);
+  if (!f) die("--curve-clients-file " + o.curve_clients_file + ": cannot read it");
+  std::string line;
+  for (int no = 1; std::getline(f, line); ++no) {
+    std::string key;
+    std::istringstream(line) >> key;
+    if (key.empty() || key[0] == '#') continue;
+    std::array<uint8_t, 32> raw{};
+    if (key.size() != 40 || zmq_z85_decode(raw.data(), key.c_str()) == nullptr)
+      die("--curve-clients-file " + o.curve_clients_file + ":" + std::to_string(no) + ": not a z85 public key");
+    o.broker.curve_client_keys.push_back(key);
+  }
+  if (o.broker.curve_client_keys.size() < 2)
+    die("--curve-clients-file " + o.curve_clients_file + ": no client key in it");
+}
+
 // start: the runtime directory, created 0700 when absent, refused when another user could have
 // planted it or what is in it (cli/runtime_dir.hpp); exit 2 with the reason.
 gymfarm::cli::RuntimeDir prepare_runtime_dir(const Options& o) {
@@ -369,6 +440,7 @@ int cmd_start(Options o) {
   }
   o.broker.token = token;
   o.gateway.access.token = token;
+  load_curve_keys(o);
   o.broker.python = resolve_python(o.broker.python);
   o.broker.runtime_dir = o.runtime_dir;
   o.broker.frontend = native_endpoint(o, o.port);
@@ -455,6 +527,11 @@ int cmd_start(Options o) {
                                        : "  token:     " + token + " (" +
                                              (o.token_file.empty() ? o.runtime_dir + "/token" : o.token_file) +
                                              "; send it as Bearer, http://:TOKEN@host, ?token= or GYMFARM_TOKEN)\n";
+    const std::string curve_line = o.curve_public_key.empty()
+                                       ? ""
+                                       : "  curve:     server key " + o.curve_public_key + " (" +
+                                             std::to_string(o.broker.curve_client_keys.size() - 1) +
+                                             " client keys allowed)\n";
     auto url_line = [&](const char* label, int port, const std::string& rest) {
       return port < 0 ? std::string() : std::string(label) + "http://" + http_host + ":" + std::to_string(port) + rest;
     };
@@ -483,9 +560,9 @@ int cmd_start(Options o) {
     std::fprintf(stderr, "[gymfarm] starting %zu workers (pid %d)\n", o.broker.workers, getpid());
     rc = broker.run([&] {
       char text[4096];
-      std::snprintf(text, sizeof text, "gymfarm: farm ready with %zu workers (pid %d)\n%s  native:    %s\n%s%s%s%s",
-                    o.broker.workers, getpid(), token_line.c_str(), endpoint.c_str(), rest_line.c_str(),
-                    gymnasium_line.c_str(), gym_server_line.c_str(), gymie_line.c_str());
+      std::snprintf(text, sizeof text, "gymfarm: farm ready with %zu workers (pid %d)\n%s%s  native:    %s\n%s%s%s%s",
+                    o.broker.workers, getpid(), token_line.c_str(), curve_line.c_str(), endpoint.c_str(),
+                    rest_line.c_str(), gymnasium_line.c_str(), gym_server_line.c_str(), gymie_line.c_str());
       if (o.detach) {
         const std::string msg = std::string("ready ") + text;
         if (write(ready_pipe[1], msg.data(), msg.size()) < 0) { /* parent gone; keep serving */
@@ -513,6 +590,11 @@ Value stats_of(const Options& o, std::chrono::milliseconds timeout) {
     co.token = t;
   } else {
     std::istringstream(read_trusted(find_runtime_dir(o), "token")) >> co.token;
+  }
+  if (!o.curve_secret_file.empty()) {  // a CURVE farm: connect with its own keypair (load_curve_keys)
+    auto [secret, pub] = read_curve_secret(o.curve_secret_file);
+    co.curve_server_key = co.curve_public_key = pub;
+    co.curve_secret_key = secret;
   }
   gymfarm::client::Client c(native_endpoint(o, o.port), co);
   return c.stats();

@@ -253,6 +253,15 @@ Client::Client(const std::string& endpoint, ClientOptions options) : impl_(std::
   impl_->endpoint = endpoint;
   impl_->inproc = endpoint.rfind("inproc://", 0) == 0;
   transport::configure(impl_->sock);
+  const ClientOptions& o = impl_->opt;
+  if (!o.curve_server_key.empty() || !o.curve_public_key.empty() || !o.curve_secret_key.empty()) {
+    if (o.curve_server_key.size() != 40 || o.curve_public_key.size() != 40 || o.curve_secret_key.size() != 40) {
+      throw std::invalid_argument("CURVE needs curve_server_key, curve_public_key and curve_secret_key, z85 each");
+    }
+    impl_->sock.set(zmq::sockopt::curve_serverkey, o.curve_server_key);
+    impl_->sock.set(zmq::sockopt::curve_publickey, o.curve_public_key);
+    impl_->sock.set(zmq::sockopt::curve_secretkey, o.curve_secret_key);
+  }
   impl_->sock.connect(endpoint);
   Value hello(protocol::Map{});
   hello.set("version", protocol::kProtocolVersion);

@@ -56,6 +56,12 @@ struct ClientOptions {
   bool lease = true;
   // The session's instances outlive it (the farm closes them at --idle-ttl instead, or never).
   bool keep_instances = false;
+  // ZeroMQ CURVE, for a farm started with --curve-secret-file: its public key and this client's
+  // keypair, each z85 (40 characters). All three or none; a farm that does not list the client's
+  // public key, or a wrong server key, never answers (ClientError timeout at the hello).
+  std::string curve_server_key;
+  std::string curve_public_key;
+  std::string curve_secret_key;
 };
 
 struct EnvHandle {

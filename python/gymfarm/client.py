@@ -51,12 +51,24 @@ class Farm:
     and drops the connection when nothing came back within it; every request in flight then, or
     waiting when the farm's local socket breaks, raises :class:`gymfarm.errors.FarmLost` at once
     instead of waiting for ``timeout``. The sharded client (:mod:`gymfarm.sharded`) turns it on.
+
+    A farm started with ``--curve-secret-file`` speaks ZeroMQ CURVE on its native port: pass its
+    public key (``curve_server_key``) and this client's keypair (``curve_public_key``,
+    ``curve_secret_key``), all z85, or one ``curve=`` dict with the keys ``server_key``,
+    ``public_key`` and ``secret_key`` (``secret_key_file`` instead of ``secret_key``: an owner-only
+    file holding it), or the path of a JSON file of that dict. A farm without the client's key in
+    its allow-list, or a wrong server key, never answers: :class:`gymfarm.errors.FarmUnavailable`
+    after ``connect_timeout``.
     """
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 60.0,
                  connect_timeout: float = 10.0, context: zmq.Context | None = None,
                  token: str | None = None, local: bool | None = None, spin_us: float = 200.0,
-                 keep_instances: bool = False, heartbeat: float | None = None):
+                 keep_instances: bool = False, heartbeat: float | None = None,
+                 curve: dict[str, str] | str | os.PathLike[str] | None = None,
+                 curve_server_key: str | bytes | None = None, curve_public_key: str | bytes | None = None,
+                 curve_secret_key: str | bytes | None = None):
+        self.curve = curve_keys(curve, curve_server_key, curve_public_key, curve_secret_key)
         self.endpoint = endpoint
         self.timeout = float(timeout)
         self._ctx = context or zmq.Context.instance()
@@ -70,6 +82,10 @@ class Farm:
             self._sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ms)
             self._sock.setsockopt(zmq.HEARTBEAT_TTL, ms)
             self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        if self.curve is not None:
+            self._sock.setsockopt(zmq.CURVE_SERVERKEY, self.curve["server_key"].encode())
+            self._sock.setsockopt(zmq.CURVE_PUBLICKEY, self.curve["public_key"].encode())
+            self._sock.setsockopt(zmq.CURVE_SECRETKEY, self.curve["secret_key"].encode())
         self._sock.connect(endpoint)
         self._chan: Any = self._sock  # what requests travel on: the ZeroMQ socket or the LocalLink
         self._lock = threading.Lock()
@@ -92,7 +108,9 @@ class Farm:
         except errors.Timeout:
             self._close_monitor()
             self._sock.close(0)
-            raise errors.FarmUnavailable(f"no gymfarm answers at {endpoint} (is `gymfarm start` running?)") from None
+            hint = "is `gymfarm start` running" + (
+                ", and are these CURVE keys the farm's and allowed by it?" if self.curve else "?")
+            raise errors.FarmUnavailable(f"no gymfarm answers at {endpoint} ({hint})") from None
         if local is None:
             local = os.environ.get("GYMFARM_LOCAL", "1") != "0"
         if local:
@@ -348,6 +366,8 @@ class Farm:
         """
         from .vector import RemoteVectorEnv
 
+        if self.curve is not None:
+            kwargs["farm_options"] = {"curve": self.curve, **(kwargs.get("farm_options") or {})}
         return RemoteVectorEnv(self.endpoint, env_id, num_envs=num_envs, timeout=self.timeout, token=self.token,
                                **kwargs)
 
@@ -400,6 +420,55 @@ class Farm:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _z85(key: str | bytes, what: str) -> str:
+    text = key.decode() if isinstance(key, bytes) else str(key)
+    text = text.strip()
+    if len(text) != 40:
+        raise ValueError(f"{what} must be a z85 CURVE key of 40 characters")
+    return text
+
+
+def read_private(path: str | os.PathLike[str], what: str) -> str:
+    """The text of an owner-only file of this user (a key or a token), refused when others may read it."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise PermissionError(f"{what} {path}: must be a regular file of this user that only it may read")
+        return os.read(fd, 4096).decode().strip()
+    finally:
+        os.close(fd)
+
+
+def curve_keys(curve: dict[str, str] | str | os.PathLike[str] | None = None, server_key: str | bytes | None = None,
+               public_key: str | bytes | None = None, secret_key: str | bytes | None = None
+               ) -> dict[str, str] | None:
+    """The CURVE keys a client connects with (``server_key``, ``public_key``, ``secret_key``, z85), from
+    a dict, a JSON file of one, or the three keys; None when none is given."""
+    if isinstance(curve, (str, os.PathLike)):
+        import json
+
+        with open(curve) as f:
+            curve = json.load(f)
+    d: dict[str, Any] = dict(curve or {})
+    if server_key is not None:
+        d["server_key"] = server_key
+    if public_key is not None:
+        d["public_key"] = public_key
+    if secret_key is not None:
+        d["secret_key"] = secret_key
+    if not d:
+        return None
+    if "secret_key" not in d and d.get("secret_key_file"):
+        d["secret_key"] = read_private(d["secret_key_file"], "the CURVE secret key file")
+    missing = [k for k in ("server_key", "public_key", "secret_key") if not d.get(k)]
+    if missing:
+        raise ValueError(f"CURVE needs server_key, public_key and secret_key; missing {', '.join(missing)}")
+    return {k: _z85(d[k], k) for k in ("server_key", "public_key", "secret_key")}
 
 
 def _keepalive(ref: weakref.ref[Farm], interval: float, stop: threading.Event) -> None:

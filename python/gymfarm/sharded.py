@@ -30,7 +30,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from . import errors
-from .client import Farm
+from .client import Farm, curve_keys
 from .env import RemoteEnv
 from .vector import RemoteVectorEnv, reset_plan
 
@@ -60,6 +60,19 @@ def read_cluster_file(path: str | os.PathLike) -> tuple[list[str], str | None]:
     return list(eps), token
 
 
+def _resolve_curve(source: Any) -> dict[str, str] | None:
+    """The CURVE keys a client needs for a cluster: a FarmCluster's ``client_curve``, or a cluster
+    file's ``curve`` entry (its ``secret_key_file`` an owner-only file beside the token's); None for
+    a list of endpoints or a cluster without CURVE."""
+    if isinstance(source, (str, os.PathLike)):
+        doc = json.loads(Path(source).read_text())
+        return curve_keys(doc["curve"]) if doc.get("curve") else None
+    if hasattr(source, "endpoints"):
+        keys = getattr(source, "client_curve", None)
+        return curve_keys(keys) if keys else None
+    return None
+
+
 def _resolve(source: Any) -> tuple[list[str], str | None]:
     """(endpoints, token) of a list of endpoints, a FarmCluster (anything with ``endpoints`` and
     ``token``) or a cluster file."""
@@ -77,15 +90,17 @@ class ShardedFarm:
     """Several farms as one: the :class:`gymfarm.Farm` API where it makes sense across farms.
 
     ``farms``: a list of endpoints, a :class:`gymfarm.ray.FarmCluster`, or a cluster file path.
-    ``token`` (default: the cluster's, else ``GYMFARM_TOKEN``) is sent to every farm.
+    ``token`` (default: the cluster's, else ``GYMFARM_TOKEN``) is sent to every farm. ``curve``
+    (default: the cluster's) are the CURVE keys of :class:`gymfarm.Farm`, used for every farm.
     ``heartbeat`` (seconds) bounds how long a silent farm goes unnoticed. ``timeout``,
     ``connect_timeout`` and ``local`` are as for :class:`gymfarm.Farm`.
     """
 
     def __init__(self, farms: Any, timeout: float = 60.0, connect_timeout: float = 10.0,
                  token: str | None = None, heartbeat: float = DEFAULT_HEARTBEAT, local: bool | None = None,
-                 refresh_s: float = 1.0):
+                 refresh_s: float = 1.0, curve: dict[str, str] | str | os.PathLike[str] | None = None):
         self._source = farms
+        self.curve = curve_keys(curve) if curve is not None else _resolve_curve(farms)
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
         self.heartbeat = heartbeat
@@ -139,7 +154,7 @@ class ShardedFarm:
 
     def _connect(self, endpoint: str) -> Farm:
         return Farm(endpoint, timeout=self.timeout, connect_timeout=self.connect_timeout, token=self.token,
-                    local=self.local, heartbeat=self.heartbeat)
+                    local=self.local, heartbeat=self.heartbeat, curve=self.curve)
 
     def _drop_lost(self) -> None:
         for ep, f in list(self._farms.items()):
@@ -461,7 +476,8 @@ class ShardedVectorEnv(VectorEnv):
                 venv = RemoteVectorEnv(f.endpoint, self.env_id, num_envs=n, autoreset_mode=self.autoreset_mode,
                                        timeout=self.timeout, copy=False, token=self.sharded.token,
                                        on_crash=self.on_crash,
-                                       farm_options={"heartbeat": self.sharded.heartbeat, "local": self.sharded.local},
+                                       farm_options={"heartbeat": self.sharded.heartbeat, "local": self.sharded.local,
+                                                     "curve": self.sharded.curve},
                                        **self._make_kwargs)
                 parts.append(_Part(venv, rows[at:at + n]))
                 at += n

@@ -17,7 +17,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 import gymfarm  # noqa: E402
 import gymfarm.ray  # noqa: E402
-from gymfarm.errors import FarmLost, Unauthorized  # noqa: E402
+from gymfarm.errors import FarmLost, FarmUnavailable, Unauthorized  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 NODE_ARGS = {"num_cpus": 1, "include_dashboard": False, "object_store_memory": 80 * 1024 * 1024}
@@ -82,14 +82,25 @@ def test_a_cluster_of_three_farms_serves_one_vector_env_and_stops_clean(monkeypa
                 stats = farm.stats()
                 assert stats["instances"] == 12 and len(stats["farms"]) == 3
                 venv.close()
-            for ep in fc.endpoints:  # the cluster's token is on: no token, no service
+            keys = fc.client_curve
+            assert keys is not None  # CURVE is on by default
+            for ep in fc.endpoints:
+                # without the cluster's CURVE key: no answer at all, within the connect timeout
+                t0 = time.monotonic()
+                with pytest.raises(FarmUnavailable):
+                    gymfarm.connect(ep, token=fc.token, local=False, connect_timeout=2)
+                assert time.monotonic() - t0 < 8
+                # with it, the cluster's token is still on: no token, no service
                 with pytest.raises(Unauthorized):
-                    gymfarm.connect(ep, token="", local=False).make("CartPole-v1")
+                    gymfarm.connect(ep, token="", local=False, curve=keys).make("CartPole-v1")
                 with pytest.raises(Unauthorized):
-                    gymfarm.connect(ep, token="0" * 32).make("CartPole-v1")
-            # the token is in no farm's command line
+                    gymfarm.connect(ep, token="0" * 32, curve=keys).make("CartPole-v1")
+            # neither the token nor a secret key is in any farm's command line
             for pid in farm_processes(fc):
-                assert fc.token.encode() not in open(f"/proc/{pid}/cmdline", "rb").read()
+                cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+                assert fc.token.encode() not in cmdline
+                assert keys["secret_key"].encode() not in cmdline
+                assert fc._farm_curve["secret_key"].encode() not in cmdline
             # an actor killed takes its farm with it, and Ray restarts both
             victim = fc.farms()[0]
             old = set(farm_processes(fc))

@@ -42,6 +42,15 @@ def test_cluster_up_status_down(monkeypatch, tmp_path):
         assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
         token = open(doc["token_file"]).read().strip()
         assert token not in path.read_text() and token not in up.stdout
+        # CURVE: the keys a client needs, the client's secret in an owner-only file beside the token's
+        curve = doc["curve"]
+        st = os.stat(curve["secret_key_file"])
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
+        secret = open(curve["secret_key_file"]).read().strip()
+        assert len(secret) == 40 and secret not in path.read_text() and secret not in up.stdout
+        for ep in doc["endpoints"]:  # without the client key: no farm answers
+            with pytest.raises(gymfarm.errors.FarmUnavailable):
+                gymfarm.connect(ep, token=token, local=False, connect_timeout=2)
         with gymfarm.connect(str(path)) as farm:
             venv = farm.make_vec("CartPole-v1", num_envs=4)
             assert set(venv.endpoints) == set(doc["endpoints"])
@@ -57,6 +66,7 @@ def test_cluster_up_status_down(monkeypatch, tmp_path):
         down = cli("down", "--address", cluster.address, "--file", str(path))
         assert down.returncode == 0, down.stdout + down.stderr
         assert not path.exists() and not os.path.exists(doc["token_file"])
+        assert not os.path.exists(curve["secret_key_file"])
         assert wait_until(lambda: not any(pid_alive(p) for p in pids), 20), [p for p in pids if pid_alive(p)]
     finally:
         if path.exists():

@@ -13,7 +13,7 @@ from gymnasium.vector import AutoresetMode
 
 import gymfarm
 from farm_fixture import wait_until
-from gymfarm.errors import FarmLost, Unauthorized
+from gymfarm.errors import FarmLost, FarmUnavailable, Unauthorized
 from gymfarm.sharded import ShardedFarm, ShardedVectorEnv
 
 TOKEN = "5f0c2b9e41d7a8c3e6b1f09d2a7c4e58"
@@ -198,6 +198,58 @@ def test_connect_reads_a_cluster_file(two_farms, tmp_path):
         assert sorted(farm.endpoints) == sorted(f.endpoint for f in two_farms)
         farm.make("CartPole-v1").reset(seed=0)
     tok.chmod(0o640)  # readable by the group: refused
+    with pytest.raises(PermissionError):
+        gymfarm.connect(str(path))
+
+
+@pytest.fixture
+def two_curve_farms(start_farm, tmp_path):
+    """Two farms with one CURVE server key and one allowed client key, as a FarmCluster makes them."""
+    import zmq
+
+    def private(name, text):
+        p = tmp_path / name
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, text.encode())
+        os.close(fd)
+        return str(p)
+
+    server_public, server_secret = (k.decode() for k in zmq.curve_keypair())
+    client_public, client_secret = (k.decode() for k in zmq.curve_keypair())
+    args = ["--token-file", private("token", TOKEN), "--curve-secret-file", private("server.key", server_secret),
+            "--curve-clients-file", private("clients", client_public + "\n")]
+    keys = {"server_key": server_public, "public_key": client_public, "secret_key": client_secret}
+    farms = [start_farm(workers=2, args=["--host", f"127.0.0.{h}", *args]) for h in (2, 3)]
+    return farms, keys, private("client.key", client_secret)
+
+
+def test_a_client_without_the_curve_key_is_refused_by_every_farm(two_curve_farms, tmp_path):
+    farms, keys, client_key_file = two_curve_farms
+    eps = [f.endpoint for f in farms]
+    for ep in eps:
+        t0 = time.monotonic()
+        with pytest.raises(FarmUnavailable):
+            gymfarm.connect(ep, token=TOKEN, local=False, connect_timeout=2)
+        assert time.monotonic() - t0 < 8
+    with pytest.raises(FarmUnavailable):
+        gymfarm.connect(eps, token=TOKEN, connect_timeout=2)
+    # with the keys, the sharded client and its vector env span both farms, over ZeroMQ and locally
+    for local in (False, None):
+        with gymfarm.connect(eps, token=TOKEN, curve=keys, local=local) as farm:
+            venv = farm.make_vec("CartPole-v1", num_envs=4)
+            assert sorted(set(venv.endpoints)) == sorted(eps)
+            venv.reset(seed=0)
+            venv.step(np.zeros(4, dtype=np.int64))
+            venv.close()
+    # a cluster file carries the keys, the client's secret in an owner-only file beside the token's
+    path = tmp_path / "cluster.json"
+    tok = tmp_path / "token"
+    path.write_text(json.dumps({"endpoints": eps, "token_file": str(tok),
+                                "curve": {"server_key": keys["server_key"], "public_key": keys["public_key"],
+                                          "secret_key_file": client_key_file}}))
+    with gymfarm.connect(str(path)) as farm:
+        farm.make("CartPole-v1").reset(seed=0)
+    os.chmod(client_key_file, 0o644)
     with pytest.raises(PermissionError):
         gymfarm.connect(str(path))
 

@@ -14,7 +14,12 @@ port). A monitor thread follows the cluster's nodes: a node that joins gets a fa
 leaves is dropped. All farms share one random token, made here, given to the actors as an
 argument (Ray's own channels; anyone who can reach the Ray cluster can run code as you anyway)
 and written on each node to an owner-only file in an owner-only directory: it never appears on a
-command line. Needs the ``ray`` extra: ``pip install ./python[ray]``.
+command line. The farms' native ports speak ZeroMQ CURVE (``curve=True``, the default): the
+cluster makes one server keypair and one client keypair, hands each farm the server's secret key
+(an owner-only file beside the token) and the client's public key as the only one it admits, and
+gives clients ``client_curve`` (``gymfarm.connect(cluster)`` uses it), so neither the token nor
+any step crosses the network in clear and a client without the key is refused. Needs the ``ray``
+extra: ``pip install ./python[ray]``.
 """
 from __future__ import annotations
 
@@ -83,11 +88,24 @@ class FarmCluster:
                  farm_args: Sequence[str] = (), env: dict[str, str] | None = None,
                  gymfarm_bin: str | None = None, poll_s: float = 1.0, start_timeout: float = 120.0,
                  namespace: str | None = None, detached: bool = False, token: str | None = None,
-                 retry_start_after: float | None = None):
+                 retry_start_after: float | None = None, curve: bool = True):
         if not ray.is_initialized():
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         self.workers_per_node = int(workers_per_node)
         self.token = token or secrets.token_hex(16)  # 128 bits from the OS CSPRNG
+        # CURVE: one server keypair for every farm, one client keypair for the cluster's clients
+        self.client_curve: dict[str, str] | None = None
+        self._farm_curve: dict[str, Any] | None = None
+        if curve:
+            import zmq
+
+            if not zmq.has("curve"):
+                raise RuntimeError("this pyzmq's libzmq has no CURVE; pass curve=False (not recommended)")
+            server_public, server_secret = (k.decode() for k in zmq.curve_keypair())
+            client_public, client_secret = (k.decode() for k in zmq.curve_keypair())
+            self.client_curve = {"server_key": server_public, "public_key": client_public,
+                                 "secret_key": client_secret}
+            self._farm_curve = {"secret_key": server_secret, "clients": [client_public]}
         self._host_for_node = host_for_node
         self._farm_args = list(farm_args)
         self._env = dict(env or {})
@@ -154,7 +172,8 @@ class FarmCluster:
         if self._detached:
             opts["lifetime"] = "detached"
         actor = ray.remote(FarmActor).options(**opts).remote(
-            host, self.workers_per_node, self.token, self._bin, self._farm_args, self._env, self._start_timeout)
+            host, self.workers_per_node, self.token, self._bin, self._farm_args, self._env, self._start_timeout,
+            self._farm_curve)
         return _Member(node_id, host, actor)
 
     def _read_infos(self) -> None:

@@ -8,7 +8,9 @@
 ``up`` starts a detached manager actor (``gymfarm-cluster`` in Ray namespace ``gymfarm``) that
 runs a FarmCluster, waits for the farms, and writes the cluster file: JSON with the endpoints,
 the Ray address and ``token_file``, the path of an owner-only (0600) file beside it that holds the
-token. ``gymfarm.connect(PATH)`` reads it. ``status`` prints the farms and rewrites the file with
+token, and ``curve``: the farms' CURVE server key, the client's public key and ``secret_key_file``,
+another owner-only file beside it that holds the client's secret key. ``gymfarm.connect(PATH)``
+reads it. ``status`` prints the farms and rewrites the file with
 the current endpoints; ``down`` stops every farm and the manager and removes both files.
 """
 from __future__ import annotations
@@ -47,6 +49,10 @@ def _token_file(path: Path) -> Path:
     return path.with_name(f".{path.name}.token")
 
 
+def _curve_file(path: Path) -> Path:
+    return path.with_name(f".{path.name}.curve")
+
+
 def _connect(address: str | None) -> Any:
     import ray
 
@@ -62,9 +68,11 @@ def _manager(ray: Any) -> Any:
         raise SystemExit("gymfarm cluster: no cluster is up (gymfarm cluster up ...)") from None
 
 
-def _write_file(path: Path, endpoints: list[str], address: str | None) -> None:
+def _write_file(path: Path, endpoints: list[str], address: str | None, curve: dict[str, str] | None) -> None:
     doc = {"endpoints": endpoints, "token_file": str(_token_file(path).resolve()), "ray_address": address,
            "namespace": NAMESPACE, "written": time.time()}
+    if curve:
+        doc["curve"] = curve
     _write_private(path, json.dumps(doc, indent=2) + "\n")
 
 
@@ -88,11 +96,19 @@ def cmd_up(a: argparse.Namespace) -> int:
     endpoints = ray.get(mgr.endpoints.remote(), timeout=a.timeout + 30)
     path = Path(a.file)
     _write_private(_token_file(path), ray.get(mgr.token.remote()))
-    _write_file(path, endpoints, a.address)
+    keys = ray.get(mgr.curve.remote())
+    curve = None
+    if keys:
+        _write_private(_curve_file(path), keys["secret_key"] + "\n")
+        curve = {"server_key": keys["server_key"], "public_key": keys["public_key"],
+                 "secret_key_file": str(_curve_file(path).resolve())}
+    _write_file(path, endpoints, a.address, curve)
     print(f"gymfarm cluster: {len(endpoints)} farms up; connect with gymfarm.connect({str(path)!r})")
     for ep in endpoints:
         print(f"  {ep}")
     print(f"  token: {_token_file(path).resolve()} (owner-only)")
+    if curve:
+        print(f"  curve: server key {curve['server_key']}; client secret key {curve['secret_key_file']} (owner-only)")
     return 0
 
 
@@ -109,7 +125,7 @@ def cmd_status(a: argparse.Namespace) -> int:
     path = Path(a.file)
     if path.exists():
         doc = json.loads(path.read_text())
-        _write_file(path, live, doc.get("ray_address"))
+        _write_file(path, live, doc.get("ray_address"), doc.get("curve"))
     return 0
 
 
@@ -119,7 +135,7 @@ def cmd_down(a: argparse.Namespace) -> int:
     ray.get(mgr.shutdown.remote(), timeout=120)
     ray.kill(mgr, no_restart=True)
     path = Path(a.file)
-    for p in (path, _token_file(path)):
+    for p in (path, _token_file(path), _curve_file(path)):
         try:
             p.unlink()
         except FileNotFoundError:

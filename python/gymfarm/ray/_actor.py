@@ -1,5 +1,5 @@
 """The Ray actor that runs one farm on its node: ``gymfarm start`` bound to the node's address,
-with the cluster's token from an owner-only file, supervised: the farm dies with the actor, and
+with the cluster's token and CURVE secret key from owner-only files, supervised: the farm dies with the actor, and
 the actor exits when the farm dies so that Ray restarts both."""
 from __future__ import annotations
 
@@ -23,25 +23,37 @@ _LAUNCH = ("import ctypes, os, signal, sys\n"
            "os.execv(sys.argv[2], sys.argv[2:])\n")
 
 
+def _write_private(path: str, text: str) -> None:
+    """A new file, mode 0600, never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 class FarmActor:
     """One farm (``gymfarm start``) on this node. Made by FarmCluster with hard node affinity and
     ``max_restarts=-1``: Ray restarts it, and so the farm, when either dies."""
 
     def __init__(self, host: str, workers: int, token: str, gymfarm_bin: str, args: list[str],
-                 env: dict[str, str], start_timeout: float = 120.0):
+                 env: dict[str, str], start_timeout: float = 120.0, curve: dict[str, Any] | None = None):
         self.host = host
         self._stopping = False
         # a private 0700 directory for the farm's runtime files and the token (0600)
         self.runtime_dir = tempfile.mkdtemp(prefix="gf-ray-")
         token_file = os.path.join(self.runtime_dir, "cluster-token")
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, token.encode())
-        finally:
-            os.close(fd)
+        _write_private(token_file, token)
+        curve_args: list[str] = []
+        if curve:  # the farm's CURVE secret key (0600) and the client keys it admits
+            secret_file = os.path.join(self.runtime_dir, "cluster-curve.key")
+            clients_file = os.path.join(self.runtime_dir, "cluster-curve-clients")
+            _write_private(secret_file, curve["secret_key"] + "\n")
+            _write_private(clients_file, "".join(k + "\n" for k in curve["clients"]))
+            curve_args = ["--curve-secret-file", secret_file, "--curve-clients-file", clients_file]
         cmd = [gymfarm_bin, "start", "--host", host, "--workers", str(workers), "--native-port", "0",
                "--port", "0", "--gymnasium-http-port", "-1", "--runtime-dir", self.runtime_dir,
-               "--token-file", token_file, *args]
+               "--token-file", token_file, *curve_args, *args]
         full_env = dict(os.environ)
         full_env.update(env)
         self.log_path = os.path.join(self.runtime_dir, "farm.log")

@@ -27,5 +27,8 @@ class ClusterManager:
     def token(self) -> str:
         return self.cluster.token
 
+    def curve(self) -> dict[str, str] | None:
+        return self.cluster.client_curve
+
     def shutdown(self) -> None:
         self.cluster.shutdown()
