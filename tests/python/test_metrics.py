@@ -63,12 +63,17 @@ def test_metrics_count_steps_requests_and_latency(start_farm):
         made = play(c, envs=2, steps=7)
         with pytest.raises(gymfarm.UnknownInstance):
             c.call("step", "0" * 32, {"action": 0})  # an error: counted under its code
+        for i in range(3):  # verbs a client makes up are one label value, not one each
+            with pytest.raises(gymfarm.GymfarmError):
+                c.call(f"made-up-verb-{i}")
         stats = c.stats()
         m = scrape(url)  # while the session and its instances live
     assert m["gymfarm_env_steps_total"] == made == stats["env_steps"]
     assert m['gymfarm_requests_total{code="ok",verb="step"}'] == 2 * 7  # a step_batch's parts count as steps only
     assert m['gymfarm_requests_total{code="unknown_instance",verb="step"}'] == 1
     assert m['gymfarm_requests_total{code="ok",verb="step_batch"}'] >= 1
+    assert sum(v for k, v in m.items() if k.startswith("gymfarm_requests_total{") and 'verb="other"' in k) == 3
+    assert not any("made-up" in k for k in m)
     assert m['gymfarm_requests_total{code="ok",verb="make"}'] == 2
     assert m['gymfarm_request_duration_seconds_count{verb="step"}'] == 2 * 7 + 1
     assert m['gymfarm_request_duration_seconds_bucket{le="+Inf",verb="step"}'] == 2 * 7 + 1
