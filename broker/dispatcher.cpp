@@ -80,8 +80,7 @@ void Dispatcher::respond(const Request& r, std::string_view status, zmq::message
   send_client(r.client, r.client_rid, status, std::move(body));
 }
 
-void Dispatcher::count(std::string_view verb, std::string_view status, const zmq::message_t* body,
-                       TimePoint received) {
+void Dispatcher::count(std::string_view verb, std::string_view status, const zmq::message_t* body, TimePoint received) {
   if (!counters_) return;
   std::string code(protocol::kStatusOk);
   if (status != protocol::kStatusOk) {

@@ -36,10 +36,10 @@ namespace {
 
 // The verbs a client may send; anything else is counted as "other".
 constexpr std::array<std::string_view, 17> kClientVerbs = {
-    protocol::verb::kHello,  protocol::verb::kPing,     protocol::verb::kStats,   protocol::verb::kList,
-    protocol::verb::kEnvs,   protocol::verb::kMake,     protocol::verb::kReset,   protocol::verb::kStep,
+    protocol::verb::kHello,     protocol::verb::kPing,    protocol::verb::kStats, protocol::verb::kList,
+    protocol::verb::kEnvs,      protocol::verb::kMake,    protocol::verb::kReset, protocol::verb::kStep,
     protocol::verb::kStepBatch, protocol::verb::kStepVec, protocol::verb::kClose, protocol::verb::kSpaces,
-    protocol::verb::kSample, protocol::verb::kRender,   protocol::verb::kCall,    protocol::verb::kGetAttr,
+    protocol::verb::kSample,    protocol::verb::kRender,  protocol::verb::kCall,  protocol::verb::kGetAttr,
     protocol::verb::kSetAttr};
 
 }  // namespace

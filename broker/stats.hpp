@@ -29,10 +29,10 @@ class RequestCounters {
  public:
   // Upper bounds in seconds of the latency buckets (Prometheus `le`); one more bucket is +Inf.
   static constexpr std::array<double, 14> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                                      0.1,    0.25,  0.5,    1.0,   2.5,   5.0,   10.0};
+                                                      0.1,    0.25,  0.5,    1.0,   2.5,  5.0,   10.0};
   static constexpr std::size_t kMaxCodes = 32;
   struct Verb {
-    std::map<std::string, uint64_t, std::less<>> codes;    // error code (or "ok") -> answers
+    std::map<std::string, uint64_t, std::less<>> codes;   // error code (or "ok") -> answers
     std::array<uint64_t, kBuckets.size() + 1> buckets{};  // answers per bucket (not cumulative)
     double sum_s = 0;
     uint64_t count = 0;
