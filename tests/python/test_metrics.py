@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 
+import numpy as np
 import pytest
 import requests
 
@@ -164,3 +165,21 @@ scrape_configs:
     finally:
         stop_prometheus(proc)
         c.close()
+
+
+def test_a_vector_envs_steps_count_each_row_and_its_request_once(start_farm):
+    farm = start_farm(workers=2)
+    url = farm.rest_url.removesuffix("/v1/") + "/metrics"
+    with farm.connect() as c:
+        vec = c.make_vec("CartPole-v1", num_envs=2)
+        vec.reset(seed=0)
+        for _ in range(3):
+            vec.step(np.array([0, 1]))
+        m = scrape(url)
+        vec.close()
+    assert m["gymfarm_env_steps_total"] == 2 * 3
+    batched = sum(v for k, v in m.items()
+                  if k in ('gymfarm_requests_total{code="ok",verb="step_vec"}',
+                           'gymfarm_requests_total{code="ok",verb="step_batch"}'))
+    assert batched == 3
+    assert 'gymfarm_requests_total{code="ok",verb="step"}' not in m
