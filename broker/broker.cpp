@@ -194,7 +194,9 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
         registry(opt.workers, clock, opt.envs_per_worker),
         budget(opt.restart_budget ? opt.restart_budget : std::max<std::size_t>(32, 4 * opt.workers),
                opt.restart_window),
-        max_workers(std::max(opt.workers, opt.max_workers ? opt.max_workers : default_max_workers())) {}
+        max_workers(std::max(opt.workers, opt.max_workers ? opt.max_workers : default_max_workers())) {
+    dispatcher.count_into(statistics.answers);
+  }
 
   void log(const std::string& msg) const { std::fprintf(stderr, "[gymfarm] %s\n", msg.c_str()); }
 
@@ -474,6 +476,7 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     r.instance = transport::str(f[2]);
     r.client_rid = transport::str(f[3]);
     if (f.size() > 4) r.body = transport::str(f[4]);
+    r.received = clock.now();
     ++statistics.requests;
     if (!protocol::decode_rid(r.client_rid)) {
       return fail(r, make_error(ErrorCode::BadRequest, "request id must be 8 bytes"));
@@ -690,7 +693,7 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
   Value stats() const {
     return statistics.report(registry, budget, routes.size(), {opt.workers, max_workers},
                              {heartbeat_period, heartbeat_policy.max_rate, lateness.excused()}, clock.now(),
-                             opt.frontend, static_cast<int64_t>(::getpid()));
+                             opt.frontend, static_cast<int64_t>(::getpid()), sessions.size());
   }
 
   // A client's own instances (and shared ones); the gateway's clients see every instance.

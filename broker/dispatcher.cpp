@@ -76,7 +76,22 @@ void Dispatcher::respond(const Request& r, std::string_view status, zmq::message
     return;
   }
   if (const auto* b = r.as<Request::BatchPart>()) return batch_result(b->batch, b->index, status, std::move(body));
+  if (!r.client.empty()) count(r.verb, status, &body, r.received);
   send_client(r.client, r.client_rid, status, std::move(body));
+}
+
+void Dispatcher::count(std::string_view verb, std::string_view status, const zmq::message_t* body, TimePoint received) {
+  if (!counters_) return;
+  std::string code(protocol::kStatusOk);
+  if (status != protocol::kStatusOk) {
+    code = "unknown";
+    Value e;
+    std::string err;
+    if (body && protocol::decode(std::string_view(static_cast<const char*>(body->data()), body->size()), e, err)) {
+      if (const Value* c = e.find("code"); c && c->is_string()) code = c->as_string();
+    }
+  }
+  counters_->answered(verb, code, received == TimePoint{} ? Duration{} : clock_.now() - received);
 }
 
 // One worker's part of a step_vec is answered; the reply goes out when the last part is:
@@ -98,6 +113,7 @@ void Dispatcher::vec_result(uint64_t id, const std::vector<std::size_t>& rows, s
   }
   for (auto& m : b.parts) out.push_back(std::move(m));
   links_.to_client(out);
+  count(verb::kStepVec, protocol::kStatusOk, nullptr, b.received);
   vec_batches_.erase(it);
 }
 
@@ -117,6 +133,7 @@ void Dispatcher::batch_result(uint64_t batch_id, std::size_t index, std::string_
     out.push_back(std::move(m));
   }
   links_.to_client(out);
+  count(verb::kStepBatch, protocol::kStatusOk, nullptr, b.received);
   batches_.erase(it);
 }
 
@@ -223,6 +240,7 @@ void Dispatcher::on_batch(Request& head, Frames& f) {
   Batch& b = batches_[id];
   b.client = head.client;
   b.client_rid = head.client_rid;
+  b.received = head.received;
   b.results.resize(n);
   b.remaining = n;
   // Parts for a worker that hosts several of the batch's instances travel as one step_many.
@@ -311,6 +329,7 @@ void Dispatcher::on_step_vec(Request& head, Frames& f) {
   VecBatch& b = vec_batches_[id];
   b.client = head.client;
   b.client_rid = head.client_rid;
+  b.received = head.received;
   b.remaining = groups.size() + unknown.size();
   for (auto& [w, g] : groups) {
     Request part;
@@ -352,7 +371,10 @@ bool Dispatcher::on_reply(std::size_t w, Frames& f) {
     if (f.size() != 5) {
       fail(r, make_error(ErrorCode::Internal, "the worker answered step_vec with a malformed reply"));
     } else {
-      if (ok) s.steps += share->rows.size();
+      if (ok) {
+        s.steps += share->rows.size();
+        count_steps(share->rows.size());
+      }
       respond(r, view(f[3]), std::move(f[4]));
     }
     pump(w);
@@ -363,7 +385,10 @@ bool Dispatcher::on_reply(std::size_t w, Frames& f) {
       settle(r);
       for (std::size_t i = 0; i < many->parts.size(); ++i) {
         const bool part_ok = view(f[4 + 2 * i]) == protocol::kStatusOk;
-        if (part_ok) s.steps++;
+        if (part_ok) {
+          s.steps++;
+          count_steps(1);
+        }
         batch_result(many->batch, many->parts[i].index, view(f[4 + 2 * i]), std::move(f[5 + 2 * i]));
       }
     } else {
@@ -373,7 +398,10 @@ bool Dispatcher::on_reply(std::size_t w, Frames& f) {
     return false;
   }
   if (f.size() != 5) return false;
-  if (r.verb == verb::kStep && ok) s.steps++;
+  if (r.verb == verb::kStep && ok) {
+    s.steps++;
+    count_steps(1);
+  }
   respond(r, view(f[3]), std::move(f[4]));
   if ((r.verb == verb::kMake && !ok) || r.verb == verb::kClose) {
     routes_.remove(r.instance);

@@ -18,6 +18,7 @@
 #include "broker/clock.hpp"
 #include "broker/request.hpp"
 #include "broker/routing_table.hpp"
+#include "broker/stats.hpp"
 #include "broker/worker_registry.hpp"
 #include "protocol/error.hpp"
 #include "transport/frames.hpp"
@@ -75,6 +76,9 @@ class Dispatcher {
   // for a waiting make).
   bool on_reply(std::size_t w, transport::Frames& f);
 
+  // Every answer to a client (and every env step) is counted here from now on.
+  void count_into(RequestCounters& counters) { counters_ = &counters; }
+
   // step_batch and step_vec are refused from now on (`shutting_down`).
   void shutting_down() { shutting_down_ = true; }
   std::size_t open_batches() const { return batches_.size() + vec_batches_.size(); }
@@ -85,6 +89,7 @@ class Dispatcher {
     std::string client_rid;
     std::vector<std::pair<std::string, zmq::message_t>> results;  // (status, body)
     std::size_t remaining = 0;
+    TimePoint received{};
   };
   // A vector env's step: one part per worker, each answered as (rows, status, body).
   struct VecBatch {
@@ -92,6 +97,7 @@ class Dispatcher {
     std::string client_rid;
     std::vector<zmq::message_t> parts;  // rows, status, body per worker
     std::size_t remaining = 0;
+    TimePoint received{};
   };
 
   bool dispatch(std::size_t w, Request& r);
@@ -100,6 +106,11 @@ class Dispatcher {
   void vec_result(uint64_t id, const std::vector<std::size_t>& rows, std::string_view status, zmq::message_t body);
   void batch_result(uint64_t batch_id, std::size_t index, std::string_view status, zmq::message_t body);
   Duration timeout_for(std::string_view v) const;
+  // Counts an answer to a client: its verb, "ok" or the error body's code, and its latency.
+  void count(std::string_view verb, std::string_view status, const zmq::message_t* body, TimePoint received);
+  void count_steps(std::size_t n) {
+    if (counters_) counters_->env_steps += n;
+  }
   void log(const std::string& m) const {
     if (log_fn_) log_fn_(m);
   }
@@ -115,6 +126,7 @@ class Dispatcher {
   uint64_t next_batch_ = 1;
   std::unordered_map<uint64_t, Batch> batches_;
   std::unordered_map<uint64_t, VecBatch> vec_batches_;
+  RequestCounters* counters_ = nullptr;
   bool refused_sends_ = false;  // some worker's pipe refused its queued request: retry_refused() sends again
   bool shutting_down_ = false;
 };

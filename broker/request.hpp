@@ -8,6 +8,8 @@
 #include <variant>
 #include <vector>
 
+#include "broker/clock.hpp"
+
 namespace gymfarm::broker {
 
 struct Request {
@@ -47,6 +49,7 @@ struct Request {
   std::string verb;
   std::string instance;
   std::string body;
+  TimePoint received{};     // when the broker read it (request latency in `stats`); zero for its own
   std::size_t counted = 0;  // requests it counts for towards the client's in-flight limit until answered
   Kind kind;
 

@@ -2,7 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
+
+#include "protocol/frames.hpp"
 
 namespace gymfarm::broker {
 
@@ -29,8 +32,56 @@ long long proc_pss_bytes(int pid) {
   return 0;
 }
 
+namespace {
+
+// The verbs a client may send; anything else is counted as "other".
+constexpr std::array<std::string_view, 17> kClientVerbs = {
+    protocol::verb::kHello,     protocol::verb::kPing,    protocol::verb::kStats, protocol::verb::kList,
+    protocol::verb::kEnvs,      protocol::verb::kMake,    protocol::verb::kReset, protocol::verb::kStep,
+    protocol::verb::kStepBatch, protocol::verb::kStepVec, protocol::verb::kClose, protocol::verb::kSpaces,
+    protocol::verb::kSample,    protocol::verb::kRender,  protocol::verb::kCall,  protocol::verb::kGetAttr,
+    protocol::verb::kSetAttr};
+
+}  // namespace
+
+void RequestCounters::answered(std::string_view verb, std::string_view code, Duration took) {
+  if (std::find(kClientVerbs.begin(), kClientVerbs.end(), verb) == kClientVerbs.end()) verb = "other";
+  auto it = verbs_.find(verb);
+  if (it == verbs_.end()) it = verbs_.emplace(std::string(verb), Verb{}).first;
+  Verb& v = it->second;
+  auto c = v.codes.find(code);
+  if (c == v.codes.end()) {
+    if (v.codes.size() >= kMaxCodes) code = "other";
+    c = v.codes.try_emplace(std::string(code), 0).first;
+  }
+  ++c->second;
+  const double s = std::max(0.0, std::chrono::duration<double>(took).count());
+  const auto b = std::lower_bound(kBuckets.begin(), kBuckets.end(), s) - kBuckets.begin();
+  ++v.buckets[static_cast<std::size_t>(b)];
+  v.sum_s += s;
+  ++v.count;
+}
+
+Value RequestCounters::to_value() const {
+  Value out(protocol::Map{});
+  for (const auto& [name, v] : verbs_) {
+    Value codes(protocol::Map{});
+    for (const auto& [code, n] : v.codes) codes.set(code, static_cast<uint64_t>(n));
+    protocol::Array le, buckets;
+    for (double b : kBuckets) le.push_back(Value(b));
+    for (uint64_t n : v.buckets) buckets.push_back(Value(static_cast<uint64_t>(n)));
+    out.set(name, Value(protocol::Map{{"codes", std::move(codes)},
+                                      {"le", Value(std::move(le))},
+                                      {"buckets", Value(std::move(buckets))},
+                                      {"sum_s", v.sum_s},
+                                      {"count", static_cast<uint64_t>(v.count)}}));
+  }
+  return out;
+}
+
 Value Stats::report(const WorkerRegistry& registry, const RestartBudget& budget, std::size_t instances, Pool pool,
-                    const Heartbeats& hb, TimePoint now, const std::string& frontend, int64_t pid) const {
+                    const Heartbeats& hb, TimePoint now, const std::string& frontend, int64_t pid,
+                    std::size_t sessions) const {
   protocol::Array workers;
   for (const auto& s : registry.slots()) {
     if (!s.wanted && s.state == WorkerState::Dead) continue;  // retired, no process
@@ -48,6 +99,7 @@ Value Stats::report(const WorkerRegistry& registry, const RestartBudget& budget,
     w.set("pss_bytes", static_cast<int64_t>(pss_(s.pid)));
     w.set("restarts", static_cast<uint64_t>(s.restarts));
     w.set("last_exit", s.last_exit);
+    w.set("queued", static_cast<uint64_t>(s.queue.size()));
     workers.push_back(std::move(w));
   }
   protocol::Array restarts;
@@ -71,6 +123,9 @@ Value Stats::report(const WorkerRegistry& registry, const RestartBudget& budget,
                                     {"max", static_cast<uint64_t>(pool.max)},
                                     {"live", static_cast<uint64_t>(registry.wanted())}}));
   v.set("requests", static_cast<uint64_t>(requests));
+  v.set("answers", answers.to_value());
+  v.set("env_steps", static_cast<uint64_t>(answers.env_steps));
+  v.set("sessions", static_cast<uint64_t>(sessions));
   using std::chrono::duration_cast;
   using std::chrono::milliseconds;
   v.set("heartbeats",

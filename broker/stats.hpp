@@ -2,9 +2,12 @@
 // What `stats` answers: the pool's workers with their memory, the restart budget and its recent
 // restarts, the pool's shape, the heartbeats and the broker's counters. No sockets: a report is
 // built from the parts' state, so it is tested with a registry on a manual clock.
+#include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
+#include <string_view>
 
 #include "broker/clock.hpp"
 #include "broker/restart_budget.hpp"
@@ -17,6 +20,34 @@ namespace gymfarm::broker {
 // a process that is gone).
 long long proc_rss_bytes(int pid);
 long long proc_pss_bytes(int pid);
+
+// The broker's answers to clients, counted by verb and error code ("ok" for a result), with their
+// latency (received to answered) in fixed histogram buckets, and the env steps the workers made.
+// Verbs outside the protocol's list count as "other" and error codes past kMaxCodes as "other", so
+// what a client sends cannot grow these maps.
+class RequestCounters {
+ public:
+  // Upper bounds in seconds of the latency buckets (Prometheus `le`); one more bucket is +Inf.
+  static constexpr std::array<double, 14> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                      0.1,    0.25,  0.5,    1.0,   2.5,  5.0,   10.0};
+  static constexpr std::size_t kMaxCodes = 32;
+  struct Verb {
+    std::map<std::string, uint64_t, std::less<>> codes;   // error code (or "ok") -> answers
+    std::array<uint64_t, kBuckets.size() + 1> buckets{};  // answers per bucket (not cumulative)
+    double sum_s = 0;
+    uint64_t count = 0;
+  };
+
+  void answered(std::string_view verb, std::string_view code, Duration took);
+  // {verb: {codes: {code: n}, le: [bounds], buckets: [n...], sum_s, count}}
+  protocol::Value to_value() const;
+  const std::map<std::string, Verb, std::less<>>& verbs() const { return verbs_; }
+
+  uint64_t env_steps = 0;  // steps the workers answered ok (step, step_batch parts, step_vec rows)
+
+ private:
+  std::map<std::string, Verb, std::less<>> verbs_;
+};
 
 class Stats {
  public:
@@ -36,10 +67,12 @@ class Stats {
 
   uint64_t requests = 0;    // client requests received
   uint64_t heartbeats = 0;  // heartbeat messages received
+  RequestCounters answers;  // the dispatcher counts every answer here
 
   // Retired slots (no process, not wanted) are left out.
   protocol::Value report(const WorkerRegistry& registry, const RestartBudget& budget, std::size_t instances, Pool pool,
-                         const Heartbeats& hb, TimePoint now, const std::string& frontend, int64_t pid) const;
+                         const Heartbeats& hb, TimePoint now, const std::string& frontend, int64_t pid,
+                         std::size_t sessions = 0) const;
 
  private:
   Memory rss_, pss_;

@@ -71,6 +71,8 @@ options for start:
   --gym-server-files-port P
                          gym-server's artifacts alone on a second port, as its port 8000 served them
                          (default -1: off; 0 picks one)
+  --metrics-port P       serve only /metrics (Prometheus), /healthz and /readyz on their own port
+                         (default -1: off; 0 picks one); every HTTP port answers them too
   --gym-server-max-frames N
                          rendered frames kept per gym-server instance (also at most 64 MiB of them);
                          past them the oldest is deleted (default 1000)
@@ -230,6 +232,7 @@ Options parse(int argc, char** argv) {
     else if (k == "--python") o.broker.python = value();
     else if (k == "--port") o.http_port = static_cast<int>(int_arg(k, value(), -1, 65535));
     else if (k == "--gym-server-port") o.gateway.gym_server_port = static_cast<int>(int_arg(k, value(), -1, 65535));
+    else if (k == "--metrics-port") o.gateway.metrics_port = static_cast<int>(int_arg(k, value(), -1, 65535));
     else if (k == "--gym-server-files-port")
       o.gateway.gym_server_files_port = static_cast<int>(int_arg(k, value(), -1, 65535));
     else if (k == "--gym-server-max-frames")
@@ -542,7 +545,8 @@ int cmd_start(Options o) {
     const std::string gym_server_line = url_line("  gym-server: ", gateway.gym_server_port(),
                                                  "/v1/ (gym-server; artifacts on the same port)\n") +
                                         url_line("  gym-server-files: ", gateway.gym_server_files_port(),
-                                                 "/ (gym-server artifacts)\n");
+                                                 "/ (gym-server artifacts)\n") +
+                                        url_line("  metrics:   ", gateway.metrics_port(), "/metrics (Prometheus)\n");
     // the last line: the Gymie URL, or that the port is off
     const std::string gymie_line = http_port < 0
                                        ? "  gymie:     off (--port -1)\n"

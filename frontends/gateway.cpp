@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -42,7 +43,9 @@
 
 #include "frontends/blocking_pool.hpp"
 #include "frontends/connection_limits.hpp"
+#include "frontends/metrics.hpp"
 #include "frontends/pyjson.hpp"
+#include "protocol/frames.hpp"
 
 namespace gymfarm::frontends {
 
@@ -65,7 +68,11 @@ constexpr auto kLogEvery = std::chrono::seconds(10);  // refused connections: on
 
 // Main: Gymie, gym-http-api and Gymie-Server's text; Gymnasium: gymnasium-http-api; GymServer:
 // gym-server's API at /v1/ and its artifacts elsewhere; GymServerFiles: its artifacts alone.
-enum class Kind { Main, Gymnasium, GymServer, GymServerFiles };
+// Metrics: /metrics, /healthz and /readyz alone (--metrics-port).
+enum class Kind { Main, Gymnasium, GymServer, GymServerFiles, Metrics };
+constexpr std::size_t kKinds = 5;
+constexpr const char* kKindNames[kKinds] = {"gymie_gym_http_api", "gymnasium_http_api", "gym_server",
+                                            "gym_server_files", "metrics"};
 
 // What a connection refused at accept gets before the close (one non-blocking send, best effort).
 constexpr std::string_view kRefusedReply =
@@ -111,6 +118,7 @@ struct Core {
   RestRegistry rest_registry;
   GymServerRegistry gym_server_registry;
   GymieSeeds seeds;
+  std::array<std::atomic<std::size_t>, kKinds> open_by_kind{};  // open connections per frontend (/metrics)
   BlockingPool pool;
   PoolCaller caller;
   std::atomic<bool> stopping{false};
@@ -172,11 +180,15 @@ client::Value PoolCaller::call(std::string_view verb, std::string_view instance,
 class Slot {
  public:
   Slot() = default;
-  Slot(Core& core, std::string client) : core_(&core), client_(std::move(client)) {}
-  Slot(Slot&& o) noexcept : core_(std::exchange(o.core_, nullptr)), client_(std::move(o.client_)), id_(o.id_) {}
+  Slot(Core& core, std::string client, Kind kind) : core_(&core), client_(std::move(client)), kind_(kind) {
+    ++core_->open_by_kind[static_cast<std::size_t>(kind_)];
+  }
+  Slot(Slot&& o) noexcept
+      : core_(std::exchange(o.core_, nullptr)), client_(std::move(o.client_)), kind_(o.kind_), id_(o.id_) {}
   Slot& operator=(Slot&&) = delete;
   ~Slot() {
     if (!core_) return;
+    --core_->open_by_kind[static_cast<std::size_t>(kind_)];
     core_->limits.release(client_);
     if (id_) core_->untrack(id_);
   }
@@ -188,6 +200,7 @@ class Slot {
  private:
   Core* core_ = nullptr;
   std::string client_;
+  Kind kind_ = Kind::Main;
   uint64_t id_ = 0;
 };
 
@@ -424,6 +437,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       res_.prepare_payload();
       return do_write();
     }
+    if (path == "/healthz" || path == "/readyz" || (path != "/metrics" && kind_ == Kind::Metrics))
+      return route_health(std::move(req), path);
     if (auto refused = check_access(core_.opt.access, sv(req[http::field::host]), sv(req[http::field::origin]),
                                     sv(req[http::field::authorization]), sv(req.target()))) {
       res_ = {};
@@ -436,6 +451,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       res_.prepare_payload();
       return do_write();
     }
+    if (path == "/metrics") return run_metrics(std::move(req));
     if (kind_ == Kind::GymServer || kind_ == Kind::GymServerFiles) {
       const bool api = kind_ == Kind::GymServer && (path.rfind("/v1/", 0) == 0 || path == "/v1");
       return run_gym_server(std::move(req), api);
@@ -462,6 +478,73 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     }
     res_.prepare_payload();
     do_write();
+  }
+
+  // A small reply made here, on the session's strand.
+  void reply_now(const http::request<http::string_body>& req, http::status status, std::string_view body,
+                 std::string_view content_type = "text/plain") {
+    res_ = {};
+    res_.version(req.version());
+    res_.result(status);
+    res_.set(http::field::content_type, beast::string_view(content_type.data(), content_type.size()));
+    if (req.method() != http::verb::head) res_.body() = std::string(body);
+    res_.keep_alive(req.keep_alive());
+    res_.prepare_payload();
+    do_write();
+  }
+
+  // /healthz (the gateway serves) and /readyz (the farm takes a make now: metrics.hpp) need no
+  // token and say only "ok" or "not ready"; a loopback farm still answers them only to loopback
+  // Host names (DNS rebinding). On the metrics port every other path is a 404.
+  void route_health(http::request<http::string_body> req, const std::string& path) {
+    const auto& a = core_.opt.access;
+    if (a.token.empty() && !a.any_host && !is_local_host(sv(req[http::field::host])))
+      return reply_now(req, http::status::forbidden, json_message("Host is not allowed"), "application/json");
+    if (path != "/healthz" && path != "/readyz") return reply_now(req, http::status::not_found, "not found\n");
+    if (req.method() != http::verb::get && req.method() != http::verb::head)
+      return reply_now(req, http::status::method_not_allowed, "GET or HEAD\n");
+    if (path == "/healthz") return reply_now(req, http::status::ok, "ok\n");
+    run_blocking(std::move(req), [](HttpSession& s, const HttpRequest&) {
+      HttpReply out;
+      out.content_type = "text/plain";
+      bool ready = false;
+      try {
+        ready = farm_ready(static_cast<client::Caller&>(s.core_.caller).call(protocol::verb::kStats));
+      } catch (const std::exception&) {  // the broker does not answer, or answered an error
+      }
+      out.status = ready ? 200 : 503;
+      out.body = ready ? "ok\n" : "not ready\n";
+      return out;
+    });
+  }
+
+  // /metrics: the broker's `stats` and the gateway's own counts, as Prometheus text.
+  void run_metrics(http::request<http::string_body> req) {
+    if (req.method() != http::verb::get && req.method() != http::verb::head)
+      return reply_now(req, http::status::method_not_allowed, "GET or HEAD\n");
+    run_blocking(std::move(req), [](HttpSession& s, const HttpRequest&) {
+      HttpReply out;
+      Core& c = s.core_;
+      client::Value stats;
+      try {
+        stats = static_cast<client::Caller&>(c.caller).call(protocol::verb::kStats);
+      } catch (const std::exception&) {
+        out.status = 503;
+        out.body = json_message("the farm is not answering");
+        return out;
+      }
+      GatewayCounts counts;
+      const int ports[kKinds] = {c.opt.port, c.opt.gymnasium_port, c.opt.gym_server_port, c.opt.gym_server_files_port,
+                                 c.opt.metrics_port};
+      for (std::size_t k = 0; k < kKinds; ++k) {
+        if (ports[k] >= 0) counts.connections.emplace_back(kKindNames[k], c.open_by_kind[k].load());
+      }
+      c.rest_registry.for_each([&](const std::string&, const RestEntry&) { ++counts.rest_instances; });
+      c.gym_server_registry.for_each([&](const std::string&, const GymServerEntry&) { ++counts.gym_server_instances; });
+      out.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      out.body = render_metrics(stats, counts);
+      return out;
+    });
   }
 
   void run_rest(http::request<http::string_body> req) {
@@ -639,7 +722,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
       note_refusal(a, client);
       return refuse(fd);
     }
-    Slot slot(core_, std::move(client));
+    Slot slot(core_, std::move(client), kind_);
     tcp::socket socket(asio::make_strand(core_.io));
     beast::error_code ec;
     socket.assign(protocol, fd, ec);
@@ -734,10 +817,12 @@ struct Gateway::Impl {
   tcp::acceptor gymnasium_acceptor;
   tcp::acceptor gym_server_acceptor;
   tcp::acceptor gym_server_files_acceptor;
+  tcp::acceptor metrics_acceptor;
   int port = -1;
   int gymnasium_port = -1;
   int gym_server_port = -1;
   int gym_server_files_port = -1;
+  int metrics_port = -1;
   std::vector<std::shared_ptr<Listener>> listeners;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::vector<std::thread> io_threads;
@@ -748,13 +833,15 @@ struct Gateway::Impl {
         acceptor(asio::make_strand(core->io)),
         gymnasium_acceptor(asio::make_strand(core->io)),
         gym_server_acceptor(asio::make_strand(core->io)),
-        gym_server_files_acceptor(asio::make_strand(core->io)) {}
+        gym_server_files_acceptor(asio::make_strand(core->io)),
+        metrics_acceptor(asio::make_strand(core->io)) {}
   ~Impl() {
     beast::error_code ec;
     acceptor.close(ec);
     gymnasium_acceptor.close(ec);
     gym_server_acceptor.close(ec);
     gym_server_files_acceptor.close(ec);
+    metrics_acceptor.close(ec);
     listeners.clear();
   }
 
@@ -784,6 +871,7 @@ int Gateway::start() {
   d.open(d.gymnasium_acceptor, c.opt.gymnasium_port, Kind::Gymnasium, d.gymnasium_port);
   d.open(d.gym_server_acceptor, c.opt.gym_server_port, Kind::GymServer, d.gym_server_port);
   d.open(d.gym_server_files_acceptor, c.opt.gym_server_files_port, Kind::GymServerFiles, d.gym_server_files_port);
+  d.open(d.metrics_acceptor, c.opt.metrics_port, Kind::Metrics, d.metrics_port);
   if (d.listeners.empty()) return -1;  // every port off: no gateway threads at all
   raise_fd_limit(c.opt.max_connections);
   for (auto& l : d.listeners) l->run();
@@ -797,6 +885,7 @@ int Gateway::start() {
 int Gateway::gymnasium_port() const { return impl_->gymnasium_port; }
 int Gateway::gym_server_port() const { return impl_->gym_server_port; }
 int Gateway::gym_server_files_port() const { return impl_->gym_server_files_port; }
+int Gateway::metrics_port() const { return impl_->metrics_port; }
 
 void Gateway::stop() {
   auto& d = *impl_;

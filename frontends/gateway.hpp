@@ -1,6 +1,7 @@
 #pragma once
 // The HTTP + WebSocket gateway (Boost.Beast, compiled only in gateway.cpp). One port serves the
-// Gymie WebSocket at /gym; every other path answers as Gymie-Server does. Beast's asynchronous
+// Gymie WebSocket at /gym; every other path answers as Gymie-Server does. Every port also answers
+// /healthz, /readyz and /metrics (metrics.hpp); --metrics-port serves those three alone. Beast's asynchronous
 // model: a listener per port, an HTTP session and a WebSocket session per connection, all on one
 // io_context run by a few threads; an idle connection costs no thread. The dialects block on the
 // farm, so each request runs on a bounded pool of blocking threads (BlockingPool), each with its
@@ -27,6 +28,7 @@ struct GatewayOptions {
   int gymnasium_port = 40004;                // gymnasium-http-api dialect; 0 picks a free port, -1 turns it off
   int gym_server_port = -1;                  // gym-server's API and its artifacts; 0 picks a free port, -1 off
   int gym_server_files_port = -1;            // gym-server's artifacts alone (its port 8000); -1 off
+  int metrics_port = -1;                     // /metrics, /healthz and /readyz alone (--metrics-port); -1 off
   std::string broker_endpoint;               // the native endpoint the gateway's clients connect to
   zmq::context_t* broker_context = nullptr;  // shared with the broker for an inproc:// endpoint
   std::chrono::milliseconds client_timeout{120000};
@@ -64,6 +66,7 @@ class Gateway {
   int gymnasium_port() const;
   int gym_server_port() const;
   int gym_server_files_port() const;
+  int metrics_port() const;
   // Stops accepting, ends every connection, waits for the I/O and pool threads.
   void stop();
 
