@@ -148,9 +148,19 @@ def test_a_lost_node_and_a_killed_farm_fail_only_their_envs_and_come_back(monkey
             assert time.monotonic() - t0 < 10.0  # within the lease
             # Ray restarts the killed farm (a new endpoint); the removed node's farm is dropped
             live = {kept["host"], killed["host"]}
-            assert fc.wait_for(lambda c: {f["host"] for f in c.farms() if f["endpoint"]} == live
-                               and all(f["endpoint"] != killed["endpoint"] for f in c.farms()), 90), fc.farms()
-            restarted = next(f for f in fc.farms() if f["host"] == killed["host"])
+            seen_restarted: dict = {}
+
+            def restarted_and_live(c):  # judged on one snapshot of the farms, which the monitor updates
+                farms_now = c.farms()
+                again = [f for f in farms_now if f["host"] == killed["host"] and f["endpoint"]]
+                if ({f["host"] for f in farms_now if f["endpoint"]} == live and again
+                        and all(f["endpoint"] != killed["endpoint"] for f in farms_now) and again[0]["restarted"]):
+                    seen_restarted.update(again[0])
+                    return True
+                return False
+
+            assert fc.wait_for(restarted_and_live, 90), fc.farms()
+            restarted = seen_restarted
             assert restarted["restarted"] and restarted["pid"] != killed["pid"]
             seen |= set(farm_processes(fc))
             # new makes succeed, on the live farms only: the restarted one is the least loaded
