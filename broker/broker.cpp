@@ -48,6 +48,7 @@ namespace gymfarm::broker {
 
 using protocol::Error;
 using protocol::ErrorCode;
+using protocol::make_error;
 using protocol::Value;
 namespace verb = protocol::verb;
 using transport::Frames;
@@ -61,10 +62,6 @@ constexpr std::size_t kMaxMessagesPerTurn = 256;
 // broker did not run, and heartbeats it could not read then are not held against the workers.
 constexpr auto kLateTurnSlack = std::chrono::milliseconds(100);
 constexpr auto kZygoteAnswerTimeout = std::chrono::seconds(5);
-
-Error make_error(ErrorCode code, std::string message, Value details = Value(protocol::Map{})) {
-  return Error{code, std::move(message), std::move(details)};
-}
 
 // 128 bits from the OS CSPRNG: an instance id cannot be guessed from others.
 std::string random_instance_id() { return protocol::random_hex(16); }

@@ -11,6 +11,7 @@ namespace gymfarm::broker {
 
 using protocol::Error;
 using protocol::ErrorCode;
+using protocol::make_error;
 using protocol::Value;
 namespace verb = protocol::verb;
 using transport::Frames;
@@ -19,10 +20,6 @@ using transport::view;
 namespace {
 
 constexpr auto kUnsendableGrace = std::chrono::seconds(1);  // a live worker's pipe may refuse a message this long
-
-Error make_error(ErrorCode code, std::string message, Value details = Value(protocol::Map{})) {
-  return Error{code, std::move(message), std::move(details)};
-}
 
 // Reply bodies travel as ZeroMQ messages: a worker's reply frame is moved to the client, never
 // copied (an observation can be megabytes); the broker's own bodies are copied in once.

@@ -3,6 +3,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "protocol/value.hpp"
 
@@ -35,5 +36,10 @@ struct Error {
   // Unknown codes map to Internal with the original code kept in details.code.
   static Error from_value(const Value& v);
 };
+
+// An Error with its details (an empty map when there are none).
+inline Error make_error(ErrorCode code, std::string message, Value details = Value(Map{})) {
+  return Error{code, std::move(message), std::move(details)};
+}
 
 }  // namespace gymfarm::protocol
