@@ -133,13 +133,6 @@ std::vector<std::string> list_dir(int dir_fd, bool (*keep)(const std::string&)) 
 
 // ---- replies ----------------------------------------------------------------------------------
 
-HttpReply json_reply(int status, const Value& v) {
-  HttpReply r;
-  r.status = status;
-  r.body = to_json(v, kFlaskStyle) + "\n";
-  return r;
-}
-
 // gym-server's InvalidUsage: {"error": message}.
 HttpReply error_reply(int status, const std::string& text) {
   return json_reply(status, Value(protocol::Map{{"error", text}}));

@@ -23,6 +23,13 @@ using protocol::ErrorCode;
 using protocol::Value;
 namespace fs = std::filesystem;
 
+HttpReply json_reply(int status, const protocol::Value& v) {
+  HttpReply r;
+  r.status = status;
+  r.body = to_json(v, kFlaskStyle) + "\n";
+  return r;
+}
+
 // ---- registry ----------------------------------------------------------------------------------
 
 void RestRegistry::set_seed_used(const std::string& id) {
@@ -117,13 +124,6 @@ std::string pattern_path(const Route& r, bool slash) {
 }
 
 // ---- replies ----------------------------------------------------------------------------------
-
-HttpReply json_reply(int status, const Value& v) {
-  HttpReply r;
-  r.status = status;
-  r.body = to_json(v, kFlaskStyle) + "\n";
-  return r;
-}
 
 HttpReply message(int status, const std::string& text) {
   return json_reply(status, Value(protocol::Map{{"message", text}}));

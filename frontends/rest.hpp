@@ -73,6 +73,9 @@ class RestRegistry : public HexIdTable<RestEntry> {
   std::vector<std::pair<std::string, std::string>> list();  // id, env id
 };
 
+// A JSON reply as the REST-style dialects' Flask servers wrote it (separators, a final newline).
+HttpReply json_reply(int status, const protocol::Value& v);
+
 class RestSession {
  public:
   RestSession(client::Caller& farm, RestRegistry& registry, RestDialect dialect, RestOptions options)
