@@ -32,6 +32,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <system_error>
@@ -43,7 +44,9 @@
 
 #include "frontends/blocking_pool.hpp"
 #include "frontends/connection_limits.hpp"
+#include "frontends/dashboard.hpp"
 #include "frontends/metrics.hpp"
+#include "frontends/png.hpp"
 #include "frontends/pyjson.hpp"
 #include "protocol/frames.hpp"
 
@@ -118,6 +121,7 @@ struct Core {
   RestRegistry rest_registry;
   GymServerRegistry gym_server_registry;
   GymieSeeds seeds;
+  FrameCache frames;  // the dashboard's frames: one render per instance per interval, whatever the viewers
   std::array<std::atomic<std::size_t>, kKinds> open_by_kind{};  // open connections per frontend (/metrics)
   BlockingPool pool;
   PoolCaller caller;
@@ -439,8 +443,18 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     }
     if (path == "/healthz" || path == "/readyz" || (path != "/metrics" && kind_ == Kind::Metrics))
       return route_health(std::move(req), path);
+    // The dashboard's page and what it polls: the token once as ?token=, then from its cookie.
+    const bool dashboard = kind_ == Kind::Main && (path == "/dashboard" || path.rfind("/dashboard/", 0) == 0);
+    std::string authorization(sv(req[http::field::authorization]));
+    if (dashboard) {
+      cors_.clear();  // the dashboard is for its own page only
+      if (authorization.empty() && !has_query_token(sv(req.target()))) {
+        if (std::string cookie = dashboard_cookie_token(sv(req[http::field::cookie])); !cookie.empty())
+          authorization = "Bearer " + cookie;
+      }
+    }
     if (auto refused = check_access(core_.opt.access, sv(req[http::field::host]), sv(req[http::field::origin]),
-                                    sv(req[http::field::authorization]), sv(req.target()))) {
+                                    authorization, sv(req.target()))) {
       res_ = {};
       res_.version(req.version());
       res_.result(static_cast<http::status>(refused->status));
@@ -452,6 +466,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       return do_write();
     }
     if (path == "/metrics") return run_metrics(std::move(req));
+    if (dashboard) return route_dashboard(std::move(req), path);
     if (kind_ == Kind::GymServer || kind_ == Kind::GymServerFiles) {
       const bool api = kind_ == Kind::GymServer && (path.rfind("/v1/", 0) == 0 || path == "/v1");
       return run_gym_server(std::move(req), api);
@@ -545,6 +560,103 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       out.body = render_metrics(stats, counts);
       return out;
     });
+  }
+
+  // /dashboard (the page; with ?token= a redirect that keeps the token in a cookie instead of the
+  // URL), /dashboard/api/stats and /dashboard/frames/<instance> (docs/operations.md "Dashboard").
+  void route_dashboard(http::request<http::string_body> req, const std::string& path) {
+    if (req.method() != http::verb::get && req.method() != http::verb::head)
+      return reply_now(req, http::status::method_not_allowed, "GET or HEAD\n");
+    if (path == "/dashboard" || path == "/dashboard/") {
+      res_ = {};
+      res_.version(req.version());
+      res_.set(http::field::cache_control, "no-store");
+      res_.set("Referrer-Policy", "no-referrer");
+      res_.set("X-Content-Type-Options", "nosniff");
+      res_.set("X-Frame-Options", "DENY");
+      const auto& token = core_.opt.access.token;
+      if (!token.empty() && has_query_token(sv(req.target()))) {
+        res_.result(http::status::see_other);
+        res_.set(http::field::set_cookie, dashboard_set_cookie(token));
+        res_.set(http::field::location, "/dashboard");
+      } else {
+        res_.result(http::status::ok);
+        res_.set(http::field::content_type, "text/html; charset=utf-8");
+        res_.set("Content-Security-Policy", beast::string_view(kDashboardCsp.data(), kDashboardCsp.size()));
+        if (req.method() != http::verb::head) res_.body() = std::string(dashboard_page());
+      }
+      res_.keep_alive(req.keep_alive());
+      res_.prepare_payload();
+      return do_write();
+    }
+    if (path == "/dashboard/api/stats") {
+      return run_blocking(std::move(req), [](HttpSession& s, const HttpRequest&) {
+        HttpReply out;
+        Core& c = s.core_;
+        client::Value stats, visible;
+        try {
+          auto& farm = static_cast<client::Caller&>(c.caller);
+          stats = farm.call(protocol::verb::kStats);
+          visible = farm.call(protocol::verb::kList);
+        } catch (const std::exception&) {
+          out.status = 503;
+          out.body = json_message("the farm is not answering");
+          return out;
+        }
+        std::map<std::string, std::string> tables;
+        c.rest_registry.for_each([&](const std::string&, const RestEntry& e) { tables[e.instance] = "rest"; });
+        c.gym_server_registry.for_each(
+            [&](const std::string&, const GymServerEntry& e) { tables[e.instance] = "gym-server"; });
+        std::vector<std::pair<std::string, std::size_t>> connections;
+        const int ports[kKinds] = {c.opt.port, c.opt.gymnasium_port, c.opt.gym_server_port, c.opt.gym_server_files_port,
+                                   c.opt.metrics_port};
+        for (std::size_t k = 0; k < kKinds; ++k) {
+          if (ports[k] >= 0) connections.emplace_back(kKindNames[k], c.open_by_kind[k].load());
+        }
+        out.content_type = "application/json";
+        out.headers.emplace_back("Cache-Control", "no-store");
+        out.body = dashboard_stats_json(stats, tables, visible, connections);
+        return out;
+      });
+    }
+    if (auto instance = dashboard_frame_instance(path)) {
+      return run_blocking(std::move(req), [instance = *instance](HttpSession& s, const HttpRequest&) {
+        const FrameCache::Frame f = s.core_.frames.get(instance, FrameCache::Clock::now(), [&] {
+          return render_frame(static_cast<client::Caller&>(s.core_.caller), instance);
+        });
+        HttpReply out;
+        out.status = f.status;
+        out.content_type = f.status == 200 ? "image/png" : "application/json";
+        out.headers.emplace_back("Cache-Control", "no-store");
+        out.body = f.body;
+        return out;
+      });
+    }
+    reply_now(req, http::status::not_found, json_message("not found"), "application/json");
+  }
+
+  // One `render` of the instance as a PNG, or the status and message of why not.
+  static FrameCache::Frame render_frame(client::Caller& farm, const std::string& instance) {
+    client::Value frame;
+    try {
+      const client::Value r = farm.call(protocol::verb::kRender, instance);
+      if (const client::Value* f = r.find("frame")) frame = *f;
+    } catch (const client::ClientError& e) {
+      switch (e.code()) {
+        case protocol::ErrorCode::UnknownInstance:
+          return {404, json_message("no instance the gateway may watch (native clients' instances need shared: true)")};
+        case protocol::ErrorCode::EnvError:
+          return {409, json_message("the env cannot render now: " + e.error().message)};
+        case protocol::ErrorCode::Timeout: return {504, json_message(e.error().message)};
+        default: return {503, json_message(e.error().message)};
+      }
+    } catch (const std::exception&) {
+      return {503, json_message("the farm is not answering")};
+    }
+    if (!frame.is_tensor()) return {409, json_message("the env has no rgb_array frame (render_mode rgb_array)")};
+    auto png = encode_png(frame.as_tensor());
+    if (!png) return {409, json_message("the frame is not an HxWx3 or HxWx4 uint8 image")};
+    return {200, std::move(*png)};
   }
 
   void run_rest(http::request<http::string_body> req) {

@@ -1,0 +1,161 @@
+#include "frontends/dashboard.hpp"
+
+#include "frontends/dashboard_page.hpp"  // generated from dashboard.html (frontends/CMakeLists.txt)
+#include "frontends/pyjson.hpp"
+#include "protocol/token.hpp"
+
+namespace gymfarm::frontends {
+
+using protocol::Value;
+
+namespace {
+
+constexpr std::size_t kMaxInstanceId = 64;
+constexpr auto kStale = std::chrono::seconds(10);  // cached frames older than this are dropped
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+std::string text(const Value* v) { return v && v->is_string() ? v->as_string() : std::string(); }
+
+}  // namespace
+
+std::string_view dashboard_page() { return kDashboardHtml; }
+
+std::string dashboard_set_cookie(std::string_view token) {
+  return std::string(kDashboardCookie) + "=" + protocol::to_hex(token) + "; Path=/dashboard; HttpOnly; SameSite=Strict";
+}
+
+std::string dashboard_cookie_token(std::string_view header) {
+  while (!header.empty()) {
+    const auto semi = header.find(';');
+    const std::string_view part = trim(header.substr(0, semi));
+    const auto eq = part.find('=');
+    if (eq != std::string_view::npos && trim(part.substr(0, eq)) == kDashboardCookie) {
+      auto token = protocol::from_hex(trim(part.substr(eq + 1)));
+      return token ? *token : std::string();
+    }
+    if (semi == std::string_view::npos) break;
+    header.remove_prefix(semi + 1);
+  }
+  return {};
+}
+
+bool has_query_token(std::string_view target) {
+  const auto q = target.find('?');
+  if (q == std::string_view::npos) return false;
+  std::string_view query = target.substr(q + 1);
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    if (query.substr(0, amp).rfind("token=", 0) == 0) return true;
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return false;
+}
+
+std::optional<std::string> dashboard_frame_instance(std::string_view path) {
+  constexpr std::string_view kPrefix = "/dashboard/frames/";
+  if (path.rfind(kPrefix, 0) != 0) return std::nullopt;
+  const std::string_view id = path.substr(kPrefix.size());
+  if (id.empty() || id.size() > kMaxInstanceId) return std::nullopt;
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    if (!ok) return std::nullopt;
+  }
+  return std::string(id);
+}
+
+std::string dashboard_stats_json(const Value& stats, const std::map<std::string, std::string>& tables,
+                                 const Value& visible,
+                                 const std::vector<std::pair<std::string, std::size_t>>& connections) {
+  const Value* listed = visible.find("instances");
+  auto in_list = [&](const std::string& id) { return listed && listed->is_map() && listed->find(id) != nullptr; };
+  Json instances = Json::array();
+  if (const Value* workers = stats.find("workers"); workers && workers->is_array()) {
+    for (const Value& w : workers->as_array()) {
+      const Value* hosted = w.find("instances");
+      if (!hosted || !hosted->is_array()) continue;
+      const Value* index = w.find("worker");
+      for (const Value& h : hosted->as_array()) {
+        if (!h.is_string() || h.as_string().empty()) continue;
+        const std::string& id = h.as_string();
+        Json e = Json::object();
+        e["instance"] = id;
+        e["env_id"] = text(w.find("env_id"));
+        e["worker"] = index && index->is_number() ? Json(index->as_double()) : Json(nullptr);
+        // The broker tells the gateway about its own instances and shared ones only (`list`);
+        // the gateway's tables say which of its dialects made one.
+        if (auto t = tables.find(id); t != tables.end()) {
+          e["dialect"] = t->second;
+          e["owner"] = "gateway";
+          e["viewable"] = true;
+        } else if (in_list(id)) {
+          e["dialect"] = "gymie or shared";
+          e["owner"] = "gateway or shared";
+          e["viewable"] = true;
+        } else {
+          e["dialect"] = "native";
+          e["owner"] = "a native session";
+          e["viewable"] = false;
+        }
+        instances.push_back(std::move(e));
+      }
+    }
+  }
+  Json conns = Json::object();
+  for (const auto& [frontend, n] : connections) conns[frontend] = n;
+  std::string out = "{\"stats\":";
+  out += to_json(stats, JsonStyle{",", ":", true, false});
+  out += ",\"instances\":";
+  out += instances.dump();
+  out += ",\"connections\":";
+  out += conns.dump();
+  out += "}\n";
+  return out;
+}
+
+FrameCache::Frame FrameCache::get(const std::string& instance, Clock::time_point now,
+                                  const std::function<Frame()>& render) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(instance);
+    if (it != entries_.end()) {
+      Entry& e = it->second;
+      const bool have = e.frame.status == 200 && !e.frame.body.empty();
+      if (have && (e.running || now - e.at < interval_)) return e.frame;
+      if (!e.running) e.running = true;
+    } else {
+      if (entries_.size() >= capacity_) {
+        for (auto i = entries_.begin(); i != entries_.end();) {
+          i = (!i->second.running && now - i->second.at > kStale) ? entries_.erase(i) : std::next(i);
+        }
+      }
+      if (entries_.size() < capacity_) entries_[instance].running = true;
+    }
+    ++renders_;
+  }
+  Frame f = render();
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(instance);
+  if (it != entries_.end()) {
+    it->second.running = false;
+    if (f.status == 200) {
+      it->second.frame = f;
+      it->second.at = now;
+    } else if (it->second.frame.body.empty() || it->second.frame.status != 200) {
+      entries_.erase(it);  // never rendered: nothing worth keeping
+    }
+  }
+  return f;
+}
+
+std::size_t FrameCache::renders() const {
+  std::lock_guard lock(mu_);
+  return renders_;
+}
+
+}  // namespace gymfarm::frontends
