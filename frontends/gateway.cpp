@@ -67,7 +67,8 @@ constexpr int kAcceptBatch = 64;                              // accepts per wak
 constexpr std::size_t kFdMargin = 1024;  // descriptors beyond the connections: broker, workers, ZeroMQ
 constexpr auto kAcceptPause = std::chrono::milliseconds(50);  // out of descriptors: try again after this
 constexpr auto kStopWait = std::chrono::seconds(10);
-constexpr auto kLogEvery = std::chrono::seconds(10);  // refused connections: one log line at most this often
+constexpr auto kLogEvery = std::chrono::seconds(10);         // refused connections: one log line at most this often
+constexpr auto kFramePace = std::chrono::milliseconds(200);  // the dashboard's frames: one per connection per this
 
 // Main: Gymie, gym-http-api and Gymie-Server's text; Gymnasium: gymnasium-http-api; GymServer:
 // gym-server's API at /v1/ and its artifacts elsewhere; GymServerFiles: its artifacts alone.
@@ -620,6 +621,17 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       });
     }
     if (auto instance = dashboard_frame_instance(path)) {
+      // One frame per kFramePace per connection: a viewer polling back to back waits (on a timer,
+      // holding no thread) instead of costing the gateway a reply per round trip.
+      const auto now = std::chrono::steady_clock::now();
+      if (now < next_frame_at_) {
+        pace_.expires_at(next_frame_at_);
+        pace_.async_wait([self = shared_from_this(), req = std::move(req), path](beast::error_code ec) mutable {
+          if (!ec && !self->closed_) self->route_dashboard(std::move(req), path);
+        });
+        return;
+      }
+      next_frame_at_ = now + kFramePace;
       return run_blocking(std::move(req), [instance = *instance](HttpSession& s, const HttpRequest&) {
         const FrameCache::Frame f = s.core_.frames.get(instance, FrameCache::Clock::now(), [&] {
           return render_frame(static_cast<client::Caller&>(s.core_.caller), instance);
@@ -748,6 +760,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     if (closed_) return;
     closed_ = true;
     closed_flag_->store(true);
+    pace_.cancel();
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
     stream_.close();
@@ -766,6 +779,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   std::shared_ptr<std::atomic<bool>> closed_flag_ = std::make_shared<std::atomic<bool>>(false);
   bool closed_ = false;
   bool shutdown_after_ = false;
+  asio::steady_timer pace_{stream_.get_executor()};  // the dashboard's frames, paced per connection
+  std::chrono::steady_clock::time_point next_frame_at_{};
 };
 
 // ---------------------------------------------------------------------------------------------
