@@ -151,20 +151,32 @@ def test_stats_name_the_instances_and_frames_come_from_render(start_farm):
 
 
 def test_viewers_share_one_render_per_interval(start_farm):
-    """However many viewers poll, the env pays one render per 200 ms: the frames a burst of
-    requests gets within it are the same bytes, and a step between renders shows up after it."""
+    """However many viewers poll, the env pays one render per 200 ms: a request answered within
+    200 ms of a render gets that frame, though the env has stepped since; after it, a new one."""
     farm = start_farm(workers=1)
     root = base(farm)
     with farm.connect() as c:
         watched = make_shared(c, render_mode="rgb_array")
         c.call("reset", watched, {"seed": 3})
-        first = get(root + f"/dashboard/frames/{watched}").content
-        for _ in range(10):
-            c.call("step", watched, {"action": 1})
-        burst = [get(root + f"/dashboard/frames/{watched}").content for _ in range(3)]
-        assert all(b == first for b in burst) or len(set(burst)) <= 2  # at most one new render in the burst
+        url = root + f"/dashboard/frames/{watched}"
+        for _ in range(5):  # a loaded host may need another try to answer within 200 ms
+            t0 = time.monotonic()
+            first = get(url).content  # rendered at or after t0
+            for _ in range(10):
+                c.call("step", watched, {"action": 1})  # the cart moves: a new render would differ
+            within = []
+            for _ in range(3):  # new connections: no per-connection pace
+                r = get(url)
+                if time.monotonic() < t0 + 0.2:
+                    within.append(r.content)
+            if within:
+                assert all(b == first for b in within)
+                break
+            time.sleep(0.25)
+        else:
+            pytest.fail("no request was answered within 200 ms of a render")
         time.sleep(0.25)
-        later = get(root + f"/dashboard/frames/{watched}").content
+        later = get(url).content
         assert later != first  # the pole moved: a new render after the interval
 
 
