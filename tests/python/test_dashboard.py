@@ -245,6 +245,9 @@ def test_the_page_in_chromium_shows_workers_a_restart_and_live_frames(start_farm
         stepper = Stepper(c, [watched])
         driver.get(base(farm) + "/dashboard?token=" + farm.token)
         assert driver.current_url.endswith("/dashboard"), driver.current_url  # the token left the URL
+        kept = {k["name"]: k for k in driver.get_cookies()}["gymfarm_dashboard"]
+        assert kept["httpOnly"] and kept["sameSite"] == "Strict", kept
+        assert driver.execute_script("return document.cookie") == ""  # the page's script cannot read it
         assert wait_until(lambda: len(rows(driver, "workers")) == 3, 30), rows(driver, "workers")
         states = {r["state"] for r in rows(driver, "workers")}
         assert states <= {"idle", "assigned"} and "assigned" in states, states
