@@ -734,6 +734,20 @@ std::string status_table(const Value& s) {
                       static_cast<long long>(b->find("used")->as_int()), b->find("window_s")->as_double(),
                       static_cast<long long>(b->find("limit")->as_int())));
   }
+  if (const Value* total = s.find("restarts_total"); total && total->as_int() > 0) {
+    // every restart since the farm started, by the class of its reason, and the last one's reason
+    std::string by;
+    if (const Value* m = s.find("restarts_by_reason"); m && m->is_map()) {
+      for (const auto& [reason, n] : m->as_map())
+        by += (by.empty() ? "" : ", ") + reason + " " + std::to_string(n.as_int());
+    }
+    out += "restarts since start: " + std::to_string(total->as_int()) + (by.empty() ? "" : " (" + by + ")") + "\n";
+    if (const Value* last = s.find("last_restart"); last && last->is_map()) {
+      add(std::snprintf(line, sizeof line, "last restart: %.1f s ago, worker %lld: %s\n",
+                        last->find("seconds_ago")->as_double(), static_cast<long long>(last->find("worker")->as_int()),
+                        last->find("reason")->as_string().c_str()));
+    }
+  }
   if (const Value* log = s.find("recent_restarts"); log && !log->as_array().empty()) {
     out += "recent restarts (newest last):\n";
     for (const auto& e : log->as_array()) {
