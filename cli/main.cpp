@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -521,7 +522,10 @@ int cmd_start(Options o) {
           const std::size_t nl = msg.find('\n');
           if (msg.rfind("progress ", 0) != 0 || nl == std::string::npos) break;
           std::size_t a = 0, b = 0;
-          if (std::sscanf(msg.c_str(), "progress %zu %zu", &a, &b) == 2) ready = a, warm = b;
+          const char* end = msg.data() + nl;
+          const auto first = std::from_chars(msg.data() + 9, end, a);  // after "progress "
+          if (first.ec == std::errc() && first.ptr < end && std::from_chars(first.ptr + 1, end, b).ec == std::errc())
+            ready = a, warm = b;
           msg.erase(0, nl + 1);
         }
         if (!banner) progress.update(ready, warm, StartProgress::Clock::now());

@@ -6,8 +6,8 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <string_view>
+#include <system_error>
 
 #include "protocol/log.hpp"
 
@@ -16,16 +16,16 @@ namespace gymfarm::cli {
 std::string StderrRelay::start() {
   if (thread_.joinable()) return "";
   const int saved = ::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
-  if (saved < 0) return std::string("cannot duplicate stderr: ") + std::strerror(errno);
+  if (saved < 0) return std::string("cannot duplicate stderr: ") + std::generic_category().message(errno);
   int p[2] = {-1, -1};
   if (::pipe2(p, O_CLOEXEC) != 0) {
-    const std::string err = std::string("cannot make a pipe for stderr: ") + std::strerror(errno);
+    std::string err = std::string("cannot make a pipe for stderr: ") + std::generic_category().message(errno);
     ::close(saved);
     return err;
   }
   protocol::set_log_fd(saved);
   if (::dup2(p[1], STDERR_FILENO) < 0) {  // fd 2 itself is inherited by workers (dup2 clears CLOEXEC)
-    const std::string err = std::string("cannot redirect stderr: ") + std::strerror(errno);
+    std::string err = std::string("cannot redirect stderr: ") + std::generic_category().message(errno);
     protocol::set_log_fd(STDERR_FILENO);
     ::close(saved);
     ::close(p[0]);

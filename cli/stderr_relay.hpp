@@ -13,7 +13,7 @@ namespace gymfarm::cli {
 
 class StderrRelay {
  public:
-  static constexpr std::size_t kMaxLine = 16 * 1024;
+  static constexpr std::size_t kMaxLine = std::size_t{16} * 1024;
 
   StderrRelay() = default;
   ~StderrRelay() { stop(); }
