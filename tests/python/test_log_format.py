@@ -26,7 +26,9 @@ def test_every_line_of_a_farm_run_is_json(start_farm, tmp_path):
     noisy = tmp_path / "mods"
     noisy.mkdir()
     # an --import module that writes to stderr in every worker, as env code may
-    (noisy / "noisy_import.py").write_text('import sys\nsys.stderr.write("noisy \\"env\\" output\\n")\n')
+    (noisy / "noisy_import.py").write_text('import sys\nsys.stderr.write("noisy \\"env\\" output\\n")\n'
+                                           'sys.stderr.flush()\nsys.stderr.buffer.write(b"bad \\xff byte\\tend\\n")\n'
+                                           'sys.stderr.flush()\n')
     farm = start_farm(workers=2, args=["--log-format", "json", "--import", "noisy_import"],
                       env_vars={"PYTHONPATH": str(noisy)})
     with farm.connect() as f:
@@ -46,6 +48,7 @@ def test_every_line_of_a_farm_run_is_json(start_farm, tmp_path):
     assert "signal 9" in exit_["reason"] or "SIGKILL" in exit_["reason"], exit_
     wrapped = [e for e in events if e.get("source") == "stderr"]
     assert any(e["msg"] == 'noisy "env" output' for e in wrapped), wrapped
+    assert any(e["msg"] == "bad \ufffd byte\tend" for e in wrapped), wrapped  # not UTF-8: replaced
     assert any(e["msg"] == "stopped" for e in events)
 
 
