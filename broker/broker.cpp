@@ -40,6 +40,7 @@
 #include "protocol/codec.hpp"
 #include "protocol/error.hpp"
 #include "protocol/frames.hpp"
+#include "protocol/log.hpp"
 #include "protocol/token.hpp"
 #include "transport/frames.hpp"
 #include "transport/stream.hpp"
@@ -195,7 +196,7 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     dispatcher.count_into(statistics.answers);
   }
 
-  void log(const std::string& msg) const { std::fprintf(stderr, "[gymfarm] %s\n", msg.c_str()); }
+  void log(const std::string& msg) const { protocol::log_info(msg); }
 
   // ---- replies -------------------------------------------------------------------------------
 
@@ -302,7 +303,7 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
         routes.bury(h.instance, err);
         forget_instance(h.instance);
       }
-      log(message);
+      protocol::log_warn(message, {{"event", "worker_exit"}, {"worker", w}, {"pid", pid}, {"reason", reason}});
     }
     pool->gone(w, std::move(reason));  // the back-off, and the slot is Dead
   }
@@ -1053,14 +1054,14 @@ void guarded(const char* what, F&& f) {
   try {
     f();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "[gymfarm] internal error handling %s (still serving): %s\n", what, e.what());
+    protocol::log_error(std::string("internal error handling ") + what + " (still serving): " + e.what());
   } catch (...) {
-    std::fprintf(stderr, "[gymfarm] internal error handling %s (still serving)\n", what);
+    protocol::log_error(std::string("internal error handling ") + what + " (still serving)");
   }
 }
 }  // namespace
 
-int Broker::run(const std::function<void()>& on_ready) {
+int Broker::run(const std::function<void()>& on_ready, const Progress& on_progress) {
   auto& d = *impl_;
   d.start_pool();
   Frames frames;
@@ -1116,11 +1117,15 @@ int Broker::run(const std::function<void()>& on_ready) {
     guarded("the timers", [&] { d.check_time(); });
     // Ready once every slot has been ready: clients may already hold instances (they can connect
     // before the announcement, e.g. after a broker restart on the same port).
-    if (!d.ready_announced &&
-        std::all_of(d.registry.slots().begin(), d.registry.slots().begin() + static_cast<std::ptrdiff_t>(d.opt.workers),
-                    [](const WorkerSlot& s) { return s.was_ready; })) {
-      d.ready_announced = true;
-      if (on_ready) on_ready();
+    if (!d.ready_announced) {
+      const auto ready = static_cast<std::size_t>(std::count_if(
+          d.registry.slots().begin(), d.registry.slots().begin() + static_cast<std::ptrdiff_t>(d.opt.workers),
+          [](const WorkerSlot& s) { return s.was_ready; }));
+      if (on_progress) on_progress(ready, d.opt.workers);
+      if (ready == d.opt.workers) {
+        d.ready_announced = true;
+        if (on_ready) on_ready();
+      }
     }
     if (!d.ready_announced && !d.shutting_down) {
       for (const auto& s : d.registry.slots()) {

@@ -78,8 +78,10 @@ class Broker {
   static constexpr const char* kInprocFrontend = "inproc://gymfarm-frontend";
   zmq::context_t& context();
   // Runs until SIGTERM/SIGINT or until the pool cannot start. `on_ready` is called once, when every
-  // worker first reports ready. Returns the process exit code.
-  int run(const std::function<void()>& on_ready);
+  // worker first reports ready; before it, `on_progress` on every turn of the loop with the warm
+  // workers ready so far and their number (`gymfarm start` shows it). Returns the process exit code.
+  using Progress = std::function<void(std::size_t ready, std::size_t warm)>;
+  int run(const std::function<void()>& on_ready, const Progress& on_progress = {});
 
  private:
   struct Impl;

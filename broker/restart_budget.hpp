@@ -6,8 +6,12 @@
 // on every step): once `limit` restarts happened within `window`, further restarts wait until the
 // oldest leaves the window.
 #include <cstddef>
+#include <cstdint>
 #include <deque>
+#include <functional>
+#include <map>
 #include <string>
+#include <string_view>
 
 #include "broker/clock.hpp"
 
@@ -18,6 +22,11 @@ struct RestartEvent {
   std::size_t worker = 0;
   std::string reason;
 };
+
+// A restart's reason as one of a few stable names (`timeout`, `heartbeat_lost`, `start_timeout`,
+// `link_stuck`, `oversized_reply`, `fork_failed`, `zygote_exited`, `cpu_limit`, `killed_sigkill`
+// and the like, `exit_code_N`, `other`): the reasons themselves carry numbers, these do not grow.
+std::string restart_reason_class(std::string_view reason);
 
 class RestartBudget {
  public:
@@ -37,12 +46,17 @@ class RestartBudget {
 
   const std::deque<RestartEvent>& log() const { return log_; }
   static constexpr std::size_t kLogSize = 20;
+  // Every restart recorded since the farm started, by restart_reason_class, and their sum.
+  const std::map<std::string, uint64_t, std::less<>>& totals() const { return totals_; }
+  uint64_t total() const { return total_; }
 
  private:
   std::size_t limit_;  // 0 = unlimited
   Duration window_;
   std::deque<TimePoint> window_starts_;
   std::deque<RestartEvent> log_;
+  std::map<std::string, uint64_t, std::less<>> totals_;
+  uint64_t total_ = 0;
 };
 
 }  // namespace gymfarm::broker

@@ -118,6 +118,20 @@ Value Stats::report(const WorkerRegistry& registry, const RestartBudget& budget,
   v.set("workers", std::move(workers));
   v.set("restart_budget", std::move(b));
   v.set("recent_restarts", std::move(restarts));
+  // every restart since the farm started, by the class of its reason; the last one's own reason
+  Value by_reason(protocol::Map{});
+  for (const auto& [reason, n] : budget.totals()) by_reason.set(reason, static_cast<uint64_t>(n));
+  v.set("restarts_total", static_cast<uint64_t>(budget.total()));
+  v.set("restarts_by_reason", std::move(by_reason));
+  if (!budget.log().empty()) {
+    const auto& e = budget.log().back();
+    Value last(protocol::Map{});
+    last.set("reason", e.reason);
+    last.set("class", restart_reason_class(e.reason));
+    last.set("worker", static_cast<int64_t>(e.worker));
+    last.set("seconds_ago", std::chrono::duration<double>(now - e.at).count());
+    v.set("last_restart", std::move(last));
+  }
   v.set("instances", static_cast<int64_t>(instances));
   v.set("pool", Value(protocol::Map{{"warm", static_cast<uint64_t>(pool.warm)},
                                     {"max", static_cast<uint64_t>(pool.max)},

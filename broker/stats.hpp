@@ -1,6 +1,7 @@
 #pragma once
 // What `stats` answers: the pool's workers with their memory, the restart budget and its recent
-// restarts, the pool's shape, the heartbeats and the broker's counters. No sockets: a report is
+// restarts, every restart since start by reason, the pool's shape, the heartbeats and the broker's
+// counters. No sockets: a report is
 // built from the parts' state, so it is tested with a registry on a manual clock.
 #include <array>
 #include <cstdint>

@@ -1,5 +1,6 @@
 // gymfarm: start, stop and inspect a farm. See `gymfarm --help` and docs/operations.md.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,13 +9,17 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <system_error>
@@ -24,12 +29,16 @@
 
 #include "broker/broker.hpp"
 #include "cli/runtime_dir.hpp"
+#include "cli/start_progress.hpp"
+#include "cli/stderr_relay.hpp"
 #include "client/client.hpp"
 #include "frontends/gateway.hpp"
+#include "protocol/log.hpp"
 #include "protocol/token.hpp"
 
 namespace fs = std::filesystem;
 using gymfarm::protocol::Value;
+namespace protocol = gymfarm::protocol;
 namespace frontends = gymfarm::frontends;
 
 namespace {
@@ -39,6 +48,9 @@ constexpr const char* kHelp = R"(gymfarm - a multi-process farm of isolated Gymn
 usage:
   gymfarm start [options]    run a farm (foreground unless --detach)
   gymfarm status [options]   print the farm's workers: pid, state, instance, env id, steps, RSS
+  gymfarm status --watch [--interval SEC]
+                             redraw that table every SEC seconds (default 2) until Ctrl-C (exit 0)
+                             or until the farm goes away (exit 3)
   gymfarm stop [options]     stop a running farm gracefully (drain, close envs, stop workers)
   gymfarm --help             this text
 
@@ -138,10 +150,14 @@ options for start:
                          open gateway connections from one remote address; more are refused with a
                          503 and closed (default 64; 0 = no limit)
   --verbose              log more
+  --log-format FORMAT    text (default): `[gymfarm] ...` lines; json: one JSON object a line with ts,
+                         level, msg and fields, and what workers write to stderr (env output) wrapped
+                         as {"msg": LINE, "source": "stderr"}; start-up progress is then JSON too
 
 options for status and stop:
   --host ADDR, --native-port PORT, --runtime-dir DIR   which farm (defaults as above)
   --curve-secret-file PATH   a CURVE farm's secret key: connect with the farm's own keypair
+  --log-format FORMAT        text or json, for their error lines
 
 SIGTERM or SIGINT stop a foreground farm gracefully; it exits 0.
 )";
@@ -161,10 +177,17 @@ struct Options {
   std::string curve_clients_file;
   std::string curve_public_key;  // derived from the secret key, for the ready banner
   std::string runtime_dir;
+  bool watch = false;                        // status --watch
+  std::chrono::milliseconds interval{2000};  // status --watch --interval
 };
 
+// The CLI's own error and warning lines: `gymfarm: ...` as text, or JSON (--log-format).
+void say(protocol::LogLevel level, const std::string& msg, protocol::LogFields fields = {}) {
+  protocol::log_line(level, msg, fields, "gymfarm: ");
+}
+
 [[noreturn]] void die(const std::string& msg) {
-  std::fprintf(stderr, "gymfarm: %s\n", msg.c_str());
+  say(protocol::LogLevel::Error, msg);
   std::exit(2);  // NOLINT(concurrency-mt-unsafe): flags are parsed before any thread starts
 }
 
@@ -277,6 +300,13 @@ Options parse(int argc, char** argv) {
     else if (k == "--curve-clients-file") o.curve_clients_file = value();
     else if (k == "--allow-origin") o.gateway.access.allowed_origins.push_back(value());
     else if (k == "--verbose") o.broker.verbose = true;
+    else if (k == "--log-format") {
+      protocol::LogFormat f{};
+      const std::string v = value();
+      if (!protocol::parse_log_format(v, f)) die("--log-format needs text or json, got '" + v + "'");
+      protocol::set_log_format(f);
+    } else if (k == "--watch") o.watch = true;
+    else if (k == "--interval") o.interval = seconds_arg(k, value());
     else if (k == "--http-idle-timeout")
       o.gateway.http_idle_timeout = std::chrono::seconds(int_arg(k, value(), 1, 86400));
     else if (k == "--http-header-timeout")
@@ -288,6 +318,7 @@ Options parse(int argc, char** argv) {
     else die("unknown option '" + k + "'; try `gymfarm --help`");
   }
   if (o.runtime_dir.empty()) o.runtime_dir = default_runtime_dir();
+  if (o.watch && o.command != "status") die("--watch goes with status");
   return o;
 }
 
@@ -426,17 +457,19 @@ std::string read_trusted(const gymfarm::cli::RuntimeDir& dir, const std::string&
   if (!dir.is_open()) return "";
   std::string err;
   const auto data = dir.read_file(name, 4096, err);
-  if (!err.empty()) std::fprintf(stderr, "gymfarm: ignoring %s\n", err.c_str());
+  if (!err.empty()) say(protocol::LogLevel::Warn, "ignoring " + err);
   return data.value_or("");
 }
 
 int cmd_start(Options o) {
+  using gymfarm::cli::StartProgress;
+  const auto started = StartProgress::Clock::now();  // "workers N/N ready in X s" counts from here
   const gymfarm::cli::RuntimeDir dir = prepare_runtime_dir(o);
   o.runtime_dir = dir.path();
   std::string token;
   if (!is_loopback(o.host) && o.insecure) {
-    std::fprintf(stderr, "gymfarm: WARNING: listening on %s WITHOUT authentication (--insecure-no-token)\n",
-                 o.host.c_str());
+    say(protocol::LogLevel::Warn, "WARNING: listening on " + o.host + " WITHOUT authentication (--insecure-no-token)",
+        {{"event", "insecure_no_token"}, {"host", o.host}});
     o.gateway.access.any_host = true;
   } else if (!is_loopback(o.host) || o.require_token || !o.token_file.empty()) {
     token = load_or_make_token(o, dir);
@@ -463,12 +496,43 @@ int cmd_start(Options o) {
     if (child < 0) die("fork failed");
     if (child > 0) {
       close(ready_pipe[1]);
+      // The child sends "progress READY WARM" lines while the pool comes up, then "ready " and the
+      // banner; the progress is shown here as the foreground farm shows it.
+      StartProgress progress(StartProgress::log_is_terminal(), started);
       std::string msg;
+      bool banner = false;
+      std::size_t ready = 0;
+      std::size_t warm = o.broker.workers;
       char buf[512];
-      ssize_t n;
-      while ((n = read(ready_pipe[0], buf, sizeof buf)) > 0) msg.append(buf, static_cast<std::size_t>(n));
+      while (true) {
+        pollfd pfd{ready_pipe[0], POLLIN, 0};
+        const int r = poll(&pfd, 1, 200);
+        if (r < 0 && errno != EINTR) break;
+        if (r > 0) {
+          const ssize_t n = read(ready_pipe[0], buf, sizeof buf);
+          if (n < 0 && errno == EINTR) continue;
+          if (n <= 0) break;
+          msg.append(buf, static_cast<std::size_t>(n));
+        }
+        while (!banner) {
+          if (msg.rfind("ready ", 0) == 0) {
+            banner = true;
+            break;
+          }
+          const std::size_t nl = msg.find('\n');
+          if (msg.rfind("progress ", 0) != 0 || nl == std::string::npos) break;
+          std::size_t a = 0, b = 0;
+          const char* end = msg.data() + nl;
+          const auto first = std::from_chars(msg.data() + 9, end, a);  // after "progress "
+          if (first.ec == std::errc() && first.ptr < end && std::from_chars(first.ptr + 1, end, b).ec == std::errc())
+            ready = a, warm = b;
+          msg.erase(0, nl + 1);
+        }
+        if (!banner) progress.update(ready, warm, StartProgress::Clock::now());
+      }
       if (msg.rfind("ready ", 0) != 0) {
-        std::fprintf(stderr, "gymfarm: the farm did not start; its log (%s) ends with:\n", log_path.c_str());
+        progress.abandon();
+        say(protocol::LogLevel::Error, "the farm did not start; its log (" + log_path + ") ends with:");
         std::string text;  // read back through the fd the log was created with
         char chunk[4096];
         ssize_t got;
@@ -481,9 +545,10 @@ int cmd_start(Options o) {
         std::vector<std::string> lines;
         while (std::getline(f, line)) lines.push_back(line);
         for (std::size_t i = lines.size() > 20 ? lines.size() - 20 : 0; i < lines.size(); ++i)
-          std::fprintf(stderr, "  %s\n", lines[i].c_str());
+          protocol::log_line(protocol::LogLevel::Error, "  " + lines[i], {{"source", "farm_log"}}, "");
         return 1;
       }
+      progress.finish(warm, StartProgress::Clock::now());
       close(log_fd);
       std::printf("%s", msg.substr(6).c_str());
       std::printf("  log:       %s\n  stop with: gymfarm stop --native-port %d\n", log_path.c_str(), o.port);
@@ -506,6 +571,11 @@ int cmd_start(Options o) {
   }
 
   gymfarm::broker::Broker::block_signals();
+  // --log-format json: what workers and libraries write to stderr themselves becomes JSON lines too
+  gymfarm::cli::StderrRelay relay;
+  if (protocol::log_format() == protocol::LogFormat::Json) {
+    if (const std::string err = relay.start(); !err.empty()) say(protocol::LogLevel::Warn, err);
+  }
   int rc = 0;
   std::string pidfile;
   try {
@@ -561,32 +631,59 @@ int cmd_start(Options o) {
       if (!wrote) throw std::runtime_error("cannot write " + dir.path_of(pid_file(o)));
       pidfile = pid_file(o);
     }
-    std::fprintf(stderr, "[gymfarm] starting %zu workers (pid %d)\n", o.broker.workers, getpid());
-    rc = broker.run([&] {
-      char text[4096];
-      std::snprintf(text, sizeof text, "gymfarm: farm ready with %zu workers (pid %d)\n%s%s  native:    %s\n%s%s%s%s",
-                    o.broker.workers, getpid(), token_line.c_str(), curve_line.c_str(), endpoint.c_str(),
-                    rest_line.c_str(), gymnasium_line.c_str(), gym_server_line.c_str(), gymie_line.c_str());
-      if (o.detach) {
-        const std::string msg = std::string("ready ") + text;
-        if (write(ready_pipe[1], msg.data(), msg.size()) < 0) { /* parent gone; keep serving */
+    protocol::log_info(
+        "starting " + std::to_string(o.broker.workers) + " workers (pid " + std::to_string(getpid()) + ")",
+        {{"event", "starting"}, {"workers", o.broker.workers}, {"pid", getpid()}});
+    StartProgress progress(StartProgress::log_is_terminal(), started);
+    std::size_t piped_ready = static_cast<std::size_t>(-1);  // the count last sent to a --detach parent
+    auto on_progress = [&](std::size_t ready, std::size_t warm) {
+      progress.update(ready, warm, StartProgress::Clock::now());
+      if (ready_pipe[1] >= 0 && ready != piped_ready) {
+        piped_ready = ready;
+        const std::string line = "progress " + std::to_string(ready) + " " + std::to_string(warm) + "\n";
+        if (write(ready_pipe[1], line.data(), line.size()) < 0) { /* parent gone; keep starting */
         }
-        close(ready_pipe[1]);
-        ready_pipe[1] = -1;
       }
-      std::fputs(text, stdout);
-      std::fflush(stdout);
-    });
+    };
+    rc = broker.run(
+        [&] {
+          progress.finish(o.broker.workers, StartProgress::Clock::now());
+          if (protocol::log_format() == protocol::LogFormat::Json) {
+            protocol::log_info("farm ready", {{"event", "farm_ready"},
+                                              {"pid", getpid()},
+                                              {"workers", o.broker.workers},
+                                              {"native", endpoint},
+                                              {"http_port", http_port},
+                                              {"gymnasium_port", gateway.gymnasium_port()}});
+          }
+          char text[4096];
+          std::snprintf(text, sizeof text,
+                        "gymfarm: farm ready with %zu workers (pid %d)\n%s%s  native:    %s\n%s%s%s%s",
+                        o.broker.workers, getpid(), token_line.c_str(), curve_line.c_str(), endpoint.c_str(),
+                        rest_line.c_str(), gymnasium_line.c_str(), gym_server_line.c_str(), gymie_line.c_str());
+          if (o.detach) {
+            const std::string msg = std::string("ready ") + text;
+            if (write(ready_pipe[1], msg.data(), msg.size()) < 0) { /* parent gone; keep serving */
+            }
+            close(ready_pipe[1]);
+            ready_pipe[1] = -1;
+          }
+          std::fputs(text, stdout);
+          std::fflush(stdout);
+        },
+        on_progress);
+    progress.abandon();  // the pool never came up (a no-op once it did)
     gateway.stop();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "gymfarm: %s\n", e.what());
+    say(protocol::LogLevel::Error, e.what());
     rc = 1;
   }
   if (!pidfile.empty()) dir.remove_file(pidfile);
   return rc;
 }
 
-Value stats_of(const Options& o, std::chrono::milliseconds timeout) {
+// A client of the farm for status and stop: the token from GYMFARM_TOKEN or the runtime directory.
+std::unique_ptr<gymfarm::client::Client> connect_farm(const Options& o, std::chrono::milliseconds timeout) {
   gymfarm::client::ClientOptions co;
   co.timeout = timeout;
   co.name = "gymfarm-cli";
@@ -600,9 +697,10 @@ Value stats_of(const Options& o, std::chrono::milliseconds timeout) {
     co.curve_server_key = co.curve_public_key = pub;
     co.curve_secret_key = secret;
   }
-  gymfarm::client::Client c(native_endpoint(o, o.port), co);
-  return c.stats();
+  return std::make_unique<gymfarm::client::Client>(native_endpoint(o, o.port), co);
 }
+
+Value stats_of(const Options& o, std::chrono::milliseconds timeout) { return connect_farm(o, timeout)->stats(); }
 
 std::string human_bytes(long long b) {
   char buf[32];
@@ -610,44 +708,131 @@ std::string human_bytes(long long b) {
   return buf;
 }
 
+// The status table of one `stats` answer.
+std::string status_table(const Value& s) {
+  std::string out;
+  char line[1024];
+  auto add = [&](int n) { out.append(line, static_cast<std::size_t>(std::clamp(n, 0, int(sizeof line) - 1))); };
+  add(std::snprintf(line, sizeof line, "farm pid %lld at %s: %lld instances, %llu requests served\n",
+                    static_cast<long long>(s.find("pid")->as_int()), s.find("frontend")->as_string().c_str(),
+                    static_cast<long long>(s.find("instances")->as_int()),
+                    static_cast<unsigned long long>(s.find("requests")->as_int())));
+  add(std::snprintf(line, sizeof line, "%-6s %-8s %-9s %-32s %-24s %10s %10s %10s %8s\n", "WORKER", "PID", "STATE",
+                    "INSTANCE", "ENV ID", "STEPS", "RSS", "PSS", "RESTARTS"));
+  for (const auto& w : s.find("workers")->as_array()) {
+    const Value* pss = w.find("pss_bytes");
+    add(std::snprintf(line, sizeof line, "%-6lld %-8lld %-9s %-32s %-24s %10lld %10s %10s %8lld\n",
+                      static_cast<long long>(w.find("worker")->as_int()),
+                      static_cast<long long>(w.find("pid")->as_int()), w.find("state")->as_string().c_str(),
+                      w.find("instance")->as_string().empty() ? "-" : w.find("instance")->as_string().c_str(),
+                      w.find("env_id")->as_string().empty() ? "-" : w.find("env_id")->as_string().c_str(),
+                      static_cast<long long>(w.find("steps")->as_int()),
+                      human_bytes(w.find("rss_bytes")->as_int()).c_str(), human_bytes(pss ? pss->as_int() : 0).c_str(),
+                      static_cast<long long>(w.find("restarts")->as_int())));
+    if (const Value* why = w.find("last_exit"); why && !why->as_string().empty() && w.find("restarts")->as_int() > 0) {
+      add(std::snprintf(line, sizeof line, "       last restart: %s\n", why->as_string().c_str()));
+    }
+  }
+  if (const Value* b = s.find("restart_budget")) {
+    add(std::snprintf(line, sizeof line, "restarts: %lld in the last %.0f s (budget %lld)\n",
+                      static_cast<long long>(b->find("used")->as_int()), b->find("window_s")->as_double(),
+                      static_cast<long long>(b->find("limit")->as_int())));
+  }
+  if (const Value* total = s.find("restarts_total"); total && total->as_int() > 0) {
+    // every restart since the farm started, by the class of its reason, and the last one's reason
+    std::string by;
+    if (const Value* m = s.find("restarts_by_reason"); m && m->is_map()) {
+      for (const auto& [reason, n] : m->as_map())
+        by += (by.empty() ? "" : ", ") + reason + " " + std::to_string(n.as_int());
+    }
+    out += "restarts since start: " + std::to_string(total->as_int()) + (by.empty() ? "" : " (" + by + ")") + "\n";
+    if (const Value* last = s.find("last_restart"); last && last->is_map()) {
+      add(std::snprintf(line, sizeof line, "last restart: %.1f s ago, worker %lld: %s\n",
+                        last->find("seconds_ago")->as_double(), static_cast<long long>(last->find("worker")->as_int()),
+                        last->find("reason")->as_string().c_str()));
+    }
+  }
+  if (const Value* log = s.find("recent_restarts"); log && !log->as_array().empty()) {
+    out += "recent restarts (newest last):\n";
+    for (const auto& e : log->as_array()) {
+      add(std::snprintf(line, sizeof line, "  %8.1f s ago  worker %-4lld %s\n", e.find("seconds_ago")->as_double(),
+                        static_cast<long long>(e.find("worker")->as_int()), e.find("reason")->as_string().c_str()));
+    }
+  }
+  return out;
+}
+
+// Set by SIGINT/SIGTERM while `status --watch` runs.
+volatile std::sig_atomic_t g_watch_stop = 0;
+extern "C" void on_watch_signal(int /*sig*/) { g_watch_stop = 1; }
+
+// status --watch: the table every interval, redrawn in place on a terminal (ANSI: cursor home,
+// clear screen), one after another, each after a blank line, when piped. Exit 0 on Ctrl-C or
+// SIGTERM, 1 when no farm answers at first, 3 when the farm stops answering.
+int watch_status(const Options& o) {
+  struct sigaction sa {};
+  sa.sa_handler = on_watch_signal;  // no SA_RESTART: a wait for the farm's answer ends at once
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  const bool terminal = isatty(STDOUT_FILENO) == 1;
+  const std::string endpoint = native_endpoint(o, o.port);
+  std::unique_ptr<gymfarm::client::Client> client;
+  bool shown = false;
+  while (!g_watch_stop) {
+    Value s;
+    try {
+      if (!client) client = connect_farm(o, std::chrono::milliseconds(3000));
+      s = client->stats();
+    } catch (const std::exception& e) {
+      if (g_watch_stop) break;
+      if (!shown) {
+        say(protocol::LogLevel::Error, "no farm answers at " + endpoint + " (" + e.what() + ")");
+        return 1;
+      }
+      if (terminal) std::fputs("\n", stdout);
+      std::fflush(stdout);
+      say(protocol::LogLevel::Error, "the farm at " + endpoint + " went away (" + e.what() + "); stopped watching",
+          {{"event", "farm_gone"}, {"endpoint", endpoint}});
+      return 3;
+    }
+    char when[64];
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    localtime_r(&t, &tm);
+    std::strftime(when, sizeof when, "%H:%M:%S", &tm);
+    char head[160];
+    std::snprintf(head, sizeof head, "%s  every %.1f s; Ctrl-C stops\n", when,
+                  std::chrono::duration<double>(o.interval).count());
+    const std::string text = status_table(s);
+    if (terminal) {
+      std::fputs("\033[H\033[2J", stdout);
+    } else if (shown) {
+      std::fputs("\n", stdout);
+    }
+    std::fputs(head, stdout);
+    std::fputs(text.c_str(), stdout);
+    std::fflush(stdout);
+    shown = true;
+    const auto until = std::chrono::steady_clock::now() + o.interval;
+    while (!g_watch_stop && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+          std::chrono::milliseconds(50), until - std::chrono::steady_clock::now()));
+    }
+  }
+  return 0;
+}
+
 int cmd_status(const Options& o) {
+  if (o.watch) return watch_status(o);
   Value s;
   try {
     s = stats_of(o, std::chrono::milliseconds(3000));
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "gymfarm: no farm answers at %s (%s)\n", native_endpoint(o, o.port).c_str(), e.what());
+    say(protocol::LogLevel::Error, "no farm answers at " + native_endpoint(o, o.port) + " (" + e.what() + ")");
     return 1;
   }
-  std::printf("farm pid %lld at %s: %lld instances, %llu requests served\n",
-              static_cast<long long>(s.find("pid")->as_int()), s.find("frontend")->as_string().c_str(),
-              static_cast<long long>(s.find("instances")->as_int()),
-              static_cast<unsigned long long>(s.find("requests")->as_int()));
-  std::printf("%-6s %-8s %-9s %-32s %-24s %10s %10s %10s %8s\n", "WORKER", "PID", "STATE", "INSTANCE", "ENV ID",
-              "STEPS", "RSS", "PSS", "RESTARTS");
-  for (const auto& w : s.find("workers")->as_array()) {
-    const Value* pss = w.find("pss_bytes");
-    std::printf("%-6lld %-8lld %-9s %-32s %-24s %10lld %10s %10s %8lld\n",
-                static_cast<long long>(w.find("worker")->as_int()), static_cast<long long>(w.find("pid")->as_int()),
-                w.find("state")->as_string().c_str(),
-                w.find("instance")->as_string().empty() ? "-" : w.find("instance")->as_string().c_str(),
-                w.find("env_id")->as_string().empty() ? "-" : w.find("env_id")->as_string().c_str(),
-                static_cast<long long>(w.find("steps")->as_int()), human_bytes(w.find("rss_bytes")->as_int()).c_str(),
-                human_bytes(pss ? pss->as_int() : 0).c_str(), static_cast<long long>(w.find("restarts")->as_int()));
-    if (const Value* why = w.find("last_exit"); why && !why->as_string().empty() && w.find("restarts")->as_int() > 0) {
-      std::printf("       last restart: %s\n", why->as_string().c_str());
-    }
-  }
-  if (const Value* b = s.find("restart_budget")) {
-    std::printf("restarts: %lld in the last %.0f s (budget %lld)\n", static_cast<long long>(b->find("used")->as_int()),
-                b->find("window_s")->as_double(), static_cast<long long>(b->find("limit")->as_int()));
-  }
-  if (const Value* log = s.find("recent_restarts"); log && !log->as_array().empty()) {
-    std::printf("recent restarts (newest last):\n");
-    for (const auto& e : log->as_array()) {
-      std::printf("  %8.1f s ago  worker %-4lld %s\n", e.find("seconds_ago")->as_double(),
-                  static_cast<long long>(e.find("worker")->as_int()), e.find("reason")->as_string().c_str());
-    }
-  }
+  std::fputs(status_table(s).c_str(), stdout);
   return 0;
 }
 
@@ -658,12 +843,13 @@ int cmd_stop(const Options& o) {
     try {
       pid = static_cast<pid_t>(stats_of(o, std::chrono::milliseconds(3000)).find("pid")->as_int());
     } catch (const std::exception&) {
-      std::fprintf(stderr, "gymfarm: no farm is running at %s\n", native_endpoint(o, o.port).c_str());
+      say(protocol::LogLevel::Error, "no farm is running at " + native_endpoint(o, o.port));
       return 1;
     }
   }
   if (kill(pid, SIGTERM) != 0) {
-    std::fprintf(stderr, "gymfarm: cannot signal pid %d: %s\n", pid, std::generic_category().message(errno).c_str());
+    say(protocol::LogLevel::Error,
+        "cannot signal pid " + std::to_string(pid) + ": " + std::generic_category().message(errno));
     return 1;
   }
   std::printf("gymfarm: stopping farm pid %d ...\n", pid);
@@ -673,7 +859,7 @@ int cmd_stop(const Options& o) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   if (kill(pid, 0) == 0) {
-    std::fprintf(stderr, "gymfarm: pid %d did not stop within 30 s\n", pid);
+    say(protocol::LogLevel::Error, "pid " + std::to_string(pid) + " did not stop within 30 s");
     return 1;
   }
   std::printf("gymfarm: stopped\n");
@@ -707,9 +893,9 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {  // start-up and configuration fail fast, with the reason
-    std::fprintf(stderr, "gymfarm: %s\n", e.what());
+    say(protocol::LogLevel::Error, e.what());
   } catch (...) {
-    std::fprintf(stderr, "gymfarm: unexpected error\n");
+    say(protocol::LogLevel::Error, "unexpected error");
   }
   return 1;
 }

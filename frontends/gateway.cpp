@@ -49,6 +49,7 @@
 #include "frontends/png.hpp"
 #include "frontends/pyjson.hpp"
 #include "protocol/frames.hpp"
+#include "protocol/log.hpp"
 
 namespace gymfarm::frontends {
 
@@ -818,8 +819,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
           if (!warned_fds_) {
-            std::fprintf(stderr, "[gymfarm] gateway: out of file descriptors (%s); new connections wait\n",
-                         std::generic_category().message(errno).c_str());
+            protocol::log_warn("gateway: out of file descriptors (" + std::generic_category().message(errno) +
+                               "); new connections wait");
             warned_fds_ = true;
           }
           pause_.expires_after(kAcceptPause);
@@ -866,9 +867,10 @@ class Listener : public std::enable_shared_from_this<Listener> {
     ++refused_;
     const auto now = std::chrono::steady_clock::now();
     if (logged_any_ && now - last_log_ < kLogEvery) return;
-    std::fprintf(stderr, "[gymfarm] gateway: refused %llu connection(s)%s; the last from %s (%s)\n",
-                 static_cast<unsigned long long>(refused_), logged_any_ ? " since the last report" : "", client.c_str(),
-                 a == Admission::TooManyFromClient ? "--max-connections-per-client" : "--max-connections");
+    protocol::log_warn("gateway: refused " + std::to_string(refused_) + " connection(s)" +
+                       (logged_any_ ? " since the last report" : "") + "; the last from " + client + " (" +
+                       (a == Admission::TooManyFromClient ? "--max-connections-per-client" : "--max-connections") +
+                       ")");
     refused_ = 0;
     last_log_ = now;
     logged_any_ = true;
@@ -928,11 +930,10 @@ void raise_fd_limit(std::size_t connections) {
   }
   const rlim_t needed = static_cast<rlim_t>(connections) + kFdMargin;
   if (connections && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < needed) {
-    std::fprintf(stderr,
-                 "[gymfarm] gateway: the open-file limit is %llu (hard limit %llu); --max-connections %zu needs about "
-                 "%llu: past the limit new connections wait for descriptors\n",
-                 static_cast<unsigned long long>(rl.rlim_cur), static_cast<unsigned long long>(rl.rlim_max),
-                 connections, static_cast<unsigned long long>(needed));
+    protocol::log_warn("gateway: the open-file limit is " + std::to_string(rl.rlim_cur) + " (hard limit " +
+                       std::to_string(rl.rlim_max) + "); --max-connections " + std::to_string(connections) +
+                       " needs about " + std::to_string(needed) +
+                       ": past the limit new connections wait for descriptors");
   }
 }
 
@@ -1022,7 +1023,7 @@ void Gateway::stop() {
   c.end_all();
   // Running requests finish (their replies go to closed sockets); queued ones are dropped.
   if (!c.pool.stop(std::chrono::duration_cast<std::chrono::milliseconds>(kStopWait)))
-    std::fprintf(stderr, "[gymfarm] gateway: %zu requests still running at stop\n", c.pool.threads());
+    protocol::log_warn("gateway: " + std::to_string(c.pool.threads()) + " requests still running at stop");
   c.end_all();  // sessions that a finished request handed back
   {
     std::unique_lock lock(c.mu);
