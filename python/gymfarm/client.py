@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from . import codec, errors
+from . import codec, errors, slab
 from .local import LinkClosed, LocalLink
 
 if TYPE_CHECKING:  # imported where used: env and vector import this module
@@ -67,7 +67,7 @@ class Farm:
                  keep_instances: bool = False, heartbeat: float | None = None,
                  curve: dict[str, str] | str | os.PathLike[str] | None = None,
                  curve_server_key: str | bytes | None = None, curve_public_key: str | bytes | None = None,
-                 curve_secret_key: str | bytes | None = None):
+                 curve_secret_key: str | bytes | None = None, shm: bool | None = None):
         self.curve = curve_keys(curve, curve_server_key, curve_public_key, curve_secret_key)
         self.endpoint = endpoint
         self.timeout = float(timeout)
@@ -113,6 +113,10 @@ class Farm:
             raise errors.FarmUnavailable(f"no gymfarm answers at {endpoint} ({hint})") from None
         if local is None:
             local = os.environ.get("GYMFARM_LOCAL", "1") != "0"
+        if shm is None:
+            shm = os.environ.get("GYMFARM_SHM", "1") != "0"
+        self.shm = bool(shm) and slab.supported()  # step and reset through shared memory when local
+        self._spin = spin_us * 1e-6
         if local:
             self._go_local(hello, spin_us * 1e-6, connect_timeout)
         self._stop_keepalive = threading.Event()
@@ -349,6 +353,56 @@ class Farm:
         return self.wait_step_batch(self.send_step_batch(steps, **fields), timeout)
 
     # -- verbs ---------------------------------------------------------------------------------
+
+    # -- shared memory (docs/protocol.md "Shared memory") ------------------------------------------
+
+    def make_instance(self, body: dict[str, Any]) -> tuple[dict[str, Any], slab.Slab | None]:
+        """A make, asking for a slab when requests go over the local socket: its result and the
+        slab (None when the farm gave none)."""
+        if not (self.shm and self.is_local):
+            return self.call("make", body=body), None
+        body = {**body, "shm": True}
+        rid = self._send(self._frames("make", "", body))
+        reply = self._wait([rid], None)[rid]
+        fds = reply[3] if len(reply) > 3 and isinstance(reply[3], slab.SlabFds) else None
+        try:
+            result = self._result(reply)
+            return result, (slab.Slab(fds, self._spin) if fds is not None else None)
+        except slab.SlabError:
+            return result, None
+        finally:
+            if fds is not None:
+                fds.close()
+
+    def slab_call(self, shared: slab.Slab, verb: str, instance: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A step or reset through the instance's slab, or over the socket when the slab cannot
+        take it (not served, or a request too large for it). The result and the errors are the
+        socket path's own."""
+        packed = codec.pack(body)
+        if self._closed or not shared.usable or not shared.post(slab.STEP if verb == "step" else slab.RESET, packed):
+            return self.call(verb, instance, body)
+        try:
+            status, data = shared.wait(self.timeout, self._still_there)
+        except TimeoutError:
+            raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {self.timeout:g} s",
+                                 {"client_side": True}) from None
+        if status == slab.SPILLED:  # a reply too large for the slab: the worker kept it
+            return self.call("spilled", instance, {})
+        if status == slab.UNANSWERED:  # the instance is gone: its tombstone answers over the socket
+            return self.call(verb, instance, body)
+        result = codec.unpack(data)
+        if status != slab.OK:
+            raise errors.from_wire(result)
+        return result
+
+    def _still_there(self) -> None:
+        """Raises FarmUnavailable when the local socket closed (the farm is gone)."""
+        with self._lock:
+            try:
+                while self._chan.poll(0):
+                    self._store(self._chan.recv_multipart())
+            except LinkClosed:
+                raise self._lost_local() from None
 
     def make(self, env_id: str, **kwargs: Any) -> RemoteEnv:
         """Makes an env on a free worker; returns a :class:`gymnasium.Env`."""
