@@ -721,7 +721,7 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     return true;
   }
 
-  // Every 10 ms: steps the workers answered in slabs, slab requests past the step deadline (their
+  // Every 10 ms: what the workers answered in slabs, slab requests past the step deadline (their
   // worker is killed; the answer is written when it is reaped) and slabs of instances now gone.
   void scan_slabs(TimePoint now) {
     if (slabs.size() == 0 || now < next_slab_scan) return;
@@ -729,7 +729,10 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     const auto overdue = slabs.scan(
         now, opt.step_timeout, [this](const std::string& i) { return routes.find(i).has_value(); },
         [this](const std::string& i, uint64_t n) {
-          if (auto w = routes.find(i)) registry.slot(*w).steps += n;
+          if (auto w = routes.find(i)) {
+            registry.heartbeat(*w);  // it answered: alive (it skips heartbeats while it answers)
+            registry.slot(*w).steps += n;
+          }
           statistics.answers.env_steps += n;
         },
         [this](const std::string& i, shm::Verb v) {

@@ -63,7 +63,7 @@ void SlabTable::end_entry(const std::string& instance, const std::string* error_
 
 std::vector<SlabTable::Overdue> SlabTable::scan(
     TimePoint now, Duration timeout, const std::function<bool(const std::string&)>& alive,
-    const std::function<void(const std::string&, uint64_t)>& on_steps,
+    const std::function<void(const std::string&, uint64_t)>& on_progress,
     const std::function<std::string(const std::string&, shm::Verb)>& timeout_body) {
   std::vector<Overdue> overdue;
   std::vector<std::string> gone;
@@ -73,10 +73,12 @@ std::vector<SlabTable::Overdue> SlabTable::scan(
       continue;
     }
     shm::Slab& s = e.slab;
-    const uint64_t steps = s.u64(off::kSteps).load(std::memory_order_relaxed);
-    if (steps > e.steps_seen) {
-      on_steps(instance, steps - e.steps_seen);
+    const uint32_t done = s.u32(off::kDoneSeq).load(std::memory_order_acquire);
+    if (done != e.done_seen) {
+      const uint64_t steps = s.u64(off::kSteps).load(std::memory_order_relaxed);
+      on_progress(instance, steps > e.steps_seen ? steps - e.steps_seen : 0);
       e.steps_seen = steps;
+      e.done_seen = done;
     }
     if (!s.pending()) {
       e.waiting = false;

@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 namespace gymfarm::shm {
 
@@ -96,23 +97,26 @@ bool Slab::map(int fd, std::string& err) {
     err = "not a slab: bad header";
     return false;
   }
+  req_off_ = req_off;
+  req_cap_ = req_cap;
+  rep_off_ = rep_off;
+  rep_cap_ = rep_cap;
   return true;
 }
 
 Slab::~Slab() { unmap(); }
 
-Slab::Slab(Slab&& o) noexcept : base_(o.base_), size_(o.size_) {
-  o.base_ = nullptr;
-  o.size_ = 0;
-}
+Slab::Slab(Slab&& o) noexcept { *this = std::move(o); }
 
 Slab& Slab::operator=(Slab&& o) noexcept {
   if (this != &o) {
     unmap();
-    base_ = o.base_;
-    size_ = o.size_;
-    o.base_ = nullptr;
-    o.size_ = 0;
+    base_ = std::exchange(o.base_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+    req_off_ = o.req_off_;
+    req_cap_ = o.req_cap_;
+    rep_off_ = o.rep_off_;
+    rep_cap_ = o.rep_cap_;
   }
   return *this;
 }
@@ -140,26 +144,15 @@ bool Slab::pending() const {
 }
 
 bool Slab::request(std::string_view& body) const {
-  // The header's offsets were checked at map(); they are the broker's and nobody rewrites them
-  // but a misbehaving process, so they are checked again against the mapping.
-  const uint64_t at = u32(off::kReqOff).load(std::memory_order_relaxed);
-  const uint64_t cap = u32(off::kReqCap).load(std::memory_order_relaxed);
-  const uint64_t len = u32(off::kReqLen).load(std::memory_order_acquire);
-  if (at + cap > size_ || len > cap) return false;
-  body = std::string_view(base_ + at, len);
+  const std::size_t len = u32(off::kReqLen).load(std::memory_order_acquire);
+  if (len > req_cap_) return false;
+  body = std::string_view(base_ + req_off_, len);
   return true;
 }
 
-std::size_t Slab::reply_capacity() const {
-  const uint64_t at = u32(off::kRepOff).load(std::memory_order_relaxed);
-  const uint64_t cap = u32(off::kRepCap).load(std::memory_order_relaxed);
-  return at + cap > size_ ? 0 : cap;
-}
-
 bool Slab::reply(uint32_t seq, Status status, std::string_view body) {
-  const uint64_t at = u32(off::kRepOff).load(std::memory_order_relaxed);
-  if (body.size() > reply_capacity()) return false;
-  std::memcpy(base_ + at, body.data(), body.size());
+  if (body.size() > rep_cap_) return false;
+  std::memcpy(base_ + rep_off_, body.data(), body.size());
   u32(off::kRepStatus).store(static_cast<uint32_t>(status), std::memory_order_relaxed);
   u32(off::kRepLen).store(static_cast<uint32_t>(body.size()), std::memory_order_relaxed);
   publish(seq);

@@ -51,8 +51,8 @@ enum class Status : uint32_t { Ok = 0, Err = 1, Spilled = 2 };
 // (the instance is gone: use the socket, which answers with the instance's tombstone).
 enum class State : uint32_t { Granted = 0, Attached = 1, Dead = 2 };
 
-// A mapping of a slab. Never trusts the slab's contents for its own memory safety: offsets and
-// lengths are checked against the mapping's size before use.
+// A mapping of a slab. Never trusts the slab's contents: the areas' offsets are read once, when it
+// is mapped, and lengths are checked against them before use.
 class Slab {
  public:
   Slab() = default;
@@ -82,7 +82,7 @@ class Slab {
   bool reply(uint32_t seq, Status status, std::string_view body);
   // Publishes `seq` as answered with a reply already written (status, length), and wakes.
   void publish(uint32_t seq);
-  std::size_t reply_capacity() const;
+  std::size_t reply_capacity() const { return rep_cap_; }
 
   // Whether a request waits: req_seq differs from done_seq.
   bool pending() const;
@@ -91,6 +91,9 @@ class Slab {
   void unmap();
   char* base_ = nullptr;
   std::size_t size_ = 0;
+  // The areas, read once at map() and checked: what the header says later is not trusted (env code
+  // in the worker can write it), so a rewritten header cannot move a reply where a reader is not.
+  std::size_t req_off_ = 0, req_cap_ = 0, rep_off_ = 0, rep_cap_ = 0;
 };
 
 // futex(2) on a shared (not process-private) word.

@@ -384,7 +384,8 @@ void serve(const Args& args, Host& host) {
     }
     if (got == Event::Closed || got == Event::TooLarge || parent_gone(args.parent)) break;
     if (got == Event::Slab) {
-      slabs.serve(handle_slab);
+      // The broker sees slab answers as it sees replies (a scan every 10 ms): no heartbeat needed.
+      if (slabs.serve(handle_slab) > 0) g_last_reply.store(HbClock::now().time_since_epoch().count());
       continue;
     }
     if (got != Event::Message || in.empty()) continue;

@@ -383,14 +383,18 @@ class Farm:
             return self.call(verb, instance, body)
         try:
             status, data = shared.wait(self.timeout, self._still_there)
+            if status == slab.SPILLED:  # a reply too large for the slab: the worker kept it
+                return self.call("spilled", instance, {})
+            if status == slab.UNANSWERED:  # the instance is gone: its tombstone answers over the socket
+                return self.call(verb, instance, body)
+            result = codec.unpack(data)
         except TimeoutError:
             raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {self.timeout:g} s",
                                  {"client_side": True}) from None
-        if status == slab.SPILLED:  # a reply too large for the slab: the worker kept it
-            return self.call("spilled", instance, {})
-        if status == slab.UNANSWERED:  # the instance is gone: its tombstone answers over the socket
-            return self.call(verb, instance, body)
-        result = codec.unpack(data)
+        except (slab.SlabError, ValueError) as e:  # something in the worker wrote over the slab
+            shared.close()  # later requests go over the socket
+            raise errors.GymfarmError(f"the shared-memory reply for instance {instance} is corrupt ({e}); "
+                                      "later requests go over the socket", {"instance_id": instance}) from None
         if status != slab.OK:
             raise errors.from_wire(result)
         return result

@@ -113,7 +113,7 @@ class Slab:
     @property
     def usable(self) -> bool:
         """The worker serves it (and the instance lives)."""
-        return self._mm is not None and self._w[_STATE] == ATTACHED
+        return getattr(self, "_mm", None) is not None and self._w[_STATE] == ATTACHED
 
     def post(self, verb: int, body: bytes) -> bool:
         """Writes a request and rings the worker if it sleeps. False when it does not fit."""
