@@ -81,9 +81,18 @@ bool Slab::map(int fd, std::string& err) {
     err = "not a slab: it is not sealed against shrinking";
     return false;
   }
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  // The slab, then a guard page nothing may touch: a write past the slab faults at once rather
+  // than landing in whatever the kernel mapped next.
+  const std::size_t page = round_to_pages(1);
+  void* reserved = ::mmap(nullptr, size + page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (reserved == MAP_FAILED) {
+    err = std::string("mmap: ") + std::strerror(errno);
+    return false;
+  }
+  void* p = ::mmap(reserved, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
   if (p == MAP_FAILED) {
     err = std::string("mmap: ") + std::strerror(errno);
+    ::munmap(reserved, size + page);
     return false;
   }
   base_ = static_cast<char*>(p);
@@ -122,7 +131,7 @@ Slab& Slab::operator=(Slab&& o) noexcept {
 }
 
 void Slab::unmap() {
-  if (base_) ::munmap(base_, size_);
+  if (base_) ::munmap(base_, size_ + round_to_pages(1));  // with its guard page
   base_ = nullptr;
   size_ = 0;
 }

@@ -441,20 +441,11 @@ def _slab_mappings():
     return out
 
 
-def _mapped(address):
-    with open("/proc/self/maps") as f:
-        for line in f:
-            start, end = (int(x, 16) for x in line.split()[0].split("-"))
-            if start <= address < end:
-                return True
-    return False
-
-
 class SlabVandal(_Counting):
     """Env code that attacks the shared memory its worker serves it through (docs/protocol.md
     "Shared memory"): ``scribble_header()`` rewrites the slab header's area offsets, capacities and
-    magic; ``write_past_slab()`` writes the page after the slab when nothing is mapped there (a
-    SIGSEGV), and says whether it did."""
+    magic; ``write_past_slab()`` writes the page after the slab (the worker's guard page: a
+    SIGSEGV)."""
 
     observation_space = spaces.Box(0.0, 1000.0, shape=(3,), dtype=np.float32)
     action_space = spaces.Discrete(2)
@@ -474,9 +465,7 @@ class SlabVandal(_Counting):
 
     def write_past_slab(self):
         for _, end in _slab_mappings():
-            if not _mapped(end):
-                ctypes.memset(end, 0x5A, 4096)
-                return True
+            ctypes.memset(end, 0x5A, 4096)
         return False
 
 
