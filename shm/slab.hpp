@@ -10,7 +10,8 @@
 //   0   u32 magic "GFSL"   4 u32 version   8 u64 size   16 u32 request offset   20 u32 request capacity
 //   24  u32 reply offset   28 u32 reply capacity
 //   64  u32 req_seq (client: bumped after the request is written)   68 u32 req_verb   72 u32 req_len
-//   76  u32 client_waiting (client: 1 while it sleeps on done_seq)
+//   76  u32 client_waiting (client: 1 while it sleeps on done_seq)   80 u32 worker_spin (client: 1 when
+//       its next request follows soon, so the worker may busy-poll for it; 0: sleep at once)
 //   128 u32 done_seq (worker, or the broker for a dead worker: = req_seq once the reply is whole; a
 //       futex word)   132 u32 rep_status   136 u32 rep_len   140 u32 state   144 u64 step_ns (the
 //       worker's recent time per request)   152 u64 steps (steps answered ok through the slab)
@@ -36,7 +37,7 @@ inline constexpr std::size_t kMaxSlabBytes = std::size_t{1} << 30;
 namespace off {
 inline constexpr std::size_t kMagic = 0, kVersion = 4, kSize = 8, kReqOff = 16, kReqCap = 20, kRepOff = 24,
                              kRepCap = 28;
-inline constexpr std::size_t kReqSeq = 64, kReqVerb = 68, kReqLen = 72, kClientWaiting = 76;
+inline constexpr std::size_t kReqSeq = 64, kReqVerb = 68, kReqLen = 72, kClientWaiting = 76, kWorkerSpin = 80;
 inline constexpr std::size_t kDoneSeq = 128, kRepStatus = 132, kRepLen = 136, kState = 140, kStepNs = 144,
                              kSteps = 152;
 inline constexpr std::size_t kWorkerSleeping = 192;

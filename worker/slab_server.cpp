@@ -77,6 +77,7 @@ std::size_t SlabServer::serve(const Handler& handle) {
     if (!slab.pending()) continue;
     const uint32_t seq = slab.u32(off::kReqSeq).load(std::memory_order_acquire);
     const uint32_t v = slab.u32(off::kReqVerb).load(std::memory_order_relaxed);
+    spin_hint_ = slab.u32(off::kWorkerSpin).load(std::memory_order_relaxed) != 0;
     std::string_view body;
     const auto started = Clock::now();
     SlabReply r;
@@ -127,7 +128,9 @@ SlabServer::Event SlabServer::wait(transport::StreamConn& link, transport::Frame
   if (const Read r = link.next(in); r != Read::Nothing) return from(r);
   if (any_pending()) return Event::Slab;
   pollfd link_fd{link.fd(), POLLIN, 0};
-  if (spin.count() > 0 && spin_policy_.should_spin()) {
+  // A client that steps many envs at once says so (worker_spin 0): its workers sleep between
+  // steps instead of busy-polling side by side on a few cores.
+  if (spin.count() > 0 && spin_hint_ && spin_policy_.should_spin()) {
     const auto end = Clock::now() + spin;
     do {
       if (any_pending()) {

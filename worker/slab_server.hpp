@@ -68,6 +68,7 @@ class SlabServer {
   std::unordered_map<std::string, Served> granted_;  // mapped, waiting for the make's outcome
   std::unordered_map<std::string, SlabReply> spilled_;
   transport::SpinPolicy spin_policy_;
+  bool spin_hint_ = true;  // the last request's worker_spin: its client's next request follows soon
 };
 
 }  // namespace gymfarm::worker

@@ -358,29 +358,56 @@ class Farm:
 
     def make_instance(self, body: dict[str, Any]) -> tuple[dict[str, Any], slab.Slab | None]:
         """A make, asking for a slab when requests go over the local socket: its result and the
-        slab (None when the farm gave none)."""
-        if not (self.shm and self.is_local):
-            return self.call("make", body=body), None
-        body = {**body, "shm": True}
-        rid = self._send(self._frames("make", "", body))
-        reply = self._wait([rid], None)[rid]
-        fds = reply[3] if len(reply) > 3 and isinstance(reply[3], slab.SlabFds) else None
-        try:
-            result = self._result(reply)
-            return result, (slab.Slab(fds, self._spin) if fds is not None else None)
-        except slab.SlabError:
-            return result, None
-        finally:
-            if fds is not None:
-                fds.close()
+        slab (None when the farm gave none). Raises the make's error."""
+        (result, shared), = self.make_instances(body, 1)
+        if isinstance(result, errors.GymfarmError):
+            raise result
+        return result, shared
 
-    def slab_call(self, shared: slab.Slab, verb: str, instance: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A step or reset through the instance's slab, or over the socket when the slab cannot
-        take it (not served, or a request too large for it). The result and the errors are the
-        socket path's own."""
+    def make_instances(self, body: dict[str, Any], n: int
+                       ) -> builtins.list[tuple[dict[str, Any] | errors.GymfarmError, slab.Slab | None]]:
+        """``n`` makes in one round trip, each with its slab when requests go over the local
+        socket: (result or error, slab or None) each."""
+        if not (self.shm and self.is_local):
+            return [(r, None) for r in self.call_many([("make", "", body)] * n)]
+        frames = self._frames("make", "", {**body, "shm": True})
+        rids = [self._send(list(frames)) for _ in range(n)]
+        replies = self._wait(rids, None)
+        out: builtins.list[tuple[dict[str, Any] | errors.GymfarmError, slab.Slab | None]] = []
+        for rid in rids:
+            reply = replies[rid]
+            fds = reply[3] if len(reply) > 3 and isinstance(reply[3], slab.SlabFds) else None
+            try:
+                result: dict[str, Any] | errors.GymfarmError = self._result(reply)
+            except errors.GymfarmError as e:
+                result = e
+            shared = None
+            if fds is not None:
+                try:
+                    if isinstance(result, dict):
+                        shared = slab.Slab(fds, self._spin)
+                except (slab.SlabError, OSError):
+                    shared = None
+                finally:
+                    fds.close()
+            out.append((result, shared))
+        return out
+
+    def slab_post(self, shared: slab.Slab | None, verb: str, instance: str, body: dict[str, Any]) -> Any:
+        """Sends a step or reset through the instance's slab, or over the socket when there is no
+        slab or it cannot take the request (not served, too large); :meth:`slab_wait` collects the
+        reply."""
         packed = codec.pack(body)
-        if self._closed or not shared.usable or not shared.post(slab.STEP if verb == "step" else slab.RESET, packed):
-            return self.call(verb, instance, body)
+        if (shared is not None and not self._closed and shared.usable
+                and shared.post(slab.STEP if verb == "step" else slab.RESET, packed)):
+            return (shared, verb, instance, body)
+        return self._send([verb.encode(), instance.encode(), b"", packed])
+
+    def slab_wait(self, ticket: Any) -> dict[str, Any]:
+        """The result of :meth:`slab_post`'s request; raises its error as the socket path does."""
+        if not isinstance(ticket, tuple):
+            return self._result(self._wait([ticket], None)[ticket])
+        shared, verb, instance, body = ticket
         try:
             status, data = shared.wait(self.timeout, self._still_there)
             if status == slab.SPILLED:  # a reply too large for the slab: the worker kept it
@@ -398,6 +425,11 @@ class Farm:
         if status != slab.OK:
             raise errors.from_wire(result)
         return result
+
+    def slab_call(self, shared: slab.Slab | None, verb: str, instance: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A step or reset through the instance's slab (or the socket): its result, or its error
+        raised. Results and errors are the socket path's own."""
+        return self.slab_wait(self.slab_post(shared, verb, instance, body))
 
     def _still_there(self) -> None:
         """Raises FarmUnavailable when the local socket closed (the farm is gone)."""

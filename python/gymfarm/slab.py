@@ -23,7 +23,7 @@ HEADER = 256
 # word indices (u32) and (u64) of shm/slab.hpp's offsets
 _SIZE_Q = 8 // 8
 _REQ_OFF, _REQ_CAP, _REP_OFF, _REP_CAP = 16 // 4, 20 // 4, 24 // 4, 28 // 4
-_REQ_SEQ, _REQ_VERB, _REQ_LEN, _CLIENT_WAITING = 64 // 4, 68 // 4, 72 // 4, 76 // 4
+_REQ_SEQ, _REQ_VERB, _REQ_LEN, _CLIENT_WAITING, _WORKER_SPIN = 64 // 4, 68 // 4, 72 // 4, 76 // 4, 80 // 4
 _DONE_SEQ, _REP_STATUS, _REP_LEN, _STATE = 128 // 4, 132 // 4, 136 // 4, 140 // 4
 _STEP_NS_Q = 144 // 8
 _WORKER_SLEEPING = 192 // 4
@@ -108,6 +108,7 @@ class Slab:
         self._done_addr = ctypes.addressof(self._done)
         self._seq = w[_REQ_SEQ]
         self._spin = spin
+        self.worker_spin = True  # whether the worker may busy-poll for this client's next request
         self._fence = threading.Lock()
 
     @property
@@ -124,6 +125,7 @@ class Slab:
         self._mm[self._req_off:self._req_off + n] = body
         w[_REQ_VERB] = verb
         w[_REQ_LEN] = n
+        w[_WORKER_SPIN] = 1 if self.worker_spin else 0
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         w[_REQ_SEQ] = self._seq
         # A lock's acquire is a locked instruction: the store above is seen before the load below,
