@@ -181,6 +181,7 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
   TimePoint next_period_check{};
   SlabTable slabs;  // the shared-memory slabs of local clients' instances (slabs.hpp)
   TimePoint next_slab_scan{};
+  uint64_t slab_answers = 0;  // requests answered through slabs, as the scans counted them
   bool ready_announced = false;
   bool shutting_down = false;
   TimePoint drain_deadline{};
@@ -514,7 +515,10 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
       return fail(r, make_error(ErrorCode::BadRequest, "a request has exactly 4 frames: verb, instance, rid, body"));
     if (r.verb == verb::kHello) return on_hello(r);
     if (r.verb == verb::kPing) return reply_ok(r, Value(protocol::Map{{"pong", true}}));
-    if (r.verb == verb::kStats) return reply_ok(r, stats());
+    if (r.verb == verb::kStats) {
+      scan_slabs(clock.now(), true);  // the steps answered in slabs until now
+      return reply_ok(r, stats());
+    }
     if (r.verb == verb::kList) return reply_ok(r, list(r.client));
     if (r.verb == verb::kEnvs) return reply_ok(r, Value(protocol::Map{{"env_ids", env_ids}}));
     if (shutting_down) return fail(r, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
@@ -723,12 +727,13 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
 
   // Every 10 ms: what the workers answered in slabs, slab requests past the step deadline (their
   // worker is killed; the answer is written when it is reaped) and slabs of instances now gone.
-  void scan_slabs(TimePoint now) {
-    if (slabs.size() == 0 || now < next_slab_scan) return;
+  void scan_slabs(TimePoint now, bool now_please = false) {
+    if (slabs.size() == 0 || (now < next_slab_scan && !now_please)) return;
     next_slab_scan = now + std::chrono::milliseconds(10);
     const auto overdue = slabs.scan(
         now, opt.step_timeout, [this](const std::string& i) { return routes.find(i).has_value(); },
-        [this](const std::string& i, uint64_t n) {
+        [this](const std::string& i, uint64_t answered, uint64_t n) {
+          slab_answers += answered;
           if (auto w = routes.find(i)) {
             registry.heartbeat(*w);  // it answered: alive (it skips heartbeats while it answers)
             registry.slot(*w).steps += n;
@@ -768,9 +773,13 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
   }
 
   Value stats() const {
-    return statistics.report(registry, budget, routes.size(), {opt.workers, max_workers},
-                             {heartbeat_period, heartbeat_policy.max_rate, lateness.excused()}, clock.now(),
-                             opt.frontend, static_cast<int64_t>(::getpid()), sessions.size());
+    Value v = statistics.report(registry, budget, routes.size(), {opt.workers, max_workers},
+                                {heartbeat_period, heartbeat_policy.max_rate, lateness.excused()}, clock.now(),
+                                opt.frontend, static_cast<int64_t>(::getpid()), sessions.size());
+    // Requests answered through slabs never reach the broker: not in `requests` or `answers`.
+    v.set("shm", Value(protocol::Map{{"slabs", static_cast<uint64_t>(slabs.size())},
+                                     {"answered", static_cast<uint64_t>(slab_answers)}}));
+    return v;
   }
 
   // A client's own instances (and shared ones); the gateway's clients see every instance.

@@ -63,7 +63,7 @@ void SlabTable::end_entry(const std::string& instance, const std::string* error_
 
 std::vector<SlabTable::Overdue> SlabTable::scan(
     TimePoint now, Duration timeout, const std::function<bool(const std::string&)>& alive,
-    const std::function<void(const std::string&, uint64_t)>& on_progress,
+    const std::function<void(const std::string&, uint64_t, uint64_t)>& on_progress,
     const std::function<std::string(const std::string&, shm::Verb)>& timeout_body) {
   std::vector<Overdue> overdue;
   std::vector<std::string> gone;
@@ -76,7 +76,7 @@ std::vector<SlabTable::Overdue> SlabTable::scan(
     const uint32_t done = s.u32(off::kDoneSeq).load(std::memory_order_acquire);
     if (done != e.done_seen) {
       const uint64_t steps = s.u64(off::kSteps).load(std::memory_order_relaxed);
-      on_progress(instance, steps > e.steps_seen ? steps - e.steps_seen : 0);
+      on_progress(instance, static_cast<uint32_t>(done - e.done_seen), steps > e.steps_seen ? steps - e.steps_seen : 0);
       e.steps_seen = steps;
       e.done_seen = done;
     }

@@ -44,14 +44,14 @@ class SlabTable {
     std::string instance;
     shm::Verb verb;
   };
-  // Looks at every slab: requests the workers answered since the last scan (`on_progress`, with
-  // the steps among them: an answer shows the worker alive, as a reply on its link does), requests
+  // Looks at every slab: requests the workers answered since the last scan (`on_progress`: how
+  // many, and the steps among them: an answer shows the worker alive, as a reply on its link does), requests
   // waiting longer than `timeout` (returned, once each; `timeout_body` makes the error they will be
   // answered with when their worker is gone), and slabs whose instance `alive` no longer knows
   // (dropped).
   std::vector<Overdue> scan(TimePoint now, Duration timeout,
                             const std::function<bool(const std::string&)>& alive,
-                            const std::function<void(const std::string&, uint64_t)>& on_progress,
+                            const std::function<void(const std::string&, uint64_t, uint64_t)>& on_progress,
                             const std::function<std::string(const std::string&, shm::Verb)>& timeout_body);
   std::size_t size() const { return slabs_.size(); }
   bool has(const std::string& instance) const { return slabs_.count(instance) != 0; }

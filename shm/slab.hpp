@@ -84,6 +84,9 @@ class Slab {
   // Publishes `seq` as answered with a reply already written (status, length), and wakes.
   void publish(uint32_t seq);
   std::size_t reply_capacity() const { return rep_cap_; }
+  std::size_t request_capacity() const { return req_cap_; }
+  char* request_area() const { return base_ + req_off_; }
+  const char* reply_area() const { return base_ + rep_off_; }
 
   // Whether a request waits: req_seq differs from done_seq.
   bool pending() const;

@@ -456,8 +456,10 @@ class Farm:
         """
         from .vector import RemoteVectorEnv
 
+        options: dict[str, Any] = {"shm": self.shm}  # the vector env's own connection, as this one's
         if self.curve is not None:
-            kwargs["farm_options"] = {"curve": self.curve, **(kwargs.get("farm_options") or {})}
+            options["curve"] = self.curve
+        kwargs["farm_options"] = {**options, **(kwargs.get("farm_options") or {})}
         return RemoteVectorEnv(self.endpoint, env_id, num_envs=num_envs, timeout=self.timeout, token=self.token,
                                **kwargs)
 

@@ -185,3 +185,22 @@ def test_time_spent_stays_with_the_env(start_farm):
     cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
     assert cpu < 0.5 * wall, (cpu, wall)  # each step burns 500 us in the worker, none here
     env.close()
+
+
+def test_metrics_count_the_steps_and_requests_that_went_through_slabs(start_farm):
+    import requests
+
+    fp = start_farm(workers=1)
+    farm = fp.connect()
+    env = farm.make("CartPole-v1")
+    env.reset(seed=0)
+    for i in range(30):
+        env.step(i % 2)  # 30 steps, one reset: 31 requests through the slab
+    s = farm.stats()  # read at once: the broker looks at its slabs before it answers
+    assert s["shm"] == {"slabs": 1, "answered": 31}
+    assert s["env_steps"] == 30
+    text = requests.get(f"{fp.rest_url.rstrip('/').rsplit('/v1', 1)[0]}/metrics", timeout=10).text
+    assert "gymfarm_shm_requests_total 31" in text and "gymfarm_shm_slabs 1" in text
+    assert "gymfarm_env_steps_total 30" in text
+    env.close()
+    assert wait_until(lambda: farm.stats()["shm"]["slabs"] == 0, 5)

@@ -139,7 +139,7 @@ TEST_CASE("the broker's scan: steps counted, a request past the deadline reporte
   auto scan = [&] {
     return table.scan(
         now, std::chrono::seconds(1), [](const std::string&) { return true; },
-        [&](const std::string&, uint64_t n) { steps += n; },
+        [&](const std::string&, uint64_t, uint64_t n) { steps += n; },
         [](const std::string& i, shm::Verb) { return "timeout of " + i; });
   };
   client.u64(off::kSteps).store(5);
@@ -176,7 +176,7 @@ TEST_CASE("a slab whose instance is gone is dropped by the scan, unanswered requ
   post(client, "step");
   table.scan(
       broker::TimePoint{}, std::chrono::seconds(1), [](const std::string&) { return false; },
-      [](const std::string&, uint64_t) {}, [](const std::string&, shm::Verb) { return std::string(); });
+      [](const std::string&, uint64_t, uint64_t) {}, [](const std::string&, shm::Verb) { return std::string(); });
   REQUIRE(table.size() == 0);
   REQUIRE(client.u32(off::kState).load() == static_cast<uint32_t>(shm::State::Dead));
   REQUIRE(client.pending());  // the client asks again over the socket, where the tombstone answers
