@@ -26,7 +26,6 @@
 
 #include "broker/admission.hpp"
 #include "broker/deadlines.hpp"
-#include "broker/slabs.hpp"
 #include "broker/dispatcher.hpp"
 #include "broker/heartbeats.hpp"
 #include "broker/launcher.hpp"
@@ -34,6 +33,7 @@
 #include "broker/restart_budget.hpp"
 #include "broker/routing_table.hpp"
 #include "broker/sessions.hpp"
+#include "broker/slabs.hpp"
 #include "broker/stats.hpp"
 #include "broker/worker_launcher.hpp"
 #include "broker/worker_registry.hpp"
@@ -310,7 +310,8 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
       }
       log(message);
     } else {
-      const std::string bye = protocol::encode(make_error(ErrorCode::ShuttingDown, "the farm is shutting down").to_value());
+      const std::string bye = protocol::encode(
+          make_error(ErrorCode::ShuttingDown, "the farm is shutting down").to_value());
       for (const auto& h : s.hosted) slabs.end(h.instance, bye);
     }
     pool->gone(w, std::move(reason));  // the back-off, and the slot is Dead
@@ -747,10 +748,9 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
           d.set("verb", name);
           d.set("deadline_ms", static_cast<int64_t>(ms));
           if (auto w = routes.find(i)) d.set("pid", registry.slot(*w).pid);
-          return protocol::encode(protocol::Error{ErrorCode::Timeout,
-                                                  "'" + name + "' did not finish within " + std::to_string(ms) +
-                                                      " ms; the worker was killed",
-                                                  std::move(d)}
+          return protocol::encode(protocol::Error{
+              ErrorCode::Timeout,
+              "'" + name + "' did not finish within " + std::to_string(ms) + " ms; the worker was killed", std::move(d)}
                                       .to_value());
         });
     for (const auto& o : overdue) {

@@ -49,8 +49,7 @@ class SlabTable {
   // waiting longer than `timeout` (returned, once each; `timeout_body` makes the error they will be
   // answered with when their worker is gone), and slabs whose instance `alive` no longer knows
   // (dropped).
-  std::vector<Overdue> scan(TimePoint now, Duration timeout,
-                            const std::function<bool(const std::string&)>& alive,
+  std::vector<Overdue> scan(TimePoint now, Duration timeout, const std::function<bool(const std::string&)>& alive,
                             const std::function<void(const std::string&, uint64_t, uint64_t)>& on_progress,
                             const std::function<std::string(const std::string&, shm::Verb)>& timeout_body);
   std::size_t size() const { return slabs_.size(); }

@@ -269,8 +269,7 @@ Options parse(int argc, char** argv) {
       const auto kb = int_arg(k, value(), 0, 1 << 20);
       if (kb > 0 && kb < 64) die("--shm-slab-kb needs 0 (off) or at least 64, got " + std::to_string(kb));
       o.broker.shm_slab_bytes = static_cast<std::size_t>(kb) * 1024;
-    }
-    else if (k == "--idle-ttl") {
+    } else if (k == "--idle-ttl") {
       const std::string v = value();
       o.broker.idle_ttl = v == "0" ? std::chrono::milliseconds(0) : seconds_arg(k, v);
     } else if (k == "--session-lease") {

@@ -246,8 +246,9 @@ struct Client::Impl {
       return std::nullopt;
     if (body.size() > s.request_capacity()) return std::nullopt;
     std::memcpy(s.request_area(), body.data(), body.size());
-    s.u32(off::kReqVerb).store(static_cast<uint32_t>(verb == protocol::verb::kReset ? shm::Verb::Reset : shm::Verb::Step),
-                               std::memory_order_relaxed);
+    s.u32(off::kReqVerb)
+        .store(static_cast<uint32_t>(verb == protocol::verb::kReset ? shm::Verb::Reset : shm::Verb::Step),
+               std::memory_order_relaxed);
     s.u32(off::kReqLen).store(static_cast<uint32_t>(body.size()), std::memory_order_relaxed);
     s.u32(off::kWorkerSpin).store(1, std::memory_order_relaxed);
     const uint32_t seq = s.u32(off::kReqSeq).load(std::memory_order_relaxed) + 1;

@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 #include <utility>
 
 namespace gymfarm::shm {
@@ -32,11 +33,11 @@ bool Slab::create(std::size_t bytes, int& memfd, int& doorbell, std::string& err
   const std::size_t size = round_to_pages(bytes);
   memfd = ::memfd_create("gymfarm-slab", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (memfd < 0) {
-    err = std::string("memfd_create: ") + std::strerror(errno);
+    err = std::string("memfd_create: ") + std::generic_category().message(errno);
     return false;
   }
   auto fail = [&](const char* what) {
-    err = std::string(what) + ": " + std::strerror(errno);
+    err = std::string(what) + ": " + std::generic_category().message(errno);
     ::close(memfd);
     memfd = -1;
     if (doorbell >= 0) ::close(doorbell);
@@ -67,7 +68,7 @@ bool Slab::map(int fd, std::string& err) {
   unmap();
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
-    err = std::string("fstat: ") + std::strerror(errno);
+    err = std::string("fstat: ") + std::generic_category().message(errno);
     return false;
   }
   const auto size = static_cast<std::size_t>(st.st_size);
@@ -86,12 +87,12 @@ bool Slab::map(int fd, std::string& err) {
   const std::size_t page = round_to_pages(1);
   void* reserved = ::mmap(nullptr, size + page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (reserved == MAP_FAILED) {
-    err = std::string("mmap: ") + std::strerror(errno);
+    err = std::string("mmap: ") + std::generic_category().message(errno);
     return false;
   }
   void* p = ::mmap(reserved, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
   if (p == MAP_FAILED) {
-    err = std::string("mmap: ") + std::strerror(errno);
+    err = std::string("mmap: ") + std::generic_category().message(errno);
     ::munmap(reserved, size + page);
     return false;
   }
@@ -175,9 +176,7 @@ void Slab::publish(uint32_t seq) {
   if (u32(off::kClientWaiting).load(std::memory_order_seq_cst) != 0) futex_wake(word(off::kDoneSeq));
 }
 
-void futex_wake(uint32_t* word) {
-  ::syscall(SYS_futex, word, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
-}
+void futex_wake(uint32_t* word) { ::syscall(SYS_futex, word, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0); }
 
 void futex_wait(uint32_t* word, uint32_t expected, std::chrono::microseconds timeout) {
   timespec ts{static_cast<time_t>(timeout.count() / 1000000), static_cast<long>(timeout.count() % 1000000 * 1000)};

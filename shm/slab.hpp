@@ -38,8 +38,7 @@ namespace off {
 inline constexpr std::size_t kMagic = 0, kVersion = 4, kSize = 8, kReqOff = 16, kReqCap = 20, kRepOff = 24,
                              kRepCap = 28;
 inline constexpr std::size_t kReqSeq = 64, kReqVerb = 68, kReqLen = 72, kClientWaiting = 76, kWorkerSpin = 80;
-inline constexpr std::size_t kDoneSeq = 128, kRepStatus = 132, kRepLen = 136, kState = 140, kStepNs = 144,
-                             kSteps = 152;
+inline constexpr std::size_t kDoneSeq = 128, kRepStatus = 132, kRepLen = 136, kState = 140, kStepNs = 144, kSteps = 152;
 inline constexpr std::size_t kWorkerSleeping = 192;
 }  // namespace off
 

@@ -374,8 +374,8 @@ void serve(const Args& args, Host& host) {
       if (slabs.empty()) {
         using Read = gymfarm::transport::StreamConn::Read;
         const Read r = link.wait(in, spin, std::chrono::milliseconds(500));
-        got = r == Read::Message ? Event::Message
-              : r == Read::Closed ? Event::Closed
+        got = r == Read::Message    ? Event::Message
+              : r == Read::Closed   ? Event::Closed
               : r == Read::TooLarge ? Event::TooLarge
                                     : Event::Nothing;
       } else {

@@ -81,22 +81,25 @@ std::size_t SlabServer::serve(const Handler& handle) {
     std::string_view body;
     const auto started = Clock::now();
     SlabReply r;
-    if (!slab.request(body) || (v != static_cast<uint32_t>(shm::Verb::Step) && v != static_cast<uint32_t>(shm::Verb::Reset))) {
+    if (!slab.request(body) ||
+        (v != static_cast<uint32_t>(shm::Verb::Step) && v != static_cast<uint32_t>(shm::Verb::Reset))) {
       r = handle("", live_[i].instance, "");  // answered as the socket path answers an unknown verb
     } else {
       r = handle(v == static_cast<uint32_t>(shm::Verb::Reset) ? std::string_view("reset") : std::string_view("step"),
                  live_[i].instance, body);
     }
-    const auto ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count());
+    const auto ns = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count());
     const uint64_t old = slab.u64(off::kStepNs).load(std::memory_order_relaxed);
     slab.u64(off::kStepNs).store(old == 0 ? ns : (old * 7 + ns) / 8, std::memory_order_relaxed);
-    if (r.ok && v == static_cast<uint32_t>(shm::Verb::Step)) slab.u64(off::kSteps).fetch_add(1, std::memory_order_relaxed);
+    if (r.ok && v == static_cast<uint32_t>(shm::Verb::Step))
+      slab.u64(off::kSteps).fetch_add(1, std::memory_order_relaxed);
     const auto status = r.ok ? shm::Status::Ok : shm::Status::Err;
     if (!slab.reply(seq, status, r.body)) {
       // Too large for the reply area: kept for the client's `spilled` request over the socket.
       slab.u32(off::kRepStatus).store(static_cast<uint32_t>(shm::Status::Spilled), std::memory_order_relaxed);
-      slab.u32(off::kRepLen).store(static_cast<uint32_t>(std::min<std::size_t>(r.body.size(), UINT32_MAX)),
-                                   std::memory_order_relaxed);
+      slab.u32(off::kRepLen)
+          .store(static_cast<uint32_t>(std::min<std::size_t>(r.body.size(), UINT32_MAX)), std::memory_order_relaxed);
       spilled_[live_[i].instance] = std::move(r);
       slab.publish(seq);
     }
@@ -114,14 +117,10 @@ SlabServer::Event SlabServer::wait(transport::StreamConn& link, transport::Frame
   using Read = transport::StreamConn::Read;
   auto from = [](Read r) {
     switch (r) {
-      case Read::Message:
-        return Event::Message;
-      case Read::Closed:
-        return Event::Closed;
-      case Read::TooLarge:
-        return Event::TooLarge;
-      case Read::Nothing:
-        break;
+      case Read::Message: return Event::Message;
+      case Read::Closed: return Event::Closed;
+      case Read::TooLarge: return Event::TooLarge;
+      case Read::Nothing: break;
     }
     return Event::Nothing;
   };

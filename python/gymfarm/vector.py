@@ -9,7 +9,6 @@ Resets, renders and attribute calls are pipelined: N requests, one round trip.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Sequence
 from copy import deepcopy
 from typing import Any

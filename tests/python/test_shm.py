@@ -5,11 +5,11 @@ for the slab, requests too large for it, and a farm with slabs off."""
 import pickle
 import time
 
+import ale_py
 import gymnasium as gym
 import numpy as np
 import pytest
 
-import ale_py
 import gymfarm
 import gymfarm_testenvs  # noqa: F401  (the gymfarm_test/ envs, in process too)
 from farm_fixture import wait_until

@@ -20,11 +20,13 @@ namespace off = shm::off;
 
 namespace {
 
+constexpr std::size_t kBytes = std::size_t{256} * 1024;
+
 struct Fds {
   int memfd = -1, doorbell = -1;
   Fds() {
     std::string err;
-    REQUIRE(shm::Slab::create(256 * 1024, memfd, doorbell, err));
+    REQUIRE(shm::Slab::create(kBytes, memfd, doorbell, err));
   }
   ~Fds() {
     if (memfd >= 0) ::close(memfd);
@@ -56,14 +58,14 @@ TEST_CASE("a slab is a sealed memfd: nobody can shrink or grow it under another'
   shm::Slab s;
   std::string err;
   REQUIRE(s.map(f.memfd, err));
-  REQUIRE(s.size() == 256 * 1024);
-  REQUIRE(s.reply_capacity() > 3 * 256 * 1024 / 4 - 4096);
+  REQUIRE(s.size() == kBytes);
+  REQUIRE(s.reply_capacity() > 3 * kBytes / 4 - 4096);
 }
 
 TEST_CASE("a memfd that is not a sealed slab is refused") {
   const int fd = ::memfd_create("not-a-slab", MFD_CLOEXEC);
   REQUIRE(fd >= 0);
-  REQUIRE(::ftruncate(fd, 256 * 1024) == 0);
+  REQUIRE(::ftruncate(fd, static_cast<off_t>(kBytes)) == 0);
   shm::Slab s;
   std::string err;
   REQUIRE_FALSE(s.map(fd, err));  // not sealed
@@ -127,7 +129,7 @@ TEST_CASE("a header rewritten after mapping moves nothing: the areas are the one
 TEST_CASE("the broker's scan: steps counted, a request past the deadline reported once, answered at the end") {
   broker::SlabTable table;
   std::string err;
-  const auto fds = table.grant("i1", 256 * 1024, err);
+  const auto fds = table.grant("i1", kBytes, err);
   REQUIRE(fds.size() == 2);
   shm::Slab client;
   REQUIRE(client.map(fds[0], err));
@@ -170,7 +172,7 @@ TEST_CASE("the broker's scan: steps counted, a request past the deadline reporte
 TEST_CASE("a slab whose instance is gone is dropped by the scan, unanswered requests left to the socket") {
   broker::SlabTable table;
   std::string err;
-  const auto fds = table.grant("i2", 256 * 1024, err);
+  const auto fds = table.grant("i2", kBytes, err);
   shm::Slab client;
   REQUIRE(client.map(fds[0], err));
   post(client, "step");
