@@ -33,6 +33,7 @@
 #include "broker/restart_budget.hpp"
 #include "broker/routing_table.hpp"
 #include "broker/sessions.hpp"
+#include "broker/slabs.hpp"
 #include "broker/stats.hpp"
 #include "broker/worker_launcher.hpp"
 #include "broker/worker_registry.hpp"
@@ -179,6 +180,9 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
   Duration heartbeat_period = kBaseHeartbeatPeriod;  // what workers are told to beat at, for the pool's size
   std::size_t max_workers = 0;                       // the pool's bound (--max-workers, or what memory allows)
   TimePoint next_period_check{};
+  SlabTable slabs;  // the shared-memory slabs of local clients' instances (slabs.hpp)
+  TimePoint next_slab_scan{};
+  uint64_t slab_answers = 0;  // requests answered through slabs, as the scans counted them
   bool ready_announced = false;
   bool shutting_down = false;
   TimePoint drain_deadline{};
@@ -299,11 +303,17 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
       }
       if (s.in_flight) fail(s.in_flight->request, err);
       for (const auto& q : s.queue) fail(q, err);
+      const std::string err_body = protocol::encode(err.to_value());
       for (const auto& h : s.hosted) {
         routes.bury(h.instance, err);
         forget_instance(h.instance);
+        slabs.end(h.instance, err_body);  // a request waiting in its slab gets the same answer
       }
       protocol::log_warn(message, {{"event", "worker_exit"}, {"worker", w}, {"pid", pid}, {"reason", reason}});
+    } else {
+      const std::string bye = protocol::encode(
+          make_error(ErrorCode::ShuttingDown, "the farm is shutting down").to_value());
+      for (const auto& h : s.hosted) slabs.end(h.instance, bye);
     }
     pool->gone(w, std::move(reason));  // the back-off, and the slot is Dead
   }
@@ -367,6 +377,20 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     }
     frames[0] = payload(to->address);
     return transport::send(to->path == ClientPath::Tcp ? frontend : inproc_frontend, frames);
+  }
+
+  // [client, rid, ok, body] of a make granted a slab: to the local client as [rid, ok, body, slab]
+  // with the slab's memfd and doorbell, which the broker then closes (it keeps its mapping).
+  bool to_client_with_slab(Frames& frames, const std::string& instance) override {
+    const auto to = parse_client_key(view(frames[0]));
+    const auto fds = slabs.fds(instance);
+    if (!to || to->path != ClientPath::Local || fds.empty()) return to_client(frames);
+    std::vector<std::string_view> out;
+    for (std::size_t i = 1; i < frames.size(); ++i) out.push_back(view(frames[i]));
+    out.push_back(verb::kSlab);
+    const bool sent = local_clients.send(std::string(to->address), out, fds);
+    slabs.handed(instance);
+    return sent;
   }
 
   // A frontend message's first frame (the peer's routing id) becomes its client key.
@@ -493,7 +517,10 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
       return fail(r, make_error(ErrorCode::BadRequest, "a request has exactly 4 frames: verb, instance, rid, body"));
     if (r.verb == verb::kHello) return on_hello(r);
     if (r.verb == verb::kPing) return reply_ok(r, Value(protocol::Map{{"pong", true}}));
-    if (r.verb == verb::kStats) return reply_ok(r, stats());
+    if (r.verb == verb::kStats) {
+      scan_slabs(clock.now(), true);  // the steps answered in slabs until now
+      return reply_ok(r, stats());
+    }
     if (r.verb == verb::kList) return reply_ok(r, list(r.client));
     if (r.verb == verb::kEnvs) return reply_ok(r, Value(protocol::Map{{"env_ids", env_ids}}));
     if (shutting_down) return fail(r, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
@@ -570,7 +597,12 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     const Value* shared = body.find("shared");
     if (shared && !shared->is_bool())
       return fail(r, make_error(ErrorCode::BadRequest, "make's 'shared' must be a bool"));
-    r.kind = Request::Make{shared && shared->as_bool()};
+    const Value* shm = body.find("shm");
+    if (shm && !shm->is_bool()) return fail(r, make_error(ErrorCode::BadRequest, "make's 'shm' must be a bool"));
+    // A slab only for a client on this host's local socket, which can map it (docs/protocol.md).
+    const bool slab = shm && shm->as_bool() && opt.shm_slab_bytes > 0 && !r.client.empty() &&
+                      r.client[0] == static_cast<char>(ClientPath::Local);
+    r.kind = Request::Make{shared && shared->as_bool(), slab};
     if (!admission.may_make(r.client)) {
       Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_instances_per_client)}});
       return fail(r, make_error(ErrorCode::Overloaded,
@@ -671,11 +703,64 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     std::string instance = random_instance_id();
     while (!routes.add(instance, w, env_id)) instance = random_instance_id();
     registry.assign(w, instance, env_id);
-    const auto* make = r.as<Request::Make>();
+    auto* make = r.as<Request::Make>();
     admission.made(instance, r.client, make && make->shared);
+    if (make && make->slab) make->slab = grant_slab(w, instance);
     r.instance = instance;
     registry.slot(w).queue.push_back(std::move(r));  // behind the requests of the worker's other envs
     dispatcher.pump(w);
+  }
+
+  // A slab for a local client's make: created here and sent to the worker before the make (the
+  // client gets it with the reply). False when there is none: the instance works over the socket.
+  bool grant_slab(std::size_t w, const std::string& instance) {
+    std::string err;
+    const auto fds = slabs.grant(instance, opt.shm_slab_bytes, err);
+    if (fds.empty()) {
+      log("no slab for instance " + instance + " (" + err + "); it uses the socket");
+      return false;
+    }
+    if (!links.send(registry.slot(w).identity, {verb::kSlab, instance}, fds)) {
+      slabs.drop(instance);
+      return false;
+    }
+    return true;
+  }
+
+  // Every 10 ms: what the workers answered in slabs, slab requests past the step deadline (their
+  // worker is killed; the answer is written when it is reaped) and slabs of instances now gone.
+  void scan_slabs(TimePoint now, bool now_please = false) {
+    if (slabs.size() == 0 || (now < next_slab_scan && !now_please)) return;
+    next_slab_scan = now + std::chrono::milliseconds(10);
+    const auto overdue = slabs.scan(
+        now, opt.step_timeout, [this](const std::string& i) { return routes.find(i).has_value(); },
+        [this](const std::string& i, uint64_t answered, uint64_t n) {
+          slab_answers += answered;
+          if (auto w = routes.find(i)) {
+            registry.heartbeat(*w);  // it answered: alive (it skips heartbeats while it answers)
+            registry.slot(*w).steps += n;
+          }
+          statistics.answers.env_steps += n;
+        },
+        [this](const std::string& i, shm::Verb v) {
+          const std::string name(v == shm::Verb::Reset ? verb::kReset : verb::kStep);
+          const auto ms = opt.step_timeout.count();
+          Value d(protocol::Map{});
+          d.set("verb", name);
+          d.set("deadline_ms", static_cast<int64_t>(ms));
+          if (auto w = routes.find(i)) d.set("pid", registry.slot(*w).pid);
+          return protocol::encode(protocol::Error{
+              ErrorCode::Timeout,
+              "'" + name + "' did not finish within " + std::to_string(ms) + " ms; the worker was killed", std::move(d)}
+                                      .to_value());
+        });
+    for (const auto& o : overdue) {
+      auto w = routes.find(o.instance);
+      if (!w) continue;
+      const std::string name(o.verb == shm::Verb::Reset ? verb::kReset : verb::kStep);
+      log("worker " + std::to_string(*w) + " timed out in '" + name + "' (shared memory), killing it");
+      kill_worker(*w, "'" + name + "' timed out after " + std::to_string(opt.step_timeout.count()) + " ms");
+    }
   }
 
   void serve_pending_makes() {
@@ -689,9 +774,13 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
   }
 
   Value stats() const {
-    return statistics.report(registry, budget, routes.size(), {opt.workers, max_workers},
-                             {heartbeat_period, heartbeat_policy.max_rate, lateness.excused()}, clock.now(),
-                             opt.frontend, static_cast<int64_t>(::getpid()), sessions.size());
+    Value v = statistics.report(registry, budget, routes.size(), {opt.workers, max_workers},
+                                {heartbeat_period, heartbeat_policy.max_rate, lateness.excused()}, clock.now(),
+                                opt.frontend, static_cast<int64_t>(::getpid()), sessions.size());
+    // Requests answered through slabs never reach the broker: not in `requests` or `answers`.
+    v.set("shm", Value(protocol::Map{{"slabs", static_cast<uint64_t>(slabs.size())},
+                                     {"answered", static_cast<uint64_t>(slab_answers)}}));
+    return v;
   }
 
   // A client's own instances (and shared ones); the gateway's clients see every instance.
@@ -752,6 +841,7 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
   void check_time() {
     deadlines.check(*this);  // timeouts, idle instances, leases
     const auto now = clock.now();
+    scan_slabs(now);
     if (zygote.alive() && !pool->kill_reason(zygote.pid())) {
       for (const auto& s : registry.slots()) {  // the zygote answers a fork request in milliseconds
         if (s.state == WorkerState::Starting && s.pid == 0 && now - s.since > kZygoteAnswerTimeout) {

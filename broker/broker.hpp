@@ -42,6 +42,9 @@ struct BrokerOptions {
   std::chrono::milliseconds session_lease{10000};
   std::size_t max_queue_per_instance = 1024;
   long long max_message_bytes = 256LL << 20;
+  // the slab of an instance made over the local socket with `shm` (docs/protocol.md "Shared
+  // memory"): its size in bytes; 0 = no slabs, every request over the socket
+  std::size_t shm_slab_bytes = std::size_t{4} << 20;
   bool verbose = false;
   std::string token;  // when set, a client must say hello with it before anything else
   // CURVE (ZeroMQ's encryption and authentication) on the TCP/IPC frontend: when curve_secret_key

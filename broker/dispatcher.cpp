@@ -50,13 +50,14 @@ void Dispatcher::retry_refused() {
 }
 
 void Dispatcher::send_client(const std::string& client, const std::string& rid, std::string_view status,
-                             zmq::message_t body) {
+                             zmq::message_t body, const std::string* slab_instance) {
   if (client.empty()) return;  // the broker's own request (idle close)
   Frames out;
   out.reserve(4);
   for (std::string_view f : {std::string_view(client), std::string_view(rid), status}) out.push_back(payload(f));
   out.push_back(std::move(body));
-  if (!links_.to_client(out) && opt_.verbose) log("dropped a reply to a gone client");
+  const bool sent = slab_instance ? links_.to_client_with_slab(out, *slab_instance) : links_.to_client(out);
+  if (!sent && opt_.verbose) log("dropped a reply to a gone client");
 }
 
 void Dispatcher::settle(const Request& r) { admission_.settle(r.client, r.counted); }
@@ -74,7 +75,9 @@ void Dispatcher::respond(const Request& r, std::string_view status, zmq::message
   }
   if (const auto* b = r.as<Request::BatchPart>()) return batch_result(b->batch, b->index, status, std::move(body));
   if (!r.client.empty()) count(r.verb, status, &body, r.received);
-  send_client(r.client, r.client_rid, status, std::move(body));
+  const auto* make = r.as<Request::Make>();
+  const bool slab = make && make->slab && status == protocol::kStatusOk;
+  send_client(r.client, r.client_rid, status, std::move(body), slab ? &r.instance : nullptr);
 }
 
 void Dispatcher::count(std::string_view verb, std::string_view status, const zmq::message_t* body, TimePoint received) {

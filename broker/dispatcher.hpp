@@ -41,6 +41,11 @@ class DispatchLinks {
   virtual bool to_worker(const std::string& identity, const std::vector<std::string_view>& frames) = 0;
   // Sends [client key, rid, status, body...] to a client; false when it is gone.
   virtual bool to_client(transport::Frames& frames) = 0;
+  // The reply to a make that was granted a slab: to_client with the slab's descriptors.
+  virtual bool to_client_with_slab(transport::Frames& frames, const std::string& instance) {
+    (void)instance;
+    return to_client(frames);
+  }
   virtual void kill_worker(std::size_t w, std::string why) = 0;
   // Why the broker killed this pid, while its exit is not reaped yet (nullptr: it did not).
   virtual const std::string* kill_reason(int pid) const = 0;
@@ -102,7 +107,8 @@ class Dispatcher {
 
   bool dispatch(std::size_t w, Request& r);
   void settle(const Request& r);
-  void send_client(const std::string& client, const std::string& rid, std::string_view status, zmq::message_t body);
+  void send_client(const std::string& client, const std::string& rid, std::string_view status, zmq::message_t body,
+                   const std::string* slab_instance = nullptr);
   void vec_result(uint64_t id, const std::vector<std::size_t>& rows, std::string_view status, zmq::message_t body);
   void batch_result(uint64_t batch_id, std::size_t index, std::string_view status, zmq::message_t body);
   Duration timeout_for(std::string_view v) const;

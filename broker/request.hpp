@@ -15,9 +15,11 @@ namespace gymfarm::broker {
 struct Request {
   // A request on its own (step, reset, close, ...): answered to the client by its request id.
   struct Plain {};
-  // make; `shared`: any client may use the instance.
+  // make; `shared`: any client may use the instance; `slab`: the client asked for a slab (a local
+  // client's `shm`), granted in start_make and handed over with the reply.
   struct Make {
     bool shared = false;
+    bool slab = false;
   };
   // One step of a step_batch, sent as a plain step; its result is slot `index` of batch `batch`.
   struct BatchPart {

@@ -111,6 +111,9 @@ options for start:
   --restart-budget N     worker restarts allowed per --restart-window; past them restarts wait
                          (default max(32, 4 x workers)); each slot also backs off 0.1 s..10 s
   --restart-window SEC   the budget's sliding window (default 60)
+  --shm-slab-kb KB       shared memory per instance for clients on this host: step and reset travel
+                         through it, without the broker (default 4096; pages are used only as
+                         observations fill them; 0 = off, every request over the socket)
   --heartbeat-rate N     heartbeats per second from the whole pool; a larger pool beats less
                          often than every 100 ms (default 2000; 0 = every 100 ms at any size)
   --max-instances-per-client N
@@ -285,7 +288,11 @@ Options parse(int argc, char** argv) {
     else if (k == "--restart-window") o.broker.restart_window = seconds_arg(k, value());
     else if (k == "--heartbeat-rate")
       o.broker.heartbeat_rate = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 20));
-    else if (k == "--idle-ttl") {
+    else if (k == "--shm-slab-kb") {
+      const auto kb = int_arg(k, value(), 0, 1 << 20);
+      if (kb > 0 && kb < 64) die("--shm-slab-kb needs 0 (off) or at least 64, got " + std::to_string(kb));
+      o.broker.shm_slab_bytes = static_cast<std::size_t>(kb) * 1024;
+    } else if (k == "--idle-ttl") {
       const std::string v = value();
       o.broker.idle_ttl = v == "0" ? std::chrono::milliseconds(0) : seconds_arg(k, v);
     } else if (k == "--session-lease") {

@@ -4,13 +4,18 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
+#include <poll.h>
+
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "protocol/codec.hpp"
 #include "protocol/frames.hpp"
+#include "shm/slab.hpp"
 #include "transport/frames.hpp"
 #include "transport/stream.hpp"
 
@@ -33,6 +38,19 @@ struct Client::Impl {
   std::unique_ptr<transport::StreamConn> local;  // set once the client moved to the local socket
   bool inproc = false;
   transport::SpinPolicy spin_policy;  // for the inproc reply wait
+
+  // The instances' slabs (docs/protocol.md "Shared memory"), with the doorbell of each.
+  struct ClientSlab {
+    shm::Slab slab;
+    int doorbell = -1;
+    ClientSlab() = default;
+    ClientSlab(const ClientSlab&) = delete;
+    ClientSlab& operator=(const ClientSlab&) = delete;
+    ~ClientSlab() {
+      if (doorbell >= 0) ::close(doorbell);
+    }
+  };
+  std::unordered_map<std::string, std::unique_ptr<ClientSlab>> slabs;
 
   // Every use of the socket (or the local link) and of next_rid holds io_mu: the client's own
   // calls and the lease thread's pings.
@@ -172,6 +190,7 @@ struct Client::Impl {
 
   [[noreturn]] transport::Frames lost_local() {
     local.reset();
+    slabs.clear();
     raise(ErrorCode::Timeout, "the connection to the farm at " + endpoint + " was lost");
   }
 
@@ -186,6 +205,7 @@ struct Client::Impl {
       return;
     }
     local = std::make_unique<transport::StreamConn>(fd, 0);
+    local->accept_fds(opt.shm);  // a make's reply brings its slab's descriptors
     const uint64_t rid = next_rid++;
     const std::string rid_bytes = protocol::encode_rid(rid);
     try {
@@ -208,6 +228,80 @@ struct Client::Impl {
     ucred cred{};
     socklen_t len = sizeof cred;
     return ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && len == sizeof cred && cred.uid == ::geteuid();
+  }
+
+  // A step or reset through the instance's slab: [status, body] as the socket would answer, or
+  // nothing when the slab cannot take it (the caller uses the socket).
+  struct SlabAnswer {
+    bool ok = true;
+    bool spilled = false;  // too large for the slab: fetch it with `spilled`
+    std::string body;
+  };
+  std::optional<SlabAnswer> through_slab(const std::string& instance, std::string_view verb, const std::string& body) {
+    namespace off = shm::off;
+    auto it = slabs.find(instance);
+    if (it == slabs.end() || !local) return std::nullopt;
+    shm::Slab& s = it->second->slab;
+    if (s.u32(off::kState).load(std::memory_order_acquire) != static_cast<uint32_t>(shm::State::Attached))
+      return std::nullopt;
+    if (body.size() > s.request_capacity()) return std::nullopt;
+    std::memcpy(s.request_area(), body.data(), body.size());
+    s.u32(off::kReqVerb)
+        .store(static_cast<uint32_t>(verb == protocol::verb::kReset ? shm::Verb::Reset : shm::Verb::Step),
+               std::memory_order_relaxed);
+    s.u32(off::kReqLen).store(static_cast<uint32_t>(body.size()), std::memory_order_relaxed);
+    s.u32(off::kWorkerSpin).store(1, std::memory_order_relaxed);
+    const uint32_t seq = s.u32(off::kReqSeq).load(std::memory_order_relaxed) + 1;
+    s.u32(off::kReqSeq).store(seq, std::memory_order_seq_cst);
+    if (s.u32(off::kWorkerSleeping).load(std::memory_order_seq_cst) != 0) {
+      const uint64_t one = 1;
+      if (::write(it->second->doorbell, &one, sizeof one) < 0) {
+        // the worker still looks at its slabs every 500 ms
+      }
+    }
+    last_sent.store(std::chrono::steady_clock::now().time_since_epoch().count());
+    auto done = [&] { return s.u32(off::kDoneSeq).load(std::memory_order_acquire) == seq; };
+    const auto start = std::chrono::steady_clock::now();
+    if (!done() && s.u64(off::kStepNs).load(std::memory_order_relaxed) <
+                       static_cast<uint64_t>(std::chrono::nanoseconds(opt.spin).count())) {
+      while (!done() && std::chrono::steady_clock::now() - start < opt.spin) std::this_thread::yield();
+    }
+    if (!done()) {
+      const auto deadline = start + opt.timeout;
+      s.u32(off::kClientWaiting).store(1, std::memory_order_seq_cst);
+      std::optional<std::chrono::steady_clock::time_point> dead_since;
+      while (!done()) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) {
+          s.u32(off::kClientWaiting).store(0);
+          raise(ErrorCode::Timeout, "no reply from the farm at " + endpoint + " within the client's timeout");
+        }
+        if (s.u32(off::kState).load(std::memory_order_acquire) == static_cast<uint32_t>(shm::State::Dead)) {
+          if (!dead_since) dead_since = now;
+          if (now - *dead_since > std::chrono::milliseconds(200)) {  // unanswered: the socket's tombstone answers
+            s.u32(off::kClientWaiting).store(0);
+            slabs.erase(it);
+            return std::nullopt;
+          }
+        }
+        shm::futex_wait(s.word(off::kDoneSeq), s.u32(off::kDoneSeq).load(std::memory_order_acquire),
+                        std::chrono::milliseconds(50));
+        pollfd p{local->fd(), POLLIN, 0};
+        if (::poll(&p, 1, 0) > 0) {  // the farm closed the socket (nothing else comes on it meanwhile)
+          transport::Frames stray;
+          if (local->next(stray) == transport::StreamConn::Read::Closed) lost_local();
+        }
+      }
+      s.u32(off::kClientWaiting).store(0, std::memory_order_relaxed);
+    }
+    const auto status = s.u32(off::kRepStatus).load(std::memory_order_relaxed);
+    const std::size_t len = s.u32(off::kRepLen).load(std::memory_order_relaxed);
+    if (status == static_cast<uint32_t>(shm::Status::Spilled)) return SlabAnswer{true, true, {}};
+    if (len > s.reply_capacity() || status > static_cast<uint32_t>(shm::Status::Err)) {
+      slabs.erase(it);
+      raise(ErrorCode::Internal, "the shared-memory reply for instance " + instance + " is corrupt");
+    }
+    return SlabAnswer{status == static_cast<uint32_t>(shm::Status::Ok), false, std::string(s.reply_area(), len)};
   }
 
   static bool on_this_host(const std::string& ep) {
@@ -302,9 +396,50 @@ EnvHandle Client::make(const std::string& env_id, const Value& kwargs) {
   Value body(protocol::Map{});
   body.set("env_id", env_id);
   body.set("kwargs", kwargs);
-  Value v = call(protocol::verb::kMake, {}, body);
+  std::unique_lock io(impl_->io_mu);
+  const bool ask = impl_->local && impl_->opt.shm;
+  if (ask) body.set("shm", true);  // over the local socket: the instance's slab comes with the reply
+  const std::string payload = protocol::encode(body);
+  const uint64_t rid = impl_->next_rid++;
+  const std::string rid_bytes = protocol::encode_rid(rid);
+  auto in = impl_->round_trip({protocol::verb::kMake, "", rid_bytes, payload}, rid);
+  int memfd = -1, doorbell = -1;
+  if (ask && impl_->local && in.size() == 4 && view(in[3]) == protocol::verb::kSlab) {
+    memfd = impl_->local->take_fd();
+    doorbell = impl_->local->take_fd();
+  }
+  auto close_fds = [&] {
+    if (memfd >= 0) ::close(memfd);
+    if (doorbell >= 0) ::close(doorbell);
+    memfd = doorbell = -1;
+  };
+  if (in.size() != 3 && in.size() != 4) {
+    close_fds();
+    impl_->raise(ErrorCode::Internal, "bad reply from the farm: wrong frame count");
+  }
+  Value v;
+  try {
+    v = decode_or_throw(view(in[2]));
+  } catch (...) {
+    close_fds();
+    throw;
+  }
+  if (view(in[1]) != protocol::kStatusOk) {
+    close_fds();
+    throw ClientError(Error::from_value(v));
+  }
   EnvHandle h;
   h.instance_id = v.find("instance_id")->as_string();
+  if (memfd >= 0 && doorbell >= 0) {
+    auto cs = std::make_unique<Impl::ClientSlab>();
+    std::string err;
+    if (cs->slab.map(memfd, err)) {
+      cs->doorbell = std::exchange(doorbell, -1);
+      impl_->slabs[h.instance_id] = std::move(cs);
+    }
+  }
+  close_fds();
+  io.unlock();
   h.env_id = env_id;
   h.observation_space = to_space(v.find("observation_space"));
   h.action_space = to_space(v.find("action_space"));
@@ -314,18 +449,34 @@ EnvHandle Client::make(const std::string& env_id, const Value& kwargs) {
   return h;
 }
 
+bool Client::has_slab(const std::string& instance) const {
+  std::lock_guard io(impl_->io_mu);
+  return impl_->slabs.count(instance) != 0;
+}
+
+Value Client::slab_or_call(std::string_view verb, const std::string& instance, const Value& body) {
+  std::unique_lock io(impl_->io_mu);
+  auto answer = impl_->through_slab(instance, verb, protocol::encode(body));
+  io.unlock();
+  if (!answer) return call(verb, instance, body);
+  if (answer->spilled) return call(protocol::verb::kSpilled, instance);
+  Value v = decode_or_throw(answer->body);
+  if (!answer->ok) throw ClientError(Error::from_value(v));
+  return v;
+}
+
 std::pair<Value, Value> Client::reset(const std::string& instance, std::optional<int64_t> seed, const Value& options) {
   Value body(protocol::Map{});
   if (seed) body.set("seed", *seed);
   if (!options.is_nil()) body.set("options", options);
-  Value v = call(protocol::verb::kReset, instance, body);
+  Value v = slab_or_call(protocol::verb::kReset, instance, body);
   return {*v.find("obs"), *v.find("info")};
 }
 
 StepResult Client::step(const std::string& instance, const Value& action) {
   Value body(protocol::Map{});
   body.set("action", action);
-  return to_step(call(protocol::verb::kStep, instance, body));
+  return to_step(slab_or_call(protocol::verb::kStep, instance, body));
 }
 
 std::vector<BatchItem> Client::step_batch(const std::vector<std::pair<std::string, Value>>& actions) {
@@ -357,7 +508,11 @@ std::vector<BatchItem> Client::step_batch(const std::vector<std::pair<std::strin
   return out;
 }
 
-void Client::close(const std::string& instance) { call(protocol::verb::kClose, instance); }
+void Client::close(const std::string& instance) {
+  call(protocol::verb::kClose, instance);
+  std::lock_guard io(impl_->io_mu);
+  impl_->slabs.erase(instance);
+}
 
 Value Client::sample(const std::string& instance, std::string_view space) {
   Value body(protocol::Map{});

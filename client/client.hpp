@@ -56,6 +56,9 @@ struct ClientOptions {
   bool lease = true;
   // The session's instances outlive it (the farm closes them at --idle-ttl instead, or never).
   bool keep_instances = false;
+  // Over the local socket, ask for each instance's shared-memory slab: its step and reset then
+  // go to the worker without the broker (docs/protocol.md "Shared memory"), with the same results.
+  bool shm = true;
   // ZeroMQ CURVE, for a farm started with --curve-secret-file: its public key and this client's
   // keypair, each z85 (40 characters). All three or none; a farm that does not list the client's
   // public key, or a wrong server key, never answers (ClientError timeout at the hello).
@@ -128,8 +131,14 @@ class Client final : public Caller {
   bool is_local() const;
   // The lease the farm granted (the hello's lease_ms; zero: none, nothing renews it).
   std::chrono::milliseconds lease() const;
+  // Whether this instance's step and reset go through its slab (ClientOptions::shm).
+  bool has_slab(const std::string& instance) const;
 
  private:
+  // step and reset: through the instance's slab when it has one, else (or when the slab cannot
+  // take the request) over the socket.
+  Value slab_or_call(std::string_view verb, const std::string& instance, const Value& body);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
   Value hello_;

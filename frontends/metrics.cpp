@@ -135,8 +135,15 @@ std::string render_metrics(const Value& stats, const GatewayCounts& gateway) {
   }
   counter(reg, "gymfarm_requests_received_total", "Client requests the broker received.",
           number(stats.find("requests")));
-  counter(reg, "gymfarm_env_steps_total", "Env steps the workers made (step, step_batch parts, step_vec rows).",
+  counter(reg, "gymfarm_env_steps_total",
+          "Env steps the workers made (step, step_batch parts, step_vec rows, steps through shared memory).",
           number(stats.find("env_steps")));
+  const Value* shm = stats.find("shm");
+  counter(reg, "gymfarm_shm_requests_total",
+          "Steps and resets local clients sent through shared-memory slabs (not in gymfarm_requests_total).",
+          number(shm ? shm->find("answered") : nullptr));
+  gauge(reg, "gymfarm_shm_slabs", "Shared-memory slabs granted to local clients' instances.",
+        number(shm ? shm->find("slabs") : nullptr));
   const Value* hb = stats.find("heartbeats");
   counter(reg, "gymfarm_heartbeats_received_total", "Worker heartbeats the broker received.",
           number(hb ? hb->find("received") : nullptr));

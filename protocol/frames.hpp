@@ -27,6 +27,7 @@ constexpr std::string_view kRender = "render";
 constexpr std::string_view kCall = "call";
 constexpr std::string_view kGetAttr = "get_attr";
 constexpr std::string_view kSetAttr = "set_attr";
+constexpr std::string_view kSpilled = "spilled";  // a slab reply too large for its slab (docs/protocol.md)
 // broker <-> worker only
 constexpr std::string_view kReply = "rep";
 constexpr std::string_view kReady = "ready";
@@ -34,6 +35,7 @@ constexpr std::string_view kHeartbeat = "hb";
 constexpr std::string_view kBye = "bye";
 constexpr std::string_view kLink = "link";           // a worker's first message on its link: its identity
 constexpr std::string_view kStepMany = "step_many";  // the steps of one step_batch for one worker's envs
+constexpr std::string_view kSlab = "slab";           // [slab, instance] + its descriptors, before the make
 }  // namespace verb
 
 constexpr std::string_view kStatusOk = "ok";

@@ -40,6 +40,71 @@ StreamConn::StreamConn(int fd, long long max_message_bytes)
 
 StreamConn::~StreamConn() {
   if (fd_ >= 0) ::close(fd_);
+  for (int fd : in_fds_) ::close(fd);
+  for (auto& q : out_fds_) {
+    for (int fd : q.fds) ::close(fd);
+  }
+}
+
+int StreamConn::take_fd() {
+  if (in_fds_.empty()) return -1;
+  const int fd = in_fds_.front();
+  in_fds_.erase(in_fds_.begin());
+  return fd;
+}
+
+namespace {
+
+constexpr std::size_t kMaxFdsPerMessage = 4;
+constexpr std::size_t kMaxHeldFds = 64;  // more than any conversation needs: a misbehaving peer
+
+// sendmsg of `iov` with `fds` as SCM_RIGHTS (none: a plain sendmsg).
+ssize_t send_with_fds(int sock, iovec* iov, std::size_t iovlen, const std::vector<int>& fds) {
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = iovlen;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)] = {};
+  if (!fds.empty()) {
+    const std::size_t n = std::min(fds.size(), kMaxFdsPerMessage);
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * n);
+  }
+  return ::sendmsg(sock, &msg, MSG_NOSIGNAL);  // a closed peer is an error, not SIGPIPE
+}
+
+}  // namespace
+
+// A read of the socket; with accept_fds_, descriptors that come with the bytes are kept.
+ssize_t StreamConn::receive(char* into, std::size_t n) {
+  if (!accept_fds_) return ::recv(fd_, into, n, 0);
+  iovec iov{into, n};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage * 4)];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  const ssize_t got = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
+  if (got < 0) return got;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd = -1;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      if (in_fds_.size() < kMaxHeldFds) {
+        in_fds_.push_back(fd);
+      } else {
+        ::close(fd);
+      }
+    }
+  }
+  return got;
 }
 
 void StreamConn::append(std::string_view bytes) {
@@ -93,6 +158,46 @@ bool StreamConn::send(const std::vector<std::string_view>& frames) {
   return true;
 }
 
+bool StreamConn::send(const std::vector<std::string_view>& frames, const std::vector<int>& fds) {
+  if (fds.empty()) return send(frames);
+  if (broken_) return false;
+  if (!wants_write()) {
+    // Nothing queued: the first write carries the fds (the kernel attaches them to its bytes).
+    std::string bytes;
+    put_u32(bytes, static_cast<uint32_t>(frames.size()));
+    for (auto f : frames) {
+      put_u32(bytes, static_cast<uint32_t>(f.size()));
+      bytes.append(f);
+    }
+    iovec iov{bytes.data(), bytes.size()};
+    ssize_t n;
+    do {
+      n = send_with_fds(fd_, &iov, 1, fds);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      broken_ = true;
+      return false;
+    }
+    if (n > 0) {
+      append(std::string_view(bytes).substr(static_cast<std::size_t>(n)));
+      return true;
+    }
+  }
+  // Queued behind other bytes: the fds wait (duplicated) for their message's turn in flush().
+  QueuedFds q{out_.size(), {}};
+  if (out_off_ == out_.size()) q.at = 0;  // append() restarts a drained buffer
+  for (int fd : fds) {
+    const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (dup >= 0) q.fds.push_back(dup);
+  }
+  if (!send(frames)) {
+    for (int fd : q.fds) ::close(fd);
+    return false;
+  }
+  out_fds_.push_back(std::move(q));
+  return true;
+}
+
 bool StreamConn::send(Frames& frames) {
   std::vector<std::string_view> views;
   views.reserve(frames.size());
@@ -102,7 +207,22 @@ bool StreamConn::send(Frames& frames) {
 
 bool StreamConn::flush() {
   while (!broken_ && out_off_ < out_.size()) {
-    const ssize_t n = ::send(fd_, out_.data() + out_off_, out_.size() - out_off_, MSG_NOSIGNAL);
+    // Bytes up to the next message that carries fds, or that message with its fds.
+    std::size_t end = out_.size();
+    const std::vector<int>* fds = nullptr;
+    if (!out_fds_.empty()) {
+      if (out_fds_.front().at > out_off_) {
+        end = out_fds_.front().at;
+      } else {
+        fds = &out_fds_.front().fds;
+      }
+    }
+    iovec iov{out_.data() + out_off_, end - out_off_};
+    const ssize_t n = send_with_fds(fd_, &iov, 1, fds ? *fds : std::vector<int>{});
+    if (n > 0 && fds) {
+      for (int fd : *fds) ::close(fd);
+      out_fds_.erase(out_fds_.begin());
+    }
     if (n > 0) {
       out_off_ += static_cast<std::size_t>(n);
     } else if (n < 0 && errno == EINTR) {
@@ -168,7 +288,7 @@ StreamConn::Read StreamConn::next(Frames& out) {
     if (r != Read::Nothing) return r;
     ssize_t n;
     if (reading_big_) {
-      n = ::recv(fd_, static_cast<char*>(big_.data()) + big_filled_, big_.size() - big_filled_, 0);
+      n = receive(static_cast<char*>(big_.data()) + big_filled_, big_.size() - big_filled_);
       if (n > 0) {
         big_filled_ += static_cast<std::size_t>(n);
         if (big_filled_ == big_.size()) {
@@ -184,7 +304,7 @@ StreamConn::Read StreamConn::next(Frames& out) {
         in_len_ -= in_off_;
         in_off_ = 0;
       }
-      n = ::recv(fd_, in_.get() + in_len_, kInCapacity - in_len_, 0);
+      n = receive(in_.get() + in_len_, kInCapacity - in_len_);
       if (n > 0) {
         in_len_ += static_cast<std::size_t>(n);
         continue;
@@ -379,6 +499,12 @@ bool StreamServer::send(const std::string& name, const std::vector<std::string_v
 bool StreamServer::send(const std::string& name, Frames& frames) {
   auto it = named_.find(name);
   return it != named_.end() && it->second->send(frames);
+}
+
+bool StreamServer::send(const std::string& name, const std::vector<std::string_view>& frames,
+                        const std::vector<int>& fds) {
+  auto it = named_.find(name);
+  return it != named_.end() && it->second->send(frames, fds);
 }
 
 }  // namespace gymfarm::transport

@@ -10,6 +10,8 @@
 //
 // Wire format (both ends on one host, so host byte order): u32 frame count, then per frame a u32
 // length and the bytes.
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -55,6 +57,14 @@ class StreamConn {
   // Queues one message and writes what the socket takes now. False when the link is broken.
   bool send(const std::vector<std::string_view>& frames);
   bool send(Frames& frames);
+  // As send(), with file descriptors passed along (SCM_RIGHTS) with the message's first bytes.
+  // The fds stay the caller's: they are duplicated while they wait in the out buffer.
+  bool send(const std::vector<std::string_view>& frames, const std::vector<int>& fds);
+  // Receive descriptors that come with messages (off by default: a plain read makes the kernel
+  // close them, so a peer cannot fill this process's descriptor table). A message that carries
+  // fds is followed by them in take_fd() order, first in first out.
+  void accept_fds(bool on) { accept_fds_ = on; }
+  int take_fd();  // -1 when none came
   // Writes queued bytes; false when the link is broken.
   bool flush();
   bool wants_write() const { return out_off_ < out_.size(); }
@@ -83,8 +93,17 @@ class StreamConn {
   zmq::message_t big_;  // a large frame read in place
   std::size_t big_filled_ = 0;
   bool reading_big_ = false;
+  ssize_t receive(char* into, std::size_t n);
+
   std::string out_;
   std::size_t out_off_ = 0;
+  struct QueuedFds {
+    std::size_t at;  // offset in out_ of the message they go with
+    std::vector<int> fds;
+  };
+  std::vector<QueuedFds> out_fds_;
+  bool accept_fds_ = false;
+  std::vector<int> in_fds_;
   bool broken_ = false;
   SpinPolicy spin_policy_;
 };
@@ -137,6 +156,7 @@ class StreamServer {
                const OnClose& on_close);
   bool send(const std::string& name, const std::vector<std::string_view>& frames);
   bool send(const std::string& name, Frames& frames);
+  bool send(const std::string& name, const std::vector<std::string_view>& frames, const std::vector<int>& fds);
   bool has(const std::string& name) const { return named_.count(name) != 0; }
   // A connection stopped at its share of the turn with messages already read from the socket: the
   // next turn must not wait for poll (which sees an empty socket) to read them.

@@ -34,6 +34,7 @@
 #include "transport/stream.hpp"
 #include "worker/host_source.hpp"
 #include "worker/py_codec.hpp"
+#include "worker/slab_server.hpp"
 
 namespace py = pybind11;
 namespace verb = gymfarm::protocol::verb;
@@ -357,19 +358,50 @@ void serve(const Args& args, Host& host) {
   };
   if (!send({verb::kLink, args.identity}) || !send({verb::kReady, info})) return;
 
-  using Read = gymfarm::transport::StreamConn::Read;
+  using Event = gymfarm::worker::SlabServer::Event;
   const auto spin = std::chrono::microseconds(args.spin_us);
+  link.accept_fds(true);  // slabs come from the broker with their descriptors
+  gymfarm::worker::SlabServer slabs;
+  const auto handle_slab = [&host](std::string_view v, std::string_view instance, std::string_view body) {
+    Reply r = host.handle(v, instance, body);
+    return gymfarm::worker::SlabReply{r.status == gymfarm::protocol::kStatusOk, std::move(r.body)};
+  };
   gymfarm::transport::Frames in;
   while (true) {
-    Read got;
+    Event got;
     {
       py::gil_scoped_release nogil;
-      got = link.wait(in, spin, std::chrono::milliseconds(500));
+      if (slabs.empty()) {
+        using Read = gymfarm::transport::StreamConn::Read;
+        const Read r = link.wait(in, spin, std::chrono::milliseconds(500));
+        got = r == Read::Message    ? Event::Message
+              : r == Read::Closed   ? Event::Closed
+              : r == Read::TooLarge ? Event::TooLarge
+                                    : Event::Nothing;
+      } else {
+        got = slabs.wait(link, in, spin, std::chrono::milliseconds(500));
+      }
     }
-    if (got == Read::Closed || got == Read::TooLarge || parent_gone(args.parent)) break;
-    if (got != Read::Message || in.empty()) continue;
+    if (got == Event::Closed || got == Event::TooLarge || parent_gone(args.parent)) break;
+    if (got == Event::Slab) {
+      // The broker sees slab answers as it sees replies (a scan every 10 ms): no heartbeat needed.
+      if (slabs.serve(handle_slab) > 0) g_last_reply.store(HbClock::now().time_since_epoch().count());
+      continue;
+    }
+    if (got != Event::Message || in.empty()) continue;
     const auto v = view(in[0]);
     if (v == verb::kBye) break;
+    if (v == verb::kSlab) {  // [slab, instance] + memfd and doorbell: for the make that follows
+      const int memfd = link.take_fd();
+      const int doorbell = link.take_fd();
+      if (in.size() == 2) {
+        slabs.on_grant(std::string(view(in[1])), memfd, doorbell);
+      } else {
+        if (memfd >= 0) ::close(memfd);
+        if (doorbell >= 0) ::close(doorbell);
+      }
+      continue;
+    }
     if (v == verb::kStepMany) {
       // [step_many, "", rid, (instance, body)*] -> [reply, rid, ok, (status, body)*]: the steps of a
       // step_batch for this worker's envs, in one message each way (--envs-per-worker)
@@ -387,7 +419,21 @@ void serve(const Args& args, Host& host) {
       continue;
     }
     if (in.size() != 4) continue;
-    Reply r = host.handle(v, view(in[1]), view(in[3]));
+    const std::string instance(view(in[1]));
+    Reply r;
+    if (v == verb::kSpilled) {  // the reply a slab could not hold
+      if (auto kept = slabs.take_spilled(instance)) {
+        r = {kept->ok ? gymfarm::protocol::kStatusOk : gymfarm::protocol::kStatusErr, std::move(kept->body)};
+      } else {
+        r = {gymfarm::protocol::kStatusErr, error_body("bad_request", "no spilled reply is kept for this instance")};
+      }
+    } else {
+      r = host.handle(v, instance, view(in[3]));
+    }
+    if (v == verb::kMake) slabs.made(instance, r.status == gymfarm::protocol::kStatusOk);
+    if (v == verb::kClose) {
+      slabs.closed(instance, error_body("unknown_instance", "instance '" + instance + "' was closed"));
+    }
     if (!send({verb::kReply, view(in[2]), r.status, r.body})) break;
   }
   host.close_env();

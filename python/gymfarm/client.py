@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from . import codec, errors
+from . import codec, errors, slab
 from .local import LinkClosed, LocalLink
 
 if TYPE_CHECKING:  # imported where used: env and vector import this module
@@ -67,7 +67,7 @@ class Farm:
                  keep_instances: bool = False, heartbeat: float | None = None,
                  curve: dict[str, str] | str | os.PathLike[str] | None = None,
                  curve_server_key: str | bytes | None = None, curve_public_key: str | bytes | None = None,
-                 curve_secret_key: str | bytes | None = None):
+                 curve_secret_key: str | bytes | None = None, shm: bool | None = None):
         self.curve = curve_keys(curve, curve_server_key, curve_public_key, curve_secret_key)
         self.endpoint = endpoint
         self.timeout = float(timeout)
@@ -113,6 +113,10 @@ class Farm:
             raise errors.FarmUnavailable(f"no gymfarm answers at {endpoint} ({hint})") from None
         if local is None:
             local = os.environ.get("GYMFARM_LOCAL", "1") != "0"
+        if shm is None:
+            shm = os.environ.get("GYMFARM_SHM", "1") != "0"
+        self.shm = bool(shm) and slab.supported()  # step and reset through shared memory when local
+        self._spin = spin_us * 1e-6
         if local:
             self._go_local(hello, spin_us * 1e-6, connect_timeout)
         self._stop_keepalive = threading.Event()
@@ -350,6 +354,92 @@ class Farm:
 
     # -- verbs ---------------------------------------------------------------------------------
 
+    # -- shared memory (docs/protocol.md "Shared memory") ------------------------------------------
+
+    def make_instance(self, body: dict[str, Any]) -> tuple[dict[str, Any], slab.Slab | None]:
+        """A make, asking for a slab when requests go over the local socket: its result and the
+        slab (None when the farm gave none). Raises the make's error."""
+        (result, shared), = self.make_instances(body, 1)
+        if isinstance(result, errors.GymfarmError):
+            raise result
+        return result, shared
+
+    def make_instances(self, body: dict[str, Any], n: int
+                       ) -> builtins.list[tuple[dict[str, Any] | errors.GymfarmError, slab.Slab | None]]:
+        """``n`` makes in one round trip, each with its slab when requests go over the local
+        socket: (result or error, slab or None) each."""
+        if not (self.shm and self.is_local):
+            return [(r, None) for r in self.call_many([("make", "", body)] * n)]
+        frames = self._frames("make", "", {**body, "shm": True})
+        rids = [self._send(list(frames)) for _ in range(n)]
+        replies = self._wait(rids, None)
+        out: builtins.list[tuple[dict[str, Any] | errors.GymfarmError, slab.Slab | None]] = []
+        for rid in rids:
+            reply = replies[rid]
+            fds = reply[3] if len(reply) > 3 and isinstance(reply[3], slab.SlabFds) else None
+            try:
+                result: dict[str, Any] | errors.GymfarmError = self._result(reply)
+            except errors.GymfarmError as e:
+                result = e
+            shared = None
+            if fds is not None:
+                try:
+                    if isinstance(result, dict):
+                        shared = slab.Slab(fds, self._spin)
+                except (slab.SlabError, OSError):
+                    shared = None
+                finally:
+                    fds.close()
+            out.append((result, shared))
+        return out
+
+    def slab_post(self, shared: slab.Slab | None, verb: str, instance: str, body: dict[str, Any]) -> Any:
+        """Sends a step or reset through the instance's slab, or over the socket when there is no
+        slab or it cannot take the request (not served, too large); :meth:`slab_wait` collects the
+        reply."""
+        packed = codec.pack(body)
+        if (shared is not None and not self._closed and shared.usable
+                and shared.post(slab.STEP if verb == "step" else slab.RESET, packed)):
+            return (shared, verb, instance, body)
+        return self._send([verb.encode(), instance.encode(), b"", packed])
+
+    def slab_wait(self, ticket: Any) -> dict[str, Any]:
+        """The result of :meth:`slab_post`'s request; raises its error as the socket path does."""
+        if not isinstance(ticket, tuple):
+            return self._result(self._wait([ticket], None)[ticket])
+        shared, verb, instance, body = ticket
+        try:
+            status, data = shared.wait(self.timeout, self._still_there)
+            if status == slab.SPILLED:  # a reply too large for the slab: the worker kept it
+                return self.call("spilled", instance, {})
+            if status == slab.UNANSWERED:  # the instance is gone: its tombstone answers over the socket
+                return self.call(verb, instance, body)
+            result = codec.unpack(data)
+        except TimeoutError:
+            raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {self.timeout:g} s",
+                                 {"client_side": True}) from None
+        except (slab.SlabError, ValueError) as e:  # something in the worker wrote over the slab
+            shared.close()  # later requests go over the socket
+            raise errors.GymfarmError(f"the shared-memory reply for instance {instance} is corrupt ({e}); "
+                                      "later requests go over the socket", {"instance_id": instance}) from None
+        if status != slab.OK:
+            raise errors.from_wire(result)
+        return result
+
+    def slab_call(self, shared: slab.Slab | None, verb: str, instance: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A step or reset through the instance's slab (or the socket): its result, or its error
+        raised. Results and errors are the socket path's own."""
+        return self.slab_wait(self.slab_post(shared, verb, instance, body))
+
+    def _still_there(self) -> None:
+        """Raises FarmUnavailable when the local socket closed (the farm is gone)."""
+        with self._lock:
+            try:
+                while self._chan.poll(0):
+                    self._store(self._chan.recv_multipart())
+            except LinkClosed:
+                raise self._lost_local() from None
+
     def make(self, env_id: str, **kwargs: Any) -> RemoteEnv:
         """Makes an env on a free worker; returns a :class:`gymnasium.Env`."""
         from .env import RemoteEnv
@@ -366,8 +456,10 @@ class Farm:
         """
         from .vector import RemoteVectorEnv
 
+        options: dict[str, Any] = {"shm": self.shm}  # the vector env's own connection, as this one's
         if self.curve is not None:
-            kwargs["farm_options"] = {"curve": self.curve, **(kwargs.get("farm_options") or {})}
+            options["curve"] = self.curve
+        kwargs["farm_options"] = {**options, **(kwargs.get("farm_options") or {})}
         return RemoteVectorEnv(self.endpoint, env_id, num_envs=num_envs, timeout=self.timeout, token=self.token,
                                **kwargs)
 

@@ -136,7 +136,9 @@ class RemoteEnv(gym.Env):
         self.farm = farm
         self.env_id = env_id
         self._closed = True  # until made: nothing to close
-        reply = farm.call("make", body={"env_id": env_id, "kwargs": kwargs, "aliases": False})
+        make = getattr(farm, "make_instance", None)  # a Farm; a sharded farm places the make itself
+        body = {"env_id": env_id, "kwargs": kwargs, "aliases": False}
+        reply, self._slab = make(body) if make else (farm.call("make", body=body), None)
         codec.emit_warnings(reply)
         self.instance_id: str = reply["instance_id"]
         self.observation_space = codec.space_from_wire(reply["observation_space"])
@@ -243,7 +245,11 @@ class RemoteEnv(gym.Env):
         send = self._rng_to_send()
         follow = self.__dict__.get("_rng_follow", False) and verb != "close"
         if send is None and not follow:
-            r = self.farm.call(verb, self.instance_id, body)
+            shared = self.__dict__.get("_slab")
+            if shared is not None and verb in ("step", "reset"):
+                r = self.farm.slab_call(shared, verb, self.instance_id, body or {})
+            else:
+                r = self.farm.call(verb, self.instance_id, body)
         else:
             r = self._call_with_rng(verb, body, send, follow)
         if "warnings" in r:
@@ -380,6 +386,9 @@ class RemoteEnv(gym.Env):
             self._call("close")
         except Exception:  # the instance may already be gone (crash, farm stopped)
             pass
+        shared, self.__dict__["_slab"] = self.__dict__.get("_slab"), None
+        if shared is not None:
+            shared.close()
         if self.owns_farm:
             self.farm.close()
 

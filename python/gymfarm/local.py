@@ -11,6 +11,7 @@ by anyone else, root included, is refused with ``PermissionError`` and the clien
 """
 from __future__ import annotations
 
+import array
 import logging
 import os
 import select
@@ -20,10 +21,13 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
+from .slab import SlabFds
+
 _U32 = struct.Struct("=I")
 _CHUNK = 1 << 16
 _MAX_FRAMES = 1 << 20
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_FDS_SPACE = socket.CMSG_SPACE(16 * 4)  # room for the descriptors of a few slabs per read
 
 log = logging.getLogger("gymfarm")
 
@@ -69,6 +73,7 @@ class LocalLink:
         self._big: bytearray | None = None  # a large frame read in place
         self._big_at = 0
         self._messages: deque[list[bytes]] = deque()
+        self._fds: deque[int] = deque()  # descriptors that came with messages (slabs), in order
         self.closed = False
 
     def send_multipart(self, frames: Sequence[bytes], copy: bool = False) -> None:
@@ -127,6 +132,8 @@ class LocalLink:
     def close(self, linger: int = 0) -> None:
         self.closed = True
         self._sock.close()
+        while self._fds:
+            os.close(self._fds.popleft())
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -145,7 +152,12 @@ class LocalLink:
                             self._parse()
                         continue
                 else:
-                    data = self._sock.recv(_CHUNK * 4, socket.MSG_DONTWAIT)
+                    data, anc, _flags, _addr = self._sock.recvmsg(_CHUNK * 4, _FDS_SPACE, socket.MSG_DONTWAIT)
+                    for level, kind, fds in anc:
+                        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                            got = array.array("i")
+                            got.frombytes(fds[:len(fds) - len(fds) % got.itemsize])
+                            self._fds.extend(got)
                     if data:
                         self._buf += data
                         self._parse()
@@ -174,9 +186,7 @@ class LocalLink:
                     self.closed = True
                     raise LinkClosed("the farm sent a malformed message")
             if self._left == 0:
-                self._messages.append(self._frames)
-                self._frames = []
-                self._left = -1
+                self._complete()
                 continue
             if len(buf) - at < 4:
                 break
@@ -195,6 +205,14 @@ class LocalLink:
             at = len(buf)
         del buf[:at]
         if self._big is None and self._left == 0:
-            self._messages.append(self._frames)
-            self._frames = []
-            self._left = -1
+            self._complete()
+
+    def _complete(self) -> None:
+        """A whole message: a make's reply that ends with the ``slab`` frame brought the slab's
+        two descriptors, which take that frame's place (a :class:`gymfarm.slab.SlabFds`)."""
+        frames = self._frames
+        if len(frames) == 4 and frames[3] == b"slab":
+            frames[3] = SlabFds(self._fds.popleft(), self._fds.popleft()) if len(self._fds) >= 2 else b""
+        self._messages.append(frames)
+        self._frames = []
+        self._left = -1

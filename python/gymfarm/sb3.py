@@ -50,7 +50,10 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
         self.farm = connect(endpoint, timeout=timeout)  # several farms (a list, a cluster): a ShardedFarm
         self.env_id = env_id
         try:
-            made = make_many(self.farm, env_id, num_envs, make_kwargs)
+            made, slabs = make_many(self.farm, env_id, num_envs, make_kwargs)
+            for s in slabs:  # its steps go as one step_batch (slabs: RemoteVectorEnv)
+                if s is not None:
+                    s.close()
         except BaseException:
             self.farm.close()
             raise

@@ -8,6 +8,7 @@ Resets, renders and attribute calls are pipelined: N requests, one round trip.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from copy import deepcopy
 from typing import Any
@@ -22,19 +23,28 @@ from .client import Farm
 from .env import call_body, copy_back
 
 
-def make_many(farm: Farm, env_id: str, num_envs: int, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+def make_many(farm: Farm, env_id: str, num_envs: int, kwargs: dict[str, Any]
+              ) -> tuple[list[dict[str, Any]], list[Any]]:
     """``num_envs`` makes in one round trip, each as RemoteEnv makes one (a legacy id raises
-    DeprecatedEnv as gymnasium.make does); if any fails, the ones made are closed and the first
+    DeprecatedEnv as gymnasium.make does): their results and their slabs (None where the farm gave
+    none, docs/protocol.md "Shared memory"). If any fails, the ones made are closed and the first
     error is raised."""
     body = {"env_id": env_id, "kwargs": dict(kwargs), "aliases": False}
-    made = farm.call_many([("make", "", body)] * num_envs)
+    if hasattr(farm, "make_instances"):
+        pairs = farm.make_instances(body, num_envs)
+    else:  # a sharded farm places each make itself
+        pairs = [(r, None) for r in farm.call_many([("make", "", body)] * num_envs)]
+    made = [r for r, _ in pairs]
     ok = [r for r in made if isinstance(r, dict)]
     if len(ok) != len(made):
+        for _, shared in pairs:
+            if shared is not None:
+                shared.close()
         farm.close_many([r["instance_id"] for r in ok])
         errors.raise_first(made)
     for r in ok:
         codec.emit_warnings(r)
-    return ok
+    return ok, [s for _, s in pairs]
 
 
 def _unwrap(r: dict[str, Any]) -> None:
@@ -103,12 +113,16 @@ class RemoteVectorEnv(VectorEnv):
         self.copy = copy
         self._closed_remote = True  # until the envs exist: a failed make has nothing to close
         try:
-            made = make_many(self.farm, env_id, num_envs, make_kwargs)
+            made, self._slabs = make_many(self.farm, env_id, num_envs, make_kwargs)
         except BaseException:
             self.farm.close()
             raise
         self.instance_ids: list[str] = [r["instance_id"] for r in made]
         self._closed_remote = False
+        self._workers_spin = num_envs < (os.cpu_count() or 1)  # more envs than cores: workers sleep between steps
+        for s in self._slabs:
+            if s is not None:
+                s.worker_spin = self._workers_spin
         first = made[0]
         self.single_observation_space = codec.space_from_wire(first["observation_space"])
         self.single_action_space = codec.space_from_wire(first["action_space"])
@@ -184,6 +198,11 @@ class RemoteVectorEnv(VectorEnv):
             return
         space = self.single_action_space
         steps = [(iid, codec.wire_action(space, a)) for iid, a in zip(self.instance_ids, per_env)]
+        if any(s is not None for s in self._slabs):  # each env's step through its slab, all sent first
+            field = self._autoreset_field()
+            self._step_ticket = [self.farm.slab_post(s, "step", iid, dict(field, action=a))
+                                 for s, (iid, a) in zip(self._slabs, steps)]
+            return
         self._step_ticket = self.farm.send_step_batch(steps, **self._autoreset_field())
 
     def step_wait(self, timeout: float | None = None
@@ -193,7 +212,7 @@ class RemoteVectorEnv(VectorEnv):
         ticket, self._step_ticket = self._step_ticket, None
         if self._step_vec:
             return self._step_wait_vec(ticket, timeout)
-        results = self.farm.wait_step_batch(ticket, timeout)
+        results = self._wait_slabs(ticket) if isinstance(ticket, list) else self.farm.wait_step_batch(ticket, timeout)
         infos: dict[str, Any] = {}
         for i, r in enumerate(results):
             if isinstance(r, errors.GymfarmError):
@@ -207,6 +226,18 @@ class RemoteVectorEnv(VectorEnv):
         self._raise_first(results, range(self.num_envs))
         return (self._batched_obs(), np.copy(self._rewards), np.copy(self._terminations),
                 np.copy(self._truncations), infos)
+
+    def _wait_slabs(self, tickets: list[Any]) -> list[Any]:
+        """Each env's step result (or its error) from the slabs, in env order."""
+        results: list[Any] = []
+        for t in tickets:
+            try:
+                results.append(self.farm.slab_wait(t))
+            except errors.GymfarmError as e:
+                if isinstance(e, errors.FarmUnavailable):
+                    raise
+                results.append(e)
+        return results
 
     def _step_wait_vec(self, ticket: int, timeout: float | None
                        ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -311,6 +342,9 @@ class RemoteVectorEnv(VectorEnv):
         if not getattr(self, "_closed_remote", True):
             self._closed_remote = True
             self.farm.close_many(self.instance_ids)
+            for s in self._slabs:
+                if s is not None:
+                    s.close()
             self.farm.close()
 
     # -- EnvPool-style asynchronous stepping ---------------------------------------------------
@@ -383,13 +417,18 @@ class RemoteVectorEnv(VectorEnv):
             if not isinstance(r, errors.WorkerCrashed):
                 continue
             try:
-                made = self.farm.call("make", body={"env_id": self.env_id, "kwargs": self._make_kwargs,
-                                                    "aliases": False})
-                reset = self.farm.call("reset", made["instance_id"], {})
+                made, shared = self.farm.make_instance({"env_id": self.env_id, "kwargs": self._make_kwargs,
+                                                        "aliases": False})
+                reset = self.farm.slab_call(shared, "reset", made["instance_id"], {})
             except errors.GymfarmError:
                 out[i] = r
                 continue
             _unwrap(reset)
+            if self._slabs[i] is not None:
+                self._slabs[i].close()
+            if shared is not None:
+                shared.worker_spin = self._workers_spin
+            self._slabs[i] = shared
             old = self.instance_ids[i]
             self.instance_ids[i] = made["instance_id"]
             self._instance_frames[i] = made["instance_id"].encode()

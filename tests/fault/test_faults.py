@@ -1,6 +1,8 @@
 """The failure contract of docs/reliability.md, each row against a real farm: envs that raise,
 segfault and hang, kill -9 of a worker mid-step, SIGSTOP, and kill -9 of the broker. Each test
-checks the typed error, its deadline, the untouched neighbours and no leftover processes."""
+checks the typed error, its deadline, the untouched neighbours and no leftover processes, and runs
+twice: with steps through shared memory (the default for a client on the farm's host) and over the
+socket (GYMFARM_SHM=0)."""
 import os
 import signal
 import threading
@@ -13,6 +15,13 @@ from farm_fixture import pid_alive, wait_until
 
 FAULTY = "gymfarm_test/Faulty-v0"
 RAISE, SEGFAULT, HANG = 1, 2, 3
+
+
+@pytest.fixture(autouse=True, params=["shm", "socket"])
+def data_path(request, monkeypatch):
+    """Which path steps take: the slab (docs/protocol.md "Shared memory") or the socket."""
+    monkeypatch.setenv("GYMFARM_SHM", "1" if request.param == "shm" else "0")
+    return request.param
 
 
 class Neighbour:
@@ -58,6 +67,7 @@ def faulty_beside_a_neighbour(fp):
     farm = fp.connect()
     nb = Neighbour(fp)
     env = farm.make(FAULTY)
+    assert (env._slab is not None) == (os.environ["GYMFARM_SHM"] == "1")
     env.reset(seed=0)
     return farm, nb, env, worker_of(farm, env.instance_id)["pid"]
 

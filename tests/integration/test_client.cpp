@@ -194,3 +194,43 @@ TEST_CASE("on the farm's host the client moves to the local socket; the answers 
   }
   CHECK(episodes[0] == episodes[1]);
 }
+
+TEST_CASE("over the local socket step and reset go through the instance's slab: same answers, same errors") {
+  Farm farm(2);
+  client::Client with_slabs(farm.endpoint());
+  client::ClientOptions socket_only;
+  socket_only.shm = false;
+  client::Client without(farm.endpoint(), socket_only);
+  REQUIRE(with_slabs.is_local());
+  std::vector<std::vector<Value>> episodes;
+  std::vector<std::string> errors;
+  for (client::Client* c : {&with_slabs, &without}) {
+    auto env = c->make("CartPole-v1");
+    CHECK(c->has_slab(env.instance_id) == (c == &with_slabs));
+    const Value before = c->stats();
+    auto [obs, info] = c->reset(env.instance_id, 11);
+    std::vector<Value> seen{obs};
+    for (int t = 0; t < 60; ++t) {
+      auto r = c->step(env.instance_id, Value(int64_t{t % 2}));
+      seen.push_back(r.obs);
+      seen.push_back(Value(r.reward));
+      if (r.terminated || r.truncated) seen.push_back(c->reset(env.instance_id).first);
+    }
+    try {
+      c->step(env.instance_id, Value(int64_t{7}));  // outside Discrete(2): the env's own error
+    } catch (const client::ClientError& e) {
+      errors.push_back(e.error().message);
+    }
+    const Value after = c->stats();
+    // through the slab only the stats call itself reached the broker between the two reads
+    const auto requests = after.find("requests")->as_int() - before.find("requests")->as_int();
+    if (c == &with_slabs) CHECK(requests == 1);
+    if (c == &without) CHECK(requests > 60);
+    c->close(env.instance_id);
+    CHECK_FALSE(c->has_slab(env.instance_id));
+    episodes.push_back(seen);
+  }
+  CHECK(episodes[0] == episodes[1]);
+  REQUIRE(errors.size() == 2);
+  CHECK(errors[0] == errors[1]);
+}

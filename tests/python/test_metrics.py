@@ -60,7 +60,7 @@ def test_metrics_count_steps_requests_and_latency(start_farm):
     port = free_port()
     farm = start_farm(workers=2, args=["--metrics-port", str(port)])
     url = f"http://127.0.0.1:{port}/metrics"
-    with farm.connect() as c:
+    with farm.connect(shm=False) as c:  # requests counted where they reach the broker: over the socket
         made = play(c, envs=2, steps=7)
         with pytest.raises(gymfarm.UnknownInstance):
             c.call("step", "0" * 32, {"action": 0})  # an error: counted under its code
@@ -134,7 +134,7 @@ def query(api: str, promql: str):
 def test_a_real_prometheus_scrapes_the_farm(start_farm, tmp_path):
     port = free_port()
     farm = start_farm(workers=2, args=["--metrics-port", str(port), "--require-token"])
-    c = farm.connect(token=farm.token)
+    c = farm.connect(token=farm.token, shm=False)
     made = play(c, envs=3, steps=5)
     config = f"""global:
   scrape_interval: 1s
@@ -170,7 +170,7 @@ scrape_configs:
 def test_a_vector_envs_steps_count_each_row_and_its_request_once(start_farm):
     farm = start_farm(workers=2)
     url = farm.rest_url.removesuffix("/v1/") + "/metrics"
-    with farm.connect() as c:
+    with farm.connect(shm=False) as c:
         vec = c.make_vec("CartPole-v1", num_envs=2)
         vec.reset(seed=0)
         for _ in range(3):

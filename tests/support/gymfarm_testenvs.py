@@ -428,3 +428,46 @@ for _name, _cls in {"ActionEcho-v0": ActionEcho, "AtariLike-v0": AtariLike, "Ata
     _id = f"gymfarm_test/{_name}"
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=_cls, max_episode_steps=50)
+
+
+def _slab_mappings():
+    """(start, end) of every shared-memory slab mapped in this process (/proc/self/maps)."""
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if "gymfarm-slab" in line:
+                start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                out.append((start, end))
+    return out
+
+
+class SlabVandal(_Counting):
+    """Env code that attacks the shared memory its worker serves it through (docs/protocol.md
+    "Shared memory"): ``scribble_header()`` rewrites the slab header's area offsets, capacities and
+    magic; ``write_past_slab()`` writes the page after the slab (the worker's guard page: a
+    SIGSEGV)."""
+
+    observation_space = spaces.Box(0.0, 1000.0, shape=(3,), dtype=np.float32)
+    action_space = spaces.Discrete(2)
+    length = 1000
+
+    def _obs(self):
+        return np.array([self.t, self.t * 2, self.t * 3], dtype=np.float32)
+
+    def scribble_header(self):
+        n = 0
+        for start, _ in _slab_mappings():
+            words = (ctypes.c_uint32 * 8).from_address(start)
+            words[0] = 0xDEADBEEF  # magic
+            words[4], words[5], words[6], words[7] = 256, 1 << 30, 300, 1 << 30  # areas out of bounds
+            n += 1
+        return n
+
+    def write_past_slab(self):
+        for _, end in _slab_mappings():
+            ctypes.memset(end, 0x5A, 4096)
+        return False
+
+
+if "gymfarm_test/SlabVandal-v0" not in gym.registry:
+    gym.register(id="gymfarm_test/SlabVandal-v0", entry_point=SlabVandal)

@@ -1,0 +1,203 @@
+"""The client's side of the shared-memory data plane (docs/protocol.md "Shared memory").
+
+An instance made over the farm's local socket with ``shm`` gets a slab: a sealed memfd the broker
+created and the worker holding the instance maps too, and the worker's doorbell (an eventfd).
+``step`` and ``reset`` then travel through it, without the broker: the client writes the request's
+MessagePack body into the request area and bumps ``req_seq``; the worker writes the reply (the same
+body the socket would carry) into the reply area and then sets ``done_seq``. The layout is
+shm/slab.hpp's. Nothing here trusts the slab: offsets and lengths are checked before use.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import platform
+import threading
+import time
+from typing import Callable
+
+MAGIC = 0x4C534647
+VERSION = 1
+HEADER = 256
+# word indices (u32) and (u64) of shm/slab.hpp's offsets
+_SIZE_Q = 8 // 8
+_REQ_OFF, _REQ_CAP, _REP_OFF, _REP_CAP = 16 // 4, 20 // 4, 24 // 4, 28 // 4
+_REQ_SEQ, _REQ_VERB, _REQ_LEN, _CLIENT_WAITING, _WORKER_SPIN = 64 // 4, 68 // 4, 72 // 4, 76 // 4, 80 // 4
+_DONE_SEQ, _REP_STATUS, _REP_LEN, _STATE = 128 // 4, 132 // 4, 136 // 4, 140 // 4
+_STEP_NS_Q = 144 // 8
+_WORKER_SLEEPING = 192 // 4
+
+STEP, RESET = 1, 2
+OK, ERR, SPILLED = 0, 1, 2
+GRANTED, ATTACHED, DEAD = 0, 1, 2
+# wait()'s answer when the slab died with the request unanswered: ask again over the socket, where
+# the instance's tombstone answers (nothing runs: the instance has no route any more)
+UNANSWERED = -1
+
+_FUTEX_WAIT = 0
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_syscall = None
+if _SYS_FUTEX is not None:
+    try:
+        _syscall = ctypes.CDLL(None, use_errno=True).syscall
+        _syscall.restype = ctypes.c_long
+    except (OSError, AttributeError):
+        _syscall = None
+
+
+def supported() -> bool:
+    """Whether this process can use slabs (Linux on x86-64 or arm64, futex through libc)."""
+    return _syscall is not None and hasattr(os, "eventfd_write")
+
+
+class SlabError(Exception):
+    """The slab's contents are not a slab's (a misbehaving process wrote it)."""
+
+
+class SlabFds:
+    """The two descriptors a make's reply brought (memfd, doorbell); closed unless taken."""
+
+    def __init__(self, memfd: int, doorbell: int):
+        self.memfd, self.doorbell = memfd, doorbell
+
+    def take(self) -> tuple[int, int]:
+        fds, self.memfd, self.doorbell = (self.memfd, self.doorbell), -1, -1
+        return fds
+
+    def close(self) -> None:
+        for fd in self.take():
+            if fd >= 0:
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Slab:
+    """One instance's slab, mapped. ``post`` then ``wait``, one request at a time."""
+
+    def __init__(self, fds: SlabFds, spin: float):
+        memfd, self._doorbell = fds.take()
+        try:
+            size = os.fstat(memfd).st_size
+            if not 64 * 1024 <= size <= 1 << 30:
+                raise SlabError(f"not a slab: {size} bytes")
+            self._mm = mmap.mmap(memfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(self._doorbell)
+            raise
+        finally:
+            os.close(memfd)
+        self._w = memoryview(self._mm).cast("I")
+        self._q = memoryview(self._mm).cast("Q")
+        w = self._w
+        self._req_off, self._req_cap = w[_REQ_OFF], w[_REQ_CAP]
+        self._rep_off, self._rep_cap = w[_REP_OFF], w[_REP_CAP]
+        if (w[0] != MAGIC or w[1] != VERSION or self._q[_SIZE_Q] != size or self._req_off < HEADER
+                or self._req_off + self._req_cap > self._rep_off or self._rep_off + self._rep_cap > size):
+            self.close()
+            raise SlabError("not a slab: bad header")
+        self._done = ctypes.c_uint32.from_buffer(self._mm, _DONE_SEQ * 4)
+        self._done_addr = ctypes.addressof(self._done)
+        self._seq = w[_REQ_SEQ]
+        self._spin = spin
+        self.worker_spin = True  # whether the worker may busy-poll for this client's next request
+        self._fence = threading.Lock()
+
+    @property
+    def usable(self) -> bool:
+        """The worker serves it (and the instance lives)."""
+        return getattr(self, "_mm", None) is not None and self._w[_STATE] == ATTACHED
+
+    def post(self, verb: int, body: bytes) -> bool:
+        """Writes a request and rings the worker if it sleeps. False when it does not fit."""
+        n = len(body)
+        if n > self._req_cap:
+            return False
+        w = self._w
+        self._mm[self._req_off:self._req_off + n] = body
+        w[_REQ_VERB] = verb
+        w[_REQ_LEN] = n
+        w[_WORKER_SPIN] = 1 if self.worker_spin else 0
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        w[_REQ_SEQ] = self._seq
+        # A lock's acquire is a locked instruction: the store above is seen before the load below,
+        # so a worker that went to sleep after its last look at req_seq is rung (slab.hpp).
+        with self._fence:
+            sleeping = w[_WORKER_SLEEPING]
+        if sleeping:
+            os.eventfd_write(self._doorbell, 1)
+        return True
+
+    def wait(self, timeout: float, alive: Callable[[], None]) -> tuple[int, bytes | None]:
+        """The reply to the request posted last: (status, body). Busy-polls while the worker's
+        recent requests took less than the spin, then sleeps on done_seq. ``alive`` raises when
+        the farm is gone. Raises TimeoutError after ``timeout`` (the farm's own step deadline
+        answers well before a sensible client timeout)."""
+        w, seq = self._w, self._seq
+        if w[_DONE_SEQ] != seq:
+            if self._q[_STEP_NS_Q] < self._spin * 1e9:
+                end = time.perf_counter() + self._spin
+                while w[_DONE_SEQ] != seq and time.perf_counter() < end:
+                    pass
+            if w[_DONE_SEQ] != seq and not self._sleep(seq, timeout, alive):
+                return UNANSWERED, None
+        status, n = w[_REP_STATUS], w[_REP_LEN]
+        if status == SPILLED:
+            return SPILLED, None
+        if status not in (OK, ERR) or n > self._rep_cap:
+            raise SlabError(f"a reply with status {status} and {n} bytes")
+        return status, self._mm[self._rep_off:self._rep_off + n]
+
+    def _sleep(self, seq: int, timeout: float, alive: Callable[[], None]) -> bool:
+        w = self._w
+        deadline = time.monotonic() + timeout
+        ts = _Timespec()
+        w[_CLIENT_WAITING] = 1
+        dead_since = None
+        try:
+            while True:
+                seen = w[_DONE_SEQ]
+                if seen == seq:
+                    return True
+                if w[_STATE] == DEAD:  # whoever marked it dead answers a waiting request right after
+                    dead_since = dead_since or time.monotonic()
+                    if time.monotonic() - dead_since > 0.2:
+                        return False
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                slice_s = min(left, 0.05)
+                ts.tv_sec, ts.tv_nsec = int(slice_s), int((slice_s % 1) * 1e9)
+                _syscall(_SYS_FUTEX, ctypes.c_void_p(self._done_addr), _FUTEX_WAIT, ctypes.c_uint32(seen),
+                         ctypes.byref(ts), None, 0)
+                alive()
+        finally:
+            w[_CLIENT_WAITING] = 0
+
+    def close(self) -> None:
+        if getattr(self, "_mm", None) is None:
+            return
+        self._done = None
+        self._w.release()
+        self._q.release()
+        try:
+            self._mm.close()
+        except BufferError:  # a ctypes view still lives: the mapping goes with the object
+            pass
+        self._mm = None
+        os.close(self._doorbell)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
