@@ -786,36 +786,73 @@ def _episode_trigger(video):
     raise BadRequest(f"video must be 'cubic', an integer of at least 1 or false, not {video!r}", "params")
 
 
-def _write_mp4(directory, name, frames, fps):
-    """Frames (H x W x 3 uint8) to DIRECTORY/NAME.mp4 with imageio-ffmpeg's own ffmpeg (H.264,
-    yuv420p, every frame kept). ffmpeg writes a file this process created (O_EXCL, not a name it
-    could be tricked into following), which is then renamed into place."""
-    import tempfile
+class _Mp4Stream:
+    """The frames of one recording, streamed to imageio-ffmpeg's own ffmpeg as they come (H.264,
+    yuv420p, every frame kept) instead of held in memory until the episode ends (RecordVideo
+    keeps a list: 690 MB for 1000 MuJoCo frames). RecordVideo sees a list-like: append, +=, len.
+    ffmpeg writes a file this process created (O_EXCL, a hidden name it could not be tricked into
+    following), renamed into place by finish()."""
 
-    import imageio_ffmpeg
+    def __init__(self, directory, name, fps):
+        self.directory, self.name, self.fps = directory, name, fps
+        self.count, self._writer, self._tmp = 0, None, None
 
-    first = np.asarray(frames[0])
-    height, width = int(first.shape[0]), int(first.shape[1])
-    fd, tmp = tempfile.mkstemp(prefix=".openaigym.", suffix=".mp4", dir=directory)
-    os.close(fd)
-    try:
-        writer = imageio_ffmpeg.write_frames(
-            tmp, (width, height), fps=fps, codec="libx264", quality=None, macro_block_size=2,
-            ffmpeg_log_level="error", output_params=["-preset", "ultrafast", "-crf", "23"])
-        writer.send(None)
+    def __len__(self):
+        return self.count
+
+    def __iadd__(self, frames):
         for f in frames:
-            a = np.asarray(f)
-            if a.ndim == 3 and a.shape[2] == 4:
-                a = a[:, :, :3]
-            writer.send(np.ascontiguousarray(a, dtype=np.uint8))
-        writer.close()
-        os.replace(tmp, os.path.join(directory, name + ".mp4"))
-    except BaseException:
+            self.append(f)
+        return self
+
+    def append(self, frame):
+        a = np.asarray(frame)
+        if a.ndim == 3 and a.shape[2] == 4:
+            a = a[:, :, :3]
+        if a.ndim != 3 or a.shape[2] != 3:
+            raise ValueError(f"a video frame must be H x W x 3, not {a.shape}")
+        if self._writer is None:
+            import tempfile
+
+            import imageio_ffmpeg
+
+            fd, self._tmp = tempfile.mkstemp(prefix=".openaigym.", suffix=".mp4", dir=self.directory)
+            os.close(fd)
+            self._shape = a.shape
+            self._writer = imageio_ffmpeg.write_frames(
+                self._tmp, (int(a.shape[1]), int(a.shape[0])), fps=self.fps, codec="libx264", quality=None,
+                macro_block_size=2, ffmpeg_log_level="error", output_params=["-preset", "ultrafast", "-crf", "23"])
+            self._writer.send(None)
+        elif a.shape != self._shape:
+            raise ValueError(f"a video frame changed shape from {self._shape} to {a.shape}")
+        self._writer.send(np.ascontiguousarray(a, dtype=np.uint8))
+        self.count += 1
+
+    def finish(self):
+        """Closes the stream and moves the MP4 into place as NAME.mp4 (nothing when no frame came)."""
+        if self._writer is None:
+            return False
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            self._writer.close()
+            os.replace(self._tmp, os.path.join(self.directory, self.name + ".mp4"))
+        except BaseException:
+            self.abort()
+            raise
+        self._writer = None
+        return True
+
+    def abort(self):
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:
+                pass
+            self._writer = None
+        if self._tmp:
+            try:
+                os.unlink(self._tmp)
+            except OSError:
+                pass
 
 
 def _write_text(directory, name, text):
@@ -836,10 +873,10 @@ def _write_text(directory, name, text):
 
 
 class _MonitorVideo(gym.wrappers.RecordVideo):
-    """Gymnasium's RecordVideo (its triggers, frame capture and episode counting), writing each
-    video with _write_mp4 and keeping the list of what it wrote for the manifest. moviepy's
-    ImageSequenceClip, which RecordVideo encodes with, drops the last frame when frames / fps is
-    not exact in floating point (501 frames at 50 fps gave 500)."""
+    """Gymnasium's RecordVideo (its triggers, frame capture and episode counting), its frames
+    streamed to an MP4 as they are captured (_Mp4Stream), and the list of what it wrote kept for
+    the manifest. (RecordVideo's own encoder, moviepy's ImageSequenceClip, also drops the last
+    frame when frames / fps is not exact in floating point: 501 frames at 50 fps gave 500.)"""
 
     def __init__(self, env, directory, trigger, name):
         super().__init__(env, directory, episode_trigger=trigger, name_prefix=name, disable_logger=True,
@@ -848,14 +885,14 @@ class _MonitorVideo(gym.wrappers.RecordVideo):
         self._episode = -1
 
     def start_recording(self, video_name):
-        super().start_recording(video_name)
+        super().start_recording(video_name)  # stops (and writes) a recording in progress first
         self._episode = self.episode_id
+        self.recorded_frames = _Mp4Stream(self.video_folder, video_name, self.frames_per_sec)
 
     def stop_recording(self):
         frames, name = self.recorded_frames, self._video_name
         self.recorded_frames, self.recording, self._video_name = [], False, None
-        if frames and name:
-            _write_mp4(self.video_folder, name, frames, self.frames_per_sec)
+        if isinstance(frames, _Mp4Stream) and frames.finish():
             meta = {"episode_id": self._episode, "content_type": "video/mp4", "frames": len(frames),
                     "fps": self.frames_per_sec, "encoder_version": {"backend": "ffmpeg"}}
             _write_text(self.video_folder, name + ".meta.json", json.dumps(meta, sort_keys=True))
