@@ -501,7 +501,8 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     if (r.verb == verb::kMonitor) {  // it writes files: only the gateway's clients, which map the directory
       const auto from = parse_client_key(r.client);
       if (from && from->path == ClientPath::Inproc) return dispatcher.route(std::move(r));
-      return fail(r, make_error(ErrorCode::BadRequest, "'monitor' is the gateway's verb; native clients may not send it"));
+      return fail(r,
+                  make_error(ErrorCode::BadRequest, "'monitor' is the gateway's verb; native clients may not send it"));
     }
     fail(r, make_error(ErrorCode::BadRequest, "unknown verb '" + r.verb + "'"));
   }

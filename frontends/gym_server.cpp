@@ -489,9 +489,9 @@ HttpReply on_monitor_start(Ctx& c) {
   // Videos of the episodes gym Monitor's default schedule picks (capped cubic: 0, 1, 8, 27, ...,
   // then every 1000th), recorded by the instance's worker into the directory just checked.
   try {
-    c.farm.call("monitor", c.entry().instance,
-                Value(protocol::Map{
-                    {"op", "start"}, {"directory", canonical.string()}, {"video", "cubic"}, {"name", c.id}}));
+    c.farm.call(
+        "monitor", c.entry().instance,
+        Value(protocol::Map{{"op", "start"}, {"directory", canonical.string()}, {"video", "cubic"}, {"name", c.id}}));
   } catch (const client::ClientError& e) {
     if (e.code() != ErrorCode::BadRequest) throw;
     return error_reply(400, e.error().message);

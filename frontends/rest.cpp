@@ -671,8 +671,8 @@ HttpReply on_monitor_start(Ctx& c) {
   if (ec || std::mismatch(root.begin(), root.end(), canonical.begin(), canonical.end()).first != root.end()) {
     return message(500, "the monitor directory is not inside the farm's monitor directory");
   }
-  monitor_call(c, Value(protocol::Map{
-                      {"op", "start"}, {"directory", canonical.string()}, {"video", video}, {"name", c.id}}));
+  monitor_call(
+      c, Value(protocol::Map{{"op", "start"}, {"directory", canonical.string()}, {"video", video}, {"name", c.id}}));
   c.reg.update(c.id, [&](RestRegistry::Entry& e) {
     e.monitor = MonitorState{};
     e.monitor.active = true;

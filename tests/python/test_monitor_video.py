@@ -88,11 +88,10 @@ def test_cartpole_long_episode_keeps_every_frame(farm):
     iid = post(farm.api, "/v1/envs/", {"env_id": "CartPole-v1", "seed": 3})["instance_id"]
     post(farm.api, f"/v1/envs/{iid}/monitor/start/", {"directory": "long", "video_callable": True})
     obs = post(farm.api, f"/v1/envs/{iid}/reset/")["observation"]
-    for n in range(1, 501):
+    n, done = 0, False
+    while not done and n < 600:
         r = post(farm.api, f"/v1/envs/{iid}/step/", {"action": 1 if obs[2] + 0.5 * obs[3] > 0 else 0})
-        obs = r["observation"]
-        if r["done"]:
-            break
+        obs, done, n = r["observation"], r["done"], n + 1
     post(farm.api, f"/v1/envs/{iid}/monitor/close/")
     assert n == 500, n  # a balanced pole, to the time limit
     (only,) = videos(farm.monitor_dir / "long")
