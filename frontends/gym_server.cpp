@@ -515,7 +515,12 @@ HttpReply on_monitor_close(Ctx& c) {
     e.monitor.active = false;
   });
   if (snapshot.monitor.active) {
-    const Value r = c.farm.call("monitor", snapshot.instance, Value(protocol::Map{{"op", "close"}}));
+    Value r;
+    try {
+      r = c.farm.call("monitor", snapshot.instance, Value(protocol::Map{{"op", "close"}}));
+    } catch (const client::ClientError&) {
+      // the worker could not finish the videos: the statistics are written all the same
+    }
     write_monitor(c.opt, c.id, snapshot, batch, r.find("videos"));
   }
   return json_reply(200, Value(protocol::Map{{"message", true}}));

@@ -689,7 +689,13 @@ HttpReply on_monitor_close(Ctx& c) {
     e.monitor.active = false;
   });
   if (!snapshot.monitor.active) return empty(204);
-  const Value r = monitor_call(c, Value(protocol::Map{{"op", "close"}}));
+  Value r;
+  try {
+    r = c.farm.call("monitor", snapshot.instance, Value(protocol::Map{{"op", "close"}}));
+  } catch (const client::ClientError&) {
+    // the worker could not finish the videos (it crashed, or the encoder failed): the statistics
+    // are the gateway's and are written all the same, listing no videos
+  }
   write_monitor(c.id, snapshot, r.find("videos"));
   return empty(204);
 }

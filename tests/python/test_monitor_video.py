@@ -169,3 +169,28 @@ def test_gym_server_dialect_records_video(farm):
     post(farm.gs_api, f"/v1/envs/{iid}/monitor/start/", {"force": True})
     assert videos(sim) == []
     post(farm.gs_api, f"/v1/envs/{iid}/monitor/close/")
+
+
+def test_statistics_survive_a_crashed_worker(start_farm, tmp_path):
+    """The statistics are the gateway's: a worker that dies mid-recording costs the videos it had
+    not finished, not the stats file of monitor/close."""
+    import os
+    import signal
+
+    f = start_farm(workers=1, args=["--monitor-dir", str(tmp_path / "monitor")])
+    api = f.rest_url.rstrip("/").removesuffix("/v1")
+    iid = post(api, "/v1/envs/", {"env_id": "CartPole-v1"})["instance_id"]
+    post(api, f"/v1/envs/{iid}/monitor/start/", {"directory": "crash", "video_callable": True})
+    n = play(api, iid, lambda k: k % 2)
+    post(api, f"/v1/envs/{iid}/reset/")  # episode 0's video written; episode 1 recording
+    (video,) = videos(tmp_path / "monitor" / "crash")
+    assert frames(video) == n + 1
+    with f.connect() as c:
+        (pid,) = [w["pid"] for w in c.stats()["workers"] if w.get("instance") or w.get("instances")]
+    os.kill(pid, signal.SIGKILL)
+    post(api, f"/v1/envs/{iid}/monitor/close/")
+    d = tmp_path / "monitor" / "crash"
+    stats = json.loads((d / f"openaigym.episode_batch.{iid}.stats.json").read_text())
+    assert stats["episode_lengths"] == [n]
+    manifest = json.loads((d / f"openaigym.manifest.{iid}.manifest.json").read_text())
+    assert manifest["videos"] == []  # the worker that knew them is gone
