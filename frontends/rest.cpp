@@ -635,8 +635,7 @@ Value video_schedule(const std::optional<Json>& body) {
   if (!o.contains("video_callable") || o["video_callable"].is_null()) return Value("cubic");
   const Json& v = o["video_callable"];
   if (v.is_boolean()) return v.get<bool>() ? Value(int64_t{1}) : Value(false);
-  if (v.is_number_integer() && v.get<int64_t>() >= 1 && !(v.is_number_unsigned() && v.get<uint64_t>() > (1ULL << 62)))
-    return Value(v.get<int64_t>());
+  if (auto n = int_param(v); n && *n >= 1 && !v.is_string()) return Value(*n);
   throw Fail{message(400, "'video_callable' must be false, true or an integer of at least 1")};
 }
 
@@ -864,7 +863,8 @@ const std::vector<Route>& routes() {
        Op::MonitorStart,
        B::Json,
        on_monitor_start,
-       "Start recording episode statistics into {directory} under the operator's monitor directory (204)"},
+       "Start recording episode statistics and videos (video_callable: null = gym's cubic schedule, false, true, N) "
+       "into {directory} under the operator's monitor directory (204)"},
       {kOpenai,
        "POST",
        {"v1", "envs", "*", "monitor", "close"},
@@ -1083,7 +1083,15 @@ Json operation_spec(const Route& r, bool openai) {
       responses["200"] = ok_json(object_of({{"member", boolean}}, {"member"}));
       break;
     case Op::MonitorStart:
-      body = object_of({{"directory", name}, {"force", any}, {"resume", any}}, {"directory"});
+      body = object_of(
+          {{"directory", name},
+           {"force", any},
+           {"resume", any},
+           {"video_callable",
+            nullable({{"anyOf",
+                       {boolean,
+                        {{"type", "integer"}, {"minimum", 1}, {"maximum", std::numeric_limits<int64_t>::max()}}}}})}},
+          {"directory"});
       responses["204"] = {{"description", "recording (no content)"}};
       break;
     case Op::MonitorClose:
