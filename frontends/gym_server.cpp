@@ -327,7 +327,6 @@ std::string render_frame(Ctx& c) {
   return "successfully rendered: " + name;
 }
 
-// The monitor's statistics, as gym's Monitor wrote them, into ROOT/<id>/simulation/.
 // gym Monitor's manifest lists its videos as [video, metadata] pairs: the worker's `videos`.
 protocol::Array video_pairs(const Value* videos) {
   protocol::Array out;
@@ -340,6 +339,7 @@ protocol::Array video_pairs(const Value* videos) {
   return out;
 }
 
+// The monitor's statistics, as gym's Monitor wrote them, and its videos' names into ROOT/<id>/simulation/.
 void write_monitor(const GymServerOptions& opt, const std::string& id, const GymServerEntry& e, int64_t batch,
                    const Value* videos) {
   const auto& m = e.monitor;

@@ -639,8 +639,8 @@ Value video_schedule(const std::optional<Json>& body) {
   throw Fail{message(400, "'video_callable' must be false, true or an integer of at least 1")};
 }
 
-// Asks the instance's worker to record videos into DIR (absolute, canonical, inside the
-// operator's directory: the worker refuses anything else) or to stop and flush them.
+// Asks the instance's worker to record videos into the body's directory (absolute, canonical,
+// inside the operator's directory: the worker refuses anything else); its refusals are 400s.
 Value monitor_call(Ctx& c, const Value& body) {
   try {
     return c.farm.call("monitor", c.instance(), body);
