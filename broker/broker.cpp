@@ -526,6 +526,12 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     if (shutting_down) return fail(r, make_error(ErrorCode::ShuttingDown, "the farm is shutting down"));
     if (r.verb == verb::kMake) return on_make(std::move(r));
     if (protocol::is_instance_verb(r.verb)) return dispatcher.route(std::move(r));
+    if (r.verb == verb::kMonitor) {  // it writes files: only the gateway's clients, which map the directory
+      const auto from = parse_client_key(r.client);
+      if (from && from->path == ClientPath::Inproc) return dispatcher.route(std::move(r));
+      return fail(r,
+                  make_error(ErrorCode::BadRequest, "'monitor' is the gateway's verb; native clients may not send it"));
+    }
     fail(r, make_error(ErrorCode::BadRequest, "unknown verb '" + r.verb + "'"));
   }
 

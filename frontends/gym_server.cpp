@@ -327,8 +327,21 @@ std::string render_frame(Ctx& c) {
   return "successfully rendered: " + name;
 }
 
-// The monitor's statistics, as gym's Monitor wrote them, into ROOT/<id>/simulation/.
-void write_monitor(const GymServerOptions& opt, const std::string& id, const GymServerEntry& e, int64_t batch) {
+// gym Monitor's manifest lists its videos as [video, metadata] pairs: the worker's `videos`.
+protocol::Array video_pairs(const Value* videos) {
+  protocol::Array out;
+  if (!videos || !videos->is_array()) return out;
+  for (const Value& v : videos->as_array()) {
+    const Value* file = v.find("file");
+    const Value* meta = v.find("meta");
+    if (file && file->is_string() && meta && meta->is_string()) out.emplace_back(protocol::Array{*file, *meta});
+  }
+  return out;
+}
+
+// The monitor's statistics, as gym's Monitor wrote them, and its videos' names into ROOT/<id>/simulation/.
+void write_monitor(const GymServerOptions& opt, const std::string& id, const GymServerEntry& e, int64_t batch,
+                   const Value* videos) {
   const auto& m = e.monitor;
   const Fd dir = open_dir(opt.root, {id, "simulation"}, true);
   if (!dir) return;
@@ -347,7 +360,7 @@ void write_monitor(const GymServerOptions& opt, const std::string& id, const Gym
   write_file_at(dir.get(), stats_name, to_json(stats), tag);
   const Value manifest(
       protocol::Map{{"stats", stats_name},
-                    {"videos", protocol::Array{}},
+                    {"videos", video_pairs(videos)},
                     {"env_info", Value(protocol::Map{{"env_id", e.env_id}, {"gym_version", "gymfarm"}})}});
   write_file_at(dir.get(), "openaigym.manifest." + tag + ".manifest.json", to_json(manifest), tag);
 }
@@ -461,6 +474,9 @@ HttpReply on_monitor_start(Ctx& c) {
   c.entry();
   const Fd dir = open_dir(c.opt.root, {c.id, "simulation"}, true);
   if (!dir) return error_reply(500, "cannot create the monitor directory");
+  std::error_code ec;
+  const auto canonical = std::filesystem::canonical(c.opt.root + "/" + c.id + "/simulation", ec);
+  if (ec) return error_reply(500, "cannot resolve the monitor directory");
   const auto existing = list_dir(dir.get(), is_monitor_file);
   if (force) {
     for (const auto& f : existing) ::unlinkat(dir.get(), f.c_str(), 0);
@@ -469,6 +485,16 @@ HttpReply on_monitor_start(Ctx& c) {
                                 "/simulation with existing monitor files: " + existing.front() +
                                 ". You should use a unique directory for each training run, or use 'force=True' "
                                 "to automatically clear previous monitor files.");
+  }
+  // Videos of the episodes gym Monitor's default schedule picks (capped cubic: 0, 1, 8, 27, ...,
+  // then every 1000th), recorded by the instance's worker into the directory just checked.
+  try {
+    c.farm.call(
+        "monitor", c.entry().instance,
+        Value(protocol::Map{{"op", "start"}, {"directory", canonical.string()}, {"video", "cubic"}, {"name", c.id}}));
+  } catch (const client::ClientError& e) {
+    if (e.code() != ErrorCode::BadRequest) throw;
+    return error_reply(400, e.error().message);
   }
   c.reg.update(c.id, [&](GymServerEntry& e) {
     e.monitor = MonitorState{};
@@ -488,7 +514,15 @@ HttpReply on_monitor_close(Ctx& c) {
     if (e.monitor.active) batch = e.batches++;
     e.monitor.active = false;
   });
-  if (snapshot.monitor.active) write_monitor(c.opt, c.id, snapshot, batch);
+  if (snapshot.monitor.active) {
+    Value r;
+    try {
+      r = c.farm.call("monitor", snapshot.instance, Value(protocol::Map{{"op", "close"}}));
+    } catch (const client::ClientError&) {
+      // the worker could not finish the videos: the statistics are written all the same
+    }
+    write_monitor(c.opt, c.id, snapshot, batch, r.find("videos"));
+  }
   return json_reply(200, Value(protocol::Map{{"message", true}}));
 }
 

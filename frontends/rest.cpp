@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -285,7 +286,19 @@ std::string monitor_path(const std::string& root, const std::string& requested) 
   return root + "/" + (rel.empty() ? "default" : rel);
 }
 
-void write_monitor(const std::string& id, const RestRegistry::Entry& e) {
+// gym Monitor's manifest lists its videos as [video, metadata] pairs: the worker's `videos`.
+protocol::Array video_pairs(const Value* videos) {
+  protocol::Array out;
+  if (!videos || !videos->is_array()) return out;
+  for (const Value& v : videos->as_array()) {
+    const Value* file = v.find("file");
+    const Value* meta = v.find("meta");
+    if (file && file->is_string() && meta && meta->is_string()) out.emplace_back(protocol::Array{*file, *meta});
+  }
+  return out;
+}
+
+void write_monitor(const std::string& id, const RestRegistry::Entry& e, const Value* videos) {
   const auto& m = e.monitor;
   std::error_code ec;
   fs::create_directories(m.directory, ec);
@@ -302,7 +315,7 @@ void write_monitor(const std::string& id, const RestRegistry::Entry& e) {
   const std::string stats_name = "openaigym.episode_batch." + id + ".stats.json";
   std::ofstream(m.directory + "/" + stats_name) << to_json(stats);
   Value manifest(protocol::Map{{"stats", stats_name},
-                               {"videos", protocol::Array{}},
+                               {"videos", video_pairs(videos)},
                                {"env_info", Value(protocol::Map{{"env_id", e.env_id}, {"gym_version", "gymfarm"}})}});
   std::ofstream(m.directory + "/openaigym.manifest." + id + ".manifest.json") << to_json(manifest);
 }
@@ -424,9 +437,24 @@ HttpReply on_create(Ctx& c) {
     if (auto d = optional_param(c.body, "disable_env_checker")) kwargs.set("disable_env_checker", from_json(*d));
   }
   const std::string env = py_str(env_id);
+  auto make = [&](const Value& kw) {
+    return c.farm.call("make", {}, Value(protocol::Map{{"env_id", env}, {"kwargs", kw}}));
+  };
   Value r;
   try {
-    r = c.farm.call("make", {}, Value(protocol::Map{{"env_id", env}, {"kwargs", kwargs}}));
+    if (c.openai) {
+      // gym's envs rendered rgb_array whenever asked, and its Monitor recorded video by default;
+      // Gymnasium fixes the render mode at make, so gym-http-api envs are made with
+      // render_mode="rgb_array" (docs/dialects.md). An env that refuses it is made plainly.
+      try {
+        r = make(Value(protocol::Map{{"render_mode", "rgb_array"}}));
+      } catch (const client::ClientError& e) {
+        if (e.code() != ErrorCode::BadRequest && e.code() != ErrorCode::EnvError) throw;
+        r = make(kwargs);
+      }
+    } else {
+      r = make(kwargs);
+    }
   } catch (const client::ClientError& e) {
     if (e.code() == ErrorCode::BadRequest || e.code() == ErrorCode::EnvError) {
       return message(400, "Attempted to look up malformed environment ID '" + env + "'");
@@ -599,9 +627,33 @@ HttpReply on_obs_contains(Ctx& c) {
   return json_reply(200, Value(protocol::Map{{"member", member}}));
 }
 
+// gym-http-api's `video_callable`: absent or null is gym Monitor's default (the capped cubic
+// schedule), false no video, true every episode, an integer N >= 1 every Nth (as its server made
+// it: `count % N == 0`). Anything else is a 400 (the original raised on it, or divided by zero).
+Value video_schedule(const std::optional<Json>& body) {
+  const Json& o = object_or_fail(body);
+  if (!o.contains("video_callable") || o["video_callable"].is_null()) return Value("cubic");
+  const Json& v = o["video_callable"];
+  if (v.is_boolean()) return v.get<bool>() ? Value(int64_t{1}) : Value(false);
+  if (auto n = int_param(v); n && *n >= 1 && !v.is_string()) return Value(*n);
+  throw Fail{message(400, "'video_callable' must be false, true or an integer of at least 1")};
+}
+
+// Asks the instance's worker to record videos into the body's directory (absolute, canonical,
+// inside the operator's directory: the worker refuses anything else); its refusals are 400s.
+Value monitor_call(Ctx& c, const Value& body) {
+  try {
+    return c.farm.call("monitor", c.instance(), body);
+  } catch (const client::ClientError& e) {
+    if (e.code() == ErrorCode::BadRequest) throw Fail{message(400, e.error().message)};
+    throw;
+  }
+}
+
 HttpReply on_monitor_start(Ctx& c) {
   const Json directory = required(c.body, "directory");
   if (!directory.is_string()) return message(400, "'directory' must be a string");
+  const Value video = video_schedule(c.body);
   c.entry();
   const std::string dir = monitor_path(c.opt.monitor_dir, py_str(directory));
   const bool force = optional_param(c.body, "force").value_or(Json(false)) == Json(true);
@@ -613,6 +665,13 @@ HttpReply on_monitor_start(Ctx& c) {
   }
   fs::create_directories(dir, ec);
   if (ec) return message(500, "cannot create the monitor directory");
+  const fs::path canonical = fs::canonical(dir, ec);
+  const fs::path root = fs::canonical(c.opt.monitor_dir, ec);
+  if (ec || std::mismatch(root.begin(), root.end(), canonical.begin(), canonical.end()).first != root.end()) {
+    return message(500, "the monitor directory is not inside the farm's monitor directory");
+  }
+  monitor_call(
+      c, Value(protocol::Map{{"op", "start"}, {"directory", canonical.string()}, {"video", video}, {"name", c.id}}));
   c.reg.update(c.id, [&](RestRegistry::Entry& e) {
     e.monitor = MonitorState{};
     e.monitor.active = true;
@@ -628,7 +687,15 @@ HttpReply on_monitor_close(Ctx& c) {
     snapshot = e;
     e.monitor.active = false;
   });
-  if (snapshot.monitor.active) write_monitor(c.id, snapshot);
+  if (!snapshot.monitor.active) return empty(204);
+  Value r;
+  try {
+    r = c.farm.call("monitor", snapshot.instance, Value(protocol::Map{{"op", "close"}}));
+  } catch (const client::ClientError&) {
+    // the worker could not finish the videos (it crashed, or the encoder failed): the statistics
+    // are the gateway's and are written all the same, listing no videos
+  }
+  write_monitor(c.id, snapshot, r.find("videos"));
   return empty(204);
 }
 
@@ -796,7 +863,8 @@ const std::vector<Route>& routes() {
        Op::MonitorStart,
        B::Json,
        on_monitor_start,
-       "Start recording episode statistics into {directory} under the operator's monitor directory (204)"},
+       "Start recording episode statistics and videos (video_callable: null = gym's cubic schedule, false, true, N) "
+       "into {directory} under the operator's monitor directory (204)"},
       {kOpenai,
        "POST",
        {"v1", "envs", "*", "monitor", "close"},
@@ -1015,7 +1083,15 @@ Json operation_spec(const Route& r, bool openai) {
       responses["200"] = ok_json(object_of({{"member", boolean}}, {"member"}));
       break;
     case Op::MonitorStart:
-      body = object_of({{"directory", name}, {"force", any}, {"resume", any}}, {"directory"});
+      body = object_of(
+          {{"directory", name},
+           {"force", any},
+           {"resume", any},
+           {"video_callable",
+            nullable({{"anyOf",
+                       {boolean,
+                        {{"type", "integer"}, {"minimum", 1}, {"maximum", std::numeric_limits<int64_t>::max()}}}}})}},
+          {"directory"});
       responses["204"] = {{"description", "recording (no content)"}};
       break;
     case Op::MonitorClose:

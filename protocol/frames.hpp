@@ -28,6 +28,9 @@ constexpr std::string_view kCall = "call";
 constexpr std::string_view kGetAttr = "get_attr";
 constexpr std::string_view kSetAttr = "set_attr";
 constexpr std::string_view kSpilled = "spilled";  // a slab reply too large for its slab (docs/protocol.md)
+// gateway -> broker -> worker only: gym Monitor recordings into a directory the gateway mapped
+// (the broker refuses it from any other client: it writes files)
+constexpr std::string_view kMonitor = "monitor";
 // broker <-> worker only
 constexpr std::string_view kReply = "rep";
 constexpr std::string_view kReady = "ready";

@@ -5,6 +5,7 @@
 import faulthandler
 import importlib
 import inspect
+import json
 import os
 import sys
 import traceback
@@ -746,3 +747,203 @@ def close(inst):
 def close_all():
     for inst in list(_envs):
         close(inst)
+
+
+# ---- monitor recordings (gym's Monitor, as the REST dialects' monitor/start and monitor/close) ----
+#
+# The gateway maps a client's monitor directory inside the operator's --monitor-dir, creates it and
+# sends its canonical path; only the gateway may send the `monitor` verb (the broker refuses it from
+# native clients). The worker still takes nothing on trust: the path must be absolute, normalized,
+# free of symlinks and an existing directory, and the video names are plain.
+
+_VIDEO_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _monitor_directory(directory):
+    if not isinstance(directory, str) or not directory or "\0" in directory:
+        raise BadRequest("the monitor directory must be a non-empty path", "params")
+    if not os.path.isabs(directory) or os.path.normpath(directory) != directory or directory.startswith("//"):
+        raise BadRequest(f"the monitor directory {directory!r} must be an absolute, normalized path", "params")
+    if os.path.realpath(directory) != directory:
+        raise BadRequest(f"the monitor directory {directory!r} must not pass through a symlink", "params")
+    if not os.path.isdir(directory):
+        raise BadRequest(f"the monitor directory {directory!r} does not exist", "params")
+    return directory
+
+
+def _episode_trigger(video):
+    """gym Monitor's video_callable as the gateway passes it: "cubic" (capped_cubic_video_schedule,
+    Monitor's default), an int N >= 1 (every Nth episode, as gym-http-api's server made it), or
+    False (no video)."""
+    if video is False or video is None:
+        return None
+    if video == "cubic":
+        from gymnasium.utils.save_video import capped_cubic_video_schedule
+
+        return capped_cubic_video_schedule
+    if isinstance(video, int) and not isinstance(video, bool) and video >= 1:
+        return lambda episode: episode % video == 0
+    raise BadRequest(f"video must be 'cubic', an integer of at least 1 or false, not {video!r}", "params")
+
+
+class _Mp4Stream:
+    """The frames of one recording, streamed to imageio-ffmpeg's own ffmpeg as they come (H.264,
+    yuv420p, every frame kept) instead of held in memory until the episode ends (RecordVideo
+    keeps a list: 690 MB for 1000 MuJoCo frames). RecordVideo sees a list-like: append, +=, len.
+    ffmpeg writes a file this process created (O_EXCL, a hidden name it could not be tricked into
+    following), renamed into place by finish()."""
+
+    def __init__(self, directory, name, fps):
+        self.directory, self.name, self.fps = directory, name, fps
+        self.count, self._writer, self._tmp = 0, None, None
+
+    def __len__(self):
+        return self.count
+
+    def __iadd__(self, frames):
+        for f in frames:
+            self.append(f)
+        return self
+
+    def append(self, frame):
+        a = np.asarray(frame)
+        if a.ndim == 3 and a.shape[2] == 4:
+            a = a[:, :, :3]
+        if a.ndim != 3 or a.shape[2] != 3:
+            raise ValueError(f"a video frame must be H x W x 3, not {a.shape}")
+        if self._writer is None:
+            import tempfile
+
+            import imageio_ffmpeg
+
+            fd, self._tmp = tempfile.mkstemp(prefix=".openaigym.", suffix=".mp4", dir=self.directory)
+            os.close(fd)
+            self._shape = a.shape
+            self._writer = imageio_ffmpeg.write_frames(
+                self._tmp, (int(a.shape[1]), int(a.shape[0])), fps=self.fps, codec="libx264", quality=None,
+                macro_block_size=2, ffmpeg_log_level="error", output_params=["-preset", "ultrafast", "-crf", "23"])
+            self._writer.send(None)
+        elif a.shape != self._shape:
+            raise ValueError(f"a video frame changed shape from {self._shape} to {a.shape}")
+        self._writer.send(np.ascontiguousarray(a, dtype=np.uint8))
+        self.count += 1
+
+    def finish(self):
+        """Closes the stream and moves the MP4 into place as NAME.mp4 (nothing when no frame came)."""
+        if self._writer is None:
+            return False
+        try:
+            self._writer.close()
+            os.replace(self._tmp, os.path.join(self.directory, self.name + ".mp4"))
+        except BaseException:
+            self.abort()
+            raise
+        self._writer = None
+        return True
+
+    def abort(self):
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:
+                pass
+            self._writer = None
+        if self._tmp:
+            try:
+                os.unlink(self._tmp)
+            except OSError:
+                pass
+
+
+def _write_text(directory, name, text):
+    """TEXT to DIRECTORY/NAME through a file this process created (O_EXCL), renamed into place."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=".openaigym.", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(directory, name))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class _MonitorVideo(gym.wrappers.RecordVideo):
+    """Gymnasium's RecordVideo (its triggers, frame capture and episode counting), its frames
+    streamed to an MP4 as they are captured (_Mp4Stream), and the list of what it wrote kept for
+    the manifest. (RecordVideo's own encoder, moviepy's ImageSequenceClip, also drops the last
+    frame when frames / fps is not exact in floating point: 501 frames at 50 fps gave 500.)"""
+
+    def __init__(self, env, directory, trigger, name):
+        super().__init__(env, directory, episode_trigger=trigger, name_prefix=name, disable_logger=True,
+                         gc_trigger=None)
+        self.written = []
+        self._episode = -1
+
+    def start_recording(self, video_name):
+        super().start_recording(video_name)  # stops (and writes) a recording in progress first
+        self._episode = self.episode_id
+        self.recorded_frames = _Mp4Stream(self.video_folder, video_name, self.frames_per_sec)
+
+    def stop_recording(self):
+        frames, name = self.recorded_frames, self._video_name
+        self.recorded_frames, self.recording, self._video_name = [], False, None
+        if isinstance(frames, _Mp4Stream) and frames.finish():
+            meta = {"episode_id": self._episode, "content_type": "video/mp4", "frames": len(frames),
+                    "fps": self.frames_per_sec, "encoder_version": {"backend": "ffmpeg"}}
+            _write_text(self.video_folder, name + ".meta.json", json.dumps(meta, sort_keys=True))
+            self.written.append({"file": name + ".mp4", "meta": name + ".meta.json", "frames": len(frames),
+                                 "episode_id": self._episode})
+
+
+def monitor_start(inst, directory, video, name):
+    """Records videos of the episodes ``video`` picks (see _episode_trigger) into ``directory``
+    as NAME-episode-K.mp4 (K counting the resets from this start, 0 first). A monitor already
+    running on the instance is closed first (its videos flushed). An env that does not render
+    rgb_array records no video (gym's Monitor disabled its recorder the same way): the reply says
+    why. The statistics are the gateway's."""
+    h = _hosted(inst)
+    directory = _monitor_directory(directory)
+    if not isinstance(name, str) or not 1 <= len(name) <= 64 or not set(name) <= _VIDEO_NAME_CHARS:
+        raise BadRequest("the video name must be 1 to 64 letters, digits or '_'", "params")
+    trigger = _episode_trigger(video)
+    previous = monitor_close(inst)["videos"]
+    out = {"video": False, "closed_videos": previous}
+    if trigger is None:
+        return out
+    if h.env.render_mode != "rgb_array":
+        out["reason"] = f"the env renders {h.env.render_mode!r}, not 'rgb_array': statistics only"
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Overwriting existing videos": the directory is the client's own
+        h.env = _MonitorVideo(h.env, directory, trigger, "openaigym.video." + name)
+    out["video"] = True
+    return out
+
+
+def monitor_close(inst):
+    """Stops the recording (the video of an episode in progress is written now) and unwraps the
+    env, which goes on as it was. Returns the videos written since monitor_start."""
+    h = _hosted(inst)
+    rec = h.env
+    if not isinstance(rec, _MonitorVideo):
+        return {"videos": []}
+    try:
+        if rec.recording:
+            rec.stop_recording()
+    finally:
+        h.env = rec.env
+    return {"videos": rec.written}
+
+
+def monitor(inst, op, directory=None, video=None, name=None):
+    """The `monitor` verb: op "start" (directory, video, name) or "close"."""
+    if op == "start":
+        return monitor_start(inst, directory, video, name)
+    if op == "close":
+        return monitor_close(inst)
+    raise BadRequest(f"monitor op must be 'start' or 'close', not {op!r}", "params")

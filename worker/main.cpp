@@ -281,6 +281,8 @@ class Host {
       result = module_.attr("get_attr")(inst, get("name"));
     } else if (v == verb::kSetAttr) {
       result = module_.attr("set_attr")(inst, get("name"), get("value"));
+    } else if (v == verb::kMonitor) {
+      result = module_.attr("monitor")(inst, get("op"), get("directory"), get("video"), get("name"));
     } else {
       return {gymfarm::protocol::kStatusErr, error_body("bad_request", "unknown verb '" + std::string(v) + "'")};
     }

@@ -450,8 +450,12 @@ def test_render_png_help_and_openapi(client, farm):
     assert r.status_code == 200 and r.headers["Content-Type"] == "image/png" and r.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(r.content[16:20], "big") == 600 and int.from_bytes(r.content[20:24], "big") == 400
     g.s.delete(g.base + f"/v1/envs/{iid}/")
-    plain = client.create("CartPole-v0")
-    assert client.s.get(client.base + f"/v1/envs/{plain}/render.png").status_code == 409
+    plain = g.post("/v1/envs/", {"env_id": "CartPole-v1"})["instance_id"]  # no render mode: nothing to draw
+    assert g.s.get(g.base + f"/v1/envs/{plain}/render.png").status_code == 409
+    g.s.delete(g.base + f"/v1/envs/{plain}/")
+    made = client.create("CartPole-v0")  # gym-http-api envs render rgb_array, as gym's did (monitor videos)
+    client.reset(made)
+    assert client.s.get(client.base + f"/v1/envs/{made}/render.png").status_code == 200
     rules = client.get("/v1/help")["v1"]
     step_rule = rules["/v1/envs/{instance_id}/step/"]
     assert step_rule == {"methods": "POST", "doc": step_rule["doc"]}
