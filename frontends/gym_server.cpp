@@ -327,18 +327,6 @@ std::string render_frame(Ctx& c) {
   return "successfully rendered: " + name;
 }
 
-// gym Monitor's manifest lists its videos as [video, metadata] pairs: the worker's `videos`.
-protocol::Array video_pairs(const Value* videos) {
-  protocol::Array out;
-  if (!videos || !videos->is_array()) return out;
-  for (const Value& v : videos->as_array()) {
-    const Value* file = v.find("file");
-    const Value* meta = v.find("meta");
-    if (file && file->is_string() && meta && meta->is_string()) out.emplace_back(protocol::Array{*file, *meta});
-  }
-  return out;
-}
-
 // The monitor's statistics, as gym's Monitor wrote them, and its videos' names into ROOT/<id>/simulation/.
 void write_monitor(const GymServerOptions& opt, const std::string& id, const GymServerEntry& e, int64_t batch,
                    const Value* videos) {

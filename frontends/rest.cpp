@@ -43,6 +43,18 @@ std::vector<std::pair<std::string, std::string>> RestRegistry::list() {
   return out;
 }
 
+// gym Monitor's manifest lists its videos as [video, metadata] pairs: the worker's `videos` (rest.hpp).
+protocol::Array video_pairs(const Value* videos) {
+  protocol::Array out;
+  if (!videos || !videos->is_array()) return out;
+  for (const Value& v : videos->as_array()) {
+    const Value* file = v.find("file");
+    const Value* meta = v.find("meta");
+    if (file && file->is_string() && meta && meta->is_string()) out.emplace_back(protocol::Array{*file, *meta});
+  }
+  return out;
+}
+
 // ---- the route table ----------------------------------------------------------------------------
 
 namespace {
@@ -284,18 +296,6 @@ std::string monitor_path(const std::string& root, const std::string& requested) 
     rel += (rel.empty() ? "" : "/") + clean;
   }
   return root + "/" + (rel.empty() ? "default" : rel);
-}
-
-// gym Monitor's manifest lists its videos as [video, metadata] pairs: the worker's `videos`.
-protocol::Array video_pairs(const Value* videos) {
-  protocol::Array out;
-  if (!videos || !videos->is_array()) return out;
-  for (const Value& v : videos->as_array()) {
-    const Value* file = v.find("file");
-    const Value* meta = v.find("meta");
-    if (file && file->is_string() && meta && meta->is_string()) out.emplace_back(protocol::Array{*file, *meta});
-  }
-  return out;
 }
 
 void write_monitor(const std::string& id, const RestRegistry::Entry& e, const Value* videos) {

@@ -76,6 +76,9 @@ class RestRegistry : public HexIdTable<RestEntry> {
 // A JSON reply as the REST-style dialects' Flask servers wrote it (separators, a final newline).
 HttpReply json_reply(int status, const protocol::Value& v);
 
+// gym Monitor's manifest lists its videos as [video, metadata] pairs: from the worker's `videos`.
+protocol::Array video_pairs(const protocol::Value* videos);
+
 class RestSession {
  public:
   RestSession(client::Caller& farm, RestRegistry& registry, RestDialect dialect, RestOptions options)
