@@ -31,7 +31,7 @@ std::string error_body(std::string_view code, const std::string& message, py::di
 void init_python(const Args& args);
 
 // Hidden, like pybind11's own types that it holds (a static library: no symbol of it is exported).
-class [[gnu::visibility("hidden")]] Host {
+class __attribute__((visibility("hidden"))) Host {
  public:
   // Runs host.py as the module gymfarm_host and imports args.imports (`--import`). Throws
   // py::error_already_set when host.py or an import fails.
