@@ -4,10 +4,20 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <cstdio>
+#include <exception>
+
 #include <pybind11/embed.h>
 
 int main(int argc, char* argv[]) {
-  pybind11::scoped_interpreter python{};
-  // Tests run with the GIL held, as the worker's serve loop does outside its waits.
-  return Catch::Session().run(argc, argv);
+  try {
+    pybind11::scoped_interpreter python{};
+    // Tests run with the GIL held, as the worker's serve loop does outside its waits.
+    return Catch::Session().run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gymfarm_worker_tests: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "gymfarm_worker_tests: unexpected error\n");
+  }
+  return 1;
 }

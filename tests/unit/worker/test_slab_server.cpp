@@ -32,6 +32,8 @@ using namespace gymfarm::worker::test;
 
 namespace {
 
+constexpr std::size_t kSlabBytes = std::size_t{256} * 1024;
+
 // A slab as the broker creates it, and the client's mapping of it.
 struct ClientSlab {
   int memfd = -1, doorbell = -1;
@@ -100,7 +102,7 @@ struct Link {
 
 TEST_CASE("SlabServer: a reset and a step posted in a slab are answered by Host through it") {
   Host host{Args{}};
-  ClientSlab c(256 * 1024);
+  ClientSlab c(kSlabBytes);
   SlabServer server;
   c.grant(server, "cp-slab");
   CHECK(server.empty());  // granted, not served before the make succeeds
@@ -207,7 +209,7 @@ if "WorkerTest/Big-v0" not in gym.registry:
 
 TEST_CASE("SlabServer: closed() answers a request that waits in the slab, and marks it dead") {
   Host host{Args{}};
-  ClientSlab c(256 * 1024);
+  ClientSlab c(kSlabBytes);
   SlabServer server;
   c.grant(server, "cp-closed");
   REQUIRE(host.handle(verb::kMake, "cp-closed", make_body("CartPole-v1")).status == protocol::kStatusOk);
@@ -229,7 +231,7 @@ TEST_CASE("SlabServer: closed() answers a request that waits in the slab, and ma
 
 TEST_CASE("SlabServer: a failed make lets its slab go unserved") {
   Host host{Args{}};
-  ClientSlab c(256 * 1024);
+  ClientSlab c(kSlabBytes);
   SlabServer server;
   c.grant(server, "nope-1");
   CHECK(host.handle(verb::kMake, "nope-1", make_body("NoSuchEnv-v0")).status == protocol::kStatusErr);
