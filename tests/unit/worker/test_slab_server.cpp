@@ -1,0 +1,244 @@
+// SlabServer with real slabs: the worker's side maps what the broker granted, a "client" mapping of
+// the same memfd posts requests by hand, and Host answers them as the socket path would.
+#include <catch2/catch.hpp>
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include <pybind11/embed.h>
+
+#include "shm/slab.hpp"
+#include "tests/unit/worker/support.hpp"
+#include "transport/stream.hpp"
+#include "worker/host.hpp"
+#include "worker/slab_server.hpp"
+
+namespace py = pybind11;
+namespace protocol = gymfarm::protocol;
+namespace shm = gymfarm::shm;
+namespace off = gymfarm::shm::off;
+namespace verb = gymfarm::protocol::verb;
+using gymfarm::worker::Args;
+using gymfarm::worker::Host;
+using gymfarm::worker::Reply;
+using gymfarm::worker::SlabReply;
+using gymfarm::worker::SlabServer;
+using namespace gymfarm::worker::test;
+
+namespace {
+
+constexpr std::size_t kSlabBytes = std::size_t{256} * 1024;
+
+// A slab as the broker creates it, and the client's mapping of it.
+struct ClientSlab {
+  int memfd = -1, doorbell = -1;
+  shm::Slab slab;
+  explicit ClientSlab(std::size_t bytes) {
+    std::string err;
+    REQUIRE(shm::Slab::create(bytes, memfd, doorbell, err));
+    REQUIRE(slab.map(memfd, err));
+  }
+  ~ClientSlab() {
+    if (memfd >= 0) ::close(memfd);
+    if (doorbell >= 0) ::close(doorbell);
+  }
+  ClientSlab(const ClientSlab&) = delete;
+  ClientSlab& operator=(const ClientSlab&) = delete;
+
+  // The server's own descriptors (it closes the memfd once mapped and keeps the doorbell).
+  void grant(SlabServer& server, const std::string& instance) const {
+    server.on_grant(instance, ::dup(memfd), ::dup(doorbell));
+  }
+
+  // What a client does: write the request, then bump req_seq.
+  uint32_t post(shm::Verb v, std::string_view body) {
+    std::memcpy(slab.word(slab.u32(off::kReqOff).load()), body.data(), body.size());
+    slab.u32(off::kReqLen).store(static_cast<uint32_t>(body.size()));
+    slab.u32(off::kReqVerb).store(static_cast<uint32_t>(v));
+    const uint32_t seq = slab.u32(off::kReqSeq).load() + 1;
+    slab.u32(off::kReqSeq).store(seq);
+    return seq;
+  }
+  uint32_t done() const { return slab.u32(off::kDoneSeq).load(); }
+  shm::Status status() const { return static_cast<shm::Status>(slab.u32(off::kRepStatus).load()); }
+  shm::State state() const { return static_cast<shm::State>(slab.u32(off::kState).load()); }
+  std::string reply() const {
+    return {reinterpret_cast<const char*>(slab.word(slab.u32(off::kRepOff).load())), slab.u32(off::kRepLen).load()};
+  }
+};
+
+// What the worker's serve loop hands SlabServer::serve: Host::handle.
+SlabServer::Handler through(Host& host) {
+  return [&host](std::string_view v, std::string_view instance, std::string_view body) {
+    Reply r = host.handle(v, instance, body);
+    return SlabReply{r.status == protocol::kStatusOk, std::move(r.body)};
+  };
+}
+
+// A link to nowhere in particular: SlabServer::wait watches it along with the slabs.
+struct Link {
+  int other = -1;
+  std::unique_ptr<gymfarm::transport::StreamConn> conn;
+  Link() {
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    other = sv[1];
+    conn = std::make_unique<gymfarm::transport::StreamConn>(sv[0], 0);
+  }
+  ~Link() {
+    conn.reset();
+    ::close(other);
+  }
+  Link(const Link&) = delete;
+  Link& operator=(const Link&) = delete;
+};
+
+}  // namespace
+
+TEST_CASE("SlabServer: a reset and a step posted in a slab are answered by Host through it") {
+  Host host{Args{}};
+  ClientSlab c(kSlabBytes);
+  SlabServer server;
+  c.grant(server, "cp-slab");
+  CHECK(server.empty());  // granted, not served before the make succeeds
+  CHECK(c.state() == shm::State::Granted);
+  const Reply made = host.handle(verb::kMake, "cp-slab", make_body("CartPole-v1"));
+  REQUIRE(made.status == protocol::kStatusOk);
+  server.made("cp-slab", true);
+  CHECK(!server.empty());
+  CHECK(c.state() == shm::State::Attached);
+
+  Link link;
+  gymfarm::transport::Frames in;
+  // Nothing posted: nothing to serve, and the wait times out.
+  CHECK(server.serve(through(host)) == 0);
+  CHECK(server.wait(*link.conn, in, std::chrono::microseconds(0), std::chrono::milliseconds(20)) ==
+        SlabServer::Event::Nothing);
+
+  const uint32_t s1 = c.post(shm::Verb::Reset, body({{"seed", protocol::Value(7)}}));
+  CHECK(c.done() != s1);
+  CHECK(server.wait(*link.conn, in, std::chrono::microseconds(0), std::chrono::milliseconds(500)) ==
+        SlabServer::Event::Slab);
+  REQUIRE(server.serve(through(host)) == 1);
+  REQUIRE(c.done() == s1);
+  REQUIRE(c.status() == shm::Status::Ok);
+  const protocol::Value r = decoded(c.reply());
+  // The same reply the socket path gives for the same reset.
+  const Reply socket_reset = host.handle(verb::kReset, "cp-slab", body({{"seed", protocol::Value(7)}}));
+  CHECK(c.reply() == socket_reset.body);
+  CHECK(field(r, "obs").as_tensor().shape == std::vector<uint64_t>{4});
+
+  const uint32_t s2 = c.post(shm::Verb::Step, body({{"action", protocol::Value(1)}}));
+  REQUIRE(server.serve(through(host)) == 1);
+  REQUIRE(c.done() == s2);
+  REQUIRE(c.status() == shm::Status::Ok);
+  const protocol::Value st = decoded(c.reply());
+  CHECK(field(st, "reward").as_double() == 1.0);
+  CHECK(field(st, "terminated").as_bool() == false);
+  CHECK(c.slab.u64(off::kSteps).load() == 1);  // steps answered ok through the slab
+  CHECK(c.slab.u64(off::kStepNs).load() > 0);
+  CHECK(server.serve(through(host)) == 0);  // answered once
+
+  // An error travels as the socket path's error body.
+  const uint32_t s3 = c.post(shm::Verb::Step, body({{"action", protocol::Value("not an action")}}));
+  REQUIRE(server.serve(through(host)) == 1);
+  REQUIRE(c.done() == s3);
+  CHECK(c.status() == shm::Status::Err);
+  CHECK(decoded(c.reply()).find("code") != nullptr);
+  host.handle(verb::kClose, "cp-slab", "");
+  server.closed("cp-slab", gymfarm::worker::error_body("unknown_instance", "closed"));
+  CHECK(server.empty());
+}
+
+TEST_CASE("SlabServer: a reply too large for its slab is kept for take_spilled") {
+  Host host{Args{}};
+  py::exec(R"(
+import gymnasium as gym
+import numpy as np
+
+class _WorkerTestBig(gym.Env):
+    observation_space = gym.spaces.Box(0.0, 1.0, (100000,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(100000, np.float32), {}
+
+    def step(self, action):
+        return np.full(100000, 0.5, np.float32), 1.0, False, False, {}
+
+if "WorkerTest/Big-v0" not in gym.registry:
+    gym.register("WorkerTest/Big-v0", entry_point=_WorkerTestBig)
+)");
+  ClientSlab c(shm::kMinSlabBytes);
+  SlabServer server;
+  c.grant(server, "big-1");
+  REQUIRE(host.handle(verb::kMake, "big-1", make_body("WorkerTest/Big-v0")).status == protocol::kStatusOk);
+  server.made("big-1", true);
+  REQUIRE(host.handle(verb::kReset, "big-1", body({})).status == protocol::kStatusOk);
+
+  CHECK(!server.take_spilled("big-1"));
+  const uint32_t seq = c.post(shm::Verb::Step, body({{"action", protocol::Value(0)}}));
+  REQUIRE(server.serve(through(host)) == 1);
+  REQUIRE(c.done() == seq);  // published: the client knows to ask over its socket
+  REQUIRE(c.status() == shm::Status::Spilled);
+  const auto kept = server.take_spilled("big-1");
+  REQUIRE(kept);
+  CHECK(kept->ok);
+  CHECK(c.slab.u32(off::kRepLen).load() == kept->body.size());
+  CHECK(kept->body.size() > c.slab.reply_capacity());
+  const protocol::Value spilled = decoded(kept->body);
+  const protocol::Tensor& obs = field(spilled, "obs").as_tensor();
+  CHECK(obs.shape == std::vector<uint64_t>{100000});
+  CHECK(obs.valid());
+  CHECK(obs.data.substr(0, 4) == std::string("\x00\x00\x00\x3f", 4));  // 0.5f: the step's, not the reset's
+  CHECK(!server.take_spilled("big-1"));                                // taken once
+
+  // A spilled reply not yet taken goes with its instance.
+  c.post(shm::Verb::Step, body({{"action", protocol::Value(1)}}));
+  REQUIRE(server.serve(through(host)) == 1);
+  server.closed("big-1", gymfarm::worker::error_body("unknown_instance", "closed"));
+  CHECK(!server.take_spilled("big-1"));
+  host.handle(verb::kClose, "big-1", "");
+}
+
+TEST_CASE("SlabServer: closed() answers a request that waits in the slab, and marks it dead") {
+  Host host{Args{}};
+  ClientSlab c(kSlabBytes);
+  SlabServer server;
+  c.grant(server, "cp-closed");
+  REQUIRE(host.handle(verb::kMake, "cp-closed", make_body("CartPole-v1")).status == protocol::kStatusOk);
+  server.made("cp-closed", true);
+
+  const uint32_t seq = c.post(shm::Verb::Step, body({{"action", protocol::Value(0)}}));
+  REQUIRE(c.done() != seq);
+  REQUIRE(host.handle(verb::kClose, "cp-closed", "").status == protocol::kStatusOk);
+  server.closed("cp-closed", gymfarm::worker::error_body("unknown_instance", "instance 'cp-closed' was closed"));
+  REQUIRE(c.done() == seq);
+  CHECK(c.status() == shm::Status::Err);
+  CHECK(c.state() == shm::State::Dead);
+  const protocol::Value e = decoded(c.reply());
+  CHECK(field(e, "code").as_string() == "unknown_instance");
+  CHECK(field(e, "message").as_string() == "instance 'cp-closed' was closed");
+  CHECK(server.empty());
+  CHECK(server.serve(through(host)) == 0);
+}
+
+TEST_CASE("SlabServer: a failed make lets its slab go unserved") {
+  Host host{Args{}};
+  ClientSlab c(kSlabBytes);
+  SlabServer server;
+  c.grant(server, "nope-1");
+  CHECK(host.handle(verb::kMake, "nope-1", make_body("NoSuchEnv-v0")).status == protocol::kStatusErr);
+  server.made("nope-1", false);
+  CHECK(server.empty());
+  CHECK(c.state() == shm::State::Granted);
+  const uint32_t seq = c.post(shm::Verb::Step, body({{"action", protocol::Value(0)}}));
+  CHECK(server.serve(through(host)) == 0);
+  CHECK(c.done() != seq);
+}

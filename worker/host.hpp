@@ -1,0 +1,66 @@
+#pragma once
+// The embedded interpreter and the bridge to host.py (the env host, compiled into the binary):
+// requests in, MessagePack replies or error bodies out. Nothing here throws at the request boundary.
+#include <array>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <pybind11/pybind11.h>
+
+#include "worker/args.hpp"
+
+namespace gymfarm::worker {
+
+namespace py = pybind11;
+
+struct Reply {
+  std::string_view status;  // protocol::kStatusOk or kStatusErr
+  std::string body;
+};
+
+// The last resort when even describing an error failed: a fixed, valid error body.
+std::string fallback_error_body();
+
+// An error body; never throws (a message that is not valid UTF-8 is decoded with replacements).
+// Needs the interpreter (and the GIL).
+std::string error_body(std::string_view code, const std::string& message, py::dict details = py::dict());
+
+// Starts the interpreter: no signal handlers of its own; `--python` (args.python) decides
+// sys.prefix, so a venv's python gives the venv's site-packages.
+void init_python(const Args& args);
+
+// Hidden, like pybind11's own types that it holds (a static library: no symbol of it is exported).
+class __attribute__((visibility("hidden"))) Host {
+ public:
+  // Runs host.py as the module gymfarm_host and imports args.imports (`--import`). Throws
+  // py::error_already_set when host.py or an import fails.
+  explicit Host(const Args& args);
+
+  // What a make would refuse about the env id alone (host.py check_env_id): nothing, or its
+  // message, kind and Gymnasium error class. Never throws: an id that is not UTF-8, or any other
+  // trouble, is left for the make itself to report.
+  std::optional<std::array<std::string, 3>> check_env_id(const std::string& env_id, bool aliases, bool strict_kwargs);
+
+  // In a worker forked from the zygote: fresh random state (the zygote's would be shared).
+  void after_fork();
+
+  // The body of the worker's `ready`: its pid, env ids and Python version.
+  std::string ready_info();
+
+  // Never throws: whatever a request or the env's result holds, the answer is a reply or an error.
+  Reply handle(std::string_view v, std::string_view instance, std::string_view body);
+
+  // Closes every env (at the end of serving); what an env's close raises is printed, not thrown.
+  void close_env();
+
+ private:
+  Reply dispatch(std::string_view v, std::string_view instance, std::string_view body);
+  // The protocol error for a Python exception: host.py's error_map decides (one place for both
+  // single requests and the per-env errors of step_vec).
+  std::string python_error(py::error_already_set& e);
+
+  py::module_ module_;
+};
+
+}  // namespace gymfarm::worker
