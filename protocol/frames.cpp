@@ -4,8 +4,7 @@ namespace gymfarm::protocol {
 
 bool is_instance_verb(std::string_view v) {
   return v == verb::kReset || v == verb::kStep || v == verb::kClose || v == verb::kSpaces || v == verb::kSample ||
-         v == verb::kRender || v == verb::kCall || v == verb::kGetAttr || v == verb::kSetAttr ||
-         v == verb::kSpilled;
+         v == verb::kRender || v == verb::kCall || v == verb::kGetAttr || v == verb::kSetAttr || v == verb::kSpilled;
 }
 
 std::string encode_rid(uint64_t rid) {
