@@ -14,6 +14,7 @@ import time
 import pytest
 import requests
 
+from browser import browser, image_pixels
 from farm_fixture import ROOT, wait_until
 
 
@@ -203,23 +204,6 @@ def test_a_viewer_polling_back_to_back_gets_five_frames_a_second(start_farm):
 
 # -- the page in a browser ---------------------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if not CHROMIUM or not CHROMEDRIVER:
-        pytest.skip("needs Debian's chromium and chromium-driver (scripts/install)")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1150"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-
-
 def rows(driver, table):
     """[{data attributes}] of a table's body rows, as the page rendered them."""
     return driver.execute_script(
@@ -228,11 +212,8 @@ def rows(driver, table):
 
 
 def frame_pixels(driver):
-    """The frame image as the page shows it, read back through a canvas (a data: URL)."""
-    return driver.execute_script(
-        "const i = document.getElementById('frame'); if (!i.complete || !i.naturalWidth) return null;"
-        "const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;"
-        "c.getContext('2d').drawImage(i, 0, 0); return c.toDataURL('image/png');")
+    """The frame image as the page shows it (a data: URL)."""
+    return image_pixels(driver, "frame")
 
 
 def test_the_page_in_chromium_shows_workers_a_restart_and_live_frames(start_farm, tmp_path):

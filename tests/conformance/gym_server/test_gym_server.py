@@ -383,3 +383,22 @@ def test_images_decode_as_the_env_drew_them(farm, client):
     _, _, colors = decode_png(requests.get(f"{farm.files}/{iid}/rendered/1.png", timeout=30).content)
     assert colors.get((255, 255, 255), 0) > 600 * 400 // 2  # mostly background
     assert (0, 0, 0) in colors  # the track line
+
+
+def test_the_render_page_shows_the_live_frame_in_chromium(farm, client):
+    """monitor/render.html as a person opens it: the latest frame, and a new one after steps."""
+    from browser import browser, image_pixels
+
+    driver = browser()
+    try:
+        iid = client.create("CartPole-v1")
+        client.reset(iid, render=True)
+        driver.get(f"{farm.files}/render.html?instance_id={iid}")
+        assert wait_until(lambda: image_pixels(driver, "frame") is not None, 15), "no frame shown"
+        first = image_pixels(driver, "frame")
+        assert driver.find_element("id", "status").text == f"instance {iid}"
+        for i in range(10):  # the cart and the pole move: the page's next fetch shows another frame
+            client.step(iid, i % 2, render=True)
+        assert wait_until(lambda: image_pixels(driver, "frame") not in (None, first), 15), "the frame never changed"
+    finally:
+        driver.quit()
