@@ -76,6 +76,15 @@ std::string render_metrics(const Value& stats, const GatewayCounts& gateway) {
   counter(reg, "gymfarm_worker_restarts_total", "Worker processes replaced, over the workers now in the pool.",
           restarts);
 
+  // every restart since the farm started, by the class of its reason (a fixed set: broker/restart_budget.hpp)
+  auto& lifetime = prometheus::BuildCounter()
+                       .Name("gymfarm_worker_restarts_by_reason_total")
+                       .Help("Worker restarts since the farm started, by the class of their reason.")
+                       .Register(reg);
+  for (const auto& [reason, n] : map_of(stats.find("restarts_by_reason"))) {
+    lifetime.Add({{"reason", reason}}).Increment(number(&n));
+  }
+
   // restarts in the budget's window by reason, and the budget
   auto& recent = prometheus::BuildGauge()
                      .Name("gymfarm_recent_worker_restarts")

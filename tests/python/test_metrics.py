@@ -183,3 +183,23 @@ def test_a_vector_envs_steps_count_each_row_and_its_request_once(start_farm):
                            'gymfarm_requests_total{code="ok",verb="step_batch"}'))
     assert batched == 3
     assert 'gymfarm_requests_total{code="ok",verb="step"}' not in m
+
+
+def test_restarts_by_reason_over_the_farms_lifetime(start_farm):
+    import os
+
+    from farm_fixture import wait_until
+
+    port = free_port()
+    farm = start_farm(workers=2, args=["--metrics-port", str(port), "--restart-window", "1"])
+    url = f"http://127.0.0.1:{port}/metrics"
+    with farm.connect() as c:
+        for _ in range(2):
+            pid = c.stats()["workers"][0]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            assert wait_until(lambda gone=pid: all(w["state"] in ("idle", "assigned") and w["pid"] != gone
+                                                   for w in c.stats()["workers"]), 30)
+        time.sleep(1.5)  # past the budget's window: only the lifetime counter still has them
+        m = scrape(url)
+    assert m['gymfarm_worker_restarts_by_reason_total{reason="killed_sigkill"}'] == 2
+    assert m.get("gymfarm_restart_budget_used") == 0
