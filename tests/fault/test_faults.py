@@ -11,7 +11,7 @@ import time
 import pytest
 
 import gymfarm
-from farm_fixture import pid_alive, wait_until
+from farm_fixture import pid_alive, step_in_background, wait_until
 
 FAULTY = "gymfarm_test/Faulty-v0"
 RAISE, SEGFAULT, HANG = 1, 2, 3
@@ -145,18 +145,7 @@ def test_hang_past_step_timeout_is_timeout_and_worker_replaced(start_farm):
 def test_kill_9_of_a_worker_mid_step(start_farm):
     fp = start_farm(workers=3)
     farm, nb, env, pid = faulty_beside_a_neighbour(fp)
-    outcome = {}
-
-    def hang():
-        t0 = time.monotonic()
-        try:
-            env.step(HANG)
-        except Exception as e:  # recorded and asserted on
-            outcome["error"] = e
-        outcome["elapsed"] = time.monotonic() - t0
-
-    t = threading.Thread(target=hang)
-    t.start()
+    t, outcome = step_in_background(env, HANG)
     time.sleep(0.3)
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)

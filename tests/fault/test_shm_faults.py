@@ -13,7 +13,7 @@ import time
 import pytest
 
 import gymfarm
-from farm_fixture import ROOT, pid_alive, wait_until
+from farm_fixture import ROOT, pid_alive, step_in_background, wait_until
 
 FAULTY = "gymfarm_test/Faulty-v0"
 HANG = 3
@@ -71,18 +71,7 @@ def test_the_broker_killed_while_a_client_waits_in_a_slab(start_farm):
     env = farm.make(FAULTY)
     assert env._slab is not None
     env.reset(seed=0)
-    outcome = {}
-
-    def hang():
-        t0 = time.monotonic()
-        try:
-            env.step(HANG)
-        except Exception as e:  # recorded and asserted on
-            outcome["error"] = e
-        outcome["elapsed"] = time.monotonic() - t0
-
-    t = threading.Thread(target=hang)
-    t.start()
+    t, outcome = step_in_background(env, HANG)
     time.sleep(0.3)
     os.kill(fp.pid, signal.SIGKILL)
     t.join(10)

@@ -134,3 +134,23 @@ def wait_until(pred, timeout: float, interval: float = 0.02) -> bool:
             return True
         time.sleep(interval)
     return bool(pred())
+
+
+def step_in_background(env, action):
+    """Starts ``env.step(action)`` on a thread: (the thread, its outcome dict), which gets ``error``
+    (what the step raised) and ``elapsed`` (seconds) when the step returns."""
+    import threading
+
+    outcome = {}
+
+    def run():
+        t0 = time.monotonic()
+        try:
+            env.step(action)
+        except Exception as e:  # recorded for the test to assert on
+            outcome["error"] = e
+        outcome["elapsed"] = time.monotonic() - t0
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, outcome
