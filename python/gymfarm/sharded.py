@@ -339,11 +339,13 @@ class ShardedFarm:
 
     def stats(self) -> dict[str, Any]:
         """The farms' stats totalled (``workers``, ``instances``, ``requests``) and each farm's in
-        ``farms``: ``endpoint``, ``workers``, ``instances``, ``requests``."""
+        ``farms``: ``endpoint``, ``workers``, ``instances``, ``requests`` (what the farm served:
+        through its broker and through its shared-memory slabs, docs/protocol.md "Shared memory")."""
         per = []
         for f, s in self.loads():
+            served = int(s.get("requests", 0)) + int((s.get("shm") or {}).get("answered", 0))
             per.append({"endpoint": f.endpoint, "workers": len(s.get("workers") or []),
-                        "instances": int(s.get("instances", 0)), "requests": int(s.get("requests", 0)),
+                        "instances": int(s.get("instances", 0)), "requests": served,
                         "pool": s.get("pool"), "pid": s.get("pid")})
         return {"workers": sum(p["workers"] for p in per), "instances": sum(p["instances"] for p in per),
                 "requests": sum(p["requests"] for p in per), "farms": per}
