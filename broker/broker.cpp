@@ -1,5 +1,6 @@
 #include "broker/broker.hpp"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -384,6 +385,7 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
   bool to_client_with_slab(Frames& frames, const std::string& instance) override {
     const auto to = parse_client_key(view(frames[0]));
     const auto fds = slabs.fds(instance);
+    if (to && to->path == ClientPath::Inproc && !fds.empty()) return to_gateway_with_slab(frames, instance, fds);
     if (!to || to->path != ClientPath::Local || fds.empty()) return to_client(frames);
     std::vector<std::string_view> out;
     for (std::size_t i = 1; i < frames.size(); ++i) out.push_back(view(frames[i]));
@@ -391,6 +393,28 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     const bool sent = local_clients.send(std::string(to->address), out, fds);
     slabs.handed(instance);
     return sent;
+  }
+
+  // The same for the gateway, in this process: the descriptors are duplicated and their numbers
+  // travel as two more frames, [rid, ok, body, slab, memfd, doorbell]; the gateway's client maps
+  // the slab and closes them (or closes them if it gave up on the make).
+  bool to_gateway_with_slab(Frames& frames, const std::string& instance, const std::vector<int>& fds) {
+    std::vector<int> dups;
+    for (int fd : fds) {
+      const int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+      if (d >= 0) dups.push_back(d);
+    }
+    slabs.handed(instance);
+    if (dups.size() != 2) {
+      for (int d : dups) ::close(d);
+      return to_client(frames);
+    }
+    frames.push_back(payload(verb::kSlab));
+    frames.push_back(payload(std::to_string(dups[0])));
+    frames.push_back(payload(std::to_string(dups[1])));
+    if (to_client(frames)) return true;
+    for (int d : dups) ::close(d);
+    return false;
   }
 
   // A frontend message's first frame (the peer's routing id) becomes its client key.
@@ -605,9 +629,11 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
       return fail(r, make_error(ErrorCode::BadRequest, "make's 'shared' must be a bool"));
     const Value* shm = body.find("shm");
     if (shm && !shm->is_bool()) return fail(r, make_error(ErrorCode::BadRequest, "make's 'shm' must be a bool"));
-    // A slab only for a client on this host's local socket, which can map it (docs/protocol.md).
+    // A slab only for a client that can map it (docs/protocol.md): on this host's local socket, or
+    // the gateway in this process.
     const bool slab = shm && shm->as_bool() && opt.shm_slab_bytes > 0 && !r.client.empty() &&
-                      r.client[0] == static_cast<char>(ClientPath::Local);
+                      (r.client[0] == static_cast<char>(ClientPath::Local) ||
+                       r.client[0] == static_cast<char>(ClientPath::Inproc));
     r.kind = Request::Make{shared && shared->as_bool(), slab};
     if (!admission.may_make(r.client)) {
       Value d(protocol::Map{{"limit", static_cast<uint64_t>(opt.max_instances_per_client)}});
@@ -745,6 +771,7 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
           if (auto w = routes.find(i)) {
             registry.heartbeat(*w);  // it answered: alive (it skips heartbeats while it answers)
             registry.slot(*w).steps += n;
+            registry.used(*w, i);  // not idle (--idle-ttl)
           }
           statistics.answers.env_steps += n;
         },

@@ -210,6 +210,12 @@ void WorkerRegistry::touch(WorkerSlot& s, const Request& r) {
   }
 }
 
+void WorkerRegistry::used(std::size_t w, const std::string& instance) {
+  for (auto& h : slots_[w].hosted) {
+    if (h.instance == instance) h.last_request = clock_.now();
+  }
+}
+
 std::vector<std::pair<std::size_t, std::string>> WorkerRegistry::idle_instances(TimePoint now, Duration ttl) const {
   std::vector<std::pair<std::size_t, std::string>> out;
   for (const auto& s : slots_) {

@@ -111,9 +111,12 @@ class WorkerRegistry {
   // (worker, instance) pairs with nothing in flight or queued for the instance and no request for
   // longer than `ttl`.
   std::vector<std::pair<std::size_t, std::string>> idle_instances(TimePoint now, Duration ttl) const;
+  // Instance `instance` of worker w was just used outside the broker's requests (its slab).
+  void used(std::size_t w, const std::string& instance);
 
  private:
   void touch(WorkerSlot& s, const Request& r);
+
   const Clock& clock_;
   std::size_t capacity_;
   std::deque<WorkerSlot> slots_;

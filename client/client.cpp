@@ -7,6 +7,7 @@
 #include <poll.h>
 
 #include <atomic>
+#include <charconv>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -25,11 +26,58 @@ using protocol::Error;
 using protocol::ErrorCode;
 using transport::view;
 
+// One instance's slab and its doorbell; `mu` keeps one request at a time in it.
+struct SlabEntry {
+  std::mutex mu;
+  shm::Slab slab;
+  int doorbell = -1;
+  SlabEntry() = default;
+  SlabEntry(const SlabEntry&) = delete;
+  SlabEntry& operator=(const SlabEntry&) = delete;
+  ~SlabEntry() {
+    if (doorbell >= 0) ::close(doorbell);
+  }
+};
+
+class SlabRegistry {
+ public:
+  std::shared_ptr<SlabEntry> find(const std::string& instance) {
+    std::lock_guard lock(mu_);
+    auto it = map_.find(instance);
+    return it == map_.end() ? nullptr : it->second;
+  }
+  // Adds one, and lets go of those whose instance the farm closed meanwhile (an idle instance it
+  // reaped, say), whose slabs it marked dead.
+  void add(const std::string& instance, std::shared_ptr<SlabEntry> e) {
+    std::lock_guard lock(mu_);
+    for (auto it = map_.begin(); it != map_.end();) {
+      const auto state = it->second->slab.u32(shm::off::kState).load(std::memory_order_acquire);
+      it = state == static_cast<uint32_t>(shm::State::Dead) ? map_.erase(it) : std::next(it);
+    }
+    map_[instance] = std::move(e);
+  }
+  void erase(const std::string& instance) {
+    std::lock_guard lock(mu_);
+    map_.erase(instance);
+  }
+  void clear() {
+    std::lock_guard lock(mu_);
+    map_.clear();
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<SlabEntry>> map_;
+};
+
+std::shared_ptr<SlabRegistry> make_slab_registry() { return std::make_shared<SlabRegistry>(); }
+
 struct Client::Impl {
   explicit Impl(ClientOptions o)
       : opt(std::move(o)),
         own(opt.context ? nullptr : std::make_unique<zmq::context_t>(1)),
-        sock(opt.context ? *opt.context : *own, zmq::socket_type::dealer) {}
+        sock(opt.context ? *opt.context : *own, zmq::socket_type::dealer),
+        slabs(opt.slabs ? opt.slabs : make_slab_registry()) {}
   ClientOptions opt;
   std::unique_ptr<zmq::context_t> own;
   zmq::socket_t sock;
@@ -39,18 +87,7 @@ struct Client::Impl {
   bool inproc = false;
   transport::SpinPolicy spin_policy;  // for the inproc reply wait
 
-  // The instances' slabs (docs/protocol.md "Shared memory"), with the doorbell of each.
-  struct ClientSlab {
-    shm::Slab slab;
-    int doorbell = -1;
-    ClientSlab() = default;
-    ClientSlab(const ClientSlab&) = delete;
-    ClientSlab& operator=(const ClientSlab&) = delete;
-    ~ClientSlab() {
-      if (doorbell >= 0) ::close(doorbell);
-    }
-  };
-  std::unordered_map<std::string, std::unique_ptr<ClientSlab>> slabs;
+  std::shared_ptr<SlabRegistry> slabs;  // the instances' slabs (docs/protocol.md "Shared memory")
 
   // Every use of the socket (or the local link) and of next_rid holds io_mu: the client's own
   // calls and the lease thread's pings.
@@ -148,10 +185,15 @@ struct Client::Impl {
 
   // Whether `in` is the reply to request `rid`: [rid, status, ...] (replies to requests this client
   // gave up on may still arrive).
-  static bool answers(const transport::Frames& in, uint64_t rid) {
+  bool answers(const transport::Frames& in, uint64_t rid) {
     if (in.size() < 2) return false;
     auto got = protocol::decode_rid(view(in[0]));
-    return got && *got == rid;
+    if (got && *got == rid) return true;
+    // A late reply to a make this client gave up on: the slab descriptors it brought are closed.
+    const auto [memfd, doorbell] = slab_fds(in);
+    if (memfd >= 0) ::close(memfd);
+    if (doorbell >= 0) ::close(doorbell);
+    return false;
   }
 
   std::chrono::milliseconds left_until(std::chrono::steady_clock::time_point deadline) {
@@ -190,7 +232,7 @@ struct Client::Impl {
 
   [[noreturn]] transport::Frames lost_local() {
     local.reset();
-    slabs.clear();
+    slabs->clear();
     raise(ErrorCode::Timeout, "the connection to the farm at " + endpoint + " was lost");
   }
 
@@ -239,11 +281,14 @@ struct Client::Impl {
   };
   std::optional<SlabAnswer> through_slab(const std::string& instance, std::string_view verb, const std::string& body) {
     namespace off = shm::off;
-    auto it = slabs.find(instance);
-    if (it == slabs.end() || !local) return std::nullopt;
-    shm::Slab& s = it->second->slab;
-    if (s.u32(off::kState).load(std::memory_order_acquire) != static_cast<uint32_t>(shm::State::Attached))
+    auto entry = slabs->find(instance);
+    if (!entry) return std::nullopt;
+    std::lock_guard one_at_a_time(entry->mu);
+    shm::Slab& s = entry->slab;
+    if (s.u32(off::kState).load(std::memory_order_acquire) != static_cast<uint32_t>(shm::State::Attached)) {
+      slabs->erase(instance);
       return std::nullopt;
+    }
     if (body.size() > s.request_capacity()) return std::nullopt;
     std::memcpy(s.request_area(), body.data(), body.size());
     s.u32(off::kReqVerb)
@@ -255,7 +300,7 @@ struct Client::Impl {
     s.u32(off::kReqSeq).store(seq, std::memory_order_seq_cst);
     if (s.u32(off::kWorkerSleeping).load(std::memory_order_seq_cst) != 0) {
       const uint64_t one = 1;
-      if (::write(it->second->doorbell, &one, sizeof one) < 0) {
+      if (::write(entry->doorbell, &one, sizeof one) < 0) {
         // the worker still looks at its slabs every 500 ms
       }
     }
@@ -280,16 +325,16 @@ struct Client::Impl {
           if (!dead_since) dead_since = now;
           if (now - *dead_since > std::chrono::milliseconds(200)) {  // unanswered: the socket's tombstone answers
             s.u32(off::kClientWaiting).store(0);
-            slabs.erase(it);
+            slabs->erase(instance);
             return std::nullopt;
           }
         }
         shm::futex_wait(s.word(off::kDoneSeq), s.u32(off::kDoneSeq).load(std::memory_order_acquire),
                         std::chrono::milliseconds(50));
-        pollfd p{local->fd(), POLLIN, 0};
-        if (::poll(&p, 1, 0) > 0) {  // the farm closed the socket (nothing else comes on it meanwhile)
+        if (local) {  // the farm closed the local socket (nothing else comes on it meanwhile)
+          pollfd p{local->fd(), POLLIN, 0};
           transport::Frames stray;
-          if (local->next(stray) == transport::StreamConn::Read::Closed) lost_local();
+          if (::poll(&p, 1, 0) > 0 && local->next(stray) == transport::StreamConn::Read::Closed) lost_local();
         }
       }
       s.u32(off::kClientWaiting).store(0, std::memory_order_relaxed);
@@ -298,10 +343,30 @@ struct Client::Impl {
     const std::size_t len = s.u32(off::kRepLen).load(std::memory_order_relaxed);
     if (status == static_cast<uint32_t>(shm::Status::Spilled)) return SlabAnswer{true, true, {}};
     if (len > s.reply_capacity() || status > static_cast<uint32_t>(shm::Status::Err)) {
-      slabs.erase(it);
+      slabs->erase(instance);
       raise(ErrorCode::Internal, "the shared-memory reply for instance " + instance + " is corrupt");
     }
     return SlabAnswer{status == static_cast<uint32_t>(shm::Status::Ok), false, std::string(s.reply_area(), len)};
+  }
+
+  // A make's reply that brought a slab: [rid, ok, body, "slab"] with the descriptors over the local
+  // socket, or [rid, ok, body, "slab", memfd, doorbell] inproc (the numbers of descriptors the
+  // broker duplicated for this process). The descriptors, or -1 each; a reply without them: -1.
+  std::pair<int, int> slab_fds(const transport::Frames& in) {
+    if (in.size() < 4 || view(in[3]) != protocol::verb::kSlab) return {-1, -1};
+    if (local && in.size() == 4) {
+      const int memfd = local->take_fd();
+      return {memfd, local->take_fd()};
+    }
+    if (inproc && in.size() == 6) {
+      auto number = [](std::string_view s) {
+        int fd = -1;
+        const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), fd);
+        return ec == std::errc() && end == s.data() + s.size() && fd > STDERR_FILENO ? fd : -1;
+      };
+      return {number(view(in[4])), number(view(in[5]))};
+    }
+    return {-1, -1};
   }
 
   static bool on_this_host(const std::string& ep) {
@@ -380,40 +445,49 @@ Client::~Client() {
 }
 
 Value Client::call(std::string_view verb, std::string_view instance, const Value& body) {
+  if ((verb == protocol::verb::kStep || verb == protocol::verb::kReset) && !instance.empty()) {
+    std::unique_lock io(impl_->io_mu, std::defer_lock);
+    if (impl_->local) io.lock();  // its socket is watched while the slab is waited on
+    auto answer = impl_->through_slab(std::string(instance), verb, protocol::encode(body));
+    if (io.owns_lock()) io.unlock();
+    if (answer && answer->spilled) return call(protocol::verb::kSpilled, instance);
+    if (answer) {
+      Value v = decode_or_throw(answer->body);
+      if (!answer->ok) throw ClientError(Error::from_value(v));
+      return v;
+    }
+  }
+  if (verb == protocol::verb::kMake && impl_->opt.shm && (impl_->local || impl_->inproc)) return make_with_slab(body);
   const std::string payload = protocol::encode(body);
   std::unique_lock io(impl_->io_mu);
   const uint64_t rid = impl_->next_rid++;
   const std::string rid_bytes = protocol::encode_rid(rid);
   auto in = impl_->round_trip({verb, instance, rid_bytes, payload}, rid);
   io.unlock();
+  if (verb == protocol::verb::kClose) impl_->slabs->erase(std::string(instance));
   if (in.size() != 3) impl_->raise(ErrorCode::Internal, "bad reply from the farm: wrong frame count");
   Value v = decode_or_throw(view(in[2]));
   if (view(in[1]) != protocol::kStatusOk) throw ClientError(Error::from_value(v));
   return v;
 }
 
-EnvHandle Client::make(const std::string& env_id, const Value& kwargs) {
-  Value body(protocol::Map{});
-  body.set("env_id", env_id);
-  body.set("kwargs", kwargs);
+Value Client::make_with_slab(const Value& body) {
+  Value asked = body;
+  if (asked.is_map()) asked.set("shm", true);
+  const std::string payload = protocol::encode(asked);
   std::unique_lock io(impl_->io_mu);
-  const bool ask = impl_->local && impl_->opt.shm;
-  if (ask) body.set("shm", true);  // over the local socket: the instance's slab comes with the reply
-  const std::string payload = protocol::encode(body);
   const uint64_t rid = impl_->next_rid++;
   const std::string rid_bytes = protocol::encode_rid(rid);
   auto in = impl_->round_trip({protocol::verb::kMake, "", rid_bytes, payload}, rid);
-  int memfd = -1, doorbell = -1;
-  if (ask && impl_->local && in.size() == 4 && view(in[3]) == protocol::verb::kSlab) {
-    memfd = impl_->local->take_fd();
-    doorbell = impl_->local->take_fd();
-  }
+  const auto fds = impl_->slab_fds(in);
+  int memfd = fds.first, doorbell = fds.second;
+  io.unlock();
   auto close_fds = [&] {
     if (memfd >= 0) ::close(memfd);
     if (doorbell >= 0) ::close(doorbell);
     memfd = doorbell = -1;
   };
-  if (in.size() != 3 && in.size() != 4) {
+  if (in.size() < 3) {
     close_fds();
     impl_->raise(ErrorCode::Internal, "bad reply from the farm: wrong frame count");
   }
@@ -428,18 +502,26 @@ EnvHandle Client::make(const std::string& env_id, const Value& kwargs) {
     close_fds();
     throw ClientError(Error::from_value(v));
   }
-  EnvHandle h;
-  h.instance_id = v.find("instance_id")->as_string();
-  if (memfd >= 0 && doorbell >= 0) {
-    auto cs = std::make_unique<Impl::ClientSlab>();
+  const Value* id = v.find("instance_id");
+  if (memfd >= 0 && doorbell >= 0 && id && id->is_string()) {
+    auto entry = std::make_shared<SlabEntry>();
     std::string err;
-    if (cs->slab.map(memfd, err)) {
-      cs->doorbell = std::exchange(doorbell, -1);
-      impl_->slabs[h.instance_id] = std::move(cs);
+    if (entry->slab.map(memfd, err)) {
+      entry->doorbell = std::exchange(doorbell, -1);
+      impl_->slabs->add(id->as_string(), std::move(entry));
     }
   }
   close_fds();
-  io.unlock();
+  return v;
+}
+
+EnvHandle Client::make(const std::string& env_id, const Value& kwargs) {
+  Value body(protocol::Map{});
+  body.set("env_id", env_id);
+  body.set("kwargs", kwargs);
+  Value v = call(protocol::verb::kMake, {}, body);
+  EnvHandle h;
+  h.instance_id = v.find("instance_id")->as_string();
   h.env_id = env_id;
   h.observation_space = to_space(v.find("observation_space"));
   h.action_space = to_space(v.find("action_space"));
@@ -449,34 +531,20 @@ EnvHandle Client::make(const std::string& env_id, const Value& kwargs) {
   return h;
 }
 
-bool Client::has_slab(const std::string& instance) const {
-  std::lock_guard io(impl_->io_mu);
-  return impl_->slabs.count(instance) != 0;
-}
-
-Value Client::slab_or_call(std::string_view verb, const std::string& instance, const Value& body) {
-  std::unique_lock io(impl_->io_mu);
-  auto answer = impl_->through_slab(instance, verb, protocol::encode(body));
-  io.unlock();
-  if (!answer) return call(verb, instance, body);
-  if (answer->spilled) return call(protocol::verb::kSpilled, instance);
-  Value v = decode_or_throw(answer->body);
-  if (!answer->ok) throw ClientError(Error::from_value(v));
-  return v;
-}
+bool Client::has_slab(const std::string& instance) const { return impl_->slabs->find(instance) != nullptr; }
 
 std::pair<Value, Value> Client::reset(const std::string& instance, std::optional<int64_t> seed, const Value& options) {
   Value body(protocol::Map{});
   if (seed) body.set("seed", *seed);
   if (!options.is_nil()) body.set("options", options);
-  Value v = slab_or_call(protocol::verb::kReset, instance, body);
+  Value v = call(protocol::verb::kReset, instance, body);
   return {*v.find("obs"), *v.find("info")};
 }
 
 StepResult Client::step(const std::string& instance, const Value& action) {
   Value body(protocol::Map{});
   body.set("action", action);
-  return to_step(slab_or_call(protocol::verb::kStep, instance, body));
+  return to_step(call(protocol::verb::kStep, instance, body));
 }
 
 std::vector<BatchItem> Client::step_batch(const std::vector<std::pair<std::string, Value>>& actions) {
@@ -508,11 +576,7 @@ std::vector<BatchItem> Client::step_batch(const std::vector<std::pair<std::strin
   return out;
 }
 
-void Client::close(const std::string& instance) {
-  call(protocol::verb::kClose, instance);
-  std::lock_guard io(impl_->io_mu);
-  impl_->slabs.erase(instance);
-}
+void Client::close(const std::string& instance) { call(protocol::verb::kClose, instance); }
 
 Value Client::sample(const std::string& instance, std::string_view space) {
   Value body(protocol::Map{});

@@ -34,6 +34,11 @@ class ClientError : public std::runtime_error {
   protocol::Error error_;
 };
 
+// The slabs of several clients in one process (the gateway's pool threads, which all serve the
+// instances any of them made): what one makes, any steps through its slab, one at a time.
+class SlabRegistry;
+std::shared_ptr<SlabRegistry> make_slab_registry();
+
 struct ClientOptions {
   std::chrono::milliseconds timeout{60000};  // per call
   std::string name = "gymfarm-cpp";
@@ -56,9 +61,12 @@ struct ClientOptions {
   bool lease = true;
   // The session's instances outlive it (the farm closes them at --idle-ttl instead, or never).
   bool keep_instances = false;
-  // Over the local socket, ask for each instance's shared-memory slab: its step and reset then
-  // go to the worker without the broker (docs/protocol.md "Shared memory"), with the same results.
+  // Over the local socket (or inproc, in the farm's own process), ask for each instance's
+  // shared-memory slab: its step and reset then go to the worker without the broker
+  // (docs/protocol.md "Shared memory"), with the same results.
   bool shm = true;
+  // Shared with other clients of this process (make_slab_registry()); by default the client's own.
+  std::shared_ptr<SlabRegistry> slabs;
   // ZeroMQ CURVE, for a farm started with --curve-secret-file: its public key and this client's
   // keypair, each z85 (40 characters). All three or none; a farm that does not list the client's
   // public key, or a wrong server key, never answers (ClientError timeout at the hello).
@@ -135,9 +143,8 @@ class Client final : public Caller {
   bool has_slab(const std::string& instance) const;
 
  private:
-  // step and reset: through the instance's slab when it has one, else (or when the slab cannot
-  // take the request) over the socket.
-  Value slab_or_call(std::string_view verb, const std::string& instance, const Value& body);
+  // make over the local socket or inproc: asks for the instance's slab and maps it.
+  Value make_with_slab(const Value& body);
 
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -136,8 +136,12 @@ struct Core {
 
   asio::io_context io;  // last: destroyed first, with the handlers (and sessions) it still holds
 
+  // The instances' slabs, shared by every pool thread's client: any thread serves any instance.
+  std::shared_ptr<client::SlabRegistry> slabs = client::make_slab_registry();
+
   std::unique_ptr<client::Client> connect_farm() const {
     client::ClientOptions co;
+    co.slabs = slabs;
     co.timeout = opt.client_timeout;
     co.name = "gymfarm-gateway";
     co.token = opt.access.token;
