@@ -15,15 +15,12 @@ using protocol::make_error;
 using protocol::Value;
 namespace verb = protocol::verb;
 using transport::Frames;
+using transport::payload;
 using transport::view;
 
 namespace {
 
 constexpr auto kUnsendableGrace = std::chrono::seconds(1);  // a live worker's pipe may refuse a message this long
-
-// Reply bodies travel as ZeroMQ messages: a worker's reply frame is moved to the client, never
-// copied (an observation can be megabytes); the broker's own bodies are copied in once.
-zmq::message_t payload(std::string_view s) { return zmq::message_t(s.data(), s.size()); }
 
 }  // namespace
 

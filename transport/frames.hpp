@@ -14,6 +14,9 @@ using Frames = std::vector<zmq::message_t>;
 
 inline std::string_view view(const zmq::message_t& m) { return {static_cast<const char*>(m.data()), m.size()}; }
 inline std::string str(const zmq::message_t& m) { return std::string(view(m)); }
+// A message holding a copy of `s` (bodies the broker writes itself; a worker's reply frame is moved
+// to the client instead, never copied).
+inline zmq::message_t payload(std::string_view s) { return zmq::message_t(s.data(), s.size()); }
 
 // Sends all frames without blocking; false when the peer is unroutable or the queue is full.
 bool send(zmq::socket_t& s, const std::vector<std::string_view>& frames, bool block = false);

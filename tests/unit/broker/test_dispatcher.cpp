@@ -46,8 +46,6 @@ struct FakeLinks final : DispatchLinks {
 std::string alice() { return client_key(ClientPath::Tcp, "alice", "0000000000000001"); }
 std::string bob() { return client_key(ClientPath::Tcp, "bob", "0000000000000002"); }
 
-zmq::message_t msg(std::string_view s) { return zmq::message_t(s.data(), s.size()); }
-
 ErrorCode error_code(const std::string& body) {
   gymfarm::protocol::Value v;
   std::string err;
@@ -84,7 +82,7 @@ struct Farm {
     Frames f;
     for (std::string_view p :
          {std::string_view(sent.identity), verb::kReply, std::string_view(sent.frames.at(2)), status, body}) {
-      f.push_back(msg(p));
+      f.push_back(gymfarm::transport::payload(p));
     }
     return dispatcher.on_reply(*registry.by_identity(sent.identity), f);
   }
@@ -152,7 +150,7 @@ TEST_CASE("dispatcher: a step_batch fans out by worker and is answered once, in 
   for (std::string_view p :
        {verb::kStepBatch, std::string_view(""), std::string_view("rb"), std::string_view(""), std::string_view("a"),
         std::string_view("act-a"), std::string_view("b"), std::string_view("act-b")}) {
-    f.push_back(msg(p));
+    f.push_back(gymfarm::transport::payload(p));
   }
   farm.dispatcher.on_batch(head, f);
   REQUIRE(farm.links.to_workers.size() == 2);
