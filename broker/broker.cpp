@@ -55,6 +55,7 @@ using protocol::make_error;
 using protocol::Value;
 namespace verb = protocol::verb;
 using transport::Frames;
+using transport::payload;
 using transport::view;
 
 namespace {
@@ -206,7 +207,6 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
   // ---- replies -------------------------------------------------------------------------------
 
   // Replies go out through the dispatcher (it reassembles batches and settles the in-flight count).
-  static zmq::message_t payload(std::string_view s) { return zmq::message_t(s.data(), s.size()); }
   void respond(const Request& r, std::string_view status, zmq::message_t body) {
     dispatcher.respond(r, status, std::move(body));
   }
@@ -776,23 +776,16 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
           statistics.answers.env_steps += n;
         },
         [this](const std::string& i, shm::Verb v) {
-          const std::string name(v == shm::Verb::Reset ? verb::kReset : verb::kStep);
-          const auto ms = opt.step_timeout.count();
-          Value d(protocol::Map{});
-          d.set("verb", name);
-          d.set("deadline_ms", static_cast<int64_t>(ms));
-          if (auto w = routes.find(i)) d.set("pid", registry.slot(*w).pid);
-          return protocol::encode(protocol::Error{
-              ErrorCode::Timeout,
-              "'" + name + "' did not finish within " + std::to_string(ms) + " ms; the worker was killed", std::move(d)}
-                                      .to_value());
+          const auto w = routes.find(i);  // there is one: the scan asked alive() first
+          const std::string_view name = v == shm::Verb::Reset ? verb::kReset : verb::kStep;
+          return protocol::encode(timeout_error(name, opt.step_timeout, w ? registry.slot(*w).pid : 0).to_value());
         });
     for (const auto& o : overdue) {
       auto w = routes.find(o.instance);
       if (!w) continue;
       const std::string name(o.verb == shm::Verb::Reset ? verb::kReset : verb::kStep);
       log("worker " + std::to_string(*w) + " timed out in '" + name + "' (shared memory), killing it");
-      kill_worker(*w, "'" + name + "' timed out after " + std::to_string(opt.step_timeout.count()) + " ms");
+      kill_worker(*w, timeout_kill_reason(name, opt.step_timeout));
     }
   }
 

@@ -25,6 +25,12 @@ struct DeadlineOptions {
   Duration lease_check_interval = std::chrono::milliseconds(200);  // leases are checked this often
 };
 
+// The `timeout` answer to a `verb` request that ran past `deadline` on worker process `pid`, whose
+// worker is killed; and the reason the kill is logged and tombstoned with. One wording for the
+// socket path (Deadlines::check) and the slabs' scan (broker.cpp).
+protocol::Error timeout_error(std::string_view verb, Duration deadline, int pid);
+std::string timeout_kill_reason(std::string_view verb, Duration deadline);
+
 class DeadlineActions {
  public:
   virtual ~DeadlineActions() = default;
