@@ -99,16 +99,7 @@ void serve(const Args& args, Host& host) {
     Event got;
     {
       py::gil_scoped_release nogil;
-      if (slabs.empty()) {
-        using Read = gymfarm::transport::StreamConn::Read;
-        const Read r = link.wait(in, spin, std::chrono::milliseconds(500));
-        got = r == Read::Message    ? Event::Message
-              : r == Read::Closed   ? Event::Closed
-              : r == Read::TooLarge ? Event::TooLarge
-                                    : Event::Nothing;
-      } else {
-        got = slabs.wait(link, in, spin, std::chrono::milliseconds(500));
-      }
+      got = slabs.wait(link, in, spin, std::chrono::milliseconds(500));
     }
     if (got == Event::Closed || got == Event::TooLarge || parent_gone(args.parent)) break;
     if (got == Event::Slab) {

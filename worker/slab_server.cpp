@@ -124,6 +124,7 @@ SlabServer::Event SlabServer::wait(transport::StreamConn& link, transport::Frame
     }
     return Event::Nothing;
   };
+  if (live_.empty()) return from(link.wait(in, spin, wait));  // no slabs: the link's own wait
   if (const Read r = link.next(in); r != Read::Nothing) return from(r);
   if (any_pending()) return Event::Slab;
   pollfd link_fd{link.fd(), POLLIN, 0};

@@ -50,7 +50,7 @@ class SlabServer {
 
   enum class Event { Message, Slab, Nothing, Closed, TooLarge };
   // Up to `wait` for a message on the link or a request in a slab, busy-polling both for the first
-  // `spin` while recent requests came within it.
+  // `spin` while recent requests came within it (with no slab: the link's own StreamConn::wait).
   Event wait(transport::StreamConn& link, transport::Frames& in, std::chrono::microseconds spin,
              std::chrono::milliseconds wait);
 
