@@ -50,10 +50,8 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
         self.farm = connect(endpoint, timeout=timeout)  # several farms (a list, a cluster): a ShardedFarm
         self.env_id = env_id
         try:
-            made, slabs = make_many(self.farm, env_id, num_envs, make_kwargs)
-            for s in slabs:  # its steps go as one step_batch (slabs: RemoteVectorEnv)
-                if s is not None:
-                    s.close()
+            # its steps go as one step_batch: no slabs to ask for (RemoteVectorEnv uses them)
+            made, _ = make_many(self.farm, env_id, num_envs, make_kwargs, slabs=False)
         except BaseException:
             self.farm.close()
             raise

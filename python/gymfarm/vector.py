@@ -23,16 +23,16 @@ from .client import Farm
 from .env import call_body, copy_back
 
 
-def make_many(farm: Farm, env_id: str, num_envs: int, kwargs: dict[str, Any]
+def make_many(farm: Farm, env_id: str, num_envs: int, kwargs: dict[str, Any], slabs: bool = True
               ) -> tuple[list[dict[str, Any]], list[Any]]:
     """``num_envs`` makes in one round trip, each as RemoteEnv makes one (a legacy id raises
     DeprecatedEnv as gymnasium.make does): their results and their slabs (None where the farm gave
-    none, docs/protocol.md "Shared memory"). If any fails, the ones made are closed and the first
-    error is raised."""
+    none or ``slabs`` is false, docs/protocol.md "Shared memory"). If any fails, the ones made are
+    closed and the first error is raised."""
     body = {"env_id": env_id, "kwargs": dict(kwargs), "aliases": False}
-    if hasattr(farm, "make_instances"):
+    if slabs and hasattr(farm, "make_instances"):
         pairs = farm.make_instances(body, num_envs)
-    else:  # a sharded farm places each make itself
+    else:  # no slabs wanted, or a sharded farm, which places each make itself
         pairs = [(r, None) for r in farm.call_many([("make", "", body)] * num_envs)]
     made = [r for r, _ in pairs]
     ok = [r for r in made if isinstance(r, dict)]
