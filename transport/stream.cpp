@@ -115,9 +115,11 @@ void StreamConn::append(std::string_view bytes) {
   out_.append(bytes);
 }
 
-// With nothing queued, the message goes out in one sendmsg straight from the frames; only what the
-// socket does not take is copied into the out buffer.
-bool StreamConn::send(const std::vector<std::string_view>& frames) {
+bool StreamConn::send(const std::vector<std::string_view>& frames) { return send(frames, {}); }
+
+// With nothing queued, the message goes out in one sendmsg straight from the frames (with its fds,
+// if any); only what the socket does not take is copied into the out buffer.
+bool StreamConn::send(const std::vector<std::string_view>& frames, const std::vector<int>& fds) {
   if (broken_) return false;
   std::string heads;
   heads.reserve(4 + 4 * frames.size());
@@ -130,71 +132,38 @@ bool StreamConn::send(const std::vector<std::string_view>& frames) {
     iov.push_back({heads.data() + 4 + 4 * i, 4});
     if (!frames[i].empty()) iov.push_back({const_cast<char*>(frames[i].data()), frames[i].size()});
   }
-  std::size_t skip = 0;  // bytes the socket took now
+  std::size_t skip = 0;         // bytes the socket took now
+  bool fds_sent = fds.empty();  // the kernel attaches them to the bytes of the first write that takes any
   if (!wants_write()) {
     for (std::size_t at = 0; at < iov.size();) {
-      const int count = static_cast<int>(std::min<std::size_t>(iov.size() - at, IOV_MAX));
-      msghdr msg{};
-      msg.msg_iov = iov.data() + at;
-      msg.msg_iovlen = static_cast<std::size_t>(count);
-      const ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);  // a closed peer is an error, not SIGPIPE
+      const auto count = std::min<std::size_t>(iov.size() - at, IOV_MAX);
+      const ssize_t n = send_with_fds(fd_, iov.data() + at, count, fds_sent ? std::vector<int>{} : fds);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
       if (n < 0) {
         broken_ = true;
         return false;
       }
+      fds_sent = true;
       std::size_t left = static_cast<std::size_t>(n);
       skip += left;
       while (at < iov.size() && left >= iov[at].iov_len) left -= iov[at++].iov_len;
       if (left > 0) break;  // a partial write: the rest is queued below
     }
   }
+  if (!fds_sent) {  // the whole message waits: its fds (duplicated) go with its first bytes in flush()
+    QueuedFds q{out_off_ == out_.size() ? 0 : out_.size(), {}};  // append() restarts a drained buffer
+    for (int fd : fds) {
+      const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+      if (dup >= 0) q.fds.push_back(dup);
+    }
+    out_fds_.push_back(std::move(q));
+  }
   for (const auto& v : iov) {
     const std::size_t take = std::min(skip, v.iov_len);
     skip -= take;
     if (take < v.iov_len) append(std::string_view(static_cast<const char*>(v.iov_base) + take, v.iov_len - take));
   }
-  return true;
-}
-
-bool StreamConn::send(const std::vector<std::string_view>& frames, const std::vector<int>& fds) {
-  if (fds.empty()) return send(frames);
-  if (broken_) return false;
-  if (!wants_write()) {
-    // Nothing queued: the first write carries the fds (the kernel attaches them to its bytes).
-    std::string bytes;
-    put_u32(bytes, static_cast<uint32_t>(frames.size()));
-    for (auto f : frames) {
-      put_u32(bytes, static_cast<uint32_t>(f.size()));
-      bytes.append(f);
-    }
-    iovec iov{bytes.data(), bytes.size()};
-    ssize_t n;
-    do {
-      n = send_with_fds(fd_, &iov, 1, fds);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-      broken_ = true;
-      return false;
-    }
-    if (n > 0) {
-      append(std::string_view(bytes).substr(static_cast<std::size_t>(n)));
-      return true;
-    }
-  }
-  // Queued behind other bytes: the fds wait (duplicated) for their message's turn in flush().
-  QueuedFds q{out_.size(), {}};
-  if (out_off_ == out_.size()) q.at = 0;  // append() restarts a drained buffer
-  for (int fd : fds) {
-    const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    if (dup >= 0) q.fds.push_back(dup);
-  }
-  if (!send(frames)) {
-    for (int fd : q.fds) ::close(fd);
-    return false;
-  }
-  out_fds_.push_back(std::move(q));
   return true;
 }
 

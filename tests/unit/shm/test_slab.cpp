@@ -218,3 +218,37 @@ TEST_CASE("descriptors travel with a message only to a connection that accepts t
   REQUIRE(transport::view(in[0]) == "slab");
   REQUIRE(plain.take_fd() == -1);
 }
+
+TEST_CASE("descriptors queued behind a message the socket could not take go out with their own message") {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  transport::StreamConn a(sv[0], 0), b(sv[1], 0);
+  b.accept_fds(true);
+  Fds f;
+  const std::string big(std::size_t{4} << 20, 'x');  // more than the socket buffers take at once
+  REQUIRE(a.send({big}));
+  REQUIRE(a.wants_write());
+  REQUIRE(a.send({"slab", "i"}, {f.memfd, f.doorbell}));  // queued, its fds duplicated
+  REQUIRE(a.send({"after"}));
+  transport::Frames in;
+  std::vector<std::string> got;
+  int memfd = -1, doorbell = -1;
+  for (int i = 0; i < 100000 && got.size() < 3; ++i) {
+    if (a.wants_write()) REQUIRE(a.flush());
+    if (b.next(in) != transport::StreamConn::Read::Message) continue;
+    got.emplace_back(transport::view(in[0]).substr(0, 8));
+    if (got.back() == "slab") {
+      memfd = b.take_fd();
+      doorbell = b.take_fd();
+    }
+  }
+  REQUIRE(got == std::vector<std::string>{big.substr(0, 8), "slab", "after"});
+  REQUIRE(memfd >= 0);
+  REQUIRE(doorbell >= 0);
+  REQUIRE(b.take_fd() == -1);
+  shm::Slab s;
+  std::string err;
+  REQUIRE(s.map(memfd, err));
+  ::close(memfd);
+  ::close(doorbell);
+}
