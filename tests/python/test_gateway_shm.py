@@ -10,6 +10,11 @@ from websockets.sync.client import connect
 from farm_fixture import wait_until
 
 
+def answered(stats, verb):
+    """How many requests with this verb the broker has answered."""
+    return sum((stats["answers"].get(verb) or {}).get("codes", {}).values())
+
+
 def rest_episode(fp, steps=40):
     """A seeded gym-http-api episode: every reply's JSON, in order."""
     base = fp.rest_url
@@ -53,7 +58,9 @@ def test_rest_and_gymie_steps_go_through_slabs_with_the_socket_paths_replies(sta
     # the episode's resets and steps (the bad action's error too: the env raised it) went through
     # the slab; the broker saw the make
     assert after["shm"]["answered"] - before["shm"]["answered"] >= 41
-    assert after["requests"] - before["requests"] <= 3, (before["requests"], after["requests"])
+    # not one step or reset reached the broker (the gateway's new pool threads' hellos may)
+    for v in ("step", "reset"):
+        assert answered(after, v) == answered(before, v), (v, answered(before, v), answered(after, v))
     _, expected = rest_episode(without)
     assert got == expected
     assert without.connect().stats()["shm"] == {"slabs": 0, "answered": 0}
