@@ -63,6 +63,10 @@ Host::Host(const Args& args) {
   module_.attr("import_modules")(mods);
   module_.attr("MEMORY_LIMIT") = args.memory_limit;
   module_.attr("encode_check") = py::cpp_function([](py::handle o) { (void)gymfarm::worker::pack(o); });
+  envs_ = module_.attr("_envs");
+  warned_ = module_.attr("_warned");
+  finish_step_ = module_.attr("finish_step");
+  converted_spaces_ = module_.attr("CONVERTED_SPACES");
 }
 
 std::optional<std::array<std::string, 3>> Host::check_env_id(const std::string& env_id, bool aliases,
@@ -100,6 +104,96 @@ Reply Host::handle(std::string_view v, std::string_view instance, std::string_vi
   }
 }
 
+namespace {
+
+// Whether host.py's _mark_tuples could find a tuple in this info: a tuple within dicts and lists,
+// to tuple_paths' depth. Containers of other kinds (dict and list subclasses) count as "could":
+// host.py decides those.
+bool may_hold_tuple(PyObject* v, int depth) {
+  if (depth > 32) return false;
+  if (PyTuple_Check(v)) return true;
+  const bool dict = PyDict_Check(v), list = PyList_Check(v);
+  if (!dict && !list) return false;
+  if (!PyDict_CheckExact(v) && !PyList_CheckExact(v)) return true;
+  if (dict) {
+    PyObject *k = nullptr, *x = nullptr;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(v, &pos, &k, &x))
+      if (may_hold_tuple(x, depth + 1)) return true;
+    return false;
+  }
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); ++i)
+    if (may_hold_tuple(PyList_GET_ITEM(v, i), depth + 1)) return true;
+  return false;
+}
+
+// The reply for what `pack` encodes, or the error of a result that cannot travel.
+template <typename Pack>
+Reply encoded(Pack&& pack) {
+  try {
+    return {gymfarm::protocol::kStatusOk, pack()};
+  } catch (const std::runtime_error& e) {  // what the env returned cannot travel: its error
+    return {gymfarm::protocol::kStatusErr,
+            error_body("env_error", std::string("the reply cannot be encoded: ") + e.what())};
+  }
+}
+
+}  // namespace
+
+bool Host::fast_step(const py::str& inst, const py::dict& req, Reply& out, py::object& result) {
+  PyObject* h = PyDict_GetItemWithError(envs_.ptr(), inst.ptr());
+  if (h == nullptr) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    return false;  // host.py's step says which env is missing
+  }
+  py::object hosted = py::reinterpret_borrow<py::object>(h);
+  PyObject* processed = PyDict_GetItemString(req.ptr(), "processed");
+  if (processed != nullptr && processed != Py_None && processed != Py_False) return false;
+  PyObject* autoreset = PyDict_GetItemString(req.ptr(), "autoreset");
+  bool same_step = false;
+  if (autoreset != nullptr && autoreset != Py_None) {
+    if (!PyUnicode_Check(autoreset)) return false;
+    if (PyUnicode_CompareWithASCIIString(autoreset, "same_step") == 0) {
+      same_step = true;
+    } else if (PyUnicode_CompareWithASCIIString(autoreset, "next_step") != 0 ||
+               hosted.attr("needs_reset").ptr() != Py_False) {
+      return false;  // an unknown mode, or a next_step reset: host.py's
+    }
+  }
+  py::object env = hosted.attr("env");
+  const int converted = PyObject_IsInstance(env.attr("action_space").ptr(), converted_spaces_.ptr());
+  if (converted < 0) throw py::error_already_set();
+  if (converted == 1) return false;
+  PyObject* action = PyDict_GetItemString(req.ptr(), "action");
+  py::object r = env.attr("step")(action != nullptr ? py::handle(action) : py::none());
+  py::object mode = autoreset != nullptr ? py::reinterpret_borrow<py::object>(autoreset) : py::none();
+  py::object shaped = processed != nullptr ? py::reinterpret_borrow<py::object>(processed) : py::none();
+  const auto finish = [&] {
+    result = finish_step_(hosted, r, mode, shaped);
+    return true;
+  };
+  if (!PyTuple_CheckExact(r.ptr()) || PyTuple_GET_SIZE(r.ptr()) != 5) return finish();
+  PyObject* info = PyTuple_GET_ITEM(r.ptr(), 4);
+  const int terminated = PyObject_IsTrue(PyTuple_GET_ITEM(r.ptr(), 2));
+  const int truncated = terminated < 0 ? -1 : PyObject_IsTrue(PyTuple_GET_ITEM(r.ptr(), 3));
+  if (terminated < 0 || truncated < 0) {
+    PyErr_Clear();
+    return finish();  // raises there, as host.py's step would
+  }
+  const bool ended = terminated != 0 || truncated != 0;
+  if ((same_step && ended) || PyList_GET_SIZE(warned_.ptr()) > 0 || !PyDict_CheckExact(info) || may_hold_tuple(info, 0))
+    return finish();
+  hosted.attr("needs_reset") = py::bool_(ended);
+  out = encoded([&] {
+    return gymfarm::worker::pack_map({{"obs", PyTuple_GET_ITEM(r.ptr(), 0)},
+                                      {"reward", PyTuple_GET_ITEM(r.ptr(), 1)},
+                                      {"terminated", terminated != 0 ? Py_True : Py_False},
+                                      {"truncated", truncated != 0 ? Py_True : Py_False},
+                                      {"info", info}});
+  });
+  return true;
+}
+
 Reply Host::dispatch(std::string_view v, std::string_view instance, std::string_view body) {
   py::object req = gymfarm::worker::unpack(body);
   if (!py::isinstance<py::dict>(req))
@@ -109,7 +203,12 @@ Reply Host::dispatch(std::string_view v, std::string_view instance, std::string_
   auto get = [&](const char* key) -> py::object { return d.contains(key) ? py::object(d[key]) : py::none(); };
   py::object result;
   if (v == verb::kStep) {
-    result = module_.attr("step")(inst, get("action"), get("autoreset"), get("processed"));
+    Reply fast;
+    if (!fast_step(inst, d, fast, result)) {
+      result = module_.attr("step")(inst, get("action"), get("autoreset"), get("processed"));
+    } else if (!fast.body.empty()) {
+      return fast;
+    }
   } else if (v == verb::kStepVec) {
     result = module_.attr("step_vec")(get("instances"), get("actions"), get("autoreset"));
   } else if (v == verb::kReset) {
@@ -137,14 +236,7 @@ Reply Host::dispatch(std::string_view v, std::string_view instance, std::string_
   } else {
     return {gymfarm::protocol::kStatusErr, error_body("bad_request", "unknown verb '" + std::string(v) + "'")};
   }
-  std::string out;
-  try {
-    out = gymfarm::worker::pack(result);
-  } catch (const std::runtime_error& e) {  // what the env returned cannot travel: its error
-    return {gymfarm::protocol::kStatusErr,
-            error_body("env_error", std::string("the reply cannot be encoded: ") + e.what())};
-  }
-  return {gymfarm::protocol::kStatusOk, std::move(out)};
+  return encoded([&] { return gymfarm::worker::pack(result); });
 }
 
 void Host::close_env() {

@@ -56,11 +56,18 @@ class __attribute__((visibility("hidden"))) Host {
 
  private:
   Reply dispatch(std::string_view v, std::string_view instance, std::string_view body);
+  // A step without host.py around env.step (docs/architecture.md "Worker"): true when it answered
+  // into `out` or left host.py's finish_step result in `result`; false (nothing done) for the steps
+  // host.py's step takes whole.
+  bool fast_step(const py::str& inst, const py::dict& req, Reply& out, py::object& result);
   // The protocol error for a Python exception: host.py's error_map decides (one place for both
   // single requests and the per-env errors of step_vec).
   std::string python_error(py::error_already_set& e);
 
   py::module_ module_;
+  // host.py's objects the C++ step uses, looked up once: the instances' table, the warnings shown
+  // since the last reply, finish_step and the action spaces whose actions it converts.
+  py::object envs_, warned_, finish_step_, converted_spaces_;
 };
 
 }  // namespace gymfarm::worker

@@ -465,8 +465,20 @@ def step(inst, action, autoreset=None, processed=False):
         h.needs_reset = False
         return _add_warnings(_mark_tuples({"obs": obs, "reward": 0.0, "terminated": False, "truncated": False,
                                            "info": info}))
-    a = as_in_process(env.action_space, action)
-    obs, reward, terminated, truncated, info = env.step(a)
+    return finish_step(h, env.step(as_in_process(env.action_space, action)), autoreset, processed)
+
+
+# The action spaces whose actions as_in_process rebuilds; for all others it passes them unchanged.
+CONVERTED_SPACES = (spaces.Tuple, spaces.Dict, spaces.Sequence, spaces.Graph, spaces.OneOf)
+
+
+def finish_step(h, result, autoreset=None, processed=False):
+    """The reply to a step of ``h`` whose ``env.step`` returned ``result``. The worker's C++ step
+    (worker/host.cpp) calls ``env.step`` itself and writes the common reply without Python; it
+    comes here for the rest (an ended same_step episode, warnings, infos holding tuples, a
+    result that is not a 5-tuple, a Gymie reply shaped by the operator's hook)."""
+    env = h.env
+    obs, reward, terminated, truncated, info = result
     out = {"obs": obs, "reward": reward, "terminated": bool(terminated),
            "truncated": bool(truncated), "info": info}
     h.needs_reset = bool(terminated or truncated)

@@ -1,8 +1,11 @@
 #include "worker/py_codec.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <msgpack.hpp>
 #include <stdexcept>
+#include <unordered_map>
+#include <vector>
 
 #include "protocol/codec.hpp"
 
@@ -29,12 +32,23 @@ void pack_str(Packer& pk, std::string_view s) {
 // depend on numpy's C ABI (which changed in numpy 2).
 struct Numpy {
   py::object asarray, empty, dtype;
+  PyTypeObject* ndarray = nullptr;  // numpy.ndarray and numpy.generic (the scalars), for type checks
+  PyTypeObject* generic = nullptr;
+  std::unordered_map<protocol::DType, py::object> dtypes;  // numpy.dtype objects, made once each
   static Numpy& get() {
     static Numpy* np = [] {
       auto m = py::module_::import("numpy");
-      return new Numpy{m.attr("asarray"), m.attr("empty"), m.attr("dtype")};
+      auto* n = new Numpy{m.attr("asarray"), m.attr("empty"), m.attr("dtype")};
+      n->ndarray = reinterpret_cast<PyTypeObject*>(py::object(m.attr("ndarray")).release().ptr());
+      n->generic = reinterpret_cast<PyTypeObject*>(py::object(m.attr("generic")).release().ptr());
+      return n;
     }();
     return *np;
+  }
+  py::object dtype_of(protocol::DType d) {
+    auto it = dtypes.find(d);
+    if (it == dtypes.end()) it = dtypes.emplace(d, dtype(protocol::dtype_str(d))).first;
+    return it->second;
   }
 };
 
@@ -46,6 +60,75 @@ struct Buffer {
     if (ok) PyBuffer_Release(&view);
   }
 };
+
+// The ext payload of an ndarray: [dtype, shape, bin], the data written straight from its buffer.
+template <typename Dims>
+void write_ndarray(Packer& pk, StringBuffer& buf, std::string_view dtype, const Dims& shape, std::size_t ndim,
+                   const void* data, std::size_t len) {
+  std::string head;
+  StringBuffer hb{&head};
+  Packer hp(hb);
+  hp.pack_array(3);
+  pack_str(hp, dtype);
+  hp.pack_array(length32(ndim));
+  for (std::size_t i = 0; i < ndim; ++i) hp.pack_uint64(static_cast<uint64_t>(shape[i]));
+  const uint32_t nbytes = length32(len);
+  hp.pack_bin(nbytes);
+  pk.pack_ext(length32(head.size() + nbytes), protocol::kNdarrayExt);
+  buf.s->append(head);
+  buf.s->append(static_cast<const char*>(data), nbytes);
+}
+
+// The dtype string ("<f8", "|u1", "|b1") of a little-endian buffer format of numbers, or "".
+std::string dtype_of_format(const char* format, Py_ssize_t itemsize) {
+  std::string_view f = format ? format : "B";
+  if (!f.empty() && (f[0] == '@' || f[0] == '=' || f[0] == '<')) f.remove_prefix(1);
+  if (f.size() != 1) return {};
+  char kind = 0;
+  switch (f[0]) {
+    case '?': kind = 'b'; break;
+    case 'b':
+    case 'h':
+    case 'i':
+    case 'l':
+    case 'q': kind = 'i'; break;
+    case 'B':
+    case 'H':
+    case 'I':
+    case 'L':
+    case 'Q': kind = 'u'; break;
+    case 'e':
+    case 'f':
+    case 'd': kind = 'f'; break;
+    default: return {};
+  }
+  if (itemsize != 1 && itemsize != 2 && itemsize != 4 && itemsize != 8) return {};
+  if (kind == 'b' && itemsize != 1) return {};
+  std::string out(1, itemsize == 1 ? '|' : '<');
+  out += kind;
+  out += static_cast<char>('0' + itemsize);
+  return out;
+}
+
+// A numpy array or scalar of numbers, packed from its buffer without a call into Python. False
+// (nothing written) for anything else, or an array this path does not take (not C-contiguous,
+// big-endian, complex, structured): pack_ndarray decides those as before.
+bool pack_numpy_buffer(Packer& pk, StringBuffer& buf, PyObject* o) {
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the wire's arrays are little-endian");
+  auto& np = Numpy::get();
+  if (!PyObject_TypeCheck(o, np.ndarray) && !PyObject_TypeCheck(o, np.generic)) return false;
+  if (PyUnicode_Check(o) || PyBytes_Check(o)) return false;
+  Buffer b(o, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT);
+  if (!b.ok) {
+    PyErr_Clear();
+    return false;
+  }
+  const std::string dtype = dtype_of_format(b.view.format, b.view.itemsize);
+  if (dtype.empty()) return false;
+  const auto ndim = static_cast<std::size_t>(std::max(b.view.ndim, 0));
+  write_ndarray(pk, buf, dtype, b.view.shape, ndim, b.view.buf, static_cast<std::size_t>(b.view.len));
+  return true;
+}
 
 bool pack_ndarray(Packer& pk, StringBuffer& buf, py::handle obj) {
   auto& np = Numpy::get();
@@ -64,19 +147,9 @@ bool pack_ndarray(Packer& pk, StringBuffer& buf, py::handle obj) {
   dtype += kind;
   dtype += std::to_string(size);
   py::tuple shape = arr.attr("shape");
-  // ext payload: [dtype, shape, bin] with the data written straight from the array's buffer
-  std::string head;
-  StringBuffer hb{&head};
-  Packer hp(hb);
-  hp.pack_array(3);
-  pack_str(hp, dtype);
-  hp.pack_array(length32(shape.size()));
-  for (auto d : shape) hp.pack_uint64(d.cast<uint64_t>());
-  const uint32_t nbytes = length32(static_cast<std::size_t>(b.view.len));
-  hp.pack_bin(nbytes);
-  pk.pack_ext(length32(head.size() + nbytes), protocol::kNdarrayExt);
-  buf.s->append(head);
-  buf.s->append(static_cast<const char*>(b.view.buf), nbytes);
+  std::vector<uint64_t> dims;
+  for (auto d : shape) dims.push_back(d.cast<uint64_t>());
+  write_ndarray(pk, buf, dtype, dims, dims.size(), b.view.buf, static_cast<std::size_t>(b.view.len));
   return true;
 }
 
@@ -97,7 +170,9 @@ void pack_bigint(Packer& pk, py::handle obj) {
 void pack_obj(Packer& pk, StringBuffer& buf, py::handle obj, int depth) {
   if (depth > kMaxDepth) throw std::runtime_error("value nested too deeply");
   PyObject* o = obj.ptr();
-  if (o == Py_None) {
+  if (pack_numpy_buffer(pk, buf, o)) {
+    // an ndarray or numpy scalar of numbers: as pack_ndarray packs it, from its buffer
+  } else if (o == Py_None) {
     pk.pack_nil();
   } else if (PyBool_Check(o)) {
     if (o == Py_True) pk.pack_true();
@@ -195,7 +270,7 @@ py::object to_py(const msgpack::object& o) {
       auto& np = Numpy::get();
       py::tuple shape(t.shape.size());
       for (std::size_t i = 0; i < t.shape.size(); ++i) shape[i] = py::int_(t.shape[i]);
-      py::object arr = np.empty(shape, py::arg("dtype") = protocol::dtype_str(t.dtype));
+      py::object arr = np.empty(shape, np.dtype_of(t.dtype));
       {
         Buffer b(arr.ptr(), PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE);
         if (!b.ok) throw py::error_already_set();
@@ -216,6 +291,18 @@ std::string pack(py::handle obj) {
   StringBuffer buf{&out};
   Packer pk(buf);
   pack_obj(pk, buf, obj, 0);
+  return out;
+}
+
+std::string pack_map(std::initializer_list<std::pair<std::string_view, py::handle>> fields) {
+  std::string out;
+  StringBuffer buf{&out};
+  Packer pk(buf);
+  pk.pack_map(length32(fields.size()));
+  for (const auto& [key, value] : fields) {
+    pack_str(pk, key);
+    pack_obj(pk, buf, value, 1);
+  }
   return out;
 }
 

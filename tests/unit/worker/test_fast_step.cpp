@@ -1,0 +1,184 @@
+// The worker's C++ step (Host::fast_step) against host.py's step: for real envs and an env that
+// takes every path host.py keeps (infos holding tuples, warnings, ended same_step episodes, a
+// result that is not a 5-tuple, a Tuple action space), the reply is the same, byte for byte.
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include <pybind11/embed.h>
+
+#include "tests/unit/worker/support.hpp"
+#include "worker/host.hpp"
+#include "worker/py_codec.hpp"
+
+namespace py = pybind11;
+namespace protocol = gymfarm::protocol;
+namespace verb = gymfarm::protocol::verb;
+using gymfarm::worker::Args;
+using gymfarm::worker::Host;
+using gymfarm::worker::Reply;
+using namespace gymfarm::worker::test;
+
+namespace {
+
+void register_paths_env() {
+  py::exec(R"(
+import warnings
+import gymnasium as gym
+import numpy as np
+
+class _WorkerTestPaths(gym.Env):
+    """Each step takes another of host.py's paths, by the step count."""
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Discrete(4)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 3).astype(np.float32), {"start": np.int64(self.t)}
+
+    def step(self, action):
+        self.t += 1
+        obs = self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        info = {"t": self.t, "x": np.float64(self.t / 3)}
+        k = self.t % 6
+        if k == 1:
+            info["pair"] = (1, "two")  # a tuple: marked for the client
+        elif k == 2:
+            info["deep"] = {"list": [1, (2, 3)]}
+        elif k == 3:
+            warnings.warn(f"step {self.t}")
+        elif k == 4:
+            info = {}
+        return obs, np.float32(action) / 2, self.t % 7 == 0, self.t % 11 == 0, info
+
+class _WorkerTestList(_WorkerTestPaths):
+    def step(self, action):
+        return list(super().step(action))  # not a tuple: host.py unpacks it
+
+class _WorkerTestTupleAction(_WorkerTestPaths):
+    action_space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(2)))
+
+    def step(self, action):
+        assert isinstance(action, tuple), type(action)
+        return super().step(action[0] + 2 * action[1])
+
+for _id, _cls in (("WorkerTest/Paths-v0", _WorkerTestPaths), ("WorkerTest/List-v0", _WorkerTestList),
+                  ("WorkerTest/TupleAction-v0", _WorkerTestTupleAction)):
+    if _id not in gym.registry:  # the env checker would refuse the list
+        gym.register(_id, entry_point=_cls, disable_env_checker=True)
+)");
+}
+
+// Steps two instances of env_id made and seeded alike, one through Host::handle, the other through
+// host.py's step packed as the worker packs a result; every reply must be the same bytes.
+void same_replies(Host& host, const char* env_id, const char* autoreset, int steps) {
+  INFO(env_id << " autoreset " << (autoreset ? autoreset : "nil"));
+  REQUIRE(host.handle(verb::kMake, "fast", make_body(env_id)).status == protocol::kStatusOk);
+  REQUIRE(host.handle(verb::kMake, "py", make_body(env_id)).status == protocol::kStatusOk);
+  const std::string seed = body({{"seed", protocol::Value(7)}});
+  REQUIRE(host.handle(verb::kReset, "fast", seed).body == host.handle(verb::kReset, "py", seed).body);
+  py::module_ m = py::module_::import("gymfarm_host");
+  py::object space = m.attr("_envs")["fast"].attr("env").attr("action_space");
+  space.attr("seed")(3);
+  py::object mode = autoreset ? py::object(py::str(autoreset)) : py::object(py::none());
+  for (int i = 0; i < steps; ++i) {
+    INFO("step " << i);
+    py::dict req;
+    req["action"] = space.attr("sample")();
+    req["autoreset"] = mode;
+    const std::string request = gymfarm::worker::pack(req);
+    const Reply fast = host.handle(verb::kStep, "fast", request);
+    REQUIRE(fast.status == protocol::kStatusOk);
+    py::dict d = gymfarm::worker::unpack(request);
+    const std::string expected = gymfarm::worker::pack(m.attr("step")("py", d["action"], d["autoreset"], py::none()));
+    REQUIRE(fast.body == expected);
+    if (!autoreset) {
+      const protocol::Value v = decoded(fast.body);
+      if (field(v, "terminated").as_bool() || field(v, "truncated").as_bool()) {
+        REQUIRE(host.handle(verb::kReset, "fast", "").body == host.handle(verb::kReset, "py", "").body);
+      }
+    }
+  }
+  CHECK(host.handle(verb::kClose, "fast", "").status == protocol::kStatusOk);
+  CHECK(host.handle(verb::kClose, "py", "").status == protocol::kStatusOk);
+}
+
+}  // namespace
+
+TEST_CASE("Host: the C++ step gives host.py's step reply byte for byte") {
+  Host host{Args{}};
+  register_paths_env();
+  for (const char* mode : {static_cast<const char*>(nullptr), "next_step", "same_step"}) {
+    for (const char* env_id : {"CartPole-v1", "Pendulum-v1", "FrozenLake-v1", "Taxi-v3", "Blackjack-v1",
+                               "WorkerTest/Paths-v0", "WorkerTest/List-v0", "WorkerTest/TupleAction-v0"}) {
+      same_replies(host, env_id, mode, 120);
+    }
+  }
+  CHECK(PyErr_Occurred() == nullptr);
+}
+
+TEST_CASE("Host: the C++ step's errors are host.py's") {
+  Host host{Args{}};
+  register_paths_env();
+  REQUIRE(host.handle(verb::kMake, "p", make_body("WorkerTest/Paths-v0")).status == protocol::kStatusOk);
+  // stepped before reset: the OrderEnforcing wrapper's error, from env.step called in C++
+  Reply r = host.handle(verb::kStep, "p", body({{"action", protocol::Value(1)}}));
+  CHECK(error_code(r) == "env_error");
+  CHECK(field(decoded(r.body), "message").as_string().find("ResetNeeded") != std::string::npos);
+  REQUIRE(host.handle(verb::kReset, "p", body({})).status == protocol::kStatusOk);
+  r = host.handle(verb::kStep, "p",
+                  body({{"action", protocol::Value(1)}, {"autoreset", protocol::Value("sometimes")}}));
+  CHECK(error_code(r) == "bad_request");
+  CHECK(field(decoded(r.body), "message").as_string() == "autoreset must be 'next_step', 'same_step' or nil");
+  r = host.handle(verb::kStep, "nowhere", body({{"action", protocol::Value(1)}}));
+  CHECK(error_code(r) == "bad_request");
+  CHECK(PyErr_Occurred() == nullptr);
+}
+
+TEST_CASE("pack: numpy arrays and scalars travel as their dtype, shape and little-endian bytes") {
+  // Numbers of every dtype the wire carries take the buffer path; big-endian, non-contiguous and
+  // sliced arrays the numpy path; all must give the same tensor: dtype.str, shape, C-order bytes.
+  py::dict cases = py::eval(R"({
+    "f8": __import__("numpy").arange(6.0).reshape(2, 3),
+    "f4 scalar": __import__("numpy").float32(1.5),
+    "f8 scalar": __import__("numpy").float64(-2.25),
+    "f2": __import__("numpy").ones(3, "float16"),
+    "b1": __import__("numpy").array([True, False]),
+    "bool_": __import__("numpy").bool_(True),
+    "i1": __import__("numpy").arange(-3, 3, dtype="int8"),
+    "u1": __import__("numpy").arange(200, 206, dtype="uint8"),
+    "i2": __import__("numpy").arange(4, dtype="int16"),
+    "u2": __import__("numpy").arange(4, dtype="uint16"),
+    "i4": __import__("numpy").arange(4, dtype="int32"),
+    "u4": __import__("numpy").arange(4, dtype="uint32"),
+    "i8": __import__("numpy").arange(4, dtype="int64"),
+    "u8 scalar": __import__("numpy").uint64(2**63 + 1),
+    "big-endian": __import__("numpy").arange(4, dtype=">f4"),
+    "transposed": __import__("numpy").arange(6, dtype="int32").reshape(2, 3).T,
+    "strided": __import__("numpy").arange(10.0)[::3],
+    "empty": __import__("numpy").zeros((0, 4), "float32"),
+    "masked": __import__("numpy").ma.masked_array([1.0, 2.0], mask=[0, 1]),
+  })");
+  for (auto item : cases) {
+    INFO(py::str(item.first).cast<std::string>());
+    py::object arr = py::module_::import("numpy").attr("asarray")(item.second, py::arg("order") = "C");
+    py::object dt = arr.attr("dtype").attr("newbyteorder")("<");
+    const std::string want_dtype = dt.attr("str").cast<std::string>();
+    const std::string want_bytes = arr.attr("astype")(dt).attr("tobytes")().cast<std::string>();
+    py::dict d;
+    d["x"] = item.second;
+    const protocol::Value v = decoded(gymfarm::worker::pack(d));
+    const protocol::Tensor& t = field(v, "x").as_tensor();
+    CHECK(protocol::dtype_str(t.dtype) == want_dtype);
+    CHECK(t.data == want_bytes);
+    std::vector<uint64_t> shape;
+    for (auto n : py::tuple(arr.attr("shape"))) shape.push_back(n.cast<uint64_t>());
+    CHECK(t.shape == shape);
+  }
+  // Not numbers: a numpy str is a str, a complex array its repr.
+  py::dict other = py::eval(R"({"s": __import__("numpy").str_("abc"), "c": __import__("numpy").array([1j])})");
+  const protocol::Value v = decoded(gymfarm::worker::pack(other));
+  CHECK(field(v, "s").as_string() == "abc");
+  CHECK(field(v, "c").as_string() == "array([0.+1.j])");
+}
