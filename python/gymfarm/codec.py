@@ -58,14 +58,29 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot send an object of type {type(obj).__name__}")
 
 
+_DTYPES: dict[Any, np.dtype] = {}  # the dtypes of the arrays received, made once each (a few dozen at most)
+
+
+def _dtype(name: Any) -> np.dtype:
+    dt = _DTYPES.get(name)
+    if dt is None:
+        dt = np.dtype(name)
+        if len(_DTYPES) < 64:
+            _DTYPES[name] = dt
+    return dt
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
+    if code == NDARRAY_EXT:
+        dtype, shape, raw = msgpack.unpackb(data, raw=False)
+        arr = np.frombuffer(raw, dtype=_dtype(dtype))
+        if len(shape) != 1 or arr.shape[0] != shape[0]:  # a flat array of the right length is shaped already
+            arr = arr.reshape(shape)
+        arr = arr.copy()
+        return arr[()] if len(shape) == 0 else arr
     if code == BIGINT_EXT:
         return int(data.decode("ascii"))
-    if code != NDARRAY_EXT:
-        return msgpack.ExtType(code, data)
-    dtype, shape, raw = msgpack.unpackb(data, raw=False)
-    arr = np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
-    return arr[()] if len(shape) == 0 else arr
+    return msgpack.ExtType(code, data)
 
 
 def wire_action(space: spaces.Space, action: Any) -> Any:
