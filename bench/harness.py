@@ -173,6 +173,9 @@ def p1(cfg, rows):
                          "gymfarm_py_p99_us": py["p99_us"], "async1_p50_us": a["p50_us"],
                          "inprocess_p50_us": inproc["p50_us"], "zmq_echo_p50_us": floor["p50_us"],
                          "ratio": a["p50_us"] / cpp["p50_us"], "ratio_python_client": a["p50_us"] / py["p50_us"]})
+            rows.append({"scenario": "P1-py", "pair": k, "load1": os.getloadavg()[0],
+                         "gymfarm_py_p50_us": py["p50_us"], "inprocess_p50_us": inproc["p50_us"],
+                         "ratio": py["p50_us"] / inproc["p50_us"]})
             log(f"P1 pair {k}: gymfarm C++ p50 {cpp['p50_us']:.0f} us (Python {py['p50_us']:.0f}), "
                 f"AsyncVectorEnv(1) {a['p50_us']:.0f}, in-process {inproc['p50_us']:.0f}, "
                 f"ZeroMQ echo {floor['p50_us']:.0f}")
@@ -558,6 +561,8 @@ TARGETS = {
            "≥ 2.5x AsyncVectorEnv(1) per step; p50 ≤ 90 us, p99 ≤ 300 us",
            lambda s, m: (s["ratio"]["median"] >= 2.5 and m["gymfarm_cpp_p50_us"] <= 90
                          and m["gymfarm_cpp_p99_us"] <= 300)),
+    "P1-py": ("one CartPole-v1, Python client, step p50 over the in-process step's p50", "≤ 3x",
+              lambda s, m: s["ratio"]["median"] <= 3),
     "P2": ("16 envs, one batched step per iteration", "≥ 30k env-steps/s; ≥ 4x AsyncVectorEnv(16)",
            lambda s, m: s["ratio"]["median"] >= 4 and m["gymfarm_steps_per_s"] >= 30000),
     "P3": ("--envs-per-worker 8, 2 workers, 16 envs", "≥ 1.5x SyncVectorEnv(16)",

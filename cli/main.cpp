@@ -720,10 +720,16 @@ std::string status_table(const Value& s) {
   std::string out;
   char line[1024];
   auto add = [&](int n) { out.append(line, static_cast<std::size_t>(std::clamp(n, 0, int(sizeof line) - 1))); };
-  add(std::snprintf(line, sizeof line, "farm pid %lld at %s: %lld instances, %llu requests served\n",
+  // Steps and resets answered through shared-memory slabs never reach the broker as requests.
+  const Value* shm = s.find("shm");
+  const Value* slab_answers = shm != nullptr && shm->is_map() ? shm->find("answered") : nullptr;
+  const auto through_slabs = slab_answers != nullptr && slab_answers->is_int() ? slab_answers->as_int() : 0;
+  add(std::snprintf(line, sizeof line,
+                    "farm pid %lld at %s: %lld instances, %llu requests served (%llu more through shared memory)\n",
                     static_cast<long long>(s.find("pid")->as_int()), s.find("frontend")->as_string().c_str(),
                     static_cast<long long>(s.find("instances")->as_int()),
-                    static_cast<unsigned long long>(s.find("requests")->as_int())));
+                    static_cast<unsigned long long>(s.find("requests")->as_int()),
+                    static_cast<unsigned long long>(through_slabs)));
   add(std::snprintf(line, sizeof line, "%-6s %-8s %-9s %-32s %-24s %10s %10s %10s %8s\n", "WORKER", "PID", "STATE",
                     "INSTANCE", "ENV ID", "STEPS", "RSS", "PSS", "RESTARTS"));
   for (const auto& w : s.find("workers")->as_array()) {

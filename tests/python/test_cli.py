@@ -1,5 +1,6 @@
 """The gymfarm command line: help, flag errors, --detach, status, stop."""
 import os
+import re
 import subprocess
 import tempfile
 
@@ -60,6 +61,9 @@ def test_detach_status_stop():
             s = run("status", "--native-port", port, "--runtime-dir", d)
             assert s.returncode == 0
             lines = s.stdout.splitlines()
+            # the reset and the 5 steps went through the instance's slab, past the broker's count
+            served = re.search(r"(\d+) requests served \((\d+) more through shared memory\)", lines[0])
+            assert served and int(served.group(2)) >= 6, lines[0]
             assert lines[1].split() == ["WORKER", "PID", "STATE", "INSTANCE", "ENV", "ID", "STEPS", "RSS", "PSS",
                                         "RESTARTS"]
             row = next(line for line in lines if e.instance_id in line).split()
