@@ -422,9 +422,9 @@ def cpu_s(pids):
     return total / tick
 
 
-def real_env_lat(env, actions, warmup=20):
+def real_env_lat(env, actions, warmup=20, close=True):
     """Per-step latencies of `env` stepping `actions` (the first `warmup` discarded); resets between
-    episodes are not timed."""
+    episodes are not timed. The env is closed after unless `close` is false."""
     env.reset(seed=0)
     lat = []
     for a in actions:
@@ -433,7 +433,8 @@ def real_env_lat(env, actions, warmup=20):
         lat.append(time.perf_counter() - t)
         if term or trunc:
             env.reset()
-    env.close()
+    if close:
+        env.close()
     return lat[warmup:]
 
 

@@ -24,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT / "python")]
 from farm_fixture import FarmProcess  # noqa: E402
+from harness import real_env_lat  # noqa: E402
 
 ENVS = {"CartPole-v1": 1.0, "HalfCheetah-v5": 0.5, "ALE/Pong-v5": 0.1}  # share of --steps per env
 
@@ -38,15 +39,7 @@ def pct(xs, p):
 
 
 def lat(env, actions):
-    env.reset(seed=0)
-    out = []
-    for a in actions:
-        t = time.perf_counter()
-        _, _, term, trunc, _ = env.step(a)
-        out.append(time.perf_counter() - t)
-        if term or trunc:
-            env.reset()
-    return out[20:]
+    return real_env_lat(env, actions, close=False)
 
 
 def worker_ns(env):

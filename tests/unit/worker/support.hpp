@@ -11,6 +11,14 @@
 
 namespace gymfarm::worker::test {
 
+// The names the worker tests use, brought in by their `using namespace gymfarm::worker::test`.
+namespace py = pybind11;
+namespace protocol = gymfarm::protocol;
+namespace verb = gymfarm::protocol::verb;
+using gymfarm::worker::Args;
+using gymfarm::worker::Host;
+using gymfarm::worker::Reply;
+
 inline std::string body(protocol::Map m) { return protocol::encode(protocol::Value(std::move(m))); }
 
 // A reply body decoded with the protocol's own codec (what the broker and clients read).

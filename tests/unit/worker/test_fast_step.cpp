@@ -11,12 +11,6 @@
 #include "worker/host.hpp"
 #include "worker/py_codec.hpp"
 
-namespace py = pybind11;
-namespace protocol = gymfarm::protocol;
-namespace verb = gymfarm::protocol::verb;
-using gymfarm::worker::Args;
-using gymfarm::worker::Host;
-using gymfarm::worker::Reply;
 using namespace gymfarm::worker::test;
 
 namespace {

@@ -9,12 +9,6 @@
 #include "tests/unit/worker/support.hpp"
 #include "worker/host.hpp"
 
-namespace py = pybind11;
-namespace protocol = gymfarm::protocol;
-namespace verb = gymfarm::protocol::verb;
-using gymfarm::worker::Args;
-using gymfarm::worker::Host;
-using gymfarm::worker::Reply;
 using namespace gymfarm::worker::test;
 
 TEST_CASE("Host::handle: make, reset, step and close of CartPole-v1") {
