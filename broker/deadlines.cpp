@@ -8,7 +8,7 @@ using protocol::ErrorCode;
 using protocol::Value;
 
 Duration Deadlines::timeout_for(std::string_view v) const {
-  return v == protocol::verb::kMake ? opt_.make_timeout : opt_.step_timeout;
+  return verb_timeout(v, opt_.step_timeout, opt_.make_timeout);
 }
 
 namespace {

@@ -35,7 +35,7 @@ Dispatcher::Dispatcher(WorkerRegistry& registry, RoutingTable& routes, Admission
       log_fn_(std::move(log)) {}
 
 Duration Dispatcher::timeout_for(std::string_view v) const {
-  return v == verb::kMake ? opt_.make_timeout : opt_.step_timeout;
+  return verb_timeout(v, opt_.step_timeout, opt_.make_timeout);
 }
 
 void Dispatcher::retry_refused() {

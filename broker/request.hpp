@@ -5,10 +5,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
 #include "broker/clock.hpp"
+#include "protocol/frames.hpp"
 
 namespace gymfarm::broker {
 
@@ -73,5 +75,11 @@ struct Request {
     return false;
   }
 };
+
+// How long a request with this verb may run on its worker: a make gets --make-timeout, every other
+// verb --step-timeout. One rule for the dispatcher's deadlines and the loop's checks.
+inline Duration verb_timeout(std::string_view verb, Duration step_timeout, Duration make_timeout) {
+  return verb == protocol::verb::kMake ? make_timeout : step_timeout;
+}
 
 }  // namespace gymfarm::broker
