@@ -11,6 +11,22 @@ namespace gymfarm::worker {
 namespace off = shm::off;
 using Clock = std::chrono::steady_clock;
 
+namespace {
+
+// How often the spin looks at the link and yields the core, in turns of about 50-100 ns.
+constexpr unsigned kLinkEvery = 32;
+constexpr unsigned kYieldEvery = 32 * 16;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+}  // namespace
+
 SlabServer::~SlabServer() {
   for (auto& s : live_) release(s);
   for (auto& [id, s] : granted_) release(s);
@@ -131,18 +147,28 @@ SlabServer::Event SlabServer::wait(transport::StreamConn& link, transport::Frame
   // A client that steps many envs at once says so (worker_spin 0): its workers sleep between
   // steps instead of busy-polling side by side on a few cores.
   if (spin.count() > 0 && spin_hint_ && spin_policy_.should_spin()) {
+    // The spin stays in user space: the slabs are memory, read each turn; the link (a system
+    // call) is looked at every kLinkEvery turns and the core offered to a runnable process every
+    // kYieldEvery. Entering the kernel on every turn, as a plain poll loop does, costs the env
+    // more than the calls themselves: the next step starts with the kernel's code and data in the
+    // caches and branch predictors that the env's step had warmed (a HalfCheetah-v5 step ran
+    // 10-30% slower than in process that way).
     const auto end = Clock::now() + spin;
-    do {
+    for (unsigned turn = 1;; ++turn) {
       if (any_pending()) {
         spin_policy_.spun(true);
         return Event::Slab;
       }
-      if (::poll(&link_fd, 1, 0) > 0) {
-        spin_policy_.spun(true);
-        return from(link.next(in));
+      if (turn % kLinkEvery == 0) {
+        if (::poll(&link_fd, 1, 0) > 0) {
+          spin_policy_.spun(true);
+          return from(link.next(in));
+        }
+        if (turn % kYieldEvery == 0) sched_yield();  // a runnable process on this core goes first
+        if (Clock::now() >= end) break;
       }
-      sched_yield();  // a runnable process on this core goes first
-    } while (Clock::now() < end);
+      cpu_relax();
+    }
     spin_policy_.spun(false);
   }
   // Sleep on the link and the doorbells. worker_sleeping is set (seq_cst) before the last look at
