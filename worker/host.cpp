@@ -140,37 +140,38 @@ Reply encoded(Pack&& pack) {
 
 }  // namespace
 
-bool Host::fast_step(const py::str& inst, const py::dict& req, Reply& out, py::object& result) {
+Host::Stepped Host::step_one(py::handle inst, py::handle action, py::handle autoreset, py::handle processed) {
+  Stepped out;
+  const auto by_host_py = [&] {
+    out.dict = module_.attr("step")(inst, action, autoreset, processed);
+    return std::move(out);
+  };
+  if (!PyUnicode_Check(inst.ptr())) return by_host_py();
   PyObject* h = PyDict_GetItemWithError(envs_.ptr(), inst.ptr());
   if (h == nullptr) {
     if (PyErr_Occurred()) throw py::error_already_set();
-    return false;  // host.py's step says which env is missing
+    return by_host_py();  // host.py's step says which env is missing
   }
   py::object hosted = py::reinterpret_borrow<py::object>(h);
-  PyObject* processed = PyDict_GetItemString(req.ptr(), "processed");
-  if (processed != nullptr && processed != Py_None && processed != Py_False) return false;
-  PyObject* autoreset = PyDict_GetItemString(req.ptr(), "autoreset");
+  if (!processed.is_none() && processed.ptr() != Py_False) return by_host_py();
   bool same_step = false;
-  if (autoreset != nullptr && autoreset != Py_None) {
-    if (!PyUnicode_Check(autoreset)) return false;
-    if (PyUnicode_CompareWithASCIIString(autoreset, "same_step") == 0) {
+  if (!autoreset.is_none()) {
+    if (!PyUnicode_Check(autoreset.ptr())) return by_host_py();
+    if (PyUnicode_CompareWithASCIIString(autoreset.ptr(), "same_step") == 0) {
       same_step = true;
-    } else if (PyUnicode_CompareWithASCIIString(autoreset, "next_step") != 0 ||
+    } else if (PyUnicode_CompareWithASCIIString(autoreset.ptr(), "next_step") != 0 ||
                hosted.attr("needs_reset").ptr() != Py_False) {
-      return false;  // an unknown mode, or a next_step reset: host.py's
+      return by_host_py();  // an unknown mode, or a next_step reset
     }
   }
   py::object env = hosted.attr("env");
   const int converted = PyObject_IsInstance(env.attr("action_space").ptr(), converted_spaces_.ptr());
   if (converted < 0) throw py::error_already_set();
-  if (converted == 1) return false;
-  PyObject* action = PyDict_GetItemString(req.ptr(), "action");
-  py::object r = env.attr("step")(action != nullptr ? py::handle(action) : py::none());
-  py::object mode = autoreset != nullptr ? py::reinterpret_borrow<py::object>(autoreset) : py::none();
-  py::object shaped = processed != nullptr ? py::reinterpret_borrow<py::object>(processed) : py::none();
+  if (converted == 1) return by_host_py();
+  py::object r = env.attr("step")(action);
   const auto finish = [&] {
-    result = finish_step_(hosted, r, mode, shaped);
-    return true;
+    out.dict = finish_step_(hosted, r, autoreset, processed);
+    return std::move(out);
   };
   if (!PyTuple_CheckExact(r.ptr()) || PyTuple_GET_SIZE(r.ptr()) != 5) return finish();
   PyObject* info = PyTuple_GET_ITEM(r.ptr(), 4);
@@ -184,14 +185,113 @@ bool Host::fast_step(const py::str& inst, const py::dict& req, Reply& out, py::o
   if ((same_step && ended) || PyList_GET_SIZE(warned_.ptr()) > 0 || !PyDict_CheckExact(info) || may_hold_tuple(info, 0))
     return finish();
   hosted.attr("needs_reset") = py::bool_(ended);
-  out = encoded([&] {
-    return gymfarm::worker::pack_map({{"obs", PyTuple_GET_ITEM(r.ptr(), 0)},
-                                      {"reward", PyTuple_GET_ITEM(r.ptr(), 1)},
-                                      {"terminated", terminated != 0 ? Py_True : Py_False},
-                                      {"truncated", truncated != 0 ? Py_True : Py_False},
-                                      {"info", info}});
-  });
-  return true;
+  out.result = std::move(r);
+  out.terminated = terminated != 0;
+  out.truncated = truncated != 0;
+  return out;
+}
+
+std::string Host::pack_step(const Stepped& s) {
+  PyObject* r = s.result.ptr();
+  return gymfarm::worker::pack_map({{"obs", PyTuple_GET_ITEM(r, 0)},
+                                    {"reward", PyTuple_GET_ITEM(r, 1)},
+                                    {"terminated", s.terminated ? Py_True : Py_False},
+                                    {"truncated", s.truncated ? Py_True : Py_False},
+                                    {"info", PyTuple_GET_ITEM(r, 4)}});
+}
+
+py::object Host::step_vec(py::handle insts, py::handle actions, py::handle autoreset) {
+  // host.py's step_vec, with each env's step through step_one: the same reply, and the per-env
+  // Python only where host.py's step would run anyway. A request of another shape is host.py's.
+  if (!PyList_CheckExact(insts.ptr()) || PySequence_Check(actions.ptr()) == 0 ||
+      PyObject_Length(actions.ptr()) != PyList_GET_SIZE(insts.ptr())) {
+    PyErr_Clear();
+    return module_.attr("step_vec")(insts, actions, autoreset);
+  }
+  const auto n = PyList_GET_SIZE(insts.ptr());
+  py::list obs(n), infos(n), rewards(n), terminated(n), truncated(n), finals, errs, marks, warned;
+  py::dict no_info;
+  py::object error_map = module_.attr("error_map");
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    obs[i] = py::none();
+    infos[i] = no_info;
+    rewards[i] = py::float_(0.0);
+    terminated[i] = py::bool_(false);
+    truncated[i] = py::bool_(false);
+  }
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    Stepped s;
+    py::object reward;
+    try {
+      py::object action = py::reinterpret_steal<py::object>(PySequence_GetItem(actions.ptr(), i));
+      if (!action) throw py::error_already_set();
+      s = step_one(PyList_GET_ITEM(insts.ptr(), i), action, autoreset, py::none());
+      py::handle rew = s.dict ? py::handle(s.dict["reward"]) : py::handle(PyTuple_GET_ITEM(s.result.ptr(), 1));
+      reward = py::reinterpret_steal<py::object>(PyNumber_Float(rew.ptr()));
+      if (!reward) throw py::error_already_set();
+      try {  // host.py's _check_encodable: a value the wire cannot carry fails this env's row
+        if (s.dict) {
+          module_.attr("_check_encodable")(s.dict);
+        } else {  // as _check_encodable packs it: [info, final_info, final_obs]
+          (void)gymfarm::worker::pack(
+              py::make_tuple(py::handle(PyTuple_GET_ITEM(s.result.ptr(), 4)), py::none(), py::none()));
+        }
+      } catch (py::error_already_set&) {
+        throw;
+      } catch (const std::runtime_error& e) {
+        PyErr_SetString(PyExc_RuntimeError, e.what());
+        throw py::error_already_set();
+      }
+    } catch (py::error_already_set& e) {
+      if (!e.matches(PyExc_Exception)) throw;
+      py::object value = e.value() ? py::reinterpret_borrow<py::object>(e.value()) : py::none();
+      py::object trace = e.trace() ? py::reinterpret_borrow<py::object>(e.trace()) : py::none();
+      errs.append(py::make_tuple(py::int_(i), error_map(value, trace)));
+      continue;
+    }
+    rewards[i] = reward;
+    if (s.dict) {
+      py::dict r = s.dict;
+      obs[i] = r["obs"];
+      terminated[i] = r["terminated"];
+      truncated[i] = r["truncated"];
+      infos[i] = r["info"];
+      if (r.contains("final_obs")) finals.append(py::make_tuple(py::int_(i), r["final_obs"], r["final_info"]));
+      if (r.contains("tuples")) marks.append(py::make_tuple(py::int_(i), r["tuples"]));
+      if (r.contains("warnings")) warned.attr("extend")(r["warnings"]);
+    } else {
+      obs[i] = PyTuple_GET_ITEM(s.result.ptr(), 0);
+      terminated[i] = py::bool_(s.terminated);
+      truncated[i] = py::bool_(s.truncated);
+      infos[i] = PyTuple_GET_ITEM(s.result.ptr(), 4);
+    }
+  }
+  py::object stacked = py::none();
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    if (obs[i].is_none()) continue;
+    auto np = py::module_::import("numpy");
+    py::object fill = np.attr("zeros_like")(np.attr("asarray")(obs[i]));
+    py::list rows(n);
+    for (Py_ssize_t j = 0; j < n; ++j) rows[j] = obs[j].is_none() ? fill : np.attr("asarray")(obs[j]);
+    stacked = np.attr("stack")(rows);
+    break;
+  }
+  py::dict out;
+  out["obs"] = stacked;
+  out["rewards"] = rewards;
+  out["terminated"] = terminated;
+  out["truncated"] = truncated;
+  out["infos"] = infos;
+  out["finals"] = finals;
+  out["errors"] = errs;
+  if (!marks.empty()) out["tuples"] = marks;
+  if (PyList_GET_SIZE(warned_.ptr()) > 0) module_.attr("_add_warnings")(out);
+  if (!warned.empty()) {
+    py::list all = warned;
+    if (out.contains("warnings")) all.attr("extend")(out["warnings"]);
+    out["warnings"] = all;
+  }
+  return out;
 }
 
 Reply Host::dispatch(std::string_view v, std::string_view instance, std::string_view body) {
@@ -203,14 +303,11 @@ Reply Host::dispatch(std::string_view v, std::string_view instance, std::string_
   auto get = [&](const char* key) -> py::object { return d.contains(key) ? py::object(d[key]) : py::none(); };
   py::object result;
   if (v == verb::kStep) {
-    Reply fast;
-    if (!fast_step(inst, d, fast, result)) {
-      result = module_.attr("step")(inst, get("action"), get("autoreset"), get("processed"));
-    } else if (!fast.body.empty()) {
-      return fast;
-    }
+    Stepped s = step_one(inst, get("action"), get("autoreset"), get("processed"));
+    if (!s.dict) return encoded([&] { return pack_step(s); });
+    result = std::move(s.dict);
   } else if (v == verb::kStepVec) {
-    result = module_.attr("step_vec")(get("instances"), get("actions"), get("autoreset"));
+    result = step_vec(get("instances"), get("actions"), get("autoreset"));
   } else if (v == verb::kReset) {
     result = module_.attr("reset")(inst, get("seed"), get("options"));
   } else if (v == verb::kMake) {

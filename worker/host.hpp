@@ -56,10 +56,18 @@ class __attribute__((visibility("hidden"))) Host {
 
  private:
   Reply dispatch(std::string_view v, std::string_view instance, std::string_view body);
-  // A step without host.py around env.step (docs/architecture.md "Worker"): true when it answered
-  // into `out` or left host.py's finish_step result in `result`; false (nothing done) for the steps
-  // host.py's step takes whole.
-  bool fast_step(const py::str& inst, const py::dict& req, Reply& out, py::object& result);
+  // One env's step as host.py's step answers it, with env.step called from C++ whenever host.py
+  // would only copy its result (docs/architecture.md "Worker"): then `result` holds the env's
+  // 5-tuple, checked; otherwise `dict` holds host.py's reply (its step, or finish_step after the
+  // env stepped). Throws what host.py's step would raise.
+  struct Stepped {
+    py::object result, dict;
+    bool terminated = false, truncated = false;
+  };
+  Stepped step_one(py::handle inst, py::handle action, py::handle autoreset, py::handle processed);
+  static std::string pack_step(const Stepped& s);
+  // host.py's step_vec reply, each env stepped by step_one.
+  py::object step_vec(py::handle insts, py::handle actions, py::handle autoreset);
   // The protocol error for a Python exception: host.py's error_map decides (one place for both
   // single requests and the per-env errors of step_vec).
   std::string python_error(py::error_already_set& e);

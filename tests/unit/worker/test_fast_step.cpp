@@ -176,3 +176,82 @@ TEST_CASE("pack: numpy arrays and scalars travel as their dtype, shape and littl
   CHECK(field(v, "s").as_string() == "abc");
   CHECK(field(v, "c").as_string() == "array([0.+1.j])");
 }
+
+namespace {
+
+// A step_vec of k instances stepped through Host::handle against host.py's step_vec on twins made
+// and seeded alike; the replies must be the same bytes once the errors' tracebacks (which name
+// the frames they passed through) are left out.
+void same_vec_replies(Host& host, const char* env_id, const char* autoreset, int k, int steps) {
+  INFO(env_id << " autoreset " << (autoreset ? autoreset : "nil"));
+  py::list fast, twin;
+  for (int i = 0; i < k; ++i) {
+    const std::string f = "vf" + std::to_string(i), t = "vp" + std::to_string(i);
+    REQUIRE(host.handle(verb::kMake, f, make_body(env_id)).status == protocol::kStatusOk);
+    REQUIRE(host.handle(verb::kMake, t, make_body(env_id)).status == protocol::kStatusOk);
+    const std::string seed = body({{"seed", protocol::Value(10 + i)}});
+    REQUIRE(host.handle(verb::kReset, f, seed).body == host.handle(verb::kReset, t, seed).body);
+    fast.append(f);
+    twin.append(t);
+  }
+  py::module_ m = py::module_::import("gymfarm_host");
+  py::object space = m.attr("_envs")["vf0"].attr("env").attr("action_space");
+  space.attr("seed")(5);
+  py::object np = py::module_::import("numpy");
+  py::object strip = py::eval(R"(lambda d: ([row[1]["details"].pop("traceback", None) for row in d["errors"]], d)[1])");
+  py::object mode = autoreset ? py::object(py::str(autoreset)) : py::object(py::none());
+  for (int s = 0; s < steps; ++s) {
+    INFO("step " << s);
+    py::list acts;
+    for (int i = 0; i < k; ++i) acts.append(space.attr("sample")());
+    py::dict req;
+    req["instances"] = fast;
+    req["actions"] = np.attr("stack")(acts);
+    req["autoreset"] = mode;
+    const Reply got = host.handle(verb::kStepVec, "", gymfarm::worker::pack(req));
+    REQUIRE(got.status == protocol::kStatusOk);
+    py::dict d = gymfarm::worker::unpack(gymfarm::worker::pack(req));
+    py::object want = m.attr("step_vec")(twin, d["actions"], d["autoreset"]);
+    REQUIRE(gymfarm::worker::pack(strip(gymfarm::worker::unpack(got.body))) == gymfarm::worker::pack(strip(want)));
+    if (!autoreset) {  // without autoreset, ended episodes are reset by hand, alike
+      py::dict reply = gymfarm::worker::unpack(got.body);
+      for (int i = 0; i < k; ++i) {
+        if (py::bool_(reply["terminated"][py::int_(i)]) || py::bool_(reply["truncated"][py::int_(i)])) {
+          const std::string f = "vf" + std::to_string(i), t = "vp" + std::to_string(i);
+          REQUIRE(host.handle(verb::kReset, f, "").body == host.handle(verb::kReset, t, "").body);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < k; ++i) {
+    host.handle(verb::kClose, "vf" + std::to_string(i), "");
+    host.handle(verb::kClose, "vp" + std::to_string(i), "");
+  }
+}
+
+}  // namespace
+
+TEST_CASE("Host: step_vec through the C++ step gives host.py's step_vec reply") {
+  Host host{Args{}};
+  register_paths_env();
+  py::exec(R"(
+import gymnasium as gym
+
+class _WorkerTestFlaky(gym.make("WorkerTest/Paths-v0").unwrapped.__class__):
+    """Raises on some steps: those rows are errors, the others stand."""
+    def step(self, action):
+        if int(action) == 3:
+            raise ValueError("three")
+        return super().step(action)
+
+if "WorkerTest/Flaky-v0" not in gym.registry:
+    gym.register("WorkerTest/Flaky-v0", entry_point=_WorkerTestFlaky, disable_env_checker=True)
+)");
+  for (const char* mode : {static_cast<const char*>(nullptr), "next_step", "same_step"}) {
+    for (const char* env_id : {"CartPole-v1", "Pendulum-v1", "FrozenLake-v1", "WorkerTest/Paths-v0",
+                               "WorkerTest/List-v0", "WorkerTest/Flaky-v0"}) {
+      same_vec_replies(host, env_id, mode, 3, 60);
+    }
+  }
+  CHECK(PyErr_Occurred() == nullptr);
+}
