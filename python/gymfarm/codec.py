@@ -133,8 +133,14 @@ def space_from_wire(d: Any) -> spaces.Space:
     raise NotImplementedError(f"the farm's env uses a space gymfarm cannot send: {what}")
 
 
+# Spaces whose values decode as they are (arrays, ints, str): value_to_space passes them through.
+_AS_DECODED = frozenset((spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Text))
+
+
 def value_to_space(space: spaces.Space, value: Any) -> Any:
     """Gives a decoded value the container types of its space (tuples for Tuple, ordered dicts for Dict)."""
+    if type(space) in _AS_DECODED:  # the common case, before the containers' checks
+        return value
     if isinstance(space, spaces.Tuple) and isinstance(value, (list, tuple)):
         return tuple(value_to_space(s, v) for s, v in zip(space.spaces, value))
     if isinstance(space, spaces.Dict) and isinstance(value, dict):

@@ -242,8 +242,12 @@ class RemoteEnv(gym.Env):
         return None if state == lent else state
 
     def _call(self, verb: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        send = self._rng_to_send()
-        follow = self.__dict__.get("_rng_follow", False) and verb != "close"
+        d = self.__dict__
+        if d.get("_rng_lent") is None and not d.get("_rng_follow", False):  # no generator to carry: each step
+            send, follow = None, False
+        else:
+            send = self._rng_to_send()
+            follow = d.get("_rng_follow", False) and verb != "close"
         if send is None and not follow:
             shared = self.__dict__.get("_slab")
             if shared is not None and verb in ("step", "reset"):
