@@ -99,6 +99,18 @@ class Slab {
   std::size_t req_off_ = 0, req_cap_ = 0, rep_off_ = 0, rep_cap_ = 0;
 };
 
+// One turn of a spin on a slab's word: the CPU's pause hint, no system call. Spinners look at the
+// rest of their world (a socket, the clock, other runnable processes) only every so many turns:
+// entering the kernel on every turn leaves its code and data in the caches and branch predictors
+// the process on this core works with.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
 // futex(2) on a shared (not process-private) word.
 void futex_wake(uint32_t* word);
 // Sleeps while `word` holds `expected`, up to `timeout`; returns at once if it does not.

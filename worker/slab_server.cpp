@@ -17,14 +17,6 @@ namespace {
 constexpr unsigned kLinkEvery = 32;
 constexpr unsigned kYieldEvery = 32 * 16;
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
-}
-
 }  // namespace
 
 SlabServer::~SlabServer() {
@@ -167,7 +159,7 @@ SlabServer::Event SlabServer::wait(transport::StreamConn& link, transport::Frame
         if (turn % kYieldEvery == 0) sched_yield();  // a runnable process on this core goes first
         if (Clock::now() >= end) break;
       }
-      cpu_relax();
+      shm::cpu_relax();
     }
     spin_policy_.spun(false);
   }
