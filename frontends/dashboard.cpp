@@ -57,10 +57,11 @@ bool has_query_token(std::string_view target) {
   return false;
 }
 
-std::optional<std::string> dashboard_frame_instance(std::string_view path) {
-  constexpr std::string_view kPrefix = "/dashboard/frames/";
-  if (path.rfind(kPrefix, 0) != 0) return std::nullopt;
-  const std::string_view id = path.substr(kPrefix.size());
+namespace {
+
+std::optional<std::string> instance_after(std::string_view prefix, std::string_view path) {
+  if (path.rfind(prefix, 0) != 0) return std::nullopt;
+  const std::string_view id = path.substr(prefix.size());
   if (id.empty() || id.size() > kMaxInstanceId) return std::nullopt;
   for (char c : id) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
@@ -69,9 +70,48 @@ std::optional<std::string> dashboard_frame_instance(std::string_view path) {
   return std::string(id);
 }
 
+}  // namespace
+
+std::optional<std::string> dashboard_frame_instance(std::string_view path) {
+  return instance_after("/dashboard/frames/", path);
+}
+
+std::optional<std::string> dashboard_stream_instance(std::string_view path) {
+  return instance_after("/dashboard/stream/", path);
+}
+
+std::string dashboard_stream_head() {
+  std::string out = "HTTP/1.1 200 OK\r\nServer: gymfarm\r\nContent-Type: multipart/x-mixed-replace; boundary=";
+  out += kStreamBoundary;
+  out +=
+      "\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
+      "Connection: close\r\n\r\n";
+  return out;
+}
+
+std::string dashboard_stream_part(std::string_view png, bool first) {
+  const std::string delimiter = "\r\n--" + std::string(kStreamBoundary);
+  if (png.find(delimiter) != std::string_view::npos) return {};
+  std::string out;
+  out.reserve(png.size() + 128);
+  if (first) {
+    out += "--";
+    out += kStreamBoundary;
+  }
+  out += "\r\nContent-Type: image/png\r\nContent-Length: ";
+  out += std::to_string(png.size());
+  out += "\r\n\r\n";
+  out += png;
+  out += delimiter;
+  return out;
+}
+
+std::string dashboard_stream_end() { return "--\r\n"; }
+
 std::string dashboard_stats_json(const Value& stats, const std::map<std::string, std::string>& tables,
                                  const Value& visible,
-                                 const std::vector<std::pair<std::string, std::size_t>>& connections) {
+                                 const std::vector<std::pair<std::string, std::size_t>>& connections,
+                                 std::size_t streams) {
   const Value* listed = visible.find("instances");
   auto in_list = [&](const std::string& id) { return listed && listed->is_map() && listed->find(id) != nullptr; };
   Json instances = Json::array();
@@ -114,6 +154,8 @@ std::string dashboard_stats_json(const Value& stats, const std::map<std::string,
   out += instances.dump();
   out += ",\"connections\":";
   out += conns.dump();
+  out += ",\"streams\":";
+  out += std::to_string(streams);
   out += "}\n";
   return out;
 }

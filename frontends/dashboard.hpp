@@ -38,16 +38,30 @@ std::string dashboard_cookie_token(std::string_view cookie_header);
 // Whether a request target carries `token=` in its query.
 bool has_query_token(std::string_view target);
 
-// /dashboard/frames/<instance>: the instance id (1-64 of [A-Za-z0-9_-]) or nullopt.
+// /dashboard/frames/<instance> and /dashboard/stream/<instance>: the instance id (1-64 of
+// [A-Za-z0-9_-]) or nullopt.
 std::optional<std::string> dashboard_frame_instance(std::string_view path);
+std::optional<std::string> dashboard_stream_instance(std::string_view path);
+
+// /dashboard/stream/<instance> is multipart/x-mixed-replace, one image/png part per frame. Each
+// part is written with the delimiter that ends it, so a viewer shows a frame as soon as it has
+// come (not when the next one starts): the head (status line and headers), then the first part
+// (which opens with the dash-boundary), the later ones, and the close delimiter's tail. A PNG that
+// holds the delimiter itself gets an empty part (the caller skips that frame).
+inline constexpr std::string_view kStreamBoundary = "gymfarm-frame";
+std::string dashboard_stream_head();
+std::string dashboard_stream_part(std::string_view png, bool first);
+std::string dashboard_stream_end();
 
 // The JSON /dashboard/api/stats answers: {stats: <the broker's stats>, instances: [{instance,
-// env_id, worker, dialect, owner, viewable}], connections: {frontend: n}}. `tables` maps the
+// env_id, worker, dialect, owner, viewable}], connections: {frontend: n}, streams: n} (streams:
+// the /dashboard/stream/ viewers now). `tables` maps the
 // instances in the gateway's own tables to their dialect ("rest", "gym-server"); `visible` is the
 // gateway's `list` (its own instances and shared ones: the ones whose frames it may render).
 std::string dashboard_stats_json(const protocol::Value& stats, const std::map<std::string, std::string>& tables,
                                  const protocol::Value& visible,
-                                 const std::vector<std::pair<std::string, std::size_t>>& connections);
+                                 const std::vector<std::pair<std::string, std::size_t>>& connections,
+                                 std::size_t streams);
 
 // One frame per instance per interval, whatever the number of viewers: a request within the
 // interval of the last render (or while one is running) gets that frame again. So an env watched

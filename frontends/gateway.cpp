@@ -111,6 +111,7 @@ struct Core {
   explicit Core(GatewayOptions o)
       : opt(std::move(o)),
         limits(ConnectionLimitOptions{opt.max_connections, opt.max_connections_per_client}),
+        streams(ConnectionLimitOptions{opt.max_dashboard_streams, opt.max_dashboard_streams_per_client}),
         pool(BlockingPoolOptions{opt.max_blocking_threads, std::chrono::seconds(30),
                                  [] {
                                    t_farm.reset();
@@ -120,6 +121,7 @@ struct Core {
 
   GatewayOptions opt;
   ConnectionLimits limits;
+  ConnectionLimits streams;  // the dashboard's frame streams, in all and per remote address
   RestRegistry rest_registry;
   GymServerRegistry gym_server_registry;
   GymieSeeds seeds;
@@ -206,6 +208,7 @@ class Slot {
     if (id_) core_->retrack(id_, std::move(c));
     else id_ = core_->track(std::move(c));
   }
+  const std::string& client() const { return client_; }
 
  private:
   Core* core_ = nullptr;
@@ -562,6 +565,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       }
       c.rest_registry.for_each([&](const std::string&, const RestEntry&) { ++counts.rest_instances; });
       c.gym_server_registry.for_each([&](const std::string&, const GymServerEntry&) { ++counts.gym_server_instances; });
+      counts.dashboard_streams = c.streams.total();
       out.content_type = "text/plain; version=0.0.4; charset=utf-8";
       out.body = render_metrics(stats, counts);
       return out;
@@ -569,7 +573,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   }
 
   // /dashboard (the page; with ?token= a redirect that keeps the token in a cookie instead of the
-  // URL), /dashboard/api/stats and /dashboard/frames/<instance> (docs/operations.md "Dashboard").
+  // URL), /dashboard/api/stats, /dashboard/frames/<instance> and /dashboard/stream/<instance>
+  // (docs/operations.md "Dashboard").
   void route_dashboard(http::request<http::string_body> req, const std::string& path) {
     if (req.method() != http::verb::get && req.method() != http::verb::head)
       return reply_now(req, http::status::method_not_allowed, "GET or HEAD\n");
@@ -621,7 +626,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
         }
         out.content_type = "application/json";
         out.headers.emplace_back("Cache-Control", "no-store");
-        out.body = dashboard_stats_json(stats, tables, visible, connections);
+        out.body = dashboard_stats_json(stats, tables, visible, connections, c.streams.total());
         return out;
       });
     }
@@ -638,9 +643,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       }
       next_frame_at_ = now + kFramePace;
       return run_blocking(std::move(req), [instance = *instance](HttpSession& s, const HttpRequest&) {
-        const FrameCache::Frame f = s.core_.frames.get(instance, FrameCache::Clock::now(), [&] {
-          return render_frame(static_cast<client::Caller&>(s.core_.caller), instance);
-        });
+        const FrameCache::Frame f = s.frame_of(instance);
         HttpReply out;
         out.status = f.status;
         out.content_type = f.status == 200 ? "image/png" : "application/json";
@@ -649,7 +652,115 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
         return out;
       });
     }
+    if (auto instance = dashboard_stream_instance(path)) {
+      if (req.method() != http::verb::get) return reply_now(req, http::status::method_not_allowed, "GET\n");
+      return start_stream(req, std::move(*instance));
+    }
     reply_now(req, http::status::not_found, json_message("not found"), "application/json");
+  }
+
+  // The instance's latest frame, shared by every viewer (FrameCache); on a pool thread.
+  FrameCache::Frame frame_of(const std::string& instance) {
+    return core_.frames.get(instance, FrameCache::Clock::now(),
+                            [&] { return render_frame(static_cast<client::Caller&>(core_.caller), instance); });
+  }
+
+  // /dashboard/stream/<instance>: the frames as multipart/x-mixed-replace, on timers (no thread
+  // held between frames). The first frame decides the answer: a failure is answered as
+  // /dashboard/frames/ answers it (404, 409, 503) and the connection stays; a PNG starts the
+  // stream, which then sends the instance's latest frame at most once per kFramePace (not the
+  // same one twice) and ends with the close delimiter when a render fails (the instance closed,
+  // its worker died), and at once when the viewer goes away.
+  void start_stream(const http::request<http::string_body>& req, std::string instance) {
+    if (core_.streams.admit(slot_.client()) != Admission::Admitted) {
+      return reply_now(
+          req, http::status::service_unavailable,
+          json_message("too many dashboard streams (" + std::to_string(core_.opt.max_dashboard_streams) + " in all, " +
+                       std::to_string(core_.opt.max_dashboard_streams_per_client) + " per client address)"),
+          "application/json");
+    }
+    viewer_.emplace();
+    viewer_->instance = std::move(instance);
+    viewer_->version = req.version();
+    viewer_->keep_alive = req.keep_alive();
+    fetch_stream_frame();
+  }
+
+  void fetch_stream_frame() {
+    if (closed_ || !viewer_) return;
+    viewer_->asked_at = std::chrono::steady_clock::now();
+    auto self = shared_from_this();
+    const bool queued = core_.pool.post([self, instance = viewer_->instance] {
+      FrameCache::Frame f = self->frame_of(instance);
+      asio::post(self->stream_.get_executor(),
+                 [self, f = std::move(f)]() mutable { self->on_stream_frame(std::move(f)); });
+    });
+    if (!queued) do_close();  // stopping
+  }
+
+  void on_stream_frame(FrameCache::Frame f) {
+    if (closed_ || !viewer_) return;
+    if (!viewer_->started) {
+      if (f.status != 200) {  // answered as a single frame's failure would be; no stream opened
+        const unsigned version = viewer_->version;
+        const bool keep_alive = viewer_->keep_alive;
+        end_stream_slot();
+        HttpReply out;
+        out.status = f.status;
+        out.content_type = "application/json";
+        out.headers.emplace_back("Cache-Control", "no-store");
+        out.body = std::move(f.body);
+        return on_rest_reply(std::move(out), false, keep_alive, version);
+      }
+      viewer_->started = true;
+      viewer_->out = dashboard_stream_head() + dashboard_stream_part(f.body, true);
+      viewer_->last = std::move(f.body);
+      watch_viewer();
+      return write_stream(false);
+    }
+    if (f.status != 200) {  // the instance is gone, its worker died, the farm does not answer
+      viewer_->out = dashboard_stream_end();
+      return write_stream(true);
+    }
+    std::string part = f.body == viewer_->last ? std::string() : dashboard_stream_part(f.body, false);
+    if (part.empty()) return next_stream_frame();  // nothing new (or a frame the format cannot carry)
+    viewer_->out = std::move(part);
+    viewer_->last = std::move(f.body);
+    write_stream(false);
+  }
+
+  void write_stream(bool last) {
+    stream_.expires_after(core_.opt.http_idle_timeout);  // a viewer that stops reading
+    asio::async_write(stream_, asio::buffer(viewer_->out),
+                      [self = shared_from_this(), last](beast::error_code ec, std::size_t) {
+                        self->stream_.expires_never();
+                        if (ec || last) return self->do_close();
+                        self->next_stream_frame();
+                      });
+  }
+
+  // The next fetch starts kFramePace after the last one started: frames go out at most once per
+  // kFramePace, a fetch that took long is not made up for.
+  void next_stream_frame() {
+    if (closed_ || !viewer_) return;
+    pace_.expires_at(viewer_->asked_at + kFramePace);
+    pace_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (!ec) self->fetch_stream_frame();
+    });
+  }
+
+  // The viewer sends nothing after its request: a read that ends (EOF, reset) means it has gone.
+  void watch_viewer() {
+    stream_.socket().async_read_some(asio::buffer(viewer_->sink),
+                                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                                       if (ec) return self->do_close();
+                                       self->watch_viewer();  // bytes it sent anyway are dropped
+                                     });
+  }
+
+  void end_stream_slot() {
+    if (viewer_) core_.streams.release(slot_.client());
+    viewer_.reset();
   }
 
   // One `render` of the instance as a PNG, or the status and message of why not.
@@ -766,6 +877,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     closed_ = true;
     closed_flag_->store(true);
     pace_.cancel();
+    end_stream_slot();
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
     stream_.close();
@@ -786,6 +898,18 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   bool shutdown_after_ = false;
   asio::steady_timer pace_{stream_.get_executor()};  // the dashboard's frames, paced per connection
   std::chrono::steady_clock::time_point next_frame_at_{};
+  // A /dashboard/stream/ viewer: set while it holds a place in core_.streams.
+  struct StreamState {
+    std::string instance;
+    unsigned version = 11;
+    bool keep_alive = false;
+    bool started = false;  // the head went out: from here on, frames or the end
+    std::chrono::steady_clock::time_point asked_at{};
+    std::string out;   // the bytes being written
+    std::string last;  // the last frame sent (the same one is not sent again)
+    std::array<char, 512> sink{};
+  };
+  std::optional<StreamState> viewer_;
 };
 
 // ---------------------------------------------------------------------------------------------

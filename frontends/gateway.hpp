@@ -36,6 +36,9 @@ struct GatewayOptions {
   std::size_t max_message_bytes = 4u << 20;     // WebSocket message and HTTP body limit
   std::size_t max_connections = 10000;          // open connections in total (--max-connections; 0 = none)
   std::size_t max_connections_per_client = 64;  // from one remote address (--max-connections-per-client)
+  // Open /dashboard/stream/ viewers in all and from one remote address; past either, a 503.
+  std::size_t max_dashboard_streams = 32;
+  std::size_t max_dashboard_streams_per_client = 4;
   // A connection (HTTP or WebSocket) idle this long is closed (--http-idle-timeout); a WebSocket
   // is pinged at half of it and closed when nothing, not even the pong, came back by then.
   std::chrono::seconds http_idle_timeout{120};

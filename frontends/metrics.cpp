@@ -165,6 +165,8 @@ std::string render_metrics(const Value& stats, const GatewayCounts& gateway) {
                     .Help("Open HTTP and WebSocket connections per gateway frontend.")
                     .Register(reg);
   for (const auto& [frontend, n] : gateway.connections) conns.Add({{"frontend", frontend}}).Set(static_cast<double>(n));
+  gauge(reg, "gymfarm_dashboard_streams", "Open /dashboard/stream/ viewers (live frames).",
+        static_cast<double>(gateway.dashboard_streams));
 
   return prometheus::TextSerializer().Serialize(reg.Collect());
 }

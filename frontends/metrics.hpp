@@ -17,6 +17,7 @@ struct GatewayCounts {
   std::vector<std::pair<std::string, std::size_t>> connections;  // open connections per frontend
   std::size_t rest_instances = 0;                                // gym-http-api and gymnasium-http-api (one table)
   std::size_t gym_server_instances = 0;                          // gym-server
+  std::size_t dashboard_streams = 0;                             // /dashboard/stream/ viewers
 };
 
 // The Prometheus text (version 0.0.4) for one scrape.

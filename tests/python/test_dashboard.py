@@ -212,8 +212,8 @@ def rows(driver, table):
 
 
 def frame_pixels(driver):
-    """The frame image as the page shows it (a data: URL)."""
-    return image_pixels(driver, "frame")
+    """The frame image as the page shows it (a data: URL): its stream's latest frame."""
+    return image_pixels(driver, "frame", streaming=True)
 
 
 def test_the_page_in_chromium_shows_workers_a_restart_and_live_frames(start_farm, tmp_path):
@@ -248,14 +248,23 @@ def test_the_page_in_chromium_shows_workers_a_restart_and_live_frames(start_farm
         restart_log = driver.find_element("id", "restarts").text
         assert f"worker {idle['worker']}" in restart_log, restart_log
 
-        # click the stepping instance: its frames, live
+        # click the stepping instance: its frames, live, fed by one stream
         row = driver.find_element("css selector", f'#instances tr[data-instance="{watched}"]')
         row.click()
+        img = driver.find_element("id", "frame")
+        assert wait_until(lambda: f"/dashboard/stream/{watched}" in (img.get_attribute("src") or ""), 20), \
+            driver.find_element("id", "frame-status").text
         assert wait_until(lambda: frame_pixels(driver) is not None, 20), driver.find_element("id", "frame-status").text
         one = frame_pixels(driver)
-        n = int(driver.find_element("id", "frame").get_attribute("data-frames"))
-        assert wait_until(lambda: int(driver.find_element("id", "frame").get_attribute("data-frames")) >= n + 2, 20)
         assert wait_until(lambda: frame_pixels(driver) not in (None, one), 20), "the frame did not change"
+        auth = {"Authorization": "Bearer " + farm.token}
+        streams = lambda: get(base(farm) + "/dashboard/api/stats", headers=auth).json()["streams"]  # noqa: E731
+        assert streams() == 1
+        driver.find_element("id", "frame-stop").click()  # stopping ends the stream
+        assert wait_until(lambda: streams() == 0, 10), streams()
+        row = driver.find_element("css selector", f'#instances tr[data-instance="{watched}"]')
+        row.click()
+        assert wait_until(lambda: streams() == 1, 10), streams()
         time.sleep(20 if os.environ.get("GYMFARM_UPDATE_SCREENSHOT") else 1.5)  # charts with a few points
         shot = tmp_path / "dashboard.png"
         driver.save_screenshot(str(shot))

@@ -22,10 +22,12 @@ def browser():
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 
-def image_pixels(driver, element_id):
+def image_pixels(driver, element_id, streaming=False):
     """The image ``element_id`` as the page shows it, read back through a canvas (a data: URL), or
-    None while it has not loaded."""
+    None while it has not loaded (``streaming``: an image still loading, a multipart stream, counts
+    once it has a frame)."""
     return driver.execute_script(
-        "const i = document.getElementById(arguments[0]); if (!i || !i.complete || !i.naturalWidth) return null;"
+        "const i = document.getElementById(arguments[0]);"
+        "if (!i || (!arguments[1] && !i.complete) || !i.naturalWidth) return null;"
         "const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;"
-        "c.getContext('2d').drawImage(i, 0, 0); return c.toDataURL('image/png');", element_id)
+        "c.getContext('2d').drawImage(i, 0, 0); return c.toDataURL('image/png');", element_id, streaming)
