@@ -107,6 +107,7 @@ def test_the_stream_sends_png_parts_at_most_five_a_second_and_ends_when_the_view
         watched = make_shared(c, render_mode="rgb_array")
         stepper = Stepper(c, [watched])
         try:
+            assert wait_until(lambda: stepper.steps > 0, 30)  # reset and stepping: renderable
             s = Stream(farm, f"/dashboard/stream/{watched}")
             assert s.status == 200, s.body
             assert s.headers["content-type"] == "multipart/x-mixed-replace; boundary=gymfarm-frame"
