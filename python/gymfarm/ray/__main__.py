@@ -107,7 +107,10 @@ def cmd_up(a: argparse.Namespace) -> int:
     mgr = ray.remote(ClusterManager).options(name=MANAGER, namespace=NAMESPACE, lifetime="detached",
                                              num_cpus=0, max_restarts=-1,
                                              max_task_retries=-1).remote(kwargs, a.first_host)
-    address = a.address or ray.get_runtime_context().gcs_address
+    try:  # the GCS address, also for --address auto (a client asks it for the live endpoints)
+        address = ray.get_runtime_context().gcs_address or a.address
+    except Exception:  # noqa: BLE001 - a ray:// client connection has none
+        address = a.address
     endpoints = ray.get(mgr.endpoints.remote(), timeout=a.timeout + 30)
     path = Path(a.file)
     _write_private(_token_file(path), ray.get(mgr.token.remote()))
