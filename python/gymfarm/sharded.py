@@ -60,6 +60,51 @@ def read_cluster_file(path: str | os.PathLike) -> tuple[list[str], str | None]:
     return list(eps), token
 
 
+_MAX_LIVE = 4096  # endpoints taken from a cluster's manager, at most
+
+
+def _reachable(address: str, timeout: float = 1.0) -> bool:
+    """Whether ``host:port`` accepts a TCP connection (a quick test before Ray's own, slower one)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def manager_endpoints(doc: dict[str, Any], timeout: float = 5.0) -> list[str] | None:
+    """The live endpoints of the cluster a cluster file names, from its manager actor
+    (``manager`` in Ray namespace ``namespace`` of the cluster at ``ray_address``); None when Ray is
+    not installed, the cluster does not answer, or this process is a driver of another Ray cluster.
+    Only endpoints are taken from Ray (``tcp://`` strings, at most 4096): the token and keys are
+    the file's own. The first call makes this process a Ray driver of that cluster."""
+    address, ns, name = doc.get("ray_address"), doc.get("namespace"), doc.get("manager")
+    if not all(isinstance(v, str) and v for v in (address, ns, name)):
+        return None
+    try:
+        import ray
+    except ImportError:
+        return None
+    try:
+        if ray.is_initialized():
+            if ray.get_runtime_context().gcs_address != address:
+                return None
+        elif not _reachable(address):
+            return None
+        else:
+            ray.init(address=address, namespace=ns, log_to_driver=False, logging_level="warning")
+        eps = ray.get(ray.get_actor(name, namespace=ns).endpoints.remote(), timeout=timeout)
+    except Exception:  # noqa: BLE001 - no cluster, no manager, a manager restarting: the file's list
+        return None
+    if not isinstance(eps, list) or len(eps) > _MAX_LIVE \
+            or not all(isinstance(e, str) and e.startswith("tcp://") and len(e) <= 256 for e in eps):
+        return None
+    return list(eps)
+
+
 def _resolve_curve(source: Any) -> dict[str, str] | None:
     """The CURVE keys a client needs for a cluster: a FarmCluster's ``client_curve``, or a cluster
     file's ``curve`` entry (its ``secret_key_file`` an owner-only file beside the token's); None for
@@ -77,7 +122,9 @@ def _resolve(source: Any) -> tuple[list[str], str | None]:
     """(endpoints, token) of a list of endpoints, a FarmCluster (anything with ``endpoints`` and
     ``token``) or a cluster file."""
     if isinstance(source, (str, os.PathLike)):
-        return read_cluster_file(source)
+        eps, token = read_cluster_file(source)
+        live = manager_endpoints(json.loads(Path(source).read_text()))
+        return (eps if live is None else live), token
     if hasattr(source, "endpoints"):
         return list(source.endpoints), getattr(source, "token", None)
     eps = list(source)
@@ -89,7 +136,10 @@ def _resolve(source: Any) -> tuple[list[str], str | None]:
 class ShardedFarm:
     """Several farms as one: the :class:`gymfarm.Farm` API where it makes sense across farms.
 
-    ``farms``: a list of endpoints, a :class:`gymfarm.ray.FarmCluster`, or a cluster file path.
+    ``farms``: a list of endpoints, a :class:`gymfarm.ray.FarmCluster`, or a cluster file path
+    (whose live endpoints come from the cluster's manager when its Ray cluster answers, see
+    :func:`manager_endpoints`; else from the file). The list is re-read at most every
+    ``refresh_s`` seconds, and on the next make after a farm was found lost.
     ``token`` (default: the cluster's, else ``GYMFARM_TOKEN``) is sent to every farm. ``curve``
     (default: the cluster's) are the CURVE keys of :class:`gymfarm.Farm`, used for every farm.
     ``heartbeat`` (seconds) bounds how long a silent farm goes unnoticed. ``timeout``,
@@ -161,6 +211,7 @@ class ShardedFarm:
             if farm_lost(f):
                 self._retired.append(self._farms.pop(ep))
                 self._failed_at[ep] = time.monotonic()
+                self._refreshed = -1e9
 
     def mark_lost(self, endpoint: str) -> None:
         """A farm that some connection found lost: new makes avoid it."""
@@ -169,6 +220,7 @@ class ShardedFarm:
             if f is not None:
                 self._retired.append(f)
             self._failed_at[endpoint] = time.monotonic()
+            self._refreshed = -1e9  # the next refresh asks the cluster at once: Ray may have restarted it
 
     @property
     def endpoints(self) -> list[str]:

@@ -28,6 +28,14 @@ def two_farms(start_farm, tmp_path):
     return [start_farm(workers=3, args=["--host", f"127.0.0.{h}", "--token-file", str(tok)]) for h in (2, 3)]
 
 
+def ray_initialized():
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized()
+
+
 def _sync(n, mode):
     return gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * n, autoreset_mode=mode)
 
@@ -197,6 +205,20 @@ def test_connect_reads_a_cluster_file(two_farms, tmp_path):
     with gymfarm.connect(str(path)) as farm:
         assert sorted(farm.endpoints) == sorted(f.endpoint for f in two_farms)
         farm.make("CartPole-v1").reset(seed=0)
+    # a file that names a Ray cluster nobody serves (a closed loopback port): the file's own list
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    path.write_text(json.dumps({"endpoints": [f.endpoint for f in two_farms], "token_file": str(tok),
+                                "ray_address": closed, "namespace": "gymfarm", "manager": "gymfarm-cluster"}))
+    t0 = time.monotonic()
+    with gymfarm.connect(str(path)) as farm:
+        assert sorted(farm.endpoints) == sorted(f.endpoint for f in two_farms)
+        farm.make("CartPole-v1").reset(seed=0)
+    assert time.monotonic() - t0 < 10
+    assert not ray_initialized()  # nothing reached: this process did not become a Ray driver
     tok.chmod(0o640)  # readable by the group: refused
     with pytest.raises(PermissionError):
         gymfarm.connect(str(path))

@@ -81,6 +81,13 @@ class FarmCluster:
     seconds (default ``start_timeout`` + 30: its first start failed, which Ray does not retry) is
     started anew. The constructor returns once every node's farm is ready (or
     ``start_timeout`` passed). ``endpoints`` lists the live farms; ``shutdown()`` stops them all.
+
+    ``token`` and ``curve`` (a dict of ``server_key``, ``server_secret``, ``public_key`` and
+    ``secret_key``) reuse the credentials of an earlier cluster; ``curve=True`` makes new keys.
+    ``name_prefix`` names each node's actor ``PREFIX + node_id`` in ``namespace``: a FarmCluster
+    made again with the same prefix (``gymfarm cluster up``'s manager, restarted by Ray) adopts the
+    farms whose actors still run instead of starting second ones; with ``detached=True`` the
+    actors outlive the process that made them.
     """
 
     def __init__(self, workers_per_node: int = 4, *, address: str | None = None,
@@ -88,7 +95,8 @@ class FarmCluster:
                  farm_args: Sequence[str] = (), env: dict[str, str] | None = None,
                  gymfarm_bin: str | None = None, poll_s: float = 1.0, start_timeout: float = 120.0,
                  namespace: str | None = None, detached: bool = False, token: str | None = None,
-                 retry_start_after: float | None = None, curve: bool = True):
+                 retry_start_after: float | None = None, curve: bool | dict[str, str] = True,
+                 name_prefix: str | None = None):
         if not ray.is_initialized():
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         self.workers_per_node = int(workers_per_node)
@@ -96,13 +104,17 @@ class FarmCluster:
         # CURVE: one server keypair for every farm, one client keypair for the cluster's clients
         self.client_curve: dict[str, str] | None = None
         self._farm_curve: dict[str, Any] | None = None
-        if curve:
+        if isinstance(curve, dict):  # the keys of an earlier FarmCluster (a restarted manager's)
+            server_public, server_secret = curve["server_key"], curve["server_secret"]
+            client_public, client_secret = curve["public_key"], curve["secret_key"]
+        elif curve:
             import zmq
 
             if not zmq.has("curve"):
                 raise RuntimeError("this pyzmq's libzmq has no CURVE; pass curve=False (not recommended)")
             server_public, server_secret = (k.decode() for k in zmq.curve_keypair())
             client_public, client_secret = (k.decode() for k in zmq.curve_keypair())
+        if curve:
             self.client_curve = {"server_key": server_public, "public_key": client_public,
                                  "secret_key": client_secret}
             self._farm_curve = {"secret_key": server_secret, "clients": [client_public]}
@@ -114,6 +126,8 @@ class FarmCluster:
         self._start_timeout = start_timeout
         self._retry_after = start_timeout + 30.0 if retry_start_after is None else retry_start_after
         self._detached = detached
+        self._name_prefix = name_prefix
+        self._namespace = namespace or ray.get_runtime_context().namespace
         self._members: dict[str, _Member] = {}
         self._seen = 0
         self._lock = threading.RLock()
@@ -155,6 +169,7 @@ class FarmCluster:
                         ray.kill(m.actor, no_restart=True)
                     except Exception:  # noqa: BLE001 - already gone
                         pass
+                    self._await_name_free(node_id)
                     self._members[node_id] = self._start(node_id, node, m.host)
                 elif m is None:
                     self._members[node_id] = self._start(node_id, node)
@@ -171,10 +186,25 @@ class FarmCluster:
         }
         if self._detached:
             opts["lifetime"] = "detached"
+        if self._name_prefix:  # a named actor per node: a running one of that name is adopted, not doubled
+            opts.update(name=f"{self._name_prefix}{node_id}", namespace=self._namespace, get_if_exists=True)
         actor = ray.remote(FarmActor).options(**opts).remote(
             host, self.workers_per_node, self.token, self._bin, self._farm_args, self._env, self._start_timeout,
             self._farm_curve)
         return _Member(node_id, host, actor)
+
+    def _await_name_free(self, node_id: str, timeout: float = 10.0) -> None:
+        """Waits (bounded) until a killed named actor has released its name, so that the next one
+        of that name is a new actor, not the dying one."""
+        if not self._name_prefix:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(f"{self._name_prefix}{node_id}", namespace=self._namespace)
+            except ValueError:
+                return
+            time.sleep(0.1)
 
     def _read_infos(self) -> None:
         for m in self._members.values():
@@ -190,6 +220,7 @@ class FarmCluster:
                 ref, m.pending = m.pending, None
                 try:
                     m.info = ray.get(ref)
+                    m.host = str(m.info.get("host") or m.host)  # an adopted farm's own address
                     m.down_since = None
                 except Exception as e:  # noqa: BLE001 - the actor died or is restarting
                     if m.info is not None:

@@ -5,9 +5,11 @@
     gymfarm cluster status [--file ...]
     gymfarm cluster down [--file ...]
 
-``up`` starts a detached manager actor (``gymfarm-cluster`` in Ray namespace ``gymfarm``) that
-runs a FarmCluster, waits for the farms, and writes the cluster file: JSON with the endpoints,
-the Ray address and ``token_file``, the path of an owner-only (0600) file beside it that holds the
+``up`` starts a detached manager actor (``gymfarm-cluster`` in Ray namespace ``gymfarm``; Ray
+restarts it if it dies, and the restarted one adopts the running farms) that runs a FarmCluster,
+waits for the farms, and writes the cluster file: JSON with the endpoints, the Ray address
+(``ray_address``, the GCS address), ``namespace`` and ``manager`` (where a client asks for the
+live endpoints) and ``token_file``, the path of an owner-only (0600) file beside it that holds the
 token, and ``curve``: the farms' CURVE server key, the client's public key and ``secret_key_file``,
 another owner-only file beside it that holds the client's secret key. ``gymfarm.connect(PATH)``
 reads it. ``status`` prints the farms and rewrites the file with
@@ -70,7 +72,7 @@ def _manager(ray: Any) -> Any:
 
 def _write_file(path: Path, endpoints: list[str], address: str | None, curve: dict[str, str] | None) -> None:
     doc = {"endpoints": endpoints, "token_file": str(_token_file(path).resolve()), "ray_address": address,
-           "namespace": NAMESPACE, "written": time.time()}
+           "namespace": NAMESPACE, "manager": MANAGER, "written": time.time()}
     if curve:
         doc["curve"] = curve
     _write_private(path, json.dumps(doc, indent=2) + "\n")
@@ -89,10 +91,26 @@ def cmd_up(a: argparse.Namespace) -> int:
     for m in a.imports:
         farm_args += ["--import", m]
     env = dict(kv.split("=", 1) for kv in a.env)
+    # the credentials are made here and given to the manager as arguments: a manager that Ray
+    # restarts gets them again (and adopts the running farms, which hold the same ones)
+    import secrets
+
+    import zmq
+
+    server_public, server_secret = (k.decode() for k in zmq.curve_keypair())
+    client_public, client_secret = (k.decode() for k in zmq.curve_keypair())
     kwargs = {"workers_per_node": a.workers_per_node, "farm_args": farm_args + a.farm_arg, "env": env,
-              "gymfarm_bin": a.gymfarm_bin or find_gymfarm(), "start_timeout": a.timeout}
+              "gymfarm_bin": a.gymfarm_bin or find_gymfarm(), "start_timeout": a.timeout,
+              "token": secrets.token_hex(16),
+              "curve": {"server_key": server_public, "server_secret": server_secret, "public_key": client_public,
+                        "secret_key": client_secret}}
     mgr = ray.remote(ClusterManager).options(name=MANAGER, namespace=NAMESPACE, lifetime="detached",
-                                             num_cpus=0, max_restarts=0).remote(kwargs, a.first_host)
+                                             num_cpus=0, max_restarts=-1,
+                                             max_task_retries=-1).remote(kwargs, a.first_host)
+    try:  # the GCS address, also for --address auto (a client asks it for the live endpoints)
+        address = ray.get_runtime_context().gcs_address or a.address
+    except Exception:  # noqa: BLE001 - a ray:// client connection has none
+        address = a.address
     endpoints = ray.get(mgr.endpoints.remote(), timeout=a.timeout + 30)
     path = Path(a.file)
     _write_private(_token_file(path), ray.get(mgr.token.remote()))
@@ -102,7 +120,7 @@ def cmd_up(a: argparse.Namespace) -> int:
         _write_private(_curve_file(path), keys["secret_key"] + "\n")
         curve = {"server_key": keys["server_key"], "public_key": keys["public_key"],
                  "secret_key_file": str(_curve_file(path).resolve())}
-    _write_file(path, endpoints, a.address, curve)
+    _write_file(path, endpoints, address, curve)
     print(f"gymfarm cluster: {len(endpoints)} farms up; connect with gymfarm.connect({str(path)!r})")
     for ep in endpoints:
         print(f"  {ep}")
