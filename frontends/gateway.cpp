@@ -362,6 +362,19 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
 
 // ---------------------------------------------------------------------------------------------
 
+// A dashboard stream's state in its HTTP session (at namespace scope: clang cannot construct a
+// nested struct with member initializers inside the class that holds it in a std::optional).
+struct DashboardStream {
+  std::string instance;
+  unsigned version = 11;
+  bool keep_alive = false;
+  bool started = false;  // the head went out: from here on, frames or the end
+  std::chrono::steady_clock::time_point asked_at{};
+  std::string out;   // the bytes being written
+  std::string last;  // the last frame sent (the same one is not sent again)
+  std::array<char, 512> sink{};
+};
+
 class HttpSession : public Connection, public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(Core& core, tcp::socket&& socket, Kind kind, Slot&& slot)
@@ -899,17 +912,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   asio::steady_timer pace_{stream_.get_executor()};  // the dashboard's frames, paced per connection
   std::chrono::steady_clock::time_point next_frame_at_{};
   // A /dashboard/stream/ viewer: set while it holds a place in core_.streams.
-  struct StreamState {
-    std::string instance;
-    unsigned version = 11;
-    bool keep_alive = false;
-    bool started = false;  // the head went out: from here on, frames or the end
-    std::chrono::steady_clock::time_point asked_at{};
-    std::string out;   // the bytes being written
-    std::string last;  // the last frame sent (the same one is not sent again)
-    std::array<char, 512> sink{};
-  };
-  std::optional<StreamState> viewer_;
+  std::optional<DashboardStream> viewer_;
 };
 
 // ---------------------------------------------------------------------------------------------
