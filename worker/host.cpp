@@ -211,7 +211,6 @@ py::object Host::step_vec(py::handle insts, py::handle actions, py::handle autor
   const auto n = PyList_GET_SIZE(insts.ptr());
   py::list obs(n), infos(n), rewards(n), terminated(n), truncated(n), finals, errs, marks, warned;
   py::dict no_info;
-  py::object error_map = module_.attr("error_map");
   for (Py_ssize_t i = 0; i < n; ++i) {
     obs[i] = py::none();
     infos[i] = no_info;
@@ -244,9 +243,7 @@ py::object Host::step_vec(py::handle insts, py::handle actions, py::handle autor
       }
     } catch (py::error_already_set& e) {
       if (!e.matches(PyExc_Exception)) throw;
-      py::object value = e.value() ? py::reinterpret_borrow<py::object>(e.value()) : py::none();
-      py::object trace = e.trace() ? py::reinterpret_borrow<py::object>(e.trace()) : py::none();
-      errs.append(py::make_tuple(py::int_(i), error_map(value, trace)));
+      errs.append(py::make_tuple(py::int_(i), error_map_of(e)));
       continue;
     }
     rewards[i] = reward;
@@ -266,15 +263,16 @@ py::object Host::step_vec(py::handle insts, py::handle actions, py::handle autor
       infos[i] = PyTuple_GET_ITEM(s.result.ptr(), 4);
     }
   }
+  // The rows stacked, a failed row filled with zeros like the first good one; None when none is.
   py::object stacked = py::none();
-  for (Py_ssize_t i = 0; i < n; ++i) {
-    if (obs[i].is_none()) continue;
+  Py_ssize_t good = 0;
+  while (good < n && obs[good].is_none()) ++good;
+  if (good < n) {
     auto np = py::module_::import("numpy");
-    py::object fill = np.attr("zeros_like")(np.attr("asarray")(obs[i]));
+    py::object fill = np.attr("zeros_like")(np.attr("asarray")(obs[good]));
     py::list rows(n);
     for (Py_ssize_t j = 0; j < n; ++j) rows[j] = obs[j].is_none() ? fill : np.attr("asarray")(obs[j]);
     stacked = np.attr("stack")(rows);
-    break;
   }
   py::dict out;
   out["obs"] = stacked;
@@ -344,13 +342,17 @@ void Host::close_env() {
   }
 }
 
+py::object Host::error_map_of(py::error_already_set& e) {
+  // An error raised in C (packing a reply, say) has no traceback: pass None, not a null handle
+  // (which pybind11 refuses with a cast_error).
+  py::object value = e.value() ? py::reinterpret_borrow<py::object>(e.value()) : py::none();
+  py::object trace = e.trace() ? py::reinterpret_borrow<py::object>(e.trace()) : py::none();
+  return module_.attr("error_map")(value, trace);
+}
+
 std::string Host::python_error(py::error_already_set& e) {
   try {
-    // An error raised in C (packing a reply, say) has no traceback: pass None, not a null handle
-    // (which pybind11 refuses with a cast_error).
-    py::object value = e.value() ? py::reinterpret_borrow<py::object>(e.value()) : py::none();
-    py::object trace = e.trace() ? py::reinterpret_borrow<py::object>(e.trace()) : py::none();
-    return gymfarm::worker::pack(module_.attr("error_map")(value, trace));
+    return gymfarm::worker::pack(error_map_of(e));
   } catch (py::error_already_set& again) {
     return error_body("env_error", std::string("the error could not be described: ") + again.what());
   } catch (const std::exception& again) {

@@ -71,6 +71,8 @@ class __attribute__((visibility("hidden"))) Host {
   // The protocol error for a Python exception: host.py's error_map decides (one place for both
   // single requests and the per-env errors of step_vec).
   std::string python_error(py::error_already_set& e);
+  // host.py's error_map of a fetched Python error (its value and traceback); may throw.
+  py::object error_map_of(py::error_already_set& e);
 
   py::module_ module_;
   // host.py's objects the C++ step uses, looked up once: the instances' table, the warnings shown
