@@ -42,6 +42,12 @@ def read_cluster_file(path: str | os.PathLike) -> tuple[list[str], str | None]:
     """The endpoints and token of a cluster file (written by ``gymfarm cluster up``): JSON with
     ``endpoints`` and ``token_file``. The token file must be a regular file of this user's that
     nobody else may read."""
+    _, eps, token = _cluster_file(path)
+    return eps, token
+
+
+def _cluster_file(path: str | os.PathLike) -> tuple[dict[str, Any], list[str], str | None]:
+    """The cluster file's document, endpoints and token (read_cluster_file)."""
     doc = json.loads(Path(path).read_text())
     eps = doc.get("endpoints")
     if not isinstance(eps, list) or not all(isinstance(e, str) for e in eps):
@@ -57,7 +63,7 @@ def read_cluster_file(path: str | os.PathLike) -> tuple[list[str], str | None]:
             token = os.read(fd, 4096).decode().strip() or None
         finally:
             os.close(fd)
-    return list(eps), token
+    return doc, list(eps), token
 
 
 _MAX_LIVE = 4096  # endpoints taken from a cluster's manager, at most
@@ -122,8 +128,8 @@ def _resolve(source: Any) -> tuple[list[str], str | None]:
     """(endpoints, token) of a list of endpoints, a FarmCluster (anything with ``endpoints`` and
     ``token``) or a cluster file."""
     if isinstance(source, (str, os.PathLike)):
-        eps, token = read_cluster_file(source)
-        live = manager_endpoints(json.loads(Path(source).read_text()))
+        doc, eps, token = _cluster_file(source)
+        live = manager_endpoints(doc)
         return (eps if live is None else live), token
     if hasattr(source, "endpoints"):
         return list(source.endpoints), getattr(source, "token", None)
