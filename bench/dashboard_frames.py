@@ -2,14 +2,18 @@
 """What watching an env on the dashboard costs its steps (docs/operations.md "Dashboard").
 
 One farm, one shared CartPole-v1 (render_mode rgb_array) stepped back to back by one native
-client, in four modes, alternating, all in this run: no viewer; one viewer polling
-/dashboard/frames/<id> every 500 ms (what the page does); 8 viewers at that rate; and one viewer
-polling back to back (the gateway's frame cache bounds what the env pays to one render per
-200 ms, whatever the viewers). The viewers run in another process, so they do not share this
-one's GIL with the stepping client. Each cycle runs every mode for --seconds; the report gives
-the median steps/s of each mode, the frames/s served and the ratio to no viewer. No viewer costs
-nothing by construction (no code runs for an instance no one watches): its row is the baseline,
-and its spread over the cycles is the noise. Writes bench/results/<time>-dashboard-frames.json and .md.
+client, in six modes, alternating, all in this run: no viewer; one viewer of the live stream
+/dashboard/stream/<id> (what the page does: one multipart response, a frame each 200 ms); 8 such
+viewers; one viewer polling /dashboard/frames/<id> every 500 ms (the page's way before the
+stream); 8 viewers at that rate; and one viewer polling back to back (the gateway's frame cache
+bounds what the env pays to one render per 200 ms, whatever the viewers). The viewers run in
+another process, so they do not share this one's GIL with the stepping client. Each cycle runs
+every mode for --seconds; the report gives each mode's medians: steps/s, frames/s served, the
+env's renders/s (the broker's count of `render` answers), the CPU share of the farm's own process
+(broker and gateway: PNG encoding, the streams' writes) and of the viewers' process, and the
+ratio to no viewer. No viewer costs nothing by construction (no code runs for an instance no one
+watches): its row is the baseline, and its spread over the cycles is the noise. Writes
+bench/results/<time>-dashboard-frames.json and .md.
 
     .venv/bin/python bench/dashboard_frames.py [--seconds 5] [--cycles 3]
 """
@@ -17,12 +21,15 @@ import argparse
 import datetime
 import json
 import multiprocessing
+import os
+import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -48,15 +55,56 @@ def viewer(url, period, stop, frames):
             stop.wait(wait)
 
 
+STREAM_PART = b"Content-Type: image/png"
+
+
+def stream_viewer(url, period, stop, frames):
+    """One viewer of /dashboard/stream/<id>: counts the frames (parts) as they come. A raw socket:
+    requests' iter_content waits to fill its chunk, so it would count late."""
+    del period  # the gateway paces the stream
+    u = urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=30) as sock:
+        sock.sendall(f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\n\r\n".encode())
+        tail = b""
+        while not stop.is_set():
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return
+            data = tail + chunk
+            n = data.count(STREAM_PART)
+            if n:
+                with frames.get_lock():
+                    frames.value += n
+            cut = data.rfind(STREAM_PART)  # a part's header split across two reads is counted once
+            tail = data[cut + len(STREAM_PART):] if cut >= 0 else data
+            tail = tail[-len(STREAM_PART):]
+
+
 def viewers_process(url, n, period, stop, frames):
-    threads = [threading.Thread(target=viewer, args=(url, period, stop, frames)) for _ in range(n)]
+    target = stream_viewer if "/stream/" in url else viewer
+    threads = [threading.Thread(target=target, args=(url, period, stop, frames)) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
 
 
-def run_mode(c, instance, url, viewers, period, seconds):
+def cpu_s(pid):
+    """CPU seconds (user + system) a process has used, its threads included."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def renders(c):
+    return c.call("stats")["answers"].get("render", {}).get("count", 0)
+
+
+def run_mode(c, farm_pid, instance, url, viewers, period, seconds):
+    """Steps for `seconds` while `viewers` watch `url`: steps/s, frames/s served, the env's renders/s,
+    and the CPU share of the farm's own process (broker and gateway) and of the viewers."""
     ctx = multiprocessing.get_context("spawn")
     stop, frames = ctx.Event(), ctx.Value("q", 0)
     proc = None
@@ -66,6 +114,7 @@ def run_mode(c, instance, url, viewers, period, seconds):
         deadline = time.monotonic() + 30
         while frames.value == 0 and time.monotonic() < deadline:  # viewers polling before the clock starts
             time.sleep(0.05)
+    r0, farm0, view0 = renders(c), cpu_s(farm_pid), cpu_s(proc.pid) if proc else 0.0
     steps, t0, f0 = 0, time.monotonic(), frames.value
     while time.monotonic() - t0 < seconds:
         r = c.call("step", instance, {"action": steps % 2})
@@ -74,10 +123,14 @@ def run_mode(c, instance, url, viewers, period, seconds):
             c.call("reset", instance, {})
     elapsed = time.monotonic() - t0
     served = frames.value - f0
+    out = {"steps_per_s": steps / elapsed, "frames_per_s": served / elapsed,
+           "renders_per_s": (renders(c) - r0) / elapsed,
+           "farm_cpu": (cpu_s(farm_pid) - farm0) / elapsed,
+           "viewer_cpu": (cpu_s(proc.pid) - view0) / elapsed if proc else 0.0}
     stop.set()
     if proc:
         proc.join(30)
-    return steps / elapsed, served / elapsed
+    return out
 
 
 def main():
@@ -86,10 +139,15 @@ def main():
     ap.add_argument("--cycles", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args()
-    modes = [("no viewer", 0, 0.0), ("1 viewer, every 500 ms", 1, 0.5), ("8 viewers, every 500 ms", 8, 0.5),
-             ("1 viewer, back to back", 1, 0.0)]
-    farm = FarmProcess(Path(tempfile.mkdtemp(prefix="gf-bench-")), workers=1)
-    results = {name: {"steps_per_s": [], "frames_per_s": []} for name, _, _ in modes}
+    # (name, viewers, poll period, route): "stream" viewers hold /dashboard/stream/, the others poll
+    modes = [("no viewer", 0, 0.0, "frames"), ("1 stream viewer", 1, 0.0, "stream"),
+             ("8 stream viewers", 8, 0.0, "stream"), ("1 viewer, every 500 ms", 1, 0.5, "frames"),
+             ("8 viewers, every 500 ms", 8, 0.5, "frames"), ("1 viewer, back to back", 1, 0.0, "frames")]
+    # 8 stream viewers from one address: past the default bound of 4 per address
+    farm = FarmProcess(Path(tempfile.mkdtemp(prefix="gf-bench-")), workers=1,
+                       args=["--dashboard-streams-per-client", "8"])
+    keys = ("steps_per_s", "frames_per_s", "renders_per_s", "farm_cpu", "viewer_cpu")
+    results = {name: {k: [] for k in keys} for name, _, _, _ in modes}
     spread = results["no viewer"]["steps_per_s"]
     try:
         root = farm.rest_url.removesuffix("/v1/")
@@ -99,7 +157,8 @@ def main():
             c.call("reset", instance, {"seed": 0})
             url = f"{root}/dashboard/frames/{instance}"
             assert requests.get(url, timeout=30).status_code == 200
-            run_mode(c, instance, url, 0, 0, 1.0)  # warm up
+            run_mode(c, farm.pid, instance, url, 0, 0, 1.0)  # warm up
+            urls = {"frames": url, "stream": f"{root}/dashboard/stream/{instance}"}
             # what one render costs the env's worker: a render's round trip against a step's
             timings = {}
             for verb, body in (("render", {}), ("step", {"action": 0})):
@@ -113,20 +172,21 @@ def main():
                 timings[verb] = statistics.median(ts)
             log(f"render {timings['render'] * 1e3:.2f} ms, step {timings['step'] * 1e3:.3f} ms (median round trips)")
             for cycle in range(args.cycles):
-                for name, n, period in modes:
-                    sps, fps = run_mode(c, instance, url, n, period, args.seconds)
-                    results[name]["steps_per_s"].append(sps)
-                    results[name]["frames_per_s"].append(fps)
-                    log(f"cycle {cycle + 1}: {name}: {sps:.0f} steps/s, {fps:.1f} frames/s served")
+                for name, n, period, route in modes:
+                    m = run_mode(c, farm.pid, instance, urls[route], n, period, args.seconds)
+                    for k in keys:
+                        results[name][k].append(m[k])
+                    log(f"cycle {cycle + 1}: {name}: {m['steps_per_s']:.0f} steps/s, {m['frames_per_s']:.1f} frames/s "
+                        f"served, {m['renders_per_s']:.1f} renders/s, farm process CPU {m['farm_cpu']:.0%}, "
+                        f"viewers' CPU {m['viewer_cpu']:.0%}")
     finally:
         farm.stop()
     base = statistics.median(results["no viewer"]["steps_per_s"])
     summary = []
-    for name, _, _ in modes:
-        med = statistics.median(results[name]["steps_per_s"])
-        summary.append({"mode": name, "steps_per_s": round(med, 1),
-                        "frames_per_s": round(statistics.median(results[name]["frames_per_s"]), 2),
-                        "ratio_to_no_viewer": round(med / base, 3)})
+    for name, _, _, _ in modes:
+        row = {"mode": name} | {k: round(statistics.median(results[name][k]), 3) for k in keys}
+        row["ratio_to_no_viewer"] = round(row["steps_per_s"] / base, 3)
+        summary.append(row)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,9 +197,10 @@ def main():
     lines = [f"render {timings['render'] * 1e3:.2f} ms, step {timings['step'] * 1e3:.3f} ms (median round trips); "
              f"at most 5 renders/s: at most {bound * 100:.1f}% of the env's time", "",
              f"no viewer: {min(spread):.0f}-{max(spread):.0f} steps/s over the cycles (the noise)", "",
-             "| mode | steps/s (median) | frames/s served | ratio to no viewer |", "|---|---|---|---|"]
-    lines += [f"| {s['mode']} | {s['steps_per_s']:.0f} | {s['frames_per_s']:.1f} | {s['ratio_to_no_viewer']:.3f} |"
-              for s in summary]
+             "| mode | steps/s (median) | frames/s served | env renders/s | farm process CPU | viewers' CPU "
+             "| ratio to no viewer |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {s['mode']} | {s['steps_per_s']:.0f} | {s['frames_per_s']:.1f} | {s['renders_per_s']:.1f} "
+              f"| {s['farm_cpu']:.0%} | {s['viewer_cpu']:.0%} | {s['ratio_to_no_viewer']:.3f} |" for s in summary]
     (out / f"{stamp}-dashboard-frames.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

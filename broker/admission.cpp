@@ -1,6 +1,7 @@
 #include "broker/admission.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "broker/sessions.hpp"
 
@@ -38,8 +39,8 @@ std::size_t Admission::holds(const std::string& client) const {
   return it == held_.end() ? 0 : it->second;
 }
 
-void Admission::made(const std::string& instance, const std::string& client, bool shared) {
-  owners_[instance] = Owner{client, shared};
+void Admission::made(const std::string& instance, const std::string& client, bool shared, SessionLabel session) {
+  owners_[instance] = Owner{client, shared, std::move(session)};
   ++held_[client];
 }
 

@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/sessions.hpp"
+
 namespace gymfarm::broker {
 
 class Admission {
@@ -18,8 +20,9 @@ class Admission {
     std::size_t max_inflight_per_client = 0;   // 0 = no limit
   };
   struct Owner {
-    std::string client;   // the key of the client that made it
-    bool shared = false;  // made with `shared: true`: any client may use it
+    std::string client;    // the key of the client that made it
+    bool shared = false;   // made with `shared: true`: any client may use it
+    SessionLabel session;  // how its session was shown when it was made (it may end before the instance)
   };
 
   explicit Admission(Limits limits) : limits_(limits) {}
@@ -36,7 +39,7 @@ class Admission {
   bool may_make(const std::string& client) const;
   std::size_t holds(const std::string& client) const;
   // An instance was made by `client`; forgotten when it is closed or its worker dies.
-  void made(const std::string& instance, const std::string& client, bool shared);
+  void made(const std::string& instance, const std::string& client, bool shared, SessionLabel session = {});
   void forget(const std::string& instance);
   const Owner* owner(const std::string& instance) const;
   // The instances `client` made.

@@ -578,6 +578,9 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     const Value* keep = body.find("keep_instances");
     if (keep && !keep->is_bool())
       return fail(r, make_error(ErrorCode::BadRequest, "hello's 'keep_instances' must be a bool"));
+    const Value* name = body.find("client");
+    if (name && !name->is_string())
+      return fail(r, make_error(ErrorCode::BadRequest, "hello's 'client' must be a string"));
     const Value* lease_asked = body.find("lease");
     if (lease_asked && !lease_asked->is_bool())
       return fail(r, make_error(ErrorCode::BadRequest, "hello's 'lease' must be a bool"));
@@ -595,6 +598,7 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
                                     " sessions that all hold instances or requests (--max-sessions)",
                                 d));
     }
+    if (name) sessions.set_name(r.client, name->as_string());
     Value v(protocol::Map{});
     v.set("version", protocol::kProtocolVersion);
     v.set("server", "gymfarm");
@@ -736,7 +740,7 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     while (!routes.add(instance, w, env_id)) instance = random_instance_id();
     registry.assign(w, instance, env_id);
     auto* make = r.as<Request::Make>();
-    admission.made(instance, r.client, make && make->shared);
+    admission.made(instance, r.client, make && make->shared, sessions.label(r.client).value_or(SessionLabel{}));
     if (make && make->slab) make->slab = grant_slab(w, instance);
     r.instance = instance;
     registry.slot(w).queue.push_back(std::move(r));  // behind the requests of the worker's other envs
@@ -802,7 +806,7 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
   Value stats() const {
     Value v = statistics.report(registry, budget, routes.size(), {opt.workers, max_workers},
                                 {heartbeat_period, heartbeat_policy.max_rate, lateness.excused()}, clock.now(),
-                                opt.frontend, static_cast<int64_t>(::getpid()), sessions.size());
+                                opt.frontend, static_cast<int64_t>(::getpid()), sessions.size(), &admission);
     // Requests answered through slabs never reach the broker: not in `requests` or `answers`.
     v.set("shm", Value(protocol::Map{{"slabs", static_cast<uint64_t>(slabs.size())},
                                      {"answered", static_cast<uint64_t>(slab_answers)}}));

@@ -32,6 +32,23 @@ std::string_view principal(std::string_view key) {
   return key;
 }
 
+std::string session_name(std::string_view name) {
+  std::string out(name.substr(0, kMaxSessionName));
+  for (char& c : out) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return out;
+}
+
+std::string_view client_via(std::string_view key) {
+  switch (key.empty() ? '\0' : key[0]) {
+    case static_cast<char>(ClientPath::Tcp): return "tcp";
+    case static_cast<char>(ClientPath::Local): return "local";
+    case static_cast<char>(ClientPath::Inproc): return "gateway";
+    default: return "unknown";
+  }
+}
+
 SessionTable::Open SessionTable::open(const std::string& client, bool authorized,
                                       const std::function<bool(const std::string&)>& busy, bool keep_instances,
                                       std::chrono::steady_clock::duration lease,
@@ -64,7 +81,7 @@ SessionTable::Open SessionTable::open(const std::string& client, bool authorized
     }
     if (!made_room) return Open::Full;
   }
-  order_.push_front(Entry{client, authorized, keep_instances, lease, now});
+  order_.push_front(Entry{client, authorized, keep_instances, lease, now, SessionLabel{++opened_, {}}});
   leased_ += lease.count() > 0;
   index_.emplace(client, order_.begin());
   return Open::Opened;
@@ -95,6 +112,16 @@ std::vector<std::string> SessionTable::expired(std::chrono::steady_clock::time_p
     if (e.lease.count() > 0 && now - e.last > e.lease && !busy(e.key)) out.push_back(e.key);
   }
   return out;
+}
+
+void SessionTable::set_name(const std::string& client, std::string_view name) {
+  if (auto it = index_.find(client); it != index_.end()) it->second->label.name = session_name(name);
+}
+
+std::optional<SessionLabel> SessionTable::label(const std::string& client) const {
+  auto it = index_.find(client);
+  if (it == index_.end()) return std::nullopt;
+  return it->second->label;
 }
 
 void SessionTable::close(const std::string& client) {

@@ -8,6 +8,7 @@
 // client that picks another client's routing id (even a local socket's name) is a stranger.
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <list>
 #include <optional>
@@ -38,6 +39,20 @@ std::optional<ClientAddress> parse_client_key(std::string_view key);
 // Who owns what a client makes: the client itself, except that all of the gateway's clients are
 // one principal (the gateway keeps its dialects' own tables and rules).
 std::string_view principal(std::string_view key);
+// A peer-chosen session name as the farm shows it: at most kMaxSessionName bytes, printable ASCII
+// only (anything else becomes '?'), so it is safe in a table, a log line or a label.
+constexpr std::size_t kMaxSessionName = 64;
+std::string session_name(std::string_view name);
+// How a client reached the farm, for display: "tcp" (the native ZeroMQ endpoint, tcp:// or ipc://),
+// "local" (the local socket) or "gateway" (a dialect's client in the gateway).
+std::string_view client_via(std::string_view key);
+
+// How a session is shown (stats, the dashboard): the number the farm gave it when it opened
+// (1, 2, ... in order) and the name its hello's `client` gave, cleaned (session_name()).
+struct SessionLabel {
+  uint64_t number = 0;
+  std::string name;
+};
 
 // The sessions hellos opened. A session is authorized when its hello carried the farm's token.
 // Sessions on the local socket end when it closes; TCP sessions cannot be seen to end, so when the
@@ -65,6 +80,10 @@ class SessionTable {
                                    const std::function<bool(const std::string&)>& busy) const;
   void close(const std::string& client);
   std::size_t size() const { return index_.size(); }
+
+  // How a session is shown (SessionLabel).
+  void set_name(const std::string& client, std::string_view name);
+  std::optional<SessionLabel> label(const std::string& client) const;
   std::size_t evicted() const { return evicted_; }
 
  private:
@@ -74,7 +93,9 @@ class SessionTable {
     bool keep_instances = false;
     std::chrono::steady_clock::duration lease{};
     std::chrono::steady_clock::time_point last{};
+    SessionLabel label;
   };
+  uint64_t opened_ = 0;     // sessions ever opened: the next one's number
   std::size_t leased_ = 0;  // sessions with a lease (expired() scans only when there are some)
   std::size_t max_;
   std::size_t evicted_ = 0;

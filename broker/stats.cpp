@@ -42,6 +42,23 @@ constexpr std::array<std::string_view, 17> kClientVerbs = {
     protocol::verb::kSample,    protocol::verb::kRender,  protocol::verb::kCall,  protocol::verb::kGetAttr,
     protocol::verb::kSetAttr};
 
+// Who made each instance a worker hosts, in the order of its `instances`: the session's number and
+// name (as its hello gave it), how it reached the farm, and whether the instance is shared.
+Value owners_of(const WorkerSlot& slot, const Admission& admission) {
+  protocol::Array out;
+  for (const auto& h : slot.hosted) {
+    Value o(protocol::Map{});
+    if (const auto* owner = admission.owner(h.instance)) {
+      o.set("session", static_cast<uint64_t>(owner->session.number));
+      o.set("client", owner->session.name);
+      o.set("via", std::string(client_via(owner->client)));
+      o.set("shared", owner->shared);
+    }
+    out.push_back(std::move(o));
+  }
+  return Value(std::move(out));
+}
+
 }  // namespace
 
 void RequestCounters::answered(std::string_view verb, std::string_view code, Duration took) {
@@ -80,8 +97,8 @@ Value RequestCounters::to_value() const {
 }
 
 Value Stats::report(const WorkerRegistry& registry, const RestartBudget& budget, std::size_t instances, Pool pool,
-                    const Heartbeats& hb, TimePoint now, const std::string& frontend, int64_t pid,
-                    std::size_t sessions) const {
+                    const Heartbeats& hb, TimePoint now, const std::string& frontend, int64_t pid, std::size_t sessions,
+                    const Admission* owners) const {
   protocol::Array workers;
   for (const auto& s : registry.slots()) {
     if (!s.wanted && s.state == WorkerState::Dead) continue;  // retired, no process
@@ -94,6 +111,7 @@ Value Stats::report(const WorkerRegistry& registry, const RestartBudget& budget,
     protocol::Array hosted;
     for (const auto& h : s.hosted) hosted.push_back(Value(h.instance));
     w.set("instances", std::move(hosted));
+    if (owners) w.set("owners", owners_of(s, *owners));
     w.set("steps", static_cast<uint64_t>(s.steps));
     w.set("rss_bytes", static_cast<int64_t>(rss_(s.pid)));
     w.set("pss_bytes", static_cast<int64_t>(pss_(s.pid)));

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "broker/admission.hpp"
 #include "broker/clock.hpp"
 #include "broker/restart_budget.hpp"
 #include "broker/worker_registry.hpp"
@@ -70,10 +71,11 @@ class Stats {
   uint64_t heartbeats = 0;  // heartbeat messages received
   RequestCounters answers;  // the dispatcher counts every answer here
 
-  // Retired slots (no process, not wanted) are left out.
+  // Retired slots (no process, not wanted) are left out. With `owners`, each worker's `owners`
+  // lists who made each of its `instances` (docs/protocol.md "stats").
   protocol::Value report(const WorkerRegistry& registry, const RestartBudget& budget, std::size_t instances, Pool pool,
                          const Heartbeats& hb, TimePoint now, const std::string& frontend, int64_t pid,
-                         std::size_t sessions = 0) const;
+                         std::size_t sessions = 0, const Admission* owners = nullptr) const;
 
  private:
   Memory rss_, pss_;

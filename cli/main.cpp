@@ -152,6 +152,10 @@ options for start:
   --max-connections-per-client N
                          open gateway connections from one remote address; more are refused with a
                          503 and closed (default 64; 0 = no limit)
+  --dashboard-streams N  live frame streams the dashboard may hold open (GET /dashboard/stream/), in
+                         all; more are refused with a 503 (default 32, 1-4096)
+  --dashboard-streams-per-client N
+                         the same, from one remote address (default 4, 1-4096)
   --verbose              log more
   --log-format FORMAT    text (default): `[gymfarm] ...` lines; json: one JSON object a line with ts,
                          level, msg and fields, and what workers write to stderr (env output) wrapped
@@ -322,6 +326,10 @@ Options parse(int argc, char** argv) {
       o.gateway.max_connections = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
     else if (k == "--max-connections-per-client")
       o.gateway.max_connections_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
+    else if (k == "--dashboard-streams")
+      o.gateway.max_dashboard_streams = static_cast<std::size_t>(int_arg(k, value(), 1, 4096));
+    else if (k == "--dashboard-streams-per-client")
+      o.gateway.max_dashboard_streams_per_client = static_cast<std::size_t>(int_arg(k, value(), 1, 4096));
     else die("unknown option '" + k + "'; try `gymfarm --help`");
   }
   if (o.runtime_dir.empty()) o.runtime_dir = default_runtime_dir();
@@ -715,6 +723,22 @@ std::string human_bytes(long long b) {
   return buf;
 }
 
+// Who made a worker's first instance, as one table cell: `#N:NAME@VIA` (the session's number, its
+// hello's name and how it reached the farm), "-" for none.
+std::string owner_cell(const Value& worker) {
+  const Value* owners = worker.find("owners");
+  if (owners == nullptr || !owners->is_array() || owners->as_array().empty()) return "-";
+  const Value& o = owners->as_array().front();
+  const Value* n = o.find("session");
+  const Value* name = o.find("client");
+  const Value* via = o.find("via");
+  if (n == nullptr || !n->is_int()) return "-";
+  std::string cell = "#" + std::to_string(n->as_int()) + ":" + (name && name->is_string() ? name->as_string() : "");
+  cell += "@" + (via && via->is_string() ? via->as_string() : std::string("?"));
+  std::replace(cell.begin(), cell.end(), ' ', '_');  // one cell, one word
+  return cell.size() > 32 ? cell.substr(0, 31) + "~" : cell;
+}
+
 // The status table of one `stats` answer.
 std::string status_table(const Value& s) {
   std::string out;
@@ -730,18 +754,18 @@ std::string status_table(const Value& s) {
                     static_cast<long long>(s.find("instances")->as_int()),
                     static_cast<unsigned long long>(s.find("requests")->as_int()),
                     static_cast<unsigned long long>(through_slabs)));
-  add(std::snprintf(line, sizeof line, "%-6s %-8s %-9s %-32s %-24s %10s %10s %10s %8s\n", "WORKER", "PID", "STATE",
-                    "INSTANCE", "ENV ID", "STEPS", "RSS", "PSS", "RESTARTS"));
+  add(std::snprintf(line, sizeof line, "%-6s %-8s %-9s %-32s %-32s %-24s %10s %10s %10s %8s\n", "WORKER", "PID",
+                    "STATE", "INSTANCE", "OWNER", "ENV ID", "STEPS", "RSS", "PSS", "RESTARTS"));
   for (const auto& w : s.find("workers")->as_array()) {
     const Value* pss = w.find("pss_bytes");
-    add(std::snprintf(line, sizeof line, "%-6lld %-8lld %-9s %-32s %-24s %10lld %10s %10s %8lld\n",
-                      static_cast<long long>(w.find("worker")->as_int()),
-                      static_cast<long long>(w.find("pid")->as_int()), w.find("state")->as_string().c_str(),
-                      w.find("instance")->as_string().empty() ? "-" : w.find("instance")->as_string().c_str(),
-                      w.find("env_id")->as_string().empty() ? "-" : w.find("env_id")->as_string().c_str(),
-                      static_cast<long long>(w.find("steps")->as_int()),
-                      human_bytes(w.find("rss_bytes")->as_int()).c_str(), human_bytes(pss ? pss->as_int() : 0).c_str(),
-                      static_cast<long long>(w.find("restarts")->as_int())));
+    add(std::snprintf(
+        line, sizeof line, "%-6lld %-8lld %-9s %-32s %-32s %-24s %10lld %10s %10s %8lld\n",
+        static_cast<long long>(w.find("worker")->as_int()), static_cast<long long>(w.find("pid")->as_int()),
+        w.find("state")->as_string().c_str(),
+        w.find("instance")->as_string().empty() ? "-" : w.find("instance")->as_string().c_str(), owner_cell(w).c_str(),
+        w.find("env_id")->as_string().empty() ? "-" : w.find("env_id")->as_string().c_str(),
+        static_cast<long long>(w.find("steps")->as_int()), human_bytes(w.find("rss_bytes")->as_int()).c_str(),
+        human_bytes(pss ? pss->as_int() : 0).c_str(), static_cast<long long>(w.find("restarts")->as_int())));
     if (const Value* why = w.find("last_exit"); why && !why->as_string().empty() && w.find("restarts")->as_int() > 0) {
       add(std::snprintf(line, sizeof line, "       last restart: %s\n", why->as_string().c_str()));
     }

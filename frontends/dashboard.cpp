@@ -19,8 +19,6 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-std::string text(const Value* v) { return v && v->is_string() ? v->as_string() : std::string(); }
-
 }  // namespace
 
 std::string_view dashboard_page() { return kDashboardHtml; }
@@ -108,43 +106,19 @@ std::string dashboard_stream_part(std::string_view png, bool first) {
 
 std::string dashboard_stream_end() { return "--\r\n"; }
 
-std::string dashboard_stats_json(const Value& stats, const std::map<std::string, std::string>& tables,
-                                 const Value& visible,
+std::string dashboard_stats_json(const Value& stats, const std::vector<InstanceRow>& rows,
                                  const std::vector<std::pair<std::string, std::size_t>>& connections,
                                  std::size_t streams) {
-  const Value* listed = visible.find("instances");
-  auto in_list = [&](const std::string& id) { return listed && listed->is_map() && listed->find(id) != nullptr; };
   Json instances = Json::array();
-  if (const Value* workers = stats.find("workers"); workers && workers->is_array()) {
-    for (const Value& w : workers->as_array()) {
-      const Value* hosted = w.find("instances");
-      if (!hosted || !hosted->is_array()) continue;
-      const Value* index = w.find("worker");
-      for (const Value& h : hosted->as_array()) {
-        if (!h.is_string() || h.as_string().empty()) continue;
-        const std::string& id = h.as_string();
-        Json e = Json::object();
-        e["instance"] = id;
-        e["env_id"] = text(w.find("env_id"));
-        e["worker"] = index && index->is_number() ? Json(index->as_double()) : Json(nullptr);
-        // The broker tells the gateway about its own instances and shared ones only (`list`);
-        // the gateway's tables say which of its dialects made one.
-        if (auto t = tables.find(id); t != tables.end()) {
-          e["dialect"] = t->second;
-          e["owner"] = "gateway";
-          e["viewable"] = true;
-        } else if (in_list(id)) {
-          e["dialect"] = "gymie or shared";
-          e["owner"] = "gateway or shared";
-          e["viewable"] = true;
-        } else {
-          e["dialect"] = "native";
-          e["owner"] = "a native session";
-          e["viewable"] = false;
-        }
-        instances.push_back(std::move(e));
-      }
-    }
+  for (const InstanceRow& r : rows) {
+    Json e = Json::object();
+    e["instance"] = r.instance;
+    e["env_id"] = r.env_id;
+    e["worker"] = r.worker >= 0 ? Json(r.worker) : Json(nullptr);
+    e["dialect"] = r.dialect;
+    e["owner"] = r.owner;
+    e["viewable"] = r.viewable;
+    instances.push_back(std::move(e));
   }
   Json conns = Json::object();
   for (const auto& [frontend, n] : connections) conns[frontend] = n;
@@ -181,6 +155,7 @@ FrameCache::Frame FrameCache::get(const std::string& instance, Clock::time_point
     ++renders_;
   }
   Frame f = render();
+  if (f.status == 200) f.rendered = now;
   std::lock_guard lock(mu_);
   auto it = entries_.find(instance);
   if (it != entries_.end()) {

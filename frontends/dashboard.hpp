@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "frontends/instance_owners.hpp"
 #include "protocol/value.hpp"
 
 namespace gymfarm::frontends {
@@ -54,12 +55,9 @@ std::string dashboard_stream_part(std::string_view png, bool first);
 std::string dashboard_stream_end();
 
 // The JSON /dashboard/api/stats answers: {stats: <the broker's stats>, instances: [{instance,
-// env_id, worker, dialect, owner, viewable}], connections: {frontend: n}, streams: n} (streams:
-// the /dashboard/stream/ viewers now). `tables` maps the
-// instances in the gateway's own tables to their dialect ("rest", "gym-server"); `visible` is the
-// gateway's `list` (its own instances and shared ones: the ones whose frames it may render).
-std::string dashboard_stats_json(const protocol::Value& stats, const std::map<std::string, std::string>& tables,
-                                 const protocol::Value& visible,
+// env_id, worker, dialect, owner, viewable}] (instance_owners.hpp), connections: {frontend: n},
+// streams: n} (streams: the /dashboard/stream/ viewers now).
+std::string dashboard_stats_json(const protocol::Value& stats, const std::vector<InstanceRow>& rows,
                                  const std::vector<std::pair<std::string, std::size_t>>& connections,
                                  std::size_t streams);
 
@@ -70,8 +68,9 @@ class FrameCache {
  public:
   using Clock = std::chrono::steady_clock;
   struct Frame {
-    int status = 200;  // 200 with a PNG; otherwise the HTTP status of the failure
-    std::string body;  // the PNG, or the JSON message
+    int status = 200;              // 200 with a PNG; otherwise the HTTP status of the failure
+    std::string body;              // the PNG, or the JSON message
+    Clock::time_point rendered{};  // when the env rendered it (a PNG's)
   };
   explicit FrameCache(std::chrono::milliseconds interval = std::chrono::milliseconds(200), std::size_t capacity = 1024)
       : interval_(interval), capacity_(capacity) {}
@@ -80,6 +79,7 @@ class FrameCache {
   // the lock held) and cached. Failures are not cached.
   Frame get(const std::string& instance, Clock::time_point now, const std::function<Frame()>& render);
   std::size_t renders() const;  // render() calls so far
+  std::chrono::milliseconds interval() const { return interval_; }
 
  private:
   struct Entry {

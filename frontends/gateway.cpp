@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
@@ -45,6 +46,7 @@
 #include "frontends/blocking_pool.hpp"
 #include "frontends/connection_limits.hpp"
 #include "frontends/dashboard.hpp"
+#include "frontends/instance_owners.hpp"
 #include "frontends/metrics.hpp"
 #include "frontends/png.hpp"
 #include "frontends/pyjson.hpp"
@@ -124,7 +126,8 @@ struct Core {
   ConnectionLimits streams;  // the dashboard's frame streams, in all and per remote address
   RestRegistry rest_registry;
   GymServerRegistry gym_server_registry;
-  GymieSeeds seeds;
+  GymieInstances gymie_instances;              // what Gymie connections made: seeds, owners
+  std::atomic<uint64_t> gymie_connections{0};  // numbers the connections in the dashboard's owners
   FrameCache frames;  // the dashboard's frames: one render per instance per interval, whatever the viewers
   std::array<std::atomic<std::size_t>, kKinds> open_by_kind{};  // open connections per frontend (/metrics)
   BlockingPool pool;
@@ -150,6 +153,29 @@ struct Core {
     co.context = opt.broker_context;
     co.spin = opt.spin;
     return std::make_unique<client::Client>(opt.broker_endpoint, co);
+  }
+
+  // What only the gateway knows, for /metrics and the dashboard: its open connections per frontend
+  // (the ports it serves), and the instances in its dialects' tables with their owners.
+  std::vector<std::pair<std::string, std::size_t>> connection_counts() const {
+    std::vector<std::pair<std::string, std::size_t>> out;
+    const int ports[kKinds] = {opt.port, opt.gymnasium_port, opt.gym_server_port, opt.gym_server_files_port,
+                               opt.metrics_port};
+    for (std::size_t k = 0; k < kKinds; ++k) {
+      if (ports[k] >= 0) out.emplace_back(kKindNames[k], open_by_kind[k].load());
+    }
+    return out;
+  }
+  std::map<std::string, GatewayInstance> own_instances() {
+    std::map<std::string, GatewayInstance> out;
+    rest_registry.for_each([&](const std::string&, const RestEntry& e) {
+      out[e.instance] = {"rest", "REST (any client with the token)"};
+    });
+    gym_server_registry.for_each([&](const std::string&, const GymServerEntry& e) {
+      out[e.instance] = {"gym_server", "gym-server (any client with the token)"};
+    });
+    for (auto& [id, owner] : gymie_instances.owners()) out[id] = {"gymie", std::move(owner)};
+    return out;
   }
 
   uint64_t track(std::weak_ptr<Connection> c) {
@@ -298,8 +324,10 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
       GymieOutcome out;
       try {
         if (!self->gymie_) {
-          self->gymie_ = std::make_unique<GymieSession>(static_cast<client::Caller&>(self->core_.caller),
-                                                        self->core_.seeds, self->core_.opt.gymie);
+          const uint64_t n = ++self->core_.gymie_connections;
+          self->gymie_ = std::make_unique<GymieSession>(
+              static_cast<client::Caller&>(self->core_.caller), self->core_.gymie_instances, self->core_.opt.gymie,
+              "Gymie #" + std::to_string(n) + " (" + self->slot_.client() + ")");
         }
         out = self->gymie_->handle(text);
       } catch (const client::ClientError&) {
@@ -571,13 +599,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
         return out;
       }
       GatewayCounts counts;
-      const int ports[kKinds] = {c.opt.port, c.opt.gymnasium_port, c.opt.gym_server_port, c.opt.gym_server_files_port,
-                                 c.opt.metrics_port};
-      for (std::size_t k = 0; k < kKinds; ++k) {
-        if (ports[k] >= 0) counts.connections.emplace_back(kKindNames[k], c.open_by_kind[k].load());
-      }
-      c.rest_registry.for_each([&](const std::string&, const RestEntry&) { ++counts.rest_instances; });
-      c.gym_server_registry.for_each([&](const std::string&, const GymServerEntry&) { ++counts.gym_server_instances; });
+      counts.connections = c.connection_counts();
+      counts.instances = instances_by_dialect(instance_rows(stats, c.own_instances()));
       counts.dashboard_streams = c.streams.total();
       out.content_type = "text/plain; version=0.0.4; charset=utf-8";
       out.body = render_metrics(stats, counts);
@@ -617,29 +640,18 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       return run_blocking(std::move(req), [](HttpSession& s, const HttpRequest&) {
         HttpReply out;
         Core& c = s.core_;
-        client::Value stats, visible;
+        client::Value stats;
         try {
-          auto& farm = static_cast<client::Caller&>(c.caller);
-          stats = farm.call(protocol::verb::kStats);
-          visible = farm.call(protocol::verb::kList);
+          stats = static_cast<client::Caller&>(c.caller).call(protocol::verb::kStats);
         } catch (const std::exception&) {
           out.status = 503;
           out.body = json_message("the farm is not answering");
           return out;
         }
-        std::map<std::string, std::string> tables;
-        c.rest_registry.for_each([&](const std::string&, const RestEntry& e) { tables[e.instance] = "rest"; });
-        c.gym_server_registry.for_each(
-            [&](const std::string&, const GymServerEntry& e) { tables[e.instance] = "gym-server"; });
-        std::vector<std::pair<std::string, std::size_t>> connections;
-        const int ports[kKinds] = {c.opt.port, c.opt.gymnasium_port, c.opt.gym_server_port, c.opt.gym_server_files_port,
-                                   c.opt.metrics_port};
-        for (std::size_t k = 0; k < kKinds; ++k) {
-          if (ports[k] >= 0) connections.emplace_back(kKindNames[k], c.open_by_kind[k].load());
-        }
         out.content_type = "application/json";
         out.headers.emplace_back("Cache-Control", "no-store");
-        out.body = dashboard_stats_json(stats, tables, visible, connections, c.streams.total());
+        out.body = dashboard_stats_json(stats, instance_rows(stats, c.own_instances()), c.connection_counts(),
+                                        c.streams.total());
         return out;
       });
     }
@@ -735,8 +747,11 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       viewer_->out = dashboard_stream_end();
       return write_stream(true);
     }
-    std::string part = f.body == viewer_->last ? std::string() : dashboard_stream_part(f.body, false);
-    if (part.empty()) return next_stream_frame();  // nothing new (or a frame the format cannot carry)
+    if (f.body == viewer_->last) {  // the frame it has: ask again when the cache may render a new one
+      return next_stream_frame(f.rendered + core_.frames.interval() + std::chrono::milliseconds(1));
+    }
+    std::string part = dashboard_stream_part(f.body, false);
+    if (part.empty()) return next_stream_frame();  // a frame the format cannot carry
     viewer_->out = std::move(part);
     viewer_->last = std::move(f.body);
     write_stream(false);
@@ -752,11 +767,11 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
                       });
   }
 
-  // The next fetch starts kFramePace after the last one started: frames go out at most once per
-  // kFramePace, a fetch that took long is not made up for.
-  void next_stream_frame() {
+  // The next fetch starts kFramePace after the last one started (or at `not_before`, if later):
+  // frames go out at most once per kFramePace, a fetch that took long is not made up for.
+  void next_stream_frame(std::chrono::steady_clock::time_point not_before = {}) {
     if (closed_ || !viewer_) return;
-    pace_.expires_at(viewer_->asked_at + kFramePace);
+    pace_.expires_at(std::max(viewer_->asked_at + kFramePace, not_before));
     pace_.async_wait([self = shared_from_this()](beast::error_code ec) {
       if (!ec) self->fetch_stream_frame();
     });

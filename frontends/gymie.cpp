@@ -13,18 +13,28 @@ namespace gymfarm::frontends {
 using protocol::ErrorCode;
 using protocol::Value;
 
-void GymieSeeds::set(const std::string& instance, uint64_t seed) {
+void GymieInstances::made(const std::string& instance, std::string owner, std::optional<uint64_t> seed) {
   std::lock_guard lock(mu_);
-  seeds_[instance] = seed;
+  entries_[instance] = Entry{std::move(owner), seed};
 }
 
-std::optional<uint64_t> GymieSeeds::take(const std::string& instance) {
+std::optional<uint64_t> GymieInstances::take_seed(const std::string& instance) {
   std::lock_guard lock(mu_);
-  auto it = seeds_.find(instance);
-  if (it == seeds_.end()) return std::nullopt;
-  const uint64_t s = it->second;
-  seeds_.erase(it);
-  return s;
+  auto it = entries_.find(instance);
+  if (it == entries_.end()) return std::nullopt;
+  return std::exchange(it->second.seed, std::nullopt);
+}
+
+void GymieInstances::closed(const std::string& instance) {
+  std::lock_guard lock(mu_);
+  entries_.erase(instance);
+}
+
+std::map<std::string, std::string> GymieInstances::owners() const {
+  std::lock_guard lock(mu_);
+  std::map<std::string, std::string> out;
+  for (const auto& [id, e] : entries_) out.emplace(id, e.owner);
+  return out;
 }
 
 namespace {
@@ -167,7 +177,8 @@ GymieOutcome GymieSession::handle(std::string_view message) {
         const Value r = farm_.call("make", {}, body);
         const std::string iid = r.find("instance_id")->as_string();
         owned_.push_back(iid);
-        if (seed && *seed != 0) seeds_.set(iid, *seed);  // Gymie ignores a seed of 0
+        // Gymie ignores a seed of 0
+        instances_.made(iid, owner_, seed && *seed != 0 ? seed : std::nullopt);
         return reply(iid);
       } catch (const client::ClientError& e) {
         if (e.code() != ErrorCode::BadRequest) throw;
@@ -185,7 +196,7 @@ GymieOutcome GymieSession::handle(std::string_view message) {
     }
     if (m->name == "reset") {
       Value body(protocol::Map{});
-      if (auto s = seeds_.take(instance)) {
+      if (auto s = instances_.take_seed(instance)) {
         body.set("seed", *s <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
                              ? Value(static_cast<int64_t>(*s))
                              : Value(*s));
@@ -219,9 +230,14 @@ GymieOutcome GymieSession::handle(std::string_view message) {
       return reply(to_json(Value(std::move(out))));
     }
     if (m->name == "close") {
-      farm_.call("close", instance);
+      try {
+        farm_.call("close", instance);
+      } catch (const client::ClientError& e) {
+        if (e.code() == ErrorCode::UnknownInstance) instances_.closed(instance);  // crashed: nothing left to show
+        throw;
+      }
       owned_.erase(std::remove(owned_.begin(), owned_.end(), instance), owned_.end());
-      seeds_.take(instance);
+      instances_.closed(instance);
       return reply("true");
     }
     if (m->name == "observation_space" || m->name == "action_space") {
@@ -247,7 +263,7 @@ void GymieSession::disconnected() {
     } catch (const std::exception&) {
       // already gone (crashed, closed elsewhere)
     }
-    seeds_.take(id);
+    instances_.closed(id);
   }
   owned_.clear();
 }

@@ -2,11 +2,13 @@
 // The Gymie WebSocket dialect (docs/dialects.md, "Gymie"): one text frame in, one text frame out,
 // or a close with the exact code and reason Gymie-Server sends.
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "client/client.hpp"
@@ -19,15 +21,23 @@ struct GymieOptions {
   std::size_t max_depth = 64;     // JSON nesting limit
 };
 
-// State shared by every Gymie connection: the seed each instance gets at its first reset.
-class GymieSeeds {
+// State shared by every Gymie connection: the instances Gymie connections made, who made each (the
+// dashboard's owner and /metrics' dialect) and the seed each gets at its first reset.
+class GymieInstances {
  public:
-  void set(const std::string& instance, uint64_t seed);
-  std::optional<uint64_t> take(const std::string& instance);
+  void made(const std::string& instance, std::string owner, std::optional<uint64_t> seed);
+  std::optional<uint64_t> take_seed(const std::string& instance);
+  void closed(const std::string& instance);
+  // instance -> the connection that made it
+  std::map<std::string, std::string> owners() const;
 
  private:
-  std::mutex mu_;
-  std::unordered_map<std::string, uint64_t> seeds_;
+  struct Entry {
+    std::string owner;
+    std::optional<uint64_t> seed;
+  };
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Entry> entries_;
 };
 
 struct GymieOutcome {
@@ -38,16 +48,18 @@ struct GymieOutcome {
 
 class GymieSession {
  public:
-  GymieSession(client::Caller& farm, GymieSeeds& seeds, GymieOptions options)
-      : farm_(farm), seeds_(seeds), opt_(options) {}
+  // `owner`: how the dashboard names this connection (its number and the peer's address).
+  GymieSession(client::Caller& farm, GymieInstances& instances, GymieOptions options, std::string owner)
+      : farm_(farm), instances_(instances), opt_(options), owner_(std::move(owner)) {}
   GymieOutcome handle(std::string_view message);
   // The connection ended: close what it made, unless instances are shared.
   void disconnected();
 
  private:
   client::Caller& farm_;
-  GymieSeeds& seeds_;
+  GymieInstances& instances_;
   GymieOptions opt_;
+  std::string owner_;
   std::vector<std::string> owned_;
 };
 

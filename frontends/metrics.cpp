@@ -109,18 +109,12 @@ std::string render_metrics(const Value& stats, const GatewayCounts& gateway) {
   gauge(reg, "gymfarm_pool_max_workers", "The pool's bound (--max-workers).", number(pool->find("max")));
   gauge(reg, "gymfarm_pool_live_workers", "Worker slots the pool keeps now.", number(pool->find("live")));
 
-  // instances by dialect: the gateway's tables; the rest were made over the native protocol or Gymie
-  const double instances = number(stats.find("instances"));
-  const double rest = static_cast<double>(gateway.rest_instances);
-  const double gym_server = static_cast<double>(gateway.gym_server_instances);
+  // instances by dialect: who made each (the broker's owners, the gateway's tables: instance_owners.hpp)
   auto& inst = prometheus::BuildGauge()
                    .Name("gymfarm_instances")
-                   .Help(
-                       "Env instances by the dialect that made them (native_or_gymie: the native protocol and Gymie).")
+                   .Help("Env instances by the dialect that made them (native: the native protocol).")
                    .Register(reg);
-  inst.Add({{"dialect", "rest"}}).Set(rest);
-  inst.Add({{"dialect", "gym_server"}}).Set(gym_server);
-  inst.Add({{"dialect", "native_or_gymie"}}).Set(std::max(0.0, instances - rest - gym_server));
+  for (const auto& [dialect, n] : gateway.instances) inst.Add({{"dialect", dialect}}).Set(static_cast<double>(n));
 
   // requests: answers by verb and code, latency per verb
   auto& requests = prometheus::BuildCounter()

@@ -4,6 +4,7 @@
 // prometheus-cpp (a Registry filled from the reply, serialized with its TextSerializer). Pure
 // functions of the reply and the gateway's own counts, so they are tested without sockets.
 #include <cstddef>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,8 +16,7 @@ namespace gymfarm::frontends {
 // What only the gateway knows.
 struct GatewayCounts {
   std::vector<std::pair<std::string, std::size_t>> connections;  // open connections per frontend
-  std::size_t rest_instances = 0;                                // gym-http-api and gymnasium-http-api (one table)
-  std::size_t gym_server_instances = 0;                          // gym-server
+  std::map<std::string, std::size_t> instances;                  // by dialect (instance_owners.hpp)
   std::size_t dashboard_streams = 0;                             // /dashboard/stream/ viewers
 };
 

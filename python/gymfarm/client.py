@@ -46,6 +46,9 @@ class Farm:
     and on the local socket they are closed when the connection ends (the script exits, crashes
     or calls :meth:`close`), unless ``keep_instances=True``.
 
+    ``name`` (default ``"gymfarm-python"``) is how this connection's session is shown by the
+    farm's ``stats``, ``gymfarm status`` and dashboard, beside the number the farm gives it.
+
     ``heartbeat`` (seconds, default off) makes the connection notice a farm that went away without
     a word (its host or node died, the network dropped): ZeroMQ pings the farm every third of it
     and drops the connection when nothing came back within it; every request in flight then, or
@@ -67,7 +70,8 @@ class Farm:
                  keep_instances: bool = False, heartbeat: float | None = None,
                  curve: dict[str, str] | str | os.PathLike[str] | None = None,
                  curve_server_key: str | bytes | None = None, curve_public_key: str | bytes | None = None,
-                 curve_secret_key: str | bytes | None = None, shm: bool | None = None):
+                 curve_secret_key: str | bytes | None = None, shm: bool | None = None,
+                 name: str | None = None):
         self.curve = curve_keys(curve, curve_server_key, curve_public_key, curve_secret_key)
         self.endpoint = endpoint
         self.timeout = float(timeout)
@@ -97,7 +101,8 @@ class Farm:
         self._closed = False
         self._last_sent = time.monotonic()
         self.token = token if token is not None else os.environ.get("GYMFARM_TOKEN")
-        hello: dict[str, Any] = {"version": PROTOCOL_VERSION, "client": "gymfarm-python", "lease": True}
+        # the session's name in the farm's stats, `gymfarm status` and the dashboard (64 printable ASCII)
+        hello: dict[str, Any] = {"version": PROTOCOL_VERSION, "client": name or "gymfarm-python", "lease": True}
         if keep_instances:
             hello["keep_instances"] = True
         if self.token:

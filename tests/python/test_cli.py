@@ -64,12 +64,14 @@ def test_detach_status_stop():
             # the reset and the 5 steps went through the instance's slab, past the broker's count
             served = re.search(r"(\d+) requests served \((\d+) more through shared memory\)", lines[0])
             assert served and int(served.group(2)) >= 6, lines[0]
-            assert lines[1].split() == ["WORKER", "PID", "STATE", "INSTANCE", "ENV", "ID", "STEPS", "RSS", "PSS",
-                                        "RESTARTS"]
+            assert lines[1].split() == ["WORKER", "PID", "STATE", "INSTANCE", "OWNER", "ENV", "ID", "STEPS", "RSS",
+                                        "PSS", "RESTARTS"]
             row = next(line for line in lines if e.instance_id in line).split()
-            assert row[2] == "assigned" and row[4] == "gymfarm_test/MultiBinary-v0" and row[5] == "5"
-            assert row[7] == "MB" and float(row[6]) > 5
-            assert row[9] == "MB" and 0 < float(row[8]) < float(row[6])  # forked from the zygote: shares pages
+            # the owner: this connection's session (its number, the client's name, the local socket)
+            assert re.fullmatch(r"#\d+:gymfarm-python@local", row[4]), row
+            assert row[2] == "assigned" and row[5] == "gymfarm_test/MultiBinary-v0" and row[6] == "5"
+            assert row[8] == "MB" and float(row[7]) > 5
+            assert row[10] == "MB" and 0 < float(row[9]) < float(row[7])  # forked from the zygote: shares pages
         r = run("stop", "--native-port", port, "--runtime-dir", d)
         assert r.returncode == 0 and "stopped" in r.stdout
         assert not pid_alive(pid)

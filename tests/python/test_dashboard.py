@@ -5,6 +5,7 @@ Then the page itself in headless Chromium (Debian's chromium and chromium-driver
 Selenium): the workers with their states, a restart after a kill -9, an instance's frame that
 changes between two reads, and a screenshot kept as an artifact."""
 import os
+import re
 import shutil
 import signal
 import struct
@@ -117,6 +118,45 @@ def test_a_loopback_farm_without_require_token_serves_it_to_loopback_names_only(
 
 
 # -- what it shows -----------------------------------------------------------------------------
+
+
+def test_instances_name_their_owner_session_and_dialect(start_farm):
+    """Each instance names the session that made it (the number the farm gave it, the client's name,
+    how it came) and its dialect; Gymie's are counted apart from native ones, on the page and in
+    /metrics."""
+    import json
+
+    from websockets.sync.client import connect as ws_connect
+
+    farm = start_farm(workers=4)
+    root = base(farm)
+    with farm.connect(name="trainer-7") as c, farm.connect(name="x\x00" + "y" * 100) as odd, \
+            ws_connect(farm.gymie_url, open_timeout=30) as ws:
+        mine = c.call("make", body={"env_id": "CartPole-v1"})["instance_id"]
+        theirs = make_shared(odd)
+        ws.send(json.dumps({"method": "make", "params": {"env_id": "CartPole-v1"}}))
+        gymie = ws.recv(timeout=60)  # Gymie answers a make with the bare id
+        assert requests.post(root + "/v1/envs/", json={"env_id": "CartPole-v1"}, timeout=60).status_code == 200
+        rows = {i["instance"]: i for i in get(root + "/dashboard/api/stats").json()["instances"]}
+        assert re.fullmatch(r"session #\d+ trainer-7 \(local\)", rows[mine]["owner"]), rows[mine]
+        assert rows[mine]["dialect"] == "native" and not rows[mine]["viewable"]
+        # a peer's name is cut to 64 printable characters; shared instances say so and may be watched
+        assert re.fullmatch(r"session #\d+ x\?y{62} \(local\), shared", rows[theirs]["owner"]), rows[theirs]
+        assert rows[theirs]["viewable"]
+        assert rows[gymie]["dialect"] == "gymie" and re.fullmatch(r"Gymie #\d+ \(127\.0\.0\.1\)", rows[gymie]["owner"])
+        rest = [i for i in rows.values() if i["dialect"] == "rest"]  # its farm id is not the REST id
+        assert len(rest) == 1 and rest[0]["viewable"] and rest[0]["owner"].startswith("REST"), rows
+        n_mine = int(re.search(r"#(\d+)", rows[mine]["owner"]).group(1))
+        n_theirs = int(re.search(r"#(\d+)", rows[theirs]["owner"]).group(1))
+        assert n_theirs > n_mine  # numbered in the order the sessions opened
+        metrics = requests.get(root + "/metrics", timeout=30).text
+        for dialect, n in (("native", 2), ("gymie", 1), ("rest", 1), ("gym_server", 0)):
+            assert f'gymfarm_instances{{dialect="{dialect}"}} {n}' in metrics, metrics
+        ws.send(json.dumps({"method": "close", "params": {"instance_id": gymie}}))
+        assert json.loads(ws.recv(timeout=60)) is True
+        assert wait_until(lambda: 'gymfarm_instances{dialect="gymie"} 0' in
+                          requests.get(root + "/metrics", timeout=30).text, 10)
+
 
 
 def test_stats_name_the_instances_and_frames_come_from_render(start_farm):
@@ -264,6 +304,13 @@ def test_the_page_in_chromium_shows_workers_a_restart_and_live_frames(start_farm
         assert wait_until(lambda: streams() == 0, 10), streams()
         row = driver.find_element("css selector", f'#instances tr[data-instance="{watched}"]')
         row.click()
+        assert wait_until(lambda: streams() == 1, 10), streams()
+        # a hidden tab holds no stream (another tab in front); shown again, it asks for one
+        page = driver.current_window_handle
+        driver.switch_to.new_window("tab")
+        assert wait_until(lambda: streams() == 0, 10), streams()
+        driver.close()
+        driver.switch_to.window(page)
         assert wait_until(lambda: streams() == 1, 10), streams()
         time.sleep(20 if os.environ.get("GYMFARM_UPDATE_SCREENSHOT") else 1.5)  # charts with a few points
         shot = tmp_path / "dashboard.png"

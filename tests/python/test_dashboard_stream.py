@@ -8,6 +8,7 @@ the connection when it likes."""
 import os
 import signal
 import socket
+import subprocess
 import time
 from urllib.parse import urlsplit
 
@@ -15,7 +16,7 @@ import pytest
 import requests
 from test_dashboard import Stepper, base, make_shared, png_size
 
-from farm_fixture import wait_until
+from farm_fixture import GYMFARM, wait_until
 
 BOUNDARY = b"gymfarm-frame"
 
@@ -239,3 +240,29 @@ def test_streams_are_bounded_per_client_address_and_in_all(start_farm):
         s = Stream(farm, path)  # the places came back
         assert s.status == 200
         s.close()
+
+
+def test_the_stream_bounds_are_flags(start_farm):
+    farm = start_farm(workers=1, args=["--dashboard-streams", "3", "--dashboard-streams-per-client", "2"])
+    with farm.connect() as c:
+        watched = make_shared(c, render_mode="rgb_array")
+        c.call("reset", watched, {"seed": 0})
+        path = f"/dashboard/stream/{watched}"
+        open_ = []
+        try:
+            open_ += [Stream(farm, path), Stream(farm, path)]
+            refused = Stream(farm, path)
+            assert refused.status == 503 and b"2 per client address" in refused.body, refused.body
+            refused.close()
+            open_.append(Stream(farm, path, source="127.0.0.2"))
+            assert [s.status for s in open_] == [200, 200, 200]
+            refused = Stream(farm, path, source="127.0.0.3")
+            assert refused.status == 503 and b"3 in all" in refused.body, refused.body
+            refused.close()
+        finally:
+            for s in open_:
+                s.close()
+    for bad in ("0", "4097", "x"):
+        r = subprocess.run([str(GYMFARM), "start", "--dashboard-streams", bad], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 2 and "--dashboard-streams" in r.stderr, (bad, r.stderr)

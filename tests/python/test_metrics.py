@@ -80,7 +80,8 @@ def test_metrics_count_steps_requests_and_latency(start_farm):
     assert m['gymfarm_request_duration_seconds_bucket{le="+Inf",verb="step"}'] == 2 * 7 + 1
     assert m['gymfarm_request_duration_seconds_sum{verb="step"}'] > 0
     assert m['gymfarm_workers{state="assigned"}'] == 2 and m['gymfarm_workers{state="dead"}'] == 0
-    assert m['gymfarm_instances{dialect="native_or_gymie"}'] == 2
+    assert m['gymfarm_instances{dialect="native"}'] == 2
+    assert m['gymfarm_instances{dialect="gymie"}'] == m['gymfarm_instances{dialect="rest"}'] == 0
     assert m["gymfarm_pool_warm_workers"] == 2
     assert m["gymfarm_restart_budget_limit"] == stats["restart_budget"]["limit"]
     assert all(v > 0 for k, v in m.items() if k.startswith("gymfarm_worker_rss_bytes"))

@@ -75,10 +75,11 @@ def test_hello_field_types_are_checked(start_farm):
     s = zmq.Context.instance().socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     s.connect(farm.endpoint)
-    s.send_multipart([b"hello", b"", b"\x01" * 8, msgpack.packb({"version": 1, "keep_instances": 1})])
-    assert s.poll(10000)
-    _, status, body = s.recv_multipart()
-    assert status == b"err" and msgpack.unpackb(body)["code"] == "bad_request"
+    for bad in ({"keep_instances": 1}, {"client": 5}, {"lease": "yes"}):
+        s.send_multipart([b"hello", b"", b"\x01" * 8, msgpack.packb({"version": 1} | bad)])
+        assert s.poll(10000)
+        _, status, body = s.recv_multipart()
+        assert status == b"err" and msgpack.unpackb(body)["code"] == "bad_request", bad
     s.close(0)
 
 

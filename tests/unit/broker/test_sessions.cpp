@@ -112,3 +112,30 @@ TEST_CASE("a leased session expires when its client sends nothing, unless it wai
   t.close(b);
   CHECK(t.expired(t0 + 100s, never_busy).empty());  // c has no lease
 }
+
+TEST_CASE("sessions are numbered in the order they opened and named by their hello, cleaned") {
+  SessionTable t(10);
+  auto idle = [](const std::string&) { return false; };
+  const auto a = client_key(ClientPath::Local, "a");
+  const auto b = client_key(ClientPath::Tcp, "b", "0000000000000002");
+  t.open(a, true, idle);
+  t.open(b, true, idle);
+  t.set_name(b, std::string("trainer \x01\xff") + std::string(100, 'x'));
+  REQUIRE(t.label(a));
+  CHECK(t.label(a)->number == 1);
+  CHECK(t.label(a)->name.empty());
+  CHECK(t.label(b)->number == 2);
+  CHECK(t.label(b)->name.size() == kMaxSessionName);
+  CHECK(t.label(b)->name.rfind("trainer ??x", 0) == 0);  // control bytes and non-ASCII become '?'
+  t.open(a, true, idle);                                 // a renewed hello keeps its number
+  CHECK(t.label(a)->number == 1);
+  t.close(a);
+  CHECK_FALSE(t.label(a));
+  t.open(a, true, idle);  // a session opened again is a new one
+  CHECK(t.label(a)->number == 3);
+  t.set_name(client_key(ClientPath::Local, "nobody"), "x");  // no session: nothing happens
+  CHECK(t.size() == 2);
+  CHECK(client_via(a) == "local");
+  CHECK(client_via(b) == "tcp");
+  CHECK(client_via(client_key(ClientPath::Inproc, "g")) == "gateway");
+}

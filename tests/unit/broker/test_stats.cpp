@@ -63,3 +63,26 @@ TEST_CASE("stats: a process that cannot be read has no memory") {
   CHECK(proc_pss_bytes(-1) == 0);
   CHECK(proc_rss_bytes(::getpid()) > 0);
 }
+
+TEST_CASE("stats: who made each hosted instance, when asked with the owners") {
+  ManualClock clock;
+  WorkerRegistry r(1, clock, 2);
+  REQUIRE(r.spawned(0, "w0.0", 100));
+  REQUIRE(r.ready(0));
+  REQUIRE(r.assign(0, "mine", "CartPole-v1"));
+  REQUIRE(r.assign(0, "orphan", "CartPole-v1"));
+  Admission admission({});
+  admission.made("mine", client_key(ClientPath::Local, "s"), true, SessionLabel{7, "trainer"});
+  RestartBudget budget(32, 60s);
+  Stats stats([](int) { return 0LL; }, [](int) { return 0LL; });
+  const Value without = stats.report(r, budget, 2, {1, 1}, {}, clock.now(), "x", 1);
+  CHECK(without.find("workers")->as_array()[0].find("owners") == nullptr);
+  const Value v = stats.report(r, budget, 2, {1, 1}, {}, clock.now(), "x", 1, 2, &admission);
+  const auto& owners = v.find("workers")->as_array()[0].find("owners")->as_array();
+  REQUIRE(owners.size() == 2);  // one per entry of `instances`, in its order
+  CHECK(owners[0].find("session")->as_int() == 7);
+  CHECK(owners[0].find("client")->as_string() == "trainer");
+  CHECK(owners[0].find("via")->as_string() == "local");
+  CHECK(owners[0].find("shared")->as_bool());
+  CHECK(owners[1].find("session") == nullptr);  // made by no one Admission knows: an empty map
+}
