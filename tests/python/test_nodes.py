@@ -270,7 +270,7 @@ def test_farms_dir_skips_what_is_not_a_farm_registration(tmp_path):
     good = {"endpoint": "tcp://127.0.0.2:5555", "host": "127.0.0.2", "pid": 1}
     (d / "a.json").write_text(json.dumps(good))
     (d / "b.json").write_text("not json")
-    (d / "c.json").write_text(json.dumps({"endpoint": "ipc:///tmp/x"}))
+    (d / "c.json").write_text(json.dumps({"endpoint": "ipc://farm.sock"}))
     (d / "d.json").write_text(json.dumps({"endpoint": "tcp://" + "x" * 300}))
     (d / "e.json").write_text(json.dumps(["tcp://127.0.0.9:1"]))
     (d / "f.json").symlink_to(d / "a.json")
