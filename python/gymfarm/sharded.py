@@ -39,9 +39,9 @@ DEFAULT_HEARTBEAT = 3.0
 
 
 def read_cluster_file(path: str | os.PathLike) -> tuple[list[str], str | None]:
-    """The endpoints and token of a cluster file (written by ``gymfarm cluster up``): JSON with
-    ``endpoints`` and ``token_file``. The token file must be a regular file of this user's that
-    nobody else may read."""
+    """The endpoints and token of a cluster file (written by ``gymfarm cluster up`` or ``gymfarm
+    nodes file``): JSON with ``endpoints`` and ``token_file``. The token file must be a regular
+    file of this user's that nobody else may read."""
     _, eps, token = _cluster_file(path)
     return eps, token
 
@@ -111,6 +111,47 @@ def manager_endpoints(doc: dict[str, Any], timeout: float = 5.0) -> list[str] | 
     return list(eps)
 
 
+_MAX_FARM_FILE = 65536  # bytes of one farm's registration, at most
+
+
+def farm_registrations(path: str | os.PathLike[str]) -> list[dict[str, Any]] | None:
+    """The farms registered in a farms directory (``gymfarm nodes run`` writes one ``NAME.json``
+    per farm there: ``{"endpoint": "tcp://...", "host": ..., "pid": ..., "started": ...}``), in
+    name order, each with its ``name``; None when the directory cannot be read. Only regular files
+    of this user are read, at most 4096; a file that is not a JSON object or whose ``endpoint`` is
+    not a ``tcp://`` string of at most 256 characters is skipped."""
+    try:
+        names = sorted(e.name for e in os.scandir(path) if e.name.endswith(".json") and not e.name.startswith("."))
+    except OSError:
+        return None
+    out: list[dict[str, Any]] = []
+    for name in names[:_MAX_LIVE]:
+        try:
+            fd = os.open(os.path.join(path, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue  # gone meanwhile, a symlink, not ours to read
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_size > _MAX_FARM_FILE:
+                continue
+            doc = json.loads(os.read(fd, _MAX_FARM_FILE))
+        except (OSError, ValueError):
+            continue
+        finally:
+            os.close(fd)
+        ep = doc.get("endpoint") if isinstance(doc, dict) else None
+        if isinstance(ep, str) and ep.startswith("tcp://") and len(ep) <= 256:
+            out.append(dict(doc, name=name[: -len(".json")]))
+    return out
+
+
+def farms_dir_endpoints(path: str | os.PathLike[str]) -> list[str] | None:
+    """The endpoints of :func:`farm_registrations` (each once); None when the directory cannot be
+    read."""
+    regs = farm_registrations(path)
+    return None if regs is None else list(dict.fromkeys(r["endpoint"] for r in regs))
+
+
 def _resolve_curve(source: Any) -> dict[str, str] | None:
     """The CURVE keys a client needs for a cluster: a FarmCluster's ``client_curve``, or a cluster
     file's ``curve`` entry (its ``secret_key_file`` an owner-only file beside the token's); None for
@@ -129,7 +170,11 @@ def _resolve(source: Any) -> tuple[list[str], str | None]:
     ``token``) or a cluster file."""
     if isinstance(source, (str, os.PathLike)):
         doc, eps, token = _cluster_file(source)
-        live = manager_endpoints(doc)
+        if doc.get("farms_dir"):  # gymfarm nodes: the farms register in a shared directory
+            fd = doc["farms_dir"]
+            live = farms_dir_endpoints(fd) if isinstance(fd, str) else None
+        else:  # gymfarm cluster: the Ray cluster's manager knows them
+            live = manager_endpoints(doc)
         return (eps if live is None else live), token
     if hasattr(source, "endpoints"):
         return list(source.endpoints), getattr(source, "token", None)
@@ -143,8 +188,9 @@ class ShardedFarm:
     """Several farms as one: the :class:`gymfarm.Farm` API where it makes sense across farms.
 
     ``farms``: a list of endpoints, a :class:`gymfarm.ray.FarmCluster`, or a cluster file path
-    (whose live endpoints come from the cluster's manager when its Ray cluster answers, see
-    :func:`manager_endpoints`; else from the file). The list is re-read at most every
+    (whose live endpoints come from the files in its ``farms_dir``, see
+    :func:`farms_dir_endpoints`, or from the cluster's manager when its Ray cluster answers, see
+    :func:`manager_endpoints`; else from the file's list). The list is re-read at most every
     ``refresh_s`` seconds, and on the next make after a farm was found lost.
     ``token`` (default: the cluster's, else ``GYMFARM_TOKEN``) is sent to every farm. ``curve``
     (default: the cluster's) are the CURVE keys of :class:`gymfarm.Farm`, used for every farm.

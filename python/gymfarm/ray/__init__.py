@@ -26,11 +26,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 try:
@@ -39,23 +37,12 @@ try:
 except ImportError as _e:  # pragma: no cover - depends on the environment
     raise ImportError("gymfarm.ray needs Ray: pip install './python[ray]' (or pip install ray)") from _e
 
+from .._farmproc import find_gymfarm
 from ._actor import FarmActor
 
 __all__ = ["FarmCluster", "FarmActor", "find_gymfarm"]
 
 log = logging.getLogger("gymfarm.ray")
-
-
-def find_gymfarm() -> str:
-    """The ``gymfarm`` binary: ``$GYMFARM_BIN_DIR/gymfarm``, else ``gymfarm`` on PATH. The same path
-    must hold it on every node."""
-    d = os.environ.get("GYMFARM_BIN_DIR")
-    if d:
-        return str(Path(d) / "gymfarm")
-    found = shutil.which("gymfarm")
-    if not found:
-        raise FileNotFoundError("no gymfarm binary: put it on PATH or set GYMFARM_BIN_DIR (or pass gymfarm_bin=)")
-    return found
 
 
 class _Member:

@@ -19,32 +19,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from .._farmproc import write_private
 from ._manager import MANAGER, NAMESPACE, ClusterManager
 
 
 def _write_private(path: Path, text: str) -> None:
     """Writes ``path`` mode 0600, never through a symlink; replaces only a regular file of ours."""
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        import stat
-
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            raise SystemExit(f"gymfarm cluster: {path} is not a regular file of this user; remove it")
-        os.unlink(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
+        write_private(path, text)
+    except PermissionError as e:
+        raise SystemExit(f"gymfarm cluster: {e}") from None
 
 
 def _token_file(path: Path) -> Path:
