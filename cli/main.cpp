@@ -47,11 +47,17 @@ constexpr const char* kHelp = R"(gymfarm - a multi-process farm of isolated Gymn
 
 usage:
   gymfarm start [options]    run a farm (foreground unless --detach)
-  gymfarm status [options]   print the farm's workers: pid, state, instance, env id, steps, RSS
+  gymfarm status [options]   print the farm's workers: pid, state, instance, its owner (session
+                             #N:NAME@VIA), env id, steps, RSS
   gymfarm status --watch [--interval SEC]
                              redraw that table every SEC seconds (default 2) until Ctrl-C (exit 0)
                              or until the farm goes away (exit 3)
   gymfarm stop [options]     stop a running farm gracefully (drain, close envs, stop workers)
+  gymfarm cluster up|status|down ...
+                             farms on a Ray cluster (docs/scaling.md; gymfarm cluster --help)
+  gymfarm nodes init|run|file|status ...
+                             one farm per node under Slurm or Kubernetes (docs/scaling.md;
+                             gymfarm nodes --help)
   gymfarm --help             this text
 
 options for start:
@@ -913,17 +919,22 @@ int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::strcmp(argv[1], "cluster") == 0) {  // `gymfarm cluster ...`: docs/scaling.md
+  // `gymfarm cluster ...` (Ray, docs/scaling.md) and `gymfarm nodes ...` (one farm per node under
+  // another scheduler) are the Python package's: python -m gymfarm.ray / gymfarm.nodes
+  const char* python_module = nullptr;
+  if (argc > 1 && std::strcmp(argv[1], "cluster") == 0) python_module = "gymfarm.ray";
+  if (argc > 1 && std::strcmp(argv[1], "nodes") == 0) python_module = "gymfarm.nodes";
+  if (python_module != nullptr) {
     std::error_code ec;
     const fs::path self = fs::read_symlink("/proc/self/exe", ec);
     // the farms run this build; NOLINTNEXTLINE(concurrency-mt-unsafe): one thread, nothing started yet
     if (!ec) setenv("GYMFARM_BIN_DIR", self.parent_path().c_str(), 0);
     std::vector<char*> args{const_cast<char*>(GYMFARM_DEFAULT_PYTHON), const_cast<char*>("-m"),
-                            const_cast<char*>("gymfarm.ray")};
+                            const_cast<char*>(python_module)};
     args.insert(args.end(), argv + 2, argv + argc);
     args.push_back(nullptr);
     execv(args[0], args.data());
-    std::fprintf(stderr, "gymfarm: cannot run %s -m gymfarm.ray: %s\n", args[0],
+    std::fprintf(stderr, "gymfarm: cannot run %s -m %s: %s\n", args[0], python_module,
                  std::generic_category().message(errno).c_str());
     return 1;
   }

@@ -292,27 +292,15 @@ def test_farms_dir_skips_what_is_not_a_farm_registration(tmp_path):
     assert _resolve(str(cf))[0] == ["tcp://127.0.0.7:1"]
 
 
-def _gymfarm_command(tmp_path):
-    """The `gymfarm` the Slurm script runs: the build's own when it hands `nodes` to Python, else a
-    stand-in that does what that hand-off does (python -m gymfarm.nodes)."""
+def test_the_cli_hands_nodes_to_the_python_package():
     r = subprocess.run([str(GYMFARM), "nodes", "--help"], capture_output=True, text=True, env=ENV, timeout=60)
-    if r.returncode == 0 and "init" in r.stdout:
-        return GYMFARM.parent
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    shim = bin_dir / "gymfarm"
-    shim.write_text(
-        f'#!/bin/sh\nif [ "$1" = nodes ]; then shift; exec "{sys.executable}" -m gymfarm.nodes "$@"; fi\n'
-        f'exec "{GYMFARM}" "$@"\n'
-    )
-    shim.chmod(0o755)
-    return bin_dir
+    assert r.returncode == 0 and "{init,run,file,status}" in r.stdout, r.stderr
 
 
 def test_the_slurm_example_runs_end_to_end_with_a_fake_srun(tmp_path):
     d = tmp_path / "jobs" / "farm"
     path = os.pathsep.join(
-        [str(_gymfarm_command(tmp_path)), str(ROOT / "tests" / "support" / "fake-slurm"), os.environ["PATH"]]
+        [str(GYMFARM.parent), str(ROOT / "tests" / "support" / "fake-slurm"), os.environ["PATH"]]
     )
     env = dict(
         ENV,
