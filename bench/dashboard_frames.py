@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import multiprocessing
-import os
 import socket
 import statistics
 import sys
@@ -36,6 +35,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 from farm_fixture import FarmProcess  # noqa: E402
+from harness import cpu_s  # noqa: E402
 
 
 def log(msg):
@@ -89,15 +89,6 @@ def viewers_process(url, n, period, stop, frames):
         t.join()
 
 
-def cpu_s(pid):
-    """CPU seconds (user + system) a process has used, its threads included."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def renders(c):
     return c.call("stats")["answers"].get("render", {}).get("count", 0)
 
@@ -114,7 +105,7 @@ def run_mode(c, farm_pid, instance, url, viewers, period, seconds):
         deadline = time.monotonic() + 30
         while frames.value == 0 and time.monotonic() < deadline:  # viewers polling before the clock starts
             time.sleep(0.05)
-    r0, farm0, view0 = renders(c), cpu_s(farm_pid), cpu_s(proc.pid) if proc else 0.0
+    r0, farm0, view0 = renders(c), cpu_s([farm_pid]), cpu_s([proc.pid]) if proc else 0.0
     steps, t0, f0 = 0, time.monotonic(), frames.value
     while time.monotonic() - t0 < seconds:
         r = c.call("step", instance, {"action": steps % 2})
@@ -125,8 +116,8 @@ def run_mode(c, farm_pid, instance, url, viewers, period, seconds):
     served = frames.value - f0
     out = {"steps_per_s": steps / elapsed, "frames_per_s": served / elapsed,
            "renders_per_s": (renders(c) - r0) / elapsed,
-           "farm_cpu": (cpu_s(farm_pid) - farm0) / elapsed,
-           "viewer_cpu": (cpu_s(proc.pid) - view0) / elapsed if proc else 0.0}
+           "farm_cpu": (cpu_s([farm_pid]) - farm0) / elapsed,
+           "viewer_cpu": (cpu_s([proc.pid]) - view0) / elapsed if proc else 0.0}
     stop.set()
     if proc:
         proc.join(30)

@@ -3,6 +3,9 @@
 //   {"mode": ..., "n": N, "p50_us": ..., "p99_us": ..., "per_s": ...}
 //
 //   gymfarm-loadgen native ENDPOINT N          one CartPole, N sequential steps, C++ native client
+//   gymfarm-loadgen broker-step ENDPOINT N     the same over ZeroMQ only (no local socket, no slab):
+//                                              every step is routed by the broker
+//   gymfarm-loadgen broker-ping ENDPOINT N     N pings over ZeroMQ: the broker answers them itself
 //   gymfarm-loadgen http HOST PORT N           gym-http-api keep-alive: make, reset, N steps
 //   gymfarm-loadgen gymie HOST PORT PATH N     Gymie WebSocket: make, reset, N steps
 //   gymfarm-loadgen zmq-echo ENDPOINT N        DEALER round trips to a zmq-echo-server
@@ -37,7 +40,8 @@ namespace {
 
 [[noreturn]] void usage() {
   std::fprintf(stderr,
-               "usage: gymfarm-loadgen native ENDPOINT N | http HOST PORT N | gymie HOST PORT PATH N |\n"
+               "usage: gymfarm-loadgen native|broker-step|broker-ping ENDPOINT N | http HOST PORT N |\n"
+               "       gymie HOST PORT PATH N |\n"
                "       zmq-echo ENDPOINT N | zmq-echo-server ENDPOINT | ws-echo HOST PORT N | ws-echo-server PORT\n");
   std::exit(2);  // NOLINT(concurrency-mt-unsafe): only from main, before any thread starts
 }
@@ -72,6 +76,28 @@ void native(const std::string& endpoint, long n) {
     if (r.terminated || r.truncated) c.reset(env.instance_id);
   });
   c.close(env.instance_id);
+}
+
+// What one broker costs per message (bench/broker_rate.py): steps it routes, pings it answers.
+void broker_step(const std::string& endpoint, long n) {
+  gymfarm::client::ClientOptions o;
+  o.local = false;
+  o.shm = false;
+  gymfarm::client::Client c(endpoint, o);
+  const auto env = c.make("CartPole-v1");
+  c.reset(env.instance_id, 0);
+  measure("broker-step", n, [&](long i) {
+    const auto r = c.step(env.instance_id, gymfarm::protocol::Value(static_cast<int64_t>(i % 2)));
+    if (r.terminated || r.truncated) c.reset(env.instance_id);
+  });
+  c.close(env.instance_id);
+}
+
+void broker_ping(const std::string& endpoint, long n) {
+  gymfarm::client::ClientOptions o;
+  o.local = false;
+  gymfarm::client::Client c(endpoint, o);
+  measure("broker-ping", n, [&](long) { c.call("ping"); });
 }
 
 // gym-http-api over one keep-alive connection.
@@ -229,6 +255,8 @@ int main(int argc, char** argv) {
   };
   try {
     if (mode == "native") native(arg(2), std::stol(arg(3)));
+    else if (mode == "broker-step") broker_step(arg(2), std::stol(arg(3)));
+    else if (mode == "broker-ping") broker_ping(arg(2), std::stol(arg(3)));
     else if (mode == "http") rest(arg(2), arg(3), std::stol(arg(4)));
     else if (mode == "gymie") gymie(arg(2), arg(3), arg(4), std::stol(arg(5)));
     else if (mode == "zmq-echo") zmq_echo(arg(2), std::stol(arg(3)));
