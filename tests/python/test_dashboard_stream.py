@@ -209,28 +209,35 @@ def test_the_stream_ends_when_the_instance_is_closed_or_its_worker_dies(start_fa
         assert wait_until(lambda: streams(farm) == 0, 10)
 
 
+def stream_path_of_a_watched_env(c):
+    """A shared CartPole that renders, reset: the path of its stream."""
+    watched = make_shared(c, render_mode="rgb_array")
+    c.call("reset", watched, {"seed": 0})
+    return f"/dashboard/stream/{watched}"
+
+
+def assert_refused(farm, path, why: bytes, source="127.0.0.1"):
+    refused = Stream(farm, path, source=source)
+    assert refused.status == 503 and why in refused.body, refused.body
+    refused.close()
+
+
 def test_streams_are_bounded_per_client_address_and_in_all(start_farm):
     farm = start_farm(workers=1)
     with farm.connect() as c:
-        watched = make_shared(c, render_mode="rgb_array")
-        c.call("reset", watched, {"seed": 0})
-        path = f"/dashboard/stream/{watched}"
+        path = stream_path_of_a_watched_env(c)
         open_ = []
         try:
             for _ in range(4):
                 open_.append(Stream(farm, path))
                 assert open_[-1].status == 200
-            refused = Stream(farm, path)
-            assert refused.status == 503 and b"per client address" in refused.body, refused.body
-            refused.close()
+            assert_refused(farm, path, b"per client address")
             for k in range(2, 9):  # 7 more addresses, 4 streams each: 32 in all
                 for _ in range(4):
                     open_.append(Stream(farm, path, source=f"127.0.0.{k}"))
                     assert open_[-1].status == 200, (k, open_[-1].body)
             assert streams(farm) == 32
-            refused = Stream(farm, path, source="127.0.0.9")
-            assert refused.status == 503 and b"32 in all" in refused.body, refused.body
-            refused.close()
+            assert_refused(farm, path, b"32 in all", source="127.0.0.9")
             for s in open_:  # every stream still gets its frames
                 assert png_size(s.part()) == (600, 400)
         finally:
@@ -245,20 +252,14 @@ def test_streams_are_bounded_per_client_address_and_in_all(start_farm):
 def test_the_stream_bounds_are_flags(start_farm):
     farm = start_farm(workers=1, args=["--dashboard-streams", "3", "--dashboard-streams-per-client", "2"])
     with farm.connect() as c:
-        watched = make_shared(c, render_mode="rgb_array")
-        c.call("reset", watched, {"seed": 0})
-        path = f"/dashboard/stream/{watched}"
+        path = stream_path_of_a_watched_env(c)
         open_ = []
         try:
             open_ += [Stream(farm, path), Stream(farm, path)]
-            refused = Stream(farm, path)
-            assert refused.status == 503 and b"2 per client address" in refused.body, refused.body
-            refused.close()
+            assert_refused(farm, path, b"2 per client address")
             open_.append(Stream(farm, path, source="127.0.0.2"))
             assert [s.status for s in open_] == [200, 200, 200]
-            refused = Stream(farm, path, source="127.0.0.3")
-            assert refused.status == 503 and b"3 in all" in refused.body, refused.body
-            refused.close()
+            assert_refused(farm, path, b"3 in all", source="127.0.0.3")
         finally:
             for s in open_:
                 s.close()

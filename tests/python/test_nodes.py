@@ -22,7 +22,7 @@ import zmq
 from gymnasium.vector import AutoresetMode
 
 import gymfarm
-from farm_fixture import GYMFARM, ROOT, children_of, pid_alive, wait_until
+from farm_fixture import GYMFARM, ROOT, children_of, pid_alive, terminate, wait_until
 from gymfarm import nodes
 from gymfarm.errors import FarmUnavailable, Unauthorized
 from gymfarm.sharded import _resolve, farms_dir_endpoints
@@ -83,13 +83,7 @@ class NodeRun:
 
     def stop(self, timeout=45.0):
         """SIGTERM to `nodes run` by pid; its farm and every process of it must be gone after."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc, timeout)
         self._log.close()
         return self.proc.returncode
 

@@ -49,6 +49,18 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
+def terminate(proc: subprocess.Popen, timeout: float) -> int:
+    """SIGTERM to a process we started, by pid; SIGKILL if it has not exited within `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
 class FarmProcess:
     """A `gymfarm start` running in the foreground as a child of the test."""
 
@@ -110,13 +122,7 @@ class FarmProcess:
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM by pid, wait, and return the exit code (SIGKILL if it does not stop)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc, timeout)
         self._log.close()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
         return self.proc.returncode
