@@ -67,11 +67,13 @@ void measure(const std::string& mode, long n, const std::function<void(long)>& o
   std::fflush(stdout);
 }
 
-void native(const std::string& endpoint, long n) {
-  gymfarm::client::Client c(endpoint);
+// One CartPole stepped n times (`broker-step`: over ZeroMQ only, so the broker routes every step).
+void native(const std::string& endpoint, long n, const std::string& mode = "native",
+            gymfarm::client::ClientOptions options = {}) {
+  gymfarm::client::Client c(endpoint, options);
   const auto env = c.make("CartPole-v1");
   c.reset(env.instance_id, 0);
-  measure("native", n, [&](long i) {
+  measure(mode, n, [&](long i) {
     const auto r = c.step(env.instance_id, gymfarm::protocol::Value(static_cast<int64_t>(i % 2)));
     if (r.terminated || r.truncated) c.reset(env.instance_id);
   });
@@ -83,14 +85,7 @@ void broker_step(const std::string& endpoint, long n) {
   gymfarm::client::ClientOptions o;
   o.local = false;
   o.shm = false;
-  gymfarm::client::Client c(endpoint, o);
-  const auto env = c.make("CartPole-v1");
-  c.reset(env.instance_id, 0);
-  measure("broker-step", n, [&](long i) {
-    const auto r = c.step(env.instance_id, gymfarm::protocol::Value(static_cast<int64_t>(i % 2)));
-    if (r.terminated || r.truncated) c.reset(env.instance_id);
-  });
-  c.close(env.instance_id);
+  native(endpoint, n, "broker-step", o);
 }
 
 void broker_ping(const std::string& endpoint, long n) {
