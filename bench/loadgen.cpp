@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 #include <zmq.hpp>
 
@@ -70,7 +71,7 @@ void measure(const std::string& mode, long n, const std::function<void(long)>& o
 // One CartPole stepped n times (`broker-step`: over ZeroMQ only, so the broker routes every step).
 void native(const std::string& endpoint, long n, const std::string& mode = "native",
             gymfarm::client::ClientOptions options = {}) {
-  gymfarm::client::Client c(endpoint, options);
+  gymfarm::client::Client c(endpoint, std::move(options));
   const auto env = c.make("CartPole-v1");
   c.reset(env.instance_id, 0);
   measure(mode, n, [&](long i) {
