@@ -158,6 +158,8 @@ options for start:
   --max-connections-per-client N
                          open gateway connections from one remote address; more are refused with a
                          503 and closed (default 64; 0 = no limit)
+  --gateway-io-threads N threads that run the gateway's sockets (HTTP, WebSocket; default 1, 1-64);
+                         the dialects' work runs on its pool of blocking threads, not on these
   --dashboard-streams N  live frame streams the dashboard may hold open (GET /dashboard/stream/), in
                          all; more are refused with a 503 (default 32, 1-4096)
   --dashboard-streams-per-client N
@@ -332,6 +334,7 @@ Options parse(int argc, char** argv) {
       o.gateway.max_connections = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
     else if (k == "--max-connections-per-client")
       o.gateway.max_connections_per_client = static_cast<std::size_t>(int_arg(k, value(), 0, 1 << 24));
+    else if (k == "--gateway-io-threads") o.gateway.io_threads = static_cast<std::size_t>(int_arg(k, value(), 1, 64));
     else if (k == "--dashboard-streams")
       o.gateway.max_dashboard_streams = static_cast<std::size_t>(int_arg(k, value(), 1, 4096));
     else if (k == "--dashboard-streams-per-client")

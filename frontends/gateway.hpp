@@ -46,8 +46,10 @@ struct GatewayOptions {
   std::chrono::seconds http_header_timeout{10};
   // The farm closed a WebSocket and the peer did not answer the close within this: drop the TCP.
   std::chrono::seconds ws_close_timeout{5};
-  std::size_t io_threads =
-      2;  // threads running the io_context (they never busy-poll: measured, it cost more than it saved)
+  // Threads running the io_context (--gateway-io-threads); they never busy-poll (measured: it cost
+  // more than it saved). One by default: a second made each request's hand-overs dearer (measured:
+  // docs/benchmarks.md "P4 and P5 re-measured").
+  std::size_t io_threads = 1;
   std::size_t max_blocking_threads = 256;  // the pool that runs the dialects' blocking handle()
   std::chrono::microseconds spin{200};     // the pool threads' clients busy-poll for the farm's reply (--spin-us)
   RestOptions rest;

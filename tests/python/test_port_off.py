@@ -76,10 +76,17 @@ def test_every_http_port_off(start_farm):
 
 
 def test_gateway_thread_count_drops_with_the_ports(start_farm):
-    """The same farm with its HTTP ports on runs more threads (the gateway's two I/O threads)."""
-    on = start_farm(workers=1)
+    """The same farm with its HTTP ports on runs more threads (the gateway's I/O threads:
+    --gateway-io-threads, 1 by default)."""
     off = start_farm(workers=1, args=["--port", "-1", "--gymnasium-http-port", "-1"])
-    assert len(thread_names(on.pid)) - len(thread_names(off.pid)) >= 2
+    on = start_farm(workers=1)
+    three = start_farm(workers=1, args=["--gateway-io-threads", "3"])
+    assert len(thread_names(on.pid)) - len(thread_names(off.pid)) >= 1
+    assert len(thread_names(three.pid)) - len(thread_names(on.pid)) == 2
+    for bad in ("0", "65"):
+        r = subprocess.run([str(GYMFARM), "start", "--gateway-io-threads", bad], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 2 and "--gateway-io-threads" in r.stderr, r.stderr
 
 
 def test_port_flag_range():
