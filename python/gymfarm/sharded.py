@@ -66,7 +66,13 @@ def _cluster_file(path: str | os.PathLike) -> tuple[dict[str, Any], list[str], s
     return doc, list(eps), token
 
 
-_MAX_LIVE = 4096  # endpoints taken from a cluster's manager, at most
+_MAX_LIVE = 4096  # endpoints taken from a cluster's manager or a farms directory, at most
+
+
+def _is_farm_endpoint(e: Any) -> bool:
+    """Whether a live endpoint from outside the cluster file (Ray, a farms directory) is one this
+    client takes: a ``tcp://`` string of at most 256 characters."""
+    return isinstance(e, str) and e.startswith("tcp://") and len(e) <= 256
 
 
 def _reachable(address: str, timeout: float = 1.0) -> bool:
@@ -105,8 +111,7 @@ def manager_endpoints(doc: dict[str, Any], timeout: float = 5.0) -> list[str] | 
         eps = ray.get(ray.get_actor(name, namespace=ns).endpoints.remote(), timeout=timeout)
     except Exception:  # noqa: BLE001 - no cluster, no manager, a manager restarting: the file's list
         return None
-    if not isinstance(eps, list) or len(eps) > _MAX_LIVE \
-            or not all(isinstance(e, str) and e.startswith("tcp://") and len(e) <= 256 for e in eps):
+    if not isinstance(eps, list) or len(eps) > _MAX_LIVE or not all(_is_farm_endpoint(e) for e in eps):
         return None
     return list(eps)
 
@@ -140,7 +145,7 @@ def farm_registrations(path: str | os.PathLike[str]) -> list[dict[str, Any]] | N
         finally:
             os.close(fd)
         ep = doc.get("endpoint") if isinstance(doc, dict) else None
-        if isinstance(ep, str) and ep.startswith("tcp://") and len(ep) <= 256:
+        if _is_farm_endpoint(ep):
             out.append(dict(doc, name=name[: -len(".json")]))
     return out
 
