@@ -19,6 +19,16 @@
 //   256 the request area, then the reply area.
 // A reply is read only once done_seq equals the request's sequence number, and the worker writes
 // done_seq last, so a worker killed mid-write never shows a torn reply: the broker answers instead.
+//
+// A step posted as StepRaw (its body the same as Step's) may be answered laid out raw (OkRaw): the
+// observation's bytes at a 64-byte-aligned offset of the reply area, written by the worker straight
+// from the env's array, read by the client straight into its own. The reply area then holds
+//   0 u32 terminated   4 u32 truncated   8 u32 desc_len   12 u32 tail_len   16 u32 obs_off
+//   20 u32 obs_len   24 desc: [dtype, shape] as MessagePack (the observation's ndarray extension
+//   without its bytes)   24 + desc_len tail: [reward, info] as MessagePack   obs_off the bytes
+// and rep_len = obs_off + obs_len. The worker answers so only when the socket path's reply would
+// be {obs, reward, terminated, truncated, info} with obs an ndarray (not 0-d) it sends from its
+// buffer; otherwise, and for Step, the reply is the MessagePack body (Ok).
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -29,10 +39,12 @@
 namespace gymfarm::shm {
 
 inline constexpr uint32_t kMagic = 0x4C534647;  // "GFSL"
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;
 inline constexpr std::size_t kHeaderBytes = 256;
 inline constexpr std::size_t kMinSlabBytes = 64 * 1024;
 inline constexpr std::size_t kMaxSlabBytes = std::size_t{1} << 30;
+// The raw step reply's fixed head and its observation's alignment (above).
+inline constexpr std::size_t kRawHeadBytes = 24, kRawAlign = 64;
 
 namespace off {
 inline constexpr std::size_t kMagic = 0, kVersion = 4, kSize = 8, kReqOff = 16, kReqCap = 20, kRepOff = 24,
@@ -43,10 +55,11 @@ inline constexpr std::size_t kWorkerSleeping = 192;
 }  // namespace off
 
 // What a request is (req_verb).
-enum class Verb : uint32_t { Step = 1, Reset = 2 };
-// How it was answered (rep_status): ok, an error body, or a reply too large for the reply area,
-// which the worker keeps for the client to fetch with the `spilled` verb over its socket.
-enum class Status : uint32_t { Ok = 0, Err = 1, Spilled = 2 };
+enum class Verb : uint32_t { Step = 1, Reset = 2, StepRaw = 3 };
+// How it was answered (rep_status): ok, an error body, a reply too large for the reply area,
+// which the worker keeps for the client to fetch with the `spilled` verb over its socket, or a
+// StepRaw's reply laid out raw.
+enum class Status : uint32_t { Ok = 0, Err = 1, Spilled = 2, OkRaw = 3 };
 // The slab's state: granted (the worker has not taken it), attached (the worker serves it), dead
 // (the instance is gone: use the socket, which answers with the instance's tombstone).
 enum class State : uint32_t { Granted = 0, Attached = 1, Dead = 2 };
@@ -85,7 +98,7 @@ class Slab {
   std::size_t reply_capacity() const { return rep_cap_; }
   std::size_t request_capacity() const { return req_cap_; }
   char* request_area() const { return base_ + req_off_; }
-  const char* reply_area() const { return base_ + rep_off_; }
+  char* reply_area() const { return base_ + rep_off_; }
 
   // Whether a request waits: req_seq differs from done_seq.
   bool pending() const;

@@ -3,12 +3,14 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <stdexcept>
 
 #include <pybind11/embed.h>
 
 #include "protocol/codec.hpp"
 #include "protocol/frames.hpp"
+#include "shm/slab.hpp"
 #include "worker/host_source.hpp"
 #include "worker/py_codec.hpp"
 
@@ -92,9 +94,9 @@ std::string Host::ready_info() {
   return gymfarm::worker::pack(info);
 }
 
-Reply Host::handle(std::string_view v, std::string_view instance, std::string_view body) {
+Reply Host::handle(std::string_view v, std::string_view instance, std::string_view body, std::span<char> raw) {
   try {
-    return dispatch(v, instance, body);
+    return dispatch(v, instance, body, raw);
   } catch (py::error_already_set& e) {
     return {gymfarm::protocol::kStatusErr, python_error(e)};
   } catch (const std::exception& e) {
@@ -200,6 +202,35 @@ std::string Host::pack_step(const Stepped& s) {
                                     {"info", PyTuple_GET_ITEM(r, 4)}});
 }
 
+std::size_t Host::pack_step_raw(const Stepped& s, std::span<char> area) {
+  PyObject* r = s.result.ptr();
+  std::string tail;
+  try {  // as pack_step packs them; one that cannot travel is pack_step's error
+    tail = gymfarm::worker::pack(
+        py::make_tuple(py::handle(PyTuple_GET_ITEM(r, 1)), py::handle(PyTuple_GET_ITEM(r, 4))));
+  } catch (const std::runtime_error&) {
+    return 0;
+  }
+  std::size_t len = 0;
+  const auto place = [&](std::string_view desc, std::size_t n) -> char* {
+    const std::size_t head = shm::kRawHeadBytes + desc.size() + tail.size();
+    const std::size_t at = (head + shm::kRawAlign - 1) / shm::kRawAlign * shm::kRawAlign;
+    if (at > area.size() || n > area.size() - at || n > UINT32_MAX) return nullptr;
+    const uint32_t words[6] = {s.terminated ? 1U : 0U,
+                               s.truncated ? 1U : 0U,
+                               static_cast<uint32_t>(desc.size()),
+                               static_cast<uint32_t>(tail.size()),
+                               static_cast<uint32_t>(at),
+                               static_cast<uint32_t>(n)};
+    std::memcpy(area.data(), words, sizeof words);
+    std::memcpy(area.data() + shm::kRawHeadBytes, desc.data(), desc.size());
+    std::memcpy(area.data() + shm::kRawHeadBytes + desc.size(), tail.data(), tail.size());
+    len = at + n;
+    return area.data() + at;
+  };
+  return gymfarm::worker::write_raw(PyTuple_GET_ITEM(r, 0), place) ? len : 0;
+}
+
 py::object Host::step_vec(py::handle insts, py::handle actions, py::handle autoreset) {
   // host.py's step_vec, with each env's step through step_one: the same reply, and the per-env
   // Python only where host.py's step would run anyway. A request of another shape is host.py's.
@@ -292,7 +323,7 @@ py::object Host::step_vec(py::handle insts, py::handle actions, py::handle autor
   return out;
 }
 
-Reply Host::dispatch(std::string_view v, std::string_view instance, std::string_view body) {
+Reply Host::dispatch(std::string_view v, std::string_view instance, std::string_view body, std::span<char> raw) {
   py::object req = gymfarm::worker::unpack(body);
   if (!py::isinstance<py::dict>(req))
     return {gymfarm::protocol::kStatusErr, error_body("bad_request", "the body must be a map")};
@@ -302,7 +333,11 @@ Reply Host::dispatch(std::string_view v, std::string_view instance, std::string_
   py::object result;
   if (v == verb::kStep) {
     Stepped s = step_one(inst, get("action"), get("autoreset"), get("processed"));
-    if (!s.dict) return encoded([&] { return pack_step(s); });
+    if (!s.dict) {
+      if (!raw.empty())
+        if (const std::size_t n = pack_step_raw(s, raw); n > 0) return {gymfarm::protocol::kStatusOk, {}, n};
+      return encoded([&] { return pack_step(s); });
+    }
     result = std::move(s.dict);
   } else if (v == verb::kStepVec) {
     result = step_vec(get("instances"), get("actions"), get("autoreset"));

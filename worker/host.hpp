@@ -3,6 +3,7 @@
 // requests in, MessagePack replies or error bodies out. Nothing here throws at the request boundary.
 #include <array>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -17,6 +18,9 @@ namespace py = pybind11;
 struct Reply {
   std::string_view status;  // protocol::kStatusOk or kStatusErr
   std::string body;
+  // A step laid out raw in the area handle() was given (shm/slab.hpp "StepRaw"): its length, with
+  // body empty. 0 for every other reply.
+  std::size_t raw = 0;
 };
 
 // The last resort when even describing an error failed: a fixed, valid error body.
@@ -49,13 +53,14 @@ class __attribute__((visibility("hidden"))) Host {
   std::string ready_info();
 
   // Never throws: whatever a request or the env's result holds, the answer is a reply or an error.
-  Reply handle(std::string_view v, std::string_view instance, std::string_view body);
+  // A step given `raw` (a slab's reply area) lays its reply out there when it can (Reply::raw).
+  Reply handle(std::string_view v, std::string_view instance, std::string_view body, std::span<char> raw = {});
 
   // Closes every env (at the end of serving); what an env's close raises is printed, not thrown.
   void close_env();
 
  private:
-  Reply dispatch(std::string_view v, std::string_view instance, std::string_view body);
+  Reply dispatch(std::string_view v, std::string_view instance, std::string_view body, std::span<char> raw);
   // One env's step as host.py's step answers it, with env.step called from C++ whenever host.py
   // would only copy its result (docs/architecture.md "Worker"): then `result` holds the env's
   // 5-tuple, checked; otherwise `dict` holds host.py's reply (its step, or finish_step after the
@@ -66,6 +71,10 @@ class __attribute__((visibility("hidden"))) Host {
   };
   Stepped step_one(py::handle inst, py::handle action, py::handle autoreset, py::handle processed);
   static std::string pack_step(const Stepped& s);
+  // pack_step's reply laid out raw in `area` (shm/slab.hpp): its length, or 0 when the observation
+  // is not an array sent from its buffer, the reply does not fit, or its tail cannot be packed
+  // (pack_step then decides). Throws what packing the reward and info raises from Python.
+  static std::size_t pack_step_raw(const Stepped& s, std::span<char> area);
   // host.py's step_vec reply, each env stepped by step_one.
   py::object step_vec(py::handle insts, py::handle actions, py::handle autoreset);
   // The protocol error for a Python exception: host.py's error_map decides (one place for both

@@ -130,6 +130,37 @@ bool pack_numpy_buffer(Packer& pk, StringBuffer& buf, PyObject* o) {
   return true;
 }
 
+}  // namespace
+
+bool write_raw(py::handle obj, const RawPlace& place) {
+  auto& np = Numpy::get();
+  PyObject* o = obj.ptr();
+  if (!PyObject_TypeCheck(o, np.ndarray)) return false;
+  Buffer b(o, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT);
+  if (!b.ok) {
+    PyErr_Clear();
+    return false;
+  }
+  if (b.view.ndim < 1) return false;  // 0-d: the client's decoder makes a NumPy scalar of it
+  const std::string dtype = dtype_of_format(b.view.format, b.view.itemsize);
+  if (dtype.empty()) return false;
+  const auto ndim = static_cast<std::size_t>(b.view.ndim);
+  std::string desc;  // as write_ndarray's head: [dtype, shape]
+  StringBuffer db{&desc};
+  Packer dp(db);
+  dp.pack_array(2);
+  pack_str(dp, dtype);
+  dp.pack_array(length32(ndim));
+  for (std::size_t i = 0; i < ndim; ++i) dp.pack_uint64(static_cast<uint64_t>(b.view.shape[i]));
+  const auto len = static_cast<std::size_t>(b.view.len);
+  char* to = place(desc, len);
+  if (to == nullptr) return false;
+  if (len > 0) std::memcpy(to, b.view.buf, len);
+  return true;
+}
+
+namespace {
+
 bool pack_ndarray(Packer& pk, StringBuffer& buf, py::handle obj) {
   auto& np = Numpy::get();
   py::object arr = np.asarray(obj, py::arg("order") = "C");

@@ -1,6 +1,8 @@
 #pragma once
 // Python objects <-> MessagePack, numpy arrays straight from/to their buffers (docs/protocol.md).
 // pybind11 appears only in worker/.
+#include <cstddef>
+#include <functional>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -18,6 +20,15 @@ std::string pack(py::handle obj);
 
 // Packs a map of these keys and values, in this order, as pack packs a dict of them.
 std::string pack_map(std::initializer_list<std::pair<std::string_view, py::handle>> fields);
+
+// Where write_raw gets to copy an array's bytes: given its [dtype, shape] descriptor (MessagePack)
+// and its byte count, the destination, or nullptr when there is no room.
+using RawPlace = std::function<char*(std::string_view desc, std::size_t nbytes)>;
+
+// An ndarray (not 0-d, not a NumPy scalar) that pack sends from its buffer, copied raw to where
+// `place` says, with the descriptor of the dtype and shape pack would write. False, with nothing
+// copied, for anything else or when `place` has no room: then pack decides.
+bool write_raw(py::handle obj, const RawPlace& place);
 
 // Decodes a request body into Python objects; an empty body gives {}. Throws std::runtime_error
 // with a message on malformed input.

@@ -90,9 +90,10 @@ void serve(const Args& args, Host& host) {
   const auto spin = std::chrono::microseconds(args.spin_us);
   link.accept_fds(true);  // slabs come from the broker with their descriptors
   gymfarm::worker::SlabServer slabs;
-  const auto handle_slab = [&host](std::string_view v, std::string_view instance, std::string_view body) {
-    Reply r = host.handle(v, instance, body);
-    return gymfarm::worker::SlabReply{r.status == gymfarm::protocol::kStatusOk, std::move(r.body)};
+  const auto handle_slab = [&host](std::string_view v, std::string_view instance, std::string_view body,
+                                   std::span<char> raw) {
+    Reply r = host.handle(v, instance, body, raw);
+    return gymfarm::worker::SlabReply{r.status == gymfarm::protocol::kStatusOk, std::move(r.body), r.raw};
   };
   gymfarm::transport::Frames in;
   while (true) {

@@ -86,24 +86,28 @@ std::size_t SlabServer::serve(const Handler& handle) {
     const uint32_t seq = slab.u32(off::kReqSeq).load(std::memory_order_acquire);
     const uint32_t v = slab.u32(off::kReqVerb).load(std::memory_order_relaxed);
     spin_hint_ = slab.u32(off::kWorkerSpin).load(std::memory_order_relaxed) != 0;
+    const bool reset = v == static_cast<uint32_t>(shm::Verb::Reset);
+    const bool raw = v == static_cast<uint32_t>(shm::Verb::StepRaw);
+    const bool step = raw || v == static_cast<uint32_t>(shm::Verb::Step);
     std::string_view body;
     const auto started = Clock::now();
     SlabReply r;
-    if (!slab.request(body) ||
-        (v != static_cast<uint32_t>(shm::Verb::Step) && v != static_cast<uint32_t>(shm::Verb::Reset))) {
-      r = handle("", live_[i].instance, "");  // answered as the socket path answers an unknown verb
+    if (!slab.request(body) || (!step && !reset)) {
+      r = handle("", live_[i].instance, "", {});  // answered as the socket path answers an unknown verb
     } else {
-      r = handle(v == static_cast<uint32_t>(shm::Verb::Reset) ? std::string_view("reset") : std::string_view("step"),
-                 live_[i].instance, body);
+      r = handle(reset ? std::string_view("reset") : std::string_view("step"), live_[i].instance, body,
+                 raw ? std::span<char>(slab.reply_area(), slab.reply_capacity()) : std::span<char>());
     }
     const auto ns = static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count());
     const uint64_t old = slab.u64(off::kStepNs).load(std::memory_order_relaxed);
     slab.u64(off::kStepNs).store(old == 0 ? ns : (old * 7 + ns) / 8, std::memory_order_relaxed);
-    if (r.ok && v == static_cast<uint32_t>(shm::Verb::Step))
-      slab.u64(off::kSteps).fetch_add(1, std::memory_order_relaxed);
-    const auto status = r.ok ? shm::Status::Ok : shm::Status::Err;
-    if (!slab.reply(seq, status, r.body)) {
+    if (r.ok && step) slab.u64(off::kSteps).fetch_add(1, std::memory_order_relaxed);
+    if (raw && r.raw > 0 && r.raw <= slab.reply_capacity()) {  // laid out in the reply area already
+      slab.u32(off::kRepStatus).store(static_cast<uint32_t>(shm::Status::OkRaw), std::memory_order_relaxed);
+      slab.u32(off::kRepLen).store(static_cast<uint32_t>(r.raw), std::memory_order_relaxed);
+      slab.publish(seq);
+    } else if (!slab.reply(seq, r.ok ? shm::Status::Ok : shm::Status::Err, r.body)) {
       // Too large for the reply area: kept for the client's `spilled` request over the socket.
       slab.u32(off::kRepStatus).store(static_cast<uint32_t>(shm::Status::Spilled), std::memory_order_relaxed);
       slab.u32(off::kRepLen)

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -20,12 +21,14 @@ namespace gymfarm::worker {
 struct SlabReply {
   bool ok = true;
   std::string body;
+  std::size_t raw = 0;  // a StepRaw's reply laid out in the reply area by the handler: its length
 };
 
 class SlabServer {
  public:
-  // (verb, instance, body) -> the reply the socket path would send.
-  using Handler = std::function<SlabReply(std::string_view, std::string_view, std::string_view)>;
+  // (verb, instance, body, raw) -> the reply the socket path would send; a StepRaw's handler gets
+  // the reply area as `raw` and may lay the reply out there (shm/slab.hpp), others get it empty.
+  using Handler = std::function<SlabReply(std::string_view, std::string_view, std::string_view, std::span<char>)>;
 
   SlabServer() = default;
   ~SlabServer();

@@ -404,7 +404,7 @@ class Farm:
         reply."""
         packed = codec.pack(body)
         if (shared is not None and not self._closed and shared.usable
-                and shared.post(slab.STEP if verb == "step" else slab.RESET, packed)):
+                and shared.post(slab.STEP_RAW if verb == "step" else slab.RESET, packed)):
             return (shared, verb, instance, body)
         return self._send([verb.encode(), instance.encode(), b"", packed])
 
@@ -419,7 +419,7 @@ class Farm:
                 return self.call("spilled", instance, {})
             if status == slab.UNANSWERED:  # the instance is gone: its tombstone answers over the socket
                 return self.call(verb, instance, body)
-            result = codec.unpack(data)
+            result = data if status == slab.OK_RAW else codec.unpack(data)
         except TimeoutError:
             raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {self.timeout:g} s",
                                  {"client_side": True}) from None
@@ -427,7 +427,7 @@ class Farm:
             shared.close()  # later requests go over the socket
             raise errors.GymfarmError(f"the shared-memory reply for instance {instance} is corrupt ({e}); "
                                       "later requests go over the socket", {"instance_id": instance}) from None
-        if status != slab.OK:
+        if status == slab.ERR:
             raise errors.from_wire(result)
         return result
 

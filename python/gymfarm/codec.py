@@ -6,6 +6,8 @@ digits. Spaces travel as maps with a ``type`` key.
 """
 from __future__ import annotations
 
+import math
+import struct
 from collections import OrderedDict
 from typing import Any
 
@@ -81,6 +83,50 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if code == BIGINT_EXT:
         return int(data.decode("ascii"))
     return msgpack.ExtType(code, data)
+
+
+_RAW_HEAD = struct.Struct("=6I")  # shm/slab.hpp's raw step reply: flags, lengths, the observation's offset
+_RAW_DESCS: dict[bytes, tuple[np.dtype, tuple[int, ...], int, int]] = {}  # descriptor -> dtype, shape, count, bytes
+
+
+def _raw_desc(desc: bytes) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    """A raw reply's [dtype, shape] descriptor, checked: what _ext_hook would accept for an array."""
+    try:
+        name, shape = msgpack.unpackb(desc, raw=False)
+        dt = _dtype(name)
+    except Exception as e:
+        raise ValueError(f"a raw step reply's descriptor cannot be read ({e})") from None
+    if (dt.kind not in _KINDS or dt.byteorder == ">" or not isinstance(shape, list) or not 1 <= len(shape) <= 64
+            or not all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise ValueError("a raw step reply's descriptor is not an array's")
+    count = math.prod(shape)
+    ent = (dt, tuple(shape), count, count * dt.itemsize)
+    if len(_RAW_DESCS) < 64:
+        _RAW_DESCS[desc] = ent
+    return ent
+
+
+def unpack_raw_step(buf: Any, off: int, n: int) -> dict[str, Any]:
+    """A step's reply laid out raw at ``buf[off:off + n]`` (a slab's reply area, shm/slab.hpp): the
+    dict ``unpack`` gives for the same reply's MessagePack body, with the observation copied
+    straight from the slab. Raises ValueError when the layout does not hold together."""
+    head = _RAW_HEAD.size
+    if n < head:
+        raise ValueError(f"a raw step reply of {n} bytes")
+    term, trunc, dl, tl, at, ln = _RAW_HEAD.unpack_from(buf, off)
+    if head + dl + tl > at or at + ln != n:
+        raise ValueError("a raw step reply's lengths do not add up")
+    desc = buf[off + head:off + head + dl]
+    ent = _RAW_DESCS.get(desc) or _raw_desc(desc)
+    dt, shape, count, nbytes = ent
+    if nbytes != ln:
+        raise ValueError(f"a raw observation of {ln} bytes for {nbytes}")
+    obs = np.frombuffer(buf, dt, count, off + at) if count else np.empty(0, dt)
+    obs = (obs if len(shape) == 1 else obs.reshape(shape)).copy()
+    tail = unpack(buf[off + head + dl:off + head + dl + tl])
+    if not isinstance(tail, list) or len(tail) != 2:
+        raise ValueError("a raw step reply's tail is not [reward, info]")
+    return {"obs": obs, "reward": tail[0], "terminated": term != 0, "truncated": trunc != 0, "info": tail[1]}
 
 
 def wire_action(space: spaces.Space, action: Any) -> Any:

@@ -4,8 +4,11 @@ An instance made over the farm's local socket with ``shm`` gets a slab: a sealed
 created and the worker holding the instance maps too, and the worker's doorbell (an eventfd).
 ``step`` and ``reset`` then travel through it, without the broker: the client writes the request's
 MessagePack body into the request area and bumps ``req_seq``; the worker writes the reply (the same
-body the socket would carry) into the reply area and then sets ``done_seq``. The layout is
-shm/slab.hpp's. Nothing here trusts the slab: offsets and lengths are checked before use.
+body the socket would carry) into the reply area and then sets ``done_seq``. A step is posted as
+``STEP_RAW``: the worker may then lay its reply out raw (``OK_RAW``), the observation's bytes copied
+from the env's array into the slab and from there into the client's array, with no MessagePack in
+between (codec.unpack_raw_step). The layout is shm/slab.hpp's. Nothing here trusts the slab:
+offsets and lengths are checked before use.
 """
 from __future__ import annotations
 
@@ -15,10 +18,12 @@ import os
 import platform
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
+
+from . import codec
 
 MAGIC = 0x4C534647
-VERSION = 1
+VERSION = 2
 HEADER = 256
 # word indices (u32) and (u64) of shm/slab.hpp's offsets
 _SIZE_Q = 8 // 8
@@ -28,8 +33,8 @@ _DONE_SEQ, _REP_STATUS, _REP_LEN, _STATE = 128 // 4, 132 // 4, 136 // 4, 140 // 
 _STEP_NS_Q = 144 // 8
 _WORKER_SLEEPING = 192 // 4
 
-STEP, RESET = 1, 2
-OK, ERR, SPILLED = 0, 1, 2
+STEP, RESET, STEP_RAW = 1, 2, 3
+OK, ERR, SPILLED, OK_RAW = 0, 1, 2, 3
 GRANTED, ATTACHED, DEAD = 0, 1, 2
 # wait()'s answer when the slab died with the request unanswered: ask again over the socket, where
 # the instance's tombstone answers (nothing runs: the instance has no route any more)
@@ -109,6 +114,7 @@ class Slab:
         self._seq = w[_REQ_SEQ]
         self._spin = spin
         self.worker_spin = True  # whether the worker may busy-poll for this client's next request
+        self.raw_replies = 0  # steps answered laid out raw
         self._fence = threading.Lock()
 
     @property
@@ -136,8 +142,9 @@ class Slab:
             os.eventfd_write(self._doorbell, 1)
         return True
 
-    def wait(self, timeout: float, alive: Callable[[], None]) -> tuple[int, bytes | None]:
-        """The reply to the request posted last: (status, body). Busy-polls while the worker's
+    def wait(self, timeout: float, alive: Callable[[], None]) -> tuple[int, Any]:
+        """The reply to the request posted last: (status, body), or (OK_RAW, the decoded reply) for
+        a step laid out raw. Busy-polls while the worker's
         recent requests took less than the spin, then sleeps on done_seq. ``alive`` raises when
         the farm is gone. Raises TimeoutError after ``timeout`` (the farm's own step deadline
         answers well before a sensible client timeout)."""
@@ -152,8 +159,15 @@ class Slab:
         status, n = w[_REP_STATUS], w[_REP_LEN]
         if status == SPILLED:
             return SPILLED, None
-        if status not in (OK, ERR) or n > self._rep_cap:
+        if status not in (OK, ERR, OK_RAW) or n > self._rep_cap:
             raise SlabError(f"a reply with status {status} and {n} bytes")
+        if status == OK_RAW:
+            try:
+                reply = codec.unpack_raw_step(self._mm, self._rep_off, n)
+            except ValueError as e:
+                raise SlabError(str(e)) from None
+            self.raw_replies += 1
+            return OK_RAW, reply
         return status, self._mm[self._rep_off:self._rep_off + n]
 
     def _sleep(self, seq: int, timeout: float, alive: Callable[[], None]) -> bool:

@@ -82,9 +82,54 @@ def test_the_same_episodes_bit_for_bit_on_shm_socket_and_in_process(start_farm, 
     got_shm, got_sock, got_local = (trajectory(e, 7, steps, acts) for e in (a, b, local))
     assert pickle.dumps(got_shm) == pickle.dumps(got_sock)  # one codec, two paths: the same bytes
     assert_same(tuple(got_shm), tuple(got_local))  # and what the env gives in process
+    # an array observation came laid out raw, straight from the env's array (shm/slab.hpp)
+    raw = env_id in ("CartPole-v1", "ALE/Pong-v5", "HalfCheetah-v5", "gymfarm_test/BigInfo-v0")
+    assert (a._slab.raw_replies >= steps) if raw else (a._slab.raw_replies == 0), a._slab.raw_replies
     local.close()
     a.close()
     b.close()
+
+
+@pytest.mark.parametrize("kind", ["zero_d", "strided", "big_endian", "subclass", "bool", "empty", "int64_3d",
+                                  "scalar", "fortran", "float16"])
+def test_every_form_of_observation_is_the_socket_paths_on_the_raw_step(start_farm, kind):
+    """Arrays the raw layout takes (C-ordered arrays of numbers, subclasses, empty ones) and those it
+    leaves to MessagePack (0-d, strided, Fortran-ordered, big-endian, NumPy scalars) arrive as the
+    socket path and the env in process give them."""
+    fp = start_farm(workers=2)
+    shm, sock = fp.connect(), fp.connect(shm=False)
+    a, b = shm.make("gymfarm_test/ObsKinds-v0", kind=kind), sock.make("gymfarm_test/ObsKinds-v0", kind=kind)
+    local = gym.make("gymfarm_test/ObsKinds-v0", kind=kind)
+    acts = [0, 1] * 8
+    got_shm, got_sock, got_local = (trajectory(e, 1, 16, acts) for e in (a, b, local))
+    assert pickle.dumps(got_shm) == pickle.dumps(got_sock)
+    # on either path a 0-d array arrives as a NumPy scalar, a big-endian one little-endian (docs/protocol.md)
+    if kind not in ("zero_d", "big_endian"):
+        assert_same(tuple(got_shm), tuple(got_local))
+    obs = got_shm[1][0]
+    assert type(obs) is type(got_sock[1][0]) and obs.dtype == got_sock[1][0].dtype
+    if isinstance(obs, np.ndarray):
+        assert obs.flags.writeable and obs.flags.c_contiguous
+    raw = kind in ("subclass", "bool", "empty", "int64_3d", "float16")
+    # (a first step whose observation is outside the space warns: that reply goes through host.py)
+    assert (a._slab.raw_replies >= 15) if raw else (a._slab.raw_replies == 0), a._slab.raw_replies
+    for e in (a, b, local):
+        e.close()
+
+
+def test_an_observation_returned_is_the_clients_own(start_farm):
+    """The next step overwrites the slab, not the arrays the client already has."""
+    fp = start_farm(workers=1)
+    env = fp.connect().make("CartPole-v1")
+    first, _ = env.reset(seed=0)
+    kept = [env.step(i % 2)[0] for i in range(5)]
+    copies = [k.copy() for k in kept]
+    for i in range(5):
+        env.step(i % 2)
+    assert all(np.array_equal(k, c) for k, c in zip(kept, copies, strict=True))
+    assert env._slab.raw_replies == 10
+    kept[0][0] = 99.0  # writable, as in process
+    env.close()
 
 
 def test_errors_are_the_socket_paths_errors(start_farm):

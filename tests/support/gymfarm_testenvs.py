@@ -471,3 +471,51 @@ class SlabVandal(_Counting):
 
 if "gymfarm_test/SlabVandal-v0" not in gym.registry:
     gym.register(id="gymfarm_test/SlabVandal-v0", entry_point=SlabVandal)
+
+
+class _ObsArray(np.ndarray):
+    """An ndarray subclass (the farm sends its data; the client gets a plain ndarray)."""
+
+
+class ObsKinds(_Counting):
+    """Observations of the forms a slab's raw step reply must take or leave to MessagePack
+    (shm/slab.hpp): ``kind`` picks one. Every form gives what the socket path gives, bit for bit."""
+
+    action_space = spaces.Discrete(2)
+    length = 6
+    KINDS = ("zero_d", "strided", "big_endian", "subclass", "bool", "empty", "int64_3d", "scalar", "fortran",
+             "float16")
+
+    def __init__(self, kind="zero_d", render_mode=None):
+        super().__init__(render_mode)
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown kind {kind!r}")
+        self.kind = kind
+        self.observation_space = spaces.Box(-1e9, 1e9, shape=(3,), dtype=np.float64)
+
+    def _obs(self):
+        t, k = float(self.t), self.kind
+        base = np.arange(12, dtype=np.float64) + t
+        if k == "zero_d":
+            return np.array(t)
+        if k == "strided":
+            return base[::3]
+        if k == "big_endian":
+            return base[:3].astype(">f8")
+        if k == "subclass":
+            return base[:3].view(_ObsArray)
+        if k == "bool":
+            return base[:5] > t + 1.5
+        if k == "empty":
+            return np.zeros((0, 4), dtype=np.float32)
+        if k == "int64_3d":
+            return np.arange(24, dtype=np.int64).reshape(2, 3, 4) * self.t
+        if k == "scalar":
+            return np.float32(t)
+        if k == "fortran":
+            return np.asfortranarray(base.reshape(3, 4))
+        return base[:3].astype(np.float16)
+
+
+if "gymfarm_test/ObsKinds-v0" not in gym.registry:
+    gym.register(id="gymfarm_test/ObsKinds-v0", entry_point=ObsKinds, max_episode_steps=50)

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <string>
 
 #include <pybind11/embed.h>
@@ -74,9 +75,9 @@ struct ClientSlab {
 
 // What the worker's serve loop hands SlabServer::serve: Host::handle.
 SlabServer::Handler through(Host& host) {
-  return [&host](std::string_view v, std::string_view instance, std::string_view body) {
-    Reply r = host.handle(v, instance, body);
-    return SlabReply{r.status == protocol::kStatusOk, std::move(r.body)};
+  return [&host](std::string_view v, std::string_view instance, std::string_view body, std::span<char> raw) {
+    Reply r = host.handle(v, instance, body, raw);
+    return SlabReply{r.status == protocol::kStatusOk, std::move(r.body), r.raw};
   };
 }
 
@@ -153,6 +154,79 @@ TEST_CASE("SlabServer: a reset and a step posted in a slab are answered by Host 
   host.handle(verb::kClose, "cp-slab", "");
   server.closed("cp-slab", gymfarm::worker::error_body("unknown_instance", "closed"));
   CHECK(server.empty());
+}
+
+// Decodes a value the protocol's codec reads (not necessarily a map).
+protocol::Value any_decoded(std::string_view bytes) {
+  protocol::Value v;
+  std::string err;
+  INFO("decode: " << err);
+  REQUIRE(protocol::decode(bytes, v, err));
+  return v;
+}
+
+TEST_CASE("SlabServer: a StepRaw is laid out raw, with the socket path's observation, reward and flags") {
+  Host host{Args{}};
+  ClientSlab c(kSlabBytes);
+  SlabServer server;
+  c.grant(server, "cp-raw");
+  REQUIRE(host.handle(verb::kMake, "cp-raw", make_body("CartPole-v1")).status == protocol::kStatusOk);
+  REQUIRE(host.handle(verb::kMake, "cp-sock", make_body("CartPole-v1")).status == protocol::kStatusOk);
+  server.made("cp-raw", true);
+  for (const char* id : {"cp-raw", "cp-sock"})
+    REQUIRE(host.handle(verb::kReset, id, body({{"seed", protocol::Value(3)}})).status == protocol::kStatusOk);
+  const std::string step = body({{"action", protocol::Value(1)}});
+  for (int i = 0; i < 3; ++i) {
+    const protocol::Value sock = decoded(host.handle(verb::kStep, "cp-sock", step).body);
+    const uint32_t seq = c.post(shm::Verb::StepRaw, step);
+    REQUIRE(server.serve(through(host)) == 1);
+    REQUIRE(c.done() == seq);
+    REQUIRE(c.status() == shm::Status::OkRaw);
+    const std::string area = c.reply();
+    REQUIRE(area.size() >= shm::kRawHeadBytes);
+    uint32_t w[6];
+    std::memcpy(w, area.data(), sizeof w);
+    CHECK(w[0] == 0);  // terminated
+    CHECK(w[1] == 0);  // truncated
+    CHECK(w[4] % shm::kRawAlign == 0);
+    REQUIRE(w[4] + w[5] == area.size());
+    REQUIRE(shm::kRawHeadBytes + w[2] + w[3] <= w[4]);
+    const protocol::Value desc = any_decoded(area.substr(shm::kRawHeadBytes, w[2]));
+    REQUIRE(desc.is_array());
+    CHECK(desc.as_array().at(0).as_string() == "<f4");
+    const protocol::Tensor& obs = field(sock, "obs").as_tensor();
+    CHECK(area.substr(w[4], w[5]) == obs.data);  // the env's bytes, as the socket path sends them
+    const protocol::Value tail = any_decoded(area.substr(shm::kRawHeadBytes + w[2], w[3]));
+    REQUIRE(tail.is_array());
+    CHECK(tail.as_array().at(0).as_double() == field(sock, "reward").as_double());
+    CHECK(tail.as_array().at(1).is_map());
+  }
+  CHECK(c.slab.u64(off::kSteps).load() == 3);
+
+  // Too small an area: the MessagePack reply, as for a Step.
+  std::string tiny(shm::kRawHeadBytes + 8, '\0');
+  const Reply r = host.handle(verb::kStep, "cp-sock", step, std::span<char>(tiny.data(), tiny.size()));
+  CHECK(r.raw == 0);
+  CHECK(decoded(r.body).find("obs") != nullptr);
+  for (const char* id : {"cp-raw", "cp-sock"}) host.handle(verb::kClose, id, "");
+  server.closed("cp-raw", gymfarm::worker::error_body("unknown_instance", "closed"));
+}
+
+TEST_CASE("SlabServer: a StepRaw whose observation is not one array is answered with the MessagePack body") {
+  Host host{Args{}};
+  ClientSlab c(kSlabBytes);
+  SlabServer server;
+  c.grant(server, "bj-raw");
+  REQUIRE(host.handle(verb::kMake, "bj-raw", make_body("Blackjack-v1")).status == protocol::kStatusOk);  // Tuple obs
+  server.made("bj-raw", true);
+  REQUIRE(host.handle(verb::kReset, "bj-raw", body({{"seed", protocol::Value(1)}})).status == protocol::kStatusOk);
+  const uint32_t seq = c.post(shm::Verb::StepRaw, body({{"action", protocol::Value(0)}}));
+  REQUIRE(server.serve(through(host)) == 1);
+  REQUIRE(c.done() == seq);
+  REQUIRE(c.status() == shm::Status::Ok);
+  CHECK(field(decoded(c.reply()), "obs").is_array());
+  host.handle(verb::kClose, "bj-raw", "");
+  server.closed("bj-raw", gymfarm::worker::error_body("unknown_instance", "closed"));
 }
 
 TEST_CASE("SlabServer: a reply too large for its slab is kept for take_spilled") {
