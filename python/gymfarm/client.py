@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # imported where used: env and vector import this module
 
 PROTOCOL_VERSION = 1
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+_SLAB_SPIN_US = 1000.0  # default busy-poll on a slab: only the worker and the client take cores
+_LINK_SPIN_US = 200.0  # on the local socket, where the broker needs a core as well
 
 
 class Farm:
@@ -40,7 +42,11 @@ class Farm:
     environment variable ``GYMFARM_LOCAL=0`` keeps ZeroMQ): the same messages with fewer
     wake-ups, several times faster per step on virtual machines. ``is_local`` says which is used.
     There, a call busy-polls for its reply for up to ``spin_us`` microseconds before it sleeps,
-    while replies keep coming that fast (0: never).
+    while replies keep coming that fast (0: never). By default that is 1000 us on an instance's
+    shared-memory slab, where only the worker and this client take cores (a sleeping client's
+    wake-up costs tens of microseconds, a quarter of a Pong step here), and 200 us on the local
+    socket, where the broker needs a core too; a vector env with more envs than cores spins at
+    most 200 us on each slab.
 
     Instances belong to the connection that made them: other connections cannot see or use them,
     and on the local socket they are closed when the connection ends (the script exits, crashes
@@ -66,7 +72,7 @@ class Farm:
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 60.0,
                  connect_timeout: float = 10.0, context: zmq.Context | None = None,
-                 token: str | None = None, local: bool | None = None, spin_us: float = 200.0,
+                 token: str | None = None, local: bool | None = None, spin_us: float | None = None,
                  keep_instances: bool = False, heartbeat: float | None = None,
                  curve: dict[str, str] | str | os.PathLike[str] | None = None,
                  curve_server_key: str | bytes | None = None, curve_public_key: str | bytes | None = None,
@@ -121,9 +127,9 @@ class Farm:
         if shm is None:
             shm = os.environ.get("GYMFARM_SHM", "1") != "0"
         self.shm = bool(shm) and slab.supported()  # step and reset through shared memory when local
-        self._spin = spin_us * 1e-6
+        self._spin = (_SLAB_SPIN_US if spin_us is None else spin_us) * 1e-6
         if local:
-            self._go_local(hello, spin_us * 1e-6, connect_timeout)
+            self._go_local(hello, (_LINK_SPIN_US if spin_us is None else spin_us) * 1e-6, connect_timeout)
         self._stop_keepalive = threading.Event()
         lease_ms = self.server.get("lease_ms")
         if isinstance(lease_ms, int) and lease_ms > 0:

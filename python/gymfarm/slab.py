@@ -30,7 +30,7 @@ _SIZE_Q = 8 // 8
 _REQ_OFF, _REQ_CAP, _REP_OFF, _REP_CAP = 16 // 4, 20 // 4, 24 // 4, 28 // 4
 _REQ_SEQ, _REQ_VERB, _REQ_LEN, _CLIENT_WAITING, _WORKER_SPIN = 64 // 4, 68 // 4, 72 // 4, 76 // 4, 80 // 4
 _DONE_SEQ, _REP_STATUS, _REP_LEN, _STATE = 128 // 4, 132 // 4, 136 // 4, 140 // 4
-_STEP_NS_Q = 144 // 8
+STEP_NS_Q = _STEP_NS_Q = 144 // 8  # the worker's recent time per request, ns
 _WORKER_SLEEPING = 192 // 4
 
 STEP, RESET, STEP_RAW = 1, 2, 3
@@ -41,6 +41,9 @@ GRANTED, ATTACHED, DEAD = 0, 1, 2
 UNANSWERED = -1
 
 _FUTEX_WAIT = 0
+# A client that spins for a step longer than this first dozes until this long before its expected
+# end: the timer's slack (50 us) and a wake-up (tens of us on virtual machines) fit in it.
+_NAP_MARGIN = 150e-6
 _SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
 
 
@@ -112,9 +115,10 @@ class Slab:
         self._done = ctypes.c_uint32.from_buffer(self._mm, _DONE_SEQ * 4)
         self._done_addr = ctypes.addressof(self._done)
         self._seq = w[_REQ_SEQ]
-        self._spin = spin
+        self.spin = spin  # seconds wait() busy-polls, while the worker's requests take less
         self.worker_spin = True  # whether the worker may busy-poll for this client's next request
         self.raw_replies = 0  # steps answered laid out raw
+        self.sleeps = 0  # waits that ended asleep on done_seq rather than spinning
         self._fence = threading.Lock()
 
     @property
@@ -145,13 +149,17 @@ class Slab:
     def wait(self, timeout: float, alive: Callable[[], None]) -> tuple[int, Any]:
         """The reply to the request posted last: (status, body), or (OK_RAW, the decoded reply) for
         a step laid out raw. Busy-polls while the worker's
-        recent requests took less than the spin, then sleeps on done_seq. ``alive`` raises when
+        recent requests took less than the spin (dozing first through all but the last 150 us of
+        a longer one), then sleeps on done_seq. ``alive`` raises when
         the farm is gone. Raises TimeoutError after ``timeout`` (the farm's own step deadline
         answers well before a sensible client timeout)."""
         w, seq = self._w, self._seq
         if w[_DONE_SEQ] != seq:
-            if self._q[_STEP_NS_Q] < self._spin * 1e9:
-                end = time.perf_counter() + self._spin
+            recent = self._q[_STEP_NS_Q] * 1e-9
+            if recent < self.spin:
+                if recent > _NAP_MARGIN:  # doze through most of a long step, awake before its end
+                    self._futex_wait(seq, recent - _NAP_MARGIN)
+                end = time.perf_counter() + self.spin
                 while w[_DONE_SEQ] != seq and time.perf_counter() < end:
                     pass
             if w[_DONE_SEQ] != seq and not self._sleep(seq, timeout, alive):
@@ -173,8 +181,8 @@ class Slab:
     def _sleep(self, seq: int, timeout: float, alive: Callable[[], None]) -> bool:
         w = self._w
         deadline = time.monotonic() + timeout
-        ts = _Timespec()
         w[_CLIENT_WAITING] = 1
+        self.sleeps += 1
         dead_since = None
         try:
             while True:
@@ -188,13 +196,26 @@ class Slab:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError
-                slice_s = min(left, 0.05)
-                ts.tv_sec, ts.tv_nsec = int(slice_s), int((slice_s % 1) * 1e9)
-                _syscall(_SYS_FUTEX, ctypes.c_void_p(self._done_addr), _FUTEX_WAIT, ctypes.c_uint32(seen),
-                         ctypes.byref(ts), None, 0)
+                self._futex(seen, min(left, 0.05))
                 alive()
         finally:
             w[_CLIENT_WAITING] = 0
+
+    def _futex_wait(self, seq: int, seconds: float) -> None:
+        """Sleeps on done_seq for at most ``seconds``, woken at once by the reply to ``seq``."""
+        w = self._w
+        w[_CLIENT_WAITING] = 1
+        try:
+            seen = w[_DONE_SEQ]
+            if seen != seq:
+                self._futex(seen, seconds)
+        finally:
+            w[_CLIENT_WAITING] = 0
+
+    def _futex(self, seen: int, seconds: float) -> None:
+        ts = _Timespec(int(seconds), int((seconds % 1) * 1e9))
+        _syscall(_SYS_FUTEX, ctypes.c_void_p(self._done_addr), _FUTEX_WAIT, ctypes.c_uint32(seen),
+                 ctypes.byref(ts), None, 0)
 
     def close(self) -> None:
         if getattr(self, "_mm", None) is None:

@@ -55,6 +55,7 @@ def _unwrap(r: dict[str, Any]) -> None:
         codec.apply_tuples(r)
 
 
+_CROWDED_SPIN = 200e-6  # seconds
 _ARRAY_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiBinary, spaces.MultiDiscrete)
 _AUTORESET_WIRE = {AutoresetMode.NEXT_STEP: "next_step", AutoresetMode.SAME_STEP: "same_step",
                    AutoresetMode.DISABLED: None}
@@ -121,8 +122,7 @@ class RemoteVectorEnv(VectorEnv):
         self._closed_remote = False
         self._workers_spin = num_envs < (os.cpu_count() or 1)  # more envs than cores: workers sleep between steps
         for s in self._slabs:
-            if s is not None:
-                s.worker_spin = self._workers_spin
+            self._tune(s)
         first = made[0]
         self.single_observation_space = codec.space_from_wire(first["observation_space"])
         self.single_action_space = codec.space_from_wire(first["action_space"])
@@ -226,6 +226,14 @@ class RemoteVectorEnv(VectorEnv):
         self._raise_first(results, range(self.num_envs))
         return (self._batched_obs(), np.copy(self._rewards), np.copy(self._terminations),
                 np.copy(self._truncations), infos)
+
+    def _tune(self, shared: Any) -> None:
+        """With more envs than cores, the workers sleep between steps and this client spins at most
+        _CROWDED_SPIN on each slab: a spinning process takes a core a worker needs."""
+        if shared is not None:
+            shared.worker_spin = self._workers_spin
+            if not self._workers_spin:
+                shared.spin = min(shared.spin, _CROWDED_SPIN)
 
     def _wait_slabs(self, tickets: list[Any]) -> list[Any]:
         """Each env's step result (or its error) from the slabs, in env order."""
@@ -426,8 +434,7 @@ class RemoteVectorEnv(VectorEnv):
             _unwrap(reset)
             if self._slabs[i] is not None:
                 self._slabs[i].close()
-            if shared is not None:
-                shared.worker_spin = self._workers_spin
+            self._tune(shared)
             self._slabs[i] = shared
             old = self.instance_ids[i]
             self.instance_ids[i] = made["instance_id"]

@@ -2,6 +2,7 @@
 reset travel through the instance's slab, without the broker, and give exactly what the socket
 path and an in-process env give: the same episodes bit for bit, the same errors, replies too large
 for the slab, requests too large for it, and a farm with slabs off."""
+import os
 import pickle
 import time
 
@@ -13,6 +14,7 @@ import pytest
 import gymfarm
 import gymfarm_testenvs  # noqa: F401  (the gymfarm_test/ envs, in process too)
 from farm_fixture import wait_until
+from gymfarm import slab
 from trees import assert_same
 
 gym.register_envs(ale_py)
@@ -130,6 +132,43 @@ def test_an_observation_returned_is_the_clients_own(start_farm):
     assert env._slab.raw_replies == 10
     kept[0][0] = 99.0  # writable, as in process
     env.close()
+
+
+def spin_or_sleep(env, steps):
+    """For each step: (the worker's recent time per request before it, its latency, whether the
+    client slept on done_seq for it)."""
+    out, shared = [], env._slab
+    env.reset(seed=0)
+    for i in range(steps):
+        recent, sleeps, t = shared._q[slab.STEP_NS_Q] / 1e9, shared.sleeps, time.perf_counter()
+        env.step(i % 2)
+        out.append((recent, time.perf_counter() - t, shared.sleeps > sleeps))
+    return out
+
+
+def test_a_step_of_half_a_millisecond_is_awaited_spinning_unless_the_spin_is_shorter(start_farm):
+    """A sleeping client's wake-up costs tens of microseconds: by default a client spins on its
+    slab while the worker's recent steps took under a millisecond (Heavy-v0: 0.5 ms), with
+    spin_us=100 it sleeps, and a vector env with more envs than cores spins at most 200 us."""
+    fp = start_farm(workers=2)
+    for spin, expect in ((None, 1e-3), (100.0, 100e-6)):
+        env = fp.connect(**({} if spin is None else {"spin_us": spin})).make("gymfarm_test/Heavy-v0")
+        assert env._slab.spin == pytest.approx(expect)
+        seen = spin_or_sleep(env, 60)
+        env.close()
+        # a step the worker's recent steps said was short, and that was answered within the spin,
+        # was awaited spinning; one they said was longer than the spin was slept for
+        assert not any(slept for recent, took, slept in seen if recent < 0.9 * expect and took < 0.9 * expect)
+        longer = [slept for recent, _, slept in seen if recent >= expect]
+        assert sum(longer) >= 0.9 * len(longer), seen  # (not when the reply came before the wait)
+        if spin is None:  # on a quiet machine, most of them were short
+            assert sum(1 for recent, took, _ in seen if recent < 0.9e-3 and took < 0.9e-3) >= 20 or \
+                os.getloadavg()[0] >= (os.cpu_count() or 1), seen
+        else:
+            assert sum(1 for recent, _, _ in seen if recent >= expect) >= 50, seen
+    crowded = fp.connect().make_vec("CartPole-v1", max(2, os.cpu_count() or 1))
+    assert all(s is not None and s.spin <= 200e-6 for s in crowded._slabs)
+    crowded.close()
 
 
 def test_errors_are_the_socket_paths_errors(start_farm):
