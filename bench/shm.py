@@ -43,7 +43,7 @@ def lat(env, actions):
 
 
 def worker_ns(env):
-    """The worker's own time per request (the slab's step_ns, an average), or None without a slab."""
+    """The worker's own time per request (the slab's step_ns, a running average), or None without a slab."""
     s = getattr(env, "_slab", None)
     return int(s._q[144 // 8]) if s is not None and getattr(s, "_q", None) is not None else None
 

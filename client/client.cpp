@@ -14,6 +14,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "client/slabs.hpp"
 #include "protocol/codec.hpp"
 #include "protocol/frames.hpp"
 #include "shm/slab.hpp"
@@ -25,52 +26,6 @@ namespace gymfarm::client {
 using protocol::Error;
 using protocol::ErrorCode;
 using transport::view;
-
-// One instance's slab and its doorbell; `mu` keeps one request at a time in it.
-struct SlabEntry {
-  std::mutex mu;
-  shm::Slab slab;
-  int doorbell = -1;
-  SlabEntry() = default;
-  SlabEntry(const SlabEntry&) = delete;
-  SlabEntry& operator=(const SlabEntry&) = delete;
-  ~SlabEntry() {
-    if (doorbell >= 0) ::close(doorbell);
-  }
-};
-
-class SlabRegistry {
- public:
-  std::shared_ptr<SlabEntry> find(const std::string& instance) {
-    std::lock_guard lock(mu_);
-    auto it = map_.find(instance);
-    return it == map_.end() ? nullptr : it->second;
-  }
-  // Adds one, and lets go of those whose instance the farm closed meanwhile (an idle instance it
-  // reaped, say), whose slabs it marked dead.
-  void add(const std::string& instance, std::shared_ptr<SlabEntry> e) {
-    std::lock_guard lock(mu_);
-    for (auto it = map_.begin(); it != map_.end();) {
-      const auto state = it->second->slab.u32(shm::off::kState).load(std::memory_order_acquire);
-      it = state == static_cast<uint32_t>(shm::State::Dead) ? map_.erase(it) : std::next(it);
-    }
-    map_[instance] = std::move(e);
-  }
-  void erase(const std::string& instance) {
-    std::lock_guard lock(mu_);
-    map_.erase(instance);
-  }
-  void clear() {
-    std::lock_guard lock(mu_);
-    map_.clear();
-  }
-
- private:
-  std::mutex mu_;
-  std::unordered_map<std::string, std::shared_ptr<SlabEntry>> map_;
-};
-
-std::shared_ptr<SlabRegistry> make_slab_registry() { return std::make_shared<SlabRegistry>(); }
 
 struct Client::Impl {
   explicit Impl(ClientOptions o)
@@ -272,88 +227,13 @@ struct Client::Impl {
     return ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && len == sizeof cred && cred.uid == ::geteuid();
   }
 
-  // A step or reset through the instance's slab: [status, body] as the socket would answer, or
-  // nothing when the slab cannot take it (the caller uses the socket).
-  struct SlabAnswer {
-    bool ok = true;
-    bool spilled = false;  // too large for the slab: fetch it with `spilled`
-    std::string body;
-  };
-  std::optional<SlabAnswer> through_slab(const std::string& instance, std::string_view verb, const std::string& body) {
-    namespace off = shm::off;
-    auto entry = slabs->find(instance);
-    if (!entry) return std::nullopt;
-    std::lock_guard one_at_a_time(entry->mu);
-    shm::Slab& s = entry->slab;
-    if (s.u32(off::kState).load(std::memory_order_acquire) != static_cast<uint32_t>(shm::State::Attached)) {
-      slabs->erase(instance);
-      return std::nullopt;
-    }
-    if (body.size() > s.request_capacity()) return std::nullopt;
-    std::memcpy(s.request_area(), body.data(), body.size());
-    s.u32(off::kReqVerb)
-        .store(static_cast<uint32_t>(verb == protocol::verb::kReset ? shm::Verb::Reset : shm::Verb::Step),
-               std::memory_order_relaxed);
-    s.u32(off::kReqLen).store(static_cast<uint32_t>(body.size()), std::memory_order_relaxed);
-    s.u32(off::kWorkerSpin).store(1, std::memory_order_relaxed);
-    const uint32_t seq = s.u32(off::kReqSeq).load(std::memory_order_relaxed) + 1;
-    s.u32(off::kReqSeq).store(seq, std::memory_order_seq_cst);
-    if (s.u32(off::kWorkerSleeping).load(std::memory_order_seq_cst) != 0) {
-      const uint64_t one = 1;
-      if (::write(entry->doorbell, &one, sizeof one) < 0) {
-        // the worker still looks at its slabs every 500 ms
-      }
-    }
-    last_sent.store(std::chrono::steady_clock::now().time_since_epoch().count());
-    auto done = [&] { return s.u32(off::kDoneSeq).load(std::memory_order_acquire) == seq; };
-    const auto start = std::chrono::steady_clock::now();
-    if (!done() && s.u64(off::kStepNs).load(std::memory_order_relaxed) <
-                       static_cast<uint64_t>(std::chrono::nanoseconds(opt.spin).count())) {
-      // In user space; the clock every 16th turn and a yield every 256th (shm::cpu_relax)
-      for (unsigned turn = 1; !done(); ++turn) {
-        if (turn % 16 == 0) {
-          if (std::chrono::steady_clock::now() - start >= opt.spin) break;
-          if (turn % 256 == 0) std::this_thread::yield();
-        }
-        shm::cpu_relax();
-      }
-    }
-    if (!done()) {
-      const auto deadline = start + opt.timeout;
-      s.u32(off::kClientWaiting).store(1, std::memory_order_seq_cst);
-      std::optional<std::chrono::steady_clock::time_point> dead_since;
-      while (!done()) {
-        const auto now = std::chrono::steady_clock::now();
-        if (now >= deadline) {
-          s.u32(off::kClientWaiting).store(0);
-          raise(ErrorCode::Timeout, "no reply from the farm at " + endpoint + " within the client's timeout");
-        }
-        if (s.u32(off::kState).load(std::memory_order_acquire) == static_cast<uint32_t>(shm::State::Dead)) {
-          if (!dead_since) dead_since = now;
-          if (now - *dead_since > std::chrono::milliseconds(200)) {  // unanswered: the socket's tombstone answers
-            s.u32(off::kClientWaiting).store(0);
-            slabs->erase(instance);
-            return std::nullopt;
-          }
-        }
-        shm::futex_wait(s.word(off::kDoneSeq), s.u32(off::kDoneSeq).load(std::memory_order_acquire),
-                        std::chrono::milliseconds(50));
-        if (local) {  // the farm closed the local socket (nothing else comes on it meanwhile)
-          pollfd p{local->fd(), POLLIN, 0};
-          transport::Frames stray;
-          if (::poll(&p, 1, 0) > 0 && local->next(stray) == transport::StreamConn::Read::Closed) lost_local();
-        }
-      }
-      s.u32(off::kClientWaiting).store(0, std::memory_order_relaxed);
-    }
-    const auto status = s.u32(off::kRepStatus).load(std::memory_order_relaxed);
-    const std::size_t len = s.u32(off::kRepLen).load(std::memory_order_relaxed);
-    if (status == static_cast<uint32_t>(shm::Status::Spilled)) return SlabAnswer{true, true, {}};
-    if (len > s.reply_capacity() || status > static_cast<uint32_t>(shm::Status::Err)) {
-      slabs->erase(instance);
-      raise(ErrorCode::Internal, "the shared-memory reply for instance " + instance + " is corrupt");
-    }
-    return SlabAnswer{status == static_cast<uint32_t>(shm::Status::Ok), false, std::string(s.reply_area(), len)};
+  // While a slab's reply is slept on over the local socket: the farm closed it (nothing else
+  // comes on it meanwhile).
+  void watch_local() {
+    if (!local) return;
+    pollfd p{local->fd(), POLLIN, 0};
+    transport::Frames stray;
+    if (::poll(&p, 1, 0) > 0 && local->next(stray) == transport::StreamConn::Read::Closed) lost_local();
   }
 
   // A make's reply that brought a slab: [rid, ok, body, "slab"] with the descriptors over the local
@@ -453,15 +333,8 @@ Client::~Client() {
 
 Value Client::call(std::string_view verb, std::string_view instance, const Value& body) {
   if ((verb == protocol::verb::kStep || verb == protocol::verb::kReset) && !instance.empty()) {
-    std::unique_lock io(impl_->io_mu, std::defer_lock);
-    if (impl_->local) io.lock();  // its socket is watched while the slab is waited on
-    auto answer = impl_->through_slab(std::string(instance), verb, protocol::encode(body));
-    if (io.owns_lock()) io.unlock();
-    if (answer && answer->spilled) return call(protocol::verb::kSpilled, instance);
-    if (answer) {
-      Value v = decode_or_throw(answer->body);
-      if (!answer->ok) throw ClientError(Error::from_value(v));
-      return v;
+    if (auto slab_call = SlabCall::post(impl_->slabs, std::string(instance), verb, protocol::encode(body))) {
+      return finish(*slab_call);
     }
   }
   if (verb == protocol::verb::kMake && impl_->opt.shm && (impl_->local || impl_->inproc)) return make_with_slab(body);
@@ -536,6 +409,26 @@ EnvHandle Client::make(const std::string& env_id, const Value& kwargs) {
   if (const Value* x = v.find("metadata")) h.metadata = *x;
   if (const Value* x = v.find("spec")) h.spec = *x;
   return h;
+}
+
+Value Client::finish(SlabCall& slab_call) {
+  std::unique_lock io(impl_->io_mu, std::defer_lock);
+  if (impl_->local) io.lock();  // its socket is watched while the slab is waited on
+  impl_->last_sent.store(std::chrono::steady_clock::now().time_since_epoch().count());
+  const auto start = std::chrono::steady_clock::now();
+  if (!slab_call.done() && slab_call.recent() < impl_->opt.spin) slab_call.spin(impl_->opt.spin);
+  const bool answered = slab_call.sleep(start + impl_->opt.timeout, impl_->endpoint, [this] { impl_->watch_local(); });
+  if (answered) {
+    if (auto v = slab_call.result()) return std::move(*v);
+  }
+  if (io.owns_lock()) io.unlock();
+  if (answered)
+    return call(protocol::verb::kSpilled, slab_call.instance());  // too large for the slab: the worker kept it
+  // the instance is gone unanswered: its tombstone answers over the socket
+  Value body;
+  std::string err;
+  if (!protocol::decode(slab_call.body(), body, err)) body = Value(protocol::Map{});
+  return call(slab_call.verb(), slab_call.instance(), body);
 }
 
 bool Client::has_slab(const std::string& instance) const { return impl_->slabs->find(instance) != nullptr; }

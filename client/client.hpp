@@ -38,6 +38,7 @@ class ClientError : public std::runtime_error {
 // instances any of them made): what one makes, any steps through its slab, one at a time.
 class SlabRegistry;
 std::shared_ptr<SlabRegistry> make_slab_registry();
+class SlabCall;  // client/slabs.hpp
 
 struct ClientOptions {
   std::chrono::milliseconds timeout{60000};  // per call
@@ -141,6 +142,9 @@ class Client final : public Caller {
   std::chrono::milliseconds lease() const;
   // Whether this instance's step and reset go through its slab (ClientOptions::shm).
   bool has_slab(const std::string& instance) const;
+  // Waits for a step or reset posted to a slab of this client's registry (by another thread, say:
+  // SlabCall::try_post) and gives its result as call() would: the same value, the same errors.
+  Value finish(SlabCall& slab_call);
 
  private:
   // make over the local socket or inproc: asks for the instance's slab and maps it.

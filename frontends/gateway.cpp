@@ -46,6 +46,7 @@
 #include "frontends/blocking_pool.hpp"
 #include "frontends/connection_limits.hpp"
 #include "frontends/dashboard.hpp"
+#include "frontends/inline_step.hpp"
 #include "frontends/instance_owners.hpp"
 #include "frontends/metrics.hpp"
 #include "frontends/png.hpp"
@@ -101,6 +102,7 @@ class PoolCaller final : public client::Caller {
  public:
   explicit PoolCaller(Core& core) : core_(core) {}
   client::Value call(std::string_view verb, std::string_view instance, const client::Value& body) override;
+  client::Client& farm();  // this thread's
 
  private:
   Core& core_;
@@ -133,6 +135,12 @@ struct Core {
   BlockingPool pool;
   PoolCaller caller;
   std::atomic<bool> stopping{false};
+  std::atomic<std::size_t> in_flight{0};  // requests running now, on the pool or the I/O threads
+  InlineCounts inline_counts;
+
+  // A step may run on an I/O thread while the gateway has no more requests in flight than I/O
+  // threads: a busy gateway's requests go to the pool, where they run side by side.
+  bool may_inline() const { return in_flight.load(std::memory_order_relaxed) < opt.io_threads; }
 
   std::mutex mu;
   std::condition_variable none_live;
@@ -204,14 +212,31 @@ struct Core {
   }
 };
 
-client::Value PoolCaller::call(std::string_view verb, std::string_view instance, const client::Value& body) {
+client::Client& PoolCaller::farm() {
   if (!t_farm || t_farm_owner != &core_) {
     t_farm.reset();
     t_farm = core_.connect_farm();  // throws ClientError when the farm does not answer
     t_farm_owner = &core_;
   }
-  return t_farm->call(verb, instance, body);
+  return *t_farm;
 }
+
+client::Value PoolCaller::call(std::string_view verb, std::string_view instance, const client::Value& body) {
+  return farm().call(verb, instance, body);
+}
+
+// The farm for a request on a pool thread: the pool's, or, for a step the I/O thread left in its
+// slab, an AdoptingCaller that finishes it (inline_step.hpp).
+class PoolRequest {
+ public:
+  PoolRequest(PoolCaller& pool, std::shared_ptr<client::SlabCall> pending) {
+    if (pending) adopt_.emplace([&pool]() -> client::Client& { return pool.farm(); }, pool, std::move(pending));
+  }
+  client::Caller* via() { return adopt_ ? &*adopt_ : nullptr; }
+
+ private:
+  std::optional<AdoptingCaller> adopt_;
+};
 
 // One admitted connection's place in the limits and in the live set; moves from the HTTP session
 // to the WebSocket session at an upgrade.
@@ -319,8 +344,16 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
     std::string text = beast::buffers_to_string(buffer_.data());
     buffer_.consume(buffer_.size());
     ws_.set_option(timeouts(false));
+    std::shared_ptr<client::SlabCall> pending;
+    if (gymie_ && core_.may_inline() && GymieSession::is_step(text, core_.opt.gymie.max_depth)) {
+      auto out = try_inline<GymieOutcome>(
+          core_.slabs, core_.inline_counts, core_.in_flight,
+          [&](InlineCaller& via) { return gymie_->handle(text, &via); }, pending);
+      if (out) return on_outcome(std::move(*out));
+    }
     auto self = shared_from_this();
-    const bool queued = core_.pool.post([self, text = std::move(text)] {
+    ++core_.in_flight;
+    const bool queued = core_.pool.post([self, text = std::move(text), pending = std::move(pending)]() mutable {
       GymieOutcome out;
       try {
         if (!self->gymie_) {
@@ -329,17 +362,22 @@ class WebsocketSession : public Connection, public std::enable_shared_from_this<
               static_cast<client::Caller&>(self->core_.caller), self->core_.gymie_instances, self->core_.opt.gymie,
               "Gymie #" + std::to_string(n) + " (" + self->slot_.client() + ")");
         }
-        out = self->gymie_->handle(text);
+        PoolRequest farm(self->core_.caller, std::move(pending));
+        out = self->gymie_->handle(text, farm.via());
       } catch (const client::ClientError&) {
         out = GymieOutcome{true, static_cast<uint16_t>(websocket::close_code::try_again_later),
                            "the farm is not answering"};
       } catch (const std::exception&) {
         out = GymieOutcome{true, static_cast<uint16_t>(websocket::close_code::internal_error), "internal error"};
       }
+      --self->core_.in_flight;
       asio::post(self->ws_.get_executor(),
                  [self, out = std::move(out)]() mutable { self->on_outcome(std::move(out)); });
     });
-    if (!queued) beast::get_lowest_layer(ws_).close();  // stopping
+    if (!queued) {
+      --core_.in_flight;
+      beast::get_lowest_layer(ws_).close();  // stopping
+    }
   }
 
   void on_outcome(GymieOutcome out) {
@@ -602,6 +640,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       counts.connections = c.connection_counts();
       counts.instances = instances_by_dialect(instance_rows(stats, c.own_instances()));
       counts.dashboard_streams = c.streams.total();
+      counts.inline_steps = c.inline_counts.answered.load();
+      counts.handed_over_steps = c.inline_counts.handed_over.load();
       out.content_type = "text/plain; version=0.0.4; charset=utf-8";
       out.body = render_metrics(stats, counts);
       return out;
@@ -821,7 +861,20 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
           core_.caller, core_.rest_registry,
           kind_ == Kind::Main ? RestDialect::GymHttpApi : RestDialect::GymnasiumHttpApi, core_.opt.rest);
     }
-    run_blocking(std::move(req), [](HttpSession& s, const HttpRequest& hr) { return s.rest_->handle(hr); });
+    HttpRequest hr = to_request(req);
+    const bool head = req.method() == http::verb::head;
+    std::shared_ptr<client::SlabCall> pending;
+    if (core_.may_inline() && rest_->is_step(hr)) {
+      auto out = try_inline<HttpReply>(
+          core_.slabs, core_.inline_counts, core_.in_flight, [&](InlineCaller& via) { return rest_->handle(hr, &via); },
+          pending);
+      if (out) return on_rest_reply(std::move(*out), head, req.keep_alive(), req.version());
+    }
+    post_blocking(std::move(hr), head, req.keep_alive(), req.version(),
+                  [pending = std::move(pending)](HttpSession& s, const HttpRequest& r) mutable {
+                    PoolRequest farm(s.core_.caller, std::move(pending));
+                    return s.rest_->handle(r, farm.via());
+                  });
   }
 
   // gym-server: its API (`api`) or its artifacts; the files are read on the pool too (disk I/O).
@@ -837,9 +890,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
                  [](HttpSession& s, const HttpRequest& hr) { return gym_server_file(s.core_.opt.gym_server, hr); });
   }
 
-  // Runs a dialect's blocking handle() on the pool and posts its reply back to this session.
-  template <class Handle>
-  void run_blocking(http::request<http::string_body> req, Handle handle) {
+  // The request as the dialects take it.
+  HttpRequest to_request(http::request<http::string_body>& req) {
     HttpRequest hr{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
                    std::string(req[http::field::content_type])};
     // The peer has closed (EOF or an error on a non-blocking peek): long operations may give up.
@@ -849,24 +901,39 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
       const ssize_t r = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
       return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
     };
-    const bool head = req.method() == http::verb::head;
-    const bool keep_alive = req.keep_alive();
-    const unsigned version = req.version();
+    return hr;
+  }
+
+  // Runs a dialect's blocking handle() on the pool and posts its reply back to this session.
+  template <class Handle>
+  void run_blocking(http::request<http::string_body> req, Handle handle) {
+    HttpRequest hr = to_request(req);
+    post_blocking(std::move(hr), req.method() == http::verb::head, req.keep_alive(), req.version(), std::move(handle));
+  }
+
+  template <class Handle>
+  void post_blocking(HttpRequest hr, bool head, bool keep_alive, unsigned version, Handle handle) {
     auto self = shared_from_this();
-    const bool queued = core_.pool.post([self, hr = std::move(hr), head, keep_alive, version, handle] {
-      HttpReply out;
-      try {
-        out = handle(*self, hr);
-      } catch (const std::exception&) {
-        out = HttpReply{};
-        out.status = 500;
-        out.body = json_message("internal error");
-      }
-      asio::post(self->stream_.get_executor(), [self, out = std::move(out), head, keep_alive, version]() mutable {
-        self->on_rest_reply(std::move(out), head, keep_alive, version);
-      });
-    });
-    if (!queued) do_close();  // stopping
+    ++core_.in_flight;
+    const bool queued = core_.pool.post(
+        [self, hr = std::move(hr), head, keep_alive, version, handle = std::move(handle)]() mutable {
+          HttpReply out;
+          try {
+            out = handle(*self, hr);
+          } catch (const std::exception&) {
+            out = HttpReply{};
+            out.status = 500;
+            out.body = json_message("internal error");
+          }
+          --self->core_.in_flight;
+          asio::post(self->stream_.get_executor(), [self, out = std::move(out), head, keep_alive, version]() mutable {
+            self->on_rest_reply(std::move(out), head, keep_alive, version);
+          });
+        });
+    if (!queued) {
+      --core_.in_flight;
+      do_close();  // stopping
+    }
   }
 
   void on_rest_reply(HttpReply out, bool head, bool keep_alive, unsigned version) {

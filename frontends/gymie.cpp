@@ -121,7 +121,16 @@ std::string gymie_space_info(const Value& space, bool raw_infinity) {
   return to_json(info);
 }
 
-GymieOutcome GymieSession::handle(std::string_view message) {
+bool GymieSession::is_step(std::string_view message, std::size_t max_depth) {
+  if (json_depth(message) > max_depth) return false;
+  const Json data = Json::parse(message, nullptr, false);
+  if (data.is_discarded() || !data.is_object()) return false;
+  const auto m = data.find("method");
+  return m != data.end() && m->is_string() && *m == "step";
+}
+
+GymieOutcome GymieSession::handle(std::string_view message, client::Caller* via) {
+  client::Caller& farm = via ? *via : farm_;
   const std::string raw(message);
   if (json_depth(message) > opt_.max_depth) {
     return close_with(kUnsupported, truncate_utf8("Message `" + raw + "` is invalid", 123));
@@ -174,7 +183,7 @@ GymieOutcome GymieSession::handle(std::string_view message) {
       if (!env_id.is_string()) return close_with(kInvalid, truncate_utf8("Environment `" + id + "` is malformed", 123));
       Value body(protocol::Map{{"env_id", id}, {"kwargs", kwargs}, {"strict", true}});
       try {
-        const Value r = farm_.call("make", {}, body);
+        const Value r = farm.call("make", {}, body);
         const std::string iid = r.find("instance_id")->as_string();
         owned_.push_back(iid);
         // Gymie ignores a seed of 0
@@ -201,7 +210,7 @@ GymieOutcome GymieSession::handle(std::string_view message) {
                              ? Value(static_cast<int64_t>(*s))
                              : Value(*s));
       }
-      const Value r = farm_.call("reset", instance, body);
+      const Value r = farm.call("reset", instance, body);
       return reply(to_json(*r.find("obs")));
     }
     if (m->name == "step") {
@@ -209,7 +218,7 @@ GymieOutcome GymieSession::handle(std::string_view message) {
       Value body(protocol::Map{{"action", from_json(action)}, {"processed", true}});
       Value r;
       try {
-        r = farm_.call("step", instance, body);
+        r = farm.call("step", instance, body);
       } catch (const client::ClientError& e) {
         if (e.code() == ErrorCode::BadAction || e.code() == ErrorCode::EnvError) {
           return close_with(kInvalid, truncate_utf8("Action `" + py_str(action) + "` is wrong", 123));
@@ -231,7 +240,7 @@ GymieOutcome GymieSession::handle(std::string_view message) {
     }
     if (m->name == "close") {
       try {
-        farm_.call("close", instance);
+        farm.call("close", instance);
       } catch (const client::ClientError& e) {
         if (e.code() == ErrorCode::UnknownInstance) instances_.closed(instance);  // crashed: nothing left to show
         throw;
@@ -241,11 +250,11 @@ GymieOutcome GymieSession::handle(std::string_view message) {
       return reply("true");
     }
     if (m->name == "observation_space" || m->name == "action_space") {
-      const Value r = farm_.call("spaces", instance);
+      const Value r = farm.call("spaces", instance);
       return reply(gymie_space_info(*r.find(std::string(m->name)), opt_.raw_infinity));
     }
     // action_sample
-    const Value r = farm_.call("sample", instance, Value(protocol::Map{{"space", "action"}}));
+    const Value r = farm.call("sample", instance, Value(protocol::Map{{"space", "action"}}));
     return reply(to_json(*r.find("value")));
   } catch (const client::ClientError& e) {
     if (e.code() == ErrorCode::UnknownInstance) return not_found();

@@ -51,7 +51,11 @@ class GymieSession {
   // `owner`: how the dashboard names this connection (its number and the peer's address).
   GymieSession(client::Caller& farm, GymieInstances& instances, GymieOptions options, std::string owner)
       : farm_(farm), instances_(instances), opt_(options), owner_(std::move(owner)) {}
-  GymieOutcome handle(std::string_view message);
+  // `via`: the farm for this one message, instead of the session's.
+  GymieOutcome handle(std::string_view message, client::Caller* via = nullptr);
+  // Whether the message is a well-formed step request: its handling makes one farm call, the
+  // step, and changes nothing before it (so it may be tried again elsewhere: the gateway).
+  static bool is_step(std::string_view message, std::size_t max_depth);
   // The connection ended: close what it made, unless instances are shared.
   void disconnected();
 

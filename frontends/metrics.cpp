@@ -161,6 +161,14 @@ std::string render_metrics(const Value& stats, const GatewayCounts& gateway) {
   for (const auto& [frontend, n] : gateway.connections) conns.Add({{"frontend", frontend}}).Set(static_cast<double>(n));
   gauge(reg, "gymfarm_dashboard_streams", "Open /dashboard/stream/ viewers (live frames).",
         static_cast<double>(gateway.dashboard_streams));
+  auto& gw_steps = prometheus::BuildCounter()
+                       .Name("gymfarm_gateway_steps_total")
+                       .Help(
+                           "Gymie and REST steps the gateway's I/O thread posted to slabs, by where they "
+                           "finished: on the I/O thread, or handed over to a pool thread.")
+                       .Register(reg);
+  gw_steps.Add({{"finished", "io_thread"}}).Increment(static_cast<double>(gateway.inline_steps));
+  gw_steps.Add({{"finished", "pool"}}).Increment(static_cast<double>(gateway.handed_over_steps));
 
   return prometheus::TextSerializer().Serialize(reg.Collect());
 }

@@ -4,6 +4,7 @@
 // prometheus-cpp (a Registry filled from the reply, serialized with its TextSerializer). Pure
 // functions of the reply and the gateway's own counts, so they are tested without sockets.
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <utility>
@@ -18,6 +19,8 @@ struct GatewayCounts {
   std::vector<std::pair<std::string, std::size_t>> connections;  // open connections per frontend
   std::map<std::string, std::size_t> instances;                  // by dialect (instance_owners.hpp)
   std::size_t dashboard_streams = 0;                             // /dashboard/stream/ viewers
+  uint64_t inline_steps = 0;       // Gymie and REST steps answered on an I/O thread (inline_step.hpp)
+  uint64_t handed_over_steps = 0;  // posted there, finished on the pool
 };
 
 // The Prometheus text (version 0.0.4) for one scrape.

@@ -928,15 +928,13 @@ const std::vector<Route>& routes() {
   return r;
 }
 
-}  // namespace
-
 // ---- dispatch -----------------------------------------------------------------------------------
 
-HttpReply RestSession::handle(const HttpRequest& req) {
-  const int mask = dialect_ == RestDialect::GymHttpApi ? kOpenai : kGymnasium;
+// The route a request takes in one dialect (id and value: its path's segments), and the methods
+// its path allows.
+const Route* find_route(const HttpRequest& req, int mask, std::string& id, std::string& value, std::string& allow) {
   const auto segs = split_path(req.target);
   const Route* route = nullptr;
-  std::string id, value, allow;
   for (const auto& r : routes()) {
     std::string i2, v2;
     if (!(r.dialects & mask) || !matches(r, segs, i2, v2)) continue;
@@ -948,6 +946,21 @@ HttpReply RestSession::handle(const HttpRequest& req) {
       value = v2;
     }
   }
+  return route;
+}
+
+}  // namespace
+
+bool RestSession::is_step(const HttpRequest& req) const {
+  std::string id, value, allow;
+  const Route* route = find_route(req, dialect_ == RestDialect::GymHttpApi ? kOpenai : kGymnasium, id, value, allow);
+  return route && route->op == Op::Step;
+}
+
+HttpReply RestSession::handle(const HttpRequest& req, client::Caller* via) {
+  const int mask = dialect_ == RestDialect::GymHttpApi ? kOpenai : kGymnasium;
+  std::string id, value, allow;
+  const Route* route = find_route(req, mask, id, value, allow);
   if (!route) {
     if (allow.empty()) return message(404, "Not Found: " + req.target.substr(0, req.target.find('?')));
     if (req.method == "OPTIONS") {
@@ -960,7 +973,7 @@ HttpReply RestSession::handle(const HttpRequest& req) {
     return r;
   }
   const bool openai = dialect_ == RestDialect::GymHttpApi;
-  Ctx c{farm_,
+  Ctx c{via ? *via : farm_,
         reg_,
         opt_,
         req,

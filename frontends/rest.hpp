@@ -83,7 +83,11 @@ class RestSession {
  public:
   RestSession(client::Caller& farm, RestRegistry& registry, RestDialect dialect, RestOptions options)
       : farm_(farm), reg_(registry), dialect_(dialect), opt_(std::move(options)) {}
-  HttpReply handle(const HttpRequest& req);
+  // `via`: the farm for this one request, instead of the session's.
+  HttpReply handle(const HttpRequest& req, client::Caller* via = nullptr);
+  // Whether the request is a step: its handling makes one farm call, the step, and changes
+  // nothing before it (so it may be tried again elsewhere: the gateway).
+  bool is_step(const HttpRequest& req) const;
 
  private:
   client::Caller& farm_;

@@ -14,7 +14,8 @@
 //       its next request follows soon, so the worker may busy-poll for it; 0: sleep at once)
 //   128 u32 done_seq (worker, or the broker for a dead worker: = req_seq once the reply is whole; a
 //       futex word)   132 u32 rep_status   136 u32 rep_len   140 u32 state   144 u64 step_ns (the
-//       worker's recent time per request)   152 u64 steps (steps answered ok through the slab)
+//       worker's recent time per request: a running average that halves towards a quicker one)
+//   152 u64 steps (steps answered ok through the slab)
 //   192 u32 worker_sleeping (worker: 1 while it sleeps on its doorbell)
 //   256 the request area, then the reply area.
 // A reply is read only once done_seq equals the request's sequence number, and the worker writes

@@ -101,7 +101,13 @@ std::size_t SlabServer::serve(const Handler& handle) {
     const auto ns = static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count());
     const uint64_t old = slab.u64(off::kStepNs).load(std::memory_order_relaxed);
-    slab.u64(off::kStepNs).store(old == 0 ? ns : (old * 7 + ns) / 8, std::memory_order_relaxed);
+    // Down fast, up slowly: one slow request (a first reset's env checker, say) does not make the
+    // clients of a quick env sleep or leave the gateway's I/O thread for the next thirty.
+    slab.u64(off::kStepNs)
+        .store(old == 0   ? ns
+               : ns < old ? (old + ns) / 2
+                          : (old * 7 + ns) / 8,
+               std::memory_order_relaxed);
     if (r.ok && step) slab.u64(off::kSteps).fetch_add(1, std::memory_order_relaxed);
     if (raw && r.raw > 0 && r.raw <= slab.reply_capacity()) {  // laid out in the reply area already
       slab.u32(off::kRepStatus).store(static_cast<uint32_t>(shm::Status::OkRaw), std::memory_order_relaxed);

@@ -2,8 +2,11 @@
 gym-http-api and Gymie get slabs, their steps reach the worker without the broker, and every
 reply is the one the socket path gives (a farm with --shm-slab-kb 0)."""
 import json
+import os
+import signal
 import time
 
+import pytest
 import requests
 from websockets.sync.client import connect
 
@@ -88,3 +91,115 @@ def test_a_rest_instance_stepped_through_its_slab_is_not_idle(start_farm):
     assert wait_until(lambda: farm.stats()["shm"]["slabs"] == 0, 10)
     r = requests.post(base + f"envs/{iid}/step/", json={"action": 0}, timeout=30)
     assert r.status_code == 400 and "unknown" in r.json()["message"].lower()
+
+
+def gateway_steps(fp):
+    """gymfarm_gateway_steps_total by where they finished (docs/architecture.md)."""
+    text = requests.get(fp.rest_url.rstrip("/").rsplit("/v1", 1)[0] + "/metrics", timeout=10).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("gymfarm_gateway_steps_total{"):
+            out[line.split('finished="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_quick_steps_are_answered_on_the_io_thread_and_slow_ones_are_not(start_farm):
+    fp = start_farm(workers=2)
+    base = fp.rest_url
+    before = gateway_steps(fp)
+    _, got = rest_episode(fp, steps=60)
+    gymie_episode(fp, steps=60)
+    after = gateway_steps(fp)
+    # CartPole's steps take a few microseconds in the worker: the I/O thread answered nearly all
+    assert after["io_thread"] - before["io_thread"] >= 100, (before, after)
+    # a half-millisecond env's steps leave the I/O thread (after the first, whose time is unknown)
+    iid = requests.post(base + "envs/", json={"env_id": "gymfarm_test/Heavy-v0"}, timeout=30).json()["instance_id"]
+    requests.post(base + f"envs/{iid}/reset/", json={}, timeout=30)
+    mid = gateway_steps(fp)
+    for _ in range(30):
+        assert requests.post(base + f"envs/{iid}/step/", json={"action": 0}, timeout=30).status_code == 200
+    end = gateway_steps(fp)
+    assert end["io_thread"] - mid["io_thread"] <= 2 and end["pool"] - mid["pool"] <= 2, (mid, end)
+
+
+def test_a_stopped_env_does_not_hold_the_gateways_io_thread(start_farm):
+    """A step the worker does not answer within the I/O thread's budget is finished on the pool:
+    meanwhile other connections are served, and the step's reply comes once the worker goes on."""
+    fp = start_farm(workers=3)
+    farm = fp.connect(shm=False)
+    stuck = connect(fp.gymie_url, open_timeout=10, close_timeout=5)
+    other = connect(fp.gymie_url, open_timeout=10, close_timeout=5)
+    try:
+        def send(ws, method, **params):
+            ws.send(json.dumps({"method": method, "params": params}))
+            return ws.recv(timeout=30)
+
+        a = send(stuck, "make", env_id="CartPole-v1")
+        send(stuck, "reset", instance_id=a)
+        for _ in range(5):  # quick steps: the next one is tried on the I/O thread
+            send(stuck, "step", instance_id=a, action=0)
+        b = send(other, "make", env_id="CartPole-v1")
+        send(other, "reset", instance_id=b)
+        pid = next(w for w in farm.stats()["workers"] if w.get("instance") == a)["pid"]
+        before = gateway_steps(fp)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            stuck.send(json.dumps({"method": "step", "params": {"instance_id": a, "action": 1}}))
+            time.sleep(0.2)
+            t = time.monotonic()
+            for i in range(20):
+                send(other, "step", instance_id=b, action=i % 2)
+            assert time.monotonic() - t < 5
+            with pytest.raises(TimeoutError):  # not answered while its worker is stopped
+                stuck.recv(timeout=0.2)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        obs, reward, done, info = json.loads(stuck.recv(timeout=30))
+        assert len(obs) == 4 and reward == 1.0
+        assert gateway_steps(fp)["pool"] - before["pool"] == 1
+    finally:
+        stuck.close()
+        other.close()
+
+
+def test_a_worker_killed_under_a_handed_over_step_answers_with_gymies_error(start_farm):
+    """kill -9 of a worker whose step the I/O thread handed to the pool: the connection gets the
+    crash as Gymie's close (1007), not a hang, and the gateway goes on serving."""
+    from websockets.exceptions import ConnectionClosed
+
+    fp = start_farm(workers=3)
+    farm = fp.connect(shm=False)
+    base = fp.rest_url
+    iid = requests.post(base + "envs/", json={"env_id": "CartPole-v1"}, timeout=30).json()["instance_id"]
+    requests.post(base + f"envs/{iid}/reset/", json={}, timeout=30)
+    for _ in range(5):
+        requests.post(base + f"envs/{iid}/step/", json={"action": 0}, timeout=30)
+    ws = connect(fp.gymie_url, open_timeout=10, close_timeout=5)
+    try:
+        def send(method, **params):
+            ws.send(json.dumps({"method": method, "params": params}))
+            return ws.recv(timeout=30)
+
+        a = send("make", env_id="CartPole-v1")
+        send("reset", instance_id=a)
+        for _ in range(5):
+            send("step", instance_id=a, action=0)
+        pid = next(w for w in farm.stats()["workers"] if w.get("instance") == a)["pid"]
+        before = gateway_steps(fp)
+        os.kill(pid, signal.SIGSTOP)
+        ws.send(json.dumps({"method": "step", "params": {"instance_id": a, "action": 1}}))
+        assert wait_until(lambda: gateway_steps(fp)["pool"] > before["pool"], 5)
+        os.kill(pid, signal.SIGKILL)
+        t = time.monotonic()
+        try:
+            answer = ws.recv(timeout=30)
+        except ConnectionClosed as e:
+            answer = (e.rcvd.code, e.rcvd.reason)
+        assert time.monotonic() - t < 20
+        # Gymie closes with 1007 for an error of the farm's: an instance whose worker crashed
+        assert isinstance(answer, tuple) and answer[0] == 1007, answer
+    finally:
+        ws.close()
+    # the REST instance on another worker still steps
+    r = requests.post(base + f"envs/{iid}/step/", json={"action": 0}, timeout=30)
+    assert r.status_code == 200, r.text
