@@ -119,6 +119,7 @@ class Slab:
         self.worker_spin = True  # whether the worker may busy-poll for this client's next request
         self.raw_replies = 0  # steps answered laid out raw
         self.sleeps = 0  # waits that ended asleep on done_seq rather than spinning
+        self.ready = 0  # waits that found the reply already there
         self._fence = threading.Lock()
 
     @property
@@ -164,6 +165,8 @@ class Slab:
                     pass
             if w[_DONE_SEQ] != seq and not self._sleep(seq, timeout, alive):
                 return UNANSWERED, None
+        else:
+            self.ready += 1
         status, n = w[_REP_STATUS], w[_REP_LEN]
         if status == SPILLED:
             return SPILLED, None

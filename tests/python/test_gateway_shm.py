@@ -1,6 +1,7 @@
 """The gateway is a local client too (docs/protocol.md "Shared memory"): instances made through
 gym-http-api and Gymie get slabs, their steps reach the worker without the broker, and every
 reply is the one the socket path gives (a farm with --shm-slab-kb 0)."""
+import functools
 import json
 import os
 import signal
@@ -103,6 +104,38 @@ def gateway_steps(fp):
     return out
 
 
+def warm(send, iid, fp, limit=300):
+    """Steps `iid` until a step is answered on the gateway's I/O thread: the worker's recent step
+    time must first fall under the gateway's bound, which takes more steps on a loaded machine."""
+    for i in range(limit):
+        before = gateway_steps(fp)["io_thread"]
+        done = json.loads(send("step", instance_id=iid, action=i % 2))[2]
+        if gateway_steps(fp)["io_thread"] > before:
+            if done:
+                send("reset", instance_id=iid)
+            return
+        if done:
+            send("reset", instance_id=iid)
+    pytest.fail(f"no step of {iid} was answered on the I/O thread in {limit}")
+
+
+def stop_under_a_handed_over_step(ws, send, iid, pid, fp, tries=10):
+    """SIGSTOPs `pid` (the worker of `iid`) and sends a step that the gateway's I/O thread tries,
+    gets no answer to in time and hands to its pool. A step the gateway sends straight to its pool
+    instead (the worker's latest step was slow: a loaded machine) is let finish and tried again."""
+    for _ in range(tries):
+        warm(send, iid, fp)
+        before = gateway_steps(fp)["pool"]
+        os.kill(pid, signal.SIGSTOP)
+        ws.send(json.dumps({"method": "step", "params": {"instance_id": iid, "action": 1}}))
+        if wait_until(lambda b=before: gateway_steps(fp)["pool"] > b, 2):
+            return
+        os.kill(pid, signal.SIGCONT)
+        if json.loads(ws.recv(timeout=30))[2]:
+            send("reset", instance_id=iid)
+    pytest.fail(f"no step of {iid} was handed from the I/O thread to the pool in {tries} tries")
+
+
 def test_quick_steps_are_answered_on_the_io_thread_and_slow_ones_are_not(start_farm):
     fp = start_farm(workers=2)
     base = fp.rest_url
@@ -110,8 +143,9 @@ def test_quick_steps_are_answered_on_the_io_thread_and_slow_ones_are_not(start_f
     _, got = rest_episode(fp, steps=60)
     gymie_episode(fp, steps=60)
     after = gateway_steps(fp)
-    # CartPole's steps take a few microseconds in the worker: the I/O thread answered nearly all
-    assert after["io_thread"] - before["io_thread"] >= 100, (before, after)
+    # CartPole's steps take a few microseconds in the worker: the I/O thread answered most of the
+    # 120 (not all on a loaded machine, where a descheduled worker's steps are handed over)
+    assert after["io_thread"] - before["io_thread"] >= 60, (before, after)
     # a half-millisecond env's steps leave the I/O thread (after the first, whose time is unknown)
     iid = requests.post(base + "envs/", json={"env_id": "gymfarm_test/Heavy-v0"}, timeout=30).json()["instance_id"]
     requests.post(base + f"envs/{iid}/reset/", json={}, timeout=30)
@@ -136,16 +170,11 @@ def test_a_stopped_env_does_not_hold_the_gateways_io_thread(start_farm):
 
         a = send(stuck, "make", env_id="CartPole-v1")
         send(stuck, "reset", instance_id=a)
-        for _ in range(5):  # quick steps: the next one is tried on the I/O thread
-            send(stuck, "step", instance_id=a, action=0)
         b = send(other, "make", env_id="CartPole-v1")
         send(other, "reset", instance_id=b)
         pid = next(w for w in farm.stats()["workers"] if w.get("instance") == a)["pid"]
-        before = gateway_steps(fp)
-        os.kill(pid, signal.SIGSTOP)
         try:
-            stuck.send(json.dumps({"method": "step", "params": {"instance_id": a, "action": 1}}))
-            time.sleep(0.2)
+            stop_under_a_handed_over_step(stuck, functools.partial(send, stuck), a, pid, fp)
             t = time.monotonic()
             for i in range(20):
                 send(other, "step", instance_id=b, action=i % 2)
@@ -156,7 +185,6 @@ def test_a_stopped_env_does_not_hold_the_gateways_io_thread(start_farm):
             os.kill(pid, signal.SIGCONT)
         obs, reward, done, info = json.loads(stuck.recv(timeout=30))
         assert len(obs) == 4 and reward == 1.0
-        assert gateway_steps(fp)["pool"] - before["pool"] == 1
     finally:
         stuck.close()
         other.close()
@@ -182,13 +210,8 @@ def test_a_worker_killed_under_a_handed_over_step_answers_with_gymies_error(star
 
         a = send("make", env_id="CartPole-v1")
         send("reset", instance_id=a)
-        for _ in range(5):
-            send("step", instance_id=a, action=0)
         pid = next(w for w in farm.stats()["workers"] if w.get("instance") == a)["pid"]
-        before = gateway_steps(fp)
-        os.kill(pid, signal.SIGSTOP)
-        ws.send(json.dumps({"method": "step", "params": {"instance_id": a, "action": 1}}))
-        assert wait_until(lambda: gateway_steps(fp)["pool"] > before["pool"], 5)
+        stop_under_a_handed_over_step(ws, send, a, pid, fp)
         os.kill(pid, signal.SIGKILL)
         t = time.monotonic()
         try:

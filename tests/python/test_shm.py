@@ -136,13 +136,15 @@ def test_an_observation_returned_is_the_clients_own(start_farm):
 
 def spin_or_sleep(env, steps):
     """For each step: (the worker's recent time per request before it, its latency, whether the
-    client slept on done_seq for it)."""
+    client slept on done_seq for it, whether the reply was there before the client waited for it:
+    a client descheduled right after its request, as on a loaded machine)."""
     out, shared = [], env._slab
     env.reset(seed=0)
     for i in range(steps):
-        recent, sleeps, t = shared._q[slab.STEP_NS_Q] / 1e9, shared.sleeps, time.perf_counter()
+        recent, sleeps, ready = shared._q[slab.STEP_NS_Q] / 1e9, shared.sleeps, shared.ready
+        t = time.perf_counter()
         env.step(i % 2)
-        out.append((recent, time.perf_counter() - t, shared.sleeps > sleeps))
+        out.append((recent, time.perf_counter() - t, shared.sleeps > sleeps, shared.ready > ready))
     return out
 
 
@@ -158,14 +160,16 @@ def test_a_step_of_half_a_millisecond_is_awaited_spinning_unless_the_spin_is_sho
         env.close()
         # a step the worker's recent steps said was short, and that was answered within the spin,
         # was awaited spinning; one they said was longer than the spin was slept for
-        assert not any(slept for recent, took, slept in seen if recent < 0.9 * expect and took < 0.9 * expect)
-        longer = [slept for recent, _, slept in seen if recent >= expect]
-        assert sum(longer) >= 0.9 * len(longer), seen  # (not when the reply came before the wait)
+        assert not any(slept for recent, took, slept, _ in seen if recent < 0.9 * expect and took < 0.9 * expect)
+        assert all(slept for recent, _, slept, ready in seen if recent >= expect and not ready), seen
         if spin is None:  # on a quiet machine, most of them were short
-            assert sum(1 for recent, took, _ in seen if recent < 0.9e-3 and took < 0.9e-3) >= 20 or \
+            assert sum(1 for recent, took, _, _ in seen if recent < 0.9e-3 and took < 0.9e-3) >= 20 or \
                 os.getloadavg()[0] >= (os.cpu_count() or 1), seen
         else:
-            assert sum(1 for recent, _, _ in seen if recent >= expect) >= 50, seen
+            assert sum(1 for recent, _, _, _ in seen if recent >= expect) >= 50, seen
+            # on a quiet machine the client waited for most of them (and slept)
+            assert sum(1 for _, _, slept, _ in seen if slept) >= 30 or \
+                os.getloadavg()[0] >= (os.cpu_count() or 1), seen
     crowded = fp.connect().make_vec("CartPole-v1", max(2, os.cpu_count() or 1))
     assert all(s is not None and s.spin <= 200e-6 for s in crowded._slabs)
     crowded.close()
