@@ -408,7 +408,7 @@ class Farm:
         """Sends a step or reset through the instance's slab, or over the socket when there is no
         slab or it cannot take the request (not served, too large); :meth:`slab_wait` collects the
         reply."""
-        packed = codec.pack(body)
+        packed = codec.pack_body(body)
         if (shared is not None and not self._closed and shared.usable
                 and shared.post(slab.STEP_RAW if verb == "step" else slab.RESET, packed)):
             return (shared, verb, instance, body)

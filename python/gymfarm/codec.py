@@ -72,14 +72,44 @@ def _dtype(name: Any) -> np.dtype:
     return dt
 
 
+# A NumPy scalar's extension payload ``[dtype.str, [], raw]`` is 0x93, the dtype's fixstr, 0x90,
+# bin8's two bytes and the value. A reply's info is often a handful of scalars (a MuJoCo env's
+# positions and reward terms): each is read from the cached head before its value instead of being
+# unpacked as a nested message (about 0.3 us instead of 0.9). Head -> (struct or None, type, dtype).
+_SCALAR_HEADS: dict[bytes, tuple[struct.Struct | None, type, np.dtype]] = {}
+_STRUCT_CODES = {("b", 1): "?", ("i", 1): "b", ("u", 1): "B", ("i", 2): "h", ("u", 2): "H", ("i", 4): "i",
+                 ("u", 4): "I", ("i", 8): "q", ("u", 8): "Q", ("f", 8): "d"}  # read exactly by struct
+
+
+def _learn_scalar(data: bytes, dt: np.dtype) -> None:
+    """Caches the head of a scalar's payload ``data`` (already decoded the long way as ``dt``)."""
+    if len(_SCALAR_HEADS) >= 64 or len(data) < 6 or data[0] != 0x93 or not 0xA0 <= data[1] <= 0xBF:
+        return
+    k = 5 + (data[1] & 0x1F)
+    if data[k - 3:k - 1] != b"\x90\xc4" or data[k - 1] != dt.itemsize or len(data) != k + dt.itemsize:
+        return
+    code = _STRUCT_CODES.get((dt.kind, dt.itemsize))  # float32/16 through a double would quiet a NaN
+    order = ">" if dt.byteorder == ">" else "<"
+    _SCALAR_HEADS[data[:k]] = (struct.Struct(order + code) if code else None, dt.type, dt)
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
     if code == NDARRAY_EXT:
+        if 6 <= len(data) <= 48:
+            k = 5 + (data[1] & 0x1F)
+            known = _SCALAR_HEADS.get(data[:k])
+            if known is not None and len(data) == k + known[2].itemsize:
+                st, typ, dt = known
+                return typ(st.unpack_from(data, k)[0]) if st is not None else np.frombuffer(data, dt, 1, k)[0]
         dtype, shape, raw = msgpack.unpackb(data, raw=False)
         arr = np.frombuffer(raw, dtype=_dtype(dtype))
         if len(shape) != 1 or arr.shape[0] != shape[0]:  # a flat array of the right length is shaped already
             arr = arr.reshape(shape)
         arr = arr.copy()
-        return arr[()] if len(shape) == 0 else arr
+        if len(shape) != 0:
+            return arr
+        _learn_scalar(data, arr.dtype)
+        return arr[()]
     if code == BIGINT_EXT:
         return int(data.decode("ascii"))
     return msgpack.ExtType(code, data)
@@ -139,6 +169,28 @@ def wire_action(space: spaces.Space, action: Any) -> Any:
 
 def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, default=_default, use_bin_type=True)
+
+
+# (dtype.str, shape) -> the packed {"action": array} up to the array's raw bytes
+_ACTION_HEADS: dict[tuple[str, tuple[int, ...]], bytes] = {}
+
+
+def pack_body(body: dict[str, Any]) -> bytes:
+    """``pack(body)``; for a step's ``{"action": array}`` with a contiguous little-endian array
+    (a Box action), the same bytes from a cached head and the array's raw bytes."""
+    a = body.get("action") if len(body) == 1 else None
+    if type(a) is not np.ndarray or not a.ndim or not a.flags.c_contiguous:
+        return pack(body)
+    dt = a.dtype
+    key = (dt.str, a.shape)
+    head = _ACTION_HEADS.get(key)
+    if head is None:
+        if dt.kind not in _KINDS or dt.byteorder == ">" or not a.nbytes:
+            return pack(body)
+        if len(_ACTION_HEADS) > 4096:
+            _ACTION_HEADS.clear()
+        head = _ACTION_HEADS[key] = pack({"action": np.zeros(a.shape, dt)})[:-a.nbytes]
+    return head + a.tobytes()
 
 
 def unpack(data: bytes) -> Any:

@@ -46,6 +46,50 @@ def test_discrete_numpy_actions_travel_as_plain_ints():
     assert codec.wire_action(box, a) is a
 
 
+def _scalar_payload(value, order):
+    """A NumPy scalar's extension as the worker writes it, in the given byte order."""
+    dt = value.dtype.newbyteorder(order) if value.dtype.itemsize > 1 else value.dtype
+    raw = np.asarray(value).astype(dt).tobytes()
+    return msgpack.packb(msgpack.ExtType(codec.NDARRAY_EXT, msgpack.packb([dt.str, [], raw], use_bin_type=True)))
+
+
+@pytest.mark.parametrize("value", [
+    np.float64(0.3), np.float64(-0.0), np.frombuffer(b"\x01\x00\x00\x00\x00\x00\xf0\x7f", "<f8")[0],  # a NaN payload
+    np.float32(-0.08), np.frombuffer(b"\x01\x00\x80\x7f", "<f4")[0], np.float16(2), np.bool_(False),
+    np.int8(-3), np.uint8(200), np.int16(-5), np.uint32(4_000_000_000), np.int64(-1), np.uint64(2**64 - 1),
+])
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_a_scalar_read_from_its_cached_head_is_the_one_unpacked_the_long_way(value, order):
+    data = _scalar_payload(value, order)
+    codec._SCALAR_HEADS.clear()
+    slow = codec.unpack(data)  # unpacked as a nested message, and its head learned
+    assert len(codec._SCALAR_HEADS) == 1
+    fast = codec.unpack(data)
+    assert type(fast) is type(slow) is type(value)
+    assert np.asarray(fast).tobytes() == np.asarray(slow).tobytes() == np.asarray(value).tobytes()
+    # a payload with a byte after the value is refused as before, not read from the head
+    longer = msgpack.packb(msgpack.ExtType(codec.NDARRAY_EXT, msgpack.unpackb(data).data + b"\0"))
+    with pytest.raises(msgpack.ExtraData):
+        codec.unpack(longer)
+
+
+@pytest.mark.parametrize("action", [
+    np.arange(6, dtype=np.float32), np.arange(6.0).reshape(2, 3), np.ones(300, np.uint8), np.array([True, False]),
+    np.zeros(0), np.arange(6.0)[::2], np.arange(3, dtype=">f8"), np.asfortranarray(np.ones((2, 2))),
+    np.float32(3), np.array(2.0), 4, [1, 2], np.array(["a"], dtype=object)[:0],
+])
+def test_a_step_body_packed_from_a_cached_head_is_packs_bytes(action):
+    for _ in range(2):  # the first call learns the head
+        try:
+            want = codec.pack({"action": action})
+        except TypeError:
+            with pytest.raises(TypeError):
+                codec.pack_body({"action": action})
+            return
+        assert codec.pack_body({"action": action}) == want
+    assert codec.pack_body({"action": np.zeros(2), "extra": 1}) == codec.pack({"action": np.zeros(2), "extra": 1})
+
+
 def _raw_reply(obs, reward=1.0, info=None, term=0, trunc=0, desc=None, at=None, ln=None, tail=None):
     """A raw step reply as the worker lays it out (shm/slab.hpp), with any field overridden."""
     desc = msgpack.packb([obs.dtype.str, list(obs.shape)]) if desc is None else desc
