@@ -1021,6 +1021,13 @@ Json nullable(Json s) {
   return s;
 }
 
+// An optional parameter as optional_param reads it: `s`, or what gym-http-api's get_optional_param
+// takes as absent (null, "" and []).
+Json absent_or(Json s) {
+  return nullable(
+      {{"anyOf", {std::move(s), {{"type", "string"}, {"maxLength", 0}}, {{"type", "array"}, {"maxItems", 0}}}}});
+}
+
 // What each operation really takes and answers in one dialect.
 Json operation_spec(const Route& r, bool openai) {
   const Json any = Json::object();  // any JSON value
@@ -1051,12 +1058,12 @@ Json operation_spec(const Route& r, bool openai) {
         "the env failed, its worker crashed or timed out, or (gym-http-api) the action is invalid: {message}");
   switch (r.op) {
     case Op::Create:
-      body = openai ? object_of({{"env_id", name}, {"seed", nullable(seed)}}, {"env_id"})
+      body = openai ? object_of({{"env_id", name}, {"seed", absent_or(seed)}}, {"env_id"})
                     : object_of({{"env_id", name},
-                                 {"max_episode_steps", nullable({{"type", "integer"}})},
-                                 {"auto_reset", nullable(boolean)},
-                                 {"disable_env_checker", nullable(boolean)},
-                                 {"kwargs", nullable({{"type", "object"}})}},
+                                 {"max_episode_steps", absent_or({{"type", "integer"}})},
+                                 {"auto_reset", absent_or(boolean)},
+                                 {"disable_env_checker", absent_or(boolean)},
+                                 {"kwargs", absent_or({{"type", "object"}})}},
                                 {"env_id"});
       responses["200"] = ok_json(
           object_of({{"instance_id", {{"type", "string"}, {"pattern", "^[0-9a-f]{8}$"}}}}, {"instance_id"}));
@@ -1071,7 +1078,7 @@ Json operation_spec(const Route& r, bool openai) {
     case Op::EnvInfo: responses["200"] = ok_json(object_of({{"id", {{"type", "string"}}}}, {"id"})); break;
     case Op::Delete: responses["200"] = {{"description", "closed (empty body)"}}; break;
     case Op::Reset:
-      if (!openai) body = object_of({{"seed", nullable({{"oneOf", {seed, seed_string}}})}}, {});
+      if (!openai) body = object_of({{"seed", absent_or({{"oneOf", {seed, seed_string}}})}}, {});
       responses["200"] = ok_json(object_of({{"observation", observation}}, {"observation"}));
       break;
     case Op::Step:
@@ -1131,7 +1138,7 @@ Json operation_spec(const Route& r, bool openai) {
             {{"oneOf",
               {{{"type", "integer"}, {"minimum", 0}, {"maximum", kMaxEpisodes}},
                {{"type", "string"}, {"pattern", "^[ \\t\\n\\r\\f\\v]*\\+?0*(100|[1-9]?[0-9])[ \\t\\n\\r\\f\\v]*$"}}}}}},
-           {"seed", nullable({{"oneOf", {seed, seed_string}}})}},
+           {"seed", absent_or({{"oneOf", {seed, seed_string}}})}},
           {"count"});
       {
         const Json step = object_of({{"r", number}, {"s", encoded}}, {"r", "s"});

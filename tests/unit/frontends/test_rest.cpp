@@ -133,3 +133,33 @@ TEST_CASE("rest openapi: each port documents its own dialect's routes only") {
   CHECK(episodes["requestBody"]["content"]["application/json"]["schema"]["required"] ==
         frontends::Json::array({"count"}));
 }
+
+TEST_CASE("rest openapi: an optional parameter's schema takes what get_optional_param reads as absent") {
+  using frontends::Json;
+  const Json empty_array = {{"type", "array"}, {"maxItems", 0}};
+  const Json empty_string = {{"type", "string"}, {"maxLength", 0}};
+  auto body = [](const Json& doc, const std::string& path) -> const Json& {
+    return doc.at("paths")
+        .at(path)
+        .at("post")
+        .at("requestBody")
+        .at("content")
+        .at("application/json")
+        .at("schema")
+        .at("properties");
+  };
+  auto takes_absent = [&](const Json& s) {
+    if (!s.contains("anyOf")) return false;
+    const Json& any = s.at("anyOf");
+    return s.value("nullable", false) && std::find(any.begin(), any.end(), empty_array) != any.end() &&
+           std::find(any.begin(), any.end(), empty_string) != any.end();
+  };
+  const auto openai = Json::parse(frontends::openapi_document(frontends::RestDialect::GymHttpApi));
+  const auto gymnasium = Json::parse(frontends::openapi_document(frontends::RestDialect::GymnasiumHttpApi));
+  CHECK(takes_absent(body(openai, "/v1/envs/")["seed"]));
+  CHECK(takes_absent(body(gymnasium, "/v1/envs/{instance_id}/reset/")["seed"]));
+  CHECK(takes_absent(body(gymnasium, "/v1/envs/{instance_id}/episodes/")["seed"]));
+  for (const char* p : {"max_episode_steps", "auto_reset", "disable_env_checker", "kwargs"}) {
+    CHECK(takes_absent(body(gymnasium, "/v1/envs/")[p]));
+  }
+}
