@@ -143,13 +143,19 @@ def stop_under_a_handed_over_step(ws, send, iid, pid, fp, tries=10):
 def test_quick_steps_are_answered_on_the_io_thread_and_slow_ones_are_not(start_farm):
     fp = start_farm(workers=2)
     base = fp.rest_url
-    before = gateway_steps(fp)
-    _, got = rest_episode(fp, steps=60)
-    gymie_episode(fp, steps=60)
-    after = gateway_steps(fp)
-    # CartPole's steps take a few microseconds in the worker: the I/O thread answered most of the
-    # 120 (not all on a loaded machine, where a descheduled worker's steps are handed over)
-    assert after["io_thread"] - before["io_thread"] >= 60, (before, after)
+    # CartPole's steps take a few microseconds in the worker: the I/O thread answers most of a
+    # round's 120. Not every round on a loaded machine: a descheduled worker's slow steps keep the
+    # next ones off the I/O thread, so a round is tried again, a bounded number of times.
+    rounds = []
+    for _ in range(6):
+        before = gateway_steps(fp)
+        rest_episode(fp, steps=60)
+        gymie_episode(fp, steps=60)
+        after = gateway_steps(fp)
+        rounds.append((after["io_thread"] - before["io_thread"], after["pool"] - before["pool"]))
+        if rounds[-1][0] >= 60:
+            break
+    assert rounds[-1][0] >= 60, f"steps answered on the I/O thread and handed over, by round: {rounds}"
     # a half-millisecond env's steps leave the I/O thread (after the first, whose time is unknown)
     iid = requests.post(base + "envs/", json={"env_id": "gymfarm_test/Heavy-v0"}, timeout=30).json()["instance_id"]
     requests.post(base + f"envs/{iid}/reset/", json={}, timeout=30)
