@@ -15,6 +15,8 @@ import msgpack
 import numpy as np
 from gymnasium import spaces
 
+from . import tails
+
 NDARRAY_EXT = 1
 BIGINT_EXT = 2
 _KINDS = {"b", "i", "u", "f"}
@@ -153,10 +155,13 @@ def unpack_raw_step(buf: Any, off: int, n: int) -> dict[str, Any]:
         raise ValueError(f"a raw observation of {ln} bytes for {nbytes}")
     obs = np.frombuffer(buf, dt, count, off + at) if count else np.empty(0, dt)
     obs = (obs if len(shape) == 1 else obs.reshape(shape)).copy()
-    tail = unpack(buf[off + head + dl:off + head + dl + tl])
+    tail = _TAILS.decode(buf, off + head + dl, tl)
     if not isinstance(tail, list) or len(tail) != 2:
         raise ValueError("a raw step reply's tail is not [reward, info]")
     return {"obs": obs, "reward": tail[0], "terminated": term != 0, "truncated": trunc != 0, "info": tail[1]}
+
+
+_TAILS = tails.Tails(lambda data: unpack(data), _SCALAR_HEADS)
 
 
 def wire_action(space: spaces.Space, action: Any) -> Any:

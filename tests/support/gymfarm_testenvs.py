@@ -519,3 +519,34 @@ class ObsKinds(_Counting):
 
 if "gymfarm_test/ObsKinds-v0" not in gym.registry:
     gym.register(id="gymfarm_test/ObsKinds-v0", entry_point=ObsKinds, max_episode_steps=50)
+
+
+class InfoKinds(_Counting):
+    """Rewards and infos of NumPy scalars and plain values whose layout changes between steps
+    (python/gymfarm/tails.py reads a raw reply's tail from a learned layout): NaNs with payloads,
+    float16, a plain int that changes, keys that come and go, a nested dict."""
+
+    action_space = spaces.Discrete(2)
+    observation_space = spaces.Box(-1e9, 1e9, shape=(3,), dtype=np.float64)
+    length = 40
+
+    def _obs(self):
+        return np.arange(3, dtype=np.float64) + self.t
+
+    def step(self, action):
+        self.t += 1
+        t = self.t
+        nan32 = np.frombuffer(np.array([0x7FC00001 + t], "<u4").tobytes(), "<f4")[0]
+        info = {"x": np.float64(t / 3), "f32": nan32 if t % 3 == 0 else np.float32(t / 7),
+                "f16": np.float16(np.nan if t % 5 == 0 else t), "i": np.int64(-t), "u": np.uint8(t % 7),
+                "b": np.bool_(t % 2), "label": "same", "none": None, "flt": 0.5}
+        if t % 4 == 1:
+            info["count"] = t  # a plain int that changes: the layout's fixed bytes differ
+        if t % 9 == 4:
+            info["nested"] = {"deep": np.float64(t)}
+        reward = np.float32(t / 2) if t % 8 == 0 else (float(t) if t % 8 == 1 else np.float64(-t))
+        return self._obs(), reward, t >= self.length, False, info
+
+
+if "gymfarm_test/InfoKinds-v0" not in gym.registry:
+    gym.register(id="gymfarm_test/InfoKinds-v0", entry_point=InfoKinds)

@@ -1,0 +1,202 @@
+"""A raw step reply's tail ``[reward, info]`` (docs/protocol.md "Shared memory") read from a learned
+layout instead of being unpacked.
+
+An env's step replies mostly share one tail layout: the same info keys, the same value types, only
+the values of its NumPy scalars changing (a MuJoCo env's reward, positions and reward terms). The
+first tail of a length is unpacked the long way and its layout learned: the MessagePack bytes that
+must stay the same (headers, keys, plain values) and where each NumPy scalar's value lies. A later
+tail of that length is read with one ``struct`` call; if any byte outside the values differs, it is
+unpacked the long way after all. Either way the result is what ``unpack`` gives, value for value and
+bit for bit (a float32 or float16 NaN is read from its bytes, keeping its payload).
+"""
+from __future__ import annotations
+
+import operator
+import struct
+from typing import Any, Callable
+
+import numpy as np
+
+_PLAIN = (bool, int, float, str, type(None))  # decoded values that are immutable: shared between replies
+_MAX_LAYOUTS = 64  # tail lengths remembered
+_MAX_TRIES = 8  # layouts learned for one length before it is always unpacked (its plain values change)
+_NAN_CODES = ("f", "e")  # read through a double by struct: a NaN is read from its bytes instead
+
+
+class _Layout:
+    """What one tail length's bytes hold: ``st`` reads fixed runs and values in order."""
+
+    __slots__ = ("st", "fixed", "fixed_bytes", "plan", "keys", "nans")
+
+    def __init__(self, fmt: str, fixed_at: list[int], plan: list[tuple[int, Any]], keys: tuple[str, ...],
+                 nans: list[tuple[int, int, np.dtype]], data: bytes):
+        self.st = struct.Struct(fmt)
+        # itemgetter of one index gives the item, of several a tuple: compared with what it gave here
+        self.fixed = operator.itemgetter(*fixed_at)
+        self.fixed_bytes = self.fixed(self.st.unpack_from(data, 0))
+        self.plan = plan  # per value, reward first: (index in st's items, type) or (-1, the plain value)
+        self.keys = keys
+        self.nans = nans  # (position in plan, offset in the tail, dtype) of float32/16 values
+
+
+class Tails:
+    """Tail layouts by length. ``unpack`` decodes a tail the long way; ``scalar_heads`` maps a
+    NumPy scalar's payload head (codec._SCALAR_HEADS) to (struct or None, type, dtype)."""
+
+    def __init__(self, unpack: Callable[[bytes], Any], scalar_heads: dict):
+        self._unpack = unpack
+        self._heads = scalar_heads
+        self._layouts: dict[int, _Layout | None] = {}
+        self._tries: dict[int, int] = {}
+
+    def decode(self, buf: Any, start: int, n: int) -> Any:
+        """The tail at ``buf[start:start + n]``, as ``unpack`` gives it."""
+        lay = self._layouts.get(n)
+        if lay is not None:
+            vals = lay.st.unpack_from(buf, start)
+            if lay.fixed(vals) == lay.fixed_bytes:
+                out = [typ(vals[i]) if i >= 0 else typ for i, typ in lay.plan]
+                for j, off, dt in lay.nans:
+                    if out[j] != out[j]:
+                        out[j] = np.frombuffer(buf, dt, 1, start + off)[0]
+                return [out[0], dict(zip(lay.keys, out[1:]))]
+        data = bytes(buf[start:start + n])
+        tail = self._unpack(data)
+        tries = self._tries.get(n, 0)
+        if tries < _MAX_TRIES and (n in self._tries or len(self._tries) < _MAX_LAYOUTS):
+            self._tries[n] = tries + 1
+            self._layouts[n] = _learn(data, tail, self._heads)
+        return tail
+
+
+def _learn(data: bytes, tail: Any, heads: dict) -> _Layout | None:
+    """The layout of ``data``, a tail that unpacked as ``tail``; None when it is not a flat
+    ``[value, {str: value}]`` of plain values and NumPy scalars in little-endian order."""
+    if not (isinstance(tail, list) and len(tail) == 2 and isinstance(tail[1], dict)):
+        return None
+    values = [tail[0], *tail[1].values()]
+    keys = tuple(tail[1])
+    if not all(isinstance(k, str) for k in keys):
+        return None
+    if not all(isinstance(v, _PLAIN) or (isinstance(v, np.generic) and v.shape == ()) for v in values):
+        return None
+    reader = _Reader(data, heads)
+    try:
+        reader.expect(0x92)
+        spans = [reader.value()]
+        count = reader.map_header()
+        if count != len(keys):
+            return None
+        for _ in range(count):
+            reader.string()
+            spans.append(reader.value())
+    except (IndexError, ValueError):
+        return None
+    if reader.pos != len(data):
+        return None
+    fmt, fixed_at, plan, nans, item, last = ["<"], [], [], [], 0, 0
+    for (at, code, typ), v in zip(spans, values):
+        if code is None:  # a plain value: its bytes stay in the fixed run
+            if not isinstance(v, _PLAIN):
+                return None
+            plan.append((-1, v))
+            continue
+        if at > last:
+            fmt.append(f"{at - last}s")
+            fixed_at.append(item)
+            item += 1
+        fmt.append(code)
+        if code in _NAN_CODES:
+            nans.append((len(plan), at, np.dtype(typ)))
+        plan.append((item, typ))
+        item += 1
+        last = at + struct.calcsize("<" + code)
+    if not nans and all(i < 0 for i, _ in plan):
+        return None  # plain values only: unpacking them is as quick
+    if len(data) > last:
+        fmt.append(f"{len(data) - last}s")
+        fixed_at.append(item)
+    return _Layout("".join(fmt), fixed_at, plan, keys, nans, data)
+
+
+class _Reader:
+    """Walks the MessagePack a tail is made of. ``value`` gives a NumPy scalar's value offset,
+    struct code and type, or (end, None, None) for anything else that is one self-contained value."""
+
+    def __init__(self, data: bytes, heads: dict):
+        self.data, self.pos, self.heads = data, 0, heads
+
+    def byte(self) -> int:
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def skip(self, n: int) -> None:
+        if self.pos + n > len(self.data):
+            raise IndexError
+        self.pos += n
+
+    def uint(self, n: int) -> int:
+        v = int.from_bytes(self.data[self.pos:self.pos + n], "big")
+        self.skip(n)
+        return v
+
+    def expect(self, b: int) -> None:
+        if self.byte() != b:
+            raise ValueError
+
+    def map_header(self) -> int:
+        b = self.byte()
+        if 0x80 <= b <= 0x8F:
+            return b & 0x0F
+        if b == 0xDE:
+            return self.uint(2)
+        raise ValueError
+
+    def string(self) -> None:
+        b = self.byte()
+        if 0xA0 <= b <= 0xBF:
+            self.skip(b & 0x1F)
+        elif b in (0xD9, 0xDA):
+            self.skip(self.uint(1 if b == 0xD9 else 2))
+        else:
+            raise ValueError
+
+    def value(self) -> tuple[int, str | None, Any]:
+        b = self.data[self.pos]
+        if b <= 0x7F or b >= 0xE0 or b in (0xC0, 0xC2, 0xC3):
+            self.skip(1)
+        elif b in _FIXED_WIDTH:
+            self.skip(1 + _FIXED_WIDTH[b])
+        elif 0xA0 <= b <= 0xBF or b in (0xD9, 0xDA):
+            self.string()
+        elif b in _FIXEXT or b in (0xC7, 0xC8):
+            self.skip(1)
+            size = _FIXEXT[b] if b in _FIXEXT else self.uint(1 if b == 0xC7 else 2)
+            kind = self.byte()
+            start = self.pos
+            self.skip(size)
+            return self._scalar(kind, start, size)
+        else:
+            raise ValueError
+        return self.pos, None, None
+
+    def _scalar(self, kind: int, start: int, size: int) -> tuple[int, str | None, Any]:
+        payload = self.data[start:start + size]
+        if kind != 1 or not 6 <= size <= 48:
+            raise ValueError
+        k = 5 + (payload[1] & 0x1F)
+        known = self.heads.get(payload[:k])
+        if known is None or size != k + known[2].itemsize:
+            raise ValueError
+        st, typ, dt = known
+        if dt.byteorder == ">":
+            raise ValueError
+        code = st.format[-1] if st is not None else {2: "e", 4: "f"}.get(dt.itemsize)
+        if code is None:
+            raise ValueError
+        return start + k, code, typ
+
+
+_FIXED_WIDTH = {0xCC: 1, 0xD0: 1, 0xCD: 2, 0xD1: 2, 0xCE: 4, 0xD2: 4, 0xCA: 4, 0xCF: 8, 0xD3: 8, 0xCB: 8}
+_FIXEXT = {0xD4: 1, 0xD5: 2, 0xD6: 4, 0xD7: 8, 0xD8: 16}
