@@ -1,6 +1,7 @@
 #include "worker/py_codec.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <msgpack.hpp>
 #include <stdexcept>
@@ -38,19 +39,65 @@ struct Numpy {
   static Numpy& get() {
     static Numpy* np = [] {
       auto m = py::module_::import("numpy");
-      auto* n = new Numpy{m.attr("asarray"), m.attr("empty"), m.attr("dtype")};
+      auto* n = new Numpy{m.attr("asarray"), m.attr("empty"), m.attr("dtype"), nullptr, nullptr, {}, {}};
       n->ndarray = reinterpret_cast<PyTypeObject*>(py::object(m.attr("ndarray")).release().ptr());
       n->generic = reinterpret_cast<PyTypeObject*>(py::object(m.attr("generic")).release().ptr());
       return n;
     }();
     return *np;
   }
+  std::unordered_map<protocol::DType, py::object> scalar_types;  // numpy.int64, numpy.float32, ...
   py::object dtype_of(protocol::DType d) {
     auto it = dtypes.find(d);
     if (it == dtypes.end()) it = dtypes.emplace(d, dtype(protocol::dtype_str(d))).first;
     return it->second;
   }
+  py::object scalar_type(protocol::DType d) {
+    auto it = scalar_types.find(d);
+    if (it == scalar_types.end()) it = scalar_types.emplace(d, dtype_of(d).attr("type")).first;
+    return it->second;
+  }
 };
+
+template <typename T>
+T read_as(const std::string& data) {
+  T v;
+  std::memcpy(&v, data.data(), sizeof v);
+  return v;
+}
+
+// A NumPy scalar built by its type from its value (numpy.int64(-3)), without a 0-d array in
+// between: a Discrete action arrives as one. Null for the values a Python int, float or bool would
+// not carry exactly (float16, a float32 NaN's payload): those take the array's way.
+py::object scalar_from(const protocol::Tensor& t) {
+  using protocol::DType;
+  if (!t.valid()) return {};
+  PyObject* v = nullptr;
+  switch (t.dtype) {
+    case DType::Bool: v = PyBool_FromLong(t.data[0] != 0); break;
+    case DType::Int8: v = PyLong_FromLong(read_as<int8_t>(t.data)); break;
+    case DType::Int16: v = PyLong_FromLong(read_as<int16_t>(t.data)); break;
+    case DType::Int32: v = PyLong_FromLong(read_as<int32_t>(t.data)); break;
+    case DType::Int64: v = PyLong_FromLongLong(read_as<int64_t>(t.data)); break;
+    case DType::UInt8: v = PyLong_FromUnsignedLong(read_as<uint8_t>(t.data)); break;
+    case DType::UInt16: v = PyLong_FromUnsignedLong(read_as<uint16_t>(t.data)); break;
+    case DType::UInt32: v = PyLong_FromUnsignedLong(read_as<uint32_t>(t.data)); break;
+    case DType::UInt64: v = PyLong_FromUnsignedLongLong(read_as<uint64_t>(t.data)); break;
+    case DType::Float32: {
+      const auto f = read_as<float>(t.data);
+      if (std::isnan(f)) return {};
+      v = PyFloat_FromDouble(f);
+      break;
+    }
+    case DType::Float64: v = PyFloat_FromDouble(read_as<double>(t.data)); break;
+    case DType::Float16: return {};
+  }
+  if (v == nullptr) throw py::error_already_set();
+  py::object value = py::reinterpret_steal<py::object>(v);
+  py::object out = py::reinterpret_steal<py::object>(PyObject_CallOneArg(Numpy::get().scalar_type(t.dtype).ptr(), v));
+  if (!out) throw py::error_already_set();
+  return out;
+}
 
 struct Buffer {
   Py_buffer view{};
@@ -298,6 +345,8 @@ py::object to_py(const msgpack::object& o) {
       if (!protocol::decode_tensor_payload(std::string_view(o.via.ext.data(), o.via.ext.size), t, err)) {
         throw std::runtime_error(err);
       }
+      if (t.shape.empty())
+        if (py::object scalar = scalar_from(t)) return scalar;
       auto& np = Numpy::get();
       py::tuple shape(t.shape.size());
       for (std::size_t i = 0; i < t.shape.size(); ++i) shape[i] = py::int_(t.shape[i]);

@@ -164,37 +164,42 @@ def unpack_raw_step(buf: Any, off: int, n: int) -> dict[str, Any]:
 _TAILS = tails.Tails(lambda data: unpack(data), _SCALAR_HEADS)
 
 
-def wire_action(space: spaces.Space, action: Any) -> Any:
-    """A Discrete action that is a NumPy integer travels as a plain int: the same value to the worker,
-    without the ndarray extension (packing and decoding a NumPy scalar costs a few microseconds)."""
-    if isinstance(space, spaces.Discrete) and isinstance(action, np.integer):
-        return int(action)
-    return action
-
-
 def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, default=_default, use_bin_type=True)
 
 
-# (dtype.str, shape) -> the packed {"action": array} up to the array's raw bytes
-_ACTION_HEADS: dict[tuple[str, tuple[int, ...]], bytes] = {}
+# (the body's other fields, dtype.str, shape) -> the packed body up to the action's raw bytes
+_ACTION_HEADS: dict[tuple[Any, str, tuple[int, ...]], bytes] = {}
+_PLAIN_FIELDS = (str, bool, int, type(None))
 
 
 def pack_body(body: dict[str, Any]) -> bytes:
-    """``pack(body)``; for a step's ``{"action": array}`` with a contiguous little-endian array
-    (a Box action), the same bytes from a cached head and the array's raw bytes."""
-    a = body.get("action") if len(body) == 1 else None
-    if type(a) is not np.ndarray or not a.ndim or not a.flags.c_contiguous:
+    """``pack(body)`` for a step's body whose last field is its action; for an action that is a
+    contiguous little-endian array (a Box action) or a NumPy scalar (a Discrete one), the same
+    bytes from a cached head and the action's raw bytes. A NumPy scalar always travels as one (a
+    float64 too, which ``pack`` writes as a float), so the env gets what it would in process."""
+    a = body.get("action")
+    kind = type(a)
+    if kind is np.ndarray:
+        if not a.ndim or not a.flags.c_contiguous:
+            return pack(body)
+    elif not isinstance(a, np.generic):
         return pack(body)
+    if next(reversed(body)) != "action":
+        return pack(body)
+    rest = tuple((k, v) for k, v in body.items() if k != "action") if len(body) > 1 else ()
     dt = a.dtype
-    key = (dt.str, a.shape)
+    key = (rest, dt.str, a.shape)
     head = _ACTION_HEADS.get(key)
     if head is None:
-        if dt.kind not in _KINDS or dt.byteorder == ">" or not a.nbytes:
+        if (dt.kind not in _KINDS or dt.byteorder == ">" or not a.nbytes
+                or not all(type(v) in _PLAIN_FIELDS for _, v in rest)):
             return pack(body)
         if len(_ACTION_HEADS) > 4096:
             _ACTION_HEADS.clear()
-        head = _ACTION_HEADS[key] = pack({"action": np.zeros(a.shape, dt)})[:-a.nbytes]
+        zero = np.zeros(a.shape, dt)
+        head = pack({**dict(rest), "action": _ndarray_ext(zero[()] if kind is not np.ndarray else zero)})
+        _ACTION_HEADS[key] = head = head[:-a.nbytes]
     return head + a.tobytes()
 
 
@@ -255,7 +260,7 @@ def value_to_space(space: spaces.Space, value: Any) -> Any:
     if isinstance(space, spaces.OneOf) and isinstance(value, (list, tuple)) and len(value) == 2:
         i = value[0]
         if isinstance(i, (int, np.integer)) and 0 <= int(i) < len(space.spaces):
-            return (int(i), value_to_space(space.spaces[int(i)], value[1]))
+            return (i, value_to_space(space.spaces[int(i)], value[1]))  # the index as the env gave it
         return tuple(value)
     return value
 

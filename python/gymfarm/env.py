@@ -298,7 +298,7 @@ class RemoteEnv(gym.Env):
         return codec.value_to_space(self.observation_space, r["obs"]), r["info"]
 
     def step(self, action: ActType) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
-        r = self._call("step", {"action": codec.wire_action(self.action_space, action)})
+        r = self._call("step", {"action": action})
         return (codec.value_to_space(self.observation_space, r["obs"]), r["reward"], r["terminated"],
                 r["truncated"], r["info"])
 

@@ -196,8 +196,7 @@ class RemoteVectorEnv(VectorEnv):
             body = codec.pack(dict(self._autoreset_field(), actions=np.ascontiguousarray(acts)))
             self._step_ticket = self.farm._send([b"step_vec", b"", b"", body] + self._instance_frames)
             return
-        space = self.single_action_space
-        steps = [(iid, codec.wire_action(space, a)) for iid, a in zip(self.instance_ids, per_env)]
+        steps = list(zip(self.instance_ids, per_env))
         if any(s is not None for s in self._slabs):  # each env's step through its slab, all sent first
             field = self._autoreset_field()
             self._step_ticket = [self.farm.slab_post(s, "step", iid, dict(field, action=a))

@@ -32,18 +32,18 @@ def test_objects_numpy_cannot_send_are_refused():
         codec.pack({"x": object()})
 
 
-def test_discrete_numpy_actions_travel_as_plain_ints():
-    from gymnasium import spaces
-
-    d = spaces.Discrete(4)
-    out = codec.wire_action(d, np.int64(3))
-    assert out == 3 and type(out) is int
-    assert codec.pack({"action": out}) == codec.pack({"action": 3})
-    for other in (np.bool_(True), 2.0, [1]):  # left as they are: the worker refuses them as before
-        assert codec.wire_action(d, other) is other
-    box = spaces.Box(-1.0, 1.0, shape=(2,))
-    a = np.zeros(2, dtype=np.float32)
-    assert codec.wire_action(box, a) is a
+@pytest.mark.parametrize("action", [np.int64(3), np.uint8(7), np.bool_(True), np.float64(0.25), np.float32(-1),
+                                    np.float16(2), np.int32(-5)])
+@pytest.mark.parametrize("fields", [{}, {"autoreset": "next_step"}, {"autoreset": None}])
+def test_a_numpy_scalar_action_travels_as_one(action, fields):
+    """A Discrete action that is a NumPy integer reaches the env as that NumPy integer, as in
+    process (np.float64 too, which msgpack alone would write as a float)."""
+    body = {**fields, "action": action}
+    want = msgpack.packb({**fields, "action": codec._ndarray_ext(action)}, use_bin_type=True)
+    for _ in range(2):  # the first call learns the head
+        assert codec.pack_body(body) == want
+    back = codec.unpack(codec.pack_body(body))["action"]
+    assert type(back) is type(action) and back.tobytes() == action.tobytes()
 
 
 def _scalar_payload(value, order):

@@ -21,7 +21,7 @@ def assert_same(a, b, path="value"):
                 assert_same(x, y, f"{path}[{i}]")
         else:
             np.testing.assert_array_equal(a, b, err_msg=path)
-    elif isinstance(a, np.generic) and isinstance(b, np.generic):  # its type and bits (a NaN's payload too)
+    elif isinstance(b, np.generic):  # a NumPy scalar: its type and its bits (a NaN's payload too)
         assert type(a) is type(b) and a.tobytes() == b.tobytes(), f"{path}: {a!r} != {b!r}"
     else:
         assert a == b or (isinstance(b, float) and a != a and b != b), f"{path}: {a!r} != {b!r}"
