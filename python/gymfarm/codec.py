@@ -170,6 +170,7 @@ def pack(obj: Any) -> bytes:
 
 # (the body's other fields, dtype.str, shape) -> the packed body up to the action's raw bytes
 _ACTION_HEADS: dict[tuple[Any, str, tuple[int, ...]], bytes] = {}
+_SCALAR_BODY_HEADS: dict[type, bytes] = {}  # NumPy scalar type -> the packed {"action": scalar} up to its bytes
 _PLAIN_FIELDS = (str, bool, int, type(None))
 
 
@@ -180,6 +181,10 @@ def pack_body(body: dict[str, Any]) -> bytes:
     float64 too, which ``pack`` writes as a float), so the env gets what it would in process."""
     a = body.get("action")
     kind = type(a)
+    if len(body) == 1:  # a single env's step: a scalar's head by its type alone (its dtype is native)
+        head = _SCALAR_BODY_HEADS.get(kind)
+        if head is not None:
+            return head + a.tobytes()
     if kind is np.ndarray:
         if not a.ndim or not a.flags.c_contiguous:
             return pack(body)
@@ -200,6 +205,8 @@ def pack_body(body: dict[str, Any]) -> bytes:
         zero = np.zeros(a.shape, dt)
         head = pack({**dict(rest), "action": _ndarray_ext(zero[()] if kind is not np.ndarray else zero)})
         _ACTION_HEADS[key] = head = head[:-a.nbytes]
+        if not rest and kind is not np.ndarray and dt.isnative:
+            _SCALAR_BODY_HEADS[kind] = head
     return head + a.tobytes()
 
 
