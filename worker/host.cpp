@@ -142,6 +142,48 @@ Reply encoded(Pack&& pack) {
 
 }  // namespace
 
+namespace {
+
+// The names a step looks up, made once (interned and kept for the life of the process).
+struct StepNames {
+  PyObject *action, *autoreset, *processed, *env, *action_space, *step, *needs_reset;
+};
+const StepNames& step_names() {
+  static const StepNames n{PyUnicode_InternFromString("action"),       PyUnicode_InternFromString("autoreset"),
+                           PyUnicode_InternFromString("processed"),    PyUnicode_InternFromString("env"),
+                           PyUnicode_InternFromString("action_space"), PyUnicode_InternFromString("step"),
+                           PyUnicode_InternFromString("needs_reset")};
+  return n;
+}
+
+py::object attr(py::handle o, PyObject* name) {
+  PyObject* v = PyObject_GetAttr(o.ptr(), name);
+  if (v == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(v);
+}
+
+// A request's field, or None when it has none.
+py::object field(const py::dict& d, PyObject* key) {
+  PyObject* v = PyDict_GetItemWithError(d.ptr(), key);
+  if (v == nullptr && PyErr_Occurred()) throw py::error_already_set();
+  return v == nullptr ? py::none() : py::reinterpret_borrow<py::object>(v);
+}
+
+}  // namespace
+
+bool Host::converted_space(py::handle space) {
+  // isinstance against CONVERTED_SPACES, remembered by the space's type (a few hundred ns a step
+  // otherwise); the types are kept, so an address is never another type's.
+  PyTypeObject* t = Py_TYPE(space.ptr());
+  for (const auto& [type, converted] : space_kinds_)
+    if (type.ptr() == reinterpret_cast<PyObject*>(t)) return converted;
+  const int converted = PyObject_IsInstance(space.ptr(), converted_spaces_.ptr());
+  if (converted < 0) throw py::error_already_set();
+  if (space_kinds_.size() < 16)
+    space_kinds_.emplace_back(py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(t)), converted == 1);
+  return converted == 1;
+}
+
 Host::Stepped Host::step_one(py::handle inst, py::handle action, py::handle autoreset, py::handle processed) {
   Stepped out;
   const auto by_host_py = [&] {
@@ -162,15 +204,16 @@ Host::Stepped Host::step_one(py::handle inst, py::handle action, py::handle auto
     if (PyUnicode_CompareWithASCIIString(autoreset.ptr(), "same_step") == 0) {
       same_step = true;
     } else if (PyUnicode_CompareWithASCIIString(autoreset.ptr(), "next_step") != 0 ||
-               hosted.attr("needs_reset").ptr() != Py_False) {
+               attr(hosted, step_names().needs_reset).ptr() != Py_False) {
       return by_host_py();  // an unknown mode, or a next_step reset
     }
   }
-  py::object env = hosted.attr("env");
-  const int converted = PyObject_IsInstance(env.attr("action_space").ptr(), converted_spaces_.ptr());
-  if (converted < 0) throw py::error_already_set();
-  if (converted == 1) return by_host_py();
-  py::object r = env.attr("step")(action);
+  const StepNames& names = step_names();
+  py::object env = attr(hosted, names.env);
+  if (converted_space(attr(env, names.action_space))) return by_host_py();
+  PyObject* stepped = PyObject_CallMethodOneArg(env.ptr(), names.step, action.ptr());
+  if (stepped == nullptr) throw py::error_already_set();
+  py::object r = py::reinterpret_steal<py::object>(stepped);
   const auto finish = [&] {
     out.dict = finish_step_(hosted, r, autoreset, processed);
     return std::move(out);
@@ -186,7 +229,7 @@ Host::Stepped Host::step_one(py::handle inst, py::handle action, py::handle auto
   const bool ended = terminated != 0 || truncated != 0;
   if ((same_step && ended) || PyList_GET_SIZE(warned_.ptr()) > 0 || !PyDict_CheckExact(info) || may_hold_tuple(info, 0))
     return finish();
-  hosted.attr("needs_reset") = py::bool_(ended);
+  if (PyObject_SetAttr(hosted.ptr(), names.needs_reset, ended ? Py_True : Py_False) < 0) throw py::error_already_set();
   out.result = std::move(r);
   out.terminated = terminated != 0;
   out.truncated = truncated != 0;
@@ -332,7 +375,8 @@ Reply Host::dispatch(std::string_view v, std::string_view instance, std::string_
   auto get = [&](const char* key) -> py::object { return d.contains(key) ? py::object(d[key]) : py::none(); };
   py::object result;
   if (v == verb::kStep) {
-    Stepped s = step_one(inst, get("action"), get("autoreset"), get("processed"));
+    const StepNames& names = step_names();
+    Stepped s = step_one(inst, field(d, names.action), field(d, names.autoreset), field(d, names.processed));
     if (!s.dict) {
       if (!raw.empty())
         if (const std::size_t n = pack_step_raw(s, raw); n > 0) return {gymfarm::protocol::kStatusOk, {}, n};

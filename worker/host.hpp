@@ -6,6 +6,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include <pybind11/pybind11.h>
 
@@ -70,6 +72,7 @@ class __attribute__((visibility("hidden"))) Host {
     bool terminated = false, truncated = false;
   };
   Stepped step_one(py::handle inst, py::handle action, py::handle autoreset, py::handle processed);
+  bool converted_space(py::handle space);
   static std::string pack_step(const Stepped& s);
   // pack_step's reply laid out raw in `area` (shm/slab.hpp): its length, or 0 when the observation
   // is not an array sent from its buffer, the reply does not fit, or its tail cannot be packed
@@ -87,6 +90,8 @@ class __attribute__((visibility("hidden"))) Host {
   // host.py's objects the C++ step uses, looked up once: the instances' table, the warnings shown
   // since the last reply, finish_step and the action spaces whose actions it converts.
   py::object envs_, warned_, finish_step_, converted_spaces_;
+  // Action space types seen, and whether each is one of CONVERTED_SPACES (converted_space).
+  std::vector<std::pair<py::object, bool>> space_kinds_;
 };
 
 }  // namespace gymfarm::worker

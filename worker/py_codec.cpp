@@ -1,6 +1,7 @@
 #include "worker/py_codec.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <msgpack.hpp>
@@ -35,13 +36,15 @@ struct Numpy {
   py::object asarray, empty, dtype;
   PyTypeObject* ndarray = nullptr;  // numpy.ndarray and numpy.generic (the scalars), for type checks
   PyTypeObject* generic = nullptr;
+  PyTypeObject* float64 = nullptr;  // numpy.float64, the scalar of most rewards and infos
   std::unordered_map<protocol::DType, py::object> dtypes;  // numpy.dtype objects, made once each
   static Numpy& get() {
     static Numpy* np = [] {
       auto m = py::module_::import("numpy");
-      auto* n = new Numpy{m.attr("asarray"), m.attr("empty"), m.attr("dtype"), nullptr, nullptr, {}, {}};
+      auto* n = new Numpy{m.attr("asarray"), m.attr("empty"), m.attr("dtype"), nullptr, nullptr, nullptr, {}, {}};
       n->ndarray = reinterpret_cast<PyTypeObject*>(py::object(m.attr("ndarray")).release().ptr());
       n->generic = reinterpret_cast<PyTypeObject*>(py::object(m.attr("generic")).release().ptr());
+      n->float64 = reinterpret_cast<PyTypeObject*>(py::object(m.attr("float64")).release().ptr());
       return n;
     }();
     return *np;
@@ -163,6 +166,11 @@ std::string dtype_of_format(const char* format, Py_ssize_t itemsize) {
 bool pack_numpy_buffer(Packer& pk, StringBuffer& buf, PyObject* o) {
   static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the wire's arrays are little-endian");
   auto& np = Numpy::get();
+  if (Py_TYPE(o) == np.float64) {  // a float subclass: its value is a PyFloat's, read without a buffer
+    const double v = PyFloat_AS_DOUBLE(o);
+    write_ndarray(pk, buf, "<f8", std::array<Py_ssize_t, 0>{}, 0, &v, sizeof v);
+    return true;
+  }
   if (!PyObject_TypeCheck(o, np.ndarray) && !PyObject_TypeCheck(o, np.generic)) return false;
   if (PyUnicode_Check(o) || PyBytes_Check(o)) return false;
   Buffer b(o, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT);
