@@ -46,8 +46,11 @@ def _ndarray_ext(a: Any) -> msgpack.ExtType:
 
 
 def _default(obj: Any) -> Any:
-    if isinstance(obj, int) and not isinstance(obj, bool):  # msgpack calls this for ints beyond 64 bits
-        return msgpack.ExtType(BIGINT_EXT, str(int(obj)).encode("ascii"))
+    """What ``pack`` writes for what msgpack does not pack itself: with strict types, that is an int
+    beyond 64 bits, a NumPy value (np.float64 too, a float subclass msgpack would write as a float),
+    and the subclasses and tuples of the types it packs, written as their base types."""
+    if type(obj) is int:  # msgpack calls this for ints beyond 64 bits
+        return msgpack.ExtType(BIGINT_EXT, str(obj).encode("ascii"))
     if isinstance(obj, np.generic) and obj.dtype.kind in _KINDS and obj.dtype.byteorder != ">":
         return _ndarray_ext(obj)  # the common case (an action from a vector env): no copies, no nesting
     if isinstance(obj, (np.ndarray, np.generic)):
@@ -57,9 +60,16 @@ def _default(obj: Any) -> Any:
         if a.dtype.byteorder == ">":
             a = a.astype(a.dtype.newbyteorder("<"))
         return _ndarray_ext(np.ascontiguousarray(a) if a.ndim else a)
-    if isinstance(obj, (set, frozenset)):
-        return list(obj)
+    for base in _BASES:
+        if isinstance(obj, base):
+            return _BASES[base](obj)
     raise TypeError(f"cannot send an object of type {type(obj).__name__}")
+
+
+# The bases of the subclasses (IntEnum, OrderedDict, a str enum) and containers msgpack's strict
+# types leave to _default: each is written as what it is made into here.
+_BASES: dict[type, Any] = {int: int, float: float, str: str, bytes: bytes, bytearray: bytes,
+                           tuple: list, list: list, dict: dict, set: list, frozenset: list}
 
 
 _DTYPES: dict[Any, np.dtype] = {}  # the dtypes of the arrays received, made once each (a few dozen at most)
@@ -165,7 +175,7 @@ _TAILS = tails.Tails(lambda data: unpack(data), _SCALAR_HEADS)
 
 
 def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, default=_default, use_bin_type=True)
+    return msgpack.packb(obj, default=_default, use_bin_type=True, strict_types=True)
 
 
 # (the body's other fields, dtype.str, shape) -> the packed body up to the action's raw bytes

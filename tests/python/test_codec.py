@@ -245,3 +245,26 @@ def test_a_tail_written_over_after_its_layout_was_learned_is_unpacked_or_refused
                 layouts.decode(bytes(bad), 0, len(bad))
             continue
         assert _same(layouts.decode(bytes(bad), 0, len(bad)), want)
+
+
+def test_subclasses_and_containers_travel_as_their_base_types_and_numpy_floats_as_numpy():
+    import collections
+    import enum
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Name(str):
+        pass
+
+    value = {"f": np.float64(0.5), "e": Level.HIGH, "o": collections.OrderedDict(a=1), "t": (1, (2, 3)),
+             "s": Name("x"), "big": 2**70, "neg": -2**70, "ba": bytearray(b"c"), "set": {7}, "b": True, "n": None}
+    back = codec.unpack(codec.pack(value))
+    assert type(back["f"]) is np.float64 and back["f"] == 0.5
+    assert type(back["e"]) is int and back["e"] == 3
+    assert back["o"] == {"a": 1} and back["t"] == [1, [2, 3]] and back["set"] == [7]
+    assert type(back["s"]) is str and back["s"] == "x"
+    assert back["big"] == 2**70 and back["neg"] == -2**70 and back["ba"] == b"c"
+    assert back["b"] is True and back["n"] is None
+    with pytest.raises(TypeError, match="object"):
+        codec.pack({"x": object()})

@@ -256,3 +256,39 @@ def test_gymnasium_check_environments_match(farm, env_id):
     finally:
         env.close()
         local.close()
+
+
+def test_numpy_values_sent_to_the_env_arrive_as_in_process(farm):
+    """An action, reset options and a method's arguments reach the env with their NumPy types and
+    bits (np.float64 too, a float subclass), and containers as their base types."""
+    import collections
+    import enum
+    import pickle
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    nan32 = np.frombuffer(b"\x01\x00\xc0\x7f", "<f4")[0]
+    args = (np.float64(0.1), np.int64(-2), nan32, np.float16(1.5), np.bool_(True), Level.HIGH, 2**70)
+    kwargs = {"d": collections.OrderedDict(b=np.float64(2)), "t": (np.uint8(1), "x")}
+    options = {"x": np.float64(0.5), "n": np.int32(3)}
+    remote, local = farm.make("gymfarm_test/InfoKinds-v0"), gym.make("gymfarm_test/InfoKinds-v0")
+    got = []
+    for env in (remote, local):
+        _, info = env.reset(seed=1, options=options)
+        stepped = [env.step(a)[4]["action"] for a in (np.int64(1), 0, np.int8(1))]
+        echoed = env.unwrapped.echo(*args, **kwargs) if env is local else env.echo(*args, **kwargs)
+        got.append((info["options"], stepped, echoed))
+    (r_options, r_steps, r_echo), (l_options, l_steps, l_echo) = got
+    assert_same(r_options, l_options)
+    assert [type(a) for a in r_steps] == [type(a) for a in l_steps] == [np.int64, int, np.int8]
+    assert r_steps == l_steps
+    r_args, r_kwargs, r_types, r_kwtypes = r_echo
+    # the wire has no tuples, OrderedDicts or enums: they arrive as lists, dicts and ints
+    assert r_types == ["float64", "int64", "float32", "float16", "bool", "int", "int"]
+    assert l_echo[2][:5] == r_types[:5]
+    assert pickle.dumps(list(r_args[:5])) == pickle.dumps(list(args[:5]))  # bit for bit, the NaN's payload too
+    assert list(r_args[5:]) == [3, 2**70] and r_kwargs == {"d": {"b": np.float64(2)}, "t": [np.uint8(1), "x"]}
+    assert type(r_kwargs["d"]["b"]) is np.float64 and type(r_kwargs["t"][0]) is np.uint8
+    remote.close()
+    local.close()

@@ -545,7 +545,17 @@ class InfoKinds(_Counting):
         if t % 9 == 4:
             info["nested"] = {"deep": np.float64(t)}
         reward = np.float32(t / 2) if t % 8 == 0 else (float(t) if t % 8 == 1 else np.float64(-t))
+        info["action"] = action  # as the env got it: a NumPy integer stays one
         return self._obs(), reward, t >= self.length, False, info
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        info["options"] = options
+        return obs, info
+
+    def echo(self, *args, **kwargs):
+        """What a call brought: its arguments as the env got them, and their types' names."""
+        return [args, kwargs, [type(a).__name__ for a in args], {k: type(v).__name__ for k, v in kwargs.items()}]
 
 
 if "gymfarm_test/InfoKinds-v0" not in gym.registry:
