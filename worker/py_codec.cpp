@@ -36,7 +36,7 @@ struct Numpy {
   py::object asarray, empty, dtype;
   PyTypeObject* ndarray = nullptr;  // numpy.ndarray and numpy.generic (the scalars), for type checks
   PyTypeObject* generic = nullptr;
-  PyTypeObject* float64 = nullptr;  // numpy.float64, the scalar of most rewards and infos
+  PyTypeObject* float64 = nullptr;                         // numpy.float64, the scalar of most rewards and infos
   std::unordered_map<protocol::DType, py::object> dtypes;  // numpy.dtype objects, made once each
   static Numpy& get() {
     static Numpy* np = [] {
