@@ -372,7 +372,7 @@ Reply Host::dispatch(std::string_view v, std::string_view instance, std::string_
     return {gymfarm::protocol::kStatusErr, error_body("bad_request", "the body must be a map")};
   py::dict d = req;
   const py::str inst(instance.data(), instance.size());
-  auto get = [&](const char* key) -> py::object { return d.contains(key) ? py::object(d[key]) : py::none(); };
+  auto get = [&](const char* key) -> py::object { return field(d, py::str(key).ptr()); };
   py::object result;
   if (v == verb::kStep) {
     const StepNames& names = step_names();

@@ -96,7 +96,7 @@ py::object scalar_from(const protocol::Tensor& t) {
     case DType::Float16: return {};
   }
   if (v == nullptr) throw py::error_already_set();
-  py::object value = py::reinterpret_steal<py::object>(v);
+  const py::object owned = py::reinterpret_steal<py::object>(v);  // v, released after the call
   py::object out = py::reinterpret_steal<py::object>(PyObject_CallOneArg(Numpy::get().scalar_type(t.dtype).ptr(), v));
   if (!out) throw py::error_already_set();
   return out;

@@ -40,12 +40,13 @@ class _Layout:
 
 
 class Tails:
-    """Tail layouts by length. ``unpack`` decodes a tail the long way; ``scalar_heads`` maps a
-    NumPy scalar's payload head (codec._SCALAR_HEADS) to (struct or None, type, dtype)."""
+    """Tail layouts by length. ``unpack`` decodes a tail the long way; ``scalar_head`` is
+    codec.scalar_head: for a NumPy scalar's payload whose head is known, where its value starts and
+    (struct, struct code, type, dtype)."""
 
-    def __init__(self, unpack: Callable[[bytes], Any], scalar_heads: dict):
+    def __init__(self, unpack: Callable[[bytes], Any], scalar_head: Callable[[bytes], Any]):
         self._unpack = unpack
-        self._heads = scalar_heads
+        self._scalar_head = scalar_head
         self._layouts: dict[int, _Layout | None] = {}
         self._tries: dict[int, int] = {}
 
@@ -65,11 +66,11 @@ class Tails:
         tries = self._tries.get(n, 0)
         if tries < _MAX_TRIES and (n in self._tries or len(self._tries) < _MAX_LAYOUTS):
             self._tries[n] = tries + 1
-            self._layouts[n] = _learn(data, tail, self._heads)
+            self._layouts[n] = _learn(data, tail, self._scalar_head)
         return tail
 
 
-def _learn(data: bytes, tail: Any, heads: dict) -> _Layout | None:
+def _learn(data: bytes, tail: Any, scalar_head: Callable[[bytes], Any]) -> _Layout | None:
     """The layout of ``data``, a tail that unpacked as ``tail``; None when it is not a flat
     ``[value, {str: value}]`` of plain values and NumPy scalars in little-endian order."""
     if not (isinstance(tail, list) and len(tail) == 2 and isinstance(tail[1], dict)):
@@ -80,7 +81,7 @@ def _learn(data: bytes, tail: Any, heads: dict) -> _Layout | None:
         return None
     if not all(isinstance(v, _PLAIN) or (isinstance(v, np.generic) and v.shape == ()) for v in values):
         return None
-    reader = _Reader(data, heads)
+    reader = _Reader(data, scalar_head)
     try:
         reader.expect(0x92)
         spans = [reader.value()]
@@ -95,7 +96,7 @@ def _learn(data: bytes, tail: Any, heads: dict) -> _Layout | None:
     if reader.pos != len(data):
         return None
     fmt, fixed_at, plan, nans, item, last = ["<"], [], [], [], 0, 0
-    for (at, code, typ), v in zip(spans, values):
+    for (at, code, typ, dt), v in zip(spans, values):
         if code is None:  # a plain value: its bytes stay in the fixed run
             if not isinstance(v, _PLAIN):
                 return None
@@ -107,11 +108,11 @@ def _learn(data: bytes, tail: Any, heads: dict) -> _Layout | None:
             item += 1
         fmt.append(code)
         if code in _NAN_CODES:
-            nans.append((len(plan), at, np.dtype(typ)))
+            nans.append((len(plan), at, dt))
         plan.append((item, typ))
         item += 1
         last = at + struct.calcsize("<" + code)
-    if not nans and all(i < 0 for i, _ in plan):
+    if all(i < 0 for i, _ in plan):
         return None  # plain values only: unpacking them is as quick
     if len(data) > last:
         fmt.append(f"{len(data) - last}s")
@@ -121,10 +122,11 @@ def _learn(data: bytes, tail: Any, heads: dict) -> _Layout | None:
 
 class _Reader:
     """Walks the MessagePack a tail is made of. ``value`` gives a NumPy scalar's value offset,
-    struct code and type, or (end, None, None) for anything else that is one self-contained value."""
+    struct code, type and dtype, or (end, None, None, None) for anything else that is one
+    self-contained value."""
 
-    def __init__(self, data: bytes, heads: dict):
-        self.data, self.pos, self.heads = data, 0, heads
+    def __init__(self, data: bytes, scalar_head: Callable[[bytes], Any]):
+        self.data, self.pos, self.scalar_head = data, 0, scalar_head
 
     def byte(self) -> int:
         b = self.data[self.pos]
@@ -162,7 +164,7 @@ class _Reader:
         else:
             raise ValueError
 
-    def value(self) -> tuple[int, str | None, Any]:
+    def value(self) -> tuple[int, str | None, Any, Any]:
         b = self.data[self.pos]
         if b <= 0x7F or b >= 0xE0 or b in (0xC0, 0xC2, 0xC3):
             self.skip(1)
@@ -179,23 +181,16 @@ class _Reader:
             return self._scalar(kind, start, size)
         else:
             raise ValueError
-        return self.pos, None, None
+        return self.pos, None, None, None
 
-    def _scalar(self, kind: int, start: int, size: int) -> tuple[int, str | None, Any]:
-        payload = self.data[start:start + size]
-        if kind != 1 or not 6 <= size <= 48:
+    def _scalar(self, kind: int, start: int, size: int) -> tuple[int, str, Any, Any]:
+        found = self.scalar_head(self.data[start:start + size]) if kind == 1 else None
+        if found is None:
             raise ValueError
-        k = 5 + (payload[1] & 0x1F)
-        known = self.heads.get(payload[:k])
-        if known is None or size != k + known[2].itemsize:
+        k, (_, code, typ, dt) = found
+        if code is None or dt.byteorder == ">":
             raise ValueError
-        st, typ, dt = known
-        if dt.byteorder == ">":
-            raise ValueError
-        code = st.format[-1] if st is not None else {2: "e", 4: "f"}.get(dt.itemsize)
-        if code is None:
-            raise ValueError
-        return start + k, code, typ
+        return start + k, code, typ, dt
 
 
 _FIXED_WIDTH = {0xCC: 1, 0xD0: 1, 0xCD: 2, 0xD1: 2, 0xCE: 4, 0xD2: 4, 0xCA: 4, 0xCF: 8, 0xD3: 8, 0xCB: 8}

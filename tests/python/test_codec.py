@@ -200,7 +200,7 @@ def _tails(seed):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_tail_read_from_its_learned_layout_is_the_one_unpacked_the_long_way(seed):
-    layouts = codec.tails.Tails(codec.unpack, codec._SCALAR_HEADS)
+    layouts = codec.tails.Tails(codec.unpack, codec.scalar_head)
     read = 0
     for reward, info in _tails(seed):
         data = _worker_tail(reward, info)
@@ -213,7 +213,7 @@ def test_a_tail_read_from_its_learned_layout_is_the_one_unpacked_the_long_way(se
 
 
 def test_tails_a_layout_cannot_take_are_unpacked():
-    layouts = codec.tails.Tails(codec.unpack, codec._SCALAR_HEADS)
+    layouts = codec.tails.Tails(codec.unpack, codec.scalar_head)
     for reward, info in [(1.0, {}), (np.float64(1), {"a": [np.float64(1)]}), (np.float64(1), {1: np.float64(2)}),
                          (np.float64(1), {"a": np.arange(3.0)}), (np.float64(1), {"a": 2**70}),
                          (np.float64(1), {"a": b"xy"}), ({"r": 1}, {}), (np.float64(2), 3)]:
@@ -224,7 +224,7 @@ def test_tails_a_layout_cannot_take_are_unpacked():
 
 
 def test_a_tail_length_whose_fixed_bytes_keep_changing_stops_being_learned():
-    layouts = codec.tails.Tails(codec.unpack, codec._SCALAR_HEADS)
+    layouts = codec.tails.Tails(codec.unpack, codec.scalar_head)
     for t in range(40):  # Pong's info: ints that change every step
         data = _worker_tail(np.float64(t), {"frame": 100 + t})
         assert _same(layouts.decode(data, 0, len(data)), codec.unpack(data))
@@ -232,7 +232,7 @@ def test_a_tail_length_whose_fixed_bytes_keep_changing_stops_being_learned():
 
 
 def test_a_tail_written_over_after_its_layout_was_learned_is_unpacked_or_refused():
-    layouts = codec.tails.Tails(codec.unpack, codec._SCALAR_HEADS)
+    layouts = codec.tails.Tails(codec.unpack, codec.scalar_head)
     data = _worker_tail(np.float64(1), {"x": np.float64(2), "y": np.float32(3)})
     layouts.decode(data, 0, len(data))
     for i in range(len(data)):  # every byte changed in turn: the long way's answer, or its error
