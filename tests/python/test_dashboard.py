@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from browser import browser, image_pixels
+from browser import browser, click, image_pixels
 from farm_fixture import ROOT, wait_until
 
 
@@ -289,8 +289,7 @@ def test_the_page_in_chromium_shows_workers_a_restart_and_live_frames(start_farm
         assert f"worker {idle['worker']}" in restart_log, restart_log
 
         # click the stepping instance: its frames, live, fed by one stream
-        row = driver.find_element("css selector", f'#instances tr[data-instance="{watched}"]')
-        row.click()
+        click(driver, f'#instances tr[data-instance="{watched}"]')
         img = driver.find_element("id", "frame")
         assert wait_until(lambda: f"/dashboard/stream/{watched}" in (img.get_attribute("src") or ""), 20), \
             driver.find_element("id", "frame-status").text
@@ -300,10 +299,9 @@ def test_the_page_in_chromium_shows_workers_a_restart_and_live_frames(start_farm
         auth = {"Authorization": "Bearer " + farm.token}
         streams = lambda: get(base(farm) + "/dashboard/api/stats", headers=auth).json()["streams"]  # noqa: E731
         assert streams() == 1
-        driver.find_element("id", "frame-stop").click()  # stopping ends the stream
+        click(driver, "#frame-stop")  # stopping ends the stream
         assert wait_until(lambda: streams() == 0, 10), streams()
-        row = driver.find_element("css selector", f'#instances tr[data-instance="{watched}"]')
-        row.click()
+        click(driver, f'#instances tr[data-instance="{watched}"]')
         assert wait_until(lambda: streams() == 1, 10), streams()
         # a hidden tab holds no stream (another tab in front); shown again, it asks for one
         page = driver.current_window_handle

@@ -31,3 +31,17 @@ def image_pixels(driver, element_id, streaming=False):
         "if (!i || (!arguments[1] && !i.complete) || !i.naturalWidth) return null;"
         "const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;"
         "c.getContext('2d').drawImage(i, 0, 0); return c.toDataURL('image/png');", element_id, streaming)
+
+
+def click(driver, selector, tries=20):
+    """Click the element ``selector`` as a person would. A page that re-renders a table between
+    finding a row and clicking it leaves a stale element: find it again, at most ``tries`` times."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for left in range(tries, 0, -1):
+        try:
+            driver.find_element("css selector", selector).click()
+            return
+        except StaleElementReferenceException:
+            if left == 1:
+                raise
