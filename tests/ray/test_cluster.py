@@ -192,7 +192,7 @@ def test_a_farm_whose_first_start_fails_is_started_again(monkeypatch, tmp_path):
                                      farm_args=["--import", "gymfarm_testenvs"], env={"PYTHONPATH": str(SUPPORT)},
                                      gymfarm_bin=str(flaky), poll_s=0.5, start_timeout=5, retry_start_after=2)
         try:
-            assert marker.exists()
+            assert fc.wait_for(lambda c: marker.exists(), 60)  # its first start ran (and failed)
             assert fc.wait_for(lambda c: len(c.endpoints) == 1, 60), fc.farms()
             with gymfarm.connect(fc) as farm:
                 farm.make("CartPole-v1").reset(seed=0)

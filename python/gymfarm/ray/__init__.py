@@ -55,6 +55,7 @@ class _Member:
         self.info: dict[str, Any] | None = None  # the farm's last answer; None while (re)starting
         self.pending: Any = None                 # an info() call in flight
         self.down_since: float | None = time.monotonic()  # when it last stopped answering
+        self.failed = False  # its last info() call raised: the actor is dead or restarting
 
 
 class FarmCluster:
@@ -64,9 +65,11 @@ class FarmCluster:
     node's farm binds (``i`` counts nodes in the order they were seen, ``node`` is the entry of
     ``ray.nodes()``); default the node's own IP. ``farm_args`` are more ``gymfarm start`` flags,
     ``env`` more environment for the farm (``PYTHONPATH`` for your envs). ``poll_s`` is how often
-    the nodes and farms are checked; a node's farm that has not answered for ``retry_start_after``
-    seconds (default ``start_timeout`` + 30: its first start failed, which Ray does not retry) is
-    started anew. The constructor returns once every node's farm is ready (or
+    the nodes and farms are checked; a node's farm whose actor failed and that has not answered
+    for ``retry_start_after`` seconds (default ``start_timeout`` + 30: its first start failed,
+    which Ray does not retry) is started anew, and so is one still silent after
+    ``start_timeout`` + 30 s, however it fails (a start that hangs). A farm still starting is
+    left alone. The constructor returns once every node's farm is ready (or
     ``start_timeout`` passed). ``endpoints`` lists the live farms; ``shutdown()`` stops them all.
 
     ``token`` and ``curve`` (a dict of ``server_key``, ``server_secret``, ``public_key`` and
@@ -146,8 +149,7 @@ class FarmCluster:
                         pass
             for node_id, node in alive.items():
                 m = self._members.get(node_id)
-                if m is not None and m.down_since is not None \
-                        and time.monotonic() - m.down_since > self._retry_after:
+                if m is not None and self._stuck(m):
                     # never answered since (its farm failed to start, so Ray does not restart it):
                     # a new actor, on the same address
                     log.warning("gymfarm: the farm on node %s has not started for %.0f s; starting it again",
@@ -161,6 +163,14 @@ class FarmCluster:
                 elif m is None:
                     self._members[node_id] = self._start(node_id, node)
             self._read_infos()
+
+    def _stuck(self, m: _Member) -> bool:
+        """Whether a node's farm is to be started anew: down for ``retry_start_after`` once its
+        actor failed, or for longer than any start may take, whatever it does."""
+        if m.down_since is None:
+            return False
+        down = time.monotonic() - m.down_since
+        return (m.failed and down > self._retry_after) or down > max(self._retry_after, self._start_timeout + 30.0)
 
     def _start(self, node_id: str, node: dict[str, Any], host: str | None = None) -> _Member:
         if host is None:
@@ -209,10 +219,12 @@ class FarmCluster:
                     m.info = ray.get(ref)
                     m.host = str(m.info.get("host") or m.host)  # an adopted farm's own address
                     m.down_since = None
+                    m.failed = False
                 except Exception as e:  # noqa: BLE001 - the actor died or is restarting
                     if m.info is not None:
                         log.info("gymfarm: the farm %s is down (%s); Ray restarts it", m.info.get("endpoint"),
                                  type(e).__name__)
+                    m.failed = True
                     self._down(m)
             elif m.info is not None and not _pid_alive_here(m.info):
                 self._down(m)  # its broker is gone (seen from this host); the actor restarts it
