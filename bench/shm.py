@@ -3,7 +3,8 @@
     .venv/bin/python bench/shm.py [--pairs 5] [--steps 3000] [--out bench/results]
 
 One farm; for each env, alternating pairs of: the env in process, a Python client whose instance
-has a slab (``shm=True``) and one that steps over the local socket (``shm=False``). Then a vector
+has a slab (``shm=True``), the same with the slab step in Python only (as without the compiled
+gymfarm._slab_port, python/ext) and one that steps over the local socket (``shm=False``). Then a vector
 env of 8 CartPole-v1 (one env per worker) through slabs, over the socket and AsyncVectorEnv(8).
 Per-step p50/p99 of each, ratios within the run, the machine's load; the worker's own time per
 request (the slab header's ``step_ns``) for the slab rows. Writes bench/results/shm-<date>.{json,md}.
@@ -24,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT / "python")]
 from farm_fixture import FarmProcess  # noqa: E402
+from gymfarm import slab as gf_slab  # noqa: E402
 from harness import real_env_lat  # noqa: E402
 
 ENVS = {"CartPole-v1": 1.0, "HalfCheetah-v5": 0.5, "ALE/Pong-v5": 0.1}  # share of --steps per env
@@ -46,6 +48,15 @@ def worker_ns(env):
     """The worker's own time per request (the slab's step_ns, a running average), or None without a slab."""
     s = getattr(env, "_slab", None)
     return int(s._q[144 // 8]) if s is not None and getattr(s, "_q", None) is not None else None
+
+
+def make_pure(conn, env_id):
+    """An env whose slab steps in Python only: made while the compiled step is hidden."""
+    kept, gf_slab._slab_port = gf_slab._slab_port, None
+    try:
+        return conn.make(env_id)
+    finally:
+        gf_slab._slab_port = kept
 
 
 def vec_rate(make, steps, n):
@@ -92,17 +103,22 @@ def main():
                 slab = lat(e, acts)
                 wns = worker_ns(e)
                 e.close()
+                e = make_pure(slab_conn, env_id)
+                pure = lat(e, acts)
+                e.close()
                 e = sock_conn.make(env_id)
                 sock = lat(e, acts)
                 e.close()
                 row = {"env": env_id, "pair": k, "load1": loads[-1], "steps": n,
                        "inprocess_p50_us": 1e6 * pct(inproc, 0.5), "inprocess_p99_us": 1e6 * pct(inproc, 0.99),
                        "shm_p50_us": 1e6 * pct(slab, 0.5), "shm_p99_us": 1e6 * pct(slab, 0.99),
+                       "shm_python_p50_us": 1e6 * pct(pure, 0.5),
                        "socket_p50_us": 1e6 * pct(sock, 0.5), "socket_p99_us": 1e6 * pct(sock, 0.99),
                        "worker_us_per_request": wns / 1e3 if wns is not None else None}
                 rows.append(row)
                 log(f"{env_id} pair {k} (load {row['load1']:.2f}): in-process {row['inprocess_p50_us']:.1f} us, "
                     f"shm {row['shm_p50_us']:.1f} (worker {row['worker_us_per_request'] or 0:.1f}), "
+                    f"shm in Python {row['shm_python_p50_us']:.1f}, "
                     f"socket {row['socket_p50_us']:.1f}")
         vec = []
         for k in range(cfg.pairs):
@@ -128,19 +144,23 @@ def write(cfg, rows, vec, loads):
     out.mkdir(parents=True, exist_ok=True)
     med = statistics.median
     lines = [f"Run {stamp} on {os.cpu_count()} cores, {cfg.pairs} pairs, load {min(loads):.1f}-{max(loads):.1f}.", "",
-             "| env | in-process p50 | shm p50 (ratio) | socket p50 (ratio) | shm p99 | socket p99 "
-             "| worker per request |",
-             "|---|---|---|---|---|---|---|"]
+             "| env | in-process p50 | shm p50 (ratio) | shm p50, Python step (ratio) | socket p50 (ratio) | shm p99 "
+             "| socket p99 | worker per request |",
+             "|---|---|---|---|---|---|---|---|"]
     summary = {}
     for env_id in dict.fromkeys(r["env"] for r in rows):
         rs = [r for r in rows if r["env"] == env_id]
-        ip, sh, so = (med(r[k] for r in rs) for k in ("inprocess_p50_us", "shm_p50_us", "socket_p50_us"))
+        ip, sh, py, so = (med(r[k] for r in rs) for k in ("inprocess_p50_us", "shm_p50_us", "shm_python_p50_us",
+                                                          "socket_p50_us"))
         ratios = [r["shm_p50_us"] / r["inprocess_p50_us"] for r in rs]
+        py_ratio = med(r["shm_python_p50_us"] / r["inprocess_p50_us"] for r in rs)
         wk = [r["worker_us_per_request"] for r in rs if r["worker_us_per_request"] is not None]
         summary[env_id] = {"inprocess_p50_us": ip, "shm_p50_us": sh, "socket_p50_us": so,
                            "shm_ratio_median": med(ratios), "shm_ratio_min": min(ratios),
+                           "shm_python_p50_us": py, "shm_python_ratio_median": py_ratio,
                            "socket_ratio_median": med(r["socket_p50_us"] / r["inprocess_p50_us"] for r in rs)}
-        lines.append(f"| {env_id} | {ip:.1f} us | {sh:.1f} us ({med(ratios):.2f}x) | {so:.1f} us "
+        lines.append(f"| {env_id} | {ip:.1f} us | {sh:.1f} us ({med(ratios):.2f}x) | {py:.1f} us ({py_ratio:.2f}x) "
+                     f"| {so:.1f} us "
                      f"({summary[env_id]['socket_ratio_median']:.2f}x) | {med(r['shm_p99_us'] for r in rs):,.0f} us | "
                      f"{med(r['socket_p99_us'] for r in rs):,.0f} us | {med(wk) if wk else 0:.1f} us |")
     if vec:

@@ -115,16 +115,7 @@ std::chrono::nanoseconds SlabCall::recent() const {
 }
 
 bool SlabCall::spin(std::chrono::nanoseconds budget) const {
-  const auto start = std::chrono::steady_clock::now();
-  // In user space; the clock every 16th turn and a yield every 256th (shm::cpu_relax)
-  for (unsigned turn = 1; !done(); ++turn) {
-    if (turn % 16 == 0) {
-      if (std::chrono::steady_clock::now() - start >= budget) return done();
-      if (turn % 256 == 0) std::this_thread::yield();
-    }
-    shm::cpu_relax();
-  }
-  return true;
+  return shm::spin_until([this] { return done(); }, budget);
 }
 
 bool SlabCall::sleep(std::chrono::steady_clock::time_point deadline, const std::string& endpoint,

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <thread>
 
 namespace gymfarm::shm {
 
@@ -123,6 +124,21 @@ inline void cpu_relax() {
 #elif defined(__aarch64__)
   asm volatile("yield" ::: "memory");
 #endif
+}
+
+// Busy-polls until `done()` holds or `budget` has passed: in user space, the clock every 16th turn
+// and a yield every 256th (so a worker that shares this core gets it). Whether done() held.
+template <class Done>
+bool spin_until(Done&& done, std::chrono::nanoseconds budget) {
+  const auto start = std::chrono::steady_clock::now();
+  for (unsigned turn = 1; !done(); ++turn) {
+    if (turn % 16 == 0) {
+      if (std::chrono::steady_clock::now() - start >= budget) return done();
+      if (turn % 256 == 0) std::this_thread::yield();
+    }
+    cpu_relax();
+  }
+  return true;
 }
 
 // futex(2) on a shared (not process-private) word.

@@ -34,3 +34,16 @@ def shared_farm(tmp_path_factory):
     workers = f.worker_pids()
     assert f.stop() == 0, f.log()
     assert workers_gone(workers), "worker processes left behind"
+
+
+@pytest.fixture(params=["compiled", "python"])
+def slab_step(request, monkeypatch):
+    """Which client-side slab step the test's clients use: the compiled one (gymfarm._slab_port,
+    python/ext; what scripts/build gives) or slab.py's own Python (a package without the module)."""
+    from gymfarm import slab
+
+    if request.param == "python":
+        monkeypatch.setattr(slab, "_slab_port", None)
+    else:
+        assert slab._slab_port is not None, "scripts/build puts gymfarm._slab_port beside the package's modules"
+    return request.param

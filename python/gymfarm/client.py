@@ -430,12 +430,31 @@ class Farm:
             raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {self.timeout:g} s",
                                  {"client_side": True}) from None
         except (slab.SlabError, ValueError) as e:  # something in the worker wrote over the slab
-            shared.close()  # later requests go over the socket
-            raise errors.GymfarmError(f"the shared-memory reply for instance {instance} is corrupt ({e}); "
-                                      "later requests go over the socket", {"instance_id": instance}) from None
+            raise self._corrupt(shared, instance, e) from None
         if status == slab.ERR:
             raise errors.from_wire(result)
         return result
+
+    def slab_step(self, shared: slab.Slab | None, instance: str, body: dict[str, Any]) -> Any:
+        """A step through the instance's slab, as :meth:`slab_call` gives it, or, when the compiled
+        slab step had its raw reply while it spun, (obs, reward, terminated, truncated, info)."""
+        packed = codec.pack_body(body)
+        try:
+            got = shared.step(packed) if shared is not None and not self._closed else False
+        except slab.SlabError as e:
+            raise self._corrupt(shared, instance, e) from None
+        if got.__class__ is tuple:
+            return got
+        if got:
+            return self.slab_wait((shared, "step", instance, body))
+        return self.slab_wait(self._send([b"step", instance.encode(), b"", packed]))  # over the socket
+
+    def _corrupt(self, shared: slab.Slab, instance: str, e: Exception) -> errors.GymfarmError:
+        """The error for a slab reply that does not hold together (something in the worker wrote
+        over the slab); the slab is dropped, so later requests go over the socket."""
+        shared.close()
+        return errors.GymfarmError(f"the shared-memory reply for instance {instance} is corrupt ({e}); "
+                                   "later requests go over the socket", {"instance_id": instance})
 
     def slab_call(self, shared: slab.Slab | None, verb: str, instance: str, body: dict[str, Any]) -> dict[str, Any]:
         """A step or reset through the instance's slab (or the socket): its result, or its error

@@ -142,8 +142,10 @@ _RAW_HEAD = struct.Struct("=6I")  # shm/slab.hpp's raw step reply: flags, length
 _RAW_DESCS: dict[bytes, tuple[np.dtype, tuple[int, ...], int, int]] = {}  # descriptor -> dtype, shape, count, bytes
 
 
-def _raw_desc(desc: bytes) -> tuple[np.dtype, tuple[int, ...], int, int]:
-    """A raw reply's [dtype, shape] descriptor, checked: what _ext_hook would accept for an array."""
+def raw_desc(desc: bytes) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    """A raw reply's [dtype, shape] descriptor, checked: what _ext_hook would accept for an array:
+    (dtype, shape, count, bytes). Raises ValueError for any other (the compiled slab step asks
+    here too)."""
     try:
         name, shape = msgpack.unpackb(desc, raw=False)
         dt = _dtype(name)
@@ -170,16 +172,22 @@ def unpack_raw_step(buf: Any, off: int, n: int) -> dict[str, Any]:
     if head + dl + tl > at or at + ln != n:
         raise ValueError("a raw step reply's lengths do not add up")
     desc = buf[off + head:off + head + dl]
-    ent = _RAW_DESCS.get(desc) or _raw_desc(desc)
+    ent = _RAW_DESCS.get(desc) or raw_desc(desc)
     dt, shape, count, nbytes = ent
     if nbytes != ln:
         raise ValueError(f"a raw observation of {ln} bytes for {nbytes}")
     obs = np.frombuffer(buf, dt, count, off + at) if count else np.empty(0, dt)
     obs = (obs if len(shape) == 1 else obs.reshape(shape)).copy()
-    tail = _TAILS.decode(buf, off + head + dl, tl)
+    reward, info = raw_tail(buf, off + head + dl, tl)
+    return {"obs": obs, "reward": reward, "terminated": term != 0, "truncated": trunc != 0, "info": info}
+
+
+def raw_tail(buf: Any, at: int, n: int) -> list[Any]:
+    """A raw step reply's tail at ``buf[at:at + n]``: [reward, info]. ValueError when it is not."""
+    tail = _TAILS.decode(buf, at, n)
     if not isinstance(tail, list) or len(tail) != 2:
         raise ValueError("a raw step reply's tail is not [reward, info]")
-    return {"obs": obs, "reward": tail[0], "terminated": term != 0, "truncated": trunc != 0, "info": tail[1]}
+    return tail
 
 
 def pack(obj: Any) -> bytes:

@@ -9,6 +9,11 @@ body the socket would carry) into the reply area and then sets ``done_seq``. A s
 from the env's array into the slab and from there into the client's array, with no MessagePack in
 between (codec.unpack_raw_step). The layout is shm/slab.hpp's. Nothing here trusts the slab:
 offsets and lengths are checked before use.
+
+Where the package's compiled slab step is built (gymfarm._slab_port, python/ext), a slab's posts,
+spins and raw observations go through it: one call posts a step, awaits it and reads its
+observation. Sleeping, MessagePack replies and errors stay here, and so does all of it where the
+module is not built or ``GYMFARM_PURE_SLAB=1`` is set.
 """
 from __future__ import annotations
 
@@ -21,6 +26,13 @@ import time
 from typing import Any, Callable
 
 from . import codec
+
+try:
+    from . import _slab_port  # type: ignore[attr-defined]
+except ImportError:  # not built (a package installed without the build): the Python below does it all
+    _slab_port = None
+if os.environ.get("GYMFARM_PURE_SLAB"):
+    _slab_port = None
 
 MAGIC = 0x4C534647
 VERSION = 2
@@ -98,7 +110,14 @@ class Slab:
             if not 64 * 1024 <= size <= 1 << 30:
                 raise SlabError(f"not a slab: {size} bytes")
             self._mm = mmap.mmap(memfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            # the compiled step's own mapping and doorbell (it checks the header and the seals too)
+            self._port = _slab_port.Port(memfd, self._doorbell, codec.raw_desc) if _slab_port else None
+        except ValueError as e:
+            self._mm = None
+            os.close(self._doorbell)
+            raise SlabError(str(e)) from None
         except BaseException:
+            self._mm = None
             os.close(self._doorbell)
             raise
         finally:
@@ -119,8 +138,15 @@ class Slab:
         self.worker_spin = True  # whether the worker may busy-poll for this client's next request
         self.raw_replies = 0  # steps answered laid out raw
         self.sleeps = 0  # waits that ended asleep on done_seq rather than spinning
-        self.ready = 0  # waits that found the reply already there
+        self._ready = 0  # waits that found the reply already there (the port counts its own)
+        self._spun = False  # the port's step spun for the request posted last: its wait sleeps at once
         self._fence = threading.Lock()
+
+    @property
+    def ready(self) -> int:
+        """Waits that found the reply there already (a client descheduled right after posting)."""
+        port = getattr(self, "_port", None)
+        return self._ready + (port.ready if port is not None else 0)
 
     @property
     def usable(self) -> bool:
@@ -129,6 +155,8 @@ class Slab:
 
     def post(self, verb: int, body: bytes) -> bool:
         """Writes a request and rings the worker if it sleeps. False when it does not fit."""
+        if self._port is not None:
+            return self._port.post(verb, body, self.worker_spin)
         n = len(body)
         if n > self._req_cap:
             return False
@@ -154,8 +182,15 @@ class Slab:
         a longer one), then sleeps on done_seq. ``alive`` raises when
         the farm is gone. Raises TimeoutError after ``timeout`` (the farm's own step deadline
         answers well before a sensible client timeout)."""
-        w, seq = self._w, self._seq
-        if w[_DONE_SEQ] != seq:
+        w, port = self._w, self._port
+        if port is not None:
+            seq = port.seq
+            got = port.spin(0.0 if self._spun else self.spin)
+            self._spun = False
+            if not got and not self._sleep(seq, timeout, alive):
+                return UNANSWERED, None
+        elif w[_DONE_SEQ] != self._seq:
+            seq = self._seq
             recent = self._q[_STEP_NS_Q] * 1e-9
             if recent < self.spin:
                 if recent > _NAP_MARGIN:  # doze through most of a long step, awake before its end
@@ -166,7 +201,7 @@ class Slab:
             if w[_DONE_SEQ] != seq and not self._sleep(seq, timeout, alive):
                 return UNANSWERED, None
         else:
-            self.ready += 1
+            self._ready += 1
         status, n = w[_REP_STATUS], w[_REP_LEN]
         if status == SPILLED:
             return SPILLED, None
@@ -174,12 +209,40 @@ class Slab:
             raise SlabError(f"a reply with status {status} and {n} bytes")
         if status == OK_RAW:
             try:
-                reply = codec.unpack_raw_step(self._mm, self._rep_off, n)
+                if port is None:
+                    reply = codec.unpack_raw_step(self._mm, self._rep_off, n)
+                else:
+                    got = port.read_raw()
+                    if got is None:  # the status or length changed under it
+                        raise ValueError("the reply changed while it was read")
+                    obs, term, trunc, at, tl = got
+                    reward, info = codec.raw_tail(self._mm, self._rep_off + at, tl)
+                    reply = {"obs": obs, "reward": reward, "terminated": term, "truncated": trunc, "info": info}
             except ValueError as e:
                 raise SlabError(str(e)) from None
             self.raw_replies += 1
             return OK_RAW, reply
         return status, self._mm[self._rep_off:self._rep_off + n]
+
+    def step(self, body: bytes) -> Any:
+        """Posts a step (``STEP_RAW``): (obs, reward, terminated, truncated, info) when the compiled
+        step got its raw reply while it spun; True when it was posted and ``wait`` gives its reply;
+        False when it was not (the slab is not served, or the body does not fit). Raises SlabError
+        for a raw reply that does not hold together."""
+        port = self._port
+        if port is None:
+            return self.usable and self.post(STEP_RAW, body)
+        try:
+            got = port.step(body, self.spin, self.worker_spin)
+            if got.__class__ is not tuple:
+                self._spun = got == 1
+                return got != 0
+            obs, term, trunc, at, tl = got
+            reward, info = codec.raw_tail(self._mm, self._rep_off + at, tl)
+        except ValueError as e:
+            raise SlabError(str(e)) from None
+        self.raw_replies += 1
+        return (obs, reward, term, trunc, info)
 
     def _sleep(self, seq: int, timeout: float, alive: Callable[[], None]) -> bool:
         w = self._w
@@ -224,6 +287,7 @@ class Slab:
         if getattr(self, "_mm", None) is None:
             return
         self._done = None
+        self._port = None
         self._w.release()
         self._q.release()
         try:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from gymfarm import codec
+from raw_reply import raw_reply
 
 
 @pytest.mark.parametrize("value", [
@@ -90,28 +91,12 @@ def test_a_step_body_packed_from_a_cached_head_is_packs_bytes(action):
     assert codec.pack_body({"action": np.zeros(2), "extra": 1}) == codec.pack({"action": np.zeros(2), "extra": 1})
 
 
-def _raw_reply(obs, reward=1.0, info=None, term=0, trunc=0, desc=None, at=None, ln=None, tail=None):
-    """A raw step reply as the worker lays it out (shm/slab.hpp), with any field overridden."""
-    desc = msgpack.packb([obs.dtype.str, list(obs.shape)]) if desc is None else desc
-    tail = codec.pack([reward, info or {}]) if tail is None else tail
-    head = 24 + len(desc) + len(tail)
-    at = (head + 63) // 64 * 64 if at is None else at
-    raw = obs.tobytes()
-    ln = len(raw) if ln is None else ln
-    buf = bytearray(8 + at + len(raw))  # at offset 8 of its buffer, as the reply area is within a slab
-    buf[8:32] = np.array([term, trunc, len(desc), len(tail), at, ln], dtype="<u4").tobytes()
-    buf[32:32 + len(desc)] = desc
-    buf[32 + len(desc):32 + len(desc) + len(tail)] = tail
-    buf[8 + at:8 + at + len(raw)] = raw
-    return bytes(buf), at + ln
-
-
 @pytest.mark.parametrize("obs", [np.arange(4, dtype=np.float32), np.zeros((210, 160, 3), np.uint8),
                                  np.arange(24, dtype=np.int64).reshape(2, 3, 4), np.zeros((0, 3), np.float64),
                                  np.array([True, False])])
 def test_a_raw_step_reply_decodes_as_its_messagepack_body(obs):
     reward, info = np.float64(0.5), {"x": np.float64(1.5), "n": 2}
-    buf, n = _raw_reply(obs, reward, info, term=1)
+    buf, n = raw_reply(obs, reward, info, term=1)
     got = codec.unpack_raw_step(buf, 8, n)
     want = codec.unpack(codec.pack({"obs": obs, "reward": reward, "terminated": True, "truncated": False,
                                     "info": info}))
@@ -133,7 +118,7 @@ def test_a_raw_step_reply_decodes_as_its_messagepack_body(obs):
     {"tail": codec.pack({"reward": 1.0})},  # not [reward, info]
 ])
 def test_a_raw_step_reply_that_does_not_hold_together_is_refused(change):
-    buf, n = _raw_reply(np.arange(4, dtype=np.float32), **change)
+    buf, n = raw_reply(np.arange(4, dtype=np.float32), **change)
     with pytest.raises(ValueError):
         codec.unpack_raw_step(buf, 8, n)
     with pytest.raises(ValueError):

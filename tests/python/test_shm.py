@@ -73,11 +73,12 @@ def test_a_local_make_gets_a_slab_and_its_steps_skip_the_broker(start_farm):
     ("HalfCheetah-v5", 150),
     ("gymfarm_test/InfoKinds-v0", 90),
 ])
-def test_the_same_episodes_bit_for_bit_on_shm_socket_and_in_process(start_farm, env_id, steps):
+def test_the_same_episodes_bit_for_bit_on_shm_socket_and_in_process(start_farm, env_id, steps, slab_step):
     fp = start_farm(workers=2)
     shm, sock = fp.connect(), fp.connect(shm=False)
     a, b = shm.make(env_id), sock.make(env_id)
     assert a._slab is not None and b._slab is None
+    assert (a._slab._port is not None) == (slab_step == "compiled")
     local = gym.make(env_id)
     acts = actions_for(local.action_space, steps)
     if env_id.endswith("BigInfo-v0"):
@@ -99,7 +100,7 @@ def test_the_same_episodes_bit_for_bit_on_shm_socket_and_in_process(start_farm, 
 
 @pytest.mark.parametrize("kind", ["zero_d", "strided", "big_endian", "subclass", "bool", "empty", "int64_3d",
                                   "scalar", "fortran", "float16"])
-def test_every_form_of_observation_is_the_socket_paths_on_the_raw_step(start_farm, kind):
+def test_every_form_of_observation_is_the_socket_paths_on_the_raw_step(start_farm, kind, slab_step):
     """Arrays the raw layout takes (C-ordered arrays of numbers, subclasses, empty ones) and those it
     leaves to MessagePack (0-d, strided, Fortran-ordered, big-endian, NumPy scalars) arrive as the
     socket path and the env in process give them."""
@@ -153,7 +154,7 @@ def spin_or_sleep(env, steps):
     return out
 
 
-def test_a_step_of_half_a_millisecond_is_awaited_spinning_unless_the_spin_is_shorter(start_farm):
+def test_a_step_of_half_a_millisecond_is_awaited_spinning_unless_the_spin_is_shorter(start_farm, slab_step):
     """A sleeping client's wake-up costs tens of microseconds: by default a client spins on its
     slab while the worker's recent steps took under a millisecond (Heavy-v0: 0.5 ms), with
     spin_us=100 it sleeps, and a vector env with more envs than cores spins at most 200 us."""
@@ -180,7 +181,7 @@ def test_a_step_of_half_a_millisecond_is_awaited_spinning_unless_the_spin_is_sho
     crowded.close()
 
 
-def test_errors_are_the_socket_paths_errors(start_farm):
+def test_errors_are_the_socket_paths_errors(start_farm, slab_step):
     fp = start_farm(workers=2)
     errs = []
     for conn in (fp.connect(), fp.connect(shm=False)):
@@ -200,7 +201,7 @@ def test_errors_are_the_socket_paths_errors(start_farm):
     assert errs[0] == errs[1]
 
 
-def test_a_reply_too_large_for_the_slab_arrives_whole(start_farm):
+def test_a_reply_too_large_for_the_slab_arrives_whole(start_farm, slab_step):
     fp = start_farm(workers=1)
     farm = fp.connect(timeout=60)
     env = farm.make(FAULTY)
@@ -213,7 +214,7 @@ def test_a_reply_too_large_for_the_slab_arrives_whole(start_farm):
     env.close()
 
 
-def test_a_small_slab_spills_and_a_large_action_goes_over_the_socket(start_farm):
+def test_a_small_slab_spills_and_a_large_action_goes_over_the_socket(start_farm, slab_step):
     fp = start_farm(workers=2, args=["--shm-slab-kb", "64"])
     farm = fp.connect()
     pong = farm.make("ALE/Pong-v5")  # 100 KB frames: more than a 64 KB slab holds
@@ -262,7 +263,7 @@ def test_env_code_that_rewrites_the_slab_header_changes_nothing(start_farm):
     env.close()
 
 
-def test_time_spent_stays_with_the_env(start_farm):
+def test_time_spent_stays_with_the_env(start_farm, slab_step):
     """A slow env's client sleeps on the slab rather than spinning: its CPU time stays small."""
     fp = start_farm(workers=1)
     farm = fp.connect()

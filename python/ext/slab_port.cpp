@@ -1,0 +1,211 @@
+// gymfarm._slab_port: the local Python client's side of a slab, compiled (python/gymfarm/slab.py
+// uses it when it is built, and its own Python otherwise). One step is one call: the request
+// written and the worker rung, the reply awaited spinning (dozing first through a long step), and
+// a raw step reply's observation copied from the slab into a new ndarray. What is not that
+// quick case (a reply not laid out raw, one that has not come within the spin, an instance whose
+// slab is gone) is left to slab.py, which sleeps, reads MessagePack replies and raises errors.
+//
+// The port maps the slab itself (shm::Slab: the header checked, the areas' offsets read once)
+// and keeps its own copy of the doorbell, so it never touches memory or a descriptor that the
+// Python side has let go of. Nothing in the slab is trusted: lengths are checked before use.
+#include <fcntl.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "shm/slab.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+namespace off = gymfarm::shm::off;
+using gymfarm::shm::Slab;
+using gymfarm::shm::State;
+using gymfarm::shm::Status;
+using gymfarm::shm::Verb;
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+// A client that spins for a step longer than this first dozes until this long before its expected
+// end (slab.py's _NAP_MARGIN): the timer's slack and a wake-up fit in it.
+constexpr uint64_t kNapMarginNs = 150'000;
+// Descriptors remembered per slab (an env's observations have one).
+constexpr std::size_t kMaxDescs = 64;
+
+// A raw reply's observation descriptor, checked by codec.raw_desc. The strides are C-ordered,
+// from the item size Python reports: pybind11 before 2.12 reads a dtype's item size from NumPy
+// 1.x's struct layout, which NumPy 2 changed.
+struct Desc {
+  py::dtype dtype;
+  std::vector<py::ssize_t> shape, strides;
+  std::size_t bytes = 0;
+};
+
+class Port {
+ public:
+  // `describe(desc_bytes)` gives (dtype, shape, count, bytes) for a descriptor or raises
+  // ValueError (codec._raw_desc): the one place a descriptor is judged.
+  Port(int memfd, int doorbell, py::object describe) : describe_(std::move(describe)) {
+    std::string err;
+    if (!slab_.map(memfd, err)) throw py::value_error(err);
+    doorbell_ = ::fcntl(doorbell, F_DUPFD_CLOEXEC, 0);
+    if (doorbell_ < 0) throw std::system_error(errno, std::generic_category(), "dup of the doorbell");
+    seq_ = slab_.u32(off::kReqSeq).load(kRelaxed);
+  }
+  ~Port() {
+    if (doorbell_ >= 0) ::close(doorbell_);
+  }
+  Port(const Port&) = delete;
+  Port& operator=(const Port&) = delete;
+
+  uint32_t seq() const { return seq_; }
+
+  bool attached() const {
+    return slab_.u32(off::kState).load(std::memory_order_acquire) == static_cast<uint32_t>(State::Attached);
+  }
+
+  // Writes a request and rings the worker if it sleeps; false when it does not fit.
+  bool post(uint32_t verb, const py::bytes& body, bool worker_spin) {
+    char* data = nullptr;
+    Py_ssize_t n = 0;
+    if (PyBytes_AsStringAndSize(body.ptr(), &data, &n) != 0) throw py::error_already_set();
+    if (static_cast<std::size_t>(n) > slab_.request_capacity()) return false;
+    std::memcpy(slab_.request_area(), data, static_cast<std::size_t>(n));
+    slab_.u32(off::kReqVerb).store(verb, kRelaxed);
+    slab_.u32(off::kReqLen).store(static_cast<uint32_t>(n), kRelaxed);
+    slab_.u32(off::kWorkerSpin).store(worker_spin ? 1 : 0, kRelaxed);
+    ++seq_;
+    // seq_cst store, then seq_cst load: a worker that went to sleep after its last look at req_seq
+    // is rung (shm/slab.hpp)
+    slab_.u32(off::kReqSeq).store(seq_, std::memory_order_seq_cst);
+    if (slab_.u32(off::kWorkerSleeping).load(std::memory_order_seq_cst) != 0) {
+      const uint64_t one = 1;
+      if (::write(doorbell_, &one, sizeof one) < 0) {
+        // the worker still looks at its slabs every 500 ms
+      }
+    }
+    return true;
+  }
+
+  // Waits for the reply to the request posted last as slab.py's wait does before it sleeps:
+  // busy-polls for up to `spin_s` while the worker's recent requests took less (dozing first
+  // through all but the last 150 us of a longer one). 2: the reply was there already, 1: it came,
+  // 0: not yet (the caller sleeps).
+  int spin(double spin_s) {
+    if (done()) {
+      ++ready_;
+      return 2;
+    }
+    const uint64_t recent = slab_.u64(off::kStepNs).load(kRelaxed);
+    const auto budget = std::chrono::nanoseconds(static_cast<int64_t>(spin_s * 1e9));
+    if (recent < static_cast<uint64_t>(budget.count())) {
+      if (recent > kNapMarginNs) doze(std::chrono::nanoseconds(recent - kNapMarginNs));
+      gymfarm::shm::spin_until([this] { return done(); }, budget);
+    }
+    return done() ? 1 : 0;
+  }
+
+  // Once the reply is there: a raw step reply read as (obs, terminated, truncated, tail offset in
+  // the reply area, tail length), or None when the reply is not laid out raw. ValueError when its
+  // layout does not hold together.
+  py::object read_raw() {
+    const uint32_t status = slab_.u32(off::kRepStatus).load(kRelaxed);
+    const std::size_t n = slab_.u32(off::kRepLen).load(kRelaxed);
+    if (status != static_cast<uint32_t>(Status::OkRaw) || n > slab_.reply_capacity()) return py::none();
+    constexpr std::size_t head = gymfarm::shm::kRawHeadBytes;
+    if (n < head) throw py::value_error("a raw step reply of " + std::to_string(n) + " bytes");
+    const char* r = slab_.reply_area();
+    std::array<uint32_t, 6> h{};  // terminated, truncated, desc_len, tail_len, obs_off, obs_len
+    std::memcpy(h.data(), r, sizeof h);
+    const uint64_t desc_len = h[2], tail_len = h[3], obs_off = h[4], obs_len = h[5];
+    if (head + desc_len + tail_len > obs_off || obs_off + obs_len != n) {
+      throw py::value_error("a raw step reply's lengths do not add up");
+    }
+    const Desc& d = describe(std::string_view(r + head, desc_len));
+    if (d.bytes != obs_len) {
+      throw py::value_error("a raw observation of " + std::to_string(obs_len) + " bytes for " +
+                            std::to_string(d.bytes));
+    }
+    py::array obs(d.dtype, d.shape, d.strides, r + obs_off);  // a copy: the client's own array
+    return py::make_tuple(std::move(obs), h[0] != 0, h[1] != 0, head + desc_len, tail_len);
+  }
+
+  // A step posted as StepRaw and awaited spinning: read_raw's tuple when its raw reply came within
+  // the spin. Else slab.py's wait finishes it: 1 when no reply came within the spin (it sleeps at
+  // once), 2 when the reply is not laid out raw; 0 when nothing was posted (the slab is not
+  // served, or the body does not fit).
+  py::object step(const py::bytes& body, double spin_s, bool worker_spin) {
+    if (!attached() || !post(static_cast<uint32_t>(Verb::StepRaw), body, worker_spin)) return py::int_(0);
+    if (spin(spin_s) == 0) return py::int_(1);
+    py::object raw = read_raw();
+    return raw.is_none() ? py::int_(2) : raw;
+  }
+
+  // Waits that found the reply there already (spin's 2).
+  uint64_t ready() const { return ready_; }
+
+ private:
+  bool done() const { return slab_.u32(off::kDoneSeq).load(std::memory_order_acquire) == seq_; }
+
+  // Sleeps on done_seq for at most `t`, woken at once by the reply (the GIL let go meanwhile).
+  void doze(std::chrono::nanoseconds t) {
+    py::gil_scoped_release nogil;
+    slab_.u32(off::kClientWaiting).store(1, std::memory_order_seq_cst);
+    const uint32_t seen = slab_.u32(off::kDoneSeq).load(std::memory_order_seq_cst);
+    if (seen != seq_) {
+      gymfarm::shm::futex_wait(slab_.word(off::kDoneSeq), seen,
+                               std::chrono::duration_cast<std::chrono::microseconds>(t));
+    }
+    slab_.u32(off::kClientWaiting).store(0, kRelaxed);
+  }
+
+  const Desc& describe(std::string_view raw) {
+    std::string key(raw);
+    auto it = descs_.find(key);
+    if (it != descs_.end()) return it->second;
+    py::tuple got = describe_(py::bytes(key.data(), key.size()));  // raises ValueError for a bad one
+    Desc d{py::reinterpret_borrow<py::dtype>(got[0]), {}, {}, got[3].cast<std::size_t>()};
+    for (auto dim : got[1].cast<py::tuple>()) d.shape.push_back(dim.cast<py::ssize_t>());
+    d.strides.assign(d.shape.size(), 0);
+    auto stride = got[0].attr("itemsize").cast<py::ssize_t>();
+    for (std::size_t i = d.shape.size(); i-- > 0;) {
+      d.strides[i] = stride;
+      stride *= d.shape[i];
+    }
+    if (descs_.size() >= kMaxDescs) descs_.clear();
+    return descs_.emplace(std::move(key), std::move(d)).first->second;
+  }
+
+  Slab slab_;
+  int doorbell_ = -1;
+  uint32_t seq_ = 0;
+  uint64_t ready_ = 0;
+  py::object describe_;
+  std::unordered_map<std::string, Desc> descs_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_slab_port, m) {
+  m.doc() = "The local Python client's side of a slab, compiled (python/gymfarm/slab.py)";
+  py::class_<Port>(m, "Port")
+      .def(py::init<int, int, py::object>(), py::arg("memfd"), py::arg("doorbell"), py::arg("describe"))
+      .def_property_readonly("seq", &Port::seq)
+      .def_property_readonly("attached", &Port::attached)
+      .def_property_readonly("ready", &Port::ready)
+      .def("post", &Port::post)
+      .def("spin", &Port::spin)
+      .def("read_raw", &Port::read_raw)
+      .def("step", &Port::step);
+}

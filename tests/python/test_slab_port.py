@@ -1,0 +1,198 @@
+"""The compiled slab step (gymfarm._slab_port, python/ext) against a slab made here, with this test
+as the worker: it posts as slab.py's Python posts, reads raw replies as codec.unpack_raw_step reads
+them (the same values and bits, the same refusals), refuses what is not a sealed slab, and waits
+as slab.py's wait does. The farm's own runs of both paths are tests/python/test_shm.py's."""
+import fcntl
+import os
+import struct
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+
+from gymfarm import codec, slab
+from raw_reply import raw_reply
+
+port_mod = slab._slab_port
+pytestmark = pytest.mark.skipif(port_mod is None and bool(os.environ.get("GYMFARM_PURE_SLAB")),
+                                reason="GYMFARM_PURE_SLAB=1: the compiled step is off")
+
+SIZE = 512 * 1024
+REQ_OFF, REQ_CAP = 256, (SIZE - 256) // 4 // 64 * 64
+REP_OFF, REP_CAP = REQ_OFF + REQ_CAP, SIZE - 256 - REQ_CAP
+
+
+def test_a_default_build_has_the_compiled_step():
+    assert port_mod is not None, "scripts/build puts gymfarm._slab_port beside the package's modules"
+
+
+def make_slab(sealed=True):
+    """(memfd, doorbell, mmap) of a slab laid out as shm::Slab::create lays one out, attached."""
+    import mmap
+
+    fd = os.memfd_create("gymfarm-slab", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, SIZE)
+    if sealed:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+    mm = mmap.mmap(fd, SIZE)
+    struct.pack_into("=IIQIIII", mm, 0, slab.MAGIC, slab.VERSION, SIZE, REQ_OFF, REQ_CAP, REP_OFF, REP_CAP)
+    struct.pack_into("=I", mm, 140, slab.ATTACHED)
+    return fd, os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK), mm
+
+
+@pytest.fixture
+def fake():
+    fd, bell, mm = make_slab()
+    port = port_mod.Port(fd, bell, codec.raw_desc)
+    yield port, mm, bell
+    del port
+    os.close(fd)
+    os.close(bell)
+    mm.close()
+
+
+def word(mm, at):
+    return struct.unpack_from("=I", mm, at)[0]
+
+
+def answer(mm, seq, status, body, step_ns=0):
+    """The worker's side: the reply, its status and length, the recent time, done_seq last."""
+    mm[REP_OFF:REP_OFF + len(body)] = body
+    struct.pack_into("=III", mm, 132, status, len(body), 1)  # rep_status, rep_len, state attached
+    struct.pack_into("=Q", mm, 144, step_ns)
+    struct.pack_into("=I", mm, 128, seq)
+
+
+def test_a_post_writes_the_request_and_rings_a_sleeping_worker(fake):
+    port, mm, bell = fake
+    assert port.post(slab.STEP_RAW, b"\x81\xa6action\x01", True) and port.seq == 1
+    assert mm[REQ_OFF:REQ_OFF + 9] == b"\x81\xa6action\x01"
+    assert [word(mm, at) for at in (64, 68, 72, 80)] == [1, slab.STEP_RAW, 9, 1]
+    with pytest.raises(BlockingIOError):  # the worker was not asleep: not rung
+        os.eventfd_read(bell)
+    struct.pack_into("=I", mm, 192, 1)  # worker_sleeping
+    assert port.post(slab.RESET, b"\x80", False) and port.seq == 2
+    assert [word(mm, at) for at in (64, 68, 72, 80)] == [2, slab.RESET, 1, 0]
+    assert os.eventfd_read(bell) == 1
+    assert not port.post(slab.STEP_RAW, bytes(REQ_CAP + 1), True) and port.seq == 2  # does not fit
+
+
+@pytest.mark.parametrize("obs", [np.arange(4, dtype=np.float32), np.zeros((210, 160, 3), np.uint8),
+                                 np.arange(24, dtype=np.int64).reshape(2, 3, 4), np.zeros((0, 3), np.float64),
+                                 np.array([True, False]), np.array([np.nan, -0.0], np.float16)])
+def test_a_raw_reply_reads_as_the_python_path_reads_it(fake, obs):
+    port, mm, _ = fake
+    reward, info = np.float32(np.nan), {"x": np.float64(1.5), "n": 2}
+    buf, n = raw_reply(obs, reward, info, term=1)
+    assert port.post(slab.STEP_RAW, b"\x80", True)
+    answer(mm, port.seq, slab.OK_RAW, buf[8:8 + n])
+    assert port.spin(1e-3) == 2
+    got, want = port.read_raw(), codec.unpack_raw_step(buf, 8, n)
+    o, term, trunc, at, tl = got
+    assert (term, trunc) == (True, False)
+    assert type(o) is np.ndarray and o.dtype == want["obs"].dtype and o.shape == want["obs"].shape
+    assert o.tobytes() == want["obs"].tobytes() and o.flags.writeable and o.flags.c_contiguous and o.flags.owndata
+    r, i = codec.raw_tail(mm, REP_OFF + at, tl)
+    assert type(r) is np.float32 and np.isnan(r) and r.tobytes() == want["reward"].tobytes()
+    assert i == want["info"] and type(i["x"]) is np.float64
+    o[...] = 0  # the client's own array: the slab keeps its bytes
+    assert port.read_raw()[0].tobytes() == obs.tobytes()
+
+
+@pytest.mark.parametrize("change", [
+    {"ln": 12},  # fewer bytes than the descriptor's array
+    {"at": 8},  # the observation overlaps the descriptor
+    {"desc": msgpack.packb([">f4", [4]])},  # big-endian
+    {"desc": msgpack.packb(["|O", [4]])},  # objects
+    {"desc": msgpack.packb(["<f4", [-4]])},  # a negative dimension
+    {"desc": msgpack.packb(["<f4", []])},  # 0-d: never laid out raw
+    {"desc": b"\xc1"},  # not MessagePack
+])
+def test_a_raw_reply_that_does_not_hold_together_is_refused_as_the_python_path_refuses_it(fake, change):
+    port, mm, _ = fake
+    buf, n = raw_reply(np.arange(4, dtype=np.float32), **change)
+    with pytest.raises(ValueError):
+        codec.unpack_raw_step(buf, 8, n)
+    assert port.post(slab.STEP_RAW, b"\x80", True)
+    answer(mm, port.seq, slab.OK_RAW, buf[8:8 + n])
+    with pytest.raises(ValueError):
+        port.read_raw()
+    answer(mm, port.seq, slab.OK_RAW, buf[8:8 + 20])  # shorter than the head
+    with pytest.raises(ValueError, match="of 20 bytes"):
+        port.read_raw()
+
+
+def test_lengths_that_wrap_around_32_bits_are_refused(fake):
+    port, mm, _ = fake
+    buf, n = raw_reply(np.arange(4, dtype=np.float32))
+    body = bytearray(buf[8:8 + n])
+    struct.pack_into("=II", body, 16, 0xFFFFFFF0, n + 0x10)  # obs_off + obs_len = n, modulo 2**32
+    assert port.post(slab.STEP_RAW, b"\x80", True)
+    answer(mm, port.seq, slab.OK_RAW, bytes(body))
+    with pytest.raises(ValueError, match="do not add up"):
+        port.read_raw()
+
+
+def test_a_reply_that_is_not_raw_is_left_to_python(fake):
+    port, mm, _ = fake
+    for status in (slab.OK, slab.ERR, slab.SPILLED):
+        assert port.post(slab.STEP_RAW, b"\x80", True)
+        answer(mm, port.seq, status, codec.pack({"obs": 1}))
+        assert port.read_raw() is None
+    struct.pack_into("=II", mm, 132, slab.OK_RAW, REP_CAP + 1)  # longer than the reply area
+    assert port.read_raw() is None
+    struct.pack_into("=I", mm, 140, slab.DEAD)
+    assert port.step(b"\x80", 1e-3, True) == 0 and port.seq == 3  # a dead slab: nothing posted
+
+
+def test_a_step_whose_reply_does_not_come_within_the_spin_is_left_to_sleep(fake):
+    port, mm, _ = fake
+    t = time.perf_counter()
+    assert port.step(b"\x80", 2e-3, True) == 1  # no worker: nothing came within 2 ms
+    assert 2e-3 <= time.perf_counter() - t < 0.5
+    struct.pack_into("=Q", mm, 144, 5_000_000)  # the worker's steps take 5 ms: longer than the spin
+    t = time.perf_counter()
+    assert port.spin(2e-3) == 0 and time.perf_counter() - t < 2e-3  # no spin at all: sleep at once
+
+
+def test_a_reply_that_comes_while_the_port_dozes_is_taken(fake):
+    """A step the worker's recent times say takes 20 ms: the port dozes (the GIL let go, so this
+    process's other threads run; here the fake worker) until 150 us before its end, then spins."""
+    port, mm, _ = fake
+    struct.pack_into("=Q", mm, 144, 20_000_000)
+    obs = np.arange(3, dtype=np.float32)
+    buf, n = raw_reply(obs, 1.0, {})
+    assert port.post(slab.STEP_RAW, b"\x80", True)
+    worker = threading.Timer(0.005, answer, (mm, port.seq, slab.OK_RAW, buf[8:8 + n], 20_000_000))
+    worker.start()
+    assert port.spin(0.1) == 1
+    worker.join()
+    assert port.read_raw()[0].tobytes() == obs.tobytes()
+
+
+def test_what_is_not_a_sealed_slab_is_refused():
+    fd, bell, mm = make_slab(sealed=False)  # a holder could shrink it under a reader
+    try:
+        with pytest.raises(ValueError):
+            port_mod.Port(fd, bell, codec.raw_desc)
+        struct.pack_into("=I", mm, 0, 0xDEADBEEF)
+        with pytest.raises(ValueError):
+            port_mod.Port(fd, bell, codec.raw_desc)
+    finally:
+        mm.close()
+        os.close(fd)
+        os.close(bell)
+
+
+def test_the_port_keeps_its_own_mapping_and_doorbell():
+    """Once made, the port needs nothing the Python side holds: the memfd, the doorbell and the
+    Python mapping can all be closed."""
+    fd, bell, mm = make_slab()
+    port = port_mod.Port(fd, bell, codec.raw_desc)
+    os.close(fd)
+    os.close(bell)
+    struct.pack_into("=I", mm, 192, 1)  # the worker sleeps: the port rings its own copy
+    mm.close()
+    assert port.post(slab.STEP_RAW, b"\x80", True) and port.seq == 1
