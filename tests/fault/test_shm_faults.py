@@ -13,8 +13,8 @@ import time
 import pytest
 
 import gymfarm
-from gymfarm import slab
 from farm_fixture import ROOT, pid_alive, step_in_background, wait_until
+from gymfarm import slab
 
 FAULTY = "gymfarm_test/Faulty-v0"
 HANG = 3
