@@ -52,6 +52,126 @@ struct Desc {
   std::size_t bytes = 0;
 };
 
+// A raw reply's tail [reward, info] of one length read by offsets, as tails.py's learned layout
+// reads it (its spec): the bytes that must stay the same, then each value, a NumPy scalar made by
+// its type from the value read at its offset (exactly what tails.py's struct call and type give),
+// or a plain value shared between replies.
+class TailLayout {
+ public:
+  TailLayout(std::size_t length, const py::list& runs, const py::list& values, const py::tuple& keys)
+      : length_(length) {
+    for (auto run : runs) {
+      auto r = run.cast<py::tuple>();
+      auto at = r[0].cast<std::size_t>();
+      auto bytes = r[1].cast<std::string>();
+      if (at + bytes.size() > length) throw py::value_error("a tail layout's fixed bytes lie outside it");
+      fixed_.emplace_back(at, std::move(bytes));
+    }
+    for (auto value : values) {
+      auto v = value.cast<py::tuple>();
+      auto at = v[0].cast<long long>();
+      auto code = v[1].cast<std::string>();
+      if (at < 0) {
+        values_.push_back({0, 0, v[2]});
+        continue;
+      }
+      if (code.size() != 1 || width(code[0]) == 0 || static_cast<std::size_t>(at) + width(code[0]) > length) {
+        throw py::value_error("a tail layout's value cannot be read");
+      }
+      values_.push_back({static_cast<std::size_t>(at), code[0], v[2]});
+    }
+    for (auto k : keys) keys_.push_back(py::reinterpret_borrow<py::object>(k));
+    if (values_.size() != keys_.size() + 1) throw py::value_error("a tail layout's keys and values do not match");
+  }
+
+  // [reward, info] read from `p` (`length` bytes), or a null object when a fixed byte differs or
+  // a float32 is a NaN (tails.py then reads it, keeping the NaN's payload).
+  py::object decode(const char* p) const {
+    for (const auto& [at, bytes] : fixed_) {
+      if (std::memcmp(p + at, bytes.data(), bytes.size()) != 0) return {};
+    }
+    std::vector<py::object> out;
+    out.reserve(values_.size());
+    for (const auto& v : values_) {
+      if (v.code == 0) {
+        out.push_back(v.type);
+        continue;
+      }
+      py::object base = read(p + v.at, v.code);
+      if (!base) return {};
+      PyObject* made = PyObject_CallOneArg(v.type.ptr(), base.ptr());
+      if (made == nullptr) throw py::error_already_set();
+      out.push_back(py::reinterpret_steal<py::object>(made));
+    }
+    py::dict info;
+    for (std::size_t i = 0; i < keys_.size(); ++i) {
+      if (PyDict_SetItem(info.ptr(), keys_[i].ptr(), out[i + 1].ptr()) != 0) throw py::error_already_set();
+    }
+    py::list tail(2);
+    tail[0] = std::move(out[0]);
+    tail[1] = std::move(info);
+    return tail;
+  }
+
+  std::size_t length() const { return length_; }
+
+ private:
+  struct Value {
+    std::size_t at;
+    char code;        // a struct code (tails.py's), or 0 for a plain value
+    py::object type;  // the NumPy scalar type, or the plain value itself
+  };
+
+  static std::size_t width(char code) {
+    switch (code) {
+      case '?': case 'b': case 'B': return 1;
+      case 'h': case 'H': return 2;
+      case 'i': case 'I': case 'f': return 4;
+      case 'q': case 'Q': case 'd': return 8;
+      default: return 0;
+    }
+  }
+
+  template <class T>
+  static T load(const char* p) {
+    T v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+
+  // The value as struct's little-endian code gives it (this host is little-endian: slab.hpp's
+  // layout is in host order); null for a float32 NaN.
+  static py::object read(const char* p, char code) {
+    PyObject* o = nullptr;
+    switch (code) {
+      case '?': o = PyBool_FromLong(load<uint8_t>(p) != 0); break;
+      case 'b': o = PyLong_FromLong(load<int8_t>(p)); break;
+      case 'B': o = PyLong_FromLong(load<uint8_t>(p)); break;
+      case 'h': o = PyLong_FromLong(load<int16_t>(p)); break;
+      case 'H': o = PyLong_FromLong(load<uint16_t>(p)); break;
+      case 'i': o = PyLong_FromLong(load<int32_t>(p)); break;
+      case 'I': o = PyLong_FromUnsignedLong(load<uint32_t>(p)); break;
+      case 'q': o = PyLong_FromLongLong(load<int64_t>(p)); break;
+      case 'Q': o = PyLong_FromUnsignedLongLong(load<uint64_t>(p)); break;
+      case 'd': o = PyFloat_FromDouble(load<double>(p)); break;
+      case 'f': {
+        const auto f = load<float>(p);
+        if (f != f) return {};
+        o = PyFloat_FromDouble(f);
+        break;
+      }
+      default: return {};
+    }
+    if (o == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(o);
+  }
+
+  std::size_t length_;
+  std::vector<std::pair<std::size_t, std::string>> fixed_;
+  std::vector<Value> values_;
+  std::vector<py::object> keys_;
+};
+
 class Port {
  public:
   // `describe(desc_bytes)` gives (dtype, shape, count, bytes) for a descriptor or raises
@@ -116,9 +236,10 @@ class Port {
     return done() ? 1 : 0;
   }
 
-  // Once the reply is there: a raw step reply read as (obs, terminated, truncated, tail offset in
-  // the reply area, tail length), or None when the reply is not laid out raw. ValueError when its
-  // layout does not hold together.
+  // Once the reply is there: a raw step reply read as (obs, reward, terminated, truncated, info)
+  // when its tail has a layout taught here that holds, else as [obs, terminated, truncated, tail
+  // offset in the reply area, tail length] for tails.py to read; None when the reply is not laid
+  // out raw. ValueError when its layout does not hold together.
   py::object read_raw() {
     const uint32_t status = slab_.u32(off::kRepStatus).load(kRelaxed);
     const std::size_t n = slab_.u32(off::kRepLen).load(kRelaxed);
@@ -138,13 +259,36 @@ class Port {
                             std::to_string(d.bytes));
     }
     py::array obs(d.dtype, d.shape, d.strides, r + obs_off);  // a copy: the client's own array
-    return py::make_tuple(std::move(obs), h[0] != 0, h[1] != 0, head + desc_len, tail_len);
+    const bool term = h[0] != 0, trunc = h[1] != 0;
+    if (auto it = tails_.find(tail_len); it != tails_.end()) {
+      if (py::object tail = it->second.decode(r + head + desc_len)) {
+        py::list t = tail;
+        return py::make_tuple(std::move(obs), t[0], term, trunc, t[1]);
+      }
+    }
+    py::list rest(5);
+    rest[0] = std::move(obs);
+    rest[1] = py::bool_(term);
+    rest[2] = py::bool_(trunc);
+    rest[3] = py::int_(head + desc_len);
+    rest[4] = py::int_(tail_len);
+    return rest;
   }
 
-  // A step posted as StepRaw and awaited spinning: read_raw's tuple when its raw reply came within
-  // the spin. Else slab.py's wait finishes it: 1 when no reply came within the spin (it sleeps at
-  // once), 2 when the reply is not laid out raw; 0 when nothing was posted (the slab is not
-  // served, or the body does not fit).
+  // Teaches the port tails.py's layout (its spec: runs, values, keys) for tails of `length`
+  // bytes, or forgets the one it had (None).
+  void learn_tail(std::size_t length, const py::object& spec) {
+    tails_.erase(length);
+    if (spec.is_none()) return;
+    auto t = spec.cast<py::tuple>();
+    if (tails_.size() >= kMaxDescs) tails_.clear();
+    tails_.emplace(length, TailLayout(length, t[0].cast<py::list>(), t[1].cast<py::list>(), t[2].cast<py::tuple>()));
+  }
+
+  // A step posted as StepRaw and awaited spinning: read_raw's tuple or list when its raw reply
+  // came within the spin. Else slab.py's wait finishes it: 1 when no reply came within the spin
+  // (it sleeps at once), 2 when the reply is not laid out raw; 0 when nothing was posted (the
+  // slab is not served, or the body does not fit).
   py::object step(const py::bytes& body, double spin_s, bool worker_spin) {
     if (!attached() || !post(static_cast<uint32_t>(Verb::StepRaw), body, worker_spin)) return py::int_(0);
     if (spin(spin_s) == 0) return py::int_(1);
@@ -193,6 +337,7 @@ class Port {
   uint64_t ready_ = 0;
   py::object describe_;
   std::unordered_map<std::string, Desc> descs_;
+  std::unordered_map<std::size_t, TailLayout> tails_;  // by tail length
 };
 
 }  // namespace
@@ -207,5 +352,6 @@ PYBIND11_MODULE(_slab_port, m) {
       .def("post", &Port::post)
       .def("spin", &Port::spin)
       .def("read_raw", &Port::read_raw)
+      .def("learn_tail", &Port::learn_tail)
       .def("step", &Port::step);
 }

@@ -182,6 +182,11 @@ def unpack_raw_step(buf: Any, off: int, n: int) -> dict[str, Any]:
     return {"obs": obs, "reward": reward, "terminated": term != 0, "truncated": trunc != 0, "info": info}
 
 
+def tail_layout(n: int) -> Any:
+    """The layout tails.py learned for raw tails of ``n`` bytes, or None."""
+    return _TAILS.layout(n)
+
+
 def raw_tail(buf: Any, at: int, n: int) -> list[Any]:
     """A raw step reply's tail at ``buf[at:at + n]``: [reward, info]. ValueError when it is not."""
     tail = _TAILS.decode(buf, at, n)

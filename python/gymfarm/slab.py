@@ -140,6 +140,7 @@ class Slab:
         self.sleeps = 0  # waits that ended asleep on done_seq rather than spinning
         self._ready = 0  # waits that found the reply already there (the port counts its own)
         self._spun = False  # the port's step spun for the request posted last: its wait sleeps at once
+        self._taught: dict[int, Any] = {}  # tail length -> the tails.py layout the port was taught
         self._fence = threading.Lock()
 
     @property
@@ -215,8 +216,7 @@ class Slab:
                     got = port.read_raw()
                     if got is None:  # the status or length changed under it
                         raise ValueError("the reply changed while it was read")
-                    obs, term, trunc, at, tl = got
-                    reward, info = codec.raw_tail(self._mm, self._rep_off + at, tl)
+                    obs, reward, term, trunc, info = got if got.__class__ is tuple else self._rest(got)
                     reply = {"obs": obs, "reward": reward, "terminated": term, "truncated": trunc, "info": info}
             except ValueError as e:
                 raise SlabError(str(e)) from None
@@ -234,14 +234,26 @@ class Slab:
             return self.usable and self.post(STEP_RAW, body)
         try:
             got = port.step(body, self.spin, self.worker_spin)
-            if got.__class__ is not tuple:
+            kind = got.__class__
+            if kind is list:
+                got = self._rest(got)
+            elif kind is not tuple:
                 self._spun = got == 1
                 return got != 0
-            obs, term, trunc, at, tl = got
-            reward, info = codec.raw_tail(self._mm, self._rep_off + at, tl)
         except ValueError as e:
             raise SlabError(str(e)) from None
         self.raw_replies += 1
+        return got
+
+    def _rest(self, got: list[Any]) -> tuple[Any, ...]:
+        """A raw reply the port read but for its tail: the tail read by tails.py, and the port
+        taught (or made to forget) the layout tails.py now has for tails of that length."""
+        obs, term, trunc, at, tl = got
+        reward, info = codec.raw_tail(self._mm, self._rep_off + at, tl)
+        lay = codec.tail_layout(tl)
+        if self._taught.get(tl) is not lay:
+            self._port.learn_tail(tl, lay.spec if lay is not None else None)
+            self._taught[tl] = lay
         return (obs, reward, term, trunc, info)
 
     def _sleep(self, seq: int, timeout: float, alive: Callable[[], None]) -> bool:

@@ -26,10 +26,10 @@ _NAN_CODES = ("f", "e")  # read through a double by struct: a NaN is read from i
 class _Layout:
     """What one tail length's bytes hold: ``st`` reads fixed runs and values in order."""
 
-    __slots__ = ("st", "fixed", "fixed_bytes", "plan", "keys", "nans")
+    __slots__ = ("st", "fixed", "fixed_bytes", "plan", "keys", "nans", "spec")
 
     def __init__(self, fmt: str, fixed_at: list[int], plan: list[tuple[int, Any]], keys: tuple[str, ...],
-                 nans: list[tuple[int, int, np.dtype]], data: bytes):
+                 nans: list[tuple[int, int, np.dtype]], data: bytes, spec: tuple[Any, ...] | None):
         self.st = struct.Struct(fmt)
         # itemgetter of one index gives the item, of several a tuple: compared with what it gave here
         self.fixed = operator.itemgetter(*fixed_at)
@@ -37,6 +37,9 @@ class _Layout:
         self.plan = plan  # per value, reward first: (index in st's items, type) or (-1, the plain value)
         self.keys = keys
         self.nans = nans  # (position in plan, offset in the tail, dtype) of float32/16 values
+        # the same layout by offsets, for the compiled slab step (python/ext): ([(offset, fixed
+        # bytes)], [(offset, struct code, type) or (-1, "", plain value)], keys); None with float16s
+        self.spec = spec
 
 
 class Tails:
@@ -49,6 +52,10 @@ class Tails:
         self._scalar_head = scalar_head
         self._layouts: dict[int, _Layout | None] = {}
         self._tries: dict[int, int] = {}
+
+    def layout(self, n: int) -> _Layout | None:
+        """The layout learned for tails of ``n`` bytes, if any."""
+        return self._layouts.get(n)
 
     def decode(self, buf: Any, start: int, n: int) -> Any:
         """The tail at ``buf[start:start + n]``, as ``unpack`` gives it."""
@@ -96,20 +103,24 @@ def _learn(data: bytes, tail: Any, scalar_head: Callable[[bytes], Any]) -> _Layo
     if reader.pos != len(data):
         return None
     fmt, fixed_at, plan, nans, item, last = ["<"], [], [], [], 0, 0
+    runs, slots = [], []  # the spec's
     for (at, code, typ, dt), v in zip(spans, values):
         if code is None:  # a plain value: its bytes stay in the fixed run
             if not isinstance(v, _PLAIN):
                 return None
             plan.append((-1, v))
+            slots.append((-1, "", v))
             continue
         if at > last:
             fmt.append(f"{at - last}s")
             fixed_at.append(item)
+            runs.append((last, data[last:at]))
             item += 1
         fmt.append(code)
         if code in _NAN_CODES:
             nans.append((len(plan), at, dt))
         plan.append((item, typ))
+        slots.append((at, code, typ))
         item += 1
         last = at + struct.calcsize("<" + code)
     if all(i < 0 for i, _ in plan):
@@ -117,7 +128,9 @@ def _learn(data: bytes, tail: Any, scalar_head: Callable[[bytes], Any]) -> _Layo
     if len(data) > last:
         fmt.append(f"{len(data) - last}s")
         fixed_at.append(item)
-    return _Layout("".join(fmt), fixed_at, plan, keys, nans, data)
+        runs.append((last, data[last:]))
+    spec = None if any(code == "e" for _, code, _ in slots) else (runs, slots, keys)
+    return _Layout("".join(fmt), fixed_at, plan, keys, nans, data, spec)
 
 
 class _Reader:

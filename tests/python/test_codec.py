@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gymfarm import codec
-from raw_reply import raw_reply
+from raw_reply import raw_reply, same, tails_of_one_shape, worker_tail
 
 
 @pytest.mark.parametrize("value", [
@@ -125,74 +125,16 @@ def test_a_raw_step_reply_that_does_not_hold_together_is_refused(change):
         codec.unpack_raw_step(buf, 8, 20)  # shorter than the head
 
 
-def _worker_tail(reward, info):
-    """A raw reply's tail as the worker packs it: NumPy scalars as ndarray extensions (np.float64
-    too, which msgpack would pack as a float)."""
-    def wire(v):
-        if isinstance(v, np.generic):
-            return codec._ndarray_ext(v)
-        if isinstance(v, dict):
-            return {k: wire(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [wire(x) for x in v]
-        return v
-    return msgpack.packb([wire(reward), wire(info)], default=codec._default, use_bin_type=True)
-
-
-def _same(a, b):
-    """Equal in type and bits, all the way down (a NaN's payload too)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, (np.generic, np.ndarray)):
-        return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float):
-        return np.float64(a).tobytes() == np.float64(b).tobytes()
-    return a == b
-
-
-def _nan(bits, dtype):
-    return np.frombuffer(np.array([bits], dtype="<u" + dtype[-1]).tobytes(), dtype)[0]
-
-
-def _tails(seed):
-    """Tails of one shape (HalfCheetah's and more), values changing, and now and then a change of
-    the bytes around them: a plain value, a key, a type, a nesting."""
-    rng = np.random.default_rng(seed)
-    for t in range(60):
-        info = {"x": np.float64(rng.normal()), "f32": np.float32(rng.normal()), "f16": np.float16(rng.normal()),
-                "i": np.int64(rng.integers(-2**63, 2**63 - 1)), "u": np.uint8(rng.integers(256)),
-                "b": np.bool_(rng.integers(2)), "u64": np.uint64(2**64 - 1 - t), "label": "same", "none": None,
-                "flt": 0.5, "n": 7}
-        if t % 7 == 3:
-            info["f32"] = _nan(0x7FC00001 + t, "<f4")  # NaNs with payloads keep them
-            info["f16"] = _nan(0x7E01 + t, "<f2")
-            info["x"] = _nan(0x7FF8000000000001 + t, "<f8")
-        if t % 5 == 1:
-            info["n"] = t  # a plain value changes: the same length, other fixed bytes
-        if t % 11 == 2:
-            info["lable"] = info.pop("label")  # a key of the same length
-        if t % 13 == 4:
-            info["f32"] = np.int32(5)  # another type of the same size
-        if t % 17 == 5:
-            info["deep"] = {"x": np.float64(t)}  # nested: never a layout
-        reward = np.float64(rng.normal()) if t % 9 else np.float32(1.5)
-        yield reward, info
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_tail_read_from_its_learned_layout_is_the_one_unpacked_the_long_way(seed):
     layouts = codec.tails.Tails(codec.unpack, codec.scalar_head)
     read = 0
-    for reward, info in _tails(seed):
-        data = _worker_tail(reward, info)
+    for reward, info in tails_of_one_shape(seed):
+        data = worker_tail(reward, info)
         buf = b"\0" * 5 + data + b"\xff" * 3  # at an offset, with bytes after it
         want = codec.unpack(data)
         got = layouts.decode(buf, 5, len(data))
-        assert _same(got, want), (got, want)
+        assert same(got, want), (got, want)
         read += layouts._layouts.get(len(data)) is not None
     assert read > 30  # most came from a layout, not the long way
 
@@ -202,23 +144,23 @@ def test_tails_a_layout_cannot_take_are_unpacked():
     for reward, info in [(1.0, {}), (np.float64(1), {"a": [np.float64(1)]}), (np.float64(1), {1: np.float64(2)}),
                          (np.float64(1), {"a": np.arange(3.0)}), (np.float64(1), {"a": 2**70}),
                          (np.float64(1), {"a": b"xy"}), ({"r": 1}, {}), (np.float64(2), 3)]:
-        data = _worker_tail(reward, info)
+        data = worker_tail(reward, info)
         for _ in range(3):
-            assert _same(layouts.decode(data, 0, len(data)), codec.unpack(data))
+            assert same(layouts.decode(data, 0, len(data)), codec.unpack(data))
         assert layouts._layouts.get(len(data)) is None
 
 
 def test_a_tail_length_whose_fixed_bytes_keep_changing_stops_being_learned():
     layouts = codec.tails.Tails(codec.unpack, codec.scalar_head)
     for t in range(40):  # Pong's info: ints that change every step
-        data = _worker_tail(np.float64(t), {"frame": 100 + t})
-        assert _same(layouts.decode(data, 0, len(data)), codec.unpack(data))
+        data = worker_tail(np.float64(t), {"frame": 100 + t})
+        assert same(layouts.decode(data, 0, len(data)), codec.unpack(data))
     assert layouts._tries[len(data)] == codec.tails._MAX_TRIES
 
 
 def test_a_tail_written_over_after_its_layout_was_learned_is_unpacked_or_refused():
     layouts = codec.tails.Tails(codec.unpack, codec.scalar_head)
-    data = _worker_tail(np.float64(1), {"x": np.float64(2), "y": np.float32(3)})
+    data = worker_tail(np.float64(1), {"x": np.float64(2), "y": np.float32(3)})
     layouts.decode(data, 0, len(data))
     for i in range(len(data)):  # every byte changed in turn: the long way's answer, or its error
         bad = bytearray(data)
@@ -229,7 +171,7 @@ def test_a_tail_written_over_after_its_layout_was_learned_is_unpacked_or_refused
             with pytest.raises(type(e)):
                 layouts.decode(bytes(bad), 0, len(bad))
             continue
-        assert _same(layouts.decode(bytes(bad), 0, len(bad)), want)
+        assert same(layouts.decode(bytes(bad), 0, len(bad)), want)
 
 
 def test_subclasses_and_containers_travel_as_their_base_types_and_numpy_floats_as_numpy():

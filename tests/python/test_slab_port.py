@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gymfarm import codec, slab
-from raw_reply import raw_reply
+from raw_reply import raw_reply, same, tails_of_one_shape, worker_tail
 
 port_mod = slab._slab_port
 pytestmark = pytest.mark.skipif(port_mod is None and bool(os.environ.get("GYMFARM_PURE_SLAB")),
@@ -99,6 +99,71 @@ def test_a_raw_reply_reads_as_the_python_path_reads_it(fake, obs):
     assert i == want["info"] and type(i["x"]) is np.float64
     o[...] = 0  # the client's own array: the slab keeps its bytes
     assert port.read_raw()[0].tobytes() == obs.tobytes()
+
+
+def step_raw(port, mm, tail):
+    """One raw reply with this tail, read by the port."""
+    buf, n = raw_reply(np.arange(3, dtype=np.float32), tail=tail)
+    assert port.post(slab.STEP_RAW, b"\x80", True)
+    answer(mm, port.seq, slab.OK_RAW, buf[8:8 + n])
+    return port.read_raw()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_tail_read_from_a_taught_layout_is_the_one_unpacked_the_long_way(fake, seed):
+    """slab.py teaches the port the layout tails.py learned for a tail length; the port then reads
+    such tails itself, and leaves to tails.py one whose fixed bytes differ or whose float32 is a
+    NaN (whose payload tails.py keeps)."""
+    port, mm, _ = fake
+    layouts = codec.tails.Tails(codec.unpack, codec.scalar_head)
+    taught, native = {}, 0
+    for reward, info in tails_of_one_shape(seed):
+        info.pop("f16")  # a layout with a float16 is never taught (the next test)
+        data = worker_tail(reward, info)
+        got = step_raw(port, mm, data)
+        if got.__class__ is tuple:
+            native += 1
+            tail = [got[1], got[4]]
+            assert got[2:4] == (False, False)
+        else:
+            assert got.__class__ is list and got[4] == len(data)
+            tail = layouts.decode(mm, REP_OFF + got[3], got[4])
+            lay = layouts.layout(len(data))
+            if taught.get(len(data)) is not lay:
+                port.learn_tail(len(data), lay.spec if lay is not None else None)
+                taught[len(data)] = lay
+        assert same(tail, codec.unpack(data)), (tail, codec.unpack(data))
+    assert native > 20  # most were read by the port
+
+
+def test_a_layout_with_float16s_is_not_taught_and_a_forgotten_one_is_not_used(fake):
+    port, mm, _ = fake
+    layouts = codec.tails.Tails(codec.unpack, codec.scalar_head)
+    half = worker_tail(np.float64(1), {"h": np.float16(0.5)})
+    for _ in range(2):
+        layouts.decode(half, 0, len(half))
+    assert layouts.layout(len(half)) is not None and layouts.layout(len(half)).spec is None
+    data = worker_tail(np.float64(1), {"x": np.float64(2), "y": np.float32(3)})
+    layouts.decode(data, 0, len(data))
+    port.learn_tail(len(data), layouts.layout(len(data)).spec)
+    got = step_raw(port, mm, data)
+    assert got.__class__ is tuple and same([got[1], got[4]], codec.unpack(data))
+    port.learn_tail(len(data), None)
+    assert step_raw(port, mm, data).__class__ is list
+
+
+def test_a_tail_written_over_after_its_layout_was_taught_is_left_to_python(fake):
+    port, mm, _ = fake
+    layouts = codec.tails.Tails(codec.unpack, codec.scalar_head)
+    data = worker_tail(np.float64(1), {"x": np.float64(2), "y": np.float32(3), "s": "same"})
+    layouts.decode(data, 0, len(data))
+    port.learn_tail(len(data), layouts.layout(len(data)).spec)
+    for i in range(len(data)):  # every byte changed in turn: read by the port only where a value changed
+        bad = bytearray(data)
+        bad[i] ^= 0x5A
+        got = step_raw(port, mm, bytes(bad))
+        if got.__class__ is tuple:
+            assert same([got[1], got[4]], codec.unpack(bytes(bad)))
 
 
 @pytest.mark.parametrize("change", [
