@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gymfarm import codec
-from raw_reply import raw_reply, same, tails_of_one_shape, worker_tail
+from raw_reply import BROKEN_LAYOUTS, RAW_OBSERVATIONS, raw_reply, same, tails_of_one_shape, worker_tail
 
 
 @pytest.mark.parametrize("value", [
@@ -91,9 +91,7 @@ def test_a_step_body_packed_from_a_cached_head_is_packs_bytes(action):
     assert codec.pack_body({"action": np.zeros(2), "extra": 1}) == codec.pack({"action": np.zeros(2), "extra": 1})
 
 
-@pytest.mark.parametrize("obs", [np.arange(4, dtype=np.float32), np.zeros((210, 160, 3), np.uint8),
-                                 np.arange(24, dtype=np.int64).reshape(2, 3, 4), np.zeros((0, 3), np.float64),
-                                 np.array([True, False])])
+@pytest.mark.parametrize("obs", RAW_OBSERVATIONS)
 def test_a_raw_step_reply_decodes_as_its_messagepack_body(obs):
     reward, info = np.float64(0.5), {"x": np.float64(1.5), "n": 2}
     buf, n = raw_reply(obs, reward, info, term=1)
@@ -107,16 +105,8 @@ def test_a_raw_step_reply_decodes_as_its_messagepack_body(obs):
     assert got["terminated"] is True and got["truncated"] is False and got["info"] == want["info"]
 
 
-@pytest.mark.parametrize("change", [
-    {"ln": 12},  # fewer bytes than the descriptor's array
-    {"at": 8},  # the observation overlaps the descriptor
-    {"desc": msgpack.packb([">f4", [4]])},  # big-endian
-    {"desc": msgpack.packb(["|O", [4]])},  # objects
-    {"desc": msgpack.packb(["<f4", [-4]])},  # a negative dimension
-    {"desc": msgpack.packb(["<f4", []])},  # 0-d: never laid out raw
-    {"desc": b"\xc1"},  # not MessagePack
-    {"tail": codec.pack({"reward": 1.0})},  # not [reward, info]
-])
+# the broken layouts, and a tail that is not [reward, info]
+@pytest.mark.parametrize("change", [*BROKEN_LAYOUTS, {"tail": codec.pack({"reward": 1.0})}])
 def test_a_raw_step_reply_that_does_not_hold_together_is_refused(change):
     buf, n = raw_reply(np.arange(4, dtype=np.float32), **change)
     with pytest.raises(ValueError):

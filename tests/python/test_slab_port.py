@@ -8,12 +8,11 @@ import struct
 import threading
 import time
 
-import msgpack
 import numpy as np
 import pytest
 
 from gymfarm import codec, slab
-from raw_reply import raw_reply, same, tails_of_one_shape, worker_tail
+from raw_reply import BROKEN_LAYOUTS, RAW_OBSERVATIONS, raw_reply, same, tails_of_one_shape, worker_tail
 
 port_mod = slab._slab_port
 pytestmark = pytest.mark.skipif(port_mod is None and bool(os.environ.get("GYMFARM_PURE_SLAB")),
@@ -79,9 +78,7 @@ def test_a_post_writes_the_request_and_rings_a_sleeping_worker(fake):
     assert not port.post(slab.STEP_RAW, bytes(REQ_CAP + 1), True) and port.seq == 2  # does not fit
 
 
-@pytest.mark.parametrize("obs", [np.arange(4, dtype=np.float32), np.zeros((210, 160, 3), np.uint8),
-                                 np.arange(24, dtype=np.int64).reshape(2, 3, 4), np.zeros((0, 3), np.float64),
-                                 np.array([True, False]), np.array([np.nan, -0.0], np.float16)])
+@pytest.mark.parametrize("obs", [*RAW_OBSERVATIONS, np.array([np.nan, -0.0], np.float16)])
 def test_a_raw_reply_reads_as_the_python_path_reads_it(fake, obs):
     port, mm, _ = fake
     reward, info = np.float32(np.nan), {"x": np.float64(1.5), "n": 2}
@@ -166,15 +163,7 @@ def test_a_tail_written_over_after_its_layout_was_taught_is_left_to_python(fake)
             assert same([got[1], got[4]], codec.unpack(bytes(bad)))
 
 
-@pytest.mark.parametrize("change", [
-    {"ln": 12},  # fewer bytes than the descriptor's array
-    {"at": 8},  # the observation overlaps the descriptor
-    {"desc": msgpack.packb([">f4", [4]])},  # big-endian
-    {"desc": msgpack.packb(["|O", [4]])},  # objects
-    {"desc": msgpack.packb(["<f4", [-4]])},  # a negative dimension
-    {"desc": msgpack.packb(["<f4", []])},  # 0-d: never laid out raw
-    {"desc": b"\xc1"},  # not MessagePack
-])
+@pytest.mark.parametrize("change", BROKEN_LAYOUTS)
 def test_a_raw_reply_that_does_not_hold_together_is_refused_as_the_python_path_refuses_it(fake, change):
     port, mm, _ = fake
     buf, n = raw_reply(np.arange(4, dtype=np.float32), **change)

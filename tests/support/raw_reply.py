@@ -5,6 +5,22 @@ import numpy as np
 
 from gymfarm import codec
 
+# Observations a raw reply carries, of each kind the worker lays out raw
+RAW_OBSERVATIONS = [np.arange(4, dtype=np.float32), np.zeros((210, 160, 3), np.uint8),
+                    np.arange(24, dtype=np.int64).reshape(2, 3, 4), np.zeros((0, 3), np.float64),
+                    np.array([True, False])]
+
+# Changes to a raw reply of np.arange(4, dtype=np.float32) (raw_reply's fields) that break its layout
+BROKEN_LAYOUTS = [
+    {"ln": 12},  # fewer bytes than the descriptor's array
+    {"at": 8},  # the observation overlaps the descriptor
+    {"desc": msgpack.packb([">f4", [4]])},  # big-endian
+    {"desc": msgpack.packb(["|O", [4]])},  # objects
+    {"desc": msgpack.packb(["<f4", [-4]])},  # a negative dimension
+    {"desc": msgpack.packb(["<f4", []])},  # 0-d: never laid out raw
+    {"desc": b"\xc1"},  # not MessagePack
+]
+
 
 def raw_reply(obs, reward=1.0, info=None, term=0, trunc=0, desc=None, at=None, ln=None, tail=None):
     """A raw step reply as the worker lays it out (shm/slab.hpp), with any field overridden."""
