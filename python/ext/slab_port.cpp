@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -202,6 +203,12 @@ class Port {
     if (PyBytes_AsStringAndSize(body.ptr(), &data, &n) != 0) throw py::error_already_set();
     if (static_cast<std::size_t>(n) > slab_.request_capacity()) return false;
     std::memcpy(slab_.request_area(), data, static_cast<std::size_t>(n));
+    publish(verb, static_cast<std::size_t>(n), worker_spin);
+    return true;
+  }
+
+  // Posts the request of `n` bytes written in the request area.
+  void publish(uint32_t verb, std::size_t n, bool worker_spin) {
     slab_.u32(off::kReqVerb).store(verb, kRelaxed);
     slab_.u32(off::kReqLen).store(static_cast<uint32_t>(n), kRelaxed);
     slab_.u32(off::kWorkerSpin).store(worker_spin ? 1 : 0, kRelaxed);
@@ -215,7 +222,6 @@ class Port {
         // the worker still looks at its slabs every 500 ms
       }
     }
-    return true;
   }
 
   // Waits for the reply to the request posted last as slab.py's wait does before it sleeps:
@@ -291,9 +297,48 @@ class Port {
   // slab is not served, or the body does not fit).
   py::object step(const py::bytes& body, double spin_s, bool worker_spin) {
     if (!attached() || !post(static_cast<uint32_t>(Verb::StepRaw), body, worker_spin)) return py::int_(0);
-    if (spin(spin_s) == 0) return py::int_(1);
-    py::object raw = read_raw();
-    return raw.is_none() ? py::int_(2) : raw;
+    return await_step(spin_s);
+  }
+
+  // step for the body {"action": action}, an ndarray or NumPy scalar, written here from the head
+  // codec.action_head gave for its type, format and shape and the action's own bytes; as step
+  // answers, or 3 when no head was taught for it (slab.py packs it, and teaches one) or 4 when
+  // there is none (slab.py packs it).
+  py::object step_action(py::handle action, double spin_s, bool worker_spin) {
+    if (!attached()) return py::int_(0);
+    Py_buffer view{};
+    if (PyObject_GetBuffer(action.ptr(), &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+      PyErr_Clear();
+      return py::int_(4);
+    }
+    struct Release {
+      Py_buffer* v;
+      ~Release() { PyBuffer_Release(v); }
+    } release{&view};
+    auto it = heads_.find(head_key(action, view));
+    if (it == heads_.end()) return py::int_(3);
+    if (!it->second) return py::int_(4);
+    const std::string& head = *it->second;
+    const auto n = head.size() + static_cast<std::size_t>(view.len);
+    if (n > slab_.request_capacity()) return py::int_(0);
+    std::memcpy(slab_.request_area(), head.data(), head.size());
+    std::memcpy(slab_.request_area() + head.size(), view.buf, static_cast<std::size_t>(view.len));
+    publish(static_cast<uint32_t>(Verb::StepRaw), n, worker_spin);
+    return await_step(spin_s);
+  }
+
+  // Teaches the head of {"action": <such an action>} (codec.action_head's bytes, or None: packed
+  // the long way) for actions of `action`'s type, format and shape.
+  void learn_head(py::handle action, const py::object& head) {
+    Py_buffer view{};
+    if (PyObject_GetBuffer(action.ptr(), &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+      PyErr_Clear();
+      return;
+    }
+    std::string key = head_key(action, view);
+    PyBuffer_Release(&view);
+    if (heads_.size() >= kMaxDescs) heads_.clear();
+    heads_[std::move(key)] = head.is_none() ? std::nullopt : std::optional<std::string>(head.cast<std::string>());
   }
 
   // Waits that found the reply there already (spin's 2).
@@ -301,6 +346,24 @@ class Port {
 
  private:
   bool done() const { return slab_.u32(off::kDoneSeq).load(std::memory_order_acquire) == seq_; }
+
+  // A posted step awaited spinning: read_raw's answer, 1 (no reply within the spin) or 2 (a reply
+  // not laid out raw).
+  py::object await_step(double spin_s) {
+    if (spin(spin_s) == 0) return py::int_(1);
+    py::object raw = read_raw();
+    return raw.is_none() ? py::int_(2) : raw;
+  }
+
+  // What tells one kind of action from another: its type, buffer format and shape.
+  static std::string head_key(py::handle action, const Py_buffer& view) {
+    const PyTypeObject* type = Py_TYPE(action.ptr());
+    std::string key(reinterpret_cast<const char*>(&type), sizeof type);
+    key += view.format != nullptr ? view.format : "B";
+    key += '|';
+    for (int i = 0; i < view.ndim; ++i) key.append(reinterpret_cast<const char*>(&view.shape[i]), sizeof(Py_ssize_t));
+    return key;
+  }
 
   // Sleeps on done_seq for at most `t`, woken at once by the reply (the GIL let go meanwhile).
   void doze(std::chrono::nanoseconds t) {
@@ -338,6 +401,7 @@ class Port {
   py::object describe_;
   std::unordered_map<std::string, Desc> descs_;
   std::unordered_map<std::size_t, TailLayout> tails_;  // by tail length
+  std::unordered_map<std::string, std::optional<std::string>> heads_;  // by head_key
 };
 
 }  // namespace
@@ -353,5 +417,7 @@ PYBIND11_MODULE(_slab_port, m) {
       .def("spin", &Port::spin)
       .def("read_raw", &Port::read_raw)
       .def("learn_tail", &Port::learn_tail)
+      .def("step_action", &Port::step_action)
+      .def("learn_head", &Port::learn_head)
       .def("step", &Port::step);
 }

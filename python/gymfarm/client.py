@@ -435,19 +435,20 @@ class Farm:
             raise errors.from_wire(result)
         return result
 
-    def slab_step(self, shared: slab.Slab | None, instance: str, body: dict[str, Any]) -> Any:
-        """A step through the instance's slab, as :meth:`slab_call` gives it, or, when the compiled
-        slab step had its raw reply while it spun, (obs, reward, terminated, truncated, info)."""
-        packed = codec.pack_body(body)
+    def slab_step(self, shared: slab.Slab | None, instance: str, action: Any) -> Any:
+        """A step of ``action`` through the instance's slab, as :meth:`slab_call` gives it, or,
+        when the compiled slab step had its raw reply while it spun, (obs, reward, terminated,
+        truncated, info)."""
         try:
-            got = shared.step(packed) if shared is not None and not self._closed else False
+            got = shared.step_action(action) if shared is not None and not self._closed else False
         except slab.SlabError as e:
             raise self._corrupt(shared, instance, e) from None
         if got.__class__ is tuple:
             return got
+        body = {"action": action}
         if got:
             return self.slab_wait((shared, "step", instance, body))
-        return self.slab_wait(self._send([b"step", instance.encode(), b"", packed]))  # over the socket
+        return self.slab_wait(self._send([b"step", instance.encode(), b"", codec.pack_body(body)]))  # the socket
 
     def _corrupt(self, shared: slab.Slab, instance: str, e: Exception) -> errors.GymfarmError:
         """The error for a slab reply that does not hold together (something in the worker wrote

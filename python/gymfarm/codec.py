@@ -216,29 +216,40 @@ def pack_body(body: dict[str, Any]) -> bytes:
         head = _SCALAR_BODY_HEADS.get(kind)
         if head is not None:
             return head + a.tobytes()
-    if kind is np.ndarray:
-        if not a.ndim or not a.flags.c_contiguous:
-            return pack(body)
-    elif not isinstance(a, np.generic):
-        return pack(body)
-    if next(reversed(body)) != "action":
+    if (kind is not np.ndarray and not isinstance(a, np.generic)) or next(reversed(body)) != "action":
         return pack(body)
     rest = tuple((k, v) for k, v in body.items() if k != "action") if len(body) > 1 else ()
+    head = _head_for(rest, a)
+    return pack(body) if head is None else head + a.tobytes()
+
+
+def action_head(a: Any) -> bytes | None:
+    """The packed ``{"action": a}`` up to ``a``'s raw bytes when pack_body writes it from a cached
+    head (a C-ordered little-endian array of numbers, or a NumPy scalar), else None. The compiled
+    slab step is taught it, and writes such a body itself."""
+    return _head_for((), a) if type(a) is np.ndarray or isinstance(a, np.generic) else None
+
+
+def _head_for(rest: tuple[tuple[str, Any], ...], a: Any) -> bytes | None:
+    """pack_body's head for a body of the fields ``rest`` and then the ndarray or NumPy scalar
+    action ``a``, or None when it is packed the long way."""
+    if type(a) is np.ndarray and (not a.ndim or not a.flags.c_contiguous):
+        return None
     dt = a.dtype
     key = (rest, dt.str, a.shape)
     head = _ACTION_HEADS.get(key)
     if head is None:
         if (dt.kind not in _KINDS or dt.byteorder == ">" or not a.nbytes
                 or not all(type(v) in _PLAIN_FIELDS for _, v in rest)):
-            return pack(body)
+            return None
         if len(_ACTION_HEADS) > 4096:
             _ACTION_HEADS.clear()
         zero = np.zeros(a.shape, dt)
-        head = pack({**dict(rest), "action": _ndarray_ext(zero[()] if kind is not np.ndarray else zero)})
+        head = pack({**dict(rest), "action": _ndarray_ext(zero[()] if type(a) is not np.ndarray else zero)})
         _ACTION_HEADS[key] = head = head[:-a.nbytes]
-        if not rest and kind is not np.ndarray and dt.isnative:
-            _SCALAR_BODY_HEADS[kind] = head
-    return head + a.tobytes()
+        if not rest and type(a) is not np.ndarray and dt.isnative:
+            _SCALAR_BODY_HEADS[type(a)] = head
+    return head
 
 
 def unpack(data: bytes) -> Any:

@@ -306,7 +306,7 @@ class RemoteEnv(gym.Env):
         d = self.__dict__
         shared = d.get("_slab")
         if shared is not None and d.get("_rng_lent") is None and not d.get("_rng_follow", False):
-            r = self.farm.slab_step(shared, self.instance_id, {"action": action})  # _call's slab path, quicker
+            r = self.farm.slab_step(shared, self.instance_id, action)  # _call's slab path, quicker
             if r.__class__ is tuple:  # a raw reply: no warnings, no tuples (shm/slab.hpp)
                 return (codec.value_to_space(self.observation_space, r[0]), r[1], r[2], r[3], r[4])
             r = self._finish(r)

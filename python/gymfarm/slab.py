@@ -25,6 +25,8 @@ import threading
 import time
 from typing import Any, Callable
 
+import numpy as np
+
 from . import codec
 
 try:
@@ -51,6 +53,9 @@ GRANTED, ATTACHED, DEAD = 0, 1, 2
 # wait()'s answer when the slab died with the request unanswered: ask again over the socket, where
 # the instance's tombstone answers (nothing runs: the instance has no route any more)
 UNANSWERED = -1
+
+# The actions the compiled step writes itself: ndarrays and NumPy scalars of numbers
+_BUFFER_TYPES = frozenset([np.ndarray, *(np.dtype(c).type for c in "?bBhHiIlLqQefd")])
 
 _FUTEX_WAIT = 0
 # A client that spins for a step longer than this first dozes until this long before its expected
@@ -233,15 +238,34 @@ class Slab:
         if port is None:
             return self.usable and self.post(STEP_RAW, body)
         try:
-            got = port.step(body, self.spin, self.worker_spin)
-            kind = got.__class__
-            if kind is list:
-                got = self._rest(got)
-            elif kind is not tuple:
-                self._spun = got == 1
-                return got != 0
+            return self._took(port.step(body, self.spin, self.worker_spin))
         except ValueError as e:
             raise SlabError(str(e)) from None
+
+    def step_action(self, action: Any) -> Any:
+        """``step`` of the body ``{"action": action}``; an ndarray or NumPy scalar action is written
+        into the slab by the compiled step itself, from the head it was taught for its kind."""
+        port = self._port
+        if port is None or action.__class__ not in _BUFFER_TYPES:
+            return self.step(codec.pack_body({"action": action}))
+        try:
+            got = port.step_action(action, self.spin, self.worker_spin)
+            if got.__class__ is int and got >= 3:  # not written there: packed here (and taught)
+                if got == 3:
+                    port.learn_head(action, codec.action_head(action))
+                return self._took(port.step(codec.pack_body({"action": action}), self.spin, self.worker_spin))
+            return self._took(got)
+        except ValueError as e:
+            raise SlabError(str(e)) from None
+
+    def _took(self, got: Any) -> Any:
+        """The port's answer to a step, as ``step`` gives it."""
+        kind = got.__class__
+        if kind is list:
+            got = self._rest(got)
+        elif kind is not tuple:
+            self._spun = got == 1
+            return got != 0
         self.raw_replies += 1
         return got
 

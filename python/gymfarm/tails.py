@@ -123,8 +123,8 @@ def _learn(data: bytes, tail: Any, scalar_head: Callable[[bytes], Any]) -> _Layo
         slots.append((at, code, typ))
         item += 1
         last = at + struct.calcsize("<" + code)
-    if all(i < 0 for i, _ in plan):
-        return None  # plain values only: unpacking them is as quick
+    # (plain values only, CartPole's [1.0, {}] say, make a layout too: unpacking them is as quick
+    # here, but the compiled slab step reads them without calling into Python)
     if len(data) > last:
         fmt.append(f"{len(data) - last}s")
         fixed_at.append(item)

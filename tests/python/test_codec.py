@@ -131,13 +131,26 @@ def test_a_tail_read_from_its_learned_layout_is_the_one_unpacked_the_long_way(se
 
 def test_tails_a_layout_cannot_take_are_unpacked():
     layouts = codec.tails.Tails(codec.unpack, codec.scalar_head)
-    for reward, info in [(1.0, {}), (np.float64(1), {"a": [np.float64(1)]}), (np.float64(1), {1: np.float64(2)}),
+    for reward, info in [(np.float64(1), {"a": [np.float64(1)]}), (np.float64(1), {1: np.float64(2)}),
                          (np.float64(1), {"a": np.arange(3.0)}), (np.float64(1), {"a": 2**70}),
                          (np.float64(1), {"a": b"xy"}), ({"r": 1}, {}), (np.float64(2), 3)]:
         data = worker_tail(reward, info)
         for _ in range(3):
             assert same(layouts.decode(data, 0, len(data)), codec.unpack(data))
         assert layouts._layouts.get(len(data)) is None
+
+
+def test_a_tail_of_plain_values_has_a_layout_too():
+    """CartPole's [1.0, {}]: nothing but fixed bytes, read as unpacking reads them (the compiled slab
+    step then reads it without calling into Python)."""
+    layouts = codec.tails.Tails(codec.unpack, codec.scalar_head)
+    for reward, info in [(1.0, {}), (0.0, {"lives": 3, "label": "x", "flag": True, "none": None})]:
+        data = worker_tail(reward, info)
+        for _ in range(3):
+            assert same(layouts.decode(data, 0, len(data)), codec.unpack(data))
+        lay = layouts.layout(len(data))
+        assert lay is not None and lay.spec == ([(0, data)], [(-1, "", v) for v in [reward, *info.values()]],
+                                                tuple(info))
 
 
 def test_a_tail_length_whose_fixed_bytes_keep_changing_stops_being_learned():

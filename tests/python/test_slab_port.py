@@ -250,3 +250,34 @@ def test_the_port_keeps_its_own_mapping_and_doorbell():
     struct.pack_into("=I", mm, 192, 1)  # the worker sleeps: the port rings its own copy
     mm.close()
     assert port.post(slab.STEP_RAW, b"\x80", True) and port.seq == 1
+
+
+@pytest.mark.parametrize("action", [
+    np.array([0.5, -0.25, 1.0], np.float32), np.arange(6, dtype=np.int64).reshape(2, 3), np.array([True, False]),
+    np.int64(3), np.float64(0.5), np.bool_(True), np.float16(1.5), np.uint8(7)])
+def test_an_action_is_written_as_pack_body_writes_it(fake, action):
+    """The port writes a step's body {"action": a} itself, from the head codec.action_head gave for
+    the action's type, format and shape: the bytes pack_body writes."""
+    port, mm, _ = fake
+    assert port.step_action(action, 0.0, True) == 3  # nothing taught: packed by slab.py
+    port.learn_head(action, codec.action_head(action))
+    for _ in range(2):
+        assert port.step_action(action, 0.0, True) == 1  # posted; no worker here to answer it
+        want = codec.pack_body({"action": action})
+        assert word(mm, 72) == len(want) and mm[REQ_OFF:REQ_OFF + len(want)] == want
+        assert word(mm, 68) == slab.STEP_RAW and word(mm, 64) == port.seq
+    other = np.zeros((4, 3), np.int64) if isinstance(action, np.ndarray) else np.float32(1)
+    assert port.step_action(other, 0.0, True) == 3  # another shape or type: its own head
+
+
+def test_an_action_without_a_head_is_left_to_python(fake):
+    port, mm, _ = fake
+    for action in (np.arange(3.0).astype(">f8"), np.zeros(0, np.float32)):  # big-endian; empty
+        assert codec.action_head(action) is None
+        port.learn_head(action, None)
+        assert port.step_action(action, 0.0, True) == 4 and port.seq == 0
+    strided = np.arange(8.0)[::2]  # not C-ordered: no buffer the port takes
+    assert port.step_action(strided, 0.0, True) == 4 and port.seq == 0
+    big = np.zeros(REQ_CAP, np.float32)  # larger than the request area: not posted
+    port.learn_head(big, codec.action_head(big))
+    assert port.step_action(big, 0.0, True) == 0 and port.seq == 0
