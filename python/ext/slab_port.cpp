@@ -125,10 +125,17 @@ class TailLayout {
 
   static std::size_t width(char code) {
     switch (code) {
-      case '?': case 'b': case 'B': return 1;
-      case 'h': case 'H': return 2;
-      case 'i': case 'I': case 'f': return 4;
-      case 'q': case 'Q': case 'd': return 8;
+      case '?':
+      case 'b':
+      case 'B': return 1;
+      case 'h':
+      case 'H': return 2;
+      case 'i':
+      case 'I':
+      case 'f': return 4;
+      case 'q':
+      case 'Q':
+      case 'd': return 8;
       default: return 0;
     }
   }
@@ -357,7 +364,7 @@ class Port {
 
   // What tells one kind of action from another: its type, buffer format and shape.
   static std::string head_key(py::handle action, const Py_buffer& view) {
-    const PyTypeObject* type = Py_TYPE(action.ptr());
+    const auto type = reinterpret_cast<std::uintptr_t>(Py_TYPE(action.ptr()));
     std::string key(reinterpret_cast<const char*>(&type), sizeof type);
     key += view.format != nullptr ? view.format : "B";
     key += '|';
@@ -400,7 +407,7 @@ class Port {
   uint64_t ready_ = 0;
   py::object describe_;
   std::unordered_map<std::string, Desc> descs_;
-  std::unordered_map<std::size_t, TailLayout> tails_;  // by tail length
+  std::unordered_map<std::size_t, TailLayout> tails_;                  // by tail length
   std::unordered_map<std::string, std::optional<std::string>> heads_;  // by head_key
 };
 
