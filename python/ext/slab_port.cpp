@@ -13,10 +13,12 @@
 #include <pybind11/pybind11.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -65,7 +67,8 @@ class TailLayout {
       auto r = run.cast<py::tuple>();
       auto at = r[0].cast<std::size_t>();
       auto bytes = r[1].cast<std::string>();
-      if (at + bytes.size() > length) throw py::value_error("a tail layout's fixed bytes lie outside it");
+      if (at > length || bytes.size() > length - at)
+        throw py::value_error("a tail layout's fixed bytes lie outside it");
       fixed_.emplace_back(at, std::move(bytes));
     }
     for (auto value : values) {
@@ -76,7 +79,8 @@ class TailLayout {
         values_.push_back({0, 0, v[2]});
         continue;
       }
-      if (code.size() != 1 || width(code[0]) == 0 || static_cast<std::size_t>(at) + width(code[0]) > length) {
+      if (code.size() != 1 || width(code[0]) == 0 || static_cast<std::size_t>(at) > length ||
+          width(code[0]) > length - static_cast<std::size_t>(at)) {
         throw py::value_error("a tail layout's value cannot be read");
       }
       values_.push_back({static_cast<std::size_t>(at), code[0], v[2]});
@@ -199,6 +203,13 @@ class Port {
 
   uint32_t seq() const { return seq_; }
 
+  // The areas as this mapping read them once: (request offset, capacity, reply offset, capacity).
+  py::tuple areas() const {
+    const char* base = reinterpret_cast<const char*>(slab_.word(0));
+    return py::make_tuple(slab_.request_area() - base, slab_.request_capacity(), slab_.reply_area() - base,
+                          slab_.reply_capacity());
+  }
+
   bool attached() const {
     return slab_.u32(off::kState).load(std::memory_order_acquire) == static_cast<uint32_t>(State::Attached);
   }
@@ -241,7 +252,8 @@ class Port {
       return 2;
     }
     const uint64_t recent = slab_.u64(off::kStepNs).load(kRelaxed);
-    const auto budget = std::chrono::nanoseconds(static_cast<int64_t>(spin_s * 1e9));
+    // (a NaN or negative spin is none; at most 10 s, the longest a spin_us says)
+    const auto budget = std::chrono::nanoseconds(spin_s > 0 ? static_cast<int64_t>(std::min(spin_s, 10.0) * 1e9) : 0);
     if (recent < static_cast<uint64_t>(budget.count())) {
       if (recent > kNapMarginNs) doze(std::chrono::nanoseconds(recent - kNapMarginNs));
       gymfarm::shm::spin_until([this] { return done(); }, budget);
@@ -274,7 +286,8 @@ class Port {
     py::array obs(d.dtype, d.shape, d.strides, r + obs_off);  // a copy: the client's own array
     const bool term = h[0] != 0, trunc = h[1] != 0;
     if (auto it = tails_.find(tail_len); it != tails_.end()) {
-      if (py::object tail = it->second.decode(r + head + desc_len)) {
+      const std::shared_ptr<const TailLayout> layout = it->second;  // held: decoding calls into Python
+      if (py::object tail = layout->decode(r + head + desc_len)) {
         py::list t = tail;
         return py::make_tuple(std::move(obs), t[0], term, trunc, t[1]);
       }
@@ -295,7 +308,8 @@ class Port {
     if (spec.is_none()) return;
     auto t = spec.cast<py::tuple>();
     if (tails_.size() >= kMaxDescs) tails_.clear();
-    tails_.emplace(length, TailLayout(length, t[0].cast<py::list>(), t[1].cast<py::list>(), t[2].cast<py::tuple>()));
+    tails_.emplace(length, std::make_shared<const TailLayout>(length, t[0].cast<py::list>(), t[1].cast<py::list>(),
+                                                              t[2].cast<py::tuple>()));
   }
 
   // A step posted as StepRaw and awaited spinning: read_raw's tuple or list when its raw reply
@@ -313,24 +327,26 @@ class Port {
   // there is none (slab.py packs it).
   py::object step_action(py::handle action, double spin_s, bool worker_spin) {
     if (!attached()) return py::int_(0);
-    Py_buffer view{};
-    if (PyObject_GetBuffer(action.ptr(), &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
-      PyErr_Clear();
-      return py::int_(4);
+    {
+      Py_buffer view{};
+      if (PyObject_GetBuffer(action.ptr(), &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        PyErr_Clear();
+        return py::int_(4);
+      }
+      struct Release {  // before the wait: nothing holds the action's buffer while the GIL is let go
+        Py_buffer* v;
+        ~Release() { PyBuffer_Release(v); }
+      } release{&view};
+      auto it = heads_.find(head_key(action, view));
+      if (it == heads_.end()) return py::int_(3);
+      if (!it->second) return py::int_(4);
+      const std::string& head = *it->second;
+      const auto n = head.size() + static_cast<std::size_t>(view.len);
+      if (n > slab_.request_capacity()) return py::int_(0);
+      std::memcpy(slab_.request_area(), head.data(), head.size());
+      std::memcpy(slab_.request_area() + head.size(), view.buf, static_cast<std::size_t>(view.len));
+      publish(static_cast<uint32_t>(Verb::StepRaw), n, worker_spin);
     }
-    struct Release {
-      Py_buffer* v;
-      ~Release() { PyBuffer_Release(v); }
-    } release{&view};
-    auto it = heads_.find(head_key(action, view));
-    if (it == heads_.end()) return py::int_(3);
-    if (!it->second) return py::int_(4);
-    const std::string& head = *it->second;
-    const auto n = head.size() + static_cast<std::size_t>(view.len);
-    if (n > slab_.request_capacity()) return py::int_(0);
-    std::memcpy(slab_.request_area(), head.data(), head.size());
-    std::memcpy(slab_.request_area() + head.size(), view.buf, static_cast<std::size_t>(view.len));
-    publish(static_cast<uint32_t>(Verb::StepRaw), n, worker_spin);
     return await_step(spin_s);
   }
 
@@ -351,9 +367,10 @@ class Port {
   // Waits that found the reply there already (spin's 2).
   uint64_t ready() const { return ready_; }
 
- private:
+  // Whether the reply to the request posted last is there.
   bool done() const { return slab_.u32(off::kDoneSeq).load(std::memory_order_acquire) == seq_; }
 
+ private:
   // A posted step awaited spinning: read_raw's answer, 1 (no reply within the spin) or 2 (a reply
   // not laid out raw).
   py::object await_step(double spin_s) {
@@ -389,13 +406,23 @@ class Port {
     auto it = descs_.find(key);
     if (it != descs_.end()) return it->second;
     py::tuple got = describe_(py::bytes(key.data(), key.size()));  // raises ValueError for a bad one
+    try {
+      return remember(std::move(key), got);
+    } catch (const py::cast_error&) {  // codec.raw_desc keeps them small; never trust that here
+      throw py::value_error("a raw step reply's descriptor does not fit");
+    }
+  }
+
+  const Desc& remember(std::string key, const py::tuple& got) {
     Desc d{py::reinterpret_borrow<py::dtype>(got[0]), {}, {}, got[3].cast<std::size_t>()};
     for (auto dim : got[1].cast<py::tuple>()) d.shape.push_back(dim.cast<py::ssize_t>());
     d.strides.assign(d.shape.size(), 0);
     auto stride = got[0].attr("itemsize").cast<py::ssize_t>();
     for (std::size_t i = d.shape.size(); i-- > 0;) {
       d.strides[i] = stride;
-      stride *= d.shape[i];
+      if (__builtin_mul_overflow(stride, std::max<py::ssize_t>(d.shape[i], 1), &stride)) {
+        throw py::value_error("a raw step reply's descriptor does not fit");
+      }
     }
     if (descs_.size() >= kMaxDescs) descs_.clear();
     return descs_.emplace(std::move(key), std::move(d)).first->second;
@@ -407,8 +434,8 @@ class Port {
   uint64_t ready_ = 0;
   py::object describe_;
   std::unordered_map<std::string, Desc> descs_;
-  std::unordered_map<std::size_t, TailLayout> tails_;                  // by tail length
-  std::unordered_map<std::string, std::optional<std::string>> heads_;  // by head_key
+  std::unordered_map<std::size_t, std::shared_ptr<const TailLayout>> tails_;  // by tail length
+  std::unordered_map<std::string, std::optional<std::string>> heads_;         // by head_key
 };
 
 }  // namespace
@@ -420,6 +447,8 @@ PYBIND11_MODULE(_slab_port, m) {
       .def_property_readonly("seq", &Port::seq)
       .def_property_readonly("attached", &Port::attached)
       .def_property_readonly("ready", &Port::ready)
+      .def_property_readonly("done", &Port::done)
+      .def_property_readonly("areas", &Port::areas)
       .def("post", &Port::post)
       .def("spin", &Port::spin)
       .def("read_raw", &Port::read_raw)

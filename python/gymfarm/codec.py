@@ -152,8 +152,12 @@ def raw_desc(desc: bytes) -> tuple[np.dtype, tuple[int, ...], int, int]:
     except Exception as e:
         raise ValueError(f"a raw step reply's descriptor cannot be read ({e})") from None
     if (dt.kind not in _KINDS or dt.byteorder == ">" or not isinstance(shape, list) or not 1 <= len(shape) <= 64
-            or not all(isinstance(d, int) and d >= 0 for d in shape)):
+            or not all(type(d) is int and d >= 0 for d in shape)):
         raise ValueError("a raw step reply's descriptor is not an array's")
+    # every stride (and so every size) under 2**62 bytes: no slab holds more, and the compiled
+    # step's C++ integers hold them all
+    if math.prod(max(d, 1) for d in shape) * dt.itemsize >= 1 << 62:
+        raise ValueError("a raw step reply's descriptor is larger than any slab")
     count = math.prod(shape)
     ent = (dt, tuple(shape), count, count * dt.itemsize)
     if len(_RAW_DESCS) < 64:

@@ -132,6 +132,9 @@ class Slab:
         w = self._w
         self._req_off, self._req_cap = w[_REQ_OFF], w[_REQ_CAP]
         self._rep_off, self._rep_cap = w[_REP_OFF], w[_REP_CAP]
+        if self._port is not None and self._port.areas != (self._req_off, self._req_cap, self._rep_off, self._rep_cap):
+            self.close()  # the header changed between the two mappings' reads: both must read the same areas
+            raise SlabError("not a slab: its header changed while it was mapped")
         if (w[0] != MAGIC or w[1] != VERSION or self._q[_SIZE_Q] != size or self._req_off < HEADER
                 or self._req_off + self._req_cap > self._rep_off or self._rep_off + self._rep_cap > size):
             self.close()
@@ -144,7 +147,7 @@ class Slab:
         self.raw_replies = 0  # steps answered laid out raw
         self.sleeps = 0  # waits that ended asleep on done_seq rather than spinning
         self._ready = 0  # waits that found the reply already there (the port counts its own)
-        self._spun = False  # the port's step spun for the request posted last: its wait sleeps at once
+        self._spun = False  # the port's step waited for the request posted last: its wait does not spin
         self._taught: dict[int, Any] = {}  # tail length -> the tails.py layout the port was taught
         self._fence = threading.Lock()
 
@@ -191,8 +194,11 @@ class Slab:
         w, port = self._w, self._port
         if port is not None:
             seq = port.seq
-            got = port.spin(0.0 if self._spun else self.spin)
-            self._spun = False
+            if self._spun:  # the port's step waited already: sleep now unless the reply is there
+                self._spun = False
+                got = port.done
+            else:
+                got = port.spin(self.spin)
             if not got and not self._sleep(seq, timeout, alive):
                 return UNANSWERED, None
         elif w[_DONE_SEQ] != self._seq:
@@ -264,7 +270,7 @@ class Slab:
         if kind is list:
             got = self._rest(got)
         elif kind is not tuple:
-            self._spun = got == 1
+            self._spun = got != 0  # posted, and waited for by the port (1: no reply yet; 2: one not raw)
             return got != 0
         self.raw_replies += 1
         return got
@@ -273,10 +279,13 @@ class Slab:
         """A raw reply the port read but for its tail: the tail read by tails.py, and the port
         taught (or made to forget) the layout tails.py now has for tails of that length."""
         obs, term, trunc, at, tl = got
-        reward, info = codec.raw_tail(self._mm, self._rep_off + at, tl)
+        mm, port = self._mm, self._port
+        if mm is None or port is None:
+            raise ValueError("the slab was closed while its reply was read")
+        reward, info = codec.raw_tail(mm, self._rep_off + at, tl)
         lay = codec.tail_layout(tl)
         if self._taught.get(tl) is not lay:
-            self._port.learn_tail(tl, lay.spec if lay is not None else None)
+            port.learn_tail(tl, lay.spec if lay is not None else None)
             self._taught[tl] = lay
         return (obs, reward, term, trunc, info)
 

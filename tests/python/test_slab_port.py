@@ -8,6 +8,7 @@ import struct
 import threading
 import time
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -281,3 +282,63 @@ def test_an_action_without_a_head_is_left_to_python(fake):
     big = np.zeros(REQ_CAP, np.float32)  # larger than the request area: not posted
     port.learn_head(big, codec.action_head(big))
     assert port.step_action(big, 0.0, True) == 0 and port.seq == 0
+
+
+# Descriptors whose numbers do not fit C++ integers: a dimension of 2**63 or more (with another 0,
+# so the array is empty), or more than 2**64 bytes
+HUGE_DESCS = [msgpack.packb(["<f4", [0, 2**63]]), msgpack.packb(["<f4", [0, 2**64 - 1]]),
+              msgpack.packb(["<f4", [2**32, 2**32]]), msgpack.packb(["<f4", [2**62]]),
+              msgpack.packb(["<f4", [0, 2**40, 2**40]])]
+
+
+@pytest.mark.parametrize("desc", [*HUGE_DESCS, msgpack.packb(["<f4", [True, 4]])])  # and a bool for a dimension
+def test_a_descriptor_no_slab_could_hold_is_refused_by_both_paths(fake, desc):
+    port, mm, _ = fake
+    for ln in (0, 16):
+        buf, n = raw_reply(np.arange(4, dtype=np.float32), desc=desc, ln=ln)
+        with pytest.raises(ValueError):
+            codec.unpack_raw_step(buf, 8, n)
+        assert port.post(slab.STEP_RAW, b"\x80", True)
+        answer(mm, port.seq, slab.OK_RAW, buf[8:8 + n])
+        with pytest.raises(ValueError):
+            port.read_raw()
+
+
+def slab_of(fd, bell):
+    """A Slab over a slab made here (slab.py's own object, with its port)."""
+    return slab.Slab(slab.SlabFds(os.dup(fd), os.dup(bell)), 1e-3)
+
+
+def test_slab_py_turns_a_refused_reply_into_a_slab_error():
+    """What the port refuses reaches the client as SlabError (the client then drops the slab and
+    goes over the socket), never as another exception."""
+    fd, bell, mm = make_slab()
+    s = slab_of(fd, bell)
+    try:
+        buf, n = raw_reply(np.arange(4, dtype=np.float32), desc=HUGE_DESCS[0], ln=0)
+        assert s.post(slab.STEP_RAW, b"\x80")
+        answer(mm, s._port.seq, slab.OK_RAW, buf[8:8 + n])
+        with pytest.raises(slab.SlabError):
+            s.wait(1.0, lambda: None)
+    finally:
+        s.close()
+        mm.close()
+        os.close(fd)
+        os.close(bell)
+
+
+def test_a_reply_not_laid_out_raw_is_counted_ready_once():
+    """A step whose reply is the MessagePack body (a Tuple observation, say), there as soon as the
+    step was posted: one wait that found it ready, as the Python path counts it."""
+    fd, bell, mm = make_slab()
+    s = slab_of(fd, bell)
+    try:
+        answer(mm, s._port.seq + 1, slab.OK, codec.pack({"obs": [1, 2], "reward": 1.0, "terminated": False,
+                                                          "truncated": False, "info": {}}))
+        assert s.step(b"\x80") is True  # posted; not raw: slab.py's wait reads it
+        assert s.wait(1.0, lambda: None)[0] == slab.OK and s.ready == 1
+    finally:
+        s.close()
+        mm.close()
+        os.close(fd)
+        os.close(bell)
