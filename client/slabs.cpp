@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <thread>
 #include <utility>
 
 #include "client/client.hpp"

@@ -89,11 +89,11 @@ class TailLayout {
     if (values_.size() != keys_.size() + 1) throw py::value_error("a tail layout's keys and values do not match");
   }
 
-  // [reward, info] read from `p` (`length` bytes), or a null object when a fixed byte differs or
-  // a float32 is a NaN (tails.py then reads it, keeping the NaN's payload).
-  py::object decode(const char* p) const {
+  // The reward and info read from `p` (`length` bytes), or false when a fixed byte differs or a
+  // float32 is a NaN (tails.py then reads it, keeping the NaN's payload).
+  bool decode(const char* p, py::object& reward, py::object& info_out) const {
     for (const auto& [at, bytes] : fixed_) {
-      if (std::memcmp(p + at, bytes.data(), bytes.size()) != 0) return {};
+      if (std::memcmp(p + at, bytes.data(), bytes.size()) != 0) return false;
     }
     std::vector<py::object> out;
     out.reserve(values_.size());
@@ -103,7 +103,7 @@ class TailLayout {
         continue;
       }
       py::object base = read(p + v.at, v.code);
-      if (!base) return {};
+      if (!base) return false;
       PyObject* made = PyObject_CallOneArg(v.type.ptr(), base.ptr());
       if (made == nullptr) throw py::error_already_set();
       out.push_back(py::reinterpret_steal<py::object>(made));
@@ -112,10 +112,9 @@ class TailLayout {
     for (std::size_t i = 0; i < keys_.size(); ++i) {
       if (PyDict_SetItem(info.ptr(), keys_[i].ptr(), out[i + 1].ptr()) != 0) throw py::error_already_set();
     }
-    py::list tail(2);
-    tail[0] = std::move(out[0]);
-    tail[1] = std::move(info);
-    return tail;
+    reward = std::move(out[0]);
+    info_out = std::move(info);
+    return true;
   }
 
   std::size_t length() const { return length_; }
@@ -187,7 +186,7 @@ class TailLayout {
 class Port {
  public:
   // `describe(desc_bytes)` gives (dtype, shape, count, bytes) for a descriptor or raises
-  // ValueError (codec._raw_desc): the one place a descriptor is judged.
+  // ValueError (codec.raw_desc): the one place a descriptor is judged.
   Port(int memfd, int doorbell, py::object describe) : describe_(std::move(describe)) {
     std::string err;
     if (!slab_.map(memfd, err)) throw py::value_error(err);
@@ -287,9 +286,9 @@ class Port {
     const bool term = h[0] != 0, trunc = h[1] != 0;
     if (auto it = tails_.find(tail_len); it != tails_.end()) {
       const std::shared_ptr<const TailLayout> layout = it->second;  // held: decoding calls into Python
-      if (py::object tail = layout->decode(r + head + desc_len)) {
-        py::list t = tail;
-        return py::make_tuple(std::move(obs), t[0], term, trunc, t[1]);
+      py::object reward, info;
+      if (layout->decode(r + head + desc_len, reward, info)) {
+        return py::make_tuple(std::move(obs), std::move(reward), term, trunc, std::move(info));
       }
     }
     py::list rest(5);
@@ -445,7 +444,6 @@ PYBIND11_MODULE(_slab_port, m) {
   py::class_<Port>(m, "Port")
       .def(py::init<int, int, py::object>(), py::arg("memfd"), py::arg("doorbell"), py::arg("describe"))
       .def_property_readonly("seq", &Port::seq)
-      .def_property_readonly("attached", &Port::attached)
       .def_property_readonly("ready", &Port::ready)
       .def_property_readonly("done", &Port::done)
       .def_property_readonly("areas", &Port::areas)

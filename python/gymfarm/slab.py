@@ -11,8 +11,9 @@ between (codec.unpack_raw_step). The layout is shm/slab.hpp's. Nothing here trus
 offsets and lengths are checked before use.
 
 Where the package's compiled slab step is built (gymfarm._slab_port, python/ext), a slab's posts,
-spins and raw observations go through it: one call posts a step, awaits it and reads its
-observation. Sleeping, MessagePack replies and errors stay here, and so does all of it where the
+spins and raw replies go through it: one call writes a step's action, posts it, awaits it and reads
+its observation and its tail (from the layout tails.py learned, which this module teaches it).
+Sleeping, MessagePack replies, errors and learning stay here, and so does all of it where the
 module is not built or ``GYMFARM_PURE_SLAB=1`` is set.
 """
 from __future__ import annotations
@@ -256,13 +257,13 @@ class Slab:
             return self.step(codec.pack_body({"action": action}))
         try:
             got = port.step_action(action, self.spin, self.worker_spin)
-            if got.__class__ is int and got >= 3:  # not written there: packed here (and taught)
-                if got == 3:
-                    port.learn_head(action, codec.action_head(action))
-                return self._took(port.step(codec.pack_body({"action": action}), self.spin, self.worker_spin))
-            return self._took(got)
+            if got.__class__ is not int or got < 3:
+                return self._took(got)
         except ValueError as e:
             raise SlabError(str(e)) from None
+        if got == 3:  # not written there: taught its head, and packed here this time
+            port.learn_head(action, codec.action_head(action))
+        return self.step(codec.pack_body({"action": action}))
 
     def _took(self, got: Any) -> Any:
         """The port's answer to a step, as ``step`` gives it."""

@@ -164,16 +164,21 @@ def test_a_tail_written_over_after_its_layout_was_taught_is_left_to_python(fake)
             assert same([got[1], got[4]], codec.unpack(bytes(bad)))
 
 
-@pytest.mark.parametrize("change", BROKEN_LAYOUTS)
-def test_a_raw_reply_that_does_not_hold_together_is_refused_as_the_python_path_refuses_it(fake, change):
-    port, mm, _ = fake
-    buf, n = raw_reply(np.arange(4, dtype=np.float32), **change)
+def refused_by_both(port, mm, buf, n):
+    """The raw reply at buf[8:8 + n] raises ValueError on the Python path and from the port."""
     with pytest.raises(ValueError):
         codec.unpack_raw_step(buf, 8, n)
     assert port.post(slab.STEP_RAW, b"\x80", True)
     answer(mm, port.seq, slab.OK_RAW, buf[8:8 + n])
     with pytest.raises(ValueError):
         port.read_raw()
+
+
+@pytest.mark.parametrize("change", BROKEN_LAYOUTS)
+def test_a_raw_reply_that_does_not_hold_together_is_refused_as_the_python_path_refuses_it(fake, change):
+    port, mm, _ = fake
+    buf, n = raw_reply(np.arange(4, dtype=np.float32), **change)
+    refused_by_both(port, mm, buf, n)
     answer(mm, port.seq, slab.OK_RAW, buf[8:8 + 20])  # shorter than the head
     with pytest.raises(ValueError, match="of 20 bytes"):
         port.read_raw()
@@ -295,13 +300,7 @@ HUGE_DESCS = [msgpack.packb(["<f4", [0, 2**63]]), msgpack.packb(["<f4", [0, 2**6
 def test_a_descriptor_no_slab_could_hold_is_refused_by_both_paths(fake, desc):
     port, mm, _ = fake
     for ln in (0, 16):
-        buf, n = raw_reply(np.arange(4, dtype=np.float32), desc=desc, ln=ln)
-        with pytest.raises(ValueError):
-            codec.unpack_raw_step(buf, 8, n)
-        assert port.post(slab.STEP_RAW, b"\x80", True)
-        answer(mm, port.seq, slab.OK_RAW, buf[8:8 + n])
-        with pytest.raises(ValueError):
-            port.read_raw()
+        refused_by_both(port, mm, *raw_reply(np.arange(4, dtype=np.float32), desc=desc, ln=ln))
 
 
 def slab_of(fd, bell):
