@@ -741,7 +741,10 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     registry.assign(w, instance, env_id);
     auto* make = r.as<Request::Make>();
     admission.made(instance, r.client, make && make->shared, sessions.label(r.client).value_or(SessionLabel{}));
-    if (make && make->slab) make->slab = grant_slab(w, instance);
+    if (make && make->slab) {
+      const auto label = sessions.label(r.client);  // the session a StepVec in its slabs must share
+      make->slab = grant_slab(w, instance, label && label->number > 0 ? "s" + std::to_string(label->number) : "");
+    }
     r.instance = instance;
     registry.slot(w).queue.push_back(std::move(r));  // behind the requests of the worker's other envs
     dispatcher.pump(w);
@@ -749,18 +752,23 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
 
   // A slab for a local client's make: created here and sent to the worker before the make (the
   // client gets it with the reply). False when there is none: the instance works over the socket.
-  bool grant_slab(std::size_t w, const std::string& instance) {
+  bool grant_slab(std::size_t w, const std::string& instance, const std::string& owner) {
     std::string err;
     const auto fds = slabs.grant(instance, opt.shm_slab_bytes, err);
     if (fds.empty()) {
       log("no slab for instance " + instance + " (" + err + "); it uses the socket");
       return false;
     }
-    if (!links.send(registry.slot(w).identity, {verb::kSlab, instance}, fds)) {
+    if (!links.send(registry.slot(w).identity, {verb::kSlab, instance, owner}, fds)) {
       slabs.drop(instance);
       return false;
     }
     return true;
+  }
+
+  // The socket verb a slab request stands for (its timeout error names it).
+  static std::string_view slab_verb_name(shm::Verb v) {
+    return v == shm::Verb::Reset ? verb::kReset : v == shm::Verb::StepVec ? verb::kStepVec : verb::kStep;
   }
 
   // Every 10 ms: what the workers answered in slabs, slab requests past the step deadline (their
@@ -781,13 +789,13 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
         },
         [this](const std::string& i, shm::Verb v) {
           const auto w = routes.find(i);  // there is one: the scan asked alive() first
-          const std::string_view name = v == shm::Verb::Reset ? verb::kReset : verb::kStep;
-          return protocol::encode(timeout_error(name, opt.step_timeout, w ? registry.slot(*w).pid : 0).to_value());
+          return protocol::encode(
+              timeout_error(slab_verb_name(v), opt.step_timeout, w ? registry.slot(*w).pid : 0).to_value());
         });
     for (const auto& o : overdue) {
       auto w = routes.find(o.instance);
       if (!w) continue;
-      const std::string name(o.verb == shm::Verb::Reset ? verb::kReset : verb::kStep);
+      const std::string name(slab_verb_name(o.verb));
       log("worker " + std::to_string(*w) + " timed out in '" + name + "' (shared memory), killing it");
       kill_worker(*w, timeout_kill_reason(name, opt.step_timeout));
     }

@@ -74,8 +74,9 @@ std::vector<SlabTable::Overdue> SlabTable::scan(
     }
     shm::Slab& s = e.slab;
     const uint32_t done = s.u32(off::kDoneSeq).load(std::memory_order_acquire);
-    if (done != e.done_seen) {
-      const uint64_t steps = s.u64(off::kSteps).load(std::memory_order_relaxed);
+    const uint64_t steps = s.u64(off::kSteps).load(std::memory_order_relaxed);
+    // (steps move without done_seq for an env a StepVec in another of its session's slabs stepped)
+    if (done != e.done_seen || steps != e.steps_seen) {
       on_progress(instance, static_cast<uint32_t>(done - e.done_seen), steps > e.steps_seen ? steps - e.steps_seen : 0);
       e.steps_seen = steps;
       e.done_seen = done;
@@ -92,9 +93,10 @@ std::vector<SlabTable::Overdue> SlabTable::scan(
       continue;
     }
     if (!e.timeout_body && now - e.since > timeout) {
-      const auto v = s.u32(off::kReqVerb).load(std::memory_order_relaxed) == static_cast<uint32_t>(shm::Verb::Reset)
-                         ? shm::Verb::Reset
-                         : shm::Verb::Step;
+      const uint32_t posted = s.u32(off::kReqVerb).load(std::memory_order_relaxed);
+      const auto v = posted == static_cast<uint32_t>(shm::Verb::Reset)     ? shm::Verb::Reset
+                     : posted == static_cast<uint32_t>(shm::Verb::StepVec) ? shm::Verb::StepVec
+                                                                           : shm::Verb::Step;
       e.timeout_body = timeout_body(instance, v);
       overdue.push_back({instance, v});
     }

@@ -30,6 +30,12 @@
 // and rep_len = obs_off + obs_len. The worker answers so only when the socket path's reply would
 // be {obs, reward, terminated, truncated, info} with obs an ndarray (not 0-d) it sends from its
 // buffer; otherwise, and for Step, the reply is the MessagePack body (Ok).
+//
+// A StepVec request (a vector env's step of several envs its worker hosts, posted in one of their
+// slabs) carries the body of the worker's step_vec, {instances, actions, autoreset?}, and is
+// answered with its stacked body (Ok), as the socket path's step_vec share. The worker serves it
+// only when every instance named has a slab there granted to the same session as the one it was
+// posted in; otherwise it answers Refused with nothing run, and the client sends it over the socket.
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -57,11 +63,12 @@ inline constexpr std::size_t kWorkerSleeping = 192;
 }  // namespace off
 
 // What a request is (req_verb).
-enum class Verb : uint32_t { Step = 1, Reset = 2, StepRaw = 3 };
+enum class Verb : uint32_t { Step = 1, Reset = 2, StepRaw = 3, StepVec = 4 };
 // How it was answered (rep_status): ok, an error body, a reply too large for the reply area,
 // which the worker keeps for the client to fetch with the `spilled` verb over its socket, or a
-// StepRaw's reply laid out raw.
-enum class Status : uint32_t { Ok = 0, Err = 1, Spilled = 2, OkRaw = 3 };
+// StepRaw's reply laid out raw, or a StepVec not served through this slab (nothing ran: send it
+// over the socket).
+enum class Status : uint32_t { Ok = 0, Err = 1, Spilled = 2, OkRaw = 3, Refused = 4 };
 // The slab's state: granted (the worker has not taken it), attached (the worker serves it), dead
 // (the instance is gone: use the socket, which answers with the instance's tombstone).
 enum class State : uint32_t { Granted = 0, Attached = 1, Dead = 2 };

@@ -111,11 +111,12 @@ void serve(const Args& args, Host& host) {
     if (got != Event::Message || in.empty()) continue;
     const auto v = view(in[0]);
     if (v == verb::kBye) break;
-    if (v == verb::kSlab) {  // [slab, instance] + memfd and doorbell: for the make that follows
+    if (v == verb::kSlab) {  // [slab, instance, owner?] + memfd and doorbell: for the make that follows
       const int memfd = link.take_fd();
       const int doorbell = link.take_fd();
-      if (in.size() == 2) {
-        slabs.on_grant(std::string(view(in[1])), memfd, doorbell);
+      if (in.size() == 2 || in.size() == 3) {
+        slabs.on_grant(std::string(view(in[1])), in.size() == 3 ? std::string(view(in[2])) : std::string(), memfd,
+                       doorbell);
       } else {
         if (memfd >= 0) ::close(memfd);
         if (doorbell >= 0) ::close(doorbell);

@@ -6,6 +6,9 @@
 
 #include <algorithm>
 
+#include "protocol/codec.hpp"
+#include "protocol/frames.hpp"
+
 namespace gymfarm::worker {
 
 namespace off = shm::off;
@@ -30,9 +33,10 @@ void SlabServer::release(Served& s) {
   s.slab = shm::Slab();
 }
 
-void SlabServer::on_grant(const std::string& instance, int memfd, int doorbell) {
+void SlabServer::on_grant(const std::string& instance, const std::string& owner, int memfd, int doorbell) {
   Served s;
   s.instance = instance;
+  s.owner = owner;
   std::string err;
   const bool ok = memfd >= 0 && doorbell >= 0 && s.slab.map(memfd, err);
   if (memfd >= 0) ::close(memfd);  // the mapping keeps the memory
@@ -78,6 +82,26 @@ bool SlabServer::any_pending() const {
   return std::any_of(live_.begin(), live_.end(), [](const Served& s) { return s.slab.pending(); });
 }
 
+SlabServer::Served* SlabServer::find(std::string_view instance) {
+  auto it = std::find_if(live_.begin(), live_.end(), [&](const Served& s) { return s.instance == instance; });
+  return it == live_.end() ? nullptr : &*it;
+}
+
+std::vector<SlabServer::Served*> SlabServer::vec_members(std::string_view body, const std::string& owner) {
+  std::vector<Served*> members;
+  protocol::Value req;
+  std::string err;
+  if (owner.empty() || !protocol::decode(body, req, err) || !req.is_map()) return members;
+  const protocol::Value* insts = req.find("instances");
+  if (insts == nullptr || !insts->is_array() || insts->as_array().empty()) return members;
+  for (const auto& v : insts->as_array()) {
+    Served* s = v.is_string() ? find(v.as_string()) : nullptr;
+    if (s == nullptr || s->owner != owner) return {};
+    members.push_back(s);
+  }
+  return members;
+}
+
 std::size_t SlabServer::serve(const Handler& handle) {
   std::size_t served = 0;
   for (std::size_t i = 0; i < live_.size(); ++i) {
@@ -88,11 +112,25 @@ std::size_t SlabServer::serve(const Handler& handle) {
     spin_hint_ = slab.u32(off::kWorkerSpin).load(std::memory_order_relaxed) != 0;
     const bool reset = v == static_cast<uint32_t>(shm::Verb::Reset);
     const bool raw = v == static_cast<uint32_t>(shm::Verb::StepRaw);
+    const bool vec = v == static_cast<uint32_t>(shm::Verb::StepVec);
     const bool step = raw || v == static_cast<uint32_t>(shm::Verb::Step);
     std::string_view body;
     const auto started = Clock::now();
     SlabReply r;
-    if (!slab.request(body) || (!step && !reset)) {
+    std::vector<Served*> members;
+    std::string copy;  // a StepVec's body, out of the client's reach while it is checked and run
+    if (vec && slab.request(body)) {
+      copy.assign(body);
+      members = vec_members(copy, live_[i].owner);
+      if (members.empty()) {  // nothing runs: the client sends it over the socket
+        slab.u32(off::kRepStatus).store(static_cast<uint32_t>(shm::Status::Refused), std::memory_order_relaxed);
+        slab.u32(off::kRepLen).store(0, std::memory_order_relaxed);
+        slab.publish(seq);
+        ++served;
+        continue;
+      }
+      r = handle(protocol::verb::kStepVec, "", copy, {});
+    } else if (!slab.request(body) || (!step && !reset)) {
       r = handle("", live_[i].instance, "", {});  // answered as the socket path answers an unknown verb
     } else {
       r = handle(reset ? std::string_view("reset") : std::string_view("step"), live_[i].instance, body,
@@ -109,6 +147,10 @@ std::size_t SlabServer::serve(const Handler& handle) {
                           : (old * 7 + ns) / 8,
                std::memory_order_relaxed);
     if (r.ok && step) slab.u64(off::kSteps).fetch_add(1, std::memory_order_relaxed);
+    // a step_vec counts a step for each env named, in that env's slab (as the socket path counts
+    // its rows), so the broker sees each instance used
+    if (r.ok && vec)
+      for (Served* m : members) m->slab.u64(off::kSteps).fetch_add(1, std::memory_order_relaxed);
     if (raw && r.raw > 0 && r.raw <= slab.reply_capacity()) {  // laid out in the reply area already
       slab.u32(off::kRepStatus).store(static_cast<uint32_t>(shm::Status::OkRaw), std::memory_order_relaxed);
       slab.u32(off::kRepLen).store(static_cast<uint32_t>(r.raw), std::memory_order_relaxed);

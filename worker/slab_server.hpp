@@ -35,9 +35,11 @@ class SlabServer {
   SlabServer(const SlabServer&) = delete;
   SlabServer& operator=(const SlabServer&) = delete;
 
-  // [slab, instance] came with two descriptors (memfd, doorbell) on the link: maps the slab for
-  // the make that follows. A slab that does not map is closed (the instance then uses the socket).
-  void on_grant(const std::string& instance, int memfd, int doorbell);
+  // [slab, instance, owner] came with two descriptors (memfd, doorbell) on the link: maps the slab
+  // for the make that follows. A slab that does not map is closed (the instance then uses the
+  // socket). `owner` names the session the broker granted it to: a StepVec posted in a slab may
+  // step only instances whose slabs here have the same, non-empty owner.
+  void on_grant(const std::string& instance, const std::string& owner, int memfd, int doorbell);
   // The make succeeded: the slab is served from now on (its state says so to the client); it failed:
   // the slab is let go.
   void made(const std::string& instance, bool ok);
@@ -60,10 +62,15 @@ class SlabServer {
  private:
   struct Served {
     std::string instance;
+    std::string owner;
     shm::Slab slab;
     int doorbell = -1;
   };
   bool any_pending() const;
+  Served* find(std::string_view instance);
+  // A StepVec's request, copied out of the slab: the instances it names when every one has a live
+  // slab here with `owner` (empty otherwise: refused).
+  std::vector<Served*> vec_members(std::string_view body, const std::string& owner);
   void sleeping(bool on);
   void release(Served& s);
 

@@ -425,6 +425,8 @@ class Farm:
                 return self.call("spilled", instance, {})
             if status == slab.UNANSWERED:  # the instance is gone: its tombstone answers over the socket
                 return self.call(verb, instance, body)
+            if status == slab.REFUSED:  # only a vector step is ever refused
+                raise slab.SlabError("a step answered as a refused vector step")
             result = data if status == slab.OK_RAW else codec.unpack(data)
         except TimeoutError:
             raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {self.timeout:g} s",

@@ -48,8 +48,9 @@ _DONE_SEQ, _REP_STATUS, _REP_LEN, _STATE = 128 // 4, 132 // 4, 136 // 4, 140 // 
 STEP_NS_Q = _STEP_NS_Q = 144 // 8  # the worker's recent time per request, ns
 _WORKER_SLEEPING = 192 // 4
 
-STEP, RESET, STEP_RAW = 1, 2, 3
-OK, ERR, SPILLED, OK_RAW = 0, 1, 2, 3
+STEP, RESET, STEP_RAW, STEP_VEC = 1, 2, 3, 4
+# REFUSED: a STEP_VEC the worker did not run (an env named has no slab of this session there)
+OK, ERR, SPILLED, OK_RAW, REFUSED = 0, 1, 2, 3, 4
 GRANTED, ATTACHED, DEAD = 0, 1, 2
 # wait()'s answer when the slab died with the request unanswered: ask again over the socket, where
 # the instance's tombstone answers (nothing runs: the instance has no route any more)
@@ -216,8 +217,8 @@ class Slab:
         else:
             self._ready += 1
         status, n = w[_REP_STATUS], w[_REP_LEN]
-        if status == SPILLED:
-            return SPILLED, None
+        if status in (SPILLED, REFUSED):
+            return status, None
         if status not in (OK, ERR, OK_RAW) or n > self._rep_cap:
             raise SlabError(f"a reply with status {status} and {n} bytes")
         if status == OK_RAW:

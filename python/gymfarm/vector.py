@@ -3,7 +3,9 @@
 One message per step; autoreset happens inside the workers, so every autoreset mode still costs
 one round trip. On a farm whose workers host several envs (``--envs-per-worker``) and for array
 spaces (Box, Discrete, MultiBinary, MultiDiscrete) a step is a ``step_vec``: the actions travel as
-one ndarray and each worker answers stacked results; otherwise ``step_batch``, one body per env.
+one ndarray and each worker answers stacked results (each worker's share posted in a slab of its
+envs once the first step's reply has said which rows each worker holds; over the socket where
+there are no slabs); otherwise each env's step through its slab, or ``step_batch``, one body per env.
 Resets, renders and attribute calls are pipelined: N requests, one round trip.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
-from . import codec, errors
+from . import codec, errors, slab
 from .client import Farm
 from .env import call_body, copy_back
 
@@ -138,6 +140,9 @@ class RemoteVectorEnv(VectorEnv):
                      and isinstance(self.single_action_space, _ARRAY_SPACES))
         self._instance_frames = [iid.encode() for iid in self.instance_ids]
         self._step_vec = False
+        # step_vec through the slabs: (rows, the slab of rows[0]) per worker, learned from the
+        # socket's reply (which says which rows each worker holds); None until then
+        self._groups: list[tuple[list[int], Any]] | None = None
         self._observations = create_empty_array(self.single_observation_space, n=num_envs, fn=np.zeros)
         self._env_obs: list[Any] = [None] * num_envs
         self._rewards = np.zeros((num_envs,), dtype=np.float64)
@@ -193,8 +198,7 @@ class RemoteVectorEnv(VectorEnv):
                                  "with reset(options={'reset_mask': ...}) before stepping")
         self._step_vec = step_vec
         if step_vec:
-            body = codec.pack(dict(self._autoreset_field(), actions=np.ascontiguousarray(acts)))
-            self._step_ticket = self.farm._send([b"step_vec", b"", b"", body] + self._instance_frames)
+            self._step_ticket = self._post_vec(np.ascontiguousarray(acts))
             return
         steps = list(zip(self.instance_ids, per_env))
         if any(s is not None for s in self._slabs):  # each env's step through its slab, all sent first
@@ -246,17 +250,94 @@ class RemoteVectorEnv(VectorEnv):
                 results.append(e)
         return results
 
-    def _step_wait_vec(self, ticket: int, timeout: float | None
-                       ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """The reply to step_vec: [rid, ok, (rows, status, body)*], one part per worker."""
+    def _post_vec(self, acts: np.ndarray) -> tuple[list[tuple[list[int], Any, bytes]], Any]:
+        """A step_vec's requests: each worker's share posted in a slab of its envs (STEP_VEC, the
+        body the broker would send it) where the groups are known, and the rows left over sent as
+        one step_vec over the socket: (posted, (socket ticket, its rows) or None)."""
+        field = self._autoreset_field()
+        posted: list[tuple[list[int], Any, bytes]] = []
+        for rows, lead in self._groups or ():
+            body = codec.pack(dict(field, instances=[self.instance_ids[j] for j in rows], actions=acts[rows]))
+            if not lead.usable:  # its env is gone: learned again from the socket's reply
+                self._groups = None
+            elif lead.post(slab.STEP_VEC, body):
+                posted.append((rows, lead, body))
+        taken = {j for rows, _, _ in posted for j in rows}
+        rest = [j for j in range(self.num_envs) if j not in taken]
+        if not rest:
+            return posted, None
+        body = codec.pack(dict(field, actions=acts if len(rest) == self.num_envs else acts[rest]))
+        return posted, (self._send_vec(body, rest), rest)
+
+    def _send_vec(self, body: bytes, rows: list[int]) -> int:
+        """A step_vec of these rows over the socket (the broker reads only the body's actions and
+        autoreset)."""
+        return self.farm._send([b"step_vec", b"", b"", body] + [self._instance_frames[j] for j in rows])
+
+    def _socket_parts(self, ticket: int, rows: list[int], timeout: float | None
+                      ) -> list[tuple[list[int], bool, Any]]:
+        """The socket's reply to step_vec, [rid, ok, (rows, status, body)*], as (env indices, ok,
+        body) per worker."""
         reply = self.farm._wait([ticket], timeout)[ticket]
         if reply[1] != b"ok":
             raise errors.from_wire(codec.unpack(reply[2]))
+        return [([rows[i] for i in codec.unpack(reply[k])], reply[k + 1] == b"ok", codec.unpack(reply[k + 2]))
+                for k in range(2, len(reply) - 2, 3)]
+
+    def _slab_part(self, rows: list[int], lead: Any, body: bytes, timeout: float | None
+                   ) -> list[tuple[list[int], bool, Any]]:
+        """A worker's share answered in its slab, as _socket_parts gives it. A share the worker
+        refused, or whose slab died unanswered, goes over the socket (nothing ran)."""
+        lead_id = self.instance_ids[rows[0]]
+        try:
+            status, data = lead.wait(self.farm.timeout, self.farm._still_there)
+            if status == slab.SPILLED:  # too large for the slab: the worker kept it
+                t = self.farm._send(self.farm._frames("spilled", lead_id, {}))
+                reply = self.farm._wait([t], timeout)[t]
+                return [(rows, reply[1] == b"ok", codec.unpack(reply[2]))]
+            if status in (slab.OK, slab.ERR):
+                return [(rows, status == slab.OK, codec.unpack(data))]
+            if status not in (slab.REFUSED, slab.UNANSWERED):
+                raise slab.SlabError(f"a vector step answered with status {status}")
+        except TimeoutError:
+            raise errors.Timeout(f"no reply from the farm at {self.farm.endpoint} within {self.farm.timeout:g} s",
+                                 {"client_side": True}) from None
+        except (slab.SlabError, ValueError) as e:  # something in the worker wrote over the slab
+            self._groups = None
+            raise self.farm._corrupt(lead, lead_id, e) from None
+        self._groups = None  # learned again from the socket's reply
+        return self._socket_parts(self._send_vec(body, rows), rows, timeout)
+
+    def _step_wait_vec(self, ticket: tuple[list[tuple[list[int], Any, bytes]], Any], timeout: float | None
+                       ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """The shares of a step_vec, from the slabs and the socket, in one batch."""
+        posted, sock = ticket
+        parts: list[tuple[list[int], bool, Any]] = []
+        first: errors.GymfarmError | None = None  # raised once every share is in
+        for rows, lead, body in posted:
+            try:
+                parts += self._slab_part(rows, lead, body, timeout)
+            except errors.FarmUnavailable:
+                raise
+            except errors.GymfarmError as e:
+                first = first or e
+        if sock is not None:
+            got = self._socket_parts(*sock, timeout)
+            if self._groups is None and len(sock[1]) == self.num_envs and all(ok for _, ok, _ in got):
+                # each worker's rows, where every env there has a slab: the next steps post them there
+                self._groups = [(rows, self._slabs[rows[0]]) for rows, _, _ in got
+                                if all(self._slabs[j] is not None for j in rows)]
+                # one process per worker: they may busy-poll for the next step while there is a
+                # core for each (a 16-env batch over 2 workers on 2 cores ran 15-30% quicker so)
+                for _, lead in self._groups:
+                    lead.worker_spin = len(got) <= (os.cpu_count() or 1)
+            parts += got
+        if first is not None:
+            raise first
         failed: dict[int, errors.GymfarmError] = {}
         by_row: dict[int, tuple[dict[str, Any], int]] = {}  # row -> (worker body, its index there)
-        for k in range(2, len(reply) - 2, 3):
-            rows, body = codec.unpack(reply[k]), codec.unpack(reply[k + 2])
-            if reply[k + 1] != b"ok":  # the worker failed as a whole (crash, timeout): each of its envs
+        for rows, whole, body in parts:
+            if not whole:  # the worker failed as a whole (crash, timeout): each of its envs
                 failed.update((j, errors.from_wire(body)) for j in rows)
                 continue
             codec.emit_warnings(body)
@@ -280,12 +361,14 @@ class RemoteVectorEnv(VectorEnv):
                               for i, fo, fi in body["finals"]}
             by_row.update((rows[i], (body, i)) for i in ok)
         infos: dict[str, Any] = {}
+        rows_now = self._observations.copy() if by_row else None  # each env's row, apart from the batch
         for j in sorted(by_row):  # in env order, as SyncVectorEnv builds its infos
             body, i = by_row[j]
-            self._env_obs[j] = self._observations[j].copy()
+            self._env_obs[j] = rows_now[j]
             if i in body["finals"]:
                 infos = self._add_final(infos, *body["finals"][i], j)
-            infos = self._add_info(infos, body["infos"][i], j)
+            if info := body["infos"][i]:  # (an empty info adds nothing)
+                infos = self._add_info(infos, info, j)
         self._autoreset_envs = np.logical_or(self._terminations, self._truncations)
         crashed = self._crashed(failed)
         if crashed:
@@ -435,6 +518,7 @@ class RemoteVectorEnv(VectorEnv):
                 self._slabs[i].close()
             self._tune(shared)
             self._slabs[i] = shared
+            self._groups = None  # the new env may be on another worker: learned again
             old = self.instance_ids[i]
             self.instance_ids[i] = made["instance_id"]
             self._instance_frames[i] = made["instance_id"].encode()

@@ -52,8 +52,8 @@ struct ClientSlab {
   ClientSlab& operator=(const ClientSlab&) = delete;
 
   // The server's own descriptors (it closes the memfd once mapped and keeps the doorbell).
-  void grant(SlabServer& server, const std::string& instance) const {
-    server.on_grant(instance, ::dup(memfd), ::dup(doorbell));
+  void grant(SlabServer& server, const std::string& instance, const std::string& owner = "s1") const {
+    server.on_grant(instance, owner, ::dup(memfd), ::dup(doorbell));
   }
 
   // What a client does: write the request, then bump req_seq.
@@ -315,4 +315,84 @@ TEST_CASE("SlabServer: a failed make lets its slab go unserved") {
   const uint32_t seq = c.post(shm::Verb::Step, body({{"action", protocol::Value(0)}}));
   CHECK(server.serve(through(host)) == 0);
   CHECK(c.done() != seq);
+}
+
+namespace {
+
+// A step_vec body: {instances, actions (int64, one per instance)}.
+std::string vec_body(const std::vector<std::string>& instances, const std::vector<int64_t>& actions) {
+  protocol::Array names;
+  for (const auto& i : instances) names.push_back(protocol::Value(i));
+  return body({{"instances", protocol::Value(std::move(names))},
+               {"actions", protocol::Value(protocol::Tensor::from(protocol::DType::Int64, actions,
+                                                                  {static_cast<uint64_t>(actions.size())}))}});
+}
+
+}  // namespace
+
+TEST_CASE("SlabServer: a StepVec steps the envs of its session's slabs, as the socket path's step_vec does") {
+  Host host{Args{}};
+  ClientSlab a(kSlabBytes), b(kSlabBytes), other(kSlabBytes), unowned(kSlabBytes);
+  SlabServer server;
+  a.grant(server, "vec-a");
+  b.grant(server, "vec-b");
+  other.grant(server, "vec-other", "s2");  // another session's env on the same worker
+  unowned.grant(server, "vec-unowned", "");
+  const std::vector<std::string> mine{"vec-a", "vec-b", "vec-other", "vec-unowned"};
+  for (const char* id : {"vec-a", "vec-b", "vec-other", "vec-unowned", "twin-a", "twin-b"}) {
+    REQUIRE(host.handle(verb::kMake, id, make_body("CartPole-v1")).status == protocol::kStatusOk);
+    REQUIRE(host.handle(verb::kReset, id, body({{"seed", protocol::Value(5)}})).status == protocol::kStatusOk);
+  }
+  for (const auto& id : mine) server.made(id, true);
+
+  for (int t = 0; t < 3; ++t) {
+    const uint32_t seq = a.post(shm::Verb::StepVec, vec_body({"vec-a", "vec-b"}, {1, t % 2}));
+    REQUIRE(server.serve(through(host)) == 1);
+    REQUIRE(a.done() == seq);
+    REQUIRE(a.status() == shm::Status::Ok);
+    // the same bytes the socket path's step_vec gives for the same envs and actions
+    const Reply sock = host.handle(verb::kStepVec, "", vec_body({"twin-a", "twin-b"}, {1, t % 2}));
+    REQUIRE(sock.status == protocol::kStatusOk);
+    CHECK(a.reply() == sock.body);
+    CHECK(field(decoded(a.reply()), "obs").as_tensor().shape == std::vector<uint64_t>{2, 4});
+  }
+  // each env named counts its steps in its own slab (the broker sees each one used)
+  CHECK(a.slab.u64(off::kSteps).load() == 3);
+  CHECK(b.slab.u64(off::kSteps).load() == 3);
+  CHECK(b.done() == 0);  // nothing was posted in b itself
+
+  // Refused, with nothing run: another session's env, an env with no slab here, one whose slab has no
+  // owner, a posting slab with no owner, and bodies that name no instances.
+  const std::vector<std::pair<ClientSlab*, std::string>> refused{
+      {&a, vec_body({"vec-a", "vec-other"}, {0, 0})},
+      {&a, vec_body({"vec-a", "twin-a"}, {0, 0})},
+      {&a, vec_body({"vec-unowned"}, {0})},
+      {&unowned, vec_body({"vec-unowned"}, {0})},
+      {&a, body({{"instances", protocol::Value(protocol::Array{})}})},
+      {&a, body({{"instances", protocol::Value("vec-a")}})},
+      {&a, std::string("\xc1", 1)},
+  };
+  for (const auto& [slab, request] : refused) {
+    const uint32_t seq = slab->post(shm::Verb::StepVec, request);
+    REQUIRE(server.serve(through(host)) == 1);
+    REQUIRE(slab->done() == seq);
+    CHECK(slab->status() == shm::Status::Refused);
+    CHECK(slab->slab.u32(off::kRepLen).load() == 0);
+  }
+  CHECK(a.slab.u64(off::kSteps).load() == 3);
+  CHECK(other.slab.u64(off::kSteps).load() == 0);
+  // the other session's env did not move: its next step is its twin's first
+  const protocol::Value moved = decoded(
+      host.handle(verb::kStep, "vec-other", body({{"action", protocol::Value(0)}})).body);
+  REQUIRE(host.handle(verb::kMake, "twin-c", make_body("CartPole-v1")).status == protocol::kStatusOk);
+  REQUIRE(host.handle(verb::kReset, "twin-c", body({{"seed", protocol::Value(5)}})).status == protocol::kStatusOk);
+  const protocol::Value first = decoded(
+      host.handle(verb::kStep, "twin-c", body({{"action", protocol::Value(0)}})).body);
+  CHECK(field(moved, "obs").as_tensor() == field(first, "obs").as_tensor());
+
+  for (const auto& id : mine) {
+    host.handle(verb::kClose, id, "");
+    server.closed(id, gymfarm::worker::error_body("unknown_instance", "closed"));
+  }
+  for (const char* id : {"twin-a", "twin-b", "twin-c"}) host.handle(verb::kClose, id, "");
 }

@@ -1,0 +1,160 @@
+"""A vector env's step through the slabs (docs/protocol.md "Shared memory"): on a farm whose
+workers host several envs, RemoteVectorEnv learns from its first step_vec which rows each worker
+holds, then posts each worker's share in a slab of one of its envs (STEP_VEC). The results, errors,
+crashes and timeouts are the socket path's; the broker is not on the path."""
+import ale_py
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+import gymfarm
+from farm_fixture import wait_until
+from trees import assert_same
+
+gym.register_envs(ale_py)
+
+PACKED = ["--envs-per-worker", "4", "--max-workers", "2"]
+
+
+def step_vec_answers(farm):
+    """The broker's step_vec answers so far (requests that went over the socket)."""
+    return farm.stats()["answers"].get("step_vec", {}).get("count", 0)
+
+
+def both_up(farm):
+    return sum(w["state"] in ("idle", "assigned") for w in farm.stats()["workers"]) == 2
+
+
+def run(env, seed, actions):
+    out = [env.reset(seed=seed)]
+    out += [env.step(a) for a in actions]
+    return out
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_the_same_episodes_through_the_slabs_over_the_socket_and_in_process(start_farm, mode):
+    fp = start_farm(workers=2, args=["--envs-per-worker", "8", "--max-workers", "2"])  # room for both vector envs
+    local = SyncVectorEnv([lambda: gym.make("CartPole-v1") for _ in range(8)], autoreset_mode=mode)
+    local.action_space.seed(2)
+    actions = [local.action_space.sample() for _ in range(150)]  # episodes end and autoreset
+    with fp.connect() as farm, fp.connect(shm=False) as plain:
+        slabbed = farm.make_vec("CartPole-v1", num_envs=8, autoreset_mode=mode)
+        socket = plain.make_vec("CartPole-v1", num_envs=8, autoreset_mode=mode)
+        try:
+            before = step_vec_answers(farm)
+            got = run(slabbed, 7, actions)
+            assert slabbed._groups is not None and sorted(len(r) for r, _ in slabbed._groups) == [4, 4]
+            # the first step went over the socket (it says which worker holds which env), no other
+            assert step_vec_answers(farm) - before == 1
+            assert farm.stats()["shm"]["answered"] >= 2 * (len(actions) - 1)
+            before = step_vec_answers(farm)
+            want_socket = run(socket, 7, actions)
+            # no slabs: every step over the socket
+            assert not socket._groups and step_vec_answers(farm) - before == len(actions)
+            want_local = run(local, 7, actions)
+            for t, (g, s, w) in enumerate(zip(got, want_socket, want_local, strict=True)):
+                assert_same(g, s, f"step {t}: slabs against socket")
+                assert_same(g, w, f"step {t}: slabs against in-process")
+            # each env's steps are counted as the socket path counts them
+            assert farm.stats()["env_steps"] >= 2 * 8 * len(actions)
+        finally:
+            slabbed.close()
+            socket.close()
+            local.close()
+
+
+def test_an_env_error_through_the_slabs_is_the_socket_paths(start_farm):
+    fp = start_farm(workers=2, args=PACKED)
+    with fp.connect() as farm, fp.connect(shm=False) as plain:
+        errs = []
+        for conn in (farm, plain):
+            remote = conn.make_vec("gymfarm_test/Faulty-v0", num_envs=4)
+            try:
+                remote.reset(seed=0)
+                remote.step(np.zeros(4, dtype=np.int64))  # learns the workers' rows
+                with pytest.raises(gymfarm.EnvError) as e:
+                    remote.step(np.array([0, 0, 1, 0]))
+                errs.append((e.value.env_index, e.value.remote_type,
+                             str(e.value).split("Traceback")[0].replace(remote.instance_ids[2], "ID"),
+                             [r["obs"].tolist() if isinstance(r, dict) else type(r).__name__ for r in e.value.results]))
+                obs, *_ = remote.step(np.zeros(4, dtype=np.int64))
+                assert obs[:, 0].tolist() == [3.0, 3.0, 2.0, 3.0]
+            finally:
+                remote.close()
+        assert errs[0] == errs[1]
+
+
+def test_a_worker_killed_mid_step_fails_exactly_its_envs_and_reset_replaces_them(start_farm):
+    fp = start_farm(workers=2, args=PACKED)
+    with fp.connect() as farm:
+        for on_crash in ("raise", "reset"):
+            remote = farm.make_vec("gymfarm_test/Faulty-v0", num_envs=8, on_crash=on_crash)
+            try:
+                remote.reset(seed=0)
+                remote.step(np.zeros(8, dtype=np.int64))
+                assert remote._groups is not None
+                victim = next(w for w in farm.stats()["workers"] if remote.instance_ids[0] in w["instances"])
+                doomed = {i for i, iid in enumerate(remote.instance_ids) if iid in victim["instances"]}
+                assert len(doomed) == 4
+                segfault = np.zeros(8, dtype=np.int64)
+                segfault[min(doomed)] = 2  # the worker dies while it steps its share
+                if on_crash == "raise":
+                    with pytest.raises(gymfarm.WorkerCrashed) as e:
+                        remote.step(segfault)
+                    for i, r in enumerate(e.value.results):
+                        assert isinstance(r, gymfarm.WorkerCrashed) == (i in doomed), (i, r)
+                else:
+                    obs, rewards, _, truncated, infos = remote.step(segfault)
+                    crashed = infos.get("_crashed", np.zeros(8))
+                    assert [bool(crashed[i]) for i in range(8)] == [i in doomed for i in range(8)]
+                    assert [bool(truncated[i]) for i in range(8)] == [i in doomed for i in range(8)]
+                    assert remote._groups is None  # relearned: the new envs may sit on another worker
+                    for _ in range(3):
+                        obs, *_ = remote.step(np.zeros(8, dtype=np.int64))
+                    assert remote._groups is not None
+                    assert obs[:, 0].tolist() == [3.0 if i in doomed else 5.0 for i in range(8)]
+            finally:
+                remote.close()
+            assert wait_until(lambda: both_up(farm), 30)
+
+
+def test_a_hung_share_times_out_as_over_the_socket(start_farm):
+    fp = start_farm(workers=2, args=PACKED + ["--step-timeout", "1"])
+    with fp.connect() as farm, fp.connect(shm=False) as plain:
+        codes = []
+        for conn in (farm, plain):
+            remote = conn.make_vec("gymfarm_test/Faulty-v0", num_envs=8)
+            try:
+                remote.reset(seed=0)
+                remote.step(np.zeros(8, dtype=np.int64))
+                assert bool(remote._groups) == (conn is farm)  # through the slabs, or the socket
+                hang = np.zeros(8, dtype=np.int64)
+                hang[0] = 3  # hangs in C holding the GIL: the farm's deadline kills the worker
+                with pytest.raises(gymfarm.GymfarmError) as e:
+                    remote.step(hang)
+                codes.append(sorted({type(r).__name__ for r in e.value.results if not isinstance(r, dict)}))
+                assert e.value.code == "timeout"
+            finally:
+                remote.close()
+            assert wait_until(lambda: both_up(farm), 30)
+        assert codes[0] == codes[1] == ["Timeout"]
+
+
+def test_a_share_too_large_for_its_slab_arrives_whole(start_farm):
+    fp = start_farm(workers=1, args=["--envs-per-worker", "2", "--shm-slab-kb", "64"])
+    local = SyncVectorEnv([lambda: gym.make("ALE/Pong-v5") for _ in range(2)])
+    local.action_space.seed(0)
+    actions = [local.action_space.sample() for _ in range(12)]
+    with fp.connect() as farm:
+        pong = farm.make_vec("ALE/Pong-v5", num_envs=2)  # 2 x 100 KB frames: more than a 64 KB slab holds
+        try:
+            got = run(pong, 5, actions)
+            assert pong._groups is not None
+            # every share after the first was answered in the slab and fetched with `spilled`
+            assert farm.stats()["answers"]["other"]["count"] == len(actions) - 1
+            for t, (g, w) in enumerate(zip(got, run(local, 5, actions), strict=True)):
+                assert_same(g, w, f"step {t}")
+        finally:
+            pong.close()
+            local.close()
