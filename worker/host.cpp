@@ -341,7 +341,8 @@ py::object Host::step_vec(py::handle insts, py::handle actions, py::handle autor
   py::object stacked = py::none();
   Py_ssize_t good = 0;
   while (good < n && obs[good].is_none()) ++good;
-  if (good < n) {
+  if (good < n) stacked = gymfarm::worker::stack_rows(obs);  // from the rows' buffers, or null
+  if (good < n && !stacked) {
     auto np = py::module_::import("numpy");
     py::object fill = np.attr("zeros_like")(np.attr("asarray")(obs[good]));
     py::list rows(n);

@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <msgpack.hpp>
 #include <stdexcept>
 #include <unordered_map>
@@ -186,6 +187,59 @@ bool pack_numpy_buffer(Packer& pk, StringBuffer& buf, PyObject* o) {
 }
 
 }  // namespace
+
+py::object stack_rows(py::handle rows) {
+  auto& np = Numpy::get();
+  PyObject* list = rows.ptr();
+  if (!PyList_CheckExact(list)) return {};
+  const Py_ssize_t n = PyList_GET_SIZE(list);
+  std::deque<Buffer> held;  // (a Buffer does not move)
+  std::vector<const Buffer*> row(static_cast<std::size_t>(n), nullptr);
+  const Buffer* first = nullptr;
+  std::string dtype;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* o = PyList_GET_ITEM(list, i);
+    if (o == Py_None) continue;
+    if (Py_TYPE(o) != np.ndarray) return {};  // a subclass, a scalar, a list: numpy.stack decides
+    const Buffer& b = held.emplace_back(o, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT);
+    if (!b.ok) {
+      PyErr_Clear();
+      return {};
+    }
+    const std::string d = dtype_of_format(b.view.format, b.view.itemsize);
+    if (d.empty()) return {};  // big-endian, complex, structured, objects
+    if (first == nullptr) {
+      first = &b;
+      dtype = d;
+    } else if (d != dtype || b.view.ndim != first->view.ndim || b.view.len != first->view.len ||
+               !std::equal(b.view.shape, b.view.shape + b.view.ndim, first->view.shape)) {
+      return {};  // rows that differ: numpy.stack raises or promotes
+    }
+    row[static_cast<std::size_t>(i)] = &b;
+  }
+  const auto dt = protocol::dtype_from_str(dtype);
+  if (first == nullptr || !dt) return {};
+  py::tuple shape(first->view.ndim + 1);
+  shape[0] = py::int_(n);
+  for (int k = 0; k < first->view.ndim; ++k) shape[k + 1] = py::int_(first->view.shape[k]);
+  py::object out = np.empty(shape, np.dtype_of(*dt));
+  Buffer dst(out.ptr(), PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE);
+  const auto len = static_cast<std::size_t>(first->view.len);
+  if (!dst.ok || static_cast<std::size_t>(dst.view.len) != len * static_cast<std::size_t>(n)) {
+    PyErr_Clear();
+    return {};
+  }
+  char* at = static_cast<char*>(dst.view.buf);
+  for (const Buffer* b : row) {
+    if (b != nullptr) {
+      std::memcpy(at, b->view.buf, len);
+    } else {
+      std::memset(at, 0, len);  // a failed row: zeros, as numpy.zeros_like of a good one
+    }
+    at += len;
+  }
+  return out;
+}
 
 bool write_raw(py::handle obj, const RawPlace& place) {
   auto& np = Numpy::get();

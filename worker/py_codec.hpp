@@ -30,6 +30,12 @@ using RawPlace = std::function<char*(std::string_view desc, std::size_t nbytes)>
 // copied, for anything else or when `place` has no room: then pack decides.
 bool write_raw(py::handle obj, const RawPlace& place);
 
+// The rows of a step_vec stacked as numpy.stack stacks them, a None row (an env that failed)
+// filled with zeros: when every other row is an ndarray (not a subclass) of the same shape and of
+// one little-endian dtype of numbers, copied from their buffers with one call into numpy; a null
+// object otherwise (numpy.stack decides those).
+py::object stack_rows(py::handle rows);
+
 // Decodes a request body into Python objects; an empty body gives {}. Throws std::runtime_error
 // with a message on malformed input.
 py::object unpack(std::string_view body);

@@ -246,10 +246,38 @@ class _WorkerTestFlaky(gym.make("WorkerTest/Paths-v0").unwrapped.__class__):
 
 if "WorkerTest/Flaky-v0" not in gym.registry:
     gym.register("WorkerTest/Flaky-v0", entry_point=_WorkerTestFlaky, disable_env_checker=True)
+
+import numpy as np
+
+class _WorkerTestOdd(gym.Env):
+    """Observations whose kind the action picks, so that a step_vec's rows differ: dtypes
+    numpy.stack promotes, a big-endian array, 0-d arrays and NumPy scalars, a strided view."""
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(4)
+    kinds = (lambda v: v, lambda v: v.astype(np.float64), lambda v: v.astype(">f4"),
+             lambda v: np.repeat(v, 2)[::2])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.kinds[0](np.zeros(2, np.float32)), {}
+
+    def step(self, action):
+        a = int(action)
+        return self.kinds[a](np.array([0.25, -0.5], np.float32) * (a + 1)), float(a), False, False, {}
+
+class _WorkerTestOdd0(_WorkerTestOdd):
+    """The same with rows of no dimension: 0-d arrays, NumPy scalars, Python floats."""
+    action_space = gym.spaces.Discrete(3)
+    kinds = (lambda v: v[0:1].reshape(()), lambda v: np.float32(v[0]), lambda v: float(v[0]))
+
+for _id, _cls in (("WorkerTest/Odd-v0", _WorkerTestOdd), ("WorkerTest/Odd0-v0", _WorkerTestOdd0)):
+    if _id not in gym.registry:
+        gym.register(_id, entry_point=_cls, disable_env_checker=True)
 )");
   for (const char* mode : {static_cast<const char*>(nullptr), "next_step", "same_step"}) {
-    for (const char* env_id : {"CartPole-v1", "Pendulum-v1", "FrozenLake-v1", "WorkerTest/Paths-v0",
-                               "WorkerTest/List-v0", "WorkerTest/Flaky-v0"}) {
+    for (const char* env_id :
+         {"CartPole-v1", "Pendulum-v1", "FrozenLake-v1", "WorkerTest/Paths-v0", "WorkerTest/List-v0",
+          "WorkerTest/Flaky-v0", "WorkerTest/Odd-v0", "WorkerTest/Odd0-v0"}) {
       same_vec_replies(host, env_id, mode, 3, 60);
     }
   }
