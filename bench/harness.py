@@ -190,20 +190,24 @@ def p2_p3(cfg, rows):
     one = farm(16)
     packed = farm(2, "--envs-per-worker", "8")
     try:
-        c1, c8 = one.connect(), packed.connect()
+        # c8s: the same farm without slabs, so the vector steps cross the broker (the socket path)
+        c1, c8, c8s = one.connect(), packed.connect(), packed.connect(shm=False)
         for k in range(cfg.pairs):
             g1 = vec_rate(lambda: c1.make_vec("CartPole-v1", num_envs=16), cfg.iters, 16)
             g8 = vec_rate(lambda: c8.make_vec("CartPole-v1", num_envs=16), cfg.iters, 16)
+            g8s = vec_rate(lambda: c8s.make_vec("CartPole-v1", num_envs=16), cfg.iters, 16)
             a = vec_rate(async_("CartPole-v1", 16), cfg.iters, 16)
             s = vec_rate(sync("CartPole-v1", 16), cfg.iters, 16)
             rows.append({"scenario": "P2", "pair": k, "gymfarm_steps_per_s": g1, "async16_steps_per_s": a,
                          "sync16_steps_per_s": s, "ratio": g1 / a})
-            rows.append({"scenario": "P3", "pair": k, "gymfarm_k8_steps_per_s": g8, "sync16_steps_per_s": s,
+            rows.append({"scenario": "P3", "pair": k, "gymfarm_k8_steps_per_s": g8,
+                         "gymfarm_k8_socket_steps_per_s": g8s, "sync16_steps_per_s": s,
                          "ratio": g8 / s})
-            log(f"P2/P3 pair {k}: gymfarm 16x1 {g1:,.0f}, 2x8 {g8:,.0f}, AsyncVectorEnv(16) {a:,.0f}, "
-                f"SyncVectorEnv(16) {s:,.0f} env-steps/s")
+            log(f"P2/P3 pair {k}: gymfarm 16x1 {g1:,.0f}, 2x8 {g8:,.0f} (socket {g8s:,.0f}), "
+                f"AsyncVectorEnv(16) {a:,.0f}, SyncVectorEnv(16) {s:,.0f} env-steps/s")
         c1.close()
         c8.close()
+        c8s.close()
     finally:
         one.stop()
         packed.stop()
