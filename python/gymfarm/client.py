@@ -437,6 +437,27 @@ class Farm:
             raise errors.from_wire(result)
         return result
 
+    def send_slab_steps(self, slabs: Sequence[slab.Slab | None], steps: Sequence[tuple[str, Any]], **fields: Any
+                        ) -> builtins.list[Any]:
+        """Each ``(instance_id, action)``'s step through its slab (over the socket where it has
+        none), all sent before any is awaited; :meth:`wait_slab_steps` collects them. Extra keyword
+        fields go into every step body, as with :meth:`step_batch`."""
+        return [self.slab_post(s, "step", iid, dict(fields, action=a))
+                for s, (iid, a) in zip(slabs, steps, strict=True)]
+
+    def wait_slab_steps(self, tickets: Sequence[Any]) -> builtins.list[dict[str, Any] | errors.GymfarmError]:
+        """The results of :meth:`send_slab_steps`, in order, as :meth:`step_batch` gives them: a
+        failed env's error in its place. A farm that is gone raises."""
+        out: builtins.list[dict[str, Any] | errors.GymfarmError] = []
+        for t in tickets:
+            try:
+                out.append(self.slab_wait(t))
+            except errors.FarmUnavailable:
+                raise
+            except errors.GymfarmError as e:
+                out.append(e)
+        return out
+
     def slab_step(self, shared: slab.Slab | None, instance: str, action: Any) -> Any:
         """A step of ``action`` through the instance's slab, as :meth:`slab_call` gives it, or,
         when the compiled slab step had its raw reply while it spun, (obs, reward, terminated,

@@ -8,10 +8,12 @@ Importable without SB3 installed (it then stands alone with the same methods); w
 subclasses SB3's ``VecEnv``. Semantics follow ``SubprocVecEnv``: an env whose episode ends is
 reset at once, its last observation in ``info["terminal_observation"]`` and
 ``info["TimeLimit.truncated"]`` set when the episode was cut by a time limit. The reset happens
-inside the worker, so a step is still one message for all envs.
+inside the worker, so a step is still one request per env: through its slab on the farm's host
+(docs/protocol.md "Shared memory"), or one step_batch for all envs.
 """
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, Union
@@ -21,7 +23,7 @@ from gymnasium import spaces
 
 from . import codec, errors
 from .client import DEFAULT_ENDPOINT, connect
-from .vector import make_many
+from .vector import make_many, tune_slabs
 
 try:  # pragma: no cover - depends on the environment
     from stable_baselines3.common.vec_env.base_vec_env import VecEnv as _VecEnvBase
@@ -50,11 +52,13 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
         self.farm = connect(endpoint, timeout=timeout)  # several farms (a list, a cluster): a ShardedFarm
         self.env_id = env_id
         try:
-            # its steps go as one step_batch: no slabs to ask for (RemoteVectorEnv uses them)
-            made, _ = make_many(self.farm, env_id, num_envs, make_kwargs, slabs=False)
+            # on the farm's host each env's steps go through its slab; elsewhere (and on several
+            # farms) a step is one step_batch
+            made, self._slabs = make_many(self.farm, env_id, num_envs, make_kwargs)
         except BaseException:
             self.farm.close()
             raise
+        tune_slabs(self._slabs, num_envs < (os.cpu_count() or 1))
         self.instance_ids = [r["instance_id"] for r in made]
         observation_space = codec.space_from_wire(made[0]["observation_space"])
         action_space = codec.space_from_wire(made[0]["action_space"])
@@ -104,7 +108,12 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
         if self._actions is None:
             raise RuntimeError("step_wait called without step_async")
         actions, self._actions = self._actions, None
-        results = self._checked(self.farm.step_batch(list(zip(self.instance_ids, actions)), autoreset="same_step"))
+        steps = list(zip(self.instance_ids, actions))
+        if any(sh is not None for sh in self._slabs):
+            results = self.farm.wait_slab_steps(self.farm.send_slab_steps(self._slabs, steps, autoreset="same_step"))
+        else:
+            results = self.farm.step_batch(steps, autoreset="same_step")
+        results = self._checked(results)
         obs, rewards, dones, infos = [], [], [], []
         for i, r in enumerate(results):
             codec.emit_warnings(r)  # the env's warnings, raised here
@@ -183,4 +192,7 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
 
     def _close_remote(self) -> None:
         self.farm.close_many(self.instance_ids)
+        for sh in self._slabs:
+            if sh is not None:
+                sh.close()
         self.farm.close()

@@ -49,6 +49,17 @@ def make_many(farm: Farm, env_id: str, num_envs: int, kwargs: dict[str, Any], sl
     return ok, [s for _, s in pairs]
 
 
+def tune_slabs(slabs: Sequence[Any], workers_spin: bool) -> None:
+    """A vector env's slabs: with more envs than cores (``workers_spin`` false), the workers sleep
+    between steps and the client spins at most _CROWDED_SPIN on each slab, since a spinning process
+    takes a core a worker needs."""
+    for shared in slabs:
+        if shared is not None:
+            shared.worker_spin = workers_spin
+            if not workers_spin:
+                shared.spin = min(shared.spin, _CROWDED_SPIN)
+
+
 def _unwrap(r: dict[str, Any]) -> None:
     """A sub-env's reply: its warnings raised here, the tuples in its infos rebuilt."""
     if "warnings" in r:
@@ -123,8 +134,7 @@ class RemoteVectorEnv(VectorEnv):
         self.instance_ids: list[str] = [r["instance_id"] for r in made]
         self._closed_remote = False
         self._workers_spin = num_envs < (os.cpu_count() or 1)  # more envs than cores: workers sleep between steps
-        for s in self._slabs:
-            self._tune(s)
+        tune_slabs(self._slabs, self._workers_spin)
         first = made[0]
         self.single_observation_space = codec.space_from_wire(first["observation_space"])
         self.single_action_space = codec.space_from_wire(first["action_space"])
@@ -202,9 +212,7 @@ class RemoteVectorEnv(VectorEnv):
             return
         steps = list(zip(self.instance_ids, per_env))
         if any(s is not None for s in self._slabs):  # each env's step through its slab, all sent first
-            field = self._autoreset_field()
-            self._step_ticket = [self.farm.slab_post(s, "step", iid, dict(field, action=a))
-                                 for s, (iid, a) in zip(self._slabs, steps)]
+            self._step_ticket = self.farm.send_slab_steps(self._slabs, steps, **self._autoreset_field())
             return
         self._step_ticket = self.farm.send_step_batch(steps, **self._autoreset_field())
 
@@ -215,7 +223,8 @@ class RemoteVectorEnv(VectorEnv):
         ticket, self._step_ticket = self._step_ticket, None
         if self._step_vec:
             return self._step_wait_vec(ticket, timeout)
-        results = self._wait_slabs(ticket) if isinstance(ticket, list) else self.farm.wait_step_batch(ticket, timeout)
+        results = (self.farm.wait_slab_steps(ticket) if isinstance(ticket, list)
+                   else self.farm.wait_step_batch(ticket, timeout))
         infos: dict[str, Any] = {}
         for i, r in enumerate(results):
             if isinstance(r, errors.GymfarmError):
@@ -229,26 +238,6 @@ class RemoteVectorEnv(VectorEnv):
         self._raise_first(results, range(self.num_envs))
         return (self._batched_obs(), np.copy(self._rewards), np.copy(self._terminations),
                 np.copy(self._truncations), infos)
-
-    def _tune(self, shared: Any) -> None:
-        """With more envs than cores, the workers sleep between steps and this client spins at most
-        _CROWDED_SPIN on each slab: a spinning process takes a core a worker needs."""
-        if shared is not None:
-            shared.worker_spin = self._workers_spin
-            if not self._workers_spin:
-                shared.spin = min(shared.spin, _CROWDED_SPIN)
-
-    def _wait_slabs(self, tickets: list[Any]) -> list[Any]:
-        """Each env's step result (or its error) from the slabs, in env order."""
-        results: list[Any] = []
-        for t in tickets:
-            try:
-                results.append(self.farm.slab_wait(t))
-            except errors.GymfarmError as e:
-                if isinstance(e, errors.FarmUnavailable):
-                    raise
-                results.append(e)
-        return results
 
     def _post_vec(self, acts: np.ndarray) -> tuple[list[tuple[list[int], Any, bytes]], Any]:
         """A step_vec's requests: each worker's share posted in a slab of its envs (STEP_VEC, the
@@ -516,7 +505,7 @@ class RemoteVectorEnv(VectorEnv):
             _unwrap(reset)
             if self._slabs[i] is not None:
                 self._slabs[i].close()
-            self._tune(shared)
+            tune_slabs([shared], self._workers_spin)
             self._slabs[i] = shared
             self._groups = None  # the new env may be on another worker: learned again
             old = self.instance_ids[i]

@@ -38,7 +38,10 @@ class Reference:
 def test_matches_subproc_semantics(shared_farm):
     venv = RemoteVecEnv("CartPole-v1", num_envs=3, endpoint=shared_farm.endpoint, max_episode_steps=20)
     ref = Reference("CartPole-v1", 3, max_episode_steps=20)
+    with shared_farm.connect() as watcher:
+        through_slabs = watcher.stats()["shm"]["answered"]
     try:
+        assert all(s is not None for s in venv._slabs)  # on the farm's host: each env's steps through its slab
         assert venv.num_envs == 3 and venv.action_space == gym.spaces.Discrete(2)
         assert venv.seed(10) == [10, 11, 12]
         np.testing.assert_array_equal(venv.reset(), ref.reset([10, 11, 12]))
@@ -58,6 +61,8 @@ def test_matches_subproc_semantics(shared_farm):
                 if "terminal_observation" in w:
                     np.testing.assert_array_equal(g["terminal_observation"], w["terminal_observation"])
         assert truncations > 0
+        with shared_farm.connect() as watcher:
+            assert watcher.stats()["shm"]["answered"] - through_slabs >= 3 * 60  # every step, none over the socket
     finally:
         venv.close()
 
