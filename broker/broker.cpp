@@ -742,8 +742,11 @@ struct Broker::Impl final : DeadlineActions, DispatchLinks {
     auto* make = r.as<Request::Make>();
     admission.made(instance, r.client, make && make->shared, sessions.label(r.client).value_or(SessionLabel{}));
     if (make && make->slab) {
-      const auto label = sessions.label(r.client);  // the session a StepVec in its slabs must share
-      make->slab = grant_slab(w, instance, label && label->number > 0 ? "s" + std::to_string(label->number) : "");
+      // The session a StepVec in its slabs must share; none for a shared instance, whose replies
+      // another session could fetch (`spilled`), so no vector step runs through its slab.
+      const auto label = sessions.label(r.client);
+      const bool owned = label && label->number > 0 && !make->shared;
+      make->slab = grant_slab(w, instance, owned ? "s" + std::to_string(label->number) : "");
     }
     r.instance = instance;
     registry.slot(w).queue.push_back(std::move(r));  // behind the requests of the worker's other envs

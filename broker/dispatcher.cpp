@@ -6,6 +6,7 @@
 
 #include "protocol/codec.hpp"
 #include "protocol/frames.hpp"
+#include "protocol/step_vec.hpp"
 
 namespace gymfarm::broker {
 
@@ -339,9 +340,7 @@ void Dispatcher::on_step_vec(Request& head, Frames& f) {
     slice.data.reserve(row_bytes * g.rows.size());
     for (auto r : g.rows) slice.data.append(t.data, r * row_bytes, row_bytes);
     for (const auto& inst : g.instances) share.instances.push_back(inst.as_string());
-    Value sub(protocol::Map{{"instances", Value(std::move(g.instances))}, {"actions", Value(std::move(slice))}});
-    if (autoreset) sub.set("autoreset", *autoreset);
-    part.body = protocol::encode(sub);
+    part.body = protocol::encode_vec_share(share.instances, std::move(slice), autoreset);
     share.rows = std::move(g.rows);
     part.kind = std::move(share);
     if (!admit(part)) continue;

@@ -222,7 +222,12 @@ py::object stack_rows(py::handle rows) {
   py::tuple shape(first->view.ndim + 1);
   shape[0] = py::int_(n);
   for (int k = 0; k < first->view.ndim; ++k) shape[k + 1] = py::int_(first->view.shape[k]);
-  py::object out = np.empty(shape, np.dtype_of(*dt));
+  py::object out;
+  try {
+    out = np.empty(shape, np.dtype_of(*dt));
+  } catch (py::error_already_set&) {
+    return {};  // (more dimensions than numpy allows, say): numpy.stack decides, and says why
+  }
   Buffer dst(out.ptr(), PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE);
   const auto len = static_cast<std::size_t>(first->view.len);
   if (!dst.ok || static_cast<std::size_t>(dst.view.len) != len * static_cast<std::size_t>(n)) {

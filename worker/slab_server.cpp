@@ -6,8 +6,8 @@
 
 #include <algorithm>
 
-#include "protocol/codec.hpp"
 #include "protocol/frames.hpp"
+#include "protocol/step_vec.hpp"
 
 namespace gymfarm::worker {
 
@@ -65,7 +65,15 @@ void SlabServer::closed(const std::string& instance, const std::string& error_bo
   if (it == live_.end()) return;
   shm::Slab& slab = it->slab;
   slab.u32(off::kState).store(static_cast<uint32_t>(shm::State::Dead), std::memory_order_release);
-  if (slab.pending()) slab.reply(slab.u32(off::kReqSeq).load(std::memory_order_acquire), shm::Status::Err, error_body);
+  if (slab.pending()) {
+    const uint32_t seq = slab.u32(off::kReqSeq).load(std::memory_order_acquire);
+    // A StepVec's other envs may live on: refused, it goes over the socket, which answers each row
+    if (slab.u32(off::kReqVerb).load(std::memory_order_relaxed) == static_cast<uint32_t>(shm::Verb::StepVec)) {
+      refuse(slab, seq);
+    } else {
+      slab.reply(seq, shm::Status::Err, error_body);
+    }
+  }
   release(*it);
   live_.erase(it);
 }
@@ -82,24 +90,30 @@ bool SlabServer::any_pending() const {
   return std::any_of(live_.begin(), live_.end(), [](const Served& s) { return s.slab.pending(); });
 }
 
+void SlabServer::refuse(shm::Slab& slab, uint32_t seq) {
+  slab.u32(off::kRepStatus).store(static_cast<uint32_t>(shm::Status::Refused), std::memory_order_relaxed);
+  slab.u32(off::kRepLen).store(0, std::memory_order_relaxed);
+  slab.publish(seq);
+}
+
 SlabServer::Served* SlabServer::find(std::string_view instance) {
   auto it = std::find_if(live_.begin(), live_.end(), [&](const Served& s) { return s.instance == instance; });
   return it == live_.end() ? nullptr : &*it;
 }
 
-std::vector<SlabServer::Served*> SlabServer::vec_members(std::string_view body, const std::string& owner) {
-  std::vector<Served*> members;
-  protocol::Value req;
-  std::string err;
-  if (owner.empty() || !protocol::decode(body, req, err) || !req.is_map()) return members;
-  const protocol::Value* insts = req.find("instances");
-  if (insts == nullptr || !insts->is_array() || insts->as_array().empty()) return members;
-  for (const auto& v : insts->as_array()) {
-    Served* s = v.is_string() ? find(v.as_string()) : nullptr;
-    if (s == nullptr || s->owner != owner) return {};
-    members.push_back(s);
+std::optional<SlabServer::VecRun> SlabServer::vec_run(std::string_view body, const std::string& owner) {
+  if (owner.empty()) return std::nullopt;
+  auto share = protocol::decode_vec_share(body);
+  if (!share) return std::nullopt;
+  VecRun run;
+  for (const auto& i : share->instances) {
+    Served* s = find(i);
+    if (s == nullptr || s->owner != owner) return std::nullopt;
+    run.members.push_back(s);
   }
-  return members;
+  run.body = protocol::encode_vec_share(share->instances, std::move(share->actions),
+                                        share->autoreset ? &*share->autoreset : nullptr);
+  return run;
 }
 
 std::size_t SlabServer::serve(const Handler& handle) {
@@ -118,18 +132,16 @@ std::size_t SlabServer::serve(const Handler& handle) {
     const auto started = Clock::now();
     SlabReply r;
     std::vector<Served*> members;
-    std::string copy;  // a StepVec's body, out of the client's reach while it is checked and run
-    if (vec && slab.request(body)) {
-      copy.assign(body);
-      members = vec_members(copy, live_[i].owner);
-      if (members.empty()) {  // nothing runs: the client sends it over the socket
-        slab.u32(off::kRepStatus).store(static_cast<uint32_t>(shm::Status::Refused), std::memory_order_relaxed);
-        slab.u32(off::kRepLen).store(0, std::memory_order_relaxed);
-        slab.publish(seq);
+    if (vec) {
+      // decoded once from a copy out of the client's reach; what runs is re-encoded from what was checked
+      auto run = slab.request(body) ? vec_run(std::string(body), live_[i].owner) : std::nullopt;
+      if (!run) {  // nothing runs: the client sends it over the socket
+        refuse(slab, seq);
         ++served;
         continue;
       }
-      r = handle(protocol::verb::kStepVec, "", copy, {});
+      members = std::move(run->members);
+      r = handle(protocol::verb::kStepVec, "", run->body, {});
     } else if (!slab.request(body) || (!step && !reset)) {
       r = handle("", live_[i].instance, "", {});  // answered as the socket path answers an unknown verb
     } else {

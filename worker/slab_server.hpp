@@ -68,9 +68,15 @@ class SlabServer {
   };
   bool any_pending() const;
   Served* find(std::string_view instance);
-  // A StepVec's request, copied out of the slab: the instances it names when every one has a live
-  // slab here with `owner` (empty otherwise: refused).
-  std::vector<Served*> vec_members(std::string_view body, const std::string& owner);
+  // Answers request `seq` refused: nothing ran, the client sends it over the socket.
+  static void refuse(shm::Slab& slab, uint32_t seq);
+  // A StepVec's request: the share re-encoded from what was checked, and the slabs of the envs it
+  // names, when every one has a live slab here with `owner`; nullopt otherwise (refused).
+  struct VecRun {
+    std::string body;
+    std::vector<Served*> members;
+  };
+  std::optional<VecRun> vec_run(std::string_view body, const std::string& owner);
   void sleeping(bool on);
   void release(Served& s);
 

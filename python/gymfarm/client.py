@@ -414,13 +414,15 @@ class Farm:
             return (shared, verb, instance, body)
         return self._send([verb.encode(), instance.encode(), b"", packed])
 
-    def slab_wait(self, ticket: Any) -> dict[str, Any]:
-        """The result of :meth:`slab_post`'s request; raises its error as the socket path does."""
+    def slab_wait(self, ticket: Any, timeout: float | None = None) -> dict[str, Any]:
+        """The result of :meth:`slab_post`'s request, within ``timeout`` seconds (default the
+        client's); raises its error as the socket path does."""
         if not isinstance(ticket, tuple):
-            return self._result(self._wait([ticket], None)[ticket])
+            return self._result(self._wait([ticket], timeout)[ticket])
         shared, verb, instance, body = ticket
+        waited = self.timeout if timeout is None else timeout
         try:
-            status, data = shared.wait(self.timeout, self._still_there)
+            status, data = shared.wait(waited, self._still_there)
             if status == slab.SPILLED:  # a reply too large for the slab: the worker kept it
                 return self.call("spilled", instance, {})
             if status == slab.UNANSWERED:  # the instance is gone: its tombstone answers over the socket
@@ -429,7 +431,7 @@ class Farm:
                 raise slab.SlabError("a step answered as a refused vector step")
             result = data if status == slab.OK_RAW else codec.unpack(data)
         except TimeoutError:
-            raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {self.timeout:g} s",
+            raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {waited:g} s",
                                  {"client_side": True}) from None
         except (slab.SlabError, ValueError) as e:  # something in the worker wrote over the slab
             raise self._corrupt(shared, instance, e) from None
@@ -445,13 +447,14 @@ class Farm:
         return [self.slab_post(s, "step", iid, dict(fields, action=a))
                 for s, (iid, a) in zip(slabs, steps, strict=True)]
 
-    def wait_slab_steps(self, tickets: Sequence[Any]) -> builtins.list[dict[str, Any] | errors.GymfarmError]:
+    def wait_slab_steps(self, tickets: Sequence[Any], timeout: float | None = None
+                        ) -> builtins.list[dict[str, Any] | errors.GymfarmError]:
         """The results of :meth:`send_slab_steps`, in order, as :meth:`step_batch` gives them: a
         failed env's error in its place. A farm that is gone raises."""
         out: builtins.list[dict[str, Any] | errors.GymfarmError] = []
         for t in tickets:
             try:
-                out.append(self.slab_wait(t))
+                out.append(self.slab_wait(t, timeout))
             except errors.FarmUnavailable:
                 raise
             except errors.GymfarmError as e:

@@ -223,7 +223,7 @@ class RemoteVectorEnv(VectorEnv):
         ticket, self._step_ticket = self._step_ticket, None
         if self._step_vec:
             return self._step_wait_vec(ticket, timeout)
-        results = (self.farm.wait_slab_steps(ticket) if isinstance(ticket, list)
+        results = (self.farm.wait_slab_steps(ticket, timeout) if isinstance(ticket, list)
                    else self.farm.wait_step_batch(ticket, timeout))
         infos: dict[str, Any] = {}
         for i, r in enumerate(results):
@@ -258,6 +258,9 @@ class RemoteVectorEnv(VectorEnv):
         body = codec.pack(dict(field, actions=acts if len(rest) == self.num_envs else acts[rest]))
         return posted, (self._send_vec(body, rest), rest)
 
+    def _slabs_of(self, rows: list[int]) -> list[Any]:
+        return [self._slabs[j] for j in rows]
+
     def _send_vec(self, body: bytes, rows: list[int]) -> int:
         """A step_vec of these rows over the socket (the broker reads only the body's actions and
         autoreset)."""
@@ -277,9 +280,9 @@ class RemoteVectorEnv(VectorEnv):
                    ) -> list[tuple[list[int], bool, Any]]:
         """A worker's share answered in its slab, as _socket_parts gives it. A share the worker
         refused, or whose slab died unanswered, goes over the socket (nothing ran)."""
-        lead_id = self.instance_ids[rows[0]]
+        lead_id = self.instance_ids[rows[self._slabs_of(rows).index(lead)]]
         try:
-            status, data = lead.wait(self.farm.timeout, self.farm._still_there)
+            status, data = lead.wait(self.farm.timeout if timeout is None else timeout, self.farm._still_there)
             if status == slab.SPILLED:  # too large for the slab: the worker kept it
                 t = self.farm._send(self.farm._frames("spilled", lead_id, {}))
                 reply = self.farm._wait([t], timeout)[t]
@@ -289,7 +292,8 @@ class RemoteVectorEnv(VectorEnv):
             if status not in (slab.REFUSED, slab.UNANSWERED):
                 raise slab.SlabError(f"a vector step answered with status {status}")
         except TimeoutError:
-            raise errors.Timeout(f"no reply from the farm at {self.farm.endpoint} within {self.farm.timeout:g} s",
+            waited = self.farm.timeout if timeout is None else timeout
+            raise errors.Timeout(f"no reply from the farm at {self.farm.endpoint} within {waited:g} s",
                                  {"client_side": True}) from None
         except (slab.SlabError, ValueError) as e:  # something in the worker wrote over the slab
             self._groups = None
@@ -314,8 +318,10 @@ class RemoteVectorEnv(VectorEnv):
             got = self._socket_parts(*sock, timeout)
             if self._groups is None and len(sock[1]) == self.num_envs and all(ok for _, ok, _ in got):
                 # each worker's rows, where every env there has a slab: the next steps post them there
-                self._groups = [(rows, self._slabs[rows[0]]) for rows, _, _ in got
-                                if all(self._slabs[j] is not None for j in rows)]
+                # (posted in the first slab this client still uses; the worker checks every env's)
+                self._groups = [(rows, next(sh for sh in self._slabs_of(rows) if sh.usable)) for rows, _, _ in got
+                                if all(sh is not None for sh in self._slabs_of(rows))
+                                and any(sh.usable for sh in self._slabs_of(rows))]
                 # one process per worker: they may busy-poll for the next step while there is a
                 # core for each (a 16-env batch over 2 workers on 2 cores ran 15-30% quicker so)
                 for _, lead in self._groups:

@@ -2,6 +2,8 @@
 workers host several envs, RemoteVectorEnv learns from its first step_vec which rows each worker
 holds, then posts each worker's share in a slab of one of its envs (STEP_VEC). The results, errors,
 crashes and timeouts are the socket path's; the broker is not on the path."""
+import time
+
 import ale_py
 import gymnasium as gym
 import numpy as np
@@ -158,3 +160,22 @@ def test_a_share_too_large_for_its_slab_arrives_whole(start_farm):
         finally:
             pong.close()
             local.close()
+
+
+@pytest.mark.parametrize("per_worker", [1, 4])
+def test_step_wait_keeps_its_timeout_through_the_slabs(start_farm, per_worker):
+    fp = start_farm(workers=2, args=["--envs-per-worker", str(per_worker), "--step-timeout", "3"])
+    with fp.connect() as farm:
+        remote = farm.make_vec("gymfarm_test/Faulty-v0", num_envs=2)
+        try:
+            remote.reset(seed=0)
+            remote.step(np.zeros(2, dtype=np.int64))
+            assert remote._groups or all(s is not None for s in remote._slabs)  # the slabs carry the steps
+            remote.step_async(np.array([3, 0]))  # env 0 hangs until the farm's deadline kills its worker
+            started = time.monotonic()
+            with pytest.raises(gymfarm.Timeout) as e:
+                remote.step_wait(timeout=0.3)
+            assert time.monotonic() - started < 2.5 and e.value.details.get("client_side")
+        finally:
+            remote.close()
+        assert wait_until(lambda: both_up(farm), 30)

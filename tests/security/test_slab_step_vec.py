@@ -50,3 +50,43 @@ def test_a_step_vec_naming_another_sessions_env_is_refused_and_runs_nothing(star
                                                            theirs["instance_id"].encode()])], 10.0)[t]
             assert reply[1] == b"ok"
             assert reply[3] == b"err" and codec.unpack(reply[4])["code"] == "unknown_instance"
+
+
+def test_a_body_that_names_its_instances_twice_runs_only_what_was_checked(start_farm):
+    f = start_farm(workers=1, args=["--envs-per-worker", "4", "--max-workers", "1"])
+    with f.connect(name="attacker") as attacker, f.connect(name="victim") as victim:
+        mine, my_slab = attacker.make_instance({"env_id": "CartPole-v1"})
+        theirs, _ = victim.make_instance({"env_id": "CartPole-v1"})
+        twin, _ = victim.make_instance({"env_id": "CartPole-v1"})
+        for conn, iid in ((attacker, mine), (victim, theirs), (victim, twin)):
+            conn.call("reset", iid["instance_id"], {"seed": 4})
+        # {instances: [mine], actions, instances: [theirs]}: a map a decoder may read either way
+        body = (b"\x83" + codec.pack("instances") + codec.pack([mine["instance_id"]])
+                + codec.pack("actions") + codec.pack(np.zeros(1, dtype=np.int64))
+                + codec.pack("instances") + codec.pack([theirs["instance_id"]]))
+        status, data = _posted(my_slab, body)
+        if status == slab.OK:  # served: then as the list the check saw, the attacker's own env
+            assert codec.unpack(data)["obs"].shape == (1, 4)
+        else:
+            assert status == slab.REFUSED
+        got = victim.call("step", theirs["instance_id"], {"action": 0})
+        want = victim.call("step", twin["instance_id"], {"action": 0})
+        assert np.array_equal(got["obs"], want["obs"])  # the victim's env did not move
+
+
+def test_no_vector_step_runs_through_a_shared_envs_slab(start_farm):
+    """Another session may fetch a shared env's kept (spilled) replies, so a shared env's slab never
+    carries a vector step, whose reply would hold its session's other envs."""
+    f = start_farm(workers=1, args=["--envs-per-worker", "4", "--max-workers", "1"])
+    with f.connect() as owner:
+        shared, shared_slab = owner.make_instance({"env_id": "CartPole-v1", "shared": True})
+        private, private_slab = owner.make_instance({"env_id": "CartPole-v1"})
+        for iid in (shared["instance_id"], private["instance_id"]):
+            owner.call("reset", iid, {"seed": 1})
+        for posted_in, names in ((shared_slab, [shared["instance_id"]]),
+                                 (shared_slab, [shared["instance_id"], private["instance_id"]]),
+                                 (private_slab, [private["instance_id"], shared["instance_id"]])):
+            status, _ = _posted(posted_in, _vec_body(names, [0] * len(names)))
+            assert status == slab.REFUSED
+        status, _ = _posted(private_slab, _vec_body([private["instance_id"]], [0]))
+        assert status == slab.OK

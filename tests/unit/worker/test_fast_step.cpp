@@ -283,3 +283,49 @@ for _id, _cls in (("WorkerTest/Odd-v0", _WorkerTestOdd), ("WorkerTest/Odd0-v0", 
   }
   CHECK(PyErr_Occurred() == nullptr);
 }
+
+TEST_CASE("Host: a step_vec whose rows numpy cannot stack fails as host.py's does") {
+  Host host{Args{}};
+  py::exec(R"(
+import gymnasium as gym
+import numpy as np
+
+class _WorkerTestDeep(gym.Env):
+    """64-dimensional observations: stacked, 65, more than numpy allows."""
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,) * 64, np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros((1,) * 64, np.float32), {}
+
+    def step(self, action):
+        return np.zeros((1,) * 64, np.float32), 0.0, False, False, {}
+
+if "WorkerTest/Deep-v0" not in gym.registry:
+    gym.register("WorkerTest/Deep-v0", entry_point=_WorkerTestDeep, disable_env_checker=True)
+)");
+  py::list fast, twin;
+  for (const char* id : {"deep-f0", "deep-f1", "deep-t0", "deep-t1"}) {
+    REQUIRE(host.handle(verb::kMake, id, make_body("WorkerTest/Deep-v0")).status == protocol::kStatusOk);
+    REQUIRE(host.handle(verb::kReset, id, "").status == protocol::kStatusOk);
+    (std::string(id).find("-f") != std::string::npos ? fast : twin).append(id);
+  }
+  py::object np = py::module_::import("numpy");
+  py::dict req;
+  req["instances"] = fast;
+  req["actions"] = np.attr("zeros")(2, "int64");
+  const Reply got = host.handle(verb::kStepVec, "", gymfarm::worker::pack(req));
+  REQUIRE(got.status == protocol::kStatusErr);
+  std::string want;
+  try {
+    py::module_::import("gymfarm_host").attr("step_vec")(twin, req["actions"], py::none());
+  } catch (py::error_already_set& e) {
+    want = e.what();
+  }
+  REQUIRE(!want.empty());  // numpy.stack refused them there too
+  const std::string message = field(decoded(got.body), "message").as_string();
+  INFO(message << " against " << want);
+  CHECK(want.find(message.substr(message.find(':') + 1)) != std::string::npos);
+  for (const char* id : {"deep-f0", "deep-f1", "deep-t0", "deep-t1"}) host.handle(verb::kClose, id, "");
+}

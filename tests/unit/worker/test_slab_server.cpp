@@ -371,6 +371,8 @@ TEST_CASE("SlabServer: a StepVec steps the envs of its session's slabs, as the s
       {&a, body({{"instances", protocol::Value(protocol::Array{})}})},
       {&a, body({{"instances", protocol::Value("vec-a")}})},
       {&a, std::string("\xc1", 1)},
+      {&a, vec_body({"vec-a", "vec-b"}, {0})},  // not one action row per env (the broker refuses it too)
+      {&a, body({{"instances", protocol::Value(protocol::Array{protocol::Value("vec-a")})}})},  // no actions
   };
   for (const auto& [slab, request] : refused) {
     const uint32_t seq = slab->post(shm::Verb::StepVec, request);
@@ -380,6 +382,19 @@ TEST_CASE("SlabServer: a StepVec steps the envs of its session's slabs, as the s
     CHECK(slab->slab.u32(off::kRepLen).load() == 0);
   }
   CHECK(a.slab.u64(off::kSteps).load() == 3);
+
+  // A map that names `instances` twice: what runs is what was checked (the first), re-encoded, so
+  // the later list never reaches the env loop.
+  {
+    protocol::Map twice = decoded(vec_body({"vec-a"}, {0})).as_map();
+    twice.emplace_back("instances", protocol::Value(protocol::Array{protocol::Value("vec-other")}));
+    const uint32_t seq = a.post(shm::Verb::StepVec, protocol::encode(protocol::Value(std::move(twice))));
+    REQUIRE(server.serve(through(host)) == 1);
+    REQUIRE(a.done() == seq);
+    REQUIRE(a.status() == shm::Status::Ok);
+    CHECK(field(decoded(a.reply()), "obs").as_tensor().shape == std::vector<uint64_t>{1, 4});
+    CHECK(a.slab.u64(off::kSteps).load() == 4);
+  }
   CHECK(other.slab.u64(off::kSteps).load() == 0);
   // the other session's env did not move: its next step is its twin's first
   const protocol::Value moved = decoded(
@@ -390,7 +405,17 @@ TEST_CASE("SlabServer: a StepVec steps the envs of its session's slabs, as the s
       host.handle(verb::kStep, "twin-c", body({{"action", protocol::Value(0)}})).body);
   CHECK(field(moved, "obs").as_tensor() == field(first, "obs").as_tensor());
 
+  // A StepVec that waits in a slab whose env is closed is refused, not failed: its other envs
+  // live on, and the socket answers each row.
+  const uint32_t waiting = a.post(shm::Verb::StepVec, vec_body({"vec-a", "vec-b"}, {0, 0}));
+  host.handle(verb::kClose, "vec-a", "");
+  server.closed("vec-a", gymfarm::worker::error_body("unknown_instance", "closed"));
+  REQUIRE(a.done() == waiting);
+  CHECK(a.status() == shm::Status::Refused);
+  CHECK(b.slab.u64(off::kSteps).load() == 3);  // nothing ran
+
   for (const auto& id : mine) {
+    if (id == "vec-a") continue;
     host.handle(verb::kClose, id, "");
     server.closed(id, gymfarm::worker::error_body("unknown_instance", "closed"));
   }
