@@ -329,37 +329,58 @@ class RemoteVectorEnv(VectorEnv):
             parts += got
         if first is not None:
             raise first
+        return self._finish_vec(parts)
+
+    def _finish_vec(self, parts: list[tuple[list[int], bool, Any]]
+                    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """The batch from each worker's share: (env indices, whether the worker answered, its
+        stacked body or its error)."""
         failed: dict[int, errors.GymfarmError] = {}
-        by_row: dict[int, tuple[dict[str, Any], int]] = {}  # row -> (worker body, its index there)
+        stepped: list[int] = []  # the envs whose rows came
+        noted: list[tuple[int, Any, int]] = []  # (env, worker body, its row there): a final or an info to add
         for rows, whole, body in parts:
             if not whole:  # the worker failed as a whole (crash, timeout): each of its envs
                 failed.update((j, errors.from_wire(body)) for j in rows)
                 continue
-            codec.emit_warnings(body)
+            if "warnings" in body:
+                codec.emit_warnings(body)
             for i, marks in body.pop("tuples", None) or []:  # [row, {info|final_info: paths}]
                 for key, paths in marks.items():
                     if key == "info":
                         body["infos"][i] = codec.restore_tuples(body["infos"][i], paths)
                     elif key == "final_info":
                         body.setdefault("final_marks", {})[i] = paths
-            errs = {i: e for i, e in body["errors"]}
-            failed.update((rows[i], errors.from_wire(e)) for i, e in errs.items())
-            ok = [i for i in range(len(rows)) if i not in errs]
-            if ok:
-                at = np.asarray([rows[i] for i in ok])
-                self._observations[at] = body["obs"][ok]
-                self._rewards[at] = [body["rewards"][i] for i in ok]
-                self._terminations[at] = [body["terminated"][i] for i in ok]
-                self._truncations[at] = [body["truncated"][i] for i in ok]
-            fm = body.get("final_marks", {})
-            body["finals"] = {i: (fo, codec.restore_tuples(fi, fm[i]) if i in fm else fi)
-                              for i, fo, fi in body["finals"]}
-            by_row.update((rows[i], (body, i)) for i in ok)
+            if body["errors"]:
+                errs = {i: e for i, e in body["errors"]}
+                failed.update((rows[i], errors.from_wire(e)) for i, e in errs.items())
+                ok = [i for i in range(len(rows)) if i not in errs]
+                at = [rows[i] for i in ok]
+                if ok:
+                    self._observations[at] = body["obs"][ok]
+                    self._rewards[at] = [body["rewards"][i] for i in ok]
+                    self._terminations[at] = [body["terminated"][i] for i in ok]
+                    self._truncations[at] = [body["truncated"][i] for i in ok]
+            else:  # (the common case: every row, as it came)
+                ok, at = range(len(rows)), rows
+                self._observations[at] = body["obs"]
+                self._rewards[at] = body["rewards"]
+                self._terminations[at] = body["terminated"]
+                self._truncations[at] = body["truncated"]
+            if body["finals"]:
+                fm = body.get("final_marks", {})
+                body["finals"] = {i: (fo, codec.restore_tuples(fi, fm[i]) if i in fm else fi)
+                                  for i, fo, fi in body["finals"]}
+            else:
+                body["finals"] = {}
+            stepped += at
+            infos_of, finals = body["infos"], body["finals"]
+            noted += [(rows[i], body, i) for i in ok if infos_of[i] or i in finals]
         infos: dict[str, Any] = {}
-        rows_now = self._observations.copy() if by_row else None  # each env's row, apart from the batch
-        for j in sorted(by_row):  # in env order, as SyncVectorEnv builds its infos
-            body, i = by_row[j]
-            self._env_obs[j] = rows_now[j]
+        if stepped:
+            rows_now = self._observations.copy()  # each env's row, apart from the batch
+            for j in stepped:
+                self._env_obs[j] = rows_now[j]
+        for j, body, i in sorted(noted, key=lambda n: n[0]):  # in env order, as SyncVectorEnv builds its infos
             if i in body["finals"]:
                 infos = self._add_final(infos, *body["finals"][i], j)
             if info := body["infos"][i]:  # (an empty info adds nothing)

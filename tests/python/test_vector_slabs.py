@@ -11,6 +11,7 @@ import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import gymfarm
+import gymfarm_testenvs  # noqa: F401  (the test envs, for the in-process side)
 from farm_fixture import wait_until
 from trees import assert_same
 
@@ -35,14 +36,15 @@ def run(env, seed, actions):
 
 
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
-def test_the_same_episodes_through_the_slabs_over_the_socket_and_in_process(start_farm, mode):
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "gymfarm_test/InfoKinds-v0"])  # InfoKinds: infos that vary
+def test_the_same_episodes_through_the_slabs_over_the_socket_and_in_process(start_farm, mode, env_id):
     fp = start_farm(workers=2, args=["--envs-per-worker", "8", "--max-workers", "2"])  # room for both vector envs
-    local = SyncVectorEnv([lambda: gym.make("CartPole-v1") for _ in range(8)], autoreset_mode=mode)
+    local = SyncVectorEnv([lambda: gym.make(env_id) for _ in range(8)], autoreset_mode=mode)
     local.action_space.seed(2)
     actions = [local.action_space.sample() for _ in range(150)]  # episodes end and autoreset
     with fp.connect() as farm, fp.connect(shm=False) as plain:
-        slabbed = farm.make_vec("CartPole-v1", num_envs=8, autoreset_mode=mode)
-        socket = plain.make_vec("CartPole-v1", num_envs=8, autoreset_mode=mode)
+        slabbed = farm.make_vec(env_id, num_envs=8, autoreset_mode=mode)
+        socket = plain.make_vec(env_id, num_envs=8, autoreset_mode=mode)
         try:
             before = step_vec_answers(farm)
             got = run(slabbed, 7, actions)
