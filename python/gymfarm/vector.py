@@ -281,8 +281,9 @@ class RemoteVectorEnv(VectorEnv):
         """A worker's share answered in its slab, as _socket_parts gives it. A share the worker
         refused, or whose slab died unanswered, goes over the socket (nothing ran)."""
         lead_id = self.instance_ids[rows[self._slabs_of(rows).index(lead)]]
+        waited = self.farm.timeout if timeout is None else timeout
         try:
-            status, data = lead.wait(self.farm.timeout if timeout is None else timeout, self.farm._still_there)
+            status, data = lead.wait(waited, self.farm._still_there)
             if status == slab.SPILLED:  # too large for the slab: the worker kept it
                 t = self.farm._send(self.farm._frames("spilled", lead_id, {}))
                 reply = self.farm._wait([t], timeout)[t]
@@ -292,7 +293,6 @@ class RemoteVectorEnv(VectorEnv):
             if status not in (slab.REFUSED, slab.UNANSWERED):
                 raise slab.SlabError(f"a vector step answered with status {status}")
         except TimeoutError:
-            waited = self.farm.timeout if timeout is None else timeout
             raise errors.Timeout(f"no reply from the farm at {self.farm.endpoint} within {waited:g} s",
                                  {"client_side": True}) from None
         except (slab.SlabError, ValueError) as e:  # something in the worker wrote over the slab
