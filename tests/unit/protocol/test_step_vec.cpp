@@ -11,7 +11,7 @@ using namespace gymfarm::protocol;
 
 namespace {
 
-Tensor actions(std::vector<int64_t> rows) {
+Tensor actions(const std::vector<int64_t>& rows) {
   const auto n = static_cast<uint64_t>(rows.size());
   return Tensor::from(DType::Int64, rows, {n});
 }
