@@ -93,10 +93,7 @@ std::vector<SlabTable::Overdue> SlabTable::scan(
       continue;
     }
     if (!e.timeout_body && now - e.since > timeout) {
-      const uint32_t posted = s.u32(off::kReqVerb).load(std::memory_order_relaxed);
-      const auto v = posted == static_cast<uint32_t>(shm::Verb::Reset)     ? shm::Verb::Reset
-                     : posted == static_cast<uint32_t>(shm::Verb::StepVec) ? shm::Verb::StepVec
-                                                                           : shm::Verb::Step;
+      const auto v = shm::verb_of(s.u32(off::kReqVerb).load(std::memory_order_relaxed));
       e.timeout_body = timeout_body(instance, v);
       overdue.push_back({instance, v});
     }

@@ -64,6 +64,13 @@ inline constexpr std::size_t kWorkerSleeping = 192;
 
 // What a request is (req_verb).
 enum class Verb : uint32_t { Step = 1, Reset = 2, StepRaw = 3, StepVec = 4 };
+// The request a req_verb stands for, as the broker times it: a reset, a vector step, or a step
+// (StepRaw, and any other word, which the worker answers as a step's unknown verb).
+inline Verb verb_of(uint32_t req_verb) {
+  return req_verb == static_cast<uint32_t>(Verb::Reset)     ? Verb::Reset
+         : req_verb == static_cast<uint32_t>(Verb::StepVec) ? Verb::StepVec
+                                                            : Verb::Step;
+}
 // How it was answered (rep_status): ok, an error body, a reply too large for the reply area,
 // which the worker keeps for the client to fetch with the `spilled` verb over its socket, or a
 // StepRaw's reply laid out raw, or a StepVec not served through this slab (nothing ran: send it

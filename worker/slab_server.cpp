@@ -101,16 +101,19 @@ SlabServer::Served* SlabServer::find(std::string_view instance) {
   return it == live_.end() ? nullptr : &*it;
 }
 
-std::optional<SlabServer::VecRun> SlabServer::vec_run(std::string_view body, const std::string& owner) {
-  if (owner.empty()) return std::nullopt;
+std::optional<SlabServer::VecRun> SlabServer::vec_run(std::string_view body, const Served& posted_in) {
+  if (posted_in.owner.empty()) return std::nullopt;
   auto share = protocol::decode_vec_share(body);
   if (!share) return std::nullopt;
   VecRun run;
+  bool among = false;  // the slab it came in is one of its envs' (its step time and spills are theirs)
   for (const auto& i : share->instances) {
     Served* s = find(i);
-    if (s == nullptr || s->owner != owner) return std::nullopt;
+    if (s == nullptr || s->owner != posted_in.owner) return std::nullopt;
+    among = among || s == &posted_in;
     run.members.push_back(s);
   }
+  if (!among) return std::nullopt;
   run.body = protocol::encode_vec_share(share->instances, std::move(share->actions),
                                         share->autoreset ? &*share->autoreset : nullptr);
   return run;
@@ -134,7 +137,7 @@ std::size_t SlabServer::serve(const Handler& handle) {
     std::vector<Served*> members;
     if (vec) {
       // decoded once from a copy out of the client's reach; what runs is re-encoded from what was checked
-      auto run = slab.request(body) ? vec_run(std::string(body), live_[i].owner) : std::nullopt;
+      auto run = slab.request(body) ? vec_run(std::string(body), live_[i]) : std::nullopt;
       if (!run) {  // nothing runs: the client sends it over the socket
         refuse(slab, seq);
         ++served;

@@ -71,12 +71,13 @@ class SlabServer {
   // Answers request `seq` refused: nothing ran, the client sends it over the socket.
   static void refuse(shm::Slab& slab, uint32_t seq);
   // A StepVec's request: the share re-encoded from what was checked, and the slabs of the envs it
-  // names, when every one has a live slab here with `owner`; nullopt otherwise (refused).
+  // names, when every one has a live slab here of the owner of the slab it was posted in, that
+  // slab among them; nullopt otherwise (refused).
   struct VecRun {
     std::string body;
     std::vector<Served*> members;
   };
-  std::optional<VecRun> vec_run(std::string_view body, const std::string& owner);
+  std::optional<VecRun> vec_run(std::string_view body, const Served& posted_in);
   void sleeping(bool on);
   void release(Served& s);
 

@@ -414,27 +414,38 @@ class Farm:
             return (shared, verb, instance, body)
         return self._send([verb.encode(), instance.encode(), b"", packed])
 
+    def slab_answer(self, shared: slab.Slab, instance: str, timeout: float | None = None) -> tuple[int, Any]:
+        """The answer in ``shared`` to the request posted last, within ``timeout`` seconds (default
+        the client's): (status, data) as Slab.wait gives it, an OK or ERR body decoded, and a
+        spilled reply fetched over the socket (then OK or ERR too). Raises Timeout, or the
+        corrupt-slab error (the slab is dropped)."""
+        waited = self.timeout if timeout is None else timeout
+        try:
+            status, data = shared.wait(waited, self._still_there)
+            if status == slab.SPILLED:  # a reply too large for the slab: the worker kept it
+                t = self._send(self._frames("spilled", instance, {}))
+                reply = self._wait([t], timeout)[t]
+                status, data = (slab.OK if reply[1] == b"ok" else slab.ERR), reply[2]
+            if status in (slab.OK, slab.ERR):
+                data = codec.unpack(data)
+        except TimeoutError:
+            raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {waited:g} s",
+                                 {"client_side": True}) from None
+        except (slab.SlabError, ValueError) as e:  # something in the worker wrote over the slab
+            raise self._corrupt(shared, instance, e) from None
+        return status, data
+
     def slab_wait(self, ticket: Any, timeout: float | None = None) -> dict[str, Any]:
         """The result of :meth:`slab_post`'s request, within ``timeout`` seconds (default the
         client's); raises its error as the socket path does."""
         if not isinstance(ticket, tuple):
             return self._result(self._wait([ticket], timeout)[ticket])
         shared, verb, instance, body = ticket
-        waited = self.timeout if timeout is None else timeout
-        try:
-            status, data = shared.wait(waited, self._still_there)
-            if status == slab.SPILLED:  # a reply too large for the slab: the worker kept it
-                return self.call("spilled", instance, {})
-            if status == slab.UNANSWERED:  # the instance is gone: its tombstone answers over the socket
-                return self.call(verb, instance, body)
-            if status == slab.REFUSED:  # only a vector step is ever refused
-                raise slab.SlabError("a step answered as a refused vector step")
-            result = data if status == slab.OK_RAW else codec.unpack(data)
-        except TimeoutError:
-            raise errors.Timeout(f"no reply from the farm at {self.endpoint} within {waited:g} s",
-                                 {"client_side": True}) from None
-        except (slab.SlabError, ValueError) as e:  # something in the worker wrote over the slab
-            raise self._corrupt(shared, instance, e) from None
+        status, result = self.slab_answer(shared, instance, timeout)
+        if status == slab.UNANSWERED:  # the instance is gone: its tombstone answers over the socket
+            return self.call(verb, instance, body)
+        if status == slab.REFUSED:  # only a vector step is ever refused
+            raise self._corrupt(shared, instance, slab.SlabError("a step answered as a refused vector step"))
         if status == slab.ERR:
             raise errors.from_wire(result)
         return result
@@ -452,9 +463,10 @@ class Farm:
         """The results of :meth:`send_slab_steps`, in order, as :meth:`step_batch` gives them: a
         failed env's error in its place. A farm that is gone raises."""
         out: builtins.list[dict[str, Any] | errors.GymfarmError] = []
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)  # one for them all
         for t in tickets:
             try:
-                out.append(self.slab_wait(t, timeout))
+                out.append(self.slab_wait(t, max(0.0, deadline - time.monotonic())))
             except errors.FarmUnavailable:
                 raise
             except errors.GymfarmError as e:

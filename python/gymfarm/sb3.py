@@ -8,12 +8,11 @@ Importable without SB3 installed (it then stands alone with the same methods); w
 subclasses SB3's ``VecEnv``. Semantics follow ``SubprocVecEnv``: an env whose episode ends is
 reset at once, its last observation in ``info["terminal_observation"]`` and
 ``info["TimeLimit.truncated"]`` set when the episode was cut by a time limit. The reset happens
-inside the worker, so a step is still one request per env: through its slab on the farm's host
-(docs/protocol.md "Shared memory"), or one step_batch for all envs.
+inside the worker. On the farm's host each env's step goes through its slab (docs/protocol.md
+"Shared memory"), one request per env; elsewhere a step is one step_batch for all envs.
 """
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, Union
@@ -23,7 +22,7 @@ from gymnasium import spaces
 
 from . import codec, errors
 from .client import DEFAULT_ENDPOINT, connect
-from .vector import make_many, tune_slabs
+from .vector import close_slabs, make_many, tune_slabs
 
 try:  # pragma: no cover - depends on the environment
     from stable_baselines3.common.vec_env.base_vec_env import VecEnv as _VecEnvBase
@@ -58,7 +57,7 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
         except BaseException:
             self.farm.close()
             raise
-        tune_slabs(self._slabs, num_envs < (os.cpu_count() or 1))
+        tune_slabs(self._slabs, num_envs)
         self.instance_ids = [r["instance_id"] for r in made]
         observation_space = codec.space_from_wire(made[0]["observation_space"])
         action_space = codec.space_from_wire(made[0]["action_space"])
@@ -192,7 +191,5 @@ class RemoteVecEnv(_VecEnvBase):  # type: ignore[misc,valid-type]
 
     def _close_remote(self) -> None:
         self.farm.close_many(self.instance_ids)
-        for sh in self._slabs:
-            if sh is not None:
-                sh.close()
+        close_slabs(self._slabs)
         self.farm.close()

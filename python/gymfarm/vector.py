@@ -11,6 +11,7 @@ Resets, renders and attribute calls are pipelined: N requests, one round trip.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from copy import deepcopy
 from typing import Any
@@ -39,9 +40,7 @@ def make_many(farm: Farm, env_id: str, num_envs: int, kwargs: dict[str, Any], sl
     made = [r for r, _ in pairs]
     ok = [r for r in made if isinstance(r, dict)]
     if len(ok) != len(made):
-        for _, shared in pairs:
-            if shared is not None:
-                shared.close()
+        close_slabs([shared for _, shared in pairs])
         farm.close_many([r["instance_id"] for r in ok])
         errors.raise_first(made)
     for r in ok:
@@ -49,15 +48,23 @@ def make_many(farm: Farm, env_id: str, num_envs: int, kwargs: dict[str, Any], sl
     return ok, [s for _, s in pairs]
 
 
-def tune_slabs(slabs: Sequence[Any], workers_spin: bool) -> None:
-    """A vector env's slabs: with more envs than cores (``workers_spin`` false), the workers sleep
-    between steps and the client spins at most _CROWDED_SPIN on each slab, since a spinning process
-    takes a core a worker needs."""
+def tune_slabs(slabs: Sequence[Any], num_envs: int) -> None:
+    """A vector env's slabs: with more envs than cores, the workers sleep between steps and the
+    client spins at most _CROWDED_SPIN on each slab, since a spinning process takes a core a worker
+    needs."""
+    spin = num_envs < (os.cpu_count() or 1)  # a core for each: the workers may busy-poll
     for shared in slabs:
         if shared is not None:
-            shared.worker_spin = workers_spin
-            if not workers_spin:
+            shared.worker_spin = spin
+            if not spin:
                 shared.spin = min(shared.spin, _CROWDED_SPIN)
+
+
+def close_slabs(slabs: Sequence[Any]) -> None:
+    """Unmaps every slab of these (None where an env has none)."""
+    for shared in slabs:
+        if shared is not None:
+            shared.close()
 
 
 def _unwrap(r: dict[str, Any]) -> None:
@@ -69,6 +76,7 @@ def _unwrap(r: dict[str, Any]) -> None:
 
 
 _CROWDED_SPIN = 200e-6  # seconds
+_REFUSALS = 3
 _ARRAY_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiBinary, spaces.MultiDiscrete)
 _AUTORESET_WIRE = {AutoresetMode.NEXT_STEP: "next_step", AutoresetMode.SAME_STEP: "same_step",
                    AutoresetMode.DISABLED: None}
@@ -133,8 +141,7 @@ class RemoteVectorEnv(VectorEnv):
             raise
         self.instance_ids: list[str] = [r["instance_id"] for r in made]
         self._closed_remote = False
-        self._workers_spin = num_envs < (os.cpu_count() or 1)  # more envs than cores: workers sleep between steps
-        tune_slabs(self._slabs, self._workers_spin)
+        tune_slabs(self._slabs, num_envs)
         first = made[0]
         self.single_observation_space = codec.space_from_wire(first["observation_space"])
         self.single_action_space = codec.space_from_wire(first["action_space"])
@@ -150,16 +157,17 @@ class RemoteVectorEnv(VectorEnv):
                      and isinstance(self.single_action_space, _ARRAY_SPACES))
         self._instance_frames = [iid.encode() for iid in self.instance_ids]
         self._step_vec = False
-        # step_vec through the slabs: (rows, the slab of rows[0]) per worker, learned from the
+        # step_vec through the slabs: (rows, the slab it is posted in) per worker, learned from the
         # socket's reply (which says which rows each worker holds); None until then
         self._groups: list[tuple[list[int], Any]] | None = None
+        self._refusals = 0  # shares a worker refused: after _REFUSALS, vector steps stay on the socket
         self._observations = create_empty_array(self.single_observation_space, n=num_envs, fn=np.zeros)
         self._env_obs: list[Any] = [None] * num_envs
         self._rewards = np.zeros((num_envs,), dtype=np.float64)
         self._terminations = np.zeros((num_envs,), dtype=np.bool_)
         self._truncations = np.zeros((num_envs,), dtype=np.bool_)
         self._autoreset_envs = np.zeros((num_envs,), dtype=np.bool_)
-        self._step_ticket: int | None = None
+        self._step_ticket: Any = None  # step_async's requests, for step_wait
         self._sent: dict[int, int] = {}  # rid -> env index, for send/recv
 
     # -- the VectorEnv API ----------------------------------------------------------------------
@@ -246,10 +254,11 @@ class RemoteVectorEnv(VectorEnv):
         field = self._autoreset_field()
         posted: list[tuple[list[int], Any, bytes]] = []
         for rows, lead in self._groups or ():
-            body = codec.pack(dict(field, instances=[self.instance_ids[j] for j in rows], actions=acts[rows]))
-            if not lead.usable:  # its env is gone: learned again from the socket's reply
+            if not lead.usable or self.farm._closed:  # its env is gone: learned again from the socket's reply
                 self._groups = None
-            elif lead.post(slab.STEP_VEC, body):
+                continue
+            body = codec.pack(dict(field, instances=[self.instance_ids[j] for j in rows], actions=acts[rows]))
+            if lead.post(slab.STEP_VEC, body):
                 posted.append((rows, lead, body))
         taken = {j for rows, _, _ in posted for j in rows}
         rest = [j for j in range(self.num_envs) if j not in taken]
@@ -276,49 +285,49 @@ class RemoteVectorEnv(VectorEnv):
         return [([rows[i] for i in codec.unpack(reply[k])], reply[k + 1] == b"ok", codec.unpack(reply[k + 2]))
                 for k in range(2, len(reply) - 2, 3)]
 
-    def _slab_part(self, rows: list[int], lead: Any, body: bytes, timeout: float | None
+    def _slab_part(self, rows: list[int], lead: Any, body: bytes, timeout: float
                    ) -> list[tuple[list[int], bool, Any]]:
         """A worker's share answered in its slab, as _socket_parts gives it. A share the worker
-        refused, or whose slab died unanswered, goes over the socket (nothing ran)."""
+        refused (nothing ran) goes over the socket. A share whose slab closed unanswered fails as a
+        whole: its other envs may have stepped, so it is not sent again."""
         lead_id = self.instance_ids[rows[self._slabs_of(rows).index(lead)]]
-        waited = self.farm.timeout if timeout is None else timeout
         try:
-            status, data = lead.wait(waited, self.farm._still_there)
-            if status == slab.SPILLED:  # too large for the slab: the worker kept it
-                t = self.farm._send(self.farm._frames("spilled", lead_id, {}))
-                reply = self.farm._wait([t], timeout)[t]
-                return [(rows, reply[1] == b"ok", codec.unpack(reply[2]))]
-            if status in (slab.OK, slab.ERR):
-                return [(rows, status == slab.OK, codec.unpack(data))]
-            if status not in (slab.REFUSED, slab.UNANSWERED):
-                raise slab.SlabError(f"a vector step answered with status {status}")
-        except TimeoutError:
-            raise errors.Timeout(f"no reply from the farm at {self.farm.endpoint} within {waited:g} s",
-                                 {"client_side": True}) from None
-        except (slab.SlabError, ValueError) as e:  # something in the worker wrote over the slab
+            status, data = self.farm.slab_answer(lead, lead_id, timeout)
+        except errors.GymfarmError:
             self._groups = None
-            raise self.farm._corrupt(lead, lead_id, e) from None
+            raise
+        if status in (slab.OK, slab.ERR):
+            return [(rows, status == slab.OK, data)]
         self._groups = None  # learned again from the socket's reply
-        return self._socket_parts(self._send_vec(body, rows), rows, timeout)
+        if status == slab.REFUSED:
+            self._refusals += 1
+            return self._socket_parts(self._send_vec(body, rows), rows, timeout)
+        if status == slab.UNANSWERED:
+            return [(rows, False, errors.GymfarmError(
+                f"the slab of instance {lead_id} closed before its worker answered this step; the envs of "
+                "that worker may have stepped", {"instance_id": lead_id}))]
+        raise self.farm._corrupt(lead, lead_id, slab.SlabError(f"a vector step answered with status {status}"))
 
     def _step_wait_vec(self, ticket: tuple[list[tuple[list[int], Any, bytes]], Any], timeout: float | None
                        ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """The shares of a step_vec, from the slabs and the socket, in one batch."""
+        """The shares of a step_vec, from the slabs and the socket, in one batch, within one
+        deadline; a share that failed fails its envs, and the others' rows still count."""
         posted, sock = ticket
+        deadline = time.monotonic() + (self.farm.timeout if timeout is None else timeout)
         parts: list[tuple[list[int], bool, Any]] = []
-        first: errors.GymfarmError | None = None  # raised once every share is in
         for rows, lead, body in posted:
             try:
-                parts += self._slab_part(rows, lead, body, timeout)
+                parts += self._slab_part(rows, lead, body, max(0.0, deadline - time.monotonic()))
             except errors.FarmUnavailable:
                 raise
             except errors.GymfarmError as e:
-                first = first or e
+                parts.append((rows, False, e))
         if sock is not None:
-            got = self._socket_parts(*sock, timeout)
-            if self._groups is None and len(sock[1]) == self.num_envs and all(ok for _, ok, _ in got):
-                # each worker's rows, where every env there has a slab: the next steps post them there
-                # (posted in the first slab this client still uses; the worker checks every env's)
+            got = self._socket_parts(sock[0], sock[1], max(0.0, deadline - time.monotonic()))
+            if (self._groups is None and self._refusals < _REFUSALS and len(sock[1]) == self.num_envs
+                    and all(ok for _, ok, _ in got)):
+                # each worker's rows, where every env there has a slab: the next steps post them in
+                # the first of those slabs this client still uses (the worker checks every env's)
                 self._groups = [(rows, next(sh for sh in self._slabs_of(rows) if sh.usable)) for rows, _, _ in got
                                 if all(sh is not None for sh in self._slabs_of(rows))
                                 and any(sh.usable for sh in self._slabs_of(rows))]
@@ -327,8 +336,6 @@ class RemoteVectorEnv(VectorEnv):
                 for _, lead in self._groups:
                     lead.worker_spin = len(got) <= (os.cpu_count() or 1)
             parts += got
-        if first is not None:
-            raise first
         return self._finish_vec(parts)
 
     def _finish_vec(self, parts: list[tuple[list[int], bool, Any]]
@@ -340,7 +347,8 @@ class RemoteVectorEnv(VectorEnv):
         noted: list[tuple[int, Any, int]] = []  # (env, worker body, its row there): a final or an info to add
         for rows, whole, body in parts:
             if not whole:  # the worker failed as a whole (crash, timeout): each of its envs
-                failed.update((j, errors.from_wire(body)) for j in rows)
+                err = body if isinstance(body, errors.GymfarmError) else None
+                failed.update((j, err or errors.from_wire(body)) for j in rows)
                 continue
             if "warnings" in body:
                 codec.emit_warnings(body)
@@ -448,9 +456,7 @@ class RemoteVectorEnv(VectorEnv):
         if not getattr(self, "_closed_remote", True):
             self._closed_remote = True
             self.farm.close_many(self.instance_ids)
-            for s in self._slabs:
-                if s is not None:
-                    s.close()
+            close_slabs(self._slabs)
             self.farm.close()
 
     # -- EnvPool-style asynchronous stepping ---------------------------------------------------
@@ -532,7 +538,7 @@ class RemoteVectorEnv(VectorEnv):
             _unwrap(reset)
             if self._slabs[i] is not None:
                 self._slabs[i].close()
-            tune_slabs([shared], self._workers_spin)
+            tune_slabs([shared], self.num_envs)
             self._slabs[i] = shared
             self._groups = None  # the new env may be on another worker: learned again
             old = self.instance_ids[i]

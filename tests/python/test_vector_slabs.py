@@ -178,6 +178,7 @@ def test_step_wait_keeps_its_timeout_through_the_slabs(start_farm, per_worker):
             with pytest.raises(gymfarm.Timeout) as e:
                 remote.step_wait(timeout=0.3)
             assert time.monotonic() - started < 2.5 and e.value.details.get("client_side")
+            assert isinstance(e.value.results[1], dict)  # the other env's step is not lost
         finally:
             remote.close()
         assert wait_until(lambda: both_up(farm), 30)

@@ -372,6 +372,7 @@ TEST_CASE("SlabServer: a StepVec steps the envs of its session's slabs, as the s
       {&a, body({{"instances", protocol::Value("vec-a")}})},
       {&a, std::string("\xc1", 1)},
       {&a, vec_body({"vec-a", "vec-b"}, {0})},  // not one action row per env (the broker refuses it too)
+      {&a, vec_body({"vec-b"}, {0})},           // not posted in a slab of one of its envs
       {&a, body({{"instances", protocol::Value(protocol::Array{protocol::Value("vec-a")})}})},  // no actions
   };
   for (const auto& [slab, request] : refused) {
