@@ -2,6 +2,8 @@
 workers host several envs, RemoteVectorEnv learns from its first step_vec which rows each worker
 holds, then posts each worker's share in a slab of one of its envs (STEP_VEC). The results, errors,
 crashes and timeouts are the socket path's; the broker is not on the path."""
+import os
+import signal
 import time
 
 import ale_py
@@ -13,6 +15,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 import gymfarm
 import gymfarm_testenvs  # noqa: F401  (the test envs, for the in-process side)
 from farm_fixture import wait_until
+from gymfarm import slab
 from trees import assert_same
 
 gym.register_envs(ale_py)
@@ -182,3 +185,29 @@ def test_step_wait_keeps_its_timeout_through_the_slabs(start_farm, per_worker):
         finally:
             remote.close()
         assert wait_until(lambda: both_up(farm), 30)
+
+
+def test_a_share_whose_slab_dies_unanswered_fails_and_is_not_sent_again(start_farm):
+    """The broker marks a slab dead when its instance goes, and the worker may still be stepping
+    the share posted there: the client must not send the share again, or the other envs step twice."""
+    fp = start_farm(workers=1, args=["--envs-per-worker", "2", "--max-workers", "1"])
+    with fp.connect() as farm:
+        remote = farm.make_vec("gymfarm_test/Faulty-v0", num_envs=2)
+        try:
+            remote.reset(seed=0)
+            remote.step(np.zeros(2, dtype=np.int64))  # learns the rows: t = 1 in both envs
+            ((rows, lead),) = remote._groups
+            worker = next(w["pid"] for w in farm.stats()["workers"] if w["instances"])
+            os.kill(worker, signal.SIGSTOP)  # the worker holds the share
+            try:
+                remote.step_async(np.zeros(2, dtype=np.int64))
+                lead._w[slab._STATE] = slab.DEAD  # as the broker marks it when the instance goes
+                with pytest.raises(gymfarm.GymfarmError, match="closed before its worker answered") as e:
+                    remote.step_wait(timeout=10)
+                assert all(isinstance(r, gymfarm.GymfarmError) for r in e.value.results)
+            finally:
+                os.kill(worker, signal.SIGCONT)  # it steps the share it holds: t = 2
+            for iid in remote.instance_ids:  # stepped once by the share, not twice
+                assert remote.farm.call("step", iid, {"action": 0})["obs"].tolist() == [3.0]
+        finally:
+            remote.close()
