@@ -270,6 +270,14 @@ class RemoteVectorEnv(VectorEnv):
     def _slabs_of(self, rows: list[int]) -> list[Any]:
         return [self._slabs[j] for j in rows]
 
+    def _lead_of(self, rows: list[int]) -> Any:
+        """The slab a share of these envs is posted in: the first this client still uses, when every
+        one of them has a slab (the worker checks each env's); None otherwise."""
+        slabs = self._slabs_of(rows)
+        if any(sh is None for sh in slabs):
+            return None
+        return next((sh for sh in slabs if sh.usable), None)
+
     def _send_vec(self, body: bytes, rows: list[int]) -> int:
         """A step_vec of these rows over the socket (the broker reads only the body's actions and
         autoreset)."""
@@ -326,11 +334,8 @@ class RemoteVectorEnv(VectorEnv):
             got = self._socket_parts(sock[0], sock[1], max(0.0, deadline - time.monotonic()))
             if (self._groups is None and self._refusals < _REFUSALS and len(sock[1]) == self.num_envs
                     and all(ok for _, ok, _ in got)):
-                # each worker's rows, where every env there has a slab: the next steps post them in
-                # the first of those slabs this client still uses (the worker checks every env's)
-                self._groups = [(rows, next(sh for sh in self._slabs_of(rows) if sh.usable)) for rows, _, _ in got
-                                if all(sh is not None for sh in self._slabs_of(rows))
-                                and any(sh.usable for sh in self._slabs_of(rows))]
+                # each worker's rows, where the next steps can post them in a slab
+                self._groups = [(rows, lead) for rows, _, _ in got if (lead := self._lead_of(rows)) is not None]
                 # one process per worker: they may busy-poll for the next step while there is a
                 # core for each (a 16-env batch over 2 workers on 2 cores ran 15-30% quicker so)
                 for _, lead in self._groups:

@@ -2,6 +2,7 @@
 workers host several envs, RemoteVectorEnv learns from its first step_vec which rows each worker
 holds, then posts each worker's share in a slab of one of its envs (STEP_VEC). The results, errors,
 crashes and timeouts are the socket path's; the broker is not on the path."""
+import contextlib
 import os
 import signal
 import time
@@ -26,6 +27,19 @@ PACKED = ["--envs-per-worker", "4", "--max-workers", "2"]
 def step_vec_answers(farm):
     """The broker's step_vec answers so far (requests that went over the socket)."""
     return farm.stats()["answers"].get("step_vec", {}).get("count", 0)
+
+
+@contextlib.contextmanager
+def stepped_once(conn, num_envs, **kwargs):
+    """A vector env of Faulty envs, reset and stepped once (it has learned which worker holds which
+    env), closed at the end."""
+    remote = conn.make_vec("gymfarm_test/Faulty-v0", num_envs=num_envs, **kwargs)
+    try:
+        remote.reset(seed=0)
+        remote.step(np.zeros(num_envs, dtype=np.int64))
+        yield remote
+    finally:
+        remote.close()
 
 
 def both_up(farm):
@@ -76,10 +90,7 @@ def test_an_env_error_through_the_slabs_is_the_socket_paths(start_farm):
     with fp.connect() as farm, fp.connect(shm=False) as plain:
         errs = []
         for conn in (farm, plain):
-            remote = conn.make_vec("gymfarm_test/Faulty-v0", num_envs=4)
-            try:
-                remote.reset(seed=0)
-                remote.step(np.zeros(4, dtype=np.int64))  # learns the workers' rows
+            with stepped_once(conn, 4) as remote:  # learns the workers' rows
                 with pytest.raises(gymfarm.EnvError) as e:
                     remote.step(np.array([0, 0, 1, 0]))
                 errs.append((e.value.env_index, e.value.remote_type,
@@ -87,8 +98,6 @@ def test_an_env_error_through_the_slabs_is_the_socket_paths(start_farm):
                              [r["obs"].tolist() if isinstance(r, dict) else type(r).__name__ for r in e.value.results]))
                 obs, *_ = remote.step(np.zeros(4, dtype=np.int64))
                 assert obs[:, 0].tolist() == [3.0, 3.0, 2.0, 3.0]
-            finally:
-                remote.close()
         assert errs[0] == errs[1]
 
 
@@ -96,10 +105,7 @@ def test_a_worker_killed_mid_step_fails_exactly_its_envs_and_reset_replaces_them
     fp = start_farm(workers=2, args=PACKED)
     with fp.connect() as farm:
         for on_crash in ("raise", "reset"):
-            remote = farm.make_vec("gymfarm_test/Faulty-v0", num_envs=8, on_crash=on_crash)
-            try:
-                remote.reset(seed=0)
-                remote.step(np.zeros(8, dtype=np.int64))
+            with stepped_once(farm, 8, on_crash=on_crash) as remote:
                 assert remote._groups is not None
                 victim = next(w for w in farm.stats()["workers"] if remote.instance_ids[0] in w["instances"])
                 doomed = {i for i, iid in enumerate(remote.instance_ids) if iid in victim["instances"]}
@@ -121,8 +127,6 @@ def test_a_worker_killed_mid_step_fails_exactly_its_envs_and_reset_replaces_them
                         obs, *_ = remote.step(np.zeros(8, dtype=np.int64))
                     assert remote._groups is not None
                     assert obs[:, 0].tolist() == [3.0 if i in doomed else 5.0 for i in range(8)]
-            finally:
-                remote.close()
             assert wait_until(lambda: both_up(farm), 30)
 
 
@@ -131,10 +135,7 @@ def test_a_hung_share_times_out_as_over_the_socket(start_farm):
     with fp.connect() as farm, fp.connect(shm=False) as plain:
         codes = []
         for conn in (farm, plain):
-            remote = conn.make_vec("gymfarm_test/Faulty-v0", num_envs=8)
-            try:
-                remote.reset(seed=0)
-                remote.step(np.zeros(8, dtype=np.int64))
+            with stepped_once(conn, 8) as remote:
                 assert bool(remote._groups) == (conn is farm)  # through the slabs, or the socket
                 hang = np.zeros(8, dtype=np.int64)
                 hang[0] = 3  # hangs in C holding the GIL: the farm's deadline kills the worker
@@ -142,8 +143,6 @@ def test_a_hung_share_times_out_as_over_the_socket(start_farm):
                     remote.step(hang)
                 codes.append(sorted({type(r).__name__ for r in e.value.results if not isinstance(r, dict)}))
                 assert e.value.code == "timeout"
-            finally:
-                remote.close()
             assert wait_until(lambda: both_up(farm), 30)
         assert codes[0] == codes[1] == ["Timeout"]
 
@@ -171,10 +170,7 @@ def test_a_share_too_large_for_its_slab_arrives_whole(start_farm):
 def test_step_wait_keeps_its_timeout_through_the_slabs(start_farm, per_worker):
     fp = start_farm(workers=2, args=["--envs-per-worker", str(per_worker), "--step-timeout", "3"])
     with fp.connect() as farm:
-        remote = farm.make_vec("gymfarm_test/Faulty-v0", num_envs=2)
-        try:
-            remote.reset(seed=0)
-            remote.step(np.zeros(2, dtype=np.int64))
+        with stepped_once(farm, 2) as remote:
             assert remote._groups or all(s is not None for s in remote._slabs)  # the slabs carry the steps
             remote.step_async(np.array([3, 0]))  # env 0 hangs until the farm's deadline kills its worker
             started = time.monotonic()
@@ -182,8 +178,6 @@ def test_step_wait_keeps_its_timeout_through_the_slabs(start_farm, per_worker):
                 remote.step_wait(timeout=0.3)
             assert time.monotonic() - started < 2.5 and e.value.details.get("client_side")
             assert isinstance(e.value.results[1], dict)  # the other env's step is not lost
-        finally:
-            remote.close()
         assert wait_until(lambda: both_up(farm), 30)
 
 
@@ -192,10 +186,7 @@ def test_a_share_whose_slab_dies_unanswered_fails_and_is_not_sent_again(start_fa
     the share posted there: the client must not send the share again, or the other envs step twice."""
     fp = start_farm(workers=1, args=["--envs-per-worker", "2", "--max-workers", "1"])
     with fp.connect() as farm:
-        remote = farm.make_vec("gymfarm_test/Faulty-v0", num_envs=2)
-        try:
-            remote.reset(seed=0)
-            remote.step(np.zeros(2, dtype=np.int64))  # learns the rows: t = 1 in both envs
+        with stepped_once(farm, 2) as remote:  # learns the rows: t = 1 in both envs
             ((rows, lead),) = remote._groups
             worker = next(w["pid"] for w in farm.stats()["workers"] if w["instances"])
             os.kill(worker, signal.SIGSTOP)  # the worker holds the share
@@ -209,5 +200,3 @@ def test_a_share_whose_slab_dies_unanswered_fails_and_is_not_sent_again(start_fa
                 os.kill(worker, signal.SIGCONT)  # it steps the share it holds: t = 2
             for iid in remote.instance_ids:  # stepped once by the share, not twice
                 assert remote.farm.call("step", iid, {"action": 0})["obs"].tolist() == [3.0]
-        finally:
-            remote.close()
